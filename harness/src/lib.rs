@@ -1,0 +1,9 @@
+//! chatbench: start MongoDB and N chat-server nodes, drive chat clients from
+//! a scenario file, record every send, ack and delivery, and check
+//! exactly-once delivery, ordering and latency from the recorded trace.
+
+pub mod check;
+pub mod process;
+pub mod provider;
+pub mod scenario;
+pub mod trace;

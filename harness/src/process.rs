@@ -1,0 +1,174 @@
+//! Child processes the harness owns (backends and server nodes).
+//!
+//! Each child runs in its own process group, so killing the group takes its
+//! grandchildren too, and gets SIGKILL if the harness dies (PR_SET_PDEATHSIG).
+//! A [`ChildGuard`] kills the group when dropped — on success, on error, on
+//! Ctrl-C (the run future is dropped) and on panic (unwinding, plus a panic
+//! hook that kills every registered group).
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::collections::HashSet;
+use std::io;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+fn registry() -> &'static Mutex<HashSet<i32>> {
+    static LIVE: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+/// Kill every process group the harness still owns. Safe to call twice.
+pub fn kill_all_children() {
+    let groups: Vec<i32> = registry()
+        .lock()
+        .map(|mut g| g.drain().collect())
+        .unwrap_or_default();
+    for pgid in groups {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Make a panic anywhere kill all children before the default hook runs.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        kill_all_children();
+        default(info);
+    }));
+}
+
+pub struct ChildGuard {
+    name: String,
+    child: Child,
+    pgid: i32,
+}
+
+impl ChildGuard {
+    /// Spawn `cmd` in a new process group that dies with the harness.
+    pub fn spawn(name: impl Into<String>, cmd: &mut Command) -> io::Result<Self> {
+        let name = name.into();
+        cmd.process_group(0).kill_on_drop(true);
+        // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        let pgid = child.id().ok_or_else(|| {
+            io::Error::other(format!("{name} exited before its pid could be read"))
+        })? as i32;
+        registry().lock().map(|mut g| g.insert(pgid)).ok();
+        Ok(Self { name, child, pgid })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Signal the whole group.
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        killpg(Pid::from_raw(self.pgid), signal).map_err(io::Error::from)
+    }
+
+    /// Has it exited? Returns the exit status if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status.
+    pub async fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let _ = self.signal(Signal::SIGTERM);
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => None,
+        };
+        let _ = self.signal(Signal::SIGKILL);
+        registry().lock().map(|mut g| g.remove(&self.pgid)).ok();
+        status
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        registry().lock().map(|mut g| g.remove(&self.pgid)).ok();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released). For backends that
+/// cannot listen on port 0 themselves; callers retry if it was taken meanwhile.
+pub fn free_port() -> io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Find an executable on PATH.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The last `lines` lines of a log file, for error messages.
+pub fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dropping_the_guard_kills_the_whole_group() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("sleep 300 & echo $!; wait");
+        cmd.stdout(std::process::Stdio::piped());
+        let mut guard = ChildGuard::spawn("sleeper", &mut cmd).unwrap();
+        let stdout = guard.child_mut().stdout.take().unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let grandchild: i32 = lines
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let parent = guard.pid();
+        drop(guard);
+        let gone = |pid: i32| {
+            // A killed child may linger as a zombie until reaped; treat that as gone.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+                .unwrap_or(true)
+        };
+        for _ in 0..100 {
+            if gone(grandchild) && gone(parent) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("process group survived its guard: parent {parent}, grandchild {grandchild}");
+    }
+}

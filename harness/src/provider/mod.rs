@@ -1,0 +1,84 @@
+//! Providers: how the backends a run needs come to exist, chosen per run.
+//!
+//! `docker` (testcontainers), `process` (binaries on PATH), `compat`
+//! (Docker-less stand-ins installed by `ci/setup`) and `external` (URIs the
+//! user gives). `auto` takes the first that can honour the scenario. A
+//! provider that cannot honour a request fails with a clear message; none
+//! silently downgrades. Every backend is torn down when its handle drops.
+
+pub mod mongo;
+
+use std::path::PathBuf;
+
+pub use crate::scenario::ProviderChoice;
+
+/// Concrete providers (what `auto` resolves to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Docker,
+    Process,
+    Compat,
+    External,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Docker => "docker",
+            ProviderKind::Process => "process",
+            ProviderKind::Compat => "compat",
+            ProviderKind::External => "external",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider} provider is not available here: {why}. {fix}")]
+    Unavailable {
+        provider: &'static str,
+        why: String,
+        fix: String,
+    },
+    #[error("{provider} provider cannot honour this scenario: {why}")]
+    CannotHonour { provider: &'static str, why: String },
+    #[error("{provider} provider: {what} did not start: {why}")]
+    StartFailed {
+        provider: &'static str,
+        what: String,
+        why: String,
+    },
+}
+
+/// Where `ci/setup` installs the compat backends.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CHATBENCH_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("chatbench");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache").join("chatbench")
+}
+
+/// Is a Docker engine reachable? (A socket that exists, or DOCKER_HOST set.)
+pub fn docker_reachable() -> Result<String, String> {
+    if let Some(host) = std::env::var_os("DOCKER_HOST") {
+        return Ok(format!("DOCKER_HOST={}", host.to_string_lossy()));
+    }
+    let socket = std::path::Path::new("/var/run/docker.sock");
+    if !socket.exists() {
+        return Err(
+            "no Docker engine: /var/run/docker.sock does not exist and DOCKER_HOST is not set"
+                .into(),
+        );
+    }
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => Ok("/var/run/docker.sock".into()),
+        Err(e) => Err(format!(
+            "/var/run/docker.sock exists but does not answer: {e}"
+        )),
+    }
+}

@@ -1,0 +1,215 @@
+//! MongoDB providers. [`start`] returns a [`MongoBackend`] whose connection
+//! string the nodes use; dropping it tears the backend down.
+
+mod compat;
+mod docker;
+mod external;
+mod process;
+
+use super::{ProviderChoice, ProviderError, ProviderKind};
+use mongodb::bson::doc;
+use std::path::Path;
+use std::time::Duration;
+
+pub use compat::{compat_python, compat_status};
+pub use process::mongod_status;
+
+/// What a run asks of MongoDB.
+#[derive(Debug, Clone)]
+pub struct MongoRequest {
+    pub members: u32,
+    /// Connection string for `external`.
+    pub uri: Option<String>,
+    /// Keep data on disk so the backend can restart on it (faults).
+    pub persistent: bool,
+}
+
+/// A running MongoDB. Dropping it stops the backend.
+pub struct MongoBackend {
+    pub uri: String,
+    pub provider: ProviderKind,
+    /// Backend name and version as reported, e.g. `nx-27017 0.8.1`.
+    pub version: String,
+    /// Whether latency through this backend says anything about MongoDB.
+    pub is_real_mongodb: bool,
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for MongoBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoBackend")
+            .field("uri", &self.uri)
+            .field("provider", &self.provider)
+            .finish()
+    }
+}
+
+impl MongoBackend {
+    fn new(
+        uri: String,
+        provider: ProviderKind,
+        version: String,
+        real: bool,
+        guard: impl Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            uri,
+            provider,
+            version,
+            is_real_mongodb: real,
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+/// Start (or connect to) MongoDB with the chosen provider. Logs go to `log_dir`.
+pub async fn start(
+    choice: ProviderChoice,
+    request: &MongoRequest,
+    log_dir: &Path,
+) -> Result<MongoBackend, ProviderError> {
+    match choice {
+        ProviderChoice::Compat => compat::start(request, log_dir).await,
+        ProviderChoice::Process => process::start(request, log_dir).await,
+        ProviderChoice::Docker => docker::start(request).await,
+        ProviderChoice::External => external::start(request).await,
+        ProviderChoice::Auto => {
+            let mut tried = Vec::new();
+            for (kind, available) in [
+                (
+                    ProviderChoice::Docker,
+                    super::docker_reachable()
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                ),
+                (ProviderChoice::Process, mongod_status().map(|_| ())),
+                (ProviderChoice::Compat, compat_status().map(|_| ())),
+            ] {
+                if let Err(why) = available {
+                    tried.push(format!("{kind:?}: {why}"));
+                    continue;
+                }
+                match Box::pin(start(kind, request, log_dir)).await {
+                    Ok(backend) => return Ok(backend),
+                    Err(e @ ProviderError::CannotHonour { .. }) => tried.push(e.to_string()),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(ProviderError::Unavailable {
+                provider: "auto",
+                why: format!("no MongoDB provider can serve this run ({})", tried.join("; ")),
+                fix: "Run ci/setup for the compat backend, put mongod on PATH, start Docker, or give --provider external with a URI".into(),
+            })
+        }
+    }
+}
+
+/// Ping until the deployment answers (and, for replica sets, has a primary).
+pub(crate) async fn wait_until_ready(
+    uri: &str,
+    timeout: Duration,
+) -> Result<mongodb::Client, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("no attempt made");
+    while tokio::time::Instant::now() < deadline {
+        match try_ping(uri).await {
+            Ok(client) => return Ok(client),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("no answer within {timeout:?}: {last}"))
+}
+
+async fn try_ping(uri: &str) -> Result<mongodb::Client, String> {
+    let mut options = mongodb::options::ClientOptions::parse(uri)
+        .await
+        .map_err(|e| e.to_string())?;
+    options.server_selection_timeout = Some(Duration::from_millis(500));
+    options.connect_timeout = Some(Duration::from_millis(500));
+    let client = mongodb::Client::with_options(options).map_err(|e| e.to_string())?;
+    client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+/// `buildInfo.version`, when the server reports one.
+pub(crate) async fn server_version(client: &mongodb::Client) -> Option<String> {
+    let info = client
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .ok()?;
+    info.get_str("version").ok().map(str::to_owned)
+}
+
+fn single_member_only(provider: &'static str, request: &MongoRequest) -> Result<(), ProviderError> {
+    if request.members == 1 {
+        return Ok(());
+    }
+    Err(ProviderError::CannotHonour {
+        provider,
+        why: format!(
+            "it runs a single-member replica set and the scenario asks for {} members; use the process or external provider",
+            request.members
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn single_member_providers_refuse_three_members_instead_of_downgrading() {
+        let request = MongoRequest {
+            members: 3,
+            uri: None,
+            persistent: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for choice in [ProviderChoice::Compat, ProviderChoice::Docker] {
+            let err = start(choice, &request, dir.path()).await.unwrap_err();
+            assert!(
+                matches!(err, ProviderError::CannotHonour { .. }),
+                "{choice:?}: {err}"
+            );
+            assert!(err.to_string().contains("3 members"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn external_without_uri_is_a_clear_error() {
+        let request = MongoRequest {
+            members: 1,
+            uri: None,
+            persistent: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = start(ProviderChoice::External, &request, dir.path())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("URI"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn external_that_does_not_answer_names_the_uri() {
+        let port = crate::process::free_port().unwrap();
+        let uri = format!(
+            "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300"
+        );
+        let request = MongoRequest {
+            members: 1,
+            uri: Some(uri.clone()),
+            persistent: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = start(ProviderChoice::External, &request, dir.path())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&uri), "{err}");
+    }
+}

@@ -1,0 +1,149 @@
+//! `compat`: nx-27017, a MongoDB wire-protocol server on SQLite, installed
+//! pinned into a venv by `ci/setup`. It is one member with change streams,
+//! resume tokens and unique indexes — not MongoDB: its latency and
+//! throughput say nothing about MongoDB's. Our launcher
+//! (`harness/compat/nx_launcher.py`, embedded here) re-types two reply fields
+//! the Rust driver rejects; see the launcher's docstring.
+
+use super::{MongoBackend, MongoRequest, single_member_only, wait_until_ready};
+use crate::process::{ChildGuard, free_port, tail};
+use crate::provider::{ProviderError, ProviderKind, cache_dir};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+const LAUNCHER: &str = include_str!("../../../compat/nx_launcher.py");
+
+/// The venv Python that has nx-27017 (CHATBENCH_COMPAT_PYTHON overrides).
+pub fn compat_python() -> PathBuf {
+    std::env::var_os("CHATBENCH_COMPAT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("compat-venv").join("bin").join("python"))
+}
+
+/// Ok(description) when the compat MongoDB is installed.
+pub fn compat_status() -> Result<String, String> {
+    let python = compat_python();
+    if !python.exists() {
+        return Err(format!(
+            "{} does not exist (run ci/setup)",
+            python.display()
+        ));
+    }
+    let site = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('nx-27017'))",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !site.status.success() {
+        return Err(format!(
+            "nx-27017 is not installed in {} (run ci/setup)",
+            python.display()
+        ));
+    }
+    Ok(format!(
+        "nx-27017 {}",
+        String::from_utf8_lossy(&site.stdout).trim()
+    ))
+}
+
+/// The compat backend: the process and its working directory.
+struct Running {
+    _child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
+    single_member_only("compat", request)?;
+    let version = compat_status().map_err(|why| ProviderError::Unavailable {
+        provider: "compat",
+        why,
+        fix: "Run ci/setup (it installs nx-27017 pinned into a venv under ~/.cache/chatbench)"
+            .into(),
+    })?;
+    let failed = |why: String| ProviderError::StartFailed {
+        provider: "compat",
+        what: "nx-27017".into(),
+        why,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("chatbench-nx-")
+        .tempdir()
+        .map_err(|e| failed(e.to_string()))?;
+    let launcher = dir.path().join("nx_launcher.py");
+    std::fs::write(&launcher, LAUNCHER)
+        .map_err(|e| failed(format!("writing the launcher: {e}")))?;
+    let db = if request.persistent {
+        dir.path().join("nx.db").display().to_string()
+    } else {
+        "memory".to_owned()
+    };
+    let log = log_dir.join("mongo-compat.log");
+    let mut last_error = String::new();
+    // The port is picked before nx-27017 binds it; retry if someone took it.
+    for _attempt in 0..3 {
+        let port = free_port().map_err(|e| failed(e.to_string()))?;
+        let log_file = std::fs::File::create(&log)
+            .map_err(|e| failed(format!("creating {}: {e}", log.display())))?;
+        let mut cmd = Command::new(compat_python());
+        cmd.arg(&launcher)
+            .args([
+                "--db",
+                &db,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .arg("--pid-file")
+            .arg(dir.path().join("nx.pid"))
+            .arg("--log-file")
+            .arg(dir.path().join("nx-internal.log"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                log_file.try_clone().map_err(|e| failed(e.to_string()))?,
+            ))
+            .stderr(Stdio::from(log_file));
+        let mut child =
+            ChildGuard::spawn("nx-27017", &mut cmd).map_err(|e| failed(e.to_string()))?;
+        let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+        let ready = tokio::select! {
+            ready = wait_until_ready(&uri, Duration::from_secs(20)) => ready.map(|_| ()),
+            status = child.child_mut().wait() => Err(format!("exited with {status:?}")),
+        };
+        match ready {
+            Ok(()) => {
+                tracing::info!(%uri, "compat MongoDB (nx-27017) ready");
+                let running = Running {
+                    _child: child,
+                    _dir: dir,
+                };
+                return Ok(MongoBackend::new(
+                    uri,
+                    ProviderKind::Compat,
+                    version,
+                    false,
+                    running,
+                ));
+            }
+            Err(why) => {
+                last_error = format!("{why}; log {}:\n{}", log.display(), tail(&log, 15));
+                drop(child);
+            }
+        }
+    }
+    Err(failed(last_error))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn launcher_patches_both_fields_the_driver_rejects() {
+        assert!(super::LAUNCHER.contains("Int64(item[\"id\"])"));
+        assert!(super::LAUNCHER.contains("Timestamp(item"));
+    }
+}

@@ -1,0 +1,353 @@
+//! Reading a scenario: YAML through serde-saphyr (which reports the line of
+//! a syntax or type error itself), then the checks serde cannot express,
+//! each reported at the line of the offending key.
+
+use super::model::*;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("scenario {file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scenario {file} line {line}: {message}")]
+    Invalid {
+        file: String,
+        line: u64,
+        message: String,
+    },
+}
+
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse_str(&text, &file)
+}
+
+pub fn parse_str(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    let invalid = |line, message| ScenarioError::Invalid {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    let Tracked(scenario) = serde_saphyr::from_str::<Tracked>(text).map_err(|e| {
+        let rendered = e.to_string();
+        match rendered.split_once(PATH_MARK) {
+            // A data error: serde-saphyr has no location for it, so find the
+            // key path serde_path_to_error recorded.
+            Some((path, message)) => {
+                let message = strip_location_suffix(message);
+                // List indexes (`faults[0]`) are dropped: the first item is found.
+                let mut segments: Vec<&str> = path
+                    .split('.')
+                    .map(|s| s.split('[').next().unwrap_or(s))
+                    .filter(|s| !s.is_empty() && *s != "?")
+                    .collect();
+                if let Some(unknown) = unknown_field(&message) {
+                    segments.push(unknown);
+                }
+                let shown = if path.is_empty() || path == "." {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                };
+                invalid(line_of(text, &segments), format!("{shown}{message}"))
+            }
+            // A YAML syntax error: serde-saphyr knows the line.
+            None => invalid(
+                e.location().map_or(0, |l| l.line()),
+                strip_location_suffix(&rendered),
+            ),
+        }
+    })?;
+    validate(&scenario).map_err(|(path, message)| {
+        invalid(
+            line_of(text, &path),
+            format!("{}: {message}", path.join(".")),
+        )
+    })?;
+    Ok(scenario)
+}
+
+/// Separates the key path from the message inside a tracked error.
+const PATH_MARK: &str = "\u{1f}";
+
+/// Deserializes a [`Scenario`] while recording the key path of any error.
+struct Tracked(Scenario);
+
+impl<'de> serde::Deserialize<'de> for Tracked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_path_to_error::deserialize(d)
+            .map(Tracked)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                <D::Error as serde::de::Error>::custom(format!(
+                    "{path}{PATH_MARK}{}",
+                    e.into_inner()
+                ))
+            })
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// serde-saphyr appends " at line L, column C"; we print the line ourselves.
+fn strip_location_suffix(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+type Violation = (Vec<&'static str>, String);
+
+fn check(
+    ok: bool,
+    path: &[&'static str],
+    message: impl FnOnce() -> String,
+) -> Result<(), Violation> {
+    if ok {
+        Ok(())
+    } else {
+        Err((path.to_vec(), message()))
+    }
+}
+
+fn validate(s: &Scenario) -> Result<(), Violation> {
+    check(!s.name.trim().is_empty(), &["name"], || {
+        "must not be empty".into()
+    })?;
+    let t = &s.topology;
+    check(t.nodes >= 1, &["topology", "nodes"], || {
+        "need at least 1 node".into()
+    })?;
+    check(t.nodes <= 64, &["topology", "nodes"], || {
+        format!("{} nodes is more than the 64 a run supports", t.nodes)
+    })?;
+    check(
+        matches!(t.mongo.members, 1 | 3),
+        &["topology", "mongo", "members"],
+        || {
+            format!(
+                "{} members: a replica set here has 1 or 3 members",
+                t.mongo.members
+            )
+        },
+    )?;
+    check(
+        t.provider != ProviderChoice::External || t.mongo.uri.is_some(),
+        &["topology", "provider"],
+        || "provider external needs topology.mongo.uri".into(),
+    )?;
+    check(!s.modes.is_empty(), &["modes"], || {
+        "list at least one mode".into()
+    })?;
+    for (i, m) in s.modes.iter().enumerate() {
+        check(!s.modes[..i].contains(m), &["modes"], || {
+            format!("mode {} is listed twice", m.as_str())
+        })?;
+    }
+    let w = &s.workload;
+    check(w.rooms >= 1, &["workload", "rooms"], || {
+        "need at least 1 room".into()
+    })?;
+    check(
+        w.senders_per_room >= 1,
+        &["workload", "senders_per_room"],
+        || "need at least 1 sender per room".into(),
+    )?;
+    check(
+        w.subscribers_per_room >= 1,
+        &["workload", "subscribers_per_room"],
+        || "need at least 1 subscriber per room (nothing to check otherwise)".into(),
+    )?;
+    match &w.load {
+        Load::Open { rate_per_s } => check(
+            rate_per_s.is_finite() && *rate_per_s > 0.0,
+            &["workload", "load", "open"],
+            || format!("rate_per_s must be a positive number, not {rate_per_s}"),
+        )?,
+        Load::Closed { in_flight } => {
+            check(*in_flight >= 1, &["workload", "load", "closed"], || {
+                "in_flight must be at least 1".into()
+            })?
+        }
+    }
+    let (min, max) = match w.message_bytes {
+        MessageBytes::Fixed(n) => (n, n),
+        MessageBytes::Range { min, max } => (min, max),
+    };
+    check(
+        min >= 1 && min <= max,
+        &["workload", "message_bytes"],
+        || format!("need 1 <= min <= max, got {min}..{max}"),
+    )?;
+    check(max <= 60_000, &["workload", "message_bytes"], || {
+        format!("{max} bytes does not fit the protocol's 64 KiB frame limit (at most 60000)")
+    })?;
+    check(!w.duration.0.is_zero(), &["workload", "duration"], || {
+        "must be longer than 0s".into()
+    })?;
+    check(w.warmup < w.duration, &["workload", "warmup"], || {
+        "must be shorter than the duration".into()
+    })?;
+    if let Placement::Pinned {
+        senders,
+        subscribers,
+    } = &w.placement
+    {
+        for (list, name) in [(senders, "senders"), (subscribers, "subscribers")] {
+            check(!list.is_empty(), &["workload", "placement"], || {
+                format!("pinned {name} list is empty")
+            })?;
+            if let Some(bad) = list.iter().find(|&&n| n >= t.nodes) {
+                return Err((
+                    vec!["workload", "placement"],
+                    format!(
+                        "pinned {name} names node {bad}, but nodes are 0..{}",
+                        t.nodes
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(late) = &w.late_subscribers {
+        check(
+            late.join_at < w.duration,
+            &["workload", "late_subscribers", "join_at"],
+            || "late subscribers must join before the workload ends".into(),
+        )?;
+    }
+    for (label, p) in [
+        ("ack", &s.checks.latency.ack),
+        ("delivery", &s.checks.latency.delivery),
+    ] {
+        let set = p.ceilings();
+        for pair in set.windows(2) {
+            check(pair[0].2 <= pair[1].2, &["checks", "latency"], || {
+                format!(
+                    "{label}: the {} ceiling is above the {} ceiling",
+                    pair[0].0, pair[1].0
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The 1-based line where a key path (e.g. `workload.rooms`) is written,
+/// found by walking indentation; 0 when not found. Hand-written because the
+/// parsed model carries no spans; it only has to find block-style keys.
+pub(crate) fn line_of(text: &str, path: &[&str]) -> u64 {
+    let mut min_indent = 0usize;
+    let mut start = 0usize;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = 0u64;
+    for key in path {
+        let mut hit = None;
+        for (i, line) in lines.iter().enumerate().skip(start) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            if i > start && indent < min_indent && found > 0 {
+                break;
+            }
+            let body = trimmed.trim_start_matches("- ");
+            if body.starts_with(&format!("{key}:"))
+                || body.contains(&format!("{{{key}:"))
+                || body.contains(&format!(" {key}:"))
+            {
+                hit = Some((i, indent));
+                break;
+            }
+        }
+        match hit {
+            Some((i, indent)) => {
+                found = i as u64 + 1;
+                start = i + 1;
+                min_indent = indent + 1;
+            }
+            None => return found,
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: t
+topology:
+  nodes: 2
+workload:
+  rooms: 2
+  subscribers_per_room: 1
+  senders_per_room: 1
+  load: {open: {rate_per_s: 10}}
+  duration: 2s
+";
+
+    fn err(text: &str) -> (u64, String) {
+        match parse_str(text, "t.yaml").unwrap_err() {
+            ScenarioError::Invalid { line, message, .. } => (line, message),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_minimal_scenario_with_defaults() {
+        let s = parse_str(GOOD, "t.yaml").unwrap();
+        assert_eq!(s.topology.nodes, 2);
+        assert_eq!(s.modes, vec![Mode::Changestream]);
+        assert_eq!(s.workload.duration.0, std::time::Duration::from_secs(2));
+        assert_eq!(s.workload.load, Load::Open { rate_per_s: 10.0 });
+        assert!(s.checks.exactly_once);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let text = GOOD.replace("  nodes: 2", "  nodez: 2");
+        let (line, message) = err(&text);
+        assert_eq!(line, 3, "{message}");
+        assert!(message.contains("nodez"), "{message}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_key() {
+        let (line, message) = err(&GOOD.replace("rooms: 2", "rooms: 0"));
+        assert_eq!(line, 5);
+        assert!(message.contains("workload.rooms"), "{message}");
+        let (line, message) = err(&GOOD.replace("duration: 2s", "duration: soon"));
+        assert_eq!(line, 9, "{message}");
+        assert!(message.contains("soon"), "{message}");
+    }
+
+    #[test]
+    fn fault_kinds_are_rejected_by_name_until_they_exist() {
+        let text = format!("{GOOD}faults:\n  - at: 1s\n    action: kill_node\n");
+        let (line, message) = err(&text);
+        assert_eq!(line, 12, "{message}");
+        assert!(message.contains("kill_node"), "{message}");
+    }
+
+    #[test]
+    fn line_of_walks_nested_keys() {
+        let text = "a:\n  b: 1\nc:\n  b: 2\n  d:\n    b: 3\n";
+        assert_eq!(line_of(text, &["c", "b"]), 4);
+        assert_eq!(line_of(text, &["c", "d", "b"]), 6);
+        assert_eq!(line_of(text, &["a", "b"]), 2);
+    }
+}

@@ -1,0 +1,279 @@
+//! The recorded history of a run: every send, ack, subscription, delivery,
+//! error and close, with nanosecond offsets from the harness's one monotonic
+//! clock, plus each room's history as read back at the end.
+//!
+//! Clients record into their own pre-sized buffers during the run; the
+//! buffers are merged, sorted by time and written once afterwards (postcard,
+//! compact), so recording costs a `Vec::push`. Checkers read only this.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// Index of a client connection in [`Trace::clients`].
+pub type ClientId = u32;
+/// Index of a room in [`Trace::rooms`].
+pub type RoomIdx = u32;
+/// A message number chosen by the harness; on the wire it is the decimal `id`.
+pub type MsgNo = u64;
+/// Stands for a delivered `id` that is not a harness message number.
+pub const FOREIGN_MSG: MsgNo = u64::MAX;
+
+/// Bump when the trace layout changes; `chatbench check` refuses others.
+pub const TRACE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Sender,
+    Subscriber,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub role: Role,
+    /// Node index the client connected to.
+    pub node: u32,
+    pub room: RoomIdx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub t_ns: u64,
+    pub client: ClientId,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A send left the client; `scheduled_ns` is when the schedule wanted it
+    /// (latency counts from there). A resend repeats the event.
+    Send {
+        room: RoomIdx,
+        msg: MsgNo,
+        scheduled_ns: u64,
+    },
+    Ack {
+        room: RoomIdx,
+        msg: MsgNo,
+        seq: u64,
+    },
+    /// The server confirmed a subscription; the client is owed every
+    /// message with `seq > after.unwrap_or(head)` from here on.
+    Subscribed {
+        room: RoomIdx,
+        head: u64,
+        after: Option<u64>,
+    },
+    Deliver {
+        room: RoomIdx,
+        msg: MsgNo,
+        seq: u64,
+    },
+    /// An `error` frame; `msg` when it names one of our sends.
+    Error {
+        msg: Option<MsgNo>,
+    },
+    /// The connection closed (close code if the server sent one).
+    Closed {
+        code: Option<u16>,
+    },
+}
+
+/// One room's stored messages as read back after the run, in `seq` order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomHistory {
+    /// `(seq, msg)` pairs.
+    pub entries: Vec<(u64, MsgNo)>,
+    /// False when history could not be read (the check is then skipped).
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceMeta {
+    pub scenario: String,
+    pub mode: String,
+    pub seed: u64,
+    pub provider: String,
+    pub backend: String,
+    /// Sends scheduled before this are left out of latency figures.
+    pub warmup_ns: u64,
+    /// When the workload's sending window ended.
+    pub sending_ended_ns: u64,
+    /// When recording stopped (after draining).
+    pub ended_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub version: u32,
+    pub meta: TraceMeta,
+    pub rooms: Vec<String>,
+    pub clients: Vec<ClientInfo>,
+    pub events: Vec<Event>,
+    /// Indexed like `rooms`.
+    pub history: Vec<RoomHistory>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("trace {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("trace {path}: not a chatbench trace or corrupt: {source}")]
+    Decode {
+        path: String,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("trace {path}: version {found}, this chatbench reads version {TRACE_VERSION}")]
+    Version { path: String, found: u32 },
+}
+
+impl Trace {
+    pub fn write(&self, path: &Path) -> Result<(), TraceError> {
+        let bytes = postcard::to_stdvec(self)
+            .expect("a trace always serializes: plain integers and strings");
+        std::fs::write(path, bytes).map_err(|source| TraceError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Self, TraceError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| TraceError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let trace: Trace = postcard::from_bytes(&bytes).map_err(|source| TraceError::Decode {
+            path: shown.clone(),
+            source,
+        })?;
+        if trace.version != TRACE_VERSION {
+            return Err(TraceError::Version {
+                path: shown,
+                found: trace.version,
+            });
+        }
+        Ok(trace)
+    }
+
+    /// Merge per-client buffers into one time-ordered event list.
+    pub fn merge(buffers: Vec<Vec<Event>>) -> Vec<Event> {
+        let mut events: Vec<Event> = Vec::with_capacity(buffers.iter().map(Vec::len).sum());
+        for buffer in buffers {
+            events.extend(buffer);
+        }
+        events.sort_by_key(|e| (e.t_ns, e.client));
+        events
+    }
+}
+
+/// The harness's one clock: nanoseconds since the run started.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    pub fn instant_at(&self, ns: u64) -> Instant {
+        self.origin + std::time::Duration::from_nanos(ns)
+    }
+}
+
+/// A client's event buffer.
+pub struct Recorder {
+    client: ClientId,
+    clock: Clock,
+    events: Vec<Event>,
+}
+
+impl Recorder {
+    pub fn new(client: ClientId, clock: Clock, capacity: usize) -> Self {
+        Self {
+            client,
+            clock,
+            events: Vec::with_capacity(capacity),
+        }
+    }
+
+    #[inline]
+    pub fn record(&mut self, kind: EventKind) -> u64 {
+        let t_ns = self.clock.now_ns();
+        self.events.push(Event {
+            t_ns,
+            client: self.client,
+            kind,
+        });
+        t_ns
+    }
+
+    pub fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_a_file_and_rejects_garbage() {
+        let trace = Trace {
+            version: TRACE_VERSION,
+            rooms: vec!["r0".into()],
+            clients: vec![ClientInfo {
+                role: Role::Sender,
+                node: 0,
+                room: 0,
+            }],
+            events: vec![Event {
+                t_ns: 5,
+                client: 0,
+                kind: EventKind::Ack {
+                    room: 0,
+                    msg: 1,
+                    seq: 1,
+                },
+            }],
+            history: vec![RoomHistory {
+                entries: vec![(1, 1)],
+                complete: true,
+            }],
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.bin");
+        trace.write(&path).unwrap();
+        assert_eq!(Trace::read(&path).unwrap(), trace);
+        std::fs::write(&path, b"not a trace").unwrap();
+        assert!(Trace::read(&path).is_err());
+    }
+
+    #[test]
+    fn merge_orders_by_time() {
+        let e = |t, c| Event {
+            t_ns: t,
+            client: c,
+            kind: EventKind::Closed { code: None },
+        };
+        let merged = Trace::merge(vec![vec![e(3, 0), e(9, 0)], vec![e(1, 1), e(5, 1)]]);
+        assert_eq!(
+            merged.iter().map(|e| e.t_ns).collect::<Vec<_>>(),
+            vec![1, 3, 5, 9]
+        );
+    }
+}

@@ -1,0 +1,466 @@
+//! Protocol v1 frames: parsing client requests and building server frames.
+//!
+//! A text frame becomes a [`Request`] or a [`FrameError`] here, at the edge;
+//! nothing past this module sees raw JSON. Server → client frames are built
+//! here too so their shape lives in one place (see `server/PROTOCOL.md`).
+//! This module does no I/O.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Largest text frame the protocol accepts, in bytes. Larger frames (up to
+/// [`MAX_WS_MESSAGE_BYTES`]) are answered with `frame_too_large`.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest WebSocket message the transport reads at all; past it the
+/// connection is closed with 1009 (message too big) by the WebSocket layer.
+pub const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Longest room name, in bytes.
+pub const MAX_ROOM_BYTES: usize = 64;
+/// Longest message id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// A room name: 1–64 characters of `[A-Za-z0-9_.:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoomId(String);
+
+impl RoomId {
+    pub fn parse(raw: &str) -> Result<Self, FrameError> {
+        if raw.is_empty() {
+            return Err(FrameError::new(
+                ErrorCode::EmptyField,
+                "field \"room\" is empty",
+            ));
+        }
+        if raw.len() > MAX_ROOM_BYTES
+            || !raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        {
+            return Err(FrameError::new(
+                ErrorCode::BadRoom,
+                format!(
+                    "room {:?} is invalid: use 1-{MAX_ROOM_BYTES} characters of A-Z a-z 0-9 _ . : -",
+                    truncate(raw, 80)
+                ),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for RoomId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client-chosen message id, the idempotency key within a room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct MsgId(String);
+
+impl MsgId {
+    pub fn parse(raw: &str) -> Result<Self, FrameError> {
+        if raw.is_empty() {
+            return Err(FrameError::new(
+                ErrorCode::EmptyField,
+                "field \"id\" is empty",
+            ));
+        }
+        if raw.len() > MAX_ID_BYTES {
+            return Err(FrameError::new(
+                ErrorCode::BadField,
+                format!("field \"id\" is longer than {MAX_ID_BYTES} bytes"),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A position in a room's gap-free sequence (1, 2, 3, ...). Not a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+/// A parsed client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Subscribe {
+        room: RoomId,
+        after: Option<Seq>,
+    },
+    Unsubscribe {
+        room: RoomId,
+    },
+    Send {
+        room: RoomId,
+        id: MsgId,
+        body: String,
+    },
+}
+
+/// Machine-readable error codes of `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadJson,
+    NotObject,
+    UnknownOp,
+    MissingField,
+    EmptyField,
+    BadField,
+    BadRoom,
+    FrameTooLarge,
+    BinaryNotSupported,
+    NotSubscribed,
+    StoreUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::NotObject => "not_object",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::EmptyField => "empty_field",
+            ErrorCode::BadField => "bad_field",
+            ErrorCode::BadRoom => "bad_room",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+/// Why a frame could not become a [`Request`]. Carries the `id`/`room` of
+/// the frame where they could be read, so the client can correlate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: Option<String>,
+    pub room: Option<String>,
+}
+
+impl FrameError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            id: None,
+            room: None,
+        }
+    }
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Parse one text frame into a request.
+pub fn parse_request(text: &str) -> Result<Request, FrameError> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "frame is {} bytes; the limit is {MAX_FRAME_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        FrameError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(FrameError::new(
+            ErrorCode::NotObject,
+            "frame must be a JSON object",
+        ));
+    };
+    let id_hint = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .map(|s| truncate(s, MAX_ID_BYTES).to_owned());
+    let room_hint = obj
+        .get("room")
+        .and_then(Value::as_str)
+        .map(|s| truncate(s, MAX_ROOM_BYTES).to_owned());
+    parse_object(&obj).map_err(|mut e| {
+        e.id = id_hint;
+        e.room = room_hint;
+        e
+    })
+}
+
+fn parse_object(obj: &Map<String, Value>) -> Result<Request, FrameError> {
+    let op = required_str(obj, "op")?;
+    match op {
+        "subscribe" => {
+            let room = RoomId::parse(required_str(obj, "room")?)?;
+            let after = match obj.get("after") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(Seq(v.as_u64().ok_or_else(|| {
+                    FrameError::new(
+                        ErrorCode::BadField,
+                        "field \"after\" must be a non-negative integer",
+                    )
+                })?)),
+            };
+            Ok(Request::Subscribe { room, after })
+        }
+        "unsubscribe" => Ok(Request::Unsubscribe {
+            room: RoomId::parse(required_str(obj, "room")?)?,
+        }),
+        "send" => {
+            let room = RoomId::parse(required_str(obj, "room")?)?;
+            let id = MsgId::parse(required_str(obj, "id")?)?;
+            let body = required_str(obj, "body")?;
+            if body.is_empty() {
+                return Err(FrameError::new(
+                    ErrorCode::EmptyField,
+                    "field \"body\" is empty",
+                ));
+            }
+            Ok(Request::Send {
+                room,
+                id,
+                body: body.to_owned(),
+            })
+        }
+        other => Err(FrameError::new(
+            ErrorCode::UnknownOp,
+            format!(
+                "unknown op {:?}: expected subscribe, unsubscribe or send",
+                truncate(other, 40)
+            ),
+        )),
+    }
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, FrameError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Err(FrameError::new(
+            ErrorCode::MissingField,
+            format!("field {key:?} is missing"),
+        )),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(FrameError::new(
+            ErrorCode::BadField,
+            format!("field {key:?} must be a string"),
+        )),
+    }
+}
+
+/// A stored chat message as the protocol shows it (`msg` frames and history).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub room: String,
+    pub seq: u64,
+    pub id: String,
+    pub body: String,
+    /// Node that accepted the send.
+    pub node: String,
+    /// Server wall-clock time of the insert, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+}
+
+/// Server → client frames.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ServerFrame<'a> {
+    Subscribed {
+        room: &'a str,
+        head: u64,
+    },
+    Unsubscribed {
+        room: &'a str,
+    },
+    Ack {
+        id: &'a str,
+        room: &'a str,
+        seq: u64,
+    },
+    Msg(&'a ChatMessage),
+    Error {
+        code: &'static str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+    },
+}
+
+impl ServerFrame<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .expect("server frames serialize: all fields are strings and integers")
+    }
+}
+
+impl FrameError {
+    pub fn to_frame(&self) -> String {
+        ServerFrame::Error {
+            code: self.code.as_str(),
+            message: &self.message,
+            id: self.id.as_deref(),
+            room: self.room.as_deref(),
+        }
+        .to_json()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn code(text: &str) -> ErrorCode {
+        parse_request(text).expect_err("expected an error").code
+    }
+
+    #[test]
+    fn parses_each_op() {
+        assert_eq!(
+            parse_request(r#"{"op":"subscribe","room":"r1","after":5}"#).unwrap(),
+            Request::Subscribe {
+                room: RoomId::parse("r1").unwrap(),
+                after: Some(Seq(5))
+            }
+        );
+        assert_eq!(
+            parse_request(r#"{"op":"subscribe","room":"r1"}"#).unwrap(),
+            Request::Subscribe {
+                room: RoomId::parse("r1").unwrap(),
+                after: None
+            }
+        );
+        assert_eq!(
+            parse_request(r#"{"op":"unsubscribe","room":"r1"}"#).unwrap(),
+            Request::Unsubscribe {
+                room: RoomId::parse("r1").unwrap()
+            }
+        );
+        assert_eq!(
+            parse_request(r#"{"op":"send","room":"r1","id":"m1","body":"hi","extra":1}"#).unwrap(),
+            Request::Send {
+                room: RoomId::parse("r1").unwrap(),
+                id: MsgId::parse("m1").unwrap(),
+                body: "hi".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_frames_with_the_right_code() {
+        assert_eq!(code("{"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::NotObject);
+        assert_eq!(code(r#"{"op":"dance"}"#), ErrorCode::UnknownOp);
+        assert_eq!(code(r#"{"room":"r"}"#), ErrorCode::MissingField);
+        assert_eq!(
+            code(r#"{"op":"send","room":"r","id":"","body":"x"}"#),
+            ErrorCode::EmptyField
+        );
+        assert_eq!(
+            code(r#"{"op":"send","room":"r","id":"a","body":""}"#),
+            ErrorCode::EmptyField
+        );
+        assert_eq!(
+            code(r#"{"op":"send","room":"r","id":7,"body":"x"}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","room":"a b"}"#),
+            ErrorCode::BadRoom
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","room":"r","after":-1}"#),
+            ErrorCode::BadField
+        );
+        let big = format!(
+            r#"{{"op":"send","room":"r","id":"a","body":"{}"}}"#,
+            "x".repeat(MAX_FRAME_BYTES)
+        );
+        assert_eq!(code(&big), ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn error_frame_carries_id_and_room_for_correlation() {
+        let err = parse_request(r#"{"op":"send","room":"r","id":"m9"}"#).unwrap_err();
+        let frame: Value = serde_json::from_str(&err.to_frame()).unwrap();
+        assert_eq!(frame["op"], "error");
+        assert_eq!(frame["code"], "missing_field");
+        assert_eq!(frame["id"], "m9");
+        assert_eq!(frame["room"], "r");
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_error_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let text = String::from_utf8_lossy(&bytes);
+            match parse_request(&text) {
+                Ok(Request::Send { room, id, body }) => {
+                    prop_assert!(!room.as_str().is_empty() && !id.as_str().is_empty() && !body.is_empty());
+                }
+                Ok(_) => {}
+                Err(e) => prop_assert!(!e.message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn valid_sends_round_trip(room in "[A-Za-z0-9_.:-]{1,64}", id in "[^\\x00]{1,30}", body in ".{1,200}") {
+            let frame = serde_json::json!({"op": "send", "room": room, "id": id, "body": body}).to_string();
+            let parsed = parse_request(&frame).unwrap();
+            prop_assert_eq!(parsed, Request::Send {
+                room: RoomId::parse(&room).unwrap(), id: MsgId::parse(&id).unwrap(), body: body.clone() });
+        }
+
+        #[test]
+        fn json_objects_with_random_fields_never_panic(op in prop_oneof![Just("send".to_owned()), Just("subscribe".to_owned()), Just("unsubscribe".to_owned()), ".*"],
+                                                       room in proptest::option::of(any::<String>()),
+                                                       after in proptest::option::of(any::<i64>())) {
+            let mut obj = serde_json::json!({"op": op});
+            if let Some(r) = room { obj["room"] = r.into(); }
+            if let Some(a) = after { obj["after"] = a.into(); }
+            let _ = parse_request(&obj.to_string());
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Deliberate guarantee-breaking for testing the harness's checkers.
+//!
+//! Off unless `--sabotage` is given. It acts at the very last step, when a
+//! `msg` frame is written to a socket, so no recovery logic upstream can hide
+//! it: `drop` skips the frame, `dup` writes it twice, `reorder` holds it back
+//! and writes it after the next one. Never enable it outside tests.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Sabotage {
+    pub drop: f64,
+    pub dup: f64,
+    pub reorder: f64,
+}
+
+impl Sabotage {
+    pub fn is_off(&self) -> bool {
+        self.drop == 0.0 && self.dup == 0.0 && self.reorder == 0.0
+    }
+}
+
+impl FromStr for Sabotage {
+    type Err = String;
+
+    /// `drop=0.02,dup=0.01,reorder=0.01` (probabilities per delivered frame).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Sabotage::default();
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = part.split_once('=').ok_or_else(|| {
+                format!("sabotage {part:?}: expected key=probability, e.g. drop=0.02")
+            })?;
+            let p: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("sabotage {key}: {value:?} is not a number"))?;
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("sabotage {key}: {p} is not a probability in 0..=1"));
+            }
+            match key.trim() {
+                "drop" => out.drop = p,
+                "dup" => out.dup = p,
+                "reorder" => out.reorder = p,
+                other => {
+                    return Err(format!(
+                        "sabotage: unknown kind {other:?} (expected drop, dup or reorder)"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What to do with one outgoing `msg` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Write,
+    Drop,
+    Duplicate,
+    HoldBack,
+}
+
+/// Per-connection dice.
+pub struct Saboteur {
+    config: Sabotage,
+    rng: StdRng,
+}
+
+impl Saboteur {
+    pub fn new(config: Sabotage, seed: u64) -> Self {
+        Self {
+            config,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn judge(&mut self) -> Verdict {
+        if self.config.is_off() {
+            return Verdict::Write;
+        }
+        let roll: f64 = self.rng.random();
+        let c = self.config;
+        if roll < c.drop {
+            Verdict::Drop
+        } else if roll < c.drop + c.dup {
+            Verdict::Duplicate
+        } else if roll < c.drop + c.dup + c.reorder {
+            Verdict::HoldBack
+        } else {
+            Verdict::Write
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        let s: Sabotage = "drop=0.5,dup=0.25".parse().unwrap();
+        assert_eq!(
+            s,
+            Sabotage {
+                drop: 0.5,
+                dup: 0.25,
+                reorder: 0.0
+            }
+        );
+        assert!("drop=2".parse::<Sabotage>().is_err());
+        assert!("lose=0.1".parse::<Sabotage>().is_err());
+        assert!("drop".parse::<Sabotage>().is_err());
+    }
+
+    #[test]
+    fn off_always_writes_and_on_sometimes_drops() {
+        let mut off = Saboteur::new(Sabotage::default(), 1);
+        assert!((0..1000).all(|_| off.judge() == Verdict::Write));
+        let mut on = Saboteur::new(
+            Sabotage {
+                drop: 0.5,
+                ..Default::default()
+            },
+            1,
+        );
+        let drops = (0..1000).filter(|_| on.judge() == Verdict::Drop).count();
+        assert!(
+            (350..650).contains(&drops),
+            "{drops} drops of 1000 at p=0.5"
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! MongoDB storage of chat messages: idempotent, gap-free per-room sequence
+//! numbers, history reads, and the change stream the fan-out watches.
+//!
+//! One document per message in the `messages` collection, `_id` =
+//! `"<room>/<seq>"` so `(room, seq)` is unique by the primary key, plus a
+//! unique index on `(room, id)` that makes `id` the idempotency key.
+//!
+//! Sequence numbers are allocated optimistically: a send inserts at
+//! `head + 1`; a duplicate-key error means either the same `id` is already
+//! stored (the resend is answered with the stored `seq`) or another node took
+//! that `seq` (re-read the head and try again). A `seq` therefore only exists
+//! once the message holding it is stored, which is what makes the sequence
+//! gap-free without transactions, and why `seq` order equals commit order.
+//! This module does not fan out; see `fanout`.
+
+use crate::protocol::{ChatMessage, MsgId, RoomId, Seq};
+use mongodb::bson::doc;
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{IndexOptions, WriteConcern};
+use mongodb::{Client, Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const DUPLICATE_KEY: i32 = 11000;
+/// How often one send retries after losing a `seq` race before giving up.
+const MAX_SEQ_RACES: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("MongoDB at {uri} is unreachable or rejected the request: {source}")]
+    Mongo {
+        uri: String,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    #[error("room {room}: lost the race for the next seq {attempts} times in a row")]
+    Contended { room: String, attempts: usize },
+}
+
+/// The document stored per message. `node` and `ts_ms` are diagnostic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageDoc {
+    #[serde(rename = "_id")]
+    pub key: String,
+    pub room: String,
+    pub seq: i64,
+    pub id: String,
+    pub body: String,
+    pub node: String,
+    pub ts_ms: i64,
+}
+
+impl MessageDoc {
+    pub fn into_message(self) -> ChatMessage {
+        ChatMessage {
+            room: self.room,
+            seq: self.seq.max(0) as u64,
+            id: self.id,
+            body: self.body,
+            node: self.node,
+            ts_ms: self.ts_ms,
+        }
+    }
+}
+
+/// Result of storing a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: Seq,
+    /// False when the `id` was already stored and this was a resend.
+    pub fresh: bool,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    uri: String,
+    client: Client,
+    messages: Collection<MessageDoc>,
+    /// Per-room async lock and head hint, so sends to one room on one node
+    /// do not race each other for the same `seq`.
+    heads: Arc<Mutex<HashMap<RoomId, Arc<tokio::sync::Mutex<Option<u64>>>>>>,
+    pub majority: bool,
+}
+
+impl Store {
+    /// Connect, detect whether the deployment is a replica set (then writes
+    /// use majority write concern) and make sure the indexes exist.
+    pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Mongo {
+            uri: uri.to_owned(),
+            source,
+        };
+        let mut options = mongodb::options::ClientOptions::parse(uri)
+            .await
+            .map_err(err)?;
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(5));
+        options
+            .app_name
+            .get_or_insert_with(|| "chat-server".to_owned());
+        let client = Client::with_options(options).map_err(err)?;
+        let hello = client
+            .database("admin")
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(err)?;
+        let majority = hello.get_str("setName").is_ok();
+        let database = client.database(db);
+        let mut collection_options = mongodb::options::CollectionOptions::default();
+        if majority {
+            collection_options.write_concern = Some(WriteConcern::majority());
+        }
+        let messages =
+            database.collection_with_options::<MessageDoc>("messages", collection_options);
+        let unique_id = IndexModel::builder()
+            .keys(doc! {"room": 1, "id": 1})
+            .options(
+                IndexOptions::builder()
+                    .unique(true)
+                    .name("room_id_unique".to_owned())
+                    .build(),
+            )
+            .build();
+        messages.create_index(unique_id).await.map_err(err)?;
+        let by_seq = IndexModel::builder()
+            .keys(doc! {"room": 1, "seq": 1})
+            .build();
+        messages.create_index(by_seq).await.map_err(err)?;
+        Ok(Self {
+            uri: uri.to_owned(),
+            client,
+            messages,
+            heads: Default::default(),
+            majority,
+        })
+    }
+
+    fn err(&self, source: mongodb::error::Error) -> StoreError {
+        StoreError::Mongo {
+            uri: self.uri.clone(),
+            source,
+        }
+    }
+
+    pub fn messages(&self) -> &Collection<MessageDoc> {
+        &self.messages
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The highest stored `seq` of a room (0 when the room is empty).
+    pub async fn head(&self, room: &RoomId) -> Result<Seq, StoreError> {
+        let last = self
+            .messages
+            .find_one(doc! {"room": room.as_str()})
+            .sort(doc! {"seq": -1})
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(Seq(last.map_or(0, |m| m.seq.max(0) as u64)))
+    }
+
+    async fn find_by_id(
+        &self,
+        room: &RoomId,
+        id: &MsgId,
+    ) -> Result<Option<MessageDoc>, StoreError> {
+        self.messages
+            .find_one(doc! {"room": room.as_str(), "id": id.as_str()})
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Store a send once. A resend of a stored `id` returns its original `seq`.
+    pub async fn insert(
+        &self,
+        room: &RoomId,
+        id: &MsgId,
+        body: &str,
+        node: &str,
+    ) -> Result<Stored, StoreError> {
+        let slot = {
+            let mut heads = self
+                .heads
+                .lock()
+                .expect("heads lock is never held across a panic");
+            heads.entry(room.clone()).or_default().clone()
+        };
+        let mut head_hint = slot.lock().await;
+        let result = self
+            .insert_locked(&mut head_hint, room, id, body, node)
+            .await;
+        if result.is_err() {
+            *head_hint = None;
+        }
+        result
+    }
+
+    async fn insert_locked(
+        &self,
+        head_hint: &mut Option<u64>,
+        room: &RoomId,
+        id: &MsgId,
+        body: &str,
+        node: &str,
+    ) -> Result<Stored, StoreError> {
+        for _ in 0..MAX_SEQ_RACES {
+            let head = match *head_hint {
+                Some(h) => h,
+                None => self.head(room).await?.0,
+            };
+            let seq = head + 1;
+            let doc = MessageDoc {
+                key: format!("{room}/{seq}"),
+                room: room.as_str().to_owned(),
+                seq: seq as i64,
+                id: id.as_str().to_owned(),
+                body: body.to_owned(),
+                node: node.to_owned(),
+                ts_ms: now_ms(),
+            };
+            match self.messages.insert_one(doc).await {
+                Ok(_) => {
+                    *head_hint = Some(seq);
+                    return Ok(Stored {
+                        seq: Seq(seq),
+                        fresh: true,
+                    });
+                }
+                Err(e) if is_duplicate_key(&e) => {
+                    if let Some(existing) = self.find_by_id(room, id).await? {
+                        *head_hint = None;
+                        return Ok(Stored {
+                            seq: Seq(existing.seq.max(0) as u64),
+                            fresh: false,
+                        });
+                    }
+                    // Another node stored `seq` first: read the head again.
+                    *head_hint = None;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Err(StoreError::Contended {
+            room: room.to_string(),
+            attempts: MAX_SEQ_RACES,
+        })
+    }
+
+    /// Messages of a room with `seq > after`, in `seq` order, at most `limit`.
+    pub async fn history(
+        &self,
+        room: &RoomId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        use futures::TryStreamExt;
+        let cursor = self
+            .messages
+            .find(doc! {"room": room.as_str(), "seq": {"$gt": after.0 as i64}})
+            .sort(doc! {"seq": 1})
+            .limit(i64::from(limit))
+            .await
+            .map_err(|e| self.err(e))?;
+        let docs: Vec<MessageDoc> = cursor.try_collect().await.map_err(|e| self.err(e))?;
+        Ok(docs.into_iter().map(MessageDoc::into_message).collect())
+    }
+}
+
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match &*error.kind {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
