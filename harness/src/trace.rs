@@ -19,6 +19,11 @@ pub type MsgNo = u64;
 /// Stands for a delivered `id` that is not a harness message number.
 pub const FOREIGN_MSG: MsgNo = u64::MAX;
 
+/// The message number a client's `k`-th send carries.
+pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
+    (u64::from(client) << 32) | u64::from(k)
+}
+
 /// Bump when the trace layout changes; `chatbench check` refuses others.
 pub const TRACE_VERSION: u32 = 1;
 
@@ -101,6 +106,11 @@ pub struct TraceMeta {
     pub sending_ended_ns: u64,
     /// When recording stopped (after draining).
     pub ended_ns: u64,
+    /// The scenario's `checks` section as JSON, so `chatbench check` can
+    /// re-judge the trace offline with the same thresholds.
+    pub checks_json: String,
+    pub backend_is_real: bool,
+    pub nodes: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

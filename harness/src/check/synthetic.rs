@@ -9,6 +9,7 @@
 use crate::trace::{
     ClientInfo, Event, EventKind, Role, RoomHistory, TRACE_VERSION, Trace, TraceMeta,
 };
+use crate::trace::msg_no;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -21,10 +22,6 @@ pub struct TraceShape {
 }
 
 const MS: u64 = 1_000_000;
-
-pub fn msg_no(client: u32, k: u32) -> u64 {
-    (u64::from(client) << 32) | u64::from(k)
-}
 
 pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
     let mut rng = StdRng::seed_from_u64(seed);

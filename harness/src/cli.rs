@@ -1,0 +1,187 @@
+//! The `chatbench` command line: `run`, `check`, `doctor`, `schema`.
+//! Exit codes: 0 all checks passed, 1 a check failed, 2 the scenario or the
+//! command line is wrong, 3 infrastructure failed, 130 interrupted.
+
+use crate::cluster::find_server_bin;
+use crate::report::evaluate::{self, evaluate};
+use crate::report::{Drain, REPORT_SCHEMA_VERSION, RunReport};
+use crate::run::{RunOptions, run};
+use crate::scenario::{self, Checks, Mode, ProviderChoice};
+use crate::trace::Trace;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const EXIT_PASS: u8 = 0;
+pub const EXIT_CHECK_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INFRA: u8 = 3;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser, Debug)]
+#[command(name = "chatbench", version, about = "Does change-stream fan-out deliver every chat message exactly once, in order, and how fast?")]
+pub struct Cli {
+    /// Less output: no progress bar, warnings only.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a scenario: start backends and nodes, drive clients, check, report.
+    Run(RunArgs),
+    /// Re-check a recorded trace offline.
+    Check {
+        /// A trace.bin from a run's output folder.
+        trace: PathBuf,
+        /// Judge with this scenario's checks instead of the ones recorded.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
+    /// Which providers work on this machine, and what to install for the others.
+    Doctor,
+    /// Print the scenario JSON Schema.
+    Schema,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The scenario file (YAML).
+    pub scenario: PathBuf,
+    /// Run only these modes (default: the scenario's `modes`).
+    #[arg(long = "mode", value_enum)]
+    pub modes: Vec<CliMode>,
+    /// Backend provider (default: the scenario's, else auto).
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderChoice>,
+    /// MongoDB URI for --provider external.
+    #[arg(long)]
+    pub mongo_uri: Option<String>,
+    /// Output folder (default: results/<timestamp>-<scenario>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed for placement, message sizes and schedules.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The chat-server binary (default: next to chatbench, or CHATBENCH_SERVER_BIN).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// TEST ONLY: make every node break guarantees (`drop=0.02,dup=0.01,reorder=0.01`).
+    #[arg(long)]
+    pub sabotage: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CliMode {
+    Changestream,
+    Kafka,
+}
+
+impl From<CliMode> for Mode {
+    fn from(m: CliMode) -> Self {
+        match m {
+            CliMode::Changestream => Mode::Changestream,
+            CliMode::Kafka => Mode::Kafka,
+        }
+    }
+}
+
+pub async fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run_command(args, cli.quiet).await,
+        Command::Check { trace, scenario } => check_command(&trace, scenario.as_deref()),
+        Command::Doctor => {
+            print!("{}", crate::doctor::render(&crate::doctor::survey()));
+            ExitCode::from(EXIT_PASS)
+        }
+        Command::Schema => {
+            print!("{}", scenario::schema::scenario_schema_json());
+            ExitCode::from(EXIT_PASS)
+        }
+    }
+}
+
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
+    let scenario = match scenario::load(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let modes: Vec<Mode> = if args.modes.is_empty() { scenario.modes.clone() } else { args.modes.iter().map(|&m| m.into()).collect() };
+    if let Some(m) = modes.iter().find(|m| **m == Mode::Kafka) {
+        return usage_error(format!(
+            "mode {} is not available yet: the Kafka baseline arrives with the Kafka issue; run with --mode changestream",
+            m.as_str()
+        ));
+    }
+    let provider = args.provider.unwrap_or(scenario.topology.provider);
+    if provider == ProviderChoice::External && args.mongo_uri.is_none() && scenario.topology.mongo.uri.is_none() {
+        return usage_error("--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)");
+    }
+    let server_bin = match args.server_bin.map(Ok).unwrap_or_else(find_server_bin) {
+        Ok(p) => p,
+        Err(e) => return usage_error(e),
+    };
+    let mut server_args = Vec::new();
+    if let Some(spec) = &args.sabotage {
+        eprintln!("warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)");
+        server_args.extend(["--sabotage".to_owned(), spec.clone()]);
+    }
+    let out_dir = args.out.unwrap_or_else(|| {
+        PathBuf::from("results").join(format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), scenario.name))
+    });
+    let options = RunOptions { modes, provider, mongo_uri: args.mongo_uri, out_dir: out_dir.clone(), seed: args.seed, quiet, server_bin, server_args };
+    match run(&scenario, &options).await {
+        Ok(report) => {
+            print!("{}", crate::report::table::render(&report));
+            println!("results: {}", out_dir.display());
+            ExitCode::from(if report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
+        }
+        Err(e) => {
+            eprintln!("error: infrastructure failed: {e}");
+            ExitCode::from(EXIT_INFRA)
+        }
+    }
+}
+
+fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> ExitCode {
+    let trace = match Trace::read(path) {
+        Ok(t) => t,
+        Err(e) => return usage_error(e),
+    };
+    let checks: Checks = match scenario {
+        Some(file) => match scenario::load(file) {
+            Ok(s) => s.checks,
+            Err(e) => return usage_error(e),
+        },
+        None => serde_json::from_str(&trace.meta.checks_json).unwrap_or_default(),
+    };
+    let ctx = evaluate::Context {
+        provider: trace.meta.provider.clone(),
+        backend: trace.meta.backend.clone(),
+        backend_is_real: trace.meta.backend_is_real,
+        nodes: trace.meta.nodes,
+        drain: Drain::default(),
+        notes: vec![format!("re-checked offline from {}", path.display())],
+    };
+    let mode = evaluate(&trace, &checks, ctx);
+    let passed = mode.failed_checks().next().is_none();
+    let report = RunReport {
+        schema_version: REPORT_SCHEMA_VERSION,
+        chatbench_version: env!("CARGO_PKG_VERSION").to_owned(),
+        scenario: trace.meta.scenario.clone(),
+        description: String::new(),
+        seed: trace.meta.seed,
+        started_at: String::new(),
+        passed,
+        modes: vec![mode],
+    };
+    print!("{}", crate::report::table::render(&report));
+    ExitCode::from(if report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
+}

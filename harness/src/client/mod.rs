@@ -1,0 +1,143 @@
+//! The workload: which client connections exist, where they connect, and
+//! running them. One tokio task per connection; each records into its own
+//! trace buffer. Shared atomics only feed the progress bar and the drain.
+
+mod connection;
+mod plan;
+
+pub use connection::Frame;
+pub use plan::{ClientPlan, plan_clients};
+
+use crate::scenario::Workload;
+use crate::trace::{Clock, Event, Role};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Live counters shared by the clients (progress and drain only; the trace
+/// is the record).
+#[derive(Debug)]
+pub struct Shared {
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+    pub delivered: AtomicU64,
+    pub errors: AtomicU64,
+    pub closed: AtomicU64,
+    /// Clients connected (and, for subscribers, subscribed) before the start.
+    pub ready: AtomicU64,
+    /// Per room: highest acked `seq`.
+    pub room_max_acked: Vec<AtomicU64>,
+    /// Per client: highest delivered `seq` (subscribers), or u64::MAX once closed.
+    pub client_last_seq: Vec<AtomicU64>,
+}
+
+impl Shared {
+    pub fn new(rooms: usize, clients: usize) -> Self {
+        Self {
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+            room_max_acked: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            client_last_seq: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Has every live subscriber received up to its room's highest acked seq?
+    pub fn drained(&self, plans: &[ClientPlan]) -> bool {
+        plans.iter().filter(|p| p.role == Role::Subscriber).all(|p| {
+            let last = self.client_last_seq[p.id as usize].load(Ordering::Relaxed);
+            last >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed)
+        })
+    }
+}
+
+/// How long clients get to connect and subscribe before the start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The sending window, fixed once every client is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+/// What a finished workload hands back.
+pub struct WorkloadOutcome {
+    pub start_ns: u64,
+    pub buffers: Vec<Vec<Event>>,
+    pub sending_ended_ns: u64,
+    pub drained: bool,
+    pub drain_took: Duration,
+}
+
+/// Run every client against its node until the sending window ends, then
+/// drain until each subscriber has caught up (or `drain_timeout`).
+pub async fn run(
+    plans: &[ClientPlan],
+    urls: &[String],
+    rooms: &[String],
+    workload: &Workload,
+    seed: u64,
+    clock: Clock,
+    shared: Arc<Shared>,
+) -> WorkloadOutcome {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (start_tx, start_rx) = watch::channel(None);
+    let senders_total = plans.iter().filter(|p| p.role == Role::Sender).count().max(1);
+    let mut tasks = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let ctx = connection::Context {
+            plan: plan.clone(),
+            url: urls[plan.node as usize].clone(),
+            room: rooms[plan.room as usize].clone(),
+            workload: workload.clone(),
+            clock,
+            start: start_rx.clone(),
+            senders_total,
+            seed,
+            shared: shared.clone(),
+            stop: stop_rx.clone(),
+        };
+        tasks.push(tokio::spawn(connection::run(ctx)));
+    }
+    // Everyone connects (and subscribes) first, so no subscriber misses the
+    // first sends and connection set-up is not measured as latency.
+    let on_time = plans.iter().filter(|p| p.join_at.is_zero()).count() as u64;
+    let ready_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    while shared.ready.load(Ordering::Relaxed) + shared.closed.load(Ordering::Relaxed) < on_time
+        && tokio::time::Instant::now() < ready_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let start_ns = clock.now_ns() + 20_000_000;
+    let end_ns = start_ns + workload.duration.0.as_nanos() as u64;
+    let _ = start_tx.send(Some(Window { start_ns, end_ns }));
+    tokio::time::sleep_until(clock.instant_at(end_ns).into()).await;
+    let sending_ended_ns = clock.now_ns();
+    let drain_started = tokio::time::Instant::now();
+    let deadline = drain_started + workload.drain_timeout.0;
+    let mut drained = false;
+    while tokio::time::Instant::now() < deadline {
+        let senders_done = shared.sent.load(Ordering::Relaxed)
+            <= shared.acked.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed);
+        if senders_done && shared.drained(plans) {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_took = drain_started.elapsed();
+    let _ = stop_tx.send(true);
+    let mut buffers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(events) => buffers.push(events),
+            Err(e) => tracing::error!(error = %e, "a client task failed"),
+        }
+    }
+    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took }
+}

@@ -1,0 +1,188 @@
+//! N `chat-server` processes on port 0, each owned by a [`ChildGuard`]. A
+//! node reports its address on the first stdout line; its logs go to the
+//! run's output folder. `start` returns once every node's `/healthz` is 200.
+
+use crate::process::{ChildGuard, tail};
+use crate::scenario::Mode;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("chat-server binary not found (looked at {looked}); build it with `cargo build --workspace --bins` or set CHATBENCH_SERVER_BIN")]
+    BinaryMissing { looked: String },
+    #[error("node {index}: {what}; last log lines ({log}):\n{tail}")]
+    NodeFailed { index: usize, what: String, log: String, tail: String },
+}
+
+/// How to start the nodes.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub server_bin: PathBuf,
+    pub nodes: u32,
+    pub mongo_uri: String,
+    pub db: String,
+    pub mode: Mode,
+    /// Extra `chat-server` flags (e.g. `--sabotage` in tests).
+    pub extra_args: Vec<String>,
+    pub log_dir: PathBuf,
+}
+
+pub struct Node {
+    pub index: usize,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    guard: ChildGuard,
+}
+
+impl Node {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Exit status if the process has died.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.guard.exited()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.guard.pid()
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+/// Where the `chat-server` binary is: CHATBENCH_SERVER_BIN, else next to the
+/// running executable (or one folder up, for test binaries in `deps/`).
+pub fn find_server_bin() -> Result<PathBuf, ClusterError> {
+    if let Some(path) = std::env::var_os("CHATBENCH_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let mut looked = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join("chat-server");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            looked.push(candidate.display().to_string());
+        }
+    }
+    if let Some(found) = crate::process::which("chat-server") {
+        return Ok(found);
+    }
+    looked.push("PATH".into());
+    Err(ClusterError::BinaryMissing { looked: looked.join(", ") })
+}
+
+impl Cluster {
+    pub async fn start(spec: &ClusterSpec) -> Result<Cluster, ClusterError> {
+        // Start all nodes at once, then wait for each: start-up overlaps.
+        let mut starting = Vec::new();
+        for index in 0..spec.nodes as usize {
+            starting.push(start_node(spec, index));
+        }
+        let mut nodes = Vec::new();
+        for result in futures::future::join_all(starting).await {
+            nodes.push(result?);
+        }
+        let cluster = Cluster { nodes };
+        for node in &cluster.nodes {
+            wait_healthy(node).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// SIGTERM every node and wait for it to exit (SIGKILL after `grace`).
+    /// Returns the nodes that did not exit cleanly.
+    pub async fn stop(mut self, grace: Duration) -> Vec<String> {
+        let mut unclean = Vec::new();
+        for node in &mut self.nodes {
+            match node.guard.terminate(grace).await {
+                Some(status) if status.success() => {}
+                other => unclean.push(format!("node {} exited with {other:?}", node.index)),
+            }
+        }
+        unclean
+    }
+
+    /// Nodes that died on their own, with their exit status.
+    pub fn dead_nodes(&mut self) -> Vec<(usize, std::process::ExitStatus)> {
+        self.nodes.iter_mut().filter_map(|n| n.exited().map(|s| (n.index, s))).collect()
+    }
+}
+
+async fn start_node(spec: &ClusterSpec, index: usize) -> Result<Node, ClusterError> {
+    let log = spec.log_dir.join(format!("node-{index}.log"));
+    let failed = |what: String| ClusterError::NodeFailed {
+        index,
+        what,
+        log: log.display().to_string(),
+        tail: tail(&log, 20),
+    };
+    if !spec.server_bin.is_file() {
+        return Err(ClusterError::BinaryMissing { looked: spec.server_bin.display().to_string() });
+    }
+    let log_file = std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;
+    let mut cmd = Command::new(&spec.server_bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--mongo-uri", &spec.mongo_uri, "--db", &spec.db])
+        .args(["--node-id", &format!("node-{index}"), "--mode", spec.mode.as_str()])
+        .args(&spec.extra_args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file));
+    let mut guard = ChildGuard::spawn(format!("node-{index}"), &mut cmd).map_err(|e| failed(format!("cannot spawn: {e}")))?;
+    let stdout = guard.child_mut().stdout.take().ok_or_else(|| failed("no stdout pipe".into()))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+    let line = match first {
+        Ok(Ok(Some(line))) => line,
+        Ok(Ok(None)) => return Err(failed(format!("exited before listening ({:?})", guard.child_mut().wait().await.ok()))),
+        Ok(Err(e)) => return Err(failed(format!("reading stdout: {e}"))),
+        Err(_) => return Err(failed("did not print `listening <addr>` within 20s".into())),
+    };
+    let addr: SocketAddr = line
+        .strip_prefix("listening ")
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or_else(|| failed(format!("first stdout line was {line:?}, expected `listening <ip>:<port>`")))?;
+    // Keep draining stdout so the node never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Node { index, addr, log, guard })
+}
+
+async fn wait_healthy(node: &Node) -> Result<(), ClusterError> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("a plain HTTP client builds");
+    let url = node.http_url("/healthz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(ClusterError::NodeFailed {
+        index: node.index,
+        what: format!("/healthz not 200 within 30s (last: {last})"),
+        log: node.log.display().to_string(),
+        tail: tail(&node.log, 20),
+    })
+}
+
+/// A path's parent folder exists (for logs).
+pub fn ensure_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)
+}

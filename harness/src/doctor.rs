@@ -1,0 +1,56 @@
+//! `chatbench doctor`: which providers work on this machine and what to
+//! install for the others.
+
+use crate::provider::mongo::{compat_python, compat_status, mongod_status};
+use crate::provider::{cache_dir, docker_reachable};
+
+pub struct ProviderStatus {
+    pub provider: &'static str,
+    pub backend: &'static str,
+    pub ready: Result<String, String>,
+    pub fix: String,
+}
+
+pub fn survey() -> Vec<ProviderStatus> {
+    vec![
+        ProviderStatus {
+            provider: "docker",
+            backend: "MongoDB (testcontainers mongo, single-member replica set)",
+            ready: docker_reachable(),
+            fix: "start a Docker engine (or set DOCKER_HOST)".into(),
+        },
+        ProviderStatus {
+            provider: "process",
+            backend: "MongoDB (mongod on PATH, 1 or 3 members)",
+            ready: mongod_status(),
+            fix: "install MongoDB server binaries so that `mongod` is on PATH".into(),
+        },
+        ProviderStatus {
+            provider: "compat",
+            backend: "nx-27017 (MongoDB wire protocol on SQLite; not MongoDB's speed)",
+            ready: compat_status(),
+            fix: format!("run ci/setup (installs into {}; python at {})", cache_dir().display(), compat_python().display()),
+        },
+        ProviderStatus {
+            provider: "external",
+            backend: "any MongoDB replica set you run",
+            ready: Err("needs a URI".into()),
+            fix: "pass --mongo-uri mongodb://... (or topology.mongo.uri)".into(),
+        },
+    ]
+}
+
+pub fn render(statuses: &[ProviderStatus]) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(["provider", "backend", "status", "to use it"]);
+    for s in statuses {
+        let (status, fix) = match &s.ready {
+            Ok(found) => (format!("ready: {found}"), "-".to_owned()),
+            Err(why) => (format!("unavailable: {why}"), s.fix.clone()),
+        };
+        table.add_row([s.provider.to_owned(), s.backend.to_owned(), status, fix]);
+    }
+    let auto = statuses.iter().find(|s| s.provider != "external" && s.ready.is_ok()).map_or("none", |s| s.provider);
+    format!("{table}\n`--provider auto` would use: {auto}\n")
+}

@@ -1,0 +1,180 @@
+//! From a trace and the scenario's checks to a [`ModeReport`]: findings,
+//! pass/fail per check, latency and throughput. Pure: no I/O.
+
+use super::{CheckResult, Counts, Drain, LatencyReport, MAX_LISTED_FINDINGS, ModeReport, fmt_us};
+use crate::check::latency::{self, LatencySummary};
+use crate::check::{FindingKind, TraceIndex, all_findings, throughput};
+use crate::scenario::{Checks, Percentiles};
+use crate::trace::{EventKind, Role, Trace};
+use std::collections::BTreeMap;
+
+/// Which checks a finding kind fails.
+fn check_of(kind: FindingKind) -> &'static str {
+    match kind {
+        FindingKind::Lost | FindingKind::Duplicated | FindingKind::Phantom | FindingKind::Agreement => "exactly_once",
+        FindingKind::OrderViolation | FindingKind::SeqConflict => "ordering.per_room_total",
+        FindingKind::FifoViolation => "ordering.per_sender_fifo",
+        FindingKind::HistoryMismatch | FindingKind::HistoryGap => "live_equals_history",
+    }
+}
+
+pub struct Context {
+    pub provider: String,
+    pub backend: String,
+    pub backend_is_real: bool,
+    pub nodes: u32,
+    pub drain: Drain,
+    pub notes: Vec<String>,
+}
+
+pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
+    let index = TraceIndex::build(trace);
+    let findings = all_findings(trace);
+    let mut findings_by_kind: BTreeMap<FindingKind, u64> = BTreeMap::new();
+    for f in &findings {
+        *findings_by_kind.entry(f.kind).or_default() += 1;
+    }
+    let enabled = |name: &str| match name {
+        "exactly_once" => checks.exactly_once,
+        "ordering.per_room_total" => checks.ordering.per_room_total,
+        "ordering.per_sender_fifo" => checks.ordering.per_sender_fifo,
+        "live_equals_history" => checks.live_equals_history,
+        _ => false,
+    };
+    let mut results = Vec::new();
+    for name in ["exactly_once", "ordering.per_room_total", "ordering.per_sender_fifo", "live_equals_history"] {
+        if !enabled(name) {
+            continue;
+        }
+        let failing: Vec<String> = findings_by_kind
+            .iter()
+            .filter(|(k, _)| check_of(**k) == name)
+            .map(|(k, n)| format!("{n} {}", k.as_str()))
+            .collect();
+        let history_missing = name == "live_equals_history" && trace.history.iter().any(|h| !h.complete);
+        let passed = failing.is_empty() && !history_missing;
+        let detail = if history_missing {
+            "history could not be read back for every room".to_owned()
+        } else if passed {
+            "no violations".to_owned()
+        } else {
+            failing.join(", ")
+        };
+        results.push(CheckResult { name: name.to_owned(), passed, detail });
+    }
+    let lat = latency::measure(&index);
+    let latency = LatencyReport {
+        ack: LatencySummary::from_histogram(&lat.ack),
+        delivery: LatencySummary::from_histogram(&lat.delivery),
+    };
+    ceiling_checks("latency.ack", &checks.latency.ack, &latency.ack, &mut results);
+    ceiling_checks("latency.delivery", &checks.latency.delivery, &latency.delivery, &mut results);
+    let throughput = throughput::measure(&index);
+    if let Some(min) = &checks.min_throughput {
+        for (name, floor, actual) in [
+            ("min_throughput.acked_per_s", min.acked_per_s, throughput.acked_per_s),
+            ("min_throughput.delivered_per_s", min.delivered_per_s, throughput.delivered_per_s),
+        ] {
+            if let Some(floor) = floor {
+                results.push(CheckResult {
+                    name: name.to_owned(),
+                    passed: actual >= floor,
+                    detail: format!("{actual:.1}/s (floor {floor:.1}/s)"),
+                });
+            }
+        }
+    }
+    let counts = count(trace, &index);
+    ModeReport {
+        mode: trace.meta.mode.clone(),
+        provider: ctx.provider,
+        backend: ctx.backend,
+        backend_is_real: ctx.backend_is_real,
+        nodes: ctx.nodes,
+        counts,
+        findings_by_kind,
+        findings: findings.into_iter().take(MAX_LISTED_FINDINGS).collect(),
+        checks: results,
+        latency,
+        throughput,
+        drain: ctx.drain,
+        notes: ctx.notes,
+    }
+}
+
+fn ceiling_checks(prefix: &str, ceilings: &Percentiles, summary: &LatencySummary, out: &mut Vec<CheckResult>) {
+    for (label, quantile, limit) in ceilings.ceilings() {
+        let limit_us = limit.as_micros() as u64;
+        let actual = summary.at(quantile);
+        let passed = summary.count > 0 && actual <= limit_us;
+        let detail = if summary.count == 0 {
+            "no samples".to_owned()
+        } else {
+            format!("{} (ceiling {})", fmt_us(actual), fmt_us(limit_us))
+        };
+        out.push(CheckResult { name: format!("{prefix}.{label}"), passed, detail });
+    }
+}
+
+fn count(trace: &Trace, index: &TraceIndex) -> Counts {
+    let mut c = Counts {
+        clients: trace.clients.len() as u64,
+        senders: trace.clients.iter().filter(|c| c.role == Role::Sender).count() as u64,
+        subscribers: trace.clients.iter().filter(|c| c.role == Role::Subscriber).count() as u64,
+        sent: index.sends.len() as u64,
+        acked: index.sends.values().filter(|s| s.ack.is_some()).count() as u64,
+        ..Default::default()
+    };
+    c.unacked = c.sent - c.acked;
+    for e in &trace.events {
+        match e.kind {
+            EventKind::Deliver { .. } => c.delivered += 1,
+            EventKind::Error { .. } => c.error_frames += 1,
+            EventKind::Closed { .. } => c.closed_early += 1,
+            _ => {}
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::synthetic::{TraceShape, correct_trace};
+    use crate::scenario::HumanDuration;
+    use std::time::Duration;
+
+    fn ctx() -> Context {
+        Context { provider: "compat".into(), backend: "x".into(), backend_is_real: false, nodes: 2, drain: Drain::default(), notes: vec![] }
+    }
+
+    #[test]
+    fn a_clean_trace_passes_and_a_dropped_delivery_fails_exactly_once() {
+        let shape = TraceShape { rooms: 2, senders_per_room: 2, subscribers_per_room: 2, messages_per_sender: 5 };
+        let mut trace = correct_trace(&shape, 3);
+        let report = evaluate(&trace, &Checks::default(), ctx());
+        assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);
+        assert_eq!(report.counts.sent, 20);
+        assert_eq!(report.counts.delivered, 40);
+        let i = trace.events.iter().position(|e| matches!(e.kind, EventKind::Deliver { .. })).unwrap();
+        trace.events.remove(i);
+        let report = evaluate(&trace, &Checks::default(), ctx());
+        let failed: Vec<&str> = report.failed_checks().map(|c| c.name.as_str()).collect();
+        assert_eq!(failed, vec!["exactly_once"]);
+        assert_eq!(report.count(FindingKind::Lost), 1);
+    }
+
+    #[test]
+    fn latency_ceilings_pass_and_fail_on_the_measured_value() {
+        let shape = TraceShape { rooms: 1, senders_per_room: 1, subscribers_per_room: 1, messages_per_sender: 10 };
+        let trace = correct_trace(&shape, 3);
+        let mut checks = Checks::default();
+        // The generator delivers 2 ms after each send.
+        checks.latency.delivery.p99 = Some(HumanDuration(Duration::from_millis(5)));
+        checks.latency.ack.p50 = Some(HumanDuration(Duration::from_micros(500)));
+        let report = evaluate(&trace, &checks, ctx());
+        let by_name: BTreeMap<&str, bool> = report.checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
+        assert_eq!(by_name["latency.delivery.p99"], true);
+        assert_eq!(by_name["latency.ack.p50"], false);
+    }
+}

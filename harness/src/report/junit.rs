@@ -1,0 +1,67 @@
+//! `junit.xml`: one test case per check per mode, for CI test tabs.
+
+use super::RunReport;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+pub fn render(report: &RunReport) -> String {
+    let mut junit = Report::new("chatbench");
+    for mode in &report.modes {
+        let mut suite = TestSuite::new(format!("{}/{}", report.scenario, mode.mode));
+        for check in &mode.checks {
+            let status = if check.passed {
+                TestCaseStatus::success()
+            } else {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(check.detail.clone());
+                s
+            };
+            let mut case = TestCase::new(check.name.clone(), status);
+            case.set_classname(format!("chatbench.{}.{}", report.scenario, mode.mode));
+            suite.add_test_case(case);
+        }
+        junit.add_test_suite(suite);
+    }
+    junit.to_string().expect("JUnit XML of plain strings always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{CheckResult, Counts, Drain, LatencyReport, ModeReport};
+
+    #[test]
+    fn one_case_per_check_with_failures_marked() {
+        let mode = ModeReport {
+            mode: "changestream".into(),
+            provider: "compat".into(),
+            backend: "nx".into(),
+            backend_is_real: false,
+            nodes: 2,
+            counts: Counts::default(),
+            findings_by_kind: Default::default(),
+            findings: vec![],
+            checks: vec![
+                CheckResult { name: "exactly_once".into(), passed: false, detail: "3 lost".into() },
+                CheckResult { name: "live_equals_history".into(), passed: true, detail: "ok".into() },
+            ],
+            latency: LatencyReport::default(),
+            throughput: Default::default(),
+            drain: Drain::default(),
+            notes: vec![],
+        };
+        let report = RunReport {
+            schema_version: 1,
+            chatbench_version: "0".into(),
+            scenario: "smoke".into(),
+            description: String::new(),
+            seed: 1,
+            started_at: String::new(),
+            passed: false,
+            modes: vec![mode],
+        };
+        let xml = render(&report);
+        assert_eq!(xml.matches("<testcase").count(), 2, "{xml}");
+        assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
+        assert!(xml.contains("3 lost"));
+    }
+}

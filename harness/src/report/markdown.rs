@@ -1,0 +1,53 @@
+//! `report.md`: the table and the failed checks, for CI job summaries.
+
+use super::{COMPAT_WARNING, RunReport};
+
+pub fn render(report: &RunReport) -> String {
+    let mut out = format!("# chatbench: {}\n\n", report.scenario);
+    if !report.description.is_empty() {
+        out.push_str(&format!("{}\n\n", report.description.trim()));
+    }
+    out.push_str(&format!("Result: **{}** (seed {})\n\n", if report.passed { "PASS" } else { "FAIL" }, report.seed));
+    if report.any_compat() {
+        out.push_str(&format!("> **Note:** {COMPAT_WARNING}.\n\n"));
+    }
+    out.push_str("| metric |");
+    for m in &report.modes {
+        out.push_str(&format!(" {} |", m.mode));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|".repeat(report.modes.len()));
+    out.push('\n');
+    for (label, values) in super::table::rows(report) {
+        out.push_str(&format!("| {label} |"));
+        for v in values {
+            out.push_str(&format!(" {} |", v.replace('|', "\\|")));
+        }
+        out.push('\n');
+    }
+    out.push_str("\n## Checks\n\n");
+    for m in &report.modes {
+        for c in &m.checks {
+            out.push_str(&format!("- {} `{}` {}: {}\n", if c.passed { "✅" } else { "❌" }, m.mode, c.name, c.detail));
+        }
+    }
+    let listed: Vec<_> = report.modes.iter().flat_map(|m| m.findings.iter().take(20).map(move |f| (m, f))).collect();
+    if !listed.is_empty() {
+        out.push_str("\n## First findings\n\n| mode | kind | room | seq | msg | client | node | detail |\n|---|---|---|---|---|---|---|---|\n");
+        for (m, f) in listed {
+            let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                m.mode,
+                f.kind.as_str(),
+                f.room,
+                opt(f.seq),
+                opt(f.msg),
+                opt(f.client.map(u64::from)),
+                opt(f.node.map(u64::from)),
+                f.detail
+            ));
+        }
+    }
+    out
+}

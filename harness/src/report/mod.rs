@@ -1,0 +1,139 @@
+//! Results: one [`RunReport`] per run with every figure a reader needs to
+//! recompute the summary (OpenMessaging Benchmark's rule), rendered as a
+//! terminal table, `report.json`, `report.md` and `junit.xml`.
+
+pub mod evaluate;
+pub mod junit;
+pub mod markdown;
+pub mod table;
+
+use crate::check::latency::LatencySummary;
+use crate::check::throughput::Throughput;
+use crate::check::{Finding, FindingKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Version of `report.json`'s layout (see docs/report-json.md).
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+/// At most this many findings are listed per mode (all are counted).
+pub const MAX_LISTED_FINDINGS: usize = 500;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub chatbench_version: String,
+    pub scenario: String,
+    pub description: String,
+    pub seed: u64,
+    pub started_at: String,
+    pub passed: bool,
+    pub modes: Vec<ModeReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModeReport {
+    pub mode: String,
+    pub provider: String,
+    pub backend: String,
+    /// False for compat stand-ins: their latency is not MongoDB's.
+    pub backend_is_real: bool,
+    pub nodes: u32,
+    pub counts: Counts,
+    pub findings_by_kind: BTreeMap<FindingKind, u64>,
+    pub findings: Vec<Finding>,
+    pub checks: Vec<CheckResult>,
+    pub latency: LatencyReport,
+    pub throughput: Throughput,
+    pub drain: Drain,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub clients: u64,
+    pub senders: u64,
+    pub subscribers: u64,
+    /// Distinct messages sent.
+    pub sent: u64,
+    pub acked: u64,
+    /// Sent but never acked (indeterminate).
+    pub unacked: u64,
+    /// Deliveries received (every copy).
+    pub delivered: u64,
+    pub error_frames: u64,
+    /// Connections that ended before the run did.
+    pub closed_early: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LatencyReport {
+    pub ack: LatencySummary,
+    pub delivery: LatencySummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Drain {
+    pub completed: bool,
+    pub took_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// e.g. `exactly_once`, `latency.delivery.p99`.
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl ModeReport {
+    pub fn failed_checks(&self) -> impl Iterator<Item = &CheckResult> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    pub fn count(&self, kind: FindingKind) -> u64 {
+        self.findings_by_kind.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+/// The sentence every report carries when a compat backend was used.
+pub const COMPAT_WARNING: &str =
+    "compat backends were used: their latency and throughput are not MongoDB's (or Kafka's); they prove behaviour, not speed";
+
+impl RunReport {
+    pub fn write_all(&self, dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("reports serialize: plain data");
+        std::fs::write(dir.join("report.json"), json + "\n")?;
+        std::fs::write(dir.join("report.md"), markdown::render(self))?;
+        std::fs::write(dir.join("junit.xml"), junit::render(self))?;
+        Ok(())
+    }
+
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let report: RunReport = serde_json::from_str(&text).map_err(|e| format!("{}: not a chatbench report: {e}", path.display()))?;
+        if report.schema_version != REPORT_SCHEMA_VERSION {
+            return Err(format!(
+                "{}: report schema version {}, this chatbench reads {REPORT_SCHEMA_VERSION}",
+                path.display(),
+                report.schema_version
+            ));
+        }
+        Ok(report)
+    }
+
+    pub fn any_compat(&self) -> bool {
+        self.modes.iter().any(|m| !m.backend_is_real)
+    }
+}
+
+/// Microseconds as a short human figure.
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0 => "-".into(),
+        u if u < 1_000 => format!("{u}µs"),
+        u if u < 10_000 => format!("{:.2}ms", u as f64 / 1e3),
+        u if u < 1_000_000 => format!("{:.1}ms", u as f64 / 1e3),
+        u => format!("{:.2}s", u as f64 / 1e6),
+    }
+}

@@ -1,0 +1,228 @@
+//! One `chatbench run`: for each mode, fresh backends and nodes, the
+//! workload, history read-back, teardown, then checks and reports.
+//! Everything started here is owned by a guard, so an error, a panic or a
+//! dropped future (Ctrl-C) tears it down.
+
+use crate::client::{self, Shared, plan_clients};
+use crate::cluster::{Cluster, ClusterError, ClusterSpec};
+use crate::provider::ProviderError;
+use crate::provider::mongo::{self, MongoRequest};
+use crate::report::evaluate::{self, evaluate};
+use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport};
+use crate::scenario::{Mode, ProviderChoice, Scenario};
+use crate::trace::{Clock, FOREIGN_MSG, MsgNo, RoomHistory, TRACE_VERSION, Trace, TraceMeta};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub modes: Vec<Mode>,
+    pub provider: ProviderChoice,
+    pub mongo_uri: Option<String>,
+    pub out_dir: PathBuf,
+    pub seed: u64,
+    pub quiet: bool,
+    pub server_bin: PathBuf,
+    /// Extra flags for every node (test-only sabotage goes here).
+    pub server_args: Vec<String>,
+}
+
+/// Why a run could not produce a verdict (exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("node {node} died during the run ({status}); see {log}")]
+    NodeDied { node: usize, status: String, log: String },
+    #[error("writing results to {path}: {source}")]
+    Output {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, InfraError> {
+    let output = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| InfraError::Output { path, source }
+    };
+    std::fs::create_dir_all(&options.out_dir).map_err(output(&options.out_dir))?;
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let mut modes = Vec::new();
+    for &mode in &options.modes {
+        let dir = options.out_dir.join(mode.as_str());
+        std::fs::create_dir_all(&dir).map_err(output(&dir))?;
+        modes.push(run_mode(scenario, options, mode, &dir).await?);
+    }
+    let passed = modes.iter().all(|m| m.failed_checks().next().is_none());
+    let report = RunReport {
+        schema_version: REPORT_SCHEMA_VERSION,
+        chatbench_version: env!("CARGO_PKG_VERSION").to_owned(),
+        scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
+        seed: options.seed,
+        started_at,
+        passed,
+        modes,
+    };
+    report.write_all(&options.out_dir).map_err(output(&options.out_dir))?;
+    Ok(report)
+}
+
+async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<ModeReport, InfraError> {
+    let topology = &scenario.topology;
+    let request = MongoRequest {
+        members: topology.mongo.members,
+        uri: options.mongo_uri.clone().or_else(|| topology.mongo.uri.clone()),
+        persistent: false,
+    };
+    tracing::info!(mode = mode.as_str(), provider = ?options.provider, "starting MongoDB");
+    let backend = mongo::start(options.provider, &request, dir).await?;
+    let (provider, backend_version, backend_is_real) = (backend.provider.as_str().to_owned(), backend.version.clone(), backend.is_real_mongodb);
+    let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let spec = ClusterSpec {
+        server_bin: options.server_bin.clone(),
+        nodes: topology.nodes,
+        mongo_uri: backend.uri.clone(),
+        db,
+        mode,
+        extra_args: options.server_args.clone(),
+        log_dir: dir.to_owned(),
+    };
+    tracing::info!(nodes = topology.nodes, "starting chat-server nodes");
+    let mut cluster = Cluster::start(&spec).await?;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.ws_url()).collect();
+    let rooms: Vec<String> = (0..scenario.workload.rooms).map(|r| format!("room-{r}")).collect();
+    let plans = plan_clients(&scenario.workload, topology.nodes, options.seed);
+    let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
+    let clock = Clock::start();
+    let progress = progress_bar(options.quiet, scenario, mode);
+    let ticker = spawn_ticker(progress.clone(), shared.clone());
+    let outcome = client::run(&plans, &urls, &rooms, &scenario.workload, options.seed, clock, shared.clone()).await;
+    ticker.abort();
+    progress.finish_and_clear();
+    let ended_ns = clock.now_ns();
+    if let Some((node, status)) = cluster.dead_nodes().into_iter().next() {
+        return Err(InfraError::NodeDied { node, status: status.to_string(), log: cluster.nodes[node].log.display().to_string() });
+    }
+    let history = read_history(&cluster.nodes[0].http_url(""), &rooms).await;
+    for problem in cluster.stop(Duration::from_secs(5)).await {
+        tracing::warn!("{problem}");
+    }
+    drop(backend);
+    let trace = Trace {
+        version: TRACE_VERSION,
+        meta: TraceMeta {
+            scenario: scenario.name.clone(),
+            mode: mode.as_str().to_owned(),
+            seed: options.seed,
+            provider: provider.clone(),
+            backend: backend_version.clone(),
+            warmup_ns: outcome.start_ns + scenario.workload.warmup.0.as_nanos() as u64,
+            sending_ended_ns: outcome.sending_ended_ns,
+            ended_ns,
+            checks_json: serde_json::to_string(&scenario.checks).expect("checks serialize"),
+            backend_is_real,
+            nodes: topology.nodes,
+        },
+        rooms,
+        clients: plans.iter().map(|p| p.info()).collect(),
+        events: Trace::merge(outcome.buffers),
+        history,
+    };
+    let trace_path = dir.join("trace.bin");
+    trace.write(&trace_path).map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
+    let mut notes = vec![format!("trace: {}", trace_path.display())];
+    if !outcome.drained {
+        notes.push(format!("drain did not complete within {:?}", scenario.workload.drain_timeout.0));
+    }
+    let ctx = evaluate::Context {
+        provider,
+        backend: backend_version,
+        backend_is_real,
+        nodes: topology.nodes,
+        drain: Drain { completed: outcome.drained, took_ms: outcome.drain_took.as_millis() as u64 },
+        notes,
+    };
+    Ok(evaluate(&trace, &scenario.checks, ctx))
+}
+
+fn progress_bar(quiet: bool, scenario: &Scenario, mode: Mode) -> ProgressBar {
+    let visible = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let total = (scenario.workload.duration.0 + scenario.workload.drain_timeout.0).as_secs().max(1);
+    let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {msg}")
+            .expect("the progress template is valid"),
+    );
+    bar.set_prefix(format!("{} / {}", scenario.name, mode.as_str()));
+    bar
+}
+
+fn spawn_ticker(bar: ProgressBar, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let started = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            bar.set_position(started.elapsed().as_secs());
+            bar.set_message(format!(
+                "sent {} acked {} delivered {} errors {}",
+                shared.sent.load(Ordering::Relaxed),
+                shared.acked.load(Ordering::Relaxed),
+                shared.delivered.load(Ordering::Relaxed),
+                shared.errors.load(Ordering::Relaxed)
+            ));
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct HistoryPage {
+    messages: Vec<HistoryMessage>,
+}
+
+#[derive(Deserialize)]
+struct HistoryMessage {
+    seq: u64,
+    id: String,
+}
+
+/// Read every room's history back through a node's HTTP API.
+async fn read_history(base: &str, rooms: &[String]) -> Vec<RoomHistory> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a plain HTTP client builds");
+    let mut out = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        let mut history = RoomHistory { entries: Vec::new(), complete: true };
+        let mut after = 0u64;
+        loop {
+            let url = format!("{base}/rooms/{room}/messages?after={after}&limit=10000");
+            let page = match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => r.json::<HistoryPage>().await.ok(),
+                _ => None,
+            };
+            let Some(page) = page else {
+                tracing::warn!(%room, "could not read history");
+                history.complete = false;
+                break;
+            };
+            if page.messages.is_empty() {
+                break;
+            }
+            for m in page.messages {
+                after = after.max(m.seq);
+                let msg: MsgNo = m.id.parse().unwrap_or(FOREIGN_MSG);
+                history.entries.push((m.seq, msg));
+            }
+        }
+        out.push(history);
+    }
+    out
+}
