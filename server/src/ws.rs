@@ -38,6 +38,22 @@ struct SendJob {
     body: String,
 }
 
+/// Why writing stopped: the socket failed, or the client is too slow.
+#[derive(Debug)]
+enum Stop {
+    Socket,
+    Slow,
+}
+
+impl From<axum::Error> for Stop {
+    fn from(_: axum::Error) -> Self {
+        Stop::Socket
+    }
+}
+
+/// How long a close frame may wait for a client that is not reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why the connection ended.
 #[derive(Debug)]
 enum End {
@@ -108,12 +124,7 @@ impl Connection {
             let step = tokio::select! {
                 biased;
                 _ = shutdown.recv() => return self.close(CLOSE_GOING_AWAY, "server shutting down").await,
-                _ = slow.notified() => {
-                    self.state.metrics.slow_consumer_closes.inc();
-                    tracing::warn!(conn_id = self.conn_id, "closing slow consumer");
-                    let _ = self.close(CLOSE_SLOW_CONSUMER, "slow consumer: queue full, reconnect with after").await;
-                    return End::SlowConsumer;
-                }
+                _ = slow.notified() => Err(Stop::Slow),
                 Some(out) = rx.recv() => self.outbound(out).await,
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => self.request(text.as_str(), &sends).await,
@@ -128,36 +139,50 @@ impl Connection {
                 _ = resync.changed() => self.resync_all().await,
                 _ = retry.tick() => self.retry_behind().await,
             };
-            if step.is_err() {
-                return End::SocketError;
+            match step {
+                Ok(()) => {}
+                Err(Stop::Socket) => return End::SocketError,
+                Err(Stop::Slow) => {
+                    self.state.metrics.slow_consumer_closes.inc();
+                    tracing::warn!(conn_id = self.conn_id, "closing slow consumer");
+                    self.close(CLOSE_SLOW_CONSUMER, "slow consumer: queue full, reconnect with after").await;
+                    return End::SlowConsumer;
+                }
             }
         }
     }
 
+    /// Send a close frame; a client that is not reading gets CLOSE_TIMEOUT
+    /// to take it before the socket is simply dropped.
     async fn close(&mut self, code: u16, reason: &str) -> End {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        };
-        let _ = self.sink.send(Message::Close(Some(frame))).await;
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
         End::Shutdown
     }
 
-    async fn write(&mut self, frame: Utf8Bytes) -> Result<(), axum::Error> {
-        self.sink.send(Message::Text(frame)).await
+    /// Write one frame. A write blocked on a client that does not read is
+    /// abandoned when the hub flags this connection as a slow consumer
+    /// (the frame stays buffered whole; no partial frame is left behind).
+    async fn write(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
+        let slow = self.handle.slow.clone();
+        tokio::select! {
+            biased;
+            written = self.sink.send(Message::Text(frame)) => Ok(written?),
+            _ = slow.notified() => Err(Stop::Slow),
+        }
     }
 
-    async fn reply(&mut self, frame: ServerFrame<'_>) -> Result<(), axum::Error> {
+    async fn reply(&mut self, frame: ServerFrame<'_>) -> Result<(), Stop> {
         self.write(Utf8Bytes::from(frame.to_json())).await
     }
 
-    async fn frame_error(&mut self, err: FrameError) -> Result<(), axum::Error> {
+    async fn frame_error(&mut self, err: FrameError) -> Result<(), Stop> {
         self.state.metrics.frame_errors.inc();
         self.write(Utf8Bytes::from(err.to_frame())).await
     }
 
     /// Write a `msg` frame, through the saboteur (a no-op unless enabled).
-    async fn write_msg(&mut self, frame: Utf8Bytes) -> Result<(), axum::Error> {
+    async fn write_msg(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
         self.state.metrics.deliveries.inc();
         match self.saboteur.judge() {
             Verdict::Write => self.write(frame).await?,
@@ -178,7 +203,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn outbound(&mut self, out: Outbound) -> Result<(), axum::Error> {
+    async fn outbound(&mut self, out: Outbound) -> Result<(), Stop> {
         match out {
             Outbound::Reply(frame) => self.write(frame).await,
             Outbound::Live { room, seq, frame } => {
@@ -205,7 +230,7 @@ impl Connection {
 
     /// Write history messages from the room's next owed `seq` up to (not
     /// including) `until`, or to the end of history.
-    async fn catch_up(&mut self, room: &RoomId, until: Option<u64>) -> Result<(), axum::Error> {
+    async fn catch_up(&mut self, room: &RoomId, until: Option<u64>) -> Result<(), Stop> {
         loop {
             let Some(&next) = self.next_seq.get(room) else {
                 return Ok(());
@@ -253,7 +278,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn resync_all(&mut self) -> Result<(), axum::Error> {
+    async fn resync_all(&mut self) -> Result<(), Stop> {
         let rooms: Vec<RoomId> = self.next_seq.keys().cloned().collect();
         for room in rooms {
             self.catch_up(&room, None).await?;
@@ -261,7 +286,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn retry_behind(&mut self) -> Result<(), axum::Error> {
+    async fn retry_behind(&mut self) -> Result<(), Stop> {
         if let Some(held) = self.held_back.take() {
             self.write(held).await?;
         }
@@ -276,7 +301,7 @@ impl Connection {
         &mut self,
         text: &str,
         sends: &mpsc::Sender<SendJob>,
-    ) -> Result<(), axum::Error> {
+    ) -> Result<(), Stop> {
         let request = match parse_request(text) {
             Ok(r) => r,
             Err(e) => return self.frame_error(e).await,
@@ -314,7 +339,7 @@ impl Connection {
         }
     }
 
-    async fn subscribe(&mut self, room: RoomId, after: Option<Seq>) -> Result<(), axum::Error> {
+    async fn subscribe(&mut self, room: RoomId, after: Option<Seq>) -> Result<(), Stop> {
         // Register before reading the head: every message stored after the
         // head read then reaches us live, and everything up to it is history.
         if !self.next_seq.contains_key(&room) {
