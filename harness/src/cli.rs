@@ -19,7 +19,11 @@ pub const EXIT_INFRA: u8 = 3;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser, Debug)]
-#[command(name = "chatbench", version, about = "Does change-stream fan-out deliver every chat message exactly once, in order, and how fast?")]
+#[command(
+    name = "chatbench",
+    version,
+    about = "Does change-stream fan-out deliver every chat message exactly once, in order, and how fast?"
+)]
 pub struct Cli {
     /// Less output: no progress bar, warnings only.
     #[arg(long, global = true)]
@@ -62,6 +66,9 @@ pub struct RunArgs {
     /// Output folder (default: results/<timestamp>-<scenario>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Override `topology.nodes` (e.g. to compare 1, 2 and 3 nodes).
+    #[arg(long)]
+    pub nodes: Option<u32>,
     /// Seed for placement, message sizes and schedules.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -109,11 +116,23 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
 }
 
 async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
-    let scenario = match scenario::load(&args.scenario) {
+    let mut scenario = match scenario::load(&args.scenario) {
         Ok(s) => s,
         Err(e) => return usage_error(e),
     };
-    let modes: Vec<Mode> = if args.modes.is_empty() { scenario.modes.clone() } else { args.modes.iter().map(|&m| m.into()).collect() };
+    if let Some(nodes) = args.nodes {
+        if nodes == 0 || scenario.workload.placement_needs_more_nodes(nodes) {
+            return usage_error(format!(
+                "--nodes {nodes}: need at least 1 node, and every pinned node index must exist"
+            ));
+        }
+        scenario.topology.nodes = nodes;
+    }
+    let modes: Vec<Mode> = if args.modes.is_empty() {
+        scenario.modes.clone()
+    } else {
+        args.modes.iter().map(|&m| m.into()).collect()
+    };
     if let Some(m) = modes.iter().find(|m| **m == Mode::Kafka) {
         return usage_error(format!(
             "mode {} is not available yet: the Kafka baseline arrives with the Kafka issue; run with --mode changestream",
@@ -121,8 +140,13 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
         ));
     }
     let provider = args.provider.unwrap_or(scenario.topology.provider);
-    if provider == ProviderChoice::External && args.mongo_uri.is_none() && scenario.topology.mongo.uri.is_none() {
-        return usage_error("--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)");
+    if provider == ProviderChoice::External
+        && args.mongo_uri.is_none()
+        && scenario.topology.mongo.uri.is_none()
+    {
+        return usage_error(
+            "--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)",
+        );
     }
     let server_bin = match args.server_bin.map(Ok).unwrap_or_else(find_server_bin) {
         Ok(p) => p,
@@ -130,18 +154,37 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     };
     let mut server_args = Vec::new();
     if let Some(spec) = &args.sabotage {
-        eprintln!("warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)");
+        eprintln!(
+            "warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)"
+        );
         server_args.extend(["--sabotage".to_owned(), spec.clone()]);
     }
     let out_dir = args.out.unwrap_or_else(|| {
-        PathBuf::from("results").join(format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), scenario.name))
+        PathBuf::from("results").join(format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+            scenario.name
+        ))
     });
-    let options = RunOptions { modes, provider, mongo_uri: args.mongo_uri, out_dir: out_dir.clone(), seed: args.seed, quiet, server_bin, server_args };
+    let options = RunOptions {
+        modes,
+        provider,
+        mongo_uri: args.mongo_uri,
+        out_dir: out_dir.clone(),
+        seed: args.seed,
+        quiet,
+        server_bin,
+        server_args,
+    };
     match run(&scenario, &options).await {
         Ok(report) => {
             print!("{}", crate::report::table::render(&report));
             println!("results: {}", out_dir.display());
-            ExitCode::from(if report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
+            ExitCode::from(if report.passed {
+                EXIT_PASS
+            } else {
+                EXIT_CHECK_FAILED
+            })
         }
         Err(e) => {
             eprintln!("error: infrastructure failed: {e}");
@@ -183,5 +226,9 @@ fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> 
         modes: vec![mode],
     };
     print!("{}", crate::report::table::render(&report));
-    ExitCode::from(if report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
+    ExitCode::from(if report.passed {
+        EXIT_PASS
+    } else {
+        EXIT_CHECK_FAILED
+    })
 }

@@ -13,10 +13,17 @@ use tokio::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("chat-server binary not found (looked at {looked}); build it with `cargo build --workspace --bins` or set CHATBENCH_SERVER_BIN")]
+    #[error(
+        "chat-server binary not found (looked at {looked}); build it with `cargo build --workspace --bins` or set CHATBENCH_SERVER_BIN"
+    )]
     BinaryMissing { looked: String },
     #[error("node {index}: {what}; last log lines ({log}):\n{tail}")]
-    NodeFailed { index: usize, what: String, log: String, tail: String },
+    NodeFailed {
+        index: usize,
+        what: String,
+        log: String,
+        tail: String,
+    },
 }
 
 /// How to start the nodes.
@@ -82,7 +89,9 @@ pub fn find_server_bin() -> Result<PathBuf, ClusterError> {
         return Ok(found);
     }
     looked.push("PATH".into());
-    Err(ClusterError::BinaryMissing { looked: looked.join(", ") })
+    Err(ClusterError::BinaryMissing {
+        looked: looked.join(", "),
+    })
 }
 
 impl Cluster {
@@ -118,7 +127,10 @@ impl Cluster {
 
     /// Nodes that died on their own, with their exit status.
     pub fn dead_nodes(&mut self) -> Vec<(usize, std::process::ExitStatus)> {
-        self.nodes.iter_mut().filter_map(|n| n.exited().map(|s| (n.index, s))).collect()
+        self.nodes
+            .iter_mut()
+            .filter_map(|n| n.exited().map(|s| (n.index, s)))
+            .collect()
     }
 }
 
@@ -131,38 +143,75 @@ async fn start_node(spec: &ClusterSpec, index: usize) -> Result<Node, ClusterErr
         tail: tail(&log, 20),
     };
     if !spec.server_bin.is_file() {
-        return Err(ClusterError::BinaryMissing { looked: spec.server_bin.display().to_string() });
+        return Err(ClusterError::BinaryMissing {
+            looked: spec.server_bin.display().to_string(),
+        });
     }
-    let log_file = std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;
+    let log_file =
+        std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;
     let mut cmd = Command::new(&spec.server_bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--mongo-uri", &spec.mongo_uri, "--db", &spec.db])
-        .args(["--node-id", &format!("node-{index}"), "--mode", spec.mode.as_str()])
-        .args(&spec.extra_args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file));
-    let mut guard = ChildGuard::spawn(format!("node-{index}"), &mut cmd).map_err(|e| failed(format!("cannot spawn: {e}")))?;
-    let stdout = guard.child_mut().stdout.take().ok_or_else(|| failed("no stdout pipe".into()))?;
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--mongo-uri",
+        &spec.mongo_uri,
+        "--db",
+        &spec.db,
+    ])
+    .args([
+        "--node-id",
+        &format!("node-{index}"),
+        "--mode",
+        spec.mode.as_str(),
+    ])
+    .args(&spec.extra_args)
+    .env("NO_COLOR", "1")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::from(log_file));
+    let mut guard = ChildGuard::spawn(format!("node-{index}"), &mut cmd)
+        .map_err(|e| failed(format!("cannot spawn: {e}")))?;
+    let stdout = guard
+        .child_mut()
+        .stdout
+        .take()
+        .ok_or_else(|| failed("no stdout pipe".into()))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
     let line = match first {
         Ok(Ok(Some(line))) => line,
-        Ok(Ok(None)) => return Err(failed(format!("exited before listening ({:?})", guard.child_mut().wait().await.ok()))),
+        Ok(Ok(None)) => {
+            return Err(failed(format!(
+                "exited before listening ({:?})",
+                guard.child_mut().wait().await.ok()
+            )));
+        }
         Ok(Err(e)) => return Err(failed(format!("reading stdout: {e}"))),
         Err(_) => return Err(failed("did not print `listening <addr>` within 20s".into())),
     };
     let addr: SocketAddr = line
         .strip_prefix("listening ")
         .and_then(|a| a.trim().parse().ok())
-        .ok_or_else(|| failed(format!("first stdout line was {line:?}, expected `listening <ip>:<port>`")))?;
+        .ok_or_else(|| {
+            failed(format!(
+                "first stdout line was {line:?}, expected `listening <ip>:<port>`"
+            ))
+        })?;
     // Keep draining stdout so the node never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Node { index, addr, log, guard })
+    Ok(Node {
+        index,
+        addr,
+        log,
+        guard,
+    })
 }
 
 async fn wait_healthy(node: &Node) -> Result<(), ClusterError> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("a plain HTTP client builds");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("a plain HTTP client builds");
     let url = node.http_url("/healthz");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = String::new();

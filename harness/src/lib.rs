@@ -3,13 +3,13 @@
 //! exactly-once delivery, ordering and latency from the recorded trace.
 
 pub mod check;
-pub mod process;
-pub mod provider;
-pub mod scenario;
-pub mod trace;
+pub mod cli;
 pub mod client;
 pub mod cluster;
-pub mod report;
-pub mod cli;
 pub mod doctor;
+pub mod process;
+pub mod provider;
+pub mod report;
 pub mod run;
+pub mod scenario;
+pub mod trace;

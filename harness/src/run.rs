@@ -39,7 +39,11 @@ pub enum InfraError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error("node {node} died during the run ({status}); see {log}")]
-    NodeDied { node: usize, status: String, log: String },
+    NodeDied {
+        node: usize,
+        status: String,
+        log: String,
+    },
     #[error("writing results to {path}: {source}")]
     Output {
         path: String,
@@ -72,21 +76,39 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         passed,
         modes,
     };
-    report.write_all(&options.out_dir).map_err(output(&options.out_dir))?;
+    report
+        .write_all(&options.out_dir)
+        .map_err(output(&options.out_dir))?;
     Ok(report)
 }
 
-async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<ModeReport, InfraError> {
+async fn run_mode(
+    scenario: &Scenario,
+    options: &RunOptions,
+    mode: Mode,
+    dir: &std::path::Path,
+) -> Result<ModeReport, InfraError> {
     let topology = &scenario.topology;
     let request = MongoRequest {
         members: topology.mongo.members,
-        uri: options.mongo_uri.clone().or_else(|| topology.mongo.uri.clone()),
+        uri: options
+            .mongo_uri
+            .clone()
+            .or_else(|| topology.mongo.uri.clone()),
         persistent: false,
     };
     tracing::info!(mode = mode.as_str(), provider = ?options.provider, "starting MongoDB");
     let backend = mongo::start(options.provider, &request, dir).await?;
-    let (provider, backend_version, backend_is_real) = (backend.provider.as_str().to_owned(), backend.version.clone(), backend.is_real_mongodb);
-    let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let (provider, backend_version, backend_is_real) = (
+        backend.provider.as_str().to_owned(),
+        backend.version.clone(),
+        backend.is_real_mongodb,
+    );
+    let db = format!(
+        "chatbench_{}_{}",
+        mode.as_str(),
+        chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
+    );
     let spec = ClusterSpec {
         server_bin: options.server_bin.clone(),
         nodes: topology.nodes,
@@ -99,18 +121,33 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     tracing::info!(nodes = topology.nodes, "starting chat-server nodes");
     let mut cluster = Cluster::start(&spec).await?;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.ws_url()).collect();
-    let rooms: Vec<String> = (0..scenario.workload.rooms).map(|r| format!("room-{r}")).collect();
+    let rooms: Vec<String> = (0..scenario.workload.rooms)
+        .map(|r| format!("room-{r}"))
+        .collect();
     let plans = plan_clients(&scenario.workload, topology.nodes, options.seed);
     let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
     let clock = Clock::start();
     let progress = progress_bar(options.quiet, scenario, mode);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
-    let outcome = client::run(&plans, &urls, &rooms, &scenario.workload, options.seed, clock, shared.clone()).await;
+    let outcome = client::run(
+        &plans,
+        &urls,
+        &rooms,
+        &scenario.workload,
+        options.seed,
+        clock,
+        shared.clone(),
+    )
+    .await;
     ticker.abort();
     progress.finish_and_clear();
     let ended_ns = clock.now_ns();
     if let Some((node, status)) = cluster.dead_nodes().into_iter().next() {
-        return Err(InfraError::NodeDied { node, status: status.to_string(), log: cluster.nodes[node].log.display().to_string() });
+        return Err(InfraError::NodeDied {
+            node,
+            status: status.to_string(),
+            log: cluster.nodes[node].log.display().to_string(),
+        });
     }
     let history = read_history(&cluster.nodes[0].http_url(""), &rooms).await;
     for problem in cluster.stop(Duration::from_secs(5)).await {
@@ -138,17 +175,26 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         history,
     };
     let trace_path = dir.join("trace.bin");
-    trace.write(&trace_path).map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
+    trace.write(&trace_path).map_err(|e| InfraError::Output {
+        path: trace_path.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     let mut notes = vec![format!("trace: {}", trace_path.display())];
     if !outcome.drained {
-        notes.push(format!("drain did not complete within {:?}", scenario.workload.drain_timeout.0));
+        notes.push(format!(
+            "drain did not complete within {:?}",
+            scenario.workload.drain_timeout.0
+        ));
     }
     let ctx = evaluate::Context {
         provider,
         backend: backend_version,
         backend_is_real,
         nodes: topology.nodes,
-        drain: Drain { completed: outcome.drained, took_ms: outcome.drain_took.as_millis() as u64 },
+        drain: Drain {
+            completed: outcome.drained,
+            took_ms: outcome.drain_took.as_millis() as u64,
+        },
         notes,
     };
     Ok(evaluate(&trace, &scenario.checks, ctx))
@@ -156,8 +202,17 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
 
 fn progress_bar(quiet: bool, scenario: &Scenario, mode: Mode) -> ProgressBar {
     let visible = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let total = (scenario.workload.duration.0 + scenario.workload.drain_timeout.0).as_secs().max(1);
-    let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let total = (scenario.workload.duration.0 + scenario.workload.drain_timeout.0)
+        .as_secs()
+        .max(1);
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {msg}")
             .expect("the progress template is valid"),
@@ -197,10 +252,16 @@ struct HistoryMessage {
 
 /// Read every room's history back through a node's HTTP API.
 async fn read_history(base: &str, rooms: &[String]) -> Vec<RoomHistory> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a plain HTTP client builds");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a plain HTTP client builds");
     let mut out = Vec::with_capacity(rooms.len());
     for room in rooms {
-        let mut history = RoomHistory { entries: Vec::new(), complete: true };
+        let mut history = RoomHistory {
+            entries: Vec::new(),
+            complete: true,
+        };
         let mut after = 0u64;
         loop {
             let url = format!("{base}/rooms/{room}/messages?after={after}&limit=10000");

@@ -18,15 +18,26 @@ fn scenario(dir: &Path, duration: &str, extra: &str) -> std::path::PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("chatbench runs")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("chatbench runs")
 }
 
 fn report(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report.json written")).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(dir.join("report.json")).expect("report.json written"),
+    )
+    .unwrap()
 }
 
 fn finding_kinds(report: &serde_json::Value) -> BTreeSet<String> {
-    report["modes"][0]["findings_by_kind"].as_object().unwrap().keys().cloned().collect()
+    report["modes"][0]["findings_by_kind"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -34,12 +45,35 @@ fn a_clean_run_passes_writes_every_report_and_rechecks_offline() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = scenario(dir.path(), "2s", "");
-    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let o = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("changestream") && stdout.contains("result: PASS"), "{stdout}");
-    assert!(stdout.contains("not MongoDB's"), "the compat warning is printed: {stdout}");
-    for f in ["report.json", "report.md", "junit.xml", "changestream/trace.bin", "changestream/node-0.log"] {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("changestream") && stdout.contains("result: PASS"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not MongoDB's"),
+        "the compat warning is printed: {stdout}"
+    );
+    for f in [
+        "report.json",
+        "report.md",
+        "junit.xml",
+        "changestream/trace.bin",
+        "changestream/node-0.log",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let r = report(&out);
@@ -50,16 +84,37 @@ fn a_clean_run_passes_writes_every_report_and_rechecks_offline() {
     assert!(r["modes"][0]["counts"]["acked"].as_u64().unwrap() >= 100);
     assert!(finding_kinds(&r).is_empty());
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
-    assert!(junit.contains("exactly_once") && !junit.contains("<failure"), "{junit}");
-    let check = run(&["check", out.join("changestream/trace.bin").to_str().unwrap()]);
-    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        junit.contains("exactly_once") && !junit.contains("<failure"),
+        "{junit}"
+    );
+    let check = run(&[
+        "check",
+        out.join("changestream/trace.bin").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
 
 fn sabotaged(spec: &str) -> (Option<i32>, BTreeSet<String>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = scenario(dir.path(), "2s", "");
-    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--sabotage", spec, "--seed", "7"]);
+    let o = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--sabotage",
+        spec,
+        "--seed",
+        "7",
+    ]);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     (o.status.code(), finding_kinds(&report(&out)), stdout)
 }
@@ -69,7 +124,10 @@ fn dropped_deliveries_are_reported_as_lost_and_nothing_else() {
     let (code, kinds, stdout) = sabotaged("drop=0.05");
     assert_eq!(code, Some(1), "{stdout}");
     assert_eq!(kinds, BTreeSet::from(["lost".to_owned()]), "{stdout}");
-    assert!(stdout.contains("FAILED changestream: exactly_once"), "{stdout}");
+    assert!(
+        stdout.contains("FAILED changestream: exactly_once"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -83,7 +141,11 @@ fn duplicated_deliveries_are_reported_as_duplicated_and_nothing_else() {
 fn reordered_deliveries_are_reported_as_order_violations_and_nothing_else() {
     let (code, kinds, stdout) = sabotaged("reorder=0.05");
     assert_eq!(code, Some(1), "{stdout}");
-    assert_eq!(kinds, BTreeSet::from(["order_violation".to_owned()]), "{stdout}");
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["order_violation".to_owned()]),
+        "{stdout}"
+    );
     assert!(stdout.contains("ordering.per_room_total"), "{stdout}");
 }
 
@@ -91,12 +153,17 @@ fn reordered_deliveries_are_reported_as_order_violations_and_nothing_else() {
 fn a_broken_scenario_exits_2_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path(), "2s", "");
-    let text = std::fs::read_to_string(&file).unwrap().replace("  nodes: 2", "  nodez: 2");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("  nodes: 2", "  nodez: 2");
     std::fs::write(&file, text).unwrap();
     let o = run(&["run", file.to_str().unwrap(), "--quiet"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("e2e.yaml line 4") && stderr.contains("nodez"), "{stderr}");
+    assert!(
+        stderr.contains("e2e.yaml line 4") && stderr.contains("nodez"),
+        "{stderr}"
+    );
     let o = run(&["run", dir.path().join("missing.yaml").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["run", "--bogus-flag"]);
@@ -107,9 +174,23 @@ fn a_broken_scenario_exits_2_naming_file_line_and_key() {
 fn an_unreachable_external_backend_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path(), "1s", "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
-    let o = run(&["run", file.to_str().unwrap(), "--quiet", "--provider", "external", "--mongo-uri", &uri, "--out", dir.path().join("o").to_str().unwrap()]);
+    let o = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--provider",
+        "external",
+        "--mongo-uri",
+        &uri,
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains(&uri), "the error names the URI: {stderr}");
@@ -120,7 +201,9 @@ fn tagged_processes(tag: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let path = entry.path();
-        let Ok(environ) = std::fs::read(path.join("environ")) else { continue };
+        let Ok(environ) = std::fs::read(path.join("environ")) else {
+            continue;
+        };
         if !environ.windows(tag.len()).any(|w| w == tag.as_bytes()) {
             continue;
         }
@@ -128,7 +211,13 @@ fn tagged_processes(tag: &str) -> Vec<String> {
         if stat.split_whitespace().nth(2) == Some("Z") {
             continue;
         }
-        found.push(format!("{} {}", entry.file_name().to_string_lossy(), std::fs::read_to_string(path.join("cmdline")).unwrap_or_default().replace('\0', " ")));
+        found.push(format!(
+            "{} {}",
+            entry.file_name().to_string_lossy(),
+            std::fs::read_to_string(path.join("cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ")
+        ));
     }
     found
 }
@@ -141,7 +230,13 @@ fn ctrl_c_during_a_run_leaves_no_process_behind() {
     let tag = format!("CHATBENCH_TEST_TAG=ctrl-c-{}", std::process::id());
     let (key, value) = tag.split_once('=').unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
         .env(key, value)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -150,11 +245,19 @@ fn ctrl_c_during_a_run_leaves_no_process_behind() {
     // Wait until the nodes are up and the workload runs.
     let started = Instant::now();
     while !(out.join("changestream/node-1.log").exists() && tagged_processes(&tag).len() >= 4) {
-        assert!(started.elapsed() < Duration::from_secs(30), "run did not start: {:?}", tagged_processes(&tag));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "run did not start: {:?}",
+            tagged_processes(&tag)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -163,7 +266,10 @@ fn ctrl_c_during_a_run_leaves_no_process_behind() {
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "processes outlived the interrupted run: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "processes outlived the interrupted run: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

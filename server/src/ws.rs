@@ -145,7 +145,11 @@ impl Connection {
                 Err(Stop::Slow) => {
                     self.state.metrics.slow_consumer_closes.inc();
                     tracing::warn!(conn_id = self.conn_id, "closing slow consumer");
-                    self.close(CLOSE_SLOW_CONSUMER, "slow consumer: queue full, reconnect with after").await;
+                    self.close(
+                        CLOSE_SLOW_CONSUMER,
+                        "slow consumer: queue full, reconnect with after",
+                    )
+                    .await;
                     return End::SlowConsumer;
                 }
             }
@@ -155,8 +159,12 @@ impl Connection {
     /// Send a close frame; a client that is not reading gets CLOSE_TIMEOUT
     /// to take it before the socket is simply dropped.
     async fn close(&mut self, code: u16, reason: &str) -> End {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        let _ =
+            tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
         End::Shutdown
     }
 
@@ -297,11 +305,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn request(
-        &mut self,
-        text: &str,
-        sends: &mpsc::Sender<SendJob>,
-    ) -> Result<(), Stop> {
+    async fn request(&mut self, text: &str, sends: &mpsc::Sender<SendJob>) -> Result<(), Stop> {
         let request = match parse_request(text) {
             Ok(r) => r,
             Err(e) => return self.frame_error(e).await,

@@ -6,10 +6,10 @@
 //! is acked 1 ms after it goes out and delivered to every subscriber of the
 //! room 2 ms after, `seq` follows send order, and history holds everything.
 
+use crate::trace::msg_no;
 use crate::trace::{
     ClientInfo, Event, EventKind, Role, RoomHistory, TRACE_VERSION, Trace, TraceMeta,
 };
-use crate::trace::msg_no;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

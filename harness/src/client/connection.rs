@@ -44,7 +44,9 @@ pub struct Frame {
 pub(super) async fn run(ctx: Context) -> Vec<Event> {
     let capacity = match ctx.plan.role {
         Role::Sender => 2 * expected_sends(&ctx) + 8,
-        Role::Subscriber => expected_sends(&ctx) * ctx.senders_total / ctx.workload.rooms.max(1) as usize + 8,
+        Role::Subscriber => {
+            expected_sends(&ctx) * ctx.senders_total / ctx.workload.rooms.max(1) as usize + 8
+        }
     };
     let mut rec = Recorder::new(ctx.plan.id, ctx.clock, capacity.min(1 << 22));
     let result = match ctx.plan.role {
@@ -77,7 +79,8 @@ fn body(rng: &mut StdRng, bytes: &MessageBytes) -> String {
     "x".repeat(n as usize)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Err(close code) means the connection ended before the run did.
 type Outcome = Result<(), Option<u16>>;
@@ -117,7 +120,9 @@ async fn window(ctx: &Context) -> Option<Window> {
 async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
     let ws = connect(&ctx.url).await?;
     ctx.shared.ready.fetch_add(1, Ordering::Relaxed);
-    let Some(Window { start_ns, end_ns }) = window(ctx).await else { return Ok(()) };
+    let Some(Window { start_ns, end_ns }) = window(ctx).await else {
+        return Ok(());
+    };
     let (mut write, mut read) = ws.split();
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ (u64::from(ctx.plan.id) << 20));
     let room = ctx.plan.room;
@@ -126,14 +131,21 @@ async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
     // Open loop: each sender owns every `senders_total`-th slot of the
     // global schedule, so the total rate is exact and phases are spread.
     let (period_ns, in_flight) = match ctx.workload.load {
-        Load::Open { rate_per_s } => ((1e9 * ctx.senders_total as f64 / rate_per_s) as u64, usize::MAX),
+        Load::Open { rate_per_s } => (
+            (1e9 * ctx.senders_total as f64 / rate_per_s) as u64,
+            usize::MAX,
+        ),
         Load::Closed { in_flight } => (0, in_flight as usize),
     };
     let offset_ns = period_ns / ctx.senders_total as u64 * u64::from(ctx.plan.sender_index);
     let mut stop = ctx.stop.clone();
     let drain_deadline = end_ns + ctx.workload.drain_timeout.0.as_nanos() as u64;
     loop {
-        let next_ns = if period_ns > 0 { start_ns + offset_ns + u64::from(k) * period_ns } else { ctx.clock.now_ns() };
+        let next_ns = if period_ns > 0 {
+            start_ns + offset_ns + u64::from(k) * period_ns
+        } else {
+            ctx.clock.now_ns()
+        };
         let may_send = next_ns < end_ns && outstanding.len() < in_flight;
         if !may_send && next_ns >= end_ns && outstanding.is_empty() {
             return Ok(());
@@ -187,7 +199,9 @@ async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
 
 async fn subscriber(ctx: &Context, rec: &mut Recorder) -> Outcome {
     if !ctx.plan.join_at.is_zero() {
-        let Some(Window { start_ns, .. }) = window(ctx).await else { return Ok(()) };
+        let Some(Window { start_ns, .. }) = window(ctx).await else {
+            return Ok(());
+        };
         let join_ns = start_ns + ctx.plan.join_at.as_nanos() as u64;
         tokio::time::sleep_until(ctx.clock.instant_at(join_ns).into()).await;
     }
@@ -198,7 +212,11 @@ async fn subscriber(ctx: &Context, rec: &mut Recorder) -> Outcome {
     if let Some(after) = ctx.plan.after {
         subscribe["after"] = after.into();
     }
-    if write.send(Message::text(subscribe.to_string())).await.is_err() {
+    if write
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .is_err()
+    {
         return Err(None);
     }
     let mut stop = ctx.stop.clone();

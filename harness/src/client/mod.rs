@@ -48,10 +48,13 @@ impl Shared {
 
     /// Has every live subscriber received up to its room's highest acked seq?
     pub fn drained(&self, plans: &[ClientPlan]) -> bool {
-        plans.iter().filter(|p| p.role == Role::Subscriber).all(|p| {
-            let last = self.client_last_seq[p.id as usize].load(Ordering::Relaxed);
-            last >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed)
-        })
+        plans
+            .iter()
+            .filter(|p| p.role == Role::Subscriber)
+            .all(|p| {
+                let last = self.client_last_seq[p.id as usize].load(Ordering::Relaxed);
+                last >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed)
+            })
     }
 }
 
@@ -87,7 +90,11 @@ pub async fn run(
 ) -> WorkloadOutcome {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (start_tx, start_rx) = watch::channel(None);
-    let senders_total = plans.iter().filter(|p| p.role == Role::Sender).count().max(1);
+    let senders_total = plans
+        .iter()
+        .filter(|p| p.role == Role::Sender)
+        .count()
+        .max(1);
     let mut tasks = Vec::with_capacity(plans.len());
     for plan in plans {
         let ctx = connection::Context {
@@ -139,5 +146,11 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "a client task failed"),
         }
     }
-    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took }
+    WorkloadOutcome {
+        start_ns,
+        buffers,
+        sending_ended_ns,
+        drained,
+        drain_took,
+    }
 }

@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 /// Which checks a finding kind fails.
 fn check_of(kind: FindingKind) -> &'static str {
     match kind {
-        FindingKind::Lost | FindingKind::Duplicated | FindingKind::Phantom | FindingKind::Agreement => "exactly_once",
+        FindingKind::Lost
+        | FindingKind::Duplicated
+        | FindingKind::Phantom
+        | FindingKind::Agreement => "exactly_once",
         FindingKind::OrderViolation | FindingKind::SeqConflict => "ordering.per_room_total",
         FindingKind::FifoViolation => "ordering.per_sender_fifo",
         FindingKind::HistoryMismatch | FindingKind::HistoryGap => "live_equals_history",
@@ -42,7 +45,12 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         _ => false,
     };
     let mut results = Vec::new();
-    for name in ["exactly_once", "ordering.per_room_total", "ordering.per_sender_fifo", "live_equals_history"] {
+    for name in [
+        "exactly_once",
+        "ordering.per_room_total",
+        "ordering.per_sender_fifo",
+        "live_equals_history",
+    ] {
         if !enabled(name) {
             continue;
         }
@@ -51,7 +59,8 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
             .filter(|(k, _)| check_of(**k) == name)
             .map(|(k, n)| format!("{n} {}", k.as_str()))
             .collect();
-        let history_missing = name == "live_equals_history" && trace.history.iter().any(|h| !h.complete);
+        let history_missing =
+            name == "live_equals_history" && trace.history.iter().any(|h| !h.complete);
         let passed = failing.is_empty() && !history_missing;
         let detail = if history_missing {
             "history could not be read back for every room".to_owned()
@@ -60,20 +69,42 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         } else {
             failing.join(", ")
         };
-        results.push(CheckResult { name: name.to_owned(), passed, detail });
+        results.push(CheckResult {
+            name: name.to_owned(),
+            passed,
+            detail,
+        });
     }
     let lat = latency::measure(&index);
     let latency = LatencyReport {
         ack: LatencySummary::from_histogram(&lat.ack),
         delivery: LatencySummary::from_histogram(&lat.delivery),
     };
-    ceiling_checks("latency.ack", &checks.latency.ack, &latency.ack, &mut results);
-    ceiling_checks("latency.delivery", &checks.latency.delivery, &latency.delivery, &mut results);
+    ceiling_checks(
+        "latency.ack",
+        &checks.latency.ack,
+        &latency.ack,
+        &mut results,
+    );
+    ceiling_checks(
+        "latency.delivery",
+        &checks.latency.delivery,
+        &latency.delivery,
+        &mut results,
+    );
     let throughput = throughput::measure(&index);
     if let Some(min) = &checks.min_throughput {
         for (name, floor, actual) in [
-            ("min_throughput.acked_per_s", min.acked_per_s, throughput.acked_per_s),
-            ("min_throughput.delivered_per_s", min.delivered_per_s, throughput.delivered_per_s),
+            (
+                "min_throughput.acked_per_s",
+                min.acked_per_s,
+                throughput.acked_per_s,
+            ),
+            (
+                "min_throughput.delivered_per_s",
+                min.delivered_per_s,
+                throughput.delivered_per_s,
+            ),
         ] {
             if let Some(floor) = floor {
                 results.push(CheckResult {
@@ -102,7 +133,12 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
     }
 }
 
-fn ceiling_checks(prefix: &str, ceilings: &Percentiles, summary: &LatencySummary, out: &mut Vec<CheckResult>) {
+fn ceiling_checks(
+    prefix: &str,
+    ceilings: &Percentiles,
+    summary: &LatencySummary,
+    out: &mut Vec<CheckResult>,
+) {
     for (label, quantile, limit) in ceilings.ceilings() {
         let limit_us = limit.as_micros() as u64;
         let actual = summary.at(quantile);
@@ -112,15 +148,27 @@ fn ceiling_checks(prefix: &str, ceilings: &Percentiles, summary: &LatencySummary
         } else {
             format!("{} (ceiling {})", fmt_us(actual), fmt_us(limit_us))
         };
-        out.push(CheckResult { name: format!("{prefix}.{label}"), passed, detail });
+        out.push(CheckResult {
+            name: format!("{prefix}.{label}"),
+            passed,
+            detail,
+        });
     }
 }
 
 fn count(trace: &Trace, index: &TraceIndex) -> Counts {
     let mut c = Counts {
         clients: trace.clients.len() as u64,
-        senders: trace.clients.iter().filter(|c| c.role == Role::Sender).count() as u64,
-        subscribers: trace.clients.iter().filter(|c| c.role == Role::Subscriber).count() as u64,
+        senders: trace
+            .clients
+            .iter()
+            .filter(|c| c.role == Role::Sender)
+            .count() as u64,
+        subscribers: trace
+            .clients
+            .iter()
+            .filter(|c| c.role == Role::Subscriber)
+            .count() as u64,
         sent: index.sends.len() as u64,
         acked: index.sends.values().filter(|s| s.ack.is_some()).count() as u64,
         ..Default::default()
@@ -145,18 +193,38 @@ mod tests {
     use std::time::Duration;
 
     fn ctx() -> Context {
-        Context { provider: "compat".into(), backend: "x".into(), backend_is_real: false, nodes: 2, drain: Drain::default(), notes: vec![] }
+        Context {
+            provider: "compat".into(),
+            backend: "x".into(),
+            backend_is_real: false,
+            nodes: 2,
+            drain: Drain::default(),
+            notes: vec![],
+        }
     }
 
     #[test]
     fn a_clean_trace_passes_and_a_dropped_delivery_fails_exactly_once() {
-        let shape = TraceShape { rooms: 2, senders_per_room: 2, subscribers_per_room: 2, messages_per_sender: 5 };
+        let shape = TraceShape {
+            rooms: 2,
+            senders_per_room: 2,
+            subscribers_per_room: 2,
+            messages_per_sender: 5,
+        };
         let mut trace = correct_trace(&shape, 3);
         let report = evaluate(&trace, &Checks::default(), ctx());
-        assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);
+        assert!(
+            report.checks.iter().all(|c| c.passed),
+            "{:?}",
+            report.checks
+        );
         assert_eq!(report.counts.sent, 20);
         assert_eq!(report.counts.delivered, 40);
-        let i = trace.events.iter().position(|e| matches!(e.kind, EventKind::Deliver { .. })).unwrap();
+        let i = trace
+            .events
+            .iter()
+            .position(|e| matches!(e.kind, EventKind::Deliver { .. }))
+            .unwrap();
         trace.events.remove(i);
         let report = evaluate(&trace, &Checks::default(), ctx());
         let failed: Vec<&str> = report.failed_checks().map(|c| c.name.as_str()).collect();
@@ -166,14 +234,23 @@ mod tests {
 
     #[test]
     fn latency_ceilings_pass_and_fail_on_the_measured_value() {
-        let shape = TraceShape { rooms: 1, senders_per_room: 1, subscribers_per_room: 1, messages_per_sender: 10 };
+        let shape = TraceShape {
+            rooms: 1,
+            senders_per_room: 1,
+            subscribers_per_room: 1,
+            messages_per_sender: 10,
+        };
         let trace = correct_trace(&shape, 3);
         let mut checks = Checks::default();
         // The generator delivers 2 ms after each send.
         checks.latency.delivery.p99 = Some(HumanDuration(Duration::from_millis(5)));
         checks.latency.ack.p50 = Some(HumanDuration(Duration::from_micros(500)));
         let report = evaluate(&trace, &checks, ctx());
-        let by_name: BTreeMap<&str, bool> = report.checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
+        let by_name: BTreeMap<&str, bool> = report
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.passed))
+            .collect();
         assert_eq!(by_name["latency.delivery.p99"], true);
         assert_eq!(by_name["latency.ack.p50"], false);
     }

@@ -7,7 +7,11 @@ pub fn render(report: &RunReport) -> String {
     if !report.description.is_empty() {
         out.push_str(&format!("{}\n\n", report.description.trim()));
     }
-    out.push_str(&format!("Result: **{}** (seed {})\n\n", if report.passed { "PASS" } else { "FAIL" }, report.seed));
+    out.push_str(&format!(
+        "Result: **{}** (seed {})\n\n",
+        if report.passed { "PASS" } else { "FAIL" },
+        report.seed
+    ));
     if report.any_compat() {
         out.push_str(&format!("> **Note:** {COMPAT_WARNING}.\n\n"));
     }
@@ -28,10 +32,20 @@ pub fn render(report: &RunReport) -> String {
     out.push_str("\n## Checks\n\n");
     for m in &report.modes {
         for c in &m.checks {
-            out.push_str(&format!("- {} `{}` {}: {}\n", if c.passed { "✅" } else { "❌" }, m.mode, c.name, c.detail));
+            out.push_str(&format!(
+                "- {} `{}` {}: {}\n",
+                if c.passed { "✅" } else { "❌" },
+                m.mode,
+                c.name,
+                c.detail
+            ));
         }
     }
-    let listed: Vec<_> = report.modes.iter().flat_map(|m| m.findings.iter().take(20).map(move |f| (m, f))).collect();
+    let listed: Vec<_> = report
+        .modes
+        .iter()
+        .flat_map(|m| m.findings.iter().take(20).map(move |f| (m, f)))
+        .collect();
     if !listed.is_empty() {
         out.push_str("\n## First findings\n\n| mode | kind | room | seq | msg | client | node | detail |\n|---|---|---|---|---|---|---|---|\n");
         for (m, f) in listed {

@@ -97,8 +97,7 @@ impl ModeReport {
 }
 
 /// The sentence every report carries when a compat backend was used.
-pub const COMPAT_WARNING: &str =
-    "compat backends were used: their latency and throughput are not MongoDB's (or Kafka's); they prove behaviour, not speed";
+pub const COMPAT_WARNING: &str = "compat backends were used: their latency and throughput are not MongoDB's (or Kafka's); they prove behaviour, not speed";
 
 impl RunReport {
     pub fn write_all(&self, dir: &Path) -> std::io::Result<()> {
@@ -111,7 +110,8 @@ impl RunReport {
 
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let report: RunReport = serde_json::from_str(&text).map_err(|e| format!("{}: not a chatbench report: {e}", path.display()))?;
+        let report: RunReport = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a chatbench report: {e}", path.display()))?;
         if report.schema_version != REPORT_SCHEMA_VERSION {
             return Err(format!(
                 "{}: report schema version {}, this chatbench reads {REPORT_SCHEMA_VERSION}",

@@ -12,29 +12,70 @@ pub fn rows(report: &RunReport) -> Vec<(String, Vec<String>)> {
         rows.push((label.to_owned(), modes.iter().map(f).collect()));
     };
     row("provider", &|m| m.provider.clone());
-    row("backend", &|m| if m.backend_is_real { m.backend.clone() } else { format!("{} (compat)", m.backend) });
-    row("nodes / clients", &|m| format!("{} / {}", m.nodes, m.counts.clients));
+    row("backend", &|m| {
+        if m.backend_is_real {
+            m.backend.clone()
+        } else {
+            format!("{} (compat)", m.backend)
+        }
+    });
+    row("nodes / clients", &|m| {
+        format!("{} / {}", m.nodes, m.counts.clients)
+    });
     row("sent", &|m| m.counts.sent.to_string());
     row("acked", &|m| m.counts.acked.to_string());
     row("delivered", &|m| m.counts.delivered.to_string());
     row("lost", &|m| m.count(FindingKind::Lost).to_string());
-    row("duplicated", &|m| m.count(FindingKind::Duplicated).to_string());
-    row("phantom / agreement", &|m| format!("{} / {}", m.count(FindingKind::Phantom), m.count(FindingKind::Agreement)));
-    row("order violations", &|m| {
-        (m.count(FindingKind::OrderViolation) + m.count(FindingKind::SeqConflict) + m.count(FindingKind::FifoViolation)).to_string()
+    row("duplicated", &|m| {
+        m.count(FindingKind::Duplicated).to_string()
     });
-    row("live ≠ history", &|m| (m.count(FindingKind::HistoryMismatch) + m.count(FindingKind::HistoryGap)).to_string());
-    let l = |m: &super::ModeReport, ack: bool| if ack { m.latency.ack } else { m.latency.delivery };
-    row("ack p50 / p99", &|m| format!("{} / {}", fmt_us(l(m, true).p50_us), fmt_us(l(m, true).p99_us)));
+    row("phantom / agreement", &|m| {
+        format!(
+            "{} / {}",
+            m.count(FindingKind::Phantom),
+            m.count(FindingKind::Agreement)
+        )
+    });
+    row("order violations", &|m| {
+        (m.count(FindingKind::OrderViolation)
+            + m.count(FindingKind::SeqConflict)
+            + m.count(FindingKind::FifoViolation))
+        .to_string()
+    });
+    row("live ≠ history", &|m| {
+        (m.count(FindingKind::HistoryMismatch) + m.count(FindingKind::HistoryGap)).to_string()
+    });
+    let l = |m: &super::ModeReport, ack: bool| {
+        if ack {
+            m.latency.ack
+        } else {
+            m.latency.delivery
+        }
+    };
+    row("ack p50 / p99", &|m| {
+        format!(
+            "{} / {}",
+            fmt_us(l(m, true).p50_us),
+            fmt_us(l(m, true).p99_us)
+        )
+    });
     row("delivery p50", &|m| fmt_us(l(m, false).p50_us));
     row("delivery p99", &|m| fmt_us(l(m, false).p99_us));
     row("delivery p999", &|m| fmt_us(l(m, false).p999_us));
     row("delivery max", &|m| fmt_us(l(m, false).max_us));
-    row("msgs/s (acked)", &|m| format!("{:.1}", m.throughput.acked_per_s));
-    row("deliveries/s", &|m| format!("{:.1}", m.throughput.delivered_per_s));
+    row("msgs/s (acked)", &|m| {
+        format!("{:.1}", m.throughput.acked_per_s)
+    });
+    row("deliveries/s", &|m| {
+        format!("{:.1}", m.throughput.delivered_per_s)
+    });
     row("checks", &|m| {
         let failed = m.failed_checks().count();
-        if failed == 0 { format!("PASS ({})", m.checks.len()) } else { format!("FAIL ({failed} of {})", m.checks.len()) }
+        if failed == 0 {
+            format!("PASS ({})", m.checks.len())
+        } else {
+            format!("FAIL ({failed} of {})", m.checks.len())
+        }
     });
     rows
 }
@@ -60,6 +101,10 @@ pub fn render(report: &RunReport) -> String {
     if report.any_compat() {
         out.push_str(&format!("note: {COMPAT_WARNING}\n"));
     }
-    out.push_str(if report.passed { "result: PASS\n" } else { "result: FAIL\n" });
+    out.push_str(if report.passed {
+        "result: PASS\n"
+    } else {
+        "result: FAIL\n"
+    });
     out
 }

@@ -165,6 +165,19 @@ fn default_drain() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
 
+impl Workload {
+    /// Whether pinned placement names a node index that `nodes` lacks.
+    pub fn placement_needs_more_nodes(&self, nodes: u32) -> bool {
+        match &self.placement {
+            Placement::Pinned {
+                senders,
+                subscribers,
+            } => senders.iter().chain(subscribers).any(|&n| n >= nodes),
+            _ => false,
+        }
+    }
+}
+
 /// Where client connections go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

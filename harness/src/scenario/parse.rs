@@ -351,3 +351,32 @@ workload:
         assert_eq!(line_of(text, &["a", "b"]), 2);
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    /// Every scenario in `scenarios/` parses and says what it proves.
+    #[test]
+    fn shipped_scenarios_parse_and_open_with_what_they_prove() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+        let mut seen = 0;
+        let mut stack = vec![std::path::PathBuf::from(dir)];
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(&path).unwrap().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "yaml") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    assert!(
+                        text.starts_with("# Proves:"),
+                        "{} must open with `# Proves:`",
+                        p.display()
+                    );
+                    super::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 6, "only {seen} scenarios found");
+    }
+}
