@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// MongoDB URI for --provider external.
     #[arg(long)]
     pub mongo_uri: Option<String>,
+    /// Kafka bootstrap servers for --provider external in kafka mode.
+    #[arg(long)]
+    pub kafka_bootstrap: Option<String>,
     /// Output folder (default: results/<timestamp>-<scenario>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -133,12 +136,6 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     } else {
         args.modes.iter().map(|&m| m.into()).collect()
     };
-    if let Some(m) = modes.iter().find(|m| **m == Mode::Kafka) {
-        return usage_error(format!(
-            "mode {} is not available yet: the Kafka baseline arrives with the Kafka issue; run with --mode changestream",
-            m.as_str()
-        ));
-    }
     let provider = args.provider.unwrap_or(scenario.topology.provider);
     if provider == ProviderChoice::External
         && args.mongo_uri.is_none()
@@ -146,6 +143,15 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     {
         return usage_error(
             "--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)",
+        );
+    }
+    if provider == ProviderChoice::External
+        && modes.contains(&Mode::Kafka)
+        && args.kafka_bootstrap.is_none()
+        && scenario.topology.kafka.bootstrap.is_none()
+    {
+        return usage_error(
+            "--provider external in kafka mode needs --kafka-bootstrap (or topology.kafka.bootstrap)",
         );
     }
     let server_bin = match args.server_bin.map(Ok).unwrap_or_else(find_server_bin) {
@@ -170,6 +176,7 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
         modes,
         provider,
         mongo_uri: args.mongo_uri,
+        kafka_bootstrap: args.kafka_bootstrap,
         out_dir: out_dir.clone(),
         seed: args.seed,
         quiet,

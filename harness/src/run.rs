@@ -6,6 +6,7 @@
 use crate::client::{self, Shared, plan_clients};
 use crate::cluster::{Cluster, ClusterError, ClusterSpec};
 use crate::provider::ProviderError;
+use crate::provider::kafka::{self, KafkaBackend, KafkaRequest};
 use crate::provider::mongo::{self, MongoRequest};
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport};
@@ -23,6 +24,7 @@ pub struct RunOptions {
     pub modes: Vec<Mode>,
     pub provider: ProviderChoice,
     pub mongo_uri: Option<String>,
+    pub kafka_bootstrap: Option<String>,
     pub out_dir: PathBuf,
     pub seed: u64,
     pub quiet: bool,
@@ -104,6 +106,28 @@ async fn run_mode(
         backend.version.clone(),
         backend.is_real_mongodb,
     );
+    let kafka = match mode {
+        Mode::Kafka => {
+            let request = KafkaRequest {
+                topic: "chatbench.messages".into(),
+                partitions: topology.kafka.partitions as i32,
+                bootstrap: options
+                    .kafka_bootstrap
+                    .clone()
+                    .or_else(|| topology.kafka.bootstrap.clone()),
+            };
+            tracing::info!(provider = ?options.provider, "starting Kafka");
+            Some(kafka::start(options.provider, &request, dir).await?)
+        }
+        Mode::Changestream => None,
+    };
+    let (backend_version, backend_is_real) = match &kafka {
+        Some(k) => (
+            format!("{backend_version} + {}", k.version),
+            backend_is_real && k.is_real_kafka,
+        ),
+        None => (backend_version, backend_is_real),
+    };
     let db = format!(
         "chatbench_{}_{}",
         mode.as_str(),
@@ -115,7 +139,7 @@ async fn run_mode(
         mongo_uri: backend.uri.clone(),
         db,
         mode,
-        extra_args: options.server_args.clone(),
+        extra_args: node_args(options, kafka.as_ref()),
         log_dir: dir.to_owned(),
     };
     tracing::info!(nodes = topology.nodes, "starting chat-server nodes");
@@ -153,6 +177,7 @@ async fn run_mode(
     for problem in cluster.stop(Duration::from_secs(5)).await {
         tracing::warn!("{problem}");
     }
+    drop(kafka);
     drop(backend);
     let trace = Trace {
         version: TRACE_VERSION,
@@ -198,6 +223,21 @@ async fn run_mode(
         notes,
     };
     Ok(evaluate(&trace, &scenario.checks, ctx))
+}
+
+/// Flags for every node: the Kafka connection in kafka mode, plus extras.
+fn node_args(options: &RunOptions, kafka: Option<&KafkaBackend>) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(k) = kafka {
+        args.extend([
+            "--kafka-bootstrap".to_owned(),
+            k.bootstrap.clone(),
+            "--kafka-topic".to_owned(),
+            k.topic.clone(),
+        ]);
+    }
+    args.extend(options.server_args.iter().cloned());
+    args
 }
 
 fn progress_bar(quiet: bool, scenario: &Scenario, mode: Mode) -> ProgressBar {

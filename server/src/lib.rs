@@ -26,4 +26,6 @@ pub struct AppState {
     pub queue_capacity: usize,
     pub sabotage: sabotage::Sabotage,
     pub sabotage_seed: u64,
+    /// Set in `kafka` mode: every stored send is also produced here.
+    pub kafka: Option<fanout::kafka::Producer>,
 }

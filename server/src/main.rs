@@ -2,6 +2,7 @@
 //! `listening <ip>:<port>` so a harness can start nodes on port 0.
 
 use anyhow::{Context, bail};
+use chatbench_server::fanout::kafka::KafkaConfig;
 use chatbench_server::fanout::{self, Mode};
 use chatbench_server::sabotage::Sabotage;
 use chatbench_server::store::Store;
@@ -36,6 +37,15 @@ struct Args {
     /// How nodes learn of messages stored by other nodes.
     #[arg(long, env = "CHAT_MODE", value_enum, default_value_t = Mode::Changestream)]
     mode: Mode,
+    /// Kafka bootstrap servers (required with --mode kafka).
+    #[arg(long, env = "CHAT_KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: Option<String>,
+    /// Kafka topic every node produces to and consumes (must exist).
+    #[arg(long, env = "CHAT_KAFKA_TOPIC", default_value = "chatbench.messages")]
+    kafka_topic: String,
+    /// librdkafka fetch.wait.max.ms for the consumer.
+    #[arg(long, env = "CHAT_KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 5)]
+    kafka_fetch_wait_max_ms: u32,
     /// Frames queued per connection before it is closed as a slow consumer (4008).
     #[arg(long, env = "CHAT_QUEUE_CAPACITY", default_value_t = 4096)]
     queue_capacity: usize,
@@ -58,11 +68,24 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    if args.mode == Mode::Kafka {
-        bail!(
-            "--mode kafka is not available yet (the Kafka baseline arrives with the Kafka issue); use --mode changestream"
-        );
-    }
+    let kafka = match (args.mode, &args.kafka_bootstrap) {
+        (Mode::Kafka, None) => {
+            bail!("--mode kafka needs --kafka-bootstrap (or CHAT_KAFKA_BOOTSTRAP)")
+        }
+        (Mode::Kafka, Some(bootstrap)) => Some(KafkaConfig {
+            bootstrap: bootstrap.clone(),
+            topic: args.kafka_topic.clone(),
+            fetch_wait_max_ms: args.kafka_fetch_wait_max_ms,
+        }),
+        (Mode::Changestream, _) => None,
+    };
+    let producer = match &kafka {
+        Some(config) => Some(
+            fanout::kafka::Producer::new(config)
+                .with_context(|| format!("creating a Kafka producer for {}", config.bootstrap))?,
+        ),
+        None => None,
+    };
     if args.queue_capacity == 0 {
         bail!("--queue-capacity must be at least 1");
     }
@@ -91,11 +114,19 @@ async fn main() -> anyhow::Result<()> {
         queue_capacity: args.queue_capacity,
         sabotage,
         sabotage_seed: args.sabotage_seed,
+        kafka: producer,
     });
-    let fanout_task = tokio::spawn(fanout::changestream::run(
-        state.clone(),
-        shutdown.subscribe(),
-    ));
+    let fanout_task = match kafka {
+        Some(config) => tokio::spawn(fanout::kafka::run(
+            state.clone(),
+            config,
+            shutdown.subscribe(),
+        )),
+        None => tokio::spawn(fanout::changestream::run(
+            state.clone(),
+            shutdown.subscribe(),
+        )),
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

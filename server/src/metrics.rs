@@ -23,6 +23,8 @@ pub struct Metrics {
     pub changestream_events: Counter,
     pub changestream_reopens: Counter,
     pub mongo_writes: Counter,
+    pub kafka_produces: Counter,
+    pub kafka_events: Counter,
     pub insert_to_fanout_seconds: Histogram,
 }
 
@@ -42,6 +44,8 @@ impl Default for Metrics {
             changestream_events: Counter::default(),
             changestream_reopens: Counter::default(),
             mongo_writes: Counter::default(),
+            kafka_produces: Counter::default(),
+            kafka_events: Counter::default(),
             insert_to_fanout_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
             registry: Registry::default(),
         };
@@ -96,6 +100,16 @@ impl Default for Metrics {
             "mongo_writes",
             "MongoDB insert operations issued",
             m.mongo_writes.clone(),
+        );
+        registry.register(
+            "kafka_produces",
+            "Kafka produce requests issued (kafka mode)",
+            m.kafka_produces.clone(),
+        );
+        registry.register(
+            "kafka_events",
+            "Messages consumed from Kafka (kafka mode)",
+            m.kafka_events.clone(),
         );
         registry.register(
             "insert_to_fanout_seconds",

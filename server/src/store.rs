@@ -66,11 +66,13 @@ impl MessageDoc {
 }
 
 /// Result of storing a send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub seq: Seq,
     /// False when the `id` was already stored and this was a resend.
     pub fresh: bool,
+    /// The message as stored (the original, for a resend).
+    pub message: ChatMessage,
 }
 
 #[derive(Clone)]
@@ -228,20 +230,23 @@ impl Store {
                 node: node.to_owned(),
                 ts_ms: now_ms(),
             };
-            match self.messages.insert_one(doc).await {
+            match self.messages.insert_one(&doc).await {
                 Ok(_) => {
                     *head_hint = Some(seq);
                     return Ok(Stored {
                         seq: Seq(seq),
                         fresh: true,
+                        message: doc.into_message(),
                     });
                 }
                 Err(e) if is_duplicate_key(&e) => {
                     if let Some(existing) = self.find_by_id(room, id).await? {
                         *head_hint = None;
+                        let seq = Seq(existing.seq.max(0) as u64);
                         return Ok(Stored {
-                            seq: Seq(existing.seq.max(0) as u64),
+                            seq,
                             fresh: false,
+                            message: existing.into_message(),
                         });
                     }
                     // Another node stored `seq` first: read the head again.

@@ -390,33 +390,27 @@ async fn send_worker(
 ) {
     while let Some(job) = jobs.recv().await {
         state.metrics.mongo_writes.inc();
-        let frame = match state
+        let stored = state
             .store
             .insert(&job.room, &job.id, &job.body, &state.node_id)
-            .await
-        {
-            Ok(stored) => {
-                state.metrics.acks.inc();
-                if !stored.fresh {
-                    state.metrics.resends.inc();
+            .await;
+        let frame = match stored {
+            Ok(stored) => match publish(&state, &stored.message).await {
+                Ok(()) => {
+                    state.metrics.acks.inc();
+                    if !stored.fresh {
+                        state.metrics.resends.inc();
+                    }
+                    ServerFrame::Ack {
+                        id: job.id.as_str(),
+                        room: job.room.as_str(),
+                        seq: stored.seq.0,
+                    }
+                    .to_json()
                 }
-                ServerFrame::Ack {
-                    id: job.id.as_str(),
-                    room: job.room.as_str(),
-                    seq: stored.seq.0,
-                }
-                .to_json()
-            }
-            Err(e) => {
-                tracing::warn!(room = %job.room, id = job.id.as_str(), error = %e, "send not stored");
-                let mut err = FrameError::new(
-                    ErrorCode::StoreUnavailable,
-                    format!("not stored, resend with the same id: {e}"),
-                );
-                err.id = Some(job.id.as_str().to_owned());
-                err.room = Some(job.room.to_string());
-                err.to_frame()
-            }
+                Err(why) => not_stored(&job, &why),
+            },
+            Err(e) => not_stored(&job, &e.to_string()),
         };
         if out
             .send(Outbound::Reply(Utf8Bytes::from(frame)))
@@ -426,4 +420,27 @@ async fn send_worker(
             return;
         }
     }
+}
+
+/// In kafka mode, produce the stored message's `msg` frame (also for a
+/// resend: the first produce may be the one that failed).
+async fn publish(state: &AppState, message: &crate::protocol::ChatMessage) -> Result<(), String> {
+    let Some(kafka) = &state.kafka else {
+        return Ok(());
+    };
+    state.metrics.kafka_produces.inc();
+    kafka
+        .publish(&message.room, &ServerFrame::Msg(message).to_json())
+        .await
+}
+
+fn not_stored(job: &SendJob, why: &str) -> String {
+    tracing::warn!(room = %job.room, id = job.id.as_str(), error = why, "send not acked");
+    let mut err = FrameError::new(
+        ErrorCode::StoreUnavailable,
+        format!("not acked, resend with the same id: {why}"),
+    );
+    err.id = Some(job.id.as_str().to_owned());
+    err.room = Some(job.room.to_string());
+    err.to_frame()
 }

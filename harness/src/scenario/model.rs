@@ -90,6 +90,9 @@ pub struct Topology {
     pub nodes: u32,
     #[serde(default)]
     pub mongo: MongoTopology,
+    /// The Kafka broker for `kafka` mode.
+    #[serde(default)]
+    pub kafka: KafkaTopology,
     /// Which provider starts the backends (`--provider` overrides it).
     #[serde(default)]
     pub provider: ProviderChoice,
@@ -111,6 +114,30 @@ impl Default for MongoTopology {
         Self {
             members: 1,
             uri: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopology {
+    /// Bootstrap servers, required with `provider: external` in kafka mode.
+    #[serde(default)]
+    pub bootstrap: Option<String>,
+    /// Partitions of the messages topic (keyed by room).
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+}
+
+fn default_partitions() -> u32 {
+    4
+}
+
+impl Default for KafkaTopology {
+    fn default() -> Self {
+        Self {
+            bootstrap: None,
+            partitions: default_partitions(),
         }
     }
 }

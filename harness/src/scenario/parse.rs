@@ -148,6 +148,18 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         &["topology", "provider"],
         || "provider external needs topology.mongo.uri".into(),
     )?;
+    check(
+        t.provider != ProviderChoice::External
+            || !s.modes.contains(&Mode::Kafka)
+            || t.kafka.bootstrap.is_some(),
+        &["topology", "provider"],
+        || "provider external in kafka mode needs topology.kafka.bootstrap".into(),
+    )?;
+    check(
+        t.kafka.partitions >= 1,
+        &["topology", "kafka", "partitions"],
+        || "need at least 1 partition".into(),
+    )?;
     check(!s.modes.is_empty(), &["modes"], || {
         "list at least one mode".into()
     })?;

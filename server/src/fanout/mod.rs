@@ -1,8 +1,10 @@
 //! Fan-out: how a node learns of messages stored by any node and hands them
 //! to its hub. `changestream` watches one MongoDB change stream per node;
-//! `kafka` (the baseline) arrives with the Kafka issue.
+//! `kafka` (the baseline) writes to MongoDB and produces to a topic that
+//! every node consumes. Both end in the same hub and resequencer.
 
 pub mod changestream;
+pub mod kafka;
 
 use clap::ValueEnum;
 

@@ -1,0 +1,132 @@
+//! `process`: Apache Kafka from PATH (`kafka-server-start.sh`), one KRaft
+//! broker+controller on free ports, storage formatted by the harness.
+
+use super::{KafkaBackend, KafkaRequest, prepare};
+use crate::process::{ChildGuard, free_port, tail, which};
+use crate::provider::{ProviderError, ProviderKind};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+pub fn kafka_status() -> Result<String, String> {
+    let start = which("kafka-server-start.sh").ok_or("kafka-server-start.sh is not on PATH")?;
+    which("kafka-storage.sh").ok_or("kafka-storage.sh is not on PATH")?;
+    Ok(format!("Apache Kafka ({})", start.display()))
+}
+
+/// A single-node KRaft configuration on the given ports.
+pub fn server_properties(broker_port: u16, controller_port: u16, log_dir: &Path) -> String {
+    format!(
+        "process.roles=broker,controller\nnode.id=1\n\
+         controller.quorum.voters=1@127.0.0.1:{controller_port}\n\
+         listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}\n\
+         advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}\n\
+         controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+         listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+         log.dirs={}\noffsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
+         transaction.state.log.min.isr=1\nauto.create.topics.enable=false\n",
+        log_dir.display()
+    )
+}
+
+struct Running {
+    _broker: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
+    let version = kafka_status().map_err(|why| ProviderError::Unavailable {
+        provider: "process",
+        why,
+        fix: "Put Apache Kafka's bin/ folder on PATH, or use --provider compat".into(),
+    })?;
+    let failed = |why: String| ProviderError::StartFailed {
+        provider: "process",
+        what: "Kafka".into(),
+        why,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("chatbench-kafka-")
+        .tempdir()
+        .map_err(|e| failed(e.to_string()))?;
+    let (broker_port, controller_port) = (
+        free_port().map_err(|e| failed(e.to_string()))?,
+        free_port().map_err(|e| failed(e.to_string()))?,
+    );
+    let config = dir.path().join("server.properties");
+    std::fs::write(
+        &config,
+        server_properties(broker_port, controller_port, &dir.path().join("data")),
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    let format = Command::new("kafka-storage.sh")
+        .args([
+            "format",
+            "--ignore-formatted",
+            "-t",
+            "chatbench-cluster-0000001",
+            "-c",
+        ])
+        .arg(&config)
+        .output()
+        .await
+        .map_err(|e| failed(format!("kafka-storage.sh format: {e}")))?;
+    if !format.status.success() {
+        return Err(failed(format!(
+            "kafka-storage.sh format: {}",
+            String::from_utf8_lossy(&format.stderr)
+        )));
+    }
+    let log = log_dir.join("kafka.log");
+    let log_file = std::fs::File::create(&log).map_err(|e| failed(e.to_string()))?;
+    let mut cmd = Command::new("kafka-server-start.sh");
+    cmd.arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            log_file.try_clone().map_err(|e| failed(e.to_string()))?,
+        ))
+        .stderr(Stdio::from(log_file));
+    let broker = ChildGuard::spawn("kafka", &mut cmd).map_err(|e| failed(e.to_string()))?;
+    let bootstrap = format!("127.0.0.1:{broker_port}");
+    prepare(&bootstrap, request, Duration::from_secs(60))
+        .await
+        .map_err(|why| failed(format!("{why}; log:\n{}", tail(&log, 15))))?;
+    Ok(KafkaBackend::new(
+        bootstrap,
+        request,
+        ProviderKind::Process,
+        version,
+        true,
+        Running {
+            _broker: broker,
+            _dir: dir,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kraft_config_listens_on_loopback_ports() {
+        let text = server_properties(9092, 9093, Path::new("/tmp/x"));
+        assert!(text.contains("listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"));
+        assert!(text.contains("controller.quorum.voters=1@127.0.0.1:9093"));
+        assert!(text.contains("auto.create.topics.enable=false"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "needs Apache Kafka (kafka-server-start.sh) on PATH"]
+    async fn starts_a_broker_with_the_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = KafkaRequest {
+            topic: "t".into(),
+            partitions: 2,
+            bootstrap: None,
+        };
+        let backend = start(&request, dir.path()).await.unwrap();
+        assert!(backend.bootstrap.starts_with("127.0.0.1:"));
+    }
+}

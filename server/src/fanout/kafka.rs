@@ -1,0 +1,164 @@
+//! `kafka` fan-out, the baseline: a send is stored in MongoDB exactly as in
+//! `changestream` mode, then its `msg` frame is produced to one topic keyed
+//! by room (idempotent producer, `acks=all`); the client is acked only after
+//! both. Every node consumes every partition by manual assignment, starting
+//! at the end offsets read before `/healthz` turns ready (a per-node group
+//! id is required by librdkafka; nothing is committed), and hands each frame
+//! to its hub exactly as the change-stream path does.
+//!
+//! The payload is the finished `msg` frame, so a message is serialized once
+//! for the whole cluster. Kafka orders a room only by produce order, which
+//! can differ from `seq` order when two nodes write one room; the
+//! per-connection resequencer (see `ws`) repairs that from history.
+
+use crate::AppState;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub bootstrap: String,
+    pub topic: String,
+    /// librdkafka `fetch.wait.max.ms`: how long a fetch may wait for data.
+    /// Low by default because Kafka-API stand-ins hold fetches otherwise.
+    pub fetch_wait_max_ms: u32,
+}
+
+pub struct Producer {
+    inner: FutureProducer,
+    topic: String,
+}
+
+impl Producer {
+    pub fn new(config: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
+        let inner: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        Ok(Self {
+            inner,
+            topic: config.topic.clone(),
+        })
+    }
+
+    /// Produce one `msg` frame keyed by room; Ok once the broker acked it.
+    pub async fn publish(&self, room: &str, frame: &str) -> Result<(), String> {
+        let record = FutureRecord::to(&self.topic).key(room).payload(frame);
+        match self.inner.send(record, Duration::from_secs(10)).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(format!("Kafka produce to {} failed: {e}", self.topic)),
+        }
+    }
+}
+
+/// The fields of a `msg` frame the hub routes by.
+#[derive(Deserialize)]
+struct Route<'a> {
+    room: &'a str,
+    seq: u64,
+}
+
+pub async fn run(state: Arc<AppState>, config: KafkaConfig, mut shutdown: broadcast::Receiver<()>) {
+    // Set-up (metadata, end offsets, assignment) is retried until the
+    // broker answers; after that librdkafka reconnects by itself.
+    let mut backoff = Duration::from_millis(100);
+    let consumer = loop {
+        match assign(&state, &config) {
+            Ok(consumer) => break consumer,
+            Err(e) => {
+                state.stream_open.store(false, Ordering::SeqCst);
+                tracing::warn!(error = %e, ?backoff, "could not set up the Kafka consumer; retrying");
+                tokio::select! {
+                    _ = shutdown.recv() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    state.stream_open.store(true, Ordering::SeqCst);
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.recv() => return,
+            received = consumer.recv() => received,
+        };
+        match received {
+            Ok(message) => {
+                if let Some(payload) = message.payload() {
+                    fan_out(&state, payload);
+                }
+            }
+            // librdkafka retries broker errors itself; log and go on.
+            Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+        }
+    }
+}
+
+/// A consumer assigned every partition of the topic at its current end.
+fn assign(state: &AppState, config: &KafkaConfig) -> Result<StreamConsumer, String> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap)
+        .set(
+            "group.id",
+            format!("chat-server-{}-{}", state.node_id, std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
+        .create()
+        .map_err(|e| format!("creating the consumer: {e}"))?;
+    let timeout = Duration::from_secs(5);
+    let metadata =
+        tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&config.topic), timeout))
+            .map_err(|e| format!("reading metadata of topic {}: {e}", config.topic))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == config.topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(format!(
+            "topic {} does not exist or has no partitions (create it first)",
+            config.topic
+        ));
+    }
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions {
+        let (_, high) =
+            tokio::task::block_in_place(|| consumer.fetch_watermarks(&config.topic, p, timeout))
+                .map_err(|e| format!("reading the end offset of {}[{p}]: {e}", config.topic))?;
+        assignment
+            .add_partition_offset(&config.topic, p, Offset::Offset(high))
+            .map_err(|e| format!("assigning {}[{p}]: {e}", config.topic))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| format!("assigning partitions: {e}"))?;
+    Ok(consumer)
+}
+
+fn fan_out(state: &AppState, payload: &[u8]) {
+    state.metrics.kafka_events.inc();
+    let Ok(route) = serde_json::from_slice::<Route>(payload) else {
+        tracing::error!("Kafka payload is not a msg frame; skipped");
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return;
+    };
+    let frame = axum::extract::ws::Utf8Bytes::from(text.to_owned());
+    state.hub.fanout(route.room, route.seq, &frame);
+}
