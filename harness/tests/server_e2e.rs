@@ -222,8 +222,9 @@ async fn bad_frames_get_error_frames_and_the_connection_stays_usable() {
     }
     c.subscribe("r", None).await;
     c.send("r", "ok-1", "still works").await;
-    assert_eq!(c.next_op("ack").await["seq"], 1);
-    assert_eq!(c.next_op("msg").await["id"], "ok-1");
+    let [ack, msg] = <[_; 2]>::try_from(c.next_each(&["ack", "msg"]).await).unwrap();
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(msg["id"], "ok-1");
     let (_, metrics) = http_get(&env, 0, "/metrics").await;
     assert!(metrics.contains("chat_frame_errors_total 9"), "{metrics}");
 }
@@ -239,8 +240,7 @@ async fn health_history_and_metrics_endpoints_answer() {
     let mut c = Client::connect(&env, 0).await;
     c.subscribe("m", None).await;
     c.send("m", "a", "b").await;
-    c.next_op("ack").await;
-    c.next_op("msg").await;
+    c.next_each(&["ack", "msg"]).await;
     let (_, metrics) = http_get(&env, 0, "/metrics").await;
     for line in [
         "chat_sends_total 1",

@@ -18,7 +18,12 @@ pub struct Env {
 }
 
 pub async fn start(nodes: u32, extra_args: &[&str]) -> Env {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let mut dir = tempfile::tempdir().expect("temp dir");
+    // Keep node and backend logs for a failing run: CHATBENCH_KEEP_TEST_DIRS=1.
+    if std::env::var_os("CHATBENCH_KEEP_TEST_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("test logs kept in {}", dir.path().display());
+    }
     let request = MongoRequest {
         members: 1,
         uri: None,
@@ -101,6 +106,24 @@ impl Client {
                 return frame;
             }
         }
+    }
+
+    /// One frame of each op, in whatever order they arrive (a connection
+    /// that sends into its own room may get its `msg` before its `ack`).
+    pub async fn next_each(&mut self, ops: &[&str]) -> Vec<Value> {
+        let mut found: Vec<Option<Value>> = vec![None; ops.len()];
+        while found.iter().any(Option::is_none) {
+            let frame = self.next().await;
+            if let Some(i) = ops.iter().position(|op| frame["op"] == *op) {
+                if found[i].is_none() {
+                    found[i] = Some(frame);
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|f| f.expect("every op was found"))
+            .collect()
     }
 
     pub async fn subscribe(&mut self, room: &str, after: Option<u64>) -> u64 {

@@ -59,6 +59,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: broadcast::Receiver<()>) {
             }
         };
         state.stream_open.store(true, Ordering::SeqCst);
+        tracing::debug!(resumed = token.is_some(), "change stream open");
         backoff = Duration::from_millis(50);
         if opened_before {
             state.metrics.changestream_reopens.inc();
@@ -105,6 +106,7 @@ fn fan_out(state: &AppState, doc: MessageDoc) {
         .insert_to_fanout_seconds
         .observe(lag_ms as f64 / 1000.0);
     let message = doc.into_message();
+    tracing::debug!(room = %message.room, seq = message.seq, lag_ms, "change event");
     let frame = Utf8Bytes::from(ServerFrame::Msg(&message).to_json());
     state.hub.fanout(&message.room, message.seq, &frame);
 }
