@@ -44,6 +44,19 @@ pub enum Command {
         #[arg(long)]
         scenario: Option<PathBuf>,
     },
+    /// Compare two runs' report.json; exit 1 if a gated metric regressed.
+    Compare {
+        /// The baseline report.json.
+        baseline: PathBuf,
+        /// The candidate report.json.
+        candidate: PathBuf,
+        /// Metrics that gate (default: delivery-p99 and acked-per-s).
+        #[arg(long = "metric", value_enum)]
+        metrics: Vec<crate::report::compare::Metric>,
+        /// How much worse (percent) a gated metric may get.
+        #[arg(long, default_value_t = 10.0)]
+        tolerance: f64,
+    },
     /// Which providers work on this machine, and what to install for the others.
     Doctor,
     /// Print the scenario JSON Schema.
@@ -102,6 +115,12 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_command(args, cli.quiet).await,
         Command::Check { trace, scenario } => check_command(&trace, scenario.as_deref()),
+        Command::Compare {
+            baseline,
+            candidate,
+            metrics,
+            tolerance,
+        } => compare_command(&baseline, &candidate, metrics, tolerance),
         Command::Doctor => {
             print!("{}", crate::doctor::render(&crate::doctor::survey()));
             ExitCode::from(EXIT_PASS)
@@ -200,6 +219,36 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     }
 }
 
+fn compare_command(
+    baseline: &std::path::Path,
+    candidate: &std::path::Path,
+    metrics: Vec<crate::report::compare::Metric>,
+    tolerance: f64,
+) -> ExitCode {
+    use crate::report::compare::{Metric, compare, render};
+    let (a, b) = match (RunReport::read(baseline), RunReport::read(candidate)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return usage_error(e),
+    };
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        return usage_error(format!(
+            "--tolerance {tolerance}: must be a non-negative percentage"
+        ));
+    }
+    let gate = if metrics.is_empty() {
+        vec![Metric::DeliveryP99, Metric::AckedPerS]
+    } else {
+        metrics
+    };
+    let comparison = compare(&a, &b, &gate, tolerance);
+    print!("{}", render(&comparison, tolerance));
+    ExitCode::from(if comparison.regressed() {
+        EXIT_CHECK_FAILED
+    } else {
+        EXIT_PASS
+    })
+}
+
 fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> ExitCode {
     let trace = match Trace::read(path) {
         Ok(t) => t,
@@ -218,6 +267,7 @@ fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> 
         backend_is_real: trace.meta.backend_is_real,
         nodes: trace.meta.nodes,
         drain: Drain::default(),
+        server: Default::default(),
         notes: vec![format!("re-checked offline from {}", path.display())],
     };
     let mode = evaluate(&trace, &checks, ctx);

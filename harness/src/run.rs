@@ -9,7 +9,7 @@ use crate::provider::ProviderError;
 use crate::provider::kafka::{self, KafkaBackend, KafkaRequest};
 use crate::provider::mongo::{self, MongoRequest};
 use crate::report::evaluate::{self, evaluate};
-use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport};
+use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
 use crate::scenario::{Mode, ProviderChoice, Scenario};
 use crate::trace::{Clock, FOREIGN_MSG, MsgNo, RoomHistory, TRACE_VERSION, Trace, TraceMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -174,6 +174,7 @@ async fn run_mode(
         });
     }
     let history = read_history(&cluster.nodes[0].http_url(""), &rooms).await;
+    let server = scrape_counters(&cluster).await;
     for problem in cluster.stop(Duration::from_secs(5)).await {
         tracing::warn!("{problem}");
     }
@@ -188,6 +189,7 @@ async fn run_mode(
             provider: provider.clone(),
             backend: backend_version.clone(),
             warmup_ns: outcome.start_ns + scenario.workload.warmup.0.as_nanos() as u64,
+            sending_started_ns: outcome.start_ns,
             sending_ended_ns: outcome.sending_ended_ns,
             ended_ns,
             checks_json: serde_json::to_string(&scenario.checks).expect("checks serialize"),
@@ -220,6 +222,7 @@ async fn run_mode(
             completed: outcome.drained,
             took_ms: outcome.drain_took.as_millis() as u64,
         },
+        server,
         notes,
     };
     Ok(evaluate(&trace, &scenario.checks, ctx))
@@ -277,6 +280,22 @@ fn spawn_ticker(bar: ProgressBar, shared: Arc<Shared>) -> tokio::task::JoinHandl
             ));
         }
     })
+}
+
+/// Sum every node's `/metrics` counters (missing nodes are logged, not fatal).
+async fn scrape_counters(cluster: &Cluster) -> ServerCounters {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a plain HTTP client builds");
+    let mut counters = ServerCounters::default();
+    for node in &cluster.nodes {
+        match client.get(node.http_url("/metrics")).send().await {
+            Ok(r) => counters.add_prometheus_text(&r.text().await.unwrap_or_default()),
+            Err(e) => tracing::warn!(node = node.index, error = %e, "could not read /metrics"),
+        }
+    }
+    counters
 }
 
 #[derive(Deserialize)]

@@ -102,6 +102,8 @@ pub struct TraceMeta {
     pub backend: String,
     /// Sends scheduled before this are left out of latency figures.
     pub warmup_ns: u64,
+    /// When the workload's sending window started.
+    pub sending_started_ns: u64,
     /// When the workload's sending window ended.
     pub sending_ended_ns: u64,
     /// When recording stopped (after draining).

@@ -273,3 +273,76 @@ fn ctrl_c_during_a_run_leaves_no_process_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn both_modes_run_on_identical_work_and_kafka_costs_one_more_write_per_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let file = scenario(dir.path(), "2s", "");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("workload:", "modes: [changestream, kafka]\nworkload:");
+    std::fs::write(&file, text).unwrap();
+    let o = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("Δ kafka vs changestream"),
+        "side by side with the difference: {stdout}"
+    );
+    let r = report(&out);
+    let modes: Vec<&str> = r["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["changestream", "kafka"]);
+    let sent: Vec<u64> = r["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["counts"]["sent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sent[0], sent[1], "identical workload in both modes");
+    let writes = |i: usize| {
+        let s = &r["modes"][i]["server"];
+        (s["mongo_writes"].as_u64().unwrap() + s["kafka_produces"].as_u64().unwrap()) as f64
+            / s["acks"].as_u64().unwrap() as f64
+    };
+    assert_eq!(
+        writes(0),
+        1.0,
+        "changestream: one MongoDB insert per message"
+    );
+    assert_eq!(
+        writes(1),
+        2.0,
+        "kafka: one insert and one produce per message"
+    );
+    assert!(r["modes"][1]["backend"].as_str().unwrap().contains("tansu"));
+    assert!(out.join("report.html").exists());
+    // A stored baseline gates a later run: the same report never regresses.
+    let same = run(&[
+        "compare",
+        out.join("report.json").to_str().unwrap(),
+        out.join("report.json").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+}

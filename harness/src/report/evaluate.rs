@@ -27,6 +27,7 @@ pub struct Context {
     pub backend_is_real: bool,
     pub nodes: u32,
     pub drain: Drain,
+    pub server: super::ServerCounters,
     pub notes: Vec<String>,
 }
 
@@ -116,6 +117,12 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         }
     }
     let counts = count(trace, &index);
+    let timeline = timeline(trace, &index);
+    let delivery_curve = CURVE_PERCENTILES
+        .iter()
+        .filter(|_| !lat.delivery.is_empty())
+        .map(|&p| (p, lat.delivery.value_at_percentile(p)))
+        .collect();
     ModeReport {
         mode: trace.meta.mode.clone(),
         provider: ctx.provider,
@@ -129,8 +136,74 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         latency,
         throughput,
         drain: ctx.drain,
+        server: ctx.server,
+        timeline,
+        delivery_curve,
         notes: ctx.notes,
     }
+}
+
+/// Percentiles plotted in the latency curve.
+const CURVE_PERCENTILES: [f64; 14] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
+];
+
+/// Acks, deliveries and delivery latency per 1 s bucket from the start of sending.
+fn timeline(trace: &Trace, index: &TraceIndex) -> Vec<super::TimelineBucket> {
+    let start = trace.meta.sending_started_ns;
+    let bucket_of = |t: u64| (t.saturating_sub(start) / 1_000_000_000) as usize;
+    let mut acked: Vec<u64> = Vec::new();
+    let mut delivered: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
+    let grow = |v: &mut Vec<hdrhistogram::Histogram<u64>>, i: usize| {
+        while v.len() <= i {
+            v.push(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                    .expect("valid histogram bounds"),
+            );
+        }
+    };
+    for send in index.sends.values() {
+        if let Some((_, t)) = send.ack {
+            let i = bucket_of(t);
+            if acked.len() <= i {
+                acked.resize(i + 1, 0);
+            }
+            acked[i] += 1;
+        }
+    }
+    for sub in &index.subscribers {
+        let mut seen = std::collections::HashSet::with_capacity(sub.deliveries.len());
+        for d in &sub.deliveries {
+            let Some(send) = index.sends.get(&d.msg) else {
+                continue;
+            };
+            if !seen.insert(d.msg) {
+                continue;
+            }
+            let i = bucket_of(d.t_ns);
+            grow(&mut delivered, i);
+            delivered[i]
+                .saturating_record((d.t_ns.saturating_sub(send.scheduled_ns) / 1_000).max(1));
+        }
+    }
+    let buckets = acked.len().max(delivered.len());
+    (0..buckets)
+        .map(|i| {
+            let h = delivered.get(i);
+            let q = |quantile: f64| {
+                h.filter(|h| !h.is_empty())
+                    .map_or(0, |h| h.value_at_quantile(quantile))
+            };
+            super::TimelineBucket {
+                t_s: i as u64,
+                acked: acked.get(i).copied().unwrap_or(0),
+                delivered: h.map_or(0, |h| h.len()),
+                delivery_p50_us: q(0.5),
+                delivery_p99_us: q(0.99),
+                delivery_max_us: h.filter(|h| !h.is_empty()).map_or(0, |h| h.max()),
+            }
+        })
+        .collect()
 }
 
 fn ceiling_checks(
@@ -199,6 +272,7 @@ mod tests {
             backend_is_real: false,
             nodes: 2,
             drain: Drain::default(),
+            server: Default::default(),
             notes: vec![],
         }
     }

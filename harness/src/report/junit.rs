@@ -57,6 +57,9 @@ mod tests {
             latency: LatencyReport::default(),
             throughput: Default::default(),
             drain: Drain::default(),
+            server: Default::default(),
+            timeline: vec![],
+            delivery_curve: vec![],
             notes: vec![],
         };
         let report = RunReport {

@@ -15,17 +15,25 @@ pub fn render(report: &RunReport) -> String {
     if report.any_compat() {
         out.push_str(&format!("> **Note:** {COMPAT_WARNING}.\n\n"));
     }
+    let two = report.modes.len() == 2;
     out.push_str("| metric |");
     for m in &report.modes {
         out.push_str(&format!(" {} |", m.mode));
     }
+    if two {
+        out.push_str(" Δ |");
+    }
     out.push_str("\n|---|");
-    out.push_str(&"---:|".repeat(report.modes.len()));
+    out.push_str(&"---:|".repeat(report.modes.len() + usize::from(two)));
     out.push('\n');
-    for (label, values) in super::table::rows(report) {
-        out.push_str(&format!("| {label} |"));
-        for v in values {
+    for row in super::table::rows(report) {
+        let diff = super::table::fmt_diff(row.diff_percent());
+        out.push_str(&format!("| {} |", row.label));
+        for v in row.values {
             out.push_str(&format!(" {} |", v.replace('|', "\\|")));
+        }
+        if two {
+            out.push_str(&format!(" {diff} |"));
         }
         out.push('\n');
     }

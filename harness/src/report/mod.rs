@@ -2,7 +2,9 @@
 //! recompute the summary (OpenMessaging Benchmark's rule), rendered as a
 //! terminal table, `report.json`, `report.md` and `junit.xml`.
 
+pub mod compare;
 pub mod evaluate;
+pub mod html;
 pub mod junit;
 pub mod markdown;
 pub mod table;
@@ -46,7 +48,77 @@ pub struct ModeReport {
     pub latency: LatencyReport,
     pub throughput: Throughput,
     pub drain: Drain,
+    /// Counters scraped from every node's `/metrics` at the end, summed.
+    #[serde(default)]
+    pub server: ServerCounters,
+    /// 1 s buckets from the start of sending.
+    #[serde(default)]
+    pub timeline: Vec<TimelineBucket>,
+    /// Delivery latency percentile curve: (percentile, µs), for plots.
+    #[serde(default)]
+    pub delivery_curve: Vec<(f64, u64)>,
     pub notes: Vec<String>,
+}
+
+/// Server-side counters summed over the nodes (Prometheus `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerCounters {
+    pub acks: u64,
+    pub mongo_writes: u64,
+    pub kafka_produces: u64,
+    pub deliveries: u64,
+    pub history_replays: u64,
+    pub changestream_events: u64,
+    pub kafka_events: u64,
+    pub slow_consumer_closes: u64,
+}
+
+impl ServerCounters {
+    /// External write operations (MongoDB inserts + Kafka produces) per acked message.
+    pub fn external_ops_per_ack(&self) -> Option<f64> {
+        (self.acks > 0).then(|| (self.mongo_writes + self.kafka_produces) as f64 / self.acks as f64)
+    }
+
+    /// Share of deliveries served from history instead of the live stream.
+    pub fn history_share(&self) -> Option<f64> {
+        (self.deliveries > 0).then(|| self.history_replays as f64 / self.deliveries as f64)
+    }
+
+    /// Read the counters out of Prometheus text (summing over calls).
+    pub fn add_prometheus_text(&mut self, text: &str) {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut parts = line.split_whitespace();
+            let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let slot = match name {
+                "chat_acks_total" => &mut self.acks,
+                "chat_mongo_writes_total" => &mut self.mongo_writes,
+                "chat_kafka_produces_total" => &mut self.kafka_produces,
+                "chat_deliveries_total" => &mut self.deliveries,
+                "chat_history_replays_total" => &mut self.history_replays,
+                "chat_changestream_events_total" => &mut self.changestream_events,
+                "chat_kafka_events_total" => &mut self.kafka_events,
+                "chat_slow_consumer_closes_total" => &mut self.slow_consumer_closes,
+                _ => continue,
+            };
+            *slot += value as u64;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelineBucket {
+    /// Seconds from the start of sending.
+    pub t_s: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub delivery_p50_us: u64,
+    pub delivery_p99_us: u64,
+    pub delivery_max_us: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -105,6 +177,7 @@ impl RunReport {
         std::fs::write(dir.join("report.json"), json + "\n")?;
         std::fs::write(dir.join("report.md"), markdown::render(self))?;
         std::fs::write(dir.join("junit.xml"), junit::render(self))?;
+        std::fs::write(dir.join("report.html"), html::render(self))?;
         Ok(())
     }
 

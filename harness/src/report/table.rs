@@ -1,94 +1,137 @@
-//! The terminal table: one column per mode, side by side.
+//! The terminal table: one column per mode, side by side, plus the
+//! difference in percent when exactly two modes ran.
 
-use super::{COMPAT_WARNING, RunReport, fmt_us};
+use super::{COMPAT_WARNING, ModeReport, RunReport, fmt_us};
 use crate::check::FindingKind;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-/// Rows as (label, one value per mode); shared with the Markdown report.
-pub fn rows(report: &RunReport) -> Vec<(String, Vec<String>)> {
+/// One row: a label, a rendered value per mode, and the raw numbers where
+/// a difference in percent means something.
+pub struct Row {
+    pub label: &'static str,
+    pub values: Vec<String>,
+    pub numbers: Option<Vec<f64>>,
+}
+
+impl Row {
+    /// `(second - first) / first` in percent, when both are numbers.
+    pub fn diff_percent(&self) -> Option<f64> {
+        let n = self.numbers.as_ref()?;
+        match n.as_slice() {
+            [a, b] if *a != 0.0 => Some((b - a) / a * 100.0),
+            _ => None,
+        }
+    }
+}
+
+pub fn fmt_diff(d: Option<f64>) -> String {
+    d.map_or(String::new(), |d| format!("{d:+.1}%"))
+}
+
+/// Rows shared by the terminal, Markdown and HTML reports.
+pub fn rows(report: &RunReport) -> Vec<Row> {
     let modes = &report.modes;
-    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-    let mut row = |label: &str, f: &dyn Fn(&super::ModeReport) -> String| {
-        rows.push((label.to_owned(), modes.iter().map(f).collect()));
+    let text = |label: &'static str, f: &dyn Fn(&ModeReport) -> String| Row {
+        label,
+        values: modes.iter().map(f).collect(),
+        numbers: None,
     };
-    row("provider", &|m| m.provider.clone());
-    row("backend", &|m| {
-        if m.backend_is_real {
-            m.backend.clone()
-        } else {
-            format!("{} (compat)", m.backend)
-        }
-    });
-    row("nodes / clients", &|m| {
-        format!("{} / {}", m.nodes, m.counts.clients)
-    });
-    row("sent", &|m| m.counts.sent.to_string());
-    row("acked", &|m| m.counts.acked.to_string());
-    row("delivered", &|m| m.counts.delivered.to_string());
-    row("lost", &|m| m.count(FindingKind::Lost).to_string());
-    row("duplicated", &|m| {
-        m.count(FindingKind::Duplicated).to_string()
-    });
-    row("phantom / agreement", &|m| {
-        format!(
-            "{} / {}",
-            m.count(FindingKind::Phantom),
-            m.count(FindingKind::Agreement)
-        )
-    });
-    row("order violations", &|m| {
-        (m.count(FindingKind::OrderViolation)
-            + m.count(FindingKind::SeqConflict)
-            + m.count(FindingKind::FifoViolation))
-        .to_string()
-    });
-    row("live ≠ history", &|m| {
-        (m.count(FindingKind::HistoryMismatch) + m.count(FindingKind::HistoryGap)).to_string()
-    });
-    let l = |m: &super::ModeReport, ack: bool| {
-        if ack {
-            m.latency.ack
-        } else {
-            m.latency.delivery
-        }
-    };
-    row("ack p50 / p99", &|m| {
-        format!(
-            "{} / {}",
-            fmt_us(l(m, true).p50_us),
-            fmt_us(l(m, true).p99_us)
-        )
-    });
-    row("delivery p50", &|m| fmt_us(l(m, false).p50_us));
-    row("delivery p99", &|m| fmt_us(l(m, false).p99_us));
-    row("delivery p999", &|m| fmt_us(l(m, false).p999_us));
-    row("delivery max", &|m| fmt_us(l(m, false).max_us));
-    row("msgs/s (acked)", &|m| {
-        format!("{:.1}", m.throughput.acked_per_s)
-    });
-    row("deliveries/s", &|m| {
-        format!("{:.1}", m.throughput.delivered_per_s)
-    });
-    row("checks", &|m| {
-        let failed = m.failed_checks().count();
-        if failed == 0 {
-            format!("PASS ({})", m.checks.len())
-        } else {
-            format!("FAIL ({failed} of {})", m.checks.len())
-        }
-    });
-    rows
+    let num =
+        |label: &'static str, f: &dyn Fn(&ModeReport) -> f64, show: &dyn Fn(f64) -> String| {
+            let numbers: Vec<f64> = modes.iter().map(f).collect();
+            Row {
+                label,
+                values: numbers.iter().map(|&v| show(v)).collect(),
+                numbers: Some(numbers),
+            }
+        };
+    let count = |v: f64| format!("{v:.0}");
+    let us = |v: f64| fmt_us(v as u64);
+    let rate = |v: f64| format!("{v:.1}");
+    vec![
+        text("provider", &|m| m.provider.clone()),
+        text("backend", &|m| {
+            if m.backend_is_real {
+                m.backend.clone()
+            } else {
+                format!("{} (compat)", m.backend)
+            }
+        }),
+        text("nodes / clients", &|m| {
+            format!("{} / {}", m.nodes, m.counts.clients)
+        }),
+        num("sent", &|m| m.counts.sent as f64, &count),
+        num("acked", &|m| m.counts.acked as f64, &count),
+        num("delivered", &|m| m.counts.delivered as f64, &count),
+        text("lost", &|m| m.count(FindingKind::Lost).to_string()),
+        text("duplicated", &|m| {
+            m.count(FindingKind::Duplicated).to_string()
+        }),
+        text("phantom / agreement", &|m| {
+            format!(
+                "{} / {}",
+                m.count(FindingKind::Phantom),
+                m.count(FindingKind::Agreement)
+            )
+        }),
+        text("order violations", &|m| {
+            (m.count(FindingKind::OrderViolation)
+                + m.count(FindingKind::SeqConflict)
+                + m.count(FindingKind::FifoViolation))
+            .to_string()
+        }),
+        text("live ≠ history", &|m| {
+            (m.count(FindingKind::HistoryMismatch) + m.count(FindingKind::HistoryGap)).to_string()
+        }),
+        num("ack p50", &|m| m.latency.ack.p50_us as f64, &us),
+        num("ack p99", &|m| m.latency.ack.p99_us as f64, &us),
+        num("delivery p50", &|m| m.latency.delivery.p50_us as f64, &us),
+        num("delivery p99", &|m| m.latency.delivery.p99_us as f64, &us),
+        num("delivery p999", &|m| m.latency.delivery.p999_us as f64, &us),
+        num("delivery max", &|m| m.latency.delivery.max_us as f64, &us),
+        num("msgs/s (acked)", &|m| m.throughput.acked_per_s, &rate),
+        num("deliveries/s", &|m| m.throughput.delivered_per_s, &rate),
+        num(
+            "external writes / msg",
+            &|m| m.server.external_ops_per_ack().unwrap_or(0.0),
+            &|v| format!("{v:.2}"),
+        ),
+        num(
+            "from history (%)",
+            &|m| m.server.history_share().unwrap_or(0.0) * 100.0,
+            &|v| format!("{v:.1}"),
+        ),
+        text("checks", &|m| {
+            let failed = m.failed_checks().count();
+            if failed == 0 {
+                format!("PASS ({})", m.checks.len())
+            } else {
+                format!("FAIL ({failed} of {})", m.checks.len())
+            }
+        }),
+    ]
 }
 
 pub fn render(report: &RunReport) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
+    let two = report.modes.len() == 2;
     let mut header = vec![report.scenario.clone()];
     header.extend(report.modes.iter().map(|m| m.mode.clone()));
+    if two {
+        header.push(format!(
+            "Δ {} vs {}",
+            report.modes[1].mode, report.modes[0].mode
+        ));
+    }
     table.set_header(header);
-    for (label, values) in rows(report) {
-        let mut cells = vec![label];
-        cells.extend(values);
+    for row in rows(report) {
+        let diff = fmt_diff(row.diff_percent());
+        let mut cells = vec![row.label.to_owned()];
+        cells.extend(row.values);
+        if two {
+            cells.push(diff);
+        }
         table.add_row(cells);
     }
     let mut out = table.to_string();
@@ -107,4 +150,26 @@ pub fn render(report: &RunReport) -> String {
         "result: FAIL\n"
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn difference_is_relative_to_the_first_mode() {
+        let row = Row {
+            label: "x",
+            values: vec![],
+            numbers: Some(vec![10.0, 15.0]),
+        };
+        assert_eq!(row.diff_percent(), Some(50.0));
+        assert_eq!(fmt_diff(row.diff_percent()), "+50.0%");
+        let zero = Row {
+            label: "x",
+            values: vec![],
+            numbers: Some(vec![0.0, 3.0]),
+        };
+        assert_eq!(zero.diff_percent(), None);
+    }
 }
