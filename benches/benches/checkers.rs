@@ -6,12 +6,7 @@ use chatbench::check::{TraceIndex, all_findings, latency};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn checkers(c: &mut Criterion) {
-    let shape = TraceShape {
-        rooms: 10,
-        senders_per_room: 5,
-        subscribers_per_room: 20,
-        messages_per_sender: 1000,
-    };
+    let shape = TraceShape { rooms: 10, senders_per_room: 5, subscribers_per_room: 20, messages_per_sender: 1000 };
     let trace = correct_trace(&shape, 42);
     let events = trace.events.len() as u64;
     let mut group = c.benchmark_group("checkers");

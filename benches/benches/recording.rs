@@ -14,11 +14,7 @@ fn recording(c: &mut Criterion) {
             || Recorder::new(0, clock, EVENTS),
             |mut rec| {
                 for i in 0..EVENTS as u64 {
-                    rec.record(EventKind::Deliver {
-                        room: 0,
-                        msg: i,
-                        seq: i + 1,
-                    });
+                    rec.record(EventKind::Deliver { room: 0, msg: i, seq: i + 1 });
                 }
                 rec.into_events()
             },

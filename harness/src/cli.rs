@@ -57,6 +57,14 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0)]
         tolerance: f64,
     },
+    /// Print a trace's events as text (optionally one client's, or one message's).
+    Dump {
+        trace: PathBuf,
+        #[arg(long)]
+        client: Option<u32>,
+        #[arg(long)]
+        msg: Option<u64>,
+    },
     /// Which providers work on this machine, and what to install for the others.
     Doctor,
     /// Print the scenario JSON Schema.
@@ -91,6 +99,10 @@ pub struct RunArgs {
     /// The chat-server binary (default: next to chatbench, or CHATBENCH_SERVER_BIN).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// Report this mode's results but leave it out of the exit code (e.g. the
+    /// kafka baseline under faults, whose findings are reported as they are).
+    #[arg(long = "report-only-mode", value_enum)]
+    pub report_only_modes: Vec<CliMode>,
     /// TEST ONLY: make every node break guarantees (`drop=0.02,dup=0.01,reorder=0.01`).
     #[arg(long)]
     pub sabotage: Option<String>,
@@ -115,12 +127,28 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_command(args, cli.quiet).await,
         Command::Check { trace, scenario } => check_command(&trace, scenario.as_deref()),
-        Command::Compare {
-            baseline,
-            candidate,
-            metrics,
-            tolerance,
-        } => compare_command(&baseline, &candidate, metrics, tolerance),
+        Command::Compare { baseline, candidate, metrics, tolerance } => compare_command(&baseline, &candidate, metrics, tolerance),
+        Command::Dump { trace, client, msg } => match Trace::read(&trace) {
+            Ok(t) => {
+                for e in t.events.iter().filter(|e| client.is_none_or(|c| e.client == c)) {
+                    let about = match e.kind {
+                        crate::trace::EventKind::Send { msg, .. }
+                        | crate::trace::EventKind::Ack { msg, .. }
+                        | crate::trace::EventKind::Deliver { msg, .. } => Some(msg),
+                        crate::trace::EventKind::Error { msg } => msg,
+                        _ => None,
+                    };
+                    if msg.is_none() || about == msg {
+                        println!("{:>14} c{:<4} {:?}", e.t_ns, e.client, e.kind);
+                    }
+                }
+                for f in &t.meta.faults {
+                    println!("fault {f:?}");
+                }
+                ExitCode::from(EXIT_PASS)
+            }
+            Err(e) => usage_error(e),
+        },
         Command::Doctor => {
             print!("{}", crate::doctor::render(&crate::doctor::survey()));
             ExitCode::from(EXIT_PASS)
@@ -144,53 +172,35 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     };
     if let Some(nodes) = args.nodes {
         if nodes == 0 || scenario.workload.placement_needs_more_nodes(nodes) {
-            return usage_error(format!(
-                "--nodes {nodes}: need at least 1 node, and every pinned node index must exist"
-            ));
+            return usage_error(format!("--nodes {nodes}: need at least 1 node, and every pinned node index must exist"));
         }
         scenario.topology.nodes = nodes;
     }
-    let modes: Vec<Mode> = if args.modes.is_empty() {
-        scenario.modes.clone()
-    } else {
-        args.modes.iter().map(|&m| m.into()).collect()
-    };
+    let modes: Vec<Mode> = if args.modes.is_empty() { scenario.modes.clone() } else { args.modes.iter().map(|&m| m.into()).collect() };
     let provider = args.provider.unwrap_or(scenario.topology.provider);
-    if provider == ProviderChoice::External
-        && args.mongo_uri.is_none()
-        && scenario.topology.mongo.uri.is_none()
-    {
-        return usage_error(
-            "--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)",
-        );
+    if provider == ProviderChoice::External && args.mongo_uri.is_none() && scenario.topology.mongo.uri.is_none() {
+        return usage_error("--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)");
     }
     if provider == ProviderChoice::External
         && modes.contains(&Mode::Kafka)
         && args.kafka_bootstrap.is_none()
         && scenario.topology.kafka.bootstrap.is_none()
     {
-        return usage_error(
-            "--provider external in kafka mode needs --kafka-bootstrap (or topology.kafka.bootstrap)",
-        );
+        return usage_error("--provider external in kafka mode needs --kafka-bootstrap (or topology.kafka.bootstrap)");
     }
     let server_bin = match args.server_bin.map(Ok).unwrap_or_else(find_server_bin) {
         Ok(p) => p,
         Err(e) => return usage_error(e),
     };
+    let report_only_modes = args.report_only_modes.clone();
     let mut server_args = Vec::new();
     if let Some(spec) = &args.sabotage {
-        eprintln!(
-            "warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)"
-        );
+        eprintln!("warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)");
         server_args.extend(["--sabotage".to_owned(), spec.clone()]);
     }
-    let out_dir = args.out.unwrap_or_else(|| {
-        PathBuf::from("results").join(format!(
-            "{}-{}",
-            chrono::Utc::now().format("%Y%m%d-%H%M%S"),
-            scenario.name
-        ))
-    });
+    let out_dir = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), scenario.name)));
     let options = RunOptions {
         modes,
         provider,
@@ -206,11 +216,16 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
         Ok(report) => {
             print!("{}", crate::report::table::render(&report));
             println!("results: {}", out_dir.display());
-            ExitCode::from(if report.passed {
-                EXIT_PASS
-            } else {
-                EXIT_CHECK_FAILED
-            })
+            let report_only: Vec<Mode> = report_only_modes.iter().map(|&m| m.into()).collect();
+            let gated_pass = report
+                .modes
+                .iter()
+                .filter(|m| !report_only.iter().any(|r| r.as_str() == m.mode))
+                .all(|m| m.failed_checks().next().is_none());
+            if !report.passed && gated_pass {
+                println!("(failures above are in report-only modes; exit code 0)");
+            }
+            ExitCode::from(if gated_pass { EXIT_PASS } else { EXIT_CHECK_FAILED })
         }
         Err(e) => {
             eprintln!("error: infrastructure failed: {e}");
@@ -231,22 +246,12 @@ fn compare_command(
         (Err(e), _) | (_, Err(e)) => return usage_error(e),
     };
     if !(tolerance.is_finite() && tolerance >= 0.0) {
-        return usage_error(format!(
-            "--tolerance {tolerance}: must be a non-negative percentage"
-        ));
+        return usage_error(format!("--tolerance {tolerance}: must be a non-negative percentage"));
     }
-    let gate = if metrics.is_empty() {
-        vec![Metric::DeliveryP99, Metric::AckedPerS]
-    } else {
-        metrics
-    };
+    let gate = if metrics.is_empty() { vec![Metric::DeliveryP99, Metric::AckedPerS] } else { metrics };
     let comparison = compare(&a, &b, &gate, tolerance);
     print!("{}", render(&comparison, tolerance));
-    ExitCode::from(if comparison.regressed() {
-        EXIT_CHECK_FAILED
-    } else {
-        EXIT_PASS
-    })
+    ExitCode::from(if comparison.regressed() { EXIT_CHECK_FAILED } else { EXIT_PASS })
 }
 
 fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> ExitCode {
@@ -283,9 +288,5 @@ fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> 
         modes: vec![mode],
     };
     print!("{}", crate::report::table::render(&report));
-    ExitCode::from(if report.passed {
-        EXIT_PASS
-    } else {
-        EXIT_CHECK_FAILED
-    })
+    ExitCode::from(if report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
 }

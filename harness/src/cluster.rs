@@ -18,12 +18,7 @@ pub enum ClusterError {
     )]
     BinaryMissing { looked: String },
     #[error("node {index}: {what}; last log lines ({log}):\n{tail}")]
-    NodeFailed {
-        index: usize,
-        what: String,
-        log: String,
-        tail: String,
-    },
+    NodeFailed { index: usize, what: String, log: String, tail: String },
 }
 
 /// How to start the nodes.
@@ -43,6 +38,8 @@ pub struct Node {
     pub index: usize,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// How many times this node was restarted.
+    pub generation: u32,
     guard: ChildGuard,
 }
 
@@ -67,6 +64,8 @@ impl Node {
 
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// How the nodes were started (a restart reuses it, on the same address).
+    pub spec: Option<ClusterSpec>,
 }
 
 /// Where the `chat-server` binary is: CHATBENCH_SERVER_BIN, else next to the
@@ -89,9 +88,7 @@ pub fn find_server_bin() -> Result<PathBuf, ClusterError> {
         return Ok(found);
     }
     looked.push("PATH".into());
-    Err(ClusterError::BinaryMissing {
-        looked: looked.join(", "),
-    })
+    Err(ClusterError::BinaryMissing { looked: looked.join(", ") })
 }
 
 impl Cluster {
@@ -99,13 +96,13 @@ impl Cluster {
         // Start all nodes at once, then wait for each: start-up overlaps.
         let mut starting = Vec::new();
         for index in 0..spec.nodes as usize {
-            starting.push(start_node(spec, index));
+            starting.push(start_node(spec, index, None));
         }
         let mut nodes = Vec::new();
         for result in futures::future::join_all(starting).await {
             nodes.push(result?);
         }
-        let cluster = Cluster { nodes };
+        let cluster = Cluster { nodes, spec: Some(spec.clone()) };
         for node in &cluster.nodes {
             wait_healthy(node).await?;
         }
@@ -125,66 +122,68 @@ impl Cluster {
         unclean
     }
 
+    /// Signal one node's process group (kill, stop, pause, resume).
+    pub fn signal(&self, index: usize, signal: nix::sys::signal::Signal) -> std::io::Result<()> {
+        self.nodes[index].guard.signal(signal)
+    }
+
+    /// Wait until a signalled node has exited (up to `timeout`).
+    pub async fn wait_exit(&mut self, index: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.nodes[index].exited() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    /// Start a node again on the address it had (clients reconnect there).
+    /// Its log continues in a numbered file next to the first.
+    pub async fn restart(&mut self, index: usize) -> Result<(), ClusterError> {
+        let spec = self.spec.clone().expect("a started cluster keeps its spec");
+        let addr = self.nodes[index].addr;
+        let generation = self.nodes[index].generation + 1;
+        let node = start_node(&spec, index, Some((addr, generation))).await?;
+        self.nodes[index] = node;
+        wait_healthy(&self.nodes[index]).await
+    }
+
     /// Nodes that died on their own, with their exit status.
     pub fn dead_nodes(&mut self) -> Vec<(usize, std::process::ExitStatus)> {
-        self.nodes
-            .iter_mut()
-            .filter_map(|n| n.exited().map(|s| (n.index, s)))
-            .collect()
+        self.nodes.iter_mut().filter_map(|n| n.exited().map(|s| (n.index, s))).collect()
     }
 }
 
-async fn start_node(spec: &ClusterSpec, index: usize) -> Result<Node, ClusterError> {
-    let log = spec.log_dir.join(format!("node-{index}.log"));
-    let failed = |what: String| ClusterError::NodeFailed {
-        index,
-        what,
-        log: log.display().to_string(),
-        tail: tail(&log, 20),
+/// Start node `index`; `again` = (address to reuse, generation) for a restart.
+async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr, u32)>) -> Result<Node, ClusterError> {
+    let log = match again {
+        None => spec.log_dir.join(format!("node-{index}.log")),
+        Some((_, generation)) => spec.log_dir.join(format!("node-{index}.{generation}.log")),
     };
+    let listen = again.map_or_else(|| "127.0.0.1:0".to_owned(), |(addr, _)| addr.to_string());
+    let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
     if !spec.server_bin.is_file() {
-        return Err(ClusterError::BinaryMissing {
-            looked: spec.server_bin.display().to_string(),
-        });
+        return Err(ClusterError::BinaryMissing { looked: spec.server_bin.display().to_string() });
     }
-    let log_file =
-        std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;
+    let log_file = std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;
     let mut cmd = Command::new(&spec.server_bin);
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--mongo-uri",
-        &spec.mongo_uri,
-        "--db",
-        &spec.db,
-    ])
-    .args([
-        "--node-id",
-        &format!("node-{index}"),
-        "--mode",
-        spec.mode.as_str(),
-    ])
-    .args(&spec.extra_args)
-    .env("NO_COLOR", "1")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::from(log_file));
-    let mut guard = ChildGuard::spawn(format!("node-{index}"), &mut cmd)
-        .map_err(|e| failed(format!("cannot spawn: {e}")))?;
-    let stdout = guard
-        .child_mut()
-        .stdout
-        .take()
-        .ok_or_else(|| failed("no stdout pipe".into()))?;
+    cmd.args(["--listen", &listen, "--mongo-uri", &spec.mongo_uri, "--db", &spec.db])
+        .args(["--node-id", &format!("node-{index}"), "--mode", spec.mode.as_str()])
+        .args(&spec.extra_args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file));
+    let mut guard = ChildGuard::spawn(format!("node-{index}"), &mut cmd).map_err(|e| failed(format!("cannot spawn: {e}")))?;
+    let stdout = guard.child_mut().stdout.take().ok_or_else(|| failed("no stdout pipe".into()))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
     let line = match first {
         Ok(Ok(Some(line))) => line,
         Ok(Ok(None)) => {
-            return Err(failed(format!(
-                "exited before listening ({:?})",
-                guard.child_mut().wait().await.ok()
-            )));
+            return Err(failed(format!("exited before listening ({:?})", guard.child_mut().wait().await.ok())));
         }
         Ok(Err(e)) => return Err(failed(format!("reading stdout: {e}"))),
         Err(_) => return Err(failed("did not print `listening <addr>` within 20s".into())),
@@ -192,26 +191,14 @@ async fn start_node(spec: &ClusterSpec, index: usize) -> Result<Node, ClusterErr
     let addr: SocketAddr = line
         .strip_prefix("listening ")
         .and_then(|a| a.trim().parse().ok())
-        .ok_or_else(|| {
-            failed(format!(
-                "first stdout line was {line:?}, expected `listening <ip>:<port>`"
-            ))
-        })?;
+        .ok_or_else(|| failed(format!("first stdout line was {line:?}, expected `listening <ip>:<port>`")))?;
     // Keep draining stdout so the node never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Node {
-        index,
-        addr,
-        log,
-        guard,
-    })
+    Ok(Node { index, addr, log, generation: again.map_or(0, |a| a.1), guard })
 }
 
 async fn wait_healthy(node: &Node) -> Result<(), ClusterError> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .expect("a plain HTTP client builds");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("a plain HTTP client builds");
     let url = node.http_url("/healthz");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = String::new();

@@ -29,11 +29,7 @@ pub fn survey() -> Vec<ProviderStatus> {
             provider: "compat",
             backend: "nx-27017 (MongoDB wire protocol on SQLite; not MongoDB's speed)",
             ready: compat_status(),
-            fix: format!(
-                "run ci/setup (installs into {}; python at {})",
-                cache_dir().display(),
-                compat_python().display()
-            ),
+            fix: format!("run ci/setup (installs into {}; python at {})", cache_dir().display(), compat_python().display()),
         },
         ProviderStatus {
             provider: "external",
@@ -55,9 +51,6 @@ pub fn render(statuses: &[ProviderStatus]) -> String {
         };
         table.add_row([s.provider.to_owned(), s.backend.to_owned(), status, fix]);
     }
-    let auto = statuses
-        .iter()
-        .find(|s| s.provider != "external" && s.ready.is_ok())
-        .map_or("none", |s| s.provider);
+    let auto = statuses.iter().find(|s| s.provider != "external" && s.ready.is_ok()).map_or("none", |s| s.provider);
     format!("{table}\n`--provider auto` would use: {auto}\n")
 }

@@ -15,8 +15,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| format!("{default_level},mongodb=warn").into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| format!("{default_level},mongodb=warn").into()),
         )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -42,10 +41,7 @@ fn main() -> ExitCode {
 /// Ctrl-C (SIGINT) or SIGTERM.
 async fn interrupted() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}

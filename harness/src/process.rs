@@ -21,10 +21,7 @@ fn registry() -> &'static Mutex<HashSet<i32>> {
 
 /// Kill every process group the harness still owns. Safe to call twice.
 pub fn kill_all_children() {
-    let groups: Vec<i32> = registry()
-        .lock()
-        .map(|mut g| g.drain().collect())
-        .unwrap_or_default();
+    let groups: Vec<i32> = registry().lock().map(|mut g| g.drain().collect()).unwrap_or_default();
     for pgid in groups {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
@@ -58,9 +55,7 @@ impl ChildGuard {
             });
         }
         let child = cmd.spawn()?;
-        let pgid = child.id().ok_or_else(|| {
-            io::Error::other(format!("{name} exited before its pid could be read"))
-        })? as i32;
+        let pgid = child.id().ok_or_else(|| io::Error::other(format!("{name} exited before its pid could be read")))? as i32;
         registry().lock().map(|mut g| g.insert(pgid)).ok();
         Ok(Self { name, child, pgid })
     }
@@ -117,14 +112,10 @@ pub fn free_port() -> io::Result<u16> {
 /// Find an executable on PATH.
 pub fn which(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            use std::os::unix::fs::PermissionsExt;
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
+        use std::os::unix::fs::PermissionsExt;
+        candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// The last `lines` lines of a log file, for error messages.
@@ -147,21 +138,12 @@ mod tests {
         let stdout = guard.child_mut().stdout.take().unwrap();
         use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let grandchild: i32 = lines
-            .next_line()
-            .await
-            .unwrap()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let grandchild: i32 = lines.next_line().await.unwrap().unwrap().trim().parse().unwrap();
         let parent = guard.pid();
         drop(guard);
         let gone = |pid: i32| {
             // A killed child may linger as a zombie until reaped; treat that as gone.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.split_whitespace().nth(2) == Some("Z"))
-                .unwrap_or(true)
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.split_whitespace().nth(2) == Some("Z")).unwrap_or(true)
         };
         for _ in 0..100 {
             if gone(grandchild) && gone(parent) {

@@ -3,21 +3,25 @@
 //! Everything started here is owned by a guard, so an error, a panic or a
 //! dropped future (Ctrl-C) tears it down.
 
-use crate::client::{self, Shared, plan_clients};
+use crate::client::{self, Controls, Shared, plan_clients};
 use crate::cluster::{Cluster, ClusterError, ClusterSpec};
+use crate::nemesis::{self, Targets};
 use crate::provider::ProviderError;
 use crate::provider::kafka::{self, KafkaBackend, KafkaRequest};
 use crate::provider::mongo::{self, MongoRequest};
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
+use crate::scenario::FaultAction;
 use crate::scenario::{Mode, ProviderChoice, Scenario};
 use crate::trace::{Clock, FOREIGN_MSG, MsgNo, RoomHistory, TRACE_VERSION, Trace, TraceMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::sync::Mutex;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -41,11 +45,9 @@ pub enum InfraError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error("node {node} died during the run ({status}); see {log}")]
-    NodeDied {
-        node: usize,
-        status: String,
-        log: String,
-    },
+    NodeDied { node: usize, status: String, log: String },
+    #[error("fault {action} could not be applied: {why}")]
+    Fault { action: String, why: String },
     #[error("writing results to {path}: {source}")]
     Output {
         path: String,
@@ -78,43 +80,28 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         passed,
         modes,
     };
-    report
-        .write_all(&options.out_dir)
-        .map_err(output(&options.out_dir))?;
+    report.write_all(&options.out_dir).map_err(output(&options.out_dir))?;
     Ok(report)
 }
 
-async fn run_mode(
-    scenario: &Scenario,
-    options: &RunOptions,
-    mode: Mode,
-    dir: &std::path::Path,
-) -> Result<ModeReport, InfraError> {
+async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<ModeReport, InfraError> {
     let topology = &scenario.topology;
     let request = MongoRequest {
         members: topology.mongo.members,
-        uri: options
-            .mongo_uri
-            .clone()
-            .or_else(|| topology.mongo.uri.clone()),
-        persistent: false,
+        uri: options.mongo_uri.clone().or_else(|| topology.mongo.uri.clone()),
+        // A MongoDB restart needs data that survives it.
+        persistent: scenario.faults.iter().any(|f| matches!(f.action, FaultAction::RestartMongo { .. })),
     };
     tracing::info!(mode = mode.as_str(), provider = ?options.provider, "starting MongoDB");
     let backend = mongo::start(options.provider, &request, dir).await?;
-    let (provider, backend_version, backend_is_real) = (
-        backend.provider.as_str().to_owned(),
-        backend.version.clone(),
-        backend.is_real_mongodb,
-    );
+    let (provider, backend_version, backend_is_real) =
+        (backend.provider.as_str().to_owned(), backend.version.clone(), backend.is_real_mongodb);
     let kafka = match mode {
         Mode::Kafka => {
             let request = KafkaRequest {
                 topic: "chatbench.messages".into(),
                 partitions: topology.kafka.partitions as i32,
-                bootstrap: options
-                    .kafka_bootstrap
-                    .clone()
-                    .or_else(|| topology.kafka.bootstrap.clone()),
+                bootstrap: options.kafka_bootstrap.clone().or_else(|| topology.kafka.bootstrap.clone()),
             };
             tracing::info!(provider = ?options.provider, "starting Kafka");
             Some(kafka::start(options.provider, &request, dir).await?)
@@ -122,17 +109,10 @@ async fn run_mode(
         Mode::Changestream => None,
     };
     let (backend_version, backend_is_real) = match &kafka {
-        Some(k) => (
-            format!("{backend_version} + {}", k.version),
-            backend_is_real && k.is_real_kafka,
-        ),
+        Some(k) => (format!("{backend_version} + {}", k.version), backend_is_real && k.is_real_kafka),
         None => (backend_version, backend_is_real),
     };
-    let db = format!(
-        "chatbench_{}_{}",
-        mode.as_str(),
-        chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
-    );
+    let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     let spec = ClusterSpec {
         server_bin: options.server_bin.clone(),
         nodes: topology.nodes,
@@ -143,37 +123,40 @@ async fn run_mode(
         log_dir: dir.to_owned(),
     };
     tracing::info!(nodes = topology.nodes, "starting chat-server nodes");
-    let mut cluster = Cluster::start(&spec).await?;
+    let cluster = Cluster::start(&spec).await?;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.ws_url()).collect();
-    let rooms: Vec<String> = (0..scenario.workload.rooms)
-        .map(|r| format!("room-{r}"))
-        .collect();
+    let rooms: Vec<String> = (0..scenario.workload.rooms).map(|r| format!("room-{r}")).collect();
     let plans = plan_clients(&scenario.workload, topology.nodes, options.seed);
     let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
     let clock = Clock::start();
     let progress = progress_bar(options.quiet, scenario, mode);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
-    let outcome = client::run(
-        &plans,
-        &urls,
-        &rooms,
-        &scenario.workload,
-        options.seed,
-        clock,
-        shared.clone(),
-    )
-    .await;
+    let (controls, drops) = Controls::new();
+    let window = controls.window.subscribe();
+    let targets = Targets {
+        cluster: Mutex::new(cluster),
+        mongo: Mutex::new(backend),
+        drops,
+        down: Mutex::new(BTreeSet::new()),
+        paused: Mutex::new(BTreeSet::new()),
+    };
+    let workload = client::run(&plans, &urls, &rooms, &scenario.workload, options.seed, clock, shared.clone(), controls);
+    let (outcome, faults) = tokio::join!(workload, nemesis::run(scenario.fault_schedule(options.seed), window, clock, &targets));
+    nemesis::settle(&targets).await;
     ticker.abort();
     progress.finish_and_clear();
     let ended_ns = clock.now_ns();
-    if let Some((node, status)) = cluster.dead_nodes().into_iter().next() {
-        return Err(InfraError::NodeDied {
-            node,
-            status: status.to_string(),
-            log: cluster.nodes[node].log.display().to_string(),
-        });
+    let Targets { cluster, mongo: backend, down, .. } = targets;
+    let (mut cluster, backend, down) = (cluster.into_inner(), backend.into_inner(), down.into_inner());
+    // A node that died outside a planned fault makes the run's verdict void.
+    if let Some((node, status)) = cluster.dead_nodes().into_iter().find(|(node, _)| !down.contains(node)) {
+        return Err(InfraError::NodeDied { node, status: status.to_string(), log: cluster.nodes[node].log.display().to_string() });
     }
-    let history = read_history(&cluster.nodes[0].http_url(""), &rooms).await;
+    if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
+        return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
+    }
+    let live = (0..cluster.nodes.len()).find(|n| !down.contains(n)).unwrap_or(0);
+    let history = read_history(&cluster.nodes[live].http_url(""), &rooms).await;
     let server = scrape_counters(&cluster).await;
     for problem in cluster.stop(Duration::from_secs(5)).await {
         tracing::warn!("{problem}");
@@ -195,6 +178,7 @@ async fn run_mode(
             checks_json: serde_json::to_string(&scenario.checks).expect("checks serialize"),
             backend_is_real,
             nodes: topology.nodes,
+            faults,
         },
         rooms,
         clients: plans.iter().map(|p| p.info()).collect(),
@@ -202,26 +186,19 @@ async fn run_mode(
         history,
     };
     let trace_path = dir.join("trace.bin");
-    trace.write(&trace_path).map_err(|e| InfraError::Output {
-        path: trace_path.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    trace
+        .write(&trace_path)
+        .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
     let mut notes = vec![format!("trace: {}", trace_path.display())];
     if !outcome.drained {
-        notes.push(format!(
-            "drain did not complete within {:?}",
-            scenario.workload.drain_timeout.0
-        ));
+        notes.push(format!("drain did not complete within {:?}", scenario.workload.drain_timeout.0));
     }
     let ctx = evaluate::Context {
         provider,
         backend: backend_version,
         backend_is_real,
         nodes: topology.nodes,
-        drain: Drain {
-            completed: outcome.drained,
-            took_ms: outcome.drain_took.as_millis() as u64,
-        },
+        drain: Drain { completed: outcome.drained, took_ms: outcome.drain_took.as_millis() as u64 },
         server,
         notes,
     };
@@ -232,12 +209,7 @@ async fn run_mode(
 fn node_args(options: &RunOptions, kafka: Option<&KafkaBackend>) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(k) = kafka {
-        args.extend([
-            "--kafka-bootstrap".to_owned(),
-            k.bootstrap.clone(),
-            "--kafka-topic".to_owned(),
-            k.topic.clone(),
-        ]);
+        args.extend(["--kafka-bootstrap".to_owned(), k.bootstrap.clone(), "--kafka-topic".to_owned(), k.topic.clone()]);
     }
     args.extend(options.server_args.iter().cloned());
     args
@@ -245,21 +217,9 @@ fn node_args(options: &RunOptions, kafka: Option<&KafkaBackend>) -> Vec<String> 
 
 fn progress_bar(quiet: bool, scenario: &Scenario, mode: Mode) -> ProgressBar {
     let visible = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let total = (scenario.workload.duration.0 + scenario.workload.drain_timeout.0)
-        .as_secs()
-        .max(1);
-    let bar = ProgressBar::with_draw_target(
-        Some(total),
-        if visible {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {msg}")
-            .expect("the progress template is valid"),
-    );
+    let total = (scenario.workload.duration.0 + scenario.workload.drain_timeout.0).as_secs().max(1);
+    let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    bar.set_style(ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {msg}").expect("the progress template is valid"));
     bar.set_prefix(format!("{} / {}", scenario.name, mode.as_str()));
     bar
 }
@@ -284,10 +244,7 @@ fn spawn_ticker(bar: ProgressBar, shared: Arc<Shared>) -> tokio::task::JoinHandl
 
 /// Sum every node's `/metrics` counters (missing nodes are logged, not fatal).
 async fn scrape_counters(cluster: &Cluster) -> ServerCounters {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("a plain HTTP client builds");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("a plain HTTP client builds");
     let mut counters = ServerCounters::default();
     for node in &cluster.nodes {
         match client.get(node.http_url("/metrics")).send().await {
@@ -311,16 +268,10 @@ struct HistoryMessage {
 
 /// Read every room's history back through a node's HTTP API.
 async fn read_history(base: &str, rooms: &[String]) -> Vec<RoomHistory> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a plain HTTP client builds");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a plain HTTP client builds");
     let mut out = Vec::with_capacity(rooms.len());
     for room in rooms {
-        let mut history = RoomHistory {
-            entries: Vec::new(),
-            complete: true,
-        };
+        let mut history = RoomHistory { entries: Vec::new(), complete: true };
         let mut after = 0u64;
         loop {
             let url = format!("{base}/rooms/{room}/messages?after={after}&limit=10000");

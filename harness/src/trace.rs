@@ -82,6 +82,10 @@ pub enum EventKind {
     Closed {
         code: Option<u16>,
     },
+    /// The client connected again (to this node) after a close.
+    Reconnected {
+        node: u32,
+    },
 }
 
 /// One room's stored messages as read back after the run, in `seq` order.
@@ -113,6 +117,21 @@ pub struct TraceMeta {
     pub checks_json: String,
     pub backend_is_real: bool,
     pub nodes: u32,
+    /// The faults the nemesis applied, in order.
+    pub faults: Vec<FaultRecord>,
+}
+
+/// One applied fault: what, where, and when it started and ended (trace ns).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub action: String,
+    pub node: Option<u32>,
+    pub start_ns: u64,
+    /// When the fault was over (node back and healthy, backend answering, …);
+    /// equal to `start_ns` for instantaneous faults.
+    pub end_ns: u64,
+    /// Set when applying the fault failed.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -146,29 +165,16 @@ pub enum TraceError {
 
 impl Trace {
     pub fn write(&self, path: &Path) -> Result<(), TraceError> {
-        let bytes = postcard::to_stdvec(self)
-            .expect("a trace always serializes: plain integers and strings");
-        std::fs::write(path, bytes).map_err(|source| TraceError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        let bytes = postcard::to_stdvec(self).expect("a trace always serializes: plain integers and strings");
+        std::fs::write(path, bytes).map_err(|source| TraceError::Io { path: path.display().to_string(), source })
     }
 
     pub fn read(path: &Path) -> Result<Self, TraceError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| TraceError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        let trace: Trace = postcard::from_bytes(&bytes).map_err(|source| TraceError::Decode {
-            path: shown.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| TraceError::Io { path: shown.clone(), source })?;
+        let trace: Trace = postcard::from_bytes(&bytes).map_err(|source| TraceError::Decode { path: shown.clone(), source })?;
         if trace.version != TRACE_VERSION {
-            return Err(TraceError::Version {
-                path: shown,
-                found: trace.version,
-            });
+            return Err(TraceError::Version { path: shown, found: trace.version });
         }
         Ok(trace)
     }
@@ -192,9 +198,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn start() -> Self {
-        Self {
-            origin: Instant::now(),
-        }
+        Self { origin: Instant::now() }
     }
 
     pub fn now_ns(&self) -> u64 {
@@ -215,21 +219,13 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(client: ClientId, clock: Clock, capacity: usize) -> Self {
-        Self {
-            client,
-            clock,
-            events: Vec::with_capacity(capacity),
-        }
+        Self { client, clock, events: Vec::with_capacity(capacity) }
     }
 
     #[inline]
     pub fn record(&mut self, kind: EventKind) -> u64 {
         let t_ns = self.clock.now_ns();
-        self.events.push(Event {
-            t_ns,
-            client: self.client,
-            kind,
-        });
+        self.events.push(Event { t_ns, client: self.client, kind });
         t_ns
     }
 
@@ -247,24 +243,9 @@ mod tests {
         let trace = Trace {
             version: TRACE_VERSION,
             rooms: vec!["r0".into()],
-            clients: vec![ClientInfo {
-                role: Role::Sender,
-                node: 0,
-                room: 0,
-            }],
-            events: vec![Event {
-                t_ns: 5,
-                client: 0,
-                kind: EventKind::Ack {
-                    room: 0,
-                    msg: 1,
-                    seq: 1,
-                },
-            }],
-            history: vec![RoomHistory {
-                entries: vec![(1, 1)],
-                complete: true,
-            }],
+            clients: vec![ClientInfo { role: Role::Sender, node: 0, room: 0 }],
+            events: vec![Event { t_ns: 5, client: 0, kind: EventKind::Ack { room: 0, msg: 1, seq: 1 } }],
+            history: vec![RoomHistory { entries: vec![(1, 1)], complete: true }],
             ..Default::default()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -277,15 +258,8 @@ mod tests {
 
     #[test]
     fn merge_orders_by_time() {
-        let e = |t, c| Event {
-            t_ns: t,
-            client: c,
-            kind: EventKind::Closed { code: None },
-        };
+        let e = |t, c| Event { t_ns: t, client: c, kind: EventKind::Closed { code: None } };
         let merged = Trace::merge(vec![vec![e(3, 0), e(9, 0)], vec![e(1, 1), e(5, 1)]]);
-        assert_eq!(
-            merged.iter().map(|e| e.t_ns).collect::<Vec<_>>(),
-            vec![1, 3, 5, 9]
-        );
+        assert_eq!(merged.iter().map(|e| e.t_ns).collect::<Vec<_>>(), vec![1, 3, 5, 9]);
     }
 }

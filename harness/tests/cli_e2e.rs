@@ -18,26 +18,15 @@ fn scenario(dir: &Path, duration: &str, extra: &str) -> std::path::PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("chatbench runs")
+    Command::new(BIN).args(args).output().expect("chatbench runs")
 }
 
 fn report(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(dir.join("report.json")).expect("report.json written"),
-    )
-    .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report.json written")).unwrap()
 }
 
 fn finding_kinds(report: &serde_json::Value) -> BTreeSet<String> {
-    report["modes"][0]["findings_by_kind"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect()
+    report["modes"][0]["findings_by_kind"].as_object().unwrap().keys().cloned().collect()
 }
 
 #[test]
@@ -45,35 +34,12 @@ fn a_clean_run_passes_writes_every_report_and_rechecks_offline() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = scenario(dir.path(), "2s", "");
-    let o = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        stdout.contains("changestream") && stdout.contains("result: PASS"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("not MongoDB's"),
-        "the compat warning is printed: {stdout}"
-    );
-    for f in [
-        "report.json",
-        "report.md",
-        "junit.xml",
-        "changestream/trace.bin",
-        "changestream/node-0.log",
-    ] {
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("changestream") && stdout.contains("result: PASS"), "{stdout}");
+    assert!(stdout.contains("not MongoDB's"), "the compat warning is printed: {stdout}");
+    for f in ["report.json", "report.md", "junit.xml", "changestream/trace.bin", "changestream/node-0.log"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let r = report(&out);
@@ -84,37 +50,16 @@ fn a_clean_run_passes_writes_every_report_and_rechecks_offline() {
     assert!(r["modes"][0]["counts"]["acked"].as_u64().unwrap() >= 100);
     assert!(finding_kinds(&r).is_empty());
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
-    assert!(
-        junit.contains("exactly_once") && !junit.contains("<failure"),
-        "{junit}"
-    );
-    let check = run(&[
-        "check",
-        out.join("changestream/trace.bin").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        check.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert!(junit.contains("exactly_once") && !junit.contains("<failure"), "{junit}");
+    let check = run(&["check", out.join("changestream/trace.bin").to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
 }
 
 fn sabotaged(spec: &str) -> (Option<i32>, BTreeSet<String>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = scenario(dir.path(), "2s", "");
-    let o = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-        "--sabotage",
-        spec,
-        "--seed",
-        "7",
-    ]);
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--sabotage", spec, "--seed", "7"]);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     (o.status.code(), finding_kinds(&report(&out)), stdout)
 }
@@ -124,10 +69,7 @@ fn dropped_deliveries_are_reported_as_lost_and_nothing_else() {
     let (code, kinds, stdout) = sabotaged("drop=0.05");
     assert_eq!(code, Some(1), "{stdout}");
     assert_eq!(kinds, BTreeSet::from(["lost".to_owned()]), "{stdout}");
-    assert!(
-        stdout.contains("FAILED changestream: exactly_once"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("FAILED changestream: exactly_once"), "{stdout}");
 }
 
 #[test]
@@ -141,11 +83,7 @@ fn duplicated_deliveries_are_reported_as_duplicated_and_nothing_else() {
 fn reordered_deliveries_are_reported_as_order_violations_and_nothing_else() {
     let (code, kinds, stdout) = sabotaged("reorder=0.05");
     assert_eq!(code, Some(1), "{stdout}");
-    assert_eq!(
-        kinds,
-        BTreeSet::from(["order_violation".to_owned()]),
-        "{stdout}"
-    );
+    assert_eq!(kinds, BTreeSet::from(["order_violation".to_owned()]), "{stdout}");
     assert!(stdout.contains("ordering.per_room_total"), "{stdout}");
 }
 
@@ -153,17 +91,12 @@ fn reordered_deliveries_are_reported_as_order_violations_and_nothing_else() {
 fn a_broken_scenario_exits_2_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path(), "2s", "");
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("  nodes: 2", "  nodez: 2");
+    let text = std::fs::read_to_string(&file).unwrap().replace("  nodes: 2", "  nodez: 2");
     std::fs::write(&file, text).unwrap();
     let o = run(&["run", file.to_str().unwrap(), "--quiet"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("e2e.yaml line 4") && stderr.contains("nodez"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("e2e.yaml line 4") && stderr.contains("nodez"), "{stderr}");
     let o = run(&["run", dir.path().join("missing.yaml").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["run", "--bogus-flag"]);
@@ -174,11 +107,7 @@ fn a_broken_scenario_exits_2_naming_file_line_and_key() {
 fn an_unreachable_external_backend_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path(), "1s", "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
     let o = run(&[
         "run",
@@ -214,9 +143,7 @@ fn tagged_processes(tag: &str) -> Vec<String> {
         found.push(format!(
             "{} {}",
             entry.file_name().to_string_lossy(),
-            std::fs::read_to_string(path.join("cmdline"))
-                .unwrap_or_default()
-                .replace('\0', " ")
+            std::fs::read_to_string(path.join("cmdline")).unwrap_or_default().replace('\0', " ")
         ));
     }
     found
@@ -230,13 +157,7 @@ fn ctrl_c_during_a_run_leaves_no_process_behind() {
     let tag = format!("CHATBENCH_TEST_TAG=ctrl-c-{}", std::process::id());
     let (key, value) = tag.split_once('=').unwrap();
     let mut child = Command::new(BIN)
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
+        .args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
         .env(key, value)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -245,19 +166,11 @@ fn ctrl_c_during_a_run_leaves_no_process_behind() {
     // Wait until the nodes are up and the workload runs.
     let started = Instant::now();
     while !(out.join("changestream/node-1.log").exists() && tagged_processes(&tag).len() >= 4) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "run did not start: {:?}",
-            tagged_processes(&tag)
-        );
+        assert!(started.elapsed() < Duration::from_secs(30), "run did not start: {:?}", tagged_processes(&tag));
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -266,10 +179,7 @@ fn ctrl_c_during_a_run_leaves_no_process_behind() {
         if left.is_empty() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "processes outlived the interrupted run: {left:?}"
-        );
+        assert!(Instant::now() < deadline, "processes outlived the interrupted run: {left:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -279,70 +189,87 @@ fn both_modes_run_on_identical_work_and_kafka_costs_one_more_write_per_message()
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = scenario(dir.path(), "2s", "");
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("workload:", "modes: [changestream, kafka]\nworkload:");
+    let text = std::fs::read_to_string(&file).unwrap().replace("workload:", "modes: [changestream, kafka]\nworkload:");
     std::fs::write(&file, text).unwrap();
-    let o = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        stdout.contains("Δ kafka vs changestream"),
-        "side by side with the difference: {stdout}"
-    );
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("Δ kafka vs changestream"), "side by side with the difference: {stdout}");
     let r = report(&out);
-    let modes: Vec<&str> = r["modes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["mode"].as_str().unwrap())
-        .collect();
+    let modes: Vec<&str> = r["modes"].as_array().unwrap().iter().map(|m| m["mode"].as_str().unwrap()).collect();
     assert_eq!(modes, ["changestream", "kafka"]);
-    let sent: Vec<u64> = r["modes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["counts"]["sent"].as_u64().unwrap())
-        .collect();
+    let sent: Vec<u64> = r["modes"].as_array().unwrap().iter().map(|m| m["counts"]["sent"].as_u64().unwrap()).collect();
     assert_eq!(sent[0], sent[1], "identical workload in both modes");
     let writes = |i: usize| {
         let s = &r["modes"][i]["server"];
-        (s["mongo_writes"].as_u64().unwrap() + s["kafka_produces"].as_u64().unwrap()) as f64
-            / s["acks"].as_u64().unwrap() as f64
+        (s["mongo_writes"].as_u64().unwrap() + s["kafka_produces"].as_u64().unwrap()) as f64 / s["acks"].as_u64().unwrap() as f64
     };
-    assert_eq!(
-        writes(0),
-        1.0,
-        "changestream: one MongoDB insert per message"
-    );
-    assert_eq!(
-        writes(1),
-        2.0,
-        "kafka: one insert and one produce per message"
-    );
+    assert_eq!(writes(0), 1.0, "changestream: one MongoDB insert per message");
+    assert_eq!(writes(1), 2.0, "kafka: one insert and one produce per message");
     assert!(r["modes"][1]["backend"].as_str().unwrap().contains("tansu"));
     assert!(out.join("report.html").exists());
     // A stored baseline gates a later run: the same report never regresses.
-    let same = run(&[
-        "compare",
-        out.join("report.json").to_str().unwrap(),
-        out.join("report.json").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        same.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&same.stdout)
-    );
+    let same = run(&["compare", out.join("report.json").to_str().unwrap(), out.join("report.json").to_str().unwrap()]);
+    assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stdout));
+}
+
+#[test]
+fn under_node_kills_and_client_drops_changestream_loses_nothing_and_reports_each_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let faults = "faults:\n  - at: 1s\n    action: {kill_node: {node: 1, restart_after: 500ms}}\n  - at: 2500ms\n    action: {drop_clients: {share: 0.5}}\n";
+    let file = scenario(dir.path(), "4s", faults);
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    let mode = &r["modes"][0];
+    assert!(finding_kinds(&r).is_empty(), "{:?}", mode["findings"]);
+    assert!(mode["counts"]["reconnects"].as_u64().unwrap() > 0, "clients reconnected");
+    let faults = mode["faults"].as_array().unwrap();
+    let actions: Vec<&str> = faults.iter().map(|f| f["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["kill_node", "drop_clients"]);
+    assert!(faults[0]["duration_ms"].as_u64().unwrap() >= 500, "the kill lasted until the restart");
+    assert!(faults.iter().all(|f| f["recovery_ms"].as_u64().is_some()), "every subscriber received again");
+    assert!(stdout.contains("all receiving again"), "the per-fault table is printed: {stdout}");
+    assert!(out.join("changestream/node-1.1.log").exists(), "the restarted node logs to its own file");
+}
+
+#[test]
+fn ctrl_c_during_a_fault_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Node 0 is frozen (SIGSTOP) from 1s for 60s: interrupt while it is.
+    let file = scenario(dir.path(), "30s", "faults:\n  - at: 1s\n    action: {pause_node: {node: 0, duration: 60s}}\n");
+    let tag = format!("CHATBENCH_TEST_TAG=ctrl-c-fault-{}", std::process::id());
+    let (key, value) = tag.split_once('=').unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
+        .env(key, value)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let stopped = |pids: &[String]| {
+        pids.iter().any(|p| {
+            let pid = p.split_whitespace().next().unwrap_or("");
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.split_whitespace().nth(2) == Some("T"))
+        })
+    };
+    while !stopped(&tagged_processes(&tag)) {
+        assert!(started.elapsed() < Duration::from_secs(40), "the pause fault never happened: {:?}", tagged_processes(&tag));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = tagged_processes(&tag);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes outlived the run interrupted during a fault: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -16,18 +16,8 @@ fn chromium() -> std::path::PathBuf {
 
 fn headless(args: &[&str], profile: &std::path::Path) -> std::process::Output {
     Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-        ])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .output()
@@ -36,12 +26,7 @@ fn headless(args: &[&str], profile: &std::path::Path) -> std::process::Output {
 
 #[test]
 fn report_html_renders_its_charts_in_headless_chromium() {
-    let shape = TraceShape {
-        rooms: 3,
-        senders_per_room: 2,
-        subscribers_per_room: 3,
-        messages_per_sender: 400,
-    };
+    let shape = TraceShape { rooms: 3, senders_per_room: 2, subscribers_per_room: 3, messages_per_sender: 400 };
     let modes = ["changestream", "kafka"]
         .iter()
         .enumerate()
@@ -76,41 +61,15 @@ fn report_html_renders_its_charts_in_headless_chromium() {
 
     let dom = headless(&["--dump-dom", &page], &dir.path().join("profile-dom"));
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert_eq!(
-        dom.matches("<svg").count(),
-        3,
-        "three charts in the rendered DOM"
-    );
-    for title in [
-        "Delivery latency by percentile",
-        "Delivery latency over time",
-        "Throughput over time",
-    ] {
+    assert_eq!(dom.matches("<svg").count(), 3, "three charts in the rendered DOM");
+    for title in ["Delivery latency by percentile", "Delivery latency over time", "Throughput over time"] {
         assert!(dom.contains(title), "chart {title:?} missing");
     }
-    assert!(
-        dom.matches("<polyline").count() >= 2 + 4 + 4,
-        "every mode's series is drawn"
-    );
-    assert!(
-        dom.contains("not MongoDB"),
-        "the compat warning is on the page"
-    );
+    assert!(dom.matches("<polyline").count() >= 2 + 4 + 4, "every mode's series is drawn");
+    assert!(dom.contains("not MongoDB"), "the compat warning is on the page");
 
     let shot = dir.path().join("report.png");
-    let out = headless(
-        &[
-            "--window-size=1100,2400",
-            &format!("--screenshot={}", shot.display()),
-            &page,
-        ],
-        &dir.path().join("profile-shot"),
-    );
-    let png = std::fs::read(&shot)
-        .unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 20_000,
-        "a real screenshot ({} bytes)",
-        png.len()
-    );
+    let out = headless(&["--window-size=1100,2400", &format!("--screenshot={}", shot.display()), &page], &dir.path().join("profile-shot"));
+    let png = std::fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a real screenshot ({} bytes)", png.len());
 }

@@ -19,19 +19,9 @@ async fn a_message_sent_on_one_node_reaches_a_subscriber_on_another() {
     let mut sender = Client::connect(&env, 0).await;
     sender.send("lobby", "m1", "hello").await;
     let ack = sender.next_op("ack").await;
-    assert_eq!(
-        ack,
-        json!({"op": "ack", "id": "m1", "room": "lobby", "seq": 1})
-    );
+    assert_eq!(ack, json!({"op": "ack", "id": "m1", "room": "lobby", "seq": 1}));
     let msg = sub.next_op("msg").await;
-    assert_eq!(
-        (
-            msg["seq"].as_u64(),
-            msg["id"].as_str(),
-            msg["body"].as_str()
-        ),
-        (Some(1), Some("m1"), Some("hello"))
-    );
+    assert_eq!((msg["seq"].as_u64(), msg["id"].as_str(), msg["body"].as_str()), (Some(1), Some("m1"), Some("hello")));
     assert_eq!(msg["node"], "node-0");
 }
 
@@ -56,10 +46,7 @@ async fn concurrent_senders_on_three_nodes_are_delivered_exactly_once_in_one_ord
             let mut acked = Vec::new();
             for _ in 0..PER_SENDER {
                 let ack = c.next_op("ack").await;
-                acked.push((
-                    ack["id"].as_str().unwrap().to_owned(),
-                    ack["seq"].as_u64().unwrap(),
-                ));
+                acked.push((ack["id"].as_str().unwrap().to_owned(), ack["seq"].as_u64().unwrap()));
             }
             acked
         }));
@@ -69,40 +56,22 @@ async fn concurrent_senders_on_three_nodes_are_delivered_exactly_once_in_one_ord
         let acked = s.await.unwrap();
         // Per-sender FIFO: a sender's messages get rising seqs in send order.
         let seqs: Vec<u64> = acked.iter().map(|a| a.1).collect();
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "sender FIFO broken: {seqs:?}"
-        );
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sender FIFO broken: {seqs:?}");
         acks.extend(acked);
     }
     let total = 3 * PER_SENDER;
     let mut all_seqs: Vec<u64> = acks.iter().map(|a| a.1).collect();
     all_seqs.sort();
-    assert_eq!(
-        all_seqs,
-        (1..=total as u64).collect::<Vec<_>>(),
-        "acked seqs are gap-free and unique"
-    );
+    assert_eq!(all_seqs, (1..=total as u64).collect::<Vec<_>>(), "acked seqs are gap-free and unique");
     let mut orders = Vec::new();
     for s in &mut subs {
         let got = s.msgs(total).await;
-        assert_eq!(
-            got.iter().map(|m| m.0).collect::<Vec<_>>(),
-            (1..=total as u64).collect::<Vec<_>>(),
-            "seq order"
-        );
-        assert_eq!(
-            got.iter().map(|m| &m.1).collect::<HashSet<_>>().len(),
-            total,
-            "exactly once"
-        );
+        assert_eq!(got.iter().map(|m| m.0).collect::<Vec<_>>(), (1..=total as u64).collect::<Vec<_>>(), "seq order");
+        assert_eq!(got.iter().map(|m| &m.1).collect::<HashSet<_>>().len(), total, "exactly once");
         s.assert_quiet(Duration::from_millis(300)).await;
         orders.push(got);
     }
-    assert!(
-        orders.windows(2).all(|w| w[0] == w[1]),
-        "all subscribers see one order"
-    );
+    assert!(orders.windows(2).all(|w| w[0] == w[1]), "all subscribers see one order");
     let (status, body) = http_get(&env, 2, "/rooms/busy/messages?limit=1000").await;
     assert_eq!(status, 200);
     let history: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -110,12 +79,7 @@ async fn concurrent_senders_on_three_nodes_are_delivered_exactly_once_in_one_ord
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            (
-                m["seq"].as_u64().unwrap(),
-                m["id"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|m| (m["seq"].as_u64().unwrap(), m["id"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(history, orders[0], "history order equals live order");
 }
@@ -137,15 +101,8 @@ async fn a_resend_is_stored_once_and_acked_with_the_same_seq_on_any_node() {
     assert_eq!(again["seq"], 1);
     assert_eq!(elsewhere["seq"], 1);
     a.send("r", "next", "second").await;
-    assert_eq!(
-        a.next_op("ack").await["seq"],
-        2,
-        "the resend did not burn a seq"
-    );
-    assert_eq!(
-        sub.msgs(2).await,
-        vec![(1, "dup-1".to_owned()), (2, "next".to_owned())]
-    );
+    assert_eq!(a.next_op("ack").await["seq"], 2, "the resend did not burn a seq");
+    assert_eq!(sub.msgs(2).await, vec![(1, "dup-1".to_owned()), (2, "next".to_owned())]);
     sub.assert_quiet(Duration::from_millis(300)).await;
 }
 
@@ -176,10 +133,7 @@ async fn subscribe_after_replays_history_then_continues_live_without_gap_or_dupl
     assert!(head >= 20, "head {head} counts the stored messages");
     let got = late.msgs(55).await;
     live.await.unwrap();
-    assert_eq!(
-        got.iter().map(|m| m.0).collect::<Vec<_>>(),
-        (6..=60).collect::<Vec<_>>()
-    );
+    assert_eq!(got.iter().map(|m| m.0).collect::<Vec<_>>(), (6..=60).collect::<Vec<_>>());
     assert_eq!(got[0].1, "m6");
     late.assert_quiet(Duration::from_millis(300)).await;
 }
@@ -188,28 +142,15 @@ async fn subscribe_after_replays_history_then_continues_live_without_gap_or_dupl
 async fn bad_frames_get_error_frames_and_the_connection_stays_usable() {
     let env = start(1, &[]).await;
     let mut c = Client::connect(&env, 0).await;
-    let oversized =
-        json!({"op": "send", "room": "r", "id": "big", "body": "x".repeat(70 * 1024)}).to_string();
+    let oversized = json!({"op": "send", "room": "r", "id": "big", "body": "x".repeat(70 * 1024)}).to_string();
     let cases: Vec<(Message, &str)> = vec![
         (Message::text("{not json"), "bad_json"),
         (Message::text("[1,2,3]"), "not_object"),
         (Message::text(r#"{"op":"dance"}"#), "unknown_op"),
-        (
-            Message::text(r#"{"op":"send","room":"r","body":"x"}"#),
-            "missing_field",
-        ),
-        (
-            Message::text(r#"{"op":"send","room":"r","id":"","body":"x"}"#),
-            "empty_field",
-        ),
-        (
-            Message::text(r#"{"op":"subscribe","room":"no spaces allowed"}"#),
-            "bad_room",
-        ),
-        (
-            Message::text(r#"{"op":"unsubscribe","room":"never"}"#),
-            "not_subscribed",
-        ),
+        (Message::text(r#"{"op":"send","room":"r","body":"x"}"#), "missing_field"),
+        (Message::text(r#"{"op":"send","room":"r","id":"","body":"x"}"#), "empty_field"),
+        (Message::text(r#"{"op":"subscribe","room":"no spaces allowed"}"#), "bad_room"),
+        (Message::text(r#"{"op":"unsubscribe","room":"never"}"#), "not_subscribed"),
         (Message::text(oversized), "frame_too_large"),
         (Message::binary(vec![0u8, 1, 2]), "binary_not_supported"),
     ];
@@ -251,10 +192,7 @@ async fn health_history_and_metrics_endpoints_answer() {
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
-    assert!(
-        metrics.contains("chat_insert_to_fanout_seconds_count 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("chat_insert_to_fanout_seconds_count 1"), "{metrics}");
 }
 
 #[tokio::test]
@@ -264,25 +202,16 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
     c.subscribe("bye", None).await;
     let node = env.cluster.nodes.remove(0);
     let pid = node.pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
     let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), c.ws.next())
-            .await
-            .expect("close within 5s")
-        {
+        match tokio::time::timeout(Duration::from_secs(5), c.ws.next()).await.expect("close within 5s") {
             Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
         }
     };
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
-    let status = chatbench::cluster::Cluster { nodes: vec![node] }
-        .stop(Duration::from_secs(5))
-        .await;
+    let status = chatbench::cluster::Cluster { nodes: vec![node] }.stop(Duration::from_secs(5)).await;
     assert!(status.is_empty(), "node did not exit 0: {status:?}");
 }
 
@@ -311,14 +240,7 @@ async fn a_subscriber_that_stops_reading_is_closed_with_4008_and_memory_stays_bo
             _ => break,
         }
     }
-    assert_eq!(
-        code,
-        Some(4008),
-        "slow consumer closed with the documented code"
-    );
+    assert_eq!(code, Some(4008), "slow consumer closed with the documented code");
     let (_, metrics) = http_get(&env, 0, "/metrics").await;
-    assert!(
-        metrics.contains("chat_slow_consumer_closes_total 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("chat_slow_consumer_closes_total 1"), "{metrics}");
 }

@@ -49,11 +49,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "mongo": mongo.as_ref().map_or_else(|e| e.clone(), |_| "ok".to_owned()),
         "fanout": if stream_open { "open" } else { "closed" },
     });
-    let status = if mongo.is_ok() && stream_open {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if mongo.is_ok() && stream_open { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
@@ -63,43 +59,20 @@ struct HistoryQuery {
     limit: Option<u32>,
 }
 
-async fn history(
-    State(state): State<Arc<AppState>>,
-    Path(room): Path<String>,
-    Query(q): Query<HistoryQuery>,
-) -> Response {
+async fn history(State(state): State<Arc<AppState>>, Path(room): Path<String>, Query(q): Query<HistoryQuery>) -> Response {
     let room = match RoomId::parse(&room) {
         Ok(r) => r,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"code": e.code.as_str(), "message": e.message})),
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, Json(json!({"code": e.code.as_str(), "message": e.message}))).into_response();
         }
     };
     let limit = q.limit.unwrap_or(1000).clamp(1, MAX_HISTORY_LIMIT);
-    match state
-        .store
-        .history(&room, Seq(q.after.unwrap_or(0)), limit)
-        .await
-    {
+    match state.store.history(&room, Seq(q.after.unwrap_or(0)), limit).await {
         Ok(messages) => Json(json!({"room": room.as_str(), "messages": messages})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"code": "store_unavailable", "message": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"code": "store_unavailable", "message": e.to_string()}))).into_response(),
     }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }

@@ -20,11 +20,7 @@ pub type ConnId = u64;
 #[derive(Debug)]
 pub enum Outbound {
     /// A stored message of a room the connection subscribed to.
-    Live {
-        room: Arc<str>,
-        seq: u64,
-        frame: Utf8Bytes,
-    },
+    Live { room: Arc<str>, seq: u64, frame: Utf8Bytes },
     /// A reply to this connection's own request (ack, error, subscribed, ...).
     Reply(Utf8Bytes),
 }
@@ -58,11 +54,7 @@ pub struct FanoutCount {
 
 impl Default for Hub {
     fn default() -> Self {
-        Self {
-            rooms: Default::default(),
-            next_conn: AtomicU64::new(1),
-            resync: watch::channel(0).0,
-        }
+        Self { rooms: Default::default(), next_conn: AtomicU64::new(1), resync: watch::channel(0).0 }
     }
 }
 
@@ -72,10 +64,7 @@ impl Hub {
     }
 
     pub fn subscribe(&self, room: &RoomId, conn: ConnId, handle: ConnHandle) {
-        let mut rooms = self
-            .rooms
-            .write()
-            .expect("hub lock is never held across a panic");
+        let mut rooms = self.rooms.write().expect("hub lock is never held across a panic");
         let key: Arc<str> = match rooms.by_room.get_key_value(room.as_str()) {
             Some((k, _)) => k.clone(),
             None => Arc::from(room.as_str()),
@@ -84,10 +73,7 @@ impl Hub {
     }
 
     pub fn unsubscribe(&self, room: &str, conn: ConnId) -> bool {
-        let mut rooms = self
-            .rooms
-            .write()
-            .expect("hub lock is never held across a panic");
+        let mut rooms = self.rooms.write().expect("hub lock is never held across a panic");
         let Some(members) = rooms.by_room.get_mut(room) else {
             return false;
         };
@@ -99,29 +85,19 @@ impl Hub {
     }
 
     pub fn subscription_count(&self) -> usize {
-        let rooms = self
-            .rooms
-            .read()
-            .expect("hub lock is never held across a panic");
+        let rooms = self.rooms.read().expect("hub lock is never held across a panic");
         rooms.by_room.values().map(HashMap::len).sum()
     }
 
     /// Hand one serialized message to every local subscriber of `room`.
     pub fn fanout(&self, room: &str, seq: u64, frame: &Utf8Bytes) -> FanoutCount {
-        let rooms = self
-            .rooms
-            .read()
-            .expect("hub lock is never held across a panic");
+        let rooms = self.rooms.read().expect("hub lock is never held across a panic");
         let Some((key, members)) = rooms.by_room.get_key_value(room) else {
             return FanoutCount::default();
         };
         let mut count = FanoutCount::default();
         for handle in members.values() {
-            let item = Outbound::Live {
-                room: key.clone(),
-                seq,
-                frame: frame.clone(),
-            };
+            let item = Outbound::Live { room: key.clone(), seq, frame: frame.clone() };
             match handle.tx.try_send(item) {
                 Ok(()) => count.queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -150,13 +126,7 @@ mod tests {
 
     fn handle(capacity: usize) -> (ConnHandle, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (
-            ConnHandle {
-                tx,
-                slow: Arc::new(Notify::new()),
-            },
-            rx,
-        )
+        (ConnHandle { tx, slow: Arc::new(Notify::new()) }, rx)
     }
 
     #[tokio::test]
@@ -169,22 +139,11 @@ mod tests {
         hub.subscribe(&room, 1, a);
         hub.subscribe(&other, 2, b);
         let frame = Utf8Bytes::from("{\"op\":\"msg\"}");
-        assert_eq!(
-            hub.fanout("r1", 1, &frame),
-            FanoutCount { queued: 1, slow: 0 }
-        );
+        assert_eq!(hub.fanout("r1", 1, &frame), FanoutCount { queued: 1, slow: 0 });
         match rx_a.try_recv().unwrap() {
-            Outbound::Live {
-                room,
-                seq,
-                frame: got,
-            } => {
+            Outbound::Live { room, seq, frame: got } => {
                 assert_eq!((&*room, seq), ("r1", 1));
-                assert_eq!(
-                    got.as_str().as_ptr(),
-                    frame.as_str().as_ptr(),
-                    "bytes are shared, not copied"
-                );
+                assert_eq!(got.as_str().as_ptr(), frame.as_str().as_ptr(), "bytes are shared, not copied");
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -203,12 +162,7 @@ mod tests {
         hub.subscribe(&room, 1, a);
         let frame = Utf8Bytes::from("x");
         assert_eq!(hub.fanout("r", 1, &frame).queued, 1);
-        assert_eq!(
-            hub.fanout("r", 2, &frame),
-            FanoutCount { queued: 0, slow: 1 }
-        );
-        tokio::time::timeout(std::time::Duration::from_secs(1), slow.notified())
-            .await
-            .expect("slow consumer notified");
+        assert_eq!(hub.fanout("r", 2, &frame), FanoutCount { queued: 0, slow: 1 });
+        tokio::time::timeout(std::time::Duration::from_secs(1), slow.notified()).await.expect("slow consumer notified");
     }
 }

@@ -16,11 +16,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "chat-server",
-    version,
-    about = "chatbench reference chat server (protocol v1, see server/PROTOCOL.md)"
-)]
+#[command(name = "chat-server", version, about = "chatbench reference chat server (protocol v1, see server/PROTOCOL.md)")]
 struct Args {
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:0")]
@@ -62,10 +58,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,mongodb=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,mongodb=warn".into()))
         .init();
     let args = Args::parse();
     let kafka = match (args.mode, &args.kafka_bootstrap) {
@@ -80,10 +73,9 @@ async fn main() -> anyhow::Result<()> {
         (Mode::Changestream, _) => None,
     };
     let producer = match &kafka {
-        Some(config) => Some(
-            fanout::kafka::Producer::new(config)
-                .with_context(|| format!("creating a Kafka producer for {}", config.bootstrap))?,
-        ),
+        Some(config) => {
+            Some(fanout::kafka::Producer::new(config).with_context(|| format!("creating a Kafka producer for {}", config.bootstrap))?)
+        }
         None => None,
     };
     if args.queue_capacity == 0 {
@@ -91,17 +83,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let sabotage = args.sabotage.unwrap_or_default();
     if !sabotage.is_off() {
-        tracing::warn!(
-            ?sabotage,
-            "SABOTAGE ENABLED: this node breaks delivery guarantees on purpose (test only)"
-        );
+        tracing::warn!(?sabotage, "SABOTAGE ENABLED: this node breaks delivery guarantees on purpose (test only)");
     }
-    let node_id = args
-        .node_id
-        .unwrap_or_else(|| format!("node-{}", std::process::id()));
-    let store = Store::connect(&args.mongo_uri, &args.db)
-        .await
-        .with_context(|| format!("connecting to MongoDB at {}", args.mongo_uri))?;
+    let node_id = args.node_id.unwrap_or_else(|| format!("node-{}", std::process::id()));
+    let store = Store::connect(&args.mongo_uri, &args.db).await.with_context(|| format!("connecting to MongoDB at {}", args.mongo_uri))?;
     let (shutdown, _) = broadcast::channel(1);
     let state = Arc::new(AppState {
         node_id: node_id.clone(),
@@ -117,20 +102,11 @@ async fn main() -> anyhow::Result<()> {
         kafka: producer,
     });
     let fanout_task = match kafka {
-        Some(config) => tokio::spawn(fanout::kafka::run(
-            state.clone(),
-            config,
-            shutdown.subscribe(),
-        )),
-        None => tokio::spawn(fanout::changestream::run(
-            state.clone(),
-            shutdown.subscribe(),
-        )),
+        Some(config) => tokio::spawn(fanout::kafka::run(state.clone(), config, shutdown.subscribe())),
+        None => tokio::spawn(fanout::changestream::run(state.clone(), shutdown.subscribe())),
     };
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -160,10 +136,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

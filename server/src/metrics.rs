@@ -49,68 +49,20 @@ impl Default for Metrics {
             insert_to_fanout_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
             registry: Registry::default(),
         };
-        registry.register(
-            "connections",
-            "Open WebSocket connections",
-            m.connections.clone(),
-        );
-        registry.register(
-            "subscriptions",
-            "Room subscriptions on this node",
-            m.subscriptions.clone(),
-        );
+        registry.register("connections", "Open WebSocket connections", m.connections.clone());
+        registry.register("subscriptions", "Room subscriptions on this node", m.subscriptions.clone());
         registry.register("sends", "Send requests received", m.sends.clone());
         registry.register("acks", "Acks sent (fresh and resends)", m.acks.clone());
-        registry.register(
-            "resends",
-            "Sends whose id was already stored",
-            m.resends.clone(),
-        );
-        registry.register(
-            "deliveries",
-            "msg frames written to subscribers (live and history)",
-            m.deliveries.clone(),
-        );
-        registry.register(
-            "history_replays",
-            "msg frames served from history (after/gap fill)",
-            m.history_replays.clone(),
-        );
-        registry.register(
-            "frame_errors",
-            "error frames sent for bad input",
-            m.frame_errors.clone(),
-        );
-        registry.register(
-            "slow_consumer_closes",
-            "Connections closed because their queue was full",
-            m.slow_consumer_closes.clone(),
-        );
-        registry.register(
-            "changestream_events",
-            "Insert events received from the change stream",
-            m.changestream_events.clone(),
-        );
-        registry.register(
-            "changestream_reopens",
-            "Times the change stream was (re)opened after a failure",
-            m.changestream_reopens.clone(),
-        );
-        registry.register(
-            "mongo_writes",
-            "MongoDB insert operations issued",
-            m.mongo_writes.clone(),
-        );
-        registry.register(
-            "kafka_produces",
-            "Kafka produce requests issued (kafka mode)",
-            m.kafka_produces.clone(),
-        );
-        registry.register(
-            "kafka_events",
-            "Messages consumed from Kafka (kafka mode)",
-            m.kafka_events.clone(),
-        );
+        registry.register("resends", "Sends whose id was already stored", m.resends.clone());
+        registry.register("deliveries", "msg frames written to subscribers (live and history)", m.deliveries.clone());
+        registry.register("history_replays", "msg frames served from history (after/gap fill)", m.history_replays.clone());
+        registry.register("frame_errors", "error frames sent for bad input", m.frame_errors.clone());
+        registry.register("slow_consumer_closes", "Connections closed because their queue was full", m.slow_consumer_closes.clone());
+        registry.register("changestream_events", "Insert events received from the change stream", m.changestream_events.clone());
+        registry.register("changestream_reopens", "Times the change stream was (re)opened after a failure", m.changestream_reopens.clone());
+        registry.register("mongo_writes", "MongoDB insert operations issued", m.mongo_writes.clone());
+        registry.register("kafka_produces", "Kafka produce requests issued (kafka mode)", m.kafka_produces.clone());
+        registry.register("kafka_events", "Messages consumed from Kafka (kafka mode)", m.kafka_events.clone());
         registry.register(
             "insert_to_fanout_seconds",
             "Time from the insert (server wall clock) to fan-out on this node",
@@ -140,9 +92,6 @@ mod tests {
         m.insert_to_fanout_seconds.observe(0.003);
         let text = m.render();
         assert!(text.contains("chat_sends_total 2"), "{text}");
-        assert!(
-            text.contains("chat_insert_to_fanout_seconds_count 1"),
-            "{text}"
-        );
+        assert!(text.contains("chat_insert_to_fanout_seconds_count 1"), "{text}");
     }
 }

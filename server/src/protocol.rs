@@ -28,22 +28,12 @@ pub struct RoomId(String);
 impl RoomId {
     pub fn parse(raw: &str) -> Result<Self, FrameError> {
         if raw.is_empty() {
-            return Err(FrameError::new(
-                ErrorCode::EmptyField,
-                "field \"room\" is empty",
-            ));
+            return Err(FrameError::new(ErrorCode::EmptyField, "field \"room\" is empty"));
         }
-        if raw.len() > MAX_ROOM_BYTES
-            || !raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-        {
+        if raw.len() > MAX_ROOM_BYTES || !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')) {
             return Err(FrameError::new(
                 ErrorCode::BadRoom,
-                format!(
-                    "room {:?} is invalid: use 1-{MAX_ROOM_BYTES} characters of A-Z a-z 0-9 _ . : -",
-                    truncate(raw, 80)
-                ),
+                format!("room {:?} is invalid: use 1-{MAX_ROOM_BYTES} characters of A-Z a-z 0-9 _ . : -", truncate(raw, 80)),
             ));
         }
         Ok(Self(raw.to_owned()))
@@ -74,16 +64,10 @@ pub struct MsgId(String);
 impl MsgId {
     pub fn parse(raw: &str) -> Result<Self, FrameError> {
         if raw.is_empty() {
-            return Err(FrameError::new(
-                ErrorCode::EmptyField,
-                "field \"id\" is empty",
-            ));
+            return Err(FrameError::new(ErrorCode::EmptyField, "field \"id\" is empty"));
         }
         if raw.len() > MAX_ID_BYTES {
-            return Err(FrameError::new(
-                ErrorCode::BadField,
-                format!("field \"id\" is longer than {MAX_ID_BYTES} bytes"),
-            ));
+            return Err(FrameError::new(ErrorCode::BadField, format!("field \"id\" is longer than {MAX_ID_BYTES} bytes")));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -107,18 +91,9 @@ impl Seq {
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Subscribe {
-        room: RoomId,
-        after: Option<Seq>,
-    },
-    Unsubscribe {
-        room: RoomId,
-    },
-    Send {
-        room: RoomId,
-        id: MsgId,
-        body: String,
-    },
+    Subscribe { room: RoomId, after: Option<Seq> },
+    Unsubscribe { room: RoomId },
+    Send { room: RoomId, id: MsgId, body: String },
 }
 
 /// Machine-readable error codes of `error` frames.
@@ -135,6 +110,7 @@ pub enum ErrorCode {
     BinaryNotSupported,
     NotSubscribed,
     StoreUnavailable,
+    ResendRequired,
 }
 
 impl ErrorCode {
@@ -151,6 +127,7 @@ impl ErrorCode {
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::ResendRequired => "resend_required",
         }
     }
 }
@@ -167,12 +144,7 @@ pub struct FrameError {
 
 impl FrameError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            id: None,
-            room: None,
-        }
+        Self { code, message: message.into(), id: None, room: None }
     }
 }
 
@@ -198,31 +170,15 @@ fn truncate(s: &str, max: usize) -> &str {
 /// Parse one text frame into a request.
 pub fn parse_request(text: &str) -> Result<Request, FrameError> {
     if text.len() > MAX_FRAME_BYTES {
-        return Err(FrameError::new(
-            ErrorCode::FrameTooLarge,
-            format!(
-                "frame is {} bytes; the limit is {MAX_FRAME_BYTES}",
-                text.len()
-            ),
-        ));
+        return Err(FrameError::new(ErrorCode::FrameTooLarge, format!("frame is {} bytes; the limit is {MAX_FRAME_BYTES}", text.len())));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        FrameError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
-    })?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| FrameError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
-        return Err(FrameError::new(
-            ErrorCode::NotObject,
-            "frame must be a JSON object",
-        ));
+        return Err(FrameError::new(ErrorCode::NotObject, "frame must be a JSON object"));
     };
-    let id_hint = obj
-        .get("id")
-        .and_then(Value::as_str)
-        .map(|s| truncate(s, MAX_ID_BYTES).to_owned());
-    let room_hint = obj
-        .get("room")
-        .and_then(Value::as_str)
-        .map(|s| truncate(s, MAX_ROOM_BYTES).to_owned());
+    let id_hint = obj.get("id").and_then(Value::as_str).map(|s| truncate(s, MAX_ID_BYTES).to_owned());
+    let room_hint = obj.get("room").and_then(Value::as_str).map(|s| truncate(s, MAX_ROOM_BYTES).to_owned());
     parse_object(&obj).map_err(|mut e| {
         e.id = id_hint;
         e.room = room_hint;
@@ -237,55 +193,34 @@ fn parse_object(obj: &Map<String, Value>) -> Result<Request, FrameError> {
             let room = RoomId::parse(required_str(obj, "room")?)?;
             let after = match obj.get("after") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(Seq(v.as_u64().ok_or_else(|| {
-                    FrameError::new(
-                        ErrorCode::BadField,
-                        "field \"after\" must be a non-negative integer",
-                    )
-                })?)),
+                Some(v) => Some(Seq(v
+                    .as_u64()
+                    .ok_or_else(|| FrameError::new(ErrorCode::BadField, "field \"after\" must be a non-negative integer"))?)),
             };
             Ok(Request::Subscribe { room, after })
         }
-        "unsubscribe" => Ok(Request::Unsubscribe {
-            room: RoomId::parse(required_str(obj, "room")?)?,
-        }),
+        "unsubscribe" => Ok(Request::Unsubscribe { room: RoomId::parse(required_str(obj, "room")?)? }),
         "send" => {
             let room = RoomId::parse(required_str(obj, "room")?)?;
             let id = MsgId::parse(required_str(obj, "id")?)?;
             let body = required_str(obj, "body")?;
             if body.is_empty() {
-                return Err(FrameError::new(
-                    ErrorCode::EmptyField,
-                    "field \"body\" is empty",
-                ));
+                return Err(FrameError::new(ErrorCode::EmptyField, "field \"body\" is empty"));
             }
-            Ok(Request::Send {
-                room,
-                id,
-                body: body.to_owned(),
-            })
+            Ok(Request::Send { room, id, body: body.to_owned() })
         }
         other => Err(FrameError::new(
             ErrorCode::UnknownOp,
-            format!(
-                "unknown op {:?}: expected subscribe, unsubscribe or send",
-                truncate(other, 40)
-            ),
+            format!("unknown op {:?}: expected subscribe, unsubscribe or send", truncate(other, 40)),
         )),
     }
 }
 
 fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, FrameError> {
     match obj.get(key) {
-        None | Some(Value::Null) => Err(FrameError::new(
-            ErrorCode::MissingField,
-            format!("field {key:?} is missing"),
-        )),
+        None | Some(Value::Null) => Err(FrameError::new(ErrorCode::MissingField, format!("field {key:?} is missing"))),
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(FrameError::new(
-            ErrorCode::BadField,
-            format!("field {key:?} must be a string"),
-        )),
+        Some(_) => Err(FrameError::new(ErrorCode::BadField, format!("field {key:?} must be a string"))),
     }
 }
 
@@ -331,20 +266,14 @@ pub enum ServerFrame<'a> {
 
 impl ServerFrame<'_> {
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self)
-            .expect("server frames serialize: all fields are strings and integers")
+        serde_json::to_string(self).expect("server frames serialize: all fields are strings and integers")
     }
 }
 
 impl FrameError {
     pub fn to_frame(&self) -> String {
-        ServerFrame::Error {
-            code: self.code.as_str(),
-            message: &self.message,
-            id: self.id.as_deref(),
-            room: self.room.as_deref(),
-        }
-        .to_json()
+        ServerFrame::Error { code: self.code.as_str(), message: &self.message, id: self.id.as_deref(), room: self.room.as_deref() }
+            .to_json()
     }
 }
 
@@ -361,31 +290,19 @@ mod tests {
     fn parses_each_op() {
         assert_eq!(
             parse_request(r#"{"op":"subscribe","room":"r1","after":5}"#).unwrap(),
-            Request::Subscribe {
-                room: RoomId::parse("r1").unwrap(),
-                after: Some(Seq(5))
-            }
+            Request::Subscribe { room: RoomId::parse("r1").unwrap(), after: Some(Seq(5)) }
         );
         assert_eq!(
             parse_request(r#"{"op":"subscribe","room":"r1"}"#).unwrap(),
-            Request::Subscribe {
-                room: RoomId::parse("r1").unwrap(),
-                after: None
-            }
+            Request::Subscribe { room: RoomId::parse("r1").unwrap(), after: None }
         );
         assert_eq!(
             parse_request(r#"{"op":"unsubscribe","room":"r1"}"#).unwrap(),
-            Request::Unsubscribe {
-                room: RoomId::parse("r1").unwrap()
-            }
+            Request::Unsubscribe { room: RoomId::parse("r1").unwrap() }
         );
         assert_eq!(
             parse_request(r#"{"op":"send","room":"r1","id":"m1","body":"hi","extra":1}"#).unwrap(),
-            Request::Send {
-                room: RoomId::parse("r1").unwrap(),
-                id: MsgId::parse("m1").unwrap(),
-                body: "hi".into()
-            }
+            Request::Send { room: RoomId::parse("r1").unwrap(), id: MsgId::parse("m1").unwrap(), body: "hi".into() }
         );
     }
 
@@ -395,30 +312,12 @@ mod tests {
         assert_eq!(code("[1,2]"), ErrorCode::NotObject);
         assert_eq!(code(r#"{"op":"dance"}"#), ErrorCode::UnknownOp);
         assert_eq!(code(r#"{"room":"r"}"#), ErrorCode::MissingField);
-        assert_eq!(
-            code(r#"{"op":"send","room":"r","id":"","body":"x"}"#),
-            ErrorCode::EmptyField
-        );
-        assert_eq!(
-            code(r#"{"op":"send","room":"r","id":"a","body":""}"#),
-            ErrorCode::EmptyField
-        );
-        assert_eq!(
-            code(r#"{"op":"send","room":"r","id":7,"body":"x"}"#),
-            ErrorCode::BadField
-        );
-        assert_eq!(
-            code(r#"{"op":"subscribe","room":"a b"}"#),
-            ErrorCode::BadRoom
-        );
-        assert_eq!(
-            code(r#"{"op":"subscribe","room":"r","after":-1}"#),
-            ErrorCode::BadField
-        );
-        let big = format!(
-            r#"{{"op":"send","room":"r","id":"a","body":"{}"}}"#,
-            "x".repeat(MAX_FRAME_BYTES)
-        );
+        assert_eq!(code(r#"{"op":"send","room":"r","id":"","body":"x"}"#), ErrorCode::EmptyField);
+        assert_eq!(code(r#"{"op":"send","room":"r","id":"a","body":""}"#), ErrorCode::EmptyField);
+        assert_eq!(code(r#"{"op":"send","room":"r","id":7,"body":"x"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"op":"subscribe","room":"a b"}"#), ErrorCode::BadRoom);
+        assert_eq!(code(r#"{"op":"subscribe","room":"r","after":-1}"#), ErrorCode::BadField);
+        let big = format!(r#"{{"op":"send","room":"r","id":"a","body":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
         assert_eq!(code(&big), ErrorCode::FrameTooLarge);
     }
 

@@ -29,13 +29,9 @@ impl FromStr for Sabotage {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = Sabotage::default();
         for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let (key, value) = part.split_once('=').ok_or_else(|| {
-                format!("sabotage {part:?}: expected key=probability, e.g. drop=0.02")
-            })?;
-            let p: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| format!("sabotage {key}: {value:?} is not a number"))?;
+            let (key, value) =
+                part.split_once('=').ok_or_else(|| format!("sabotage {part:?}: expected key=probability, e.g. drop=0.02"))?;
+            let p: f64 = value.trim().parse().map_err(|_| format!("sabotage {key}: {value:?} is not a number"))?;
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("sabotage {key}: {p} is not a probability in 0..=1"));
             }
@@ -44,9 +40,7 @@ impl FromStr for Sabotage {
                 "dup" => out.dup = p,
                 "reorder" => out.reorder = p,
                 other => {
-                    return Err(format!(
-                        "sabotage: unknown kind {other:?} (expected drop, dup or reorder)"
-                    ));
+                    return Err(format!("sabotage: unknown kind {other:?} (expected drop, dup or reorder)"));
                 }
             }
         }
@@ -71,10 +65,7 @@ pub struct Saboteur {
 
 impl Saboteur {
     pub fn new(config: Sabotage, seed: u64) -> Self {
-        Self {
-            config,
-            rng: StdRng::seed_from_u64(seed),
-        }
+        Self { config, rng: StdRng::seed_from_u64(seed) }
     }
 
     pub fn judge(&mut self) -> Verdict {
@@ -102,14 +93,7 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         let s: Sabotage = "drop=0.5,dup=0.25".parse().unwrap();
-        assert_eq!(
-            s,
-            Sabotage {
-                drop: 0.5,
-                dup: 0.25,
-                reorder: 0.0
-            }
-        );
+        assert_eq!(s, Sabotage { drop: 0.5, dup: 0.25, reorder: 0.0 });
         assert!("drop=2".parse::<Sabotage>().is_err());
         assert!("lose=0.1".parse::<Sabotage>().is_err());
         assert!("drop".parse::<Sabotage>().is_err());
@@ -119,17 +103,8 @@ mod tests {
     fn off_always_writes_and_on_sometimes_drops() {
         let mut off = Saboteur::new(Sabotage::default(), 1);
         assert!((0..1000).all(|_| off.judge() == Verdict::Write));
-        let mut on = Saboteur::new(
-            Sabotage {
-                drop: 0.5,
-                ..Default::default()
-            },
-            1,
-        );
+        let mut on = Saboteur::new(Sabotage { drop: 0.5, ..Default::default() }, 1);
         let drops = (0..1000).filter(|_| on.judge() == Verdict::Drop).count();
-        assert!(
-            (350..650).contains(&drops),
-            "{drops} drops of 1000 at p=0.5"
-        );
+        assert!((350..650).contains(&drops), "{drops} drops of 1000 at p=0.5");
     }
 }

@@ -54,14 +54,7 @@ pub struct MessageDoc {
 
 impl MessageDoc {
     pub fn into_message(self) -> ChatMessage {
-        ChatMessage {
-            room: self.room,
-            seq: self.seq.max(0) as u64,
-            id: self.id,
-            body: self.body,
-            node: self.node,
-            ts_ms: self.ts_ms,
-        }
+        ChatMessage { room: self.room, seq: self.seq.max(0) as u64, id: self.id, body: self.body, node: self.node, ts_ms: self.ts_ms }
     }
 }
 
@@ -90,61 +83,31 @@ impl Store {
     /// Connect, detect whether the deployment is a replica set (then writes
     /// use majority write concern) and make sure the indexes exist.
     pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
-        let err = |source| StoreError::Mongo {
-            uri: uri.to_owned(),
-            source,
-        };
-        let mut options = mongodb::options::ClientOptions::parse(uri)
-            .await
-            .map_err(err)?;
-        options
-            .server_selection_timeout
-            .get_or_insert(Duration::from_secs(5));
-        options
-            .app_name
-            .get_or_insert_with(|| "chat-server".to_owned());
+        let err = |source| StoreError::Mongo { uri: uri.to_owned(), source };
+        let mut options = mongodb::options::ClientOptions::parse(uri).await.map_err(err)?;
+        options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
+        options.app_name.get_or_insert_with(|| "chat-server".to_owned());
         let client = Client::with_options(options).map_err(err)?;
-        let hello = client
-            .database("admin")
-            .run_command(doc! {"hello": 1})
-            .await
-            .map_err(err)?;
+        let hello = client.database("admin").run_command(doc! {"hello": 1}).await.map_err(err)?;
         let majority = hello.get_str("setName").is_ok();
         let database = client.database(db);
         let mut collection_options = mongodb::options::CollectionOptions::default();
         if majority {
             collection_options.write_concern = Some(WriteConcern::majority());
         }
-        let messages =
-            database.collection_with_options::<MessageDoc>("messages", collection_options);
+        let messages = database.collection_with_options::<MessageDoc>("messages", collection_options);
         let unique_id = IndexModel::builder()
             .keys(doc! {"room": 1, "id": 1})
-            .options(
-                IndexOptions::builder()
-                    .unique(true)
-                    .name("room_id_unique".to_owned())
-                    .build(),
-            )
+            .options(IndexOptions::builder().unique(true).name("room_id_unique".to_owned()).build())
             .build();
         messages.create_index(unique_id).await.map_err(err)?;
-        let by_seq = IndexModel::builder()
-            .keys(doc! {"room": 1, "seq": 1})
-            .build();
+        let by_seq = IndexModel::builder().keys(doc! {"room": 1, "seq": 1}).build();
         messages.create_index(by_seq).await.map_err(err)?;
-        Ok(Self {
-            uri: uri.to_owned(),
-            client,
-            messages,
-            heads: Default::default(),
-            majority,
-        })
+        Ok(Self { uri: uri.to_owned(), client, messages, heads: Default::default(), majority })
     }
 
     fn err(&self, source: mongodb::error::Error) -> StoreError {
-        StoreError::Mongo {
-            uri: self.uri.clone(),
-            source,
-        }
+        StoreError::Mongo { uri: self.uri.clone(), source }
     }
 
     pub fn messages(&self) -> &Collection<MessageDoc> {
@@ -152,55 +115,28 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client
-            .database("admin")
-            .run_command(doc! {"ping": 1})
-            .await
-            .map_err(|e| self.err(e))?;
+        self.client.database("admin").run_command(doc! {"ping": 1}).await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// The highest stored `seq` of a room (0 when the room is empty).
     pub async fn head(&self, room: &RoomId) -> Result<Seq, StoreError> {
-        let last = self
-            .messages
-            .find_one(doc! {"room": room.as_str()})
-            .sort(doc! {"seq": -1})
-            .await
-            .map_err(|e| self.err(e))?;
+        let last = self.messages.find_one(doc! {"room": room.as_str()}).sort(doc! {"seq": -1}).await.map_err(|e| self.err(e))?;
         Ok(Seq(last.map_or(0, |m| m.seq.max(0) as u64)))
     }
 
-    async fn find_by_id(
-        &self,
-        room: &RoomId,
-        id: &MsgId,
-    ) -> Result<Option<MessageDoc>, StoreError> {
-        self.messages
-            .find_one(doc! {"room": room.as_str(), "id": id.as_str()})
-            .await
-            .map_err(|e| self.err(e))
+    async fn find_by_id(&self, room: &RoomId, id: &MsgId) -> Result<Option<MessageDoc>, StoreError> {
+        self.messages.find_one(doc! {"room": room.as_str(), "id": id.as_str()}).await.map_err(|e| self.err(e))
     }
 
     /// Store a send once. A resend of a stored `id` returns its original `seq`.
-    pub async fn insert(
-        &self,
-        room: &RoomId,
-        id: &MsgId,
-        body: &str,
-        node: &str,
-    ) -> Result<Stored, StoreError> {
+    pub async fn insert(&self, room: &RoomId, id: &MsgId, body: &str, node: &str) -> Result<Stored, StoreError> {
         let slot = {
-            let mut heads = self
-                .heads
-                .lock()
-                .expect("heads lock is never held across a panic");
+            let mut heads = self.heads.lock().expect("heads lock is never held across a panic");
             heads.entry(room.clone()).or_default().clone()
         };
         let mut head_hint = slot.lock().await;
-        let result = self
-            .insert_locked(&mut head_hint, room, id, body, node)
-            .await;
+        let result = self.insert_locked(&mut head_hint, room, id, body, node).await;
         if result.is_err() {
             *head_hint = None;
         }
@@ -233,21 +169,13 @@ impl Store {
             match self.messages.insert_one(&doc).await {
                 Ok(_) => {
                     *head_hint = Some(seq);
-                    return Ok(Stored {
-                        seq: Seq(seq),
-                        fresh: true,
-                        message: doc.into_message(),
-                    });
+                    return Ok(Stored { seq: Seq(seq), fresh: true, message: doc.into_message() });
                 }
                 Err(e) if is_duplicate_key(&e) => {
                     if let Some(existing) = self.find_by_id(room, id).await? {
                         *head_hint = None;
                         let seq = Seq(existing.seq.max(0) as u64);
-                        return Ok(Stored {
-                            seq,
-                            fresh: false,
-                            message: existing.into_message(),
-                        });
+                        return Ok(Stored { seq, fresh: false, message: existing.into_message() });
                     }
                     // Another node stored `seq` first: read the head again.
                     *head_hint = None;
@@ -255,19 +183,11 @@ impl Store {
                 Err(e) => return Err(self.err(e)),
             }
         }
-        Err(StoreError::Contended {
-            room: room.to_string(),
-            attempts: MAX_SEQ_RACES,
-        })
+        Err(StoreError::Contended { room: room.to_string(), attempts: MAX_SEQ_RACES })
     }
 
     /// Messages of a room with `seq > after`, in `seq` order, at most `limit`.
-    pub async fn history(
-        &self,
-        room: &RoomId,
-        after: Seq,
-        limit: u32,
-    ) -> Result<Vec<ChatMessage>, StoreError> {
+    pub async fn history(&self, room: &RoomId, after: Seq, limit: u32) -> Result<Vec<ChatMessage>, StoreError> {
         use futures::TryStreamExt;
         let cursor = self
             .messages
@@ -290,7 +210,5 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

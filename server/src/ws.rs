@@ -11,9 +11,7 @@
 
 use crate::AppState;
 use crate::hub::{ConnHandle, ConnId, Outbound};
-use crate::protocol::{
-    ErrorCode, FrameError, MsgId, Request, RoomId, Seq, ServerFrame, parse_request,
-};
+use crate::protocol::{ErrorCode, FrameError, MsgId, Request, RoomId, Seq, ServerFrame, parse_request};
 use crate::sabotage::{Saboteur, Verdict};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
@@ -88,10 +86,7 @@ pub async fn handle(socket: WebSocket, state: Arc<AppState>) {
         saboteur: Saboteur::new(state.sabotage, state.sabotage_seed ^ conn_id),
         state: state.clone(),
         conn_id,
-        handle: ConnHandle {
-            tx,
-            slow: slow.clone(),
-        },
+        handle: ConnHandle { tx, slow: slow.clone() },
         sink,
         next_seq: HashMap::new(),
         behind: HashSet::new(),
@@ -145,11 +140,7 @@ impl Connection {
                 Err(Stop::Slow) => {
                     self.state.metrics.slow_consumer_closes.inc();
                     tracing::warn!(conn_id = self.conn_id, "closing slow consumer");
-                    self.close(
-                        CLOSE_SLOW_CONSUMER,
-                        "slow consumer: queue full, reconnect with after",
-                    )
-                    .await;
+                    self.close(CLOSE_SLOW_CONSUMER, "slow consumer: queue full, reconnect with after").await;
                     return End::SlowConsumer;
                 }
             }
@@ -159,12 +150,8 @@ impl Connection {
     /// Send a close frame; a client that is not reading gets CLOSE_TIMEOUT
     /// to take it before the socket is simply dropped.
     async fn close(&mut self, code: u16, reason: &str) -> End {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        };
-        let _ =
-            tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
         End::Shutdown
     }
 
@@ -246,12 +233,7 @@ impl Connection {
             if until.is_some_and(|u| next >= u) {
                 break;
             }
-            let page = match self
-                .state
-                .store
-                .history(room, Seq(next - 1), HISTORY_PAGE)
-                .await
-            {
+            let page = match self.state.store.history(room, Seq(next - 1), HISTORY_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(%room, error = %e, "history unavailable while filling a gap; will retry");
@@ -274,8 +256,7 @@ impl Connection {
                     return Ok(());
                 }
                 self.state.metrics.history_replays.inc();
-                self.write_msg(Utf8Bytes::from(ServerFrame::Msg(&message).to_json()))
-                    .await?;
+                self.write_msg(Utf8Bytes::from(ServerFrame::Msg(&message).to_json())).await?;
                 self.next_seq.insert(room.clone(), message.seq + 1);
             }
             if !full_page {
@@ -327,15 +308,9 @@ impl Connection {
                     if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {
                         self.state.metrics.subscriptions.dec();
                     }
-                    self.reply(ServerFrame::Unsubscribed {
-                        room: room.as_str(),
-                    })
-                    .await
+                    self.reply(ServerFrame::Unsubscribed { room: room.as_str() }).await
                 } else {
-                    let mut err = FrameError::new(
-                        ErrorCode::NotSubscribed,
-                        format!("not subscribed to room {room}"),
-                    );
+                    let mut err = FrameError::new(ErrorCode::NotSubscribed, format!("not subscribed to room {room}"));
                     err.room = Some(room.to_string());
                     self.frame_error(err).await
                 }
@@ -347,9 +322,7 @@ impl Connection {
         // Register before reading the head: every message stored after the
         // head read then reaches us live, and everything up to it is history.
         if !self.next_seq.contains_key(&room) {
-            self.state
-                .hub
-                .subscribe(&room, self.conn_id, self.handle.clone());
+            self.state.hub.subscribe(&room, self.conn_id, self.handle.clone());
             self.state.metrics.subscriptions.inc();
         }
         let head = match self.state.store.head(&room).await {
@@ -359,21 +332,14 @@ impl Connection {
                     self.state.metrics.subscriptions.dec();
                 }
                 self.next_seq.remove(&room);
-                let mut err = FrameError::new(
-                    ErrorCode::StoreUnavailable,
-                    format!("could not read room head: {e}"),
-                );
+                let mut err = FrameError::new(ErrorCode::StoreUnavailable, format!("could not read room head: {e}"));
                 err.room = Some(room.to_string());
                 return self.frame_error(err).await;
             }
         };
         let start = after.map_or(head.0 + 1, |a| a.0 + 1);
         self.next_seq.insert(room.clone(), start);
-        self.reply(ServerFrame::Subscribed {
-            room: room.as_str(),
-            head: head.0,
-        })
-        .await?;
+        self.reply(ServerFrame::Subscribed { room: room.as_str(), head: head.0 }).await?;
         if start <= head.0 {
             self.catch_up(&room, None).await?;
         }
@@ -383,43 +349,53 @@ impl Connection {
 
 /// Stores a connection's sends one at a time, in the order received, and
 /// queues the ack (or error) for the connection's writer.
-async fn send_worker(
-    state: Arc<AppState>,
-    mut jobs: mpsc::Receiver<SendJob>,
-    out: mpsc::Sender<Outbound>,
-) {
+///
+/// Per-sender FIFO across failures: once a send to a room fails, later
+/// sends of this connection to that room are refused (`resend_required`)
+/// until the failed `id` is sent again and stored, so nothing the client
+/// sent after it can be stored before it.
+async fn send_worker(state: Arc<AppState>, mut jobs: mpsc::Receiver<SendJob>, out: mpsc::Sender<Outbound>) {
+    let mut blocked_on: HashMap<RoomId, MsgId> = HashMap::new();
     while let Some(job) = jobs.recv().await {
-        state.metrics.mongo_writes.inc();
-        let stored = state
-            .store
-            .insert(&job.room, &job.id, &job.body, &state.node_id)
-            .await;
-        let frame = match stored {
-            Ok(stored) => match publish(&state, &stored.message).await {
-                Ok(()) => {
-                    state.metrics.acks.inc();
-                    if !stored.fresh {
-                        state.metrics.resends.inc();
-                    }
-                    ServerFrame::Ack {
-                        id: job.id.as_str(),
-                        room: job.room.as_str(),
-                        seq: stored.seq.0,
-                    }
-                    .to_json()
+        let frame = match blocked_on.get(&job.room) {
+            Some(failed) if *failed != job.id => refused(&job, failed),
+            _ => match store_and_publish(&state, &job).await {
+                Ok(frame) => {
+                    blocked_on.remove(&job.room);
+                    frame
                 }
-                Err(why) => not_stored(&job, &why),
+                Err(frame) => {
+                    blocked_on.insert(job.room.clone(), job.id.clone());
+                    frame
+                }
             },
-            Err(e) => not_stored(&job, &e.to_string()),
         };
-        if out
-            .send(Outbound::Reply(Utf8Bytes::from(frame)))
-            .await
-            .is_err()
-        {
+        if out.send(Outbound::Reply(Utf8Bytes::from(frame))).await.is_err() {
             return;
         }
     }
+}
+
+/// Store (and in kafka mode publish) one send: Ok(ack frame) or Err(error frame).
+async fn store_and_publish(state: &AppState, job: &SendJob) -> Result<String, String> {
+    state.metrics.mongo_writes.inc();
+    let stored = state.store.insert(&job.room, &job.id, &job.body, &state.node_id).await.map_err(|e| not_stored(job, &e.to_string()))?;
+    publish(state, &stored.message).await.map_err(|why| not_stored(job, &why))?;
+    state.metrics.acks.inc();
+    if !stored.fresh {
+        state.metrics.resends.inc();
+    }
+    Ok(ServerFrame::Ack { id: job.id.as_str(), room: job.room.as_str(), seq: stored.seq.0 }.to_json())
+}
+
+fn refused(job: &SendJob, failed: &MsgId) -> String {
+    let mut err = FrameError::new(
+        ErrorCode::ResendRequired,
+        format!("send {:?} to this room failed earlier; resend it (same id) before later messages", failed.as_str()),
+    );
+    err.id = Some(job.id.as_str().to_owned());
+    err.room = Some(job.room.to_string());
+    err.to_frame()
 }
 
 /// In kafka mode, produce the stored message's `msg` frame (also for a
@@ -429,17 +405,12 @@ async fn publish(state: &AppState, message: &crate::protocol::ChatMessage) -> Re
         return Ok(());
     };
     state.metrics.kafka_produces.inc();
-    kafka
-        .publish(&message.room, &ServerFrame::Msg(message).to_json())
-        .await
+    kafka.publish(&message.room, &ServerFrame::Msg(message).to_json()).await
 }
 
 fn not_stored(job: &SendJob, why: &str) -> String {
     tracing::warn!(room = %job.room, id = job.id.as_str(), error = why, "send not acked");
-    let mut err = FrameError::new(
-        ErrorCode::StoreUnavailable,
-        format!("not acked, resend with the same id: {why}"),
-    );
+    let mut err = FrameError::new(ErrorCode::StoreUnavailable, format!("not acked, resend with the same id: {why}"));
     err.id = Some(job.id.as_str().to_owned());
     err.room = Some(job.room.to_string());
     err.to_frame()

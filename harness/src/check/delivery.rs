@@ -19,11 +19,7 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             let send = index.sends.get(&d.msg);
             if d.msg == FOREIGN_MSG || send.is_none() {
                 if *count == 1 {
-                    let mut f = Finding::new(
-                        FindingKind::Phantom,
-                        d.room,
-                        format!("delivered seq {} that no client sent", d.seq),
-                    );
+                    let mut f = Finding::new(FindingKind::Phantom, d.room, format!("delivered seq {} that no client sent", d.seq));
                     f.msg = (d.msg != FOREIGN_MSG).then_some(d.msg);
                     f.seq = Some(d.seq);
                     f.client = Some(sub.client);
@@ -34,11 +30,7 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
                 continue;
             }
             if *count > 1 {
-                let mut f = Finding::new(
-                    FindingKind::Duplicated,
-                    d.room,
-                    format!("delivery #{count} of the same message"),
-                );
+                let mut f = Finding::new(FindingKind::Duplicated, d.room, format!("delivery #{count} of the same message"));
                 f.msg = Some(d.msg);
                 f.seq = Some(d.seq);
                 f.client = Some(sub.client);
@@ -53,11 +45,8 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         }
     }
     // Build per-subscriber sets once: membership tests below are per message.
-    let sets: Vec<std::collections::HashSet<MsgNo>> = index
-        .subscribers
-        .iter()
-        .map(|s| s.deliveries.iter().map(|d| d.msg).collect())
-        .collect();
+    let sets: Vec<std::collections::HashSet<MsgNo>> =
+        index.subscribers.iter().map(|s| s.deliveries.iter().map(|d| d.msg).collect()).collect();
     for &msg in &index.send_order {
         let send = &index.sends[&msg];
         let (kind, room, seq) = match (send.ack, unacked_delivered.get(&msg)) {
@@ -71,9 +60,7 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
                     FindingKind::Lost => {
                         format!("acked as seq {seq}, never delivered to this subscriber")
                     }
-                    _ => format!(
-                        "never acked, delivered to others as seq {seq}, not to this subscriber"
-                    ),
+                    _ => format!("never acked, delivered to others as seq {seq}, not to this subscriber"),
                 };
                 let mut f = Finding::new(kind, room, detail);
                 f.msg = Some(msg);

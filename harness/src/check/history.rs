@@ -22,11 +22,7 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             if seq > expected {
                 // One finding per missing seq; a long run is one finding.
                 let missing = seq - expected;
-                let each = if missing <= MAX_GAP_FINDINGS {
-                    expected..seq
-                } else {
-                    expected..expected + 1
-                };
+                let each = if missing <= MAX_GAP_FINDINGS { expected..seq } else { expected..expected + 1 };
                 for gap in each {
                     let detail = if missing <= MAX_GAP_FINDINGS {
                         format!("history has no seq {gap}")
@@ -42,21 +38,9 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             stored.insert((room, seq), msg);
         }
     }
-    let complete = |room: RoomIdx| {
-        index
-            .trace
-            .history
-            .get(room as usize)
-            .is_some_and(|h| h.complete)
-    };
+    let complete = |room: RoomIdx| index.trace.history.get(room as usize).is_some_and(|h| h.complete);
     let mut reported: HashSet<(RoomIdx, u64)> = HashSet::new();
-    let mut mismatch = |room: RoomIdx,
-                        seq: u64,
-                        msg: MsgNo,
-                        what: &str,
-                        client: Option<(u32, u32)>,
-                        t: u64|
-     -> Option<Finding> {
+    let mut mismatch = |room: RoomIdx, seq: u64, msg: MsgNo, what: &str, client: Option<(u32, u32)>, t: u64| -> Option<Finding> {
         if !complete(room) {
             return None;
         }
@@ -86,14 +70,7 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
     }
     for sub in &index.subscribers {
         for d in &sub.deliveries {
-            findings.extend(mismatch(
-                d.room,
-                d.seq,
-                d.msg,
-                "delivered",
-                Some((sub.client, sub.node)),
-                d.t_ns,
-            ));
+            findings.extend(mismatch(d.room, d.seq, d.msg, "delivered", Some((sub.client, sub.node)), d.t_ns));
         }
     }
     findings

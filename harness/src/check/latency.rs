@@ -54,8 +54,7 @@ pub struct Latencies {
 }
 
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3)
-        .expect("1µs..1h with 3 significant figures is a valid histogram")
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("1µs..1h with 3 significant figures is a valid histogram")
 }
 
 pub fn measure(index: &TraceIndex) -> Latencies {
@@ -95,12 +94,7 @@ mod tests {
 
     #[test]
     fn measures_from_the_scheduled_time_not_the_actual_send() {
-        let shape = TraceShape {
-            rooms: 1,
-            senders_per_room: 1,
-            subscribers_per_room: 1,
-            messages_per_sender: 3,
-        };
+        let shape = TraceShape { rooms: 1, senders_per_room: 1, subscribers_per_room: 1, messages_per_sender: 3 };
         let mut trace = correct_trace(&shape, 1);
         // The generator acks 1 ms and delivers 2 ms after each send. Shift
         // the run 20 ms later but schedule every send 10 ms before it went

@@ -71,17 +71,7 @@ pub struct Finding {
 
 impl Finding {
     pub(crate) fn new(kind: FindingKind, room: RoomIdx, detail: impl Into<String>) -> Self {
-        Self {
-            kind,
-            msg: None,
-            room,
-            seq: None,
-            client: None,
-            node: None,
-            sent_ns: None,
-            observed_ns: None,
-            detail: detail.into(),
-        }
+        Self { kind, msg: None, room, seq: None, client: None, node: None, sent_ns: None, observed_ns: None, detail: detail.into() }
     }
 }
 
@@ -129,10 +119,7 @@ impl SubscriberView {
         }
         match self.closed_ns {
             None => true,
-            Some(_) => self
-                .deliveries
-                .iter()
-                .any(|d| d.room == room && d.seq >= seq),
+            Some(_) => self.deliveries.iter().any(|d| d.room == room && d.seq >= seq),
         }
     }
 }
@@ -155,29 +142,15 @@ impl<'a> TraceIndex<'a> {
         for (id, info) in trace.clients.iter().enumerate() {
             if info.role == Role::Subscriber {
                 by_client.insert(id as ClientId, subscribers.len());
-                subscribers.push(SubscriberView {
-                    client: id as ClientId,
-                    node: info.node,
-                    ..Default::default()
-                });
+                subscribers.push(SubscriberView { client: id as ClientId, node: info.node, ..Default::default() });
             }
         }
         for event in &trace.events {
             match event.kind {
-                EventKind::Send {
-                    room,
-                    msg,
-                    scheduled_ns,
-                } => {
+                EventKind::Send { room, msg, scheduled_ns } => {
                     sends.entry(msg).or_insert_with(|| {
                         send_order.push(msg);
-                        SendInfo {
-                            sender: event.client,
-                            room,
-                            first_sent_ns: event.t_ns,
-                            scheduled_ns,
-                            ack: None,
-                        }
+                        SendInfo { sender: event.client, room, first_sent_ns: event.t_ns, scheduled_ns, ack: None }
                     });
                 }
                 EventKind::Ack { msg, seq, .. } => {
@@ -187,36 +160,26 @@ impl<'a> TraceIndex<'a> {
                 }
                 EventKind::Subscribed { room, head, after } => {
                     if let Some(&i) = by_client.get(&event.client) {
-                        subscribers[i]
-                            .start
-                            .entry(room)
-                            .or_insert(after.unwrap_or(head));
+                        subscribers[i].start.entry(room).or_insert(after.unwrap_or(head));
+                        subscribers[i].closed_ns = None;
                     }
                 }
                 EventKind::Deliver { room, msg, seq } => {
                     if let Some(&i) = by_client.get(&event.client) {
-                        subscribers[i].deliveries.push(Delivery {
-                            room,
-                            msg,
-                            seq,
-                            t_ns: event.t_ns,
-                        });
+                        subscribers[i].deliveries.push(Delivery { room, msg, seq, t_ns: event.t_ns });
                     }
                 }
+                // A subscriber that closed is owed nothing further until it
+                // subscribes again (then `after` makes it whole).
                 EventKind::Closed { .. } => {
                     if let Some(&i) = by_client.get(&event.client) {
-                        subscribers[i].closed_ns.get_or_insert(event.t_ns);
+                        subscribers[i].closed_ns = Some(event.t_ns);
                     }
                 }
-                EventKind::Error { .. } => {}
+                EventKind::Error { .. } | EventKind::Reconnected { .. } => {}
             }
         }
-        Self {
-            trace,
-            sends,
-            send_order,
-            subscribers,
-        }
+        Self { trace, sends, send_order, subscribers }
     }
 
     /// The `seq` a message got: from its ack, else from any delivery.
@@ -224,11 +187,7 @@ impl<'a> TraceIndex<'a> {
         if let Some((seq, _)) = self.sends.get(&msg).and_then(|s| s.ack) {
             return Some(seq);
         }
-        self.subscribers
-            .iter()
-            .flat_map(|s| &s.deliveries)
-            .find(|d| d.msg == msg)
-            .map(|d| d.seq)
+        self.subscribers.iter().flat_map(|s| &s.deliveries).find(|d| d.msg == msg).map(|d| d.seq)
     }
 }
 

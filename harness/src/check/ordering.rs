@@ -45,11 +45,8 @@ pub fn check_total_order(index: &TraceIndex) -> Vec<Finding> {
         let s = &index.sends[m];
         s.ack.map(|(seq, t)| (s.room, *m, seq, t, None))
     });
-    let deliveries = index.subscribers.iter().flat_map(|s| {
-        s.deliveries
-            .iter()
-            .map(move |d| (d.room, d.msg, d.seq, d.t_ns, Some((s.client, s.node))))
-    });
+    let deliveries =
+        index.subscribers.iter().flat_map(|s| s.deliveries.iter().map(move |d| (d.room, d.msg, d.seq, d.t_ns, Some((s.client, s.node)))));
     for (room, msg, seq, t, who) in acks.chain(deliveries) {
         if msg == FOREIGN_MSG {
             continue;
@@ -92,13 +89,7 @@ pub fn check_sender_fifo(index: &TraceIndex) -> Vec<Finding> {
                 f.msg = Some(msg);
                 f.seq = Some(seq);
                 f.client = Some(send.sender);
-                f.node = Some(
-                    index
-                        .trace
-                        .clients
-                        .get(send.sender as usize)
-                        .map_or(0, |c| c.node),
-                );
+                f.node = Some(index.trace.clients.get(send.sender as usize).map_or(0, |c| c.node));
                 f.sent_ns = Some(send.first_sent_ns);
                 findings.push(f);
             }

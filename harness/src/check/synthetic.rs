@@ -7,9 +7,7 @@
 //! room 2 ms after, `seq` follows send order, and history holds everything.
 
 use crate::trace::msg_no;
-use crate::trace::{
-    ClientInfo, Event, EventKind, Role, RoomHistory, TRACE_VERSION, Trace, TraceMeta,
-};
+use crate::trace::{ClientInfo, Event, EventKind, Role, RoomHistory, TRACE_VERSION, Trace, TraceMeta};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -32,76 +30,39 @@ pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
     for room in 0..shape.rooms {
         let subscribers: Vec<u32> = (0..shape.subscribers_per_room)
             .map(|_| {
-                clients.push(ClientInfo {
-                    role: Role::Subscriber,
-                    node: clients.len() as u32 % 3,
-                    room,
-                });
+                clients.push(ClientInfo { role: Role::Subscriber, node: clients.len() as u32 % 3, room });
                 clients.len() as u32 - 1
             })
             .collect();
         let senders: Vec<u32> = (0..shape.senders_per_room)
             .map(|_| {
-                clients.push(ClientInfo {
-                    role: Role::Sender,
-                    node: clients.len() as u32 % 3,
-                    room,
-                });
+                clients.push(ClientInfo { role: Role::Sender, node: clients.len() as u32 % 3, room });
                 clients.len() as u32 - 1
             })
             .collect();
         for &s in &subscribers {
-            events.push(Event {
-                t_ns: 0,
-                client: s,
-                kind: EventKind::Subscribed {
-                    room,
-                    head: 0,
-                    after: None,
-                },
-            });
+            events.push(Event { t_ns: 0, client: s, kind: EventKind::Subscribed { room, head: 0, after: None } });
         }
         let mut next_k = vec![0u32; senders.len()];
         let mut entries = Vec::new();
         let total = shape.senders_per_room * shape.messages_per_sender;
         for i in 0..total {
-            let open: Vec<usize> = (0..senders.len())
-                .filter(|&j| next_k[j] < shape.messages_per_sender)
-                .collect();
+            let open: Vec<usize> = (0..senders.len()).filter(|&j| next_k[j] < shape.messages_per_sender).collect();
             let j = open[rng.random_range(0..open.len())];
             let sender = senders[j];
             let msg = msg_no(sender, next_k[j]);
             next_k[j] += 1;
             let seq = u64::from(i) + 1;
             let t = MS + u64::from(i) * MS;
-            events.push(Event {
-                t_ns: t,
-                client: sender,
-                kind: EventKind::Send {
-                    room,
-                    msg,
-                    scheduled_ns: t,
-                },
-            });
-            events.push(Event {
-                t_ns: t + MS,
-                client: sender,
-                kind: EventKind::Ack { room, msg, seq },
-            });
+            events.push(Event { t_ns: t, client: sender, kind: EventKind::Send { room, msg, scheduled_ns: t } });
+            events.push(Event { t_ns: t + MS, client: sender, kind: EventKind::Ack { room, msg, seq } });
             for &s in &subscribers {
-                events.push(Event {
-                    t_ns: t + 2 * MS,
-                    client: s,
-                    kind: EventKind::Deliver { room, msg, seq },
-                });
+                events.push(Event { t_ns: t + 2 * MS, client: s, kind: EventKind::Deliver { room, msg, seq } });
             }
             entries.push((seq, msg));
             end = end.max(t + 3 * MS);
         }
-        history.push(RoomHistory {
-            entries,
-            complete: true,
-        });
+        history.push(RoomHistory { entries, complete: true });
     }
     events.sort_by_key(|e| (e.t_ns, e.client));
     Trace {
@@ -139,9 +100,7 @@ mod tests {
 
     fn key(f: &crate::check::Finding) -> Key {
         match f.kind {
-            FindingKind::HistoryGap | FindingKind::HistoryMismatch => {
-                Key::Seq(f.kind, f.room, f.seq.unwrap_or(0))
-            }
+            FindingKind::HistoryGap | FindingKind::HistoryMismatch => Key::Seq(f.kind, f.room, f.seq.unwrap_or(0)),
             _ => Key::Msg(f.kind, f.msg.unwrap_or(u64::MAX), f.client),
         }
     }
@@ -183,10 +142,7 @@ mod tests {
     impl Injector {
         fn deliveries_of(&self, client: u32) -> Vec<usize> {
             (0..self.trace.events.len())
-                .filter(|&i| {
-                    self.trace.events[i].client == client
-                        && matches!(self.trace.events[i].kind, EventKind::Deliver { .. })
-                })
+                .filter(|&i| self.trace.events[i].client == client && matches!(self.trace.events[i].kind, EventKind::Deliver { .. }))
                 .collect()
         }
 
@@ -198,20 +154,14 @@ mod tests {
         }
 
         fn subscribers(&self) -> Vec<u32> {
-            (0..self.trace.clients.len() as u32)
-                .filter(|&c| self.trace.clients[c as usize].role == Role::Subscriber)
-                .collect()
+            (0..self.trace.clients.len() as u32).filter(|&c| self.trace.clients[c as usize].role == Role::Subscriber).collect()
         }
 
         /// A delivery (event index) of a message nobody else has touched.
         fn pick_delivery(&self, pick: u64) -> Option<usize> {
             let subs = self.subscribers();
             let sub = subs[(pick % subs.len() as u64) as usize];
-            let free: Vec<usize> = self
-                .deliveries_of(sub)
-                .into_iter()
-                .filter(|&i| !self.reserved.contains(&self.deliver(i).1))
-                .collect();
+            let free: Vec<usize> = self.deliveries_of(sub).into_iter().filter(|&i| !self.reserved.contains(&self.deliver(i).1)).collect();
             (!free.is_empty()).then(|| free[((pick >> 8) % free.len() as u64) as usize])
         }
 
@@ -229,8 +179,7 @@ mod tests {
                     let client = self.trace.events[i].client;
                     self.reserved.insert(msg);
                     self.trace.events.remove(i);
-                    self.expected
-                        .push(Key::Msg(FindingKind::Lost, msg, Some(client)));
+                    self.expected.push(Key::Msg(FindingKind::Lost, msg, Some(client)));
                 }
                 Injection::DuplicateDelivery => {
                     let Some(i) = self.pick_delivery(pick) else {
@@ -241,8 +190,7 @@ mod tests {
                     self.reserved.insert(msg);
                     copy.t_ns += 1;
                     self.trace.events.insert(i + 1, copy);
-                    self.expected
-                        .push(Key::Msg(FindingKind::Duplicated, msg, Some(copy.client)));
+                    self.expected.push(Key::Msg(FindingKind::Duplicated, msg, Some(copy.client)));
                 }
                 Injection::Phantom => {
                     let subs = self.subscribers();
@@ -254,25 +202,12 @@ mod tests {
                     self.next_bogus_seq += 1;
                     self.reserved.insert(msg);
                     let t = self.end();
-                    self.trace.events.push(Event {
-                        t_ns: t,
-                        client,
-                        kind: EventKind::Deliver { room, msg, seq },
-                    });
-                    self.expected
-                        .push(Key::Msg(FindingKind::Phantom, msg, Some(client)));
-                    self.expected
-                        .push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
+                    self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Deliver { room, msg, seq } });
+                    self.expected.push(Key::Msg(FindingKind::Phantom, msg, Some(client)));
+                    self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
                 }
                 Injection::Agreement => {
-                    if self
-                        .trace
-                        .clients
-                        .iter()
-                        .filter(|c| c.role == Role::Subscriber && c.room == 0)
-                        .count()
-                        < 2
-                    {
+                    if self.trace.clients.iter().filter(|c| c.role == Role::Subscriber && c.room == 0).count() < 2 {
                         return;
                     }
                     let Some(i) = self.pick_delivery(pick) else {
@@ -282,11 +217,8 @@ mod tests {
                     let client = self.trace.events[i].client;
                     self.reserved.insert(msg);
                     self.trace.events.remove(i);
-                    self.trace
-                        .events
-                        .retain(|e| !matches!(e.kind, EventKind::Ack { msg: m, .. } if m == msg));
-                    self.expected
-                        .push(Key::Msg(FindingKind::Agreement, msg, Some(client)));
+                    self.trace.events.retain(|e| !matches!(e.kind, EventKind::Ack { msg: m, .. } if m == msg));
+                    self.expected.push(Key::Msg(FindingKind::Agreement, msg, Some(client)));
                 }
                 Injection::SwapAdjacent => {
                     let subs = self.subscribers();
@@ -295,10 +227,7 @@ mod tests {
                     let pairs: Vec<(usize, usize)> = ds
                         .windows(2)
                         .map(|w| (w[0], w[1]))
-                        .filter(|&(a, b)| {
-                            !self.reserved.contains(&self.deliver(a).1)
-                                && !self.reserved.contains(&self.deliver(b).1)
-                        })
+                        .filter(|&(a, b)| !self.reserved.contains(&self.deliver(a).1) && !self.reserved.contains(&self.deliver(b).1))
                         .collect();
                     if pairs.is_empty() {
                         return;
@@ -310,15 +239,13 @@ mod tests {
                     self.trace.events[a].t_ns = tb;
                     self.trace.events[b].t_ns = ta;
                     // Now b arrives first; a (the lower seq) arrives after it.
-                    self.expected
-                        .push(Key::Msg(FindingKind::OrderViolation, msg_a, Some(sub)));
+                    self.expected.push(Key::Msg(FindingKind::OrderViolation, msg_a, Some(sub)));
                 }
                 Injection::FifoSwap => {
                     // Two consecutive, untouched messages of one sender: make
                     // the world consistent with the later one stored first.
-                    let senders: Vec<u32> = (0..self.trace.clients.len() as u32)
-                        .filter(|&c| self.trace.clients[c as usize].role == Role::Sender)
-                        .collect();
+                    let senders: Vec<u32> =
+                        (0..self.trace.clients.len() as u32).filter(|&c| self.trace.clients[c as usize].role == Role::Sender).collect();
                     let sender = senders[(pick % senders.len() as u64) as usize];
                     let sent: Vec<MsgNo> = self
                         .trace
@@ -345,8 +272,7 @@ mod tests {
                             _ => None,
                         })
                     };
-                    let (Some(sa), Some(sb)) = (seq_of(&self.trace, a), seq_of(&self.trace, b))
-                    else {
+                    let (Some(sa), Some(sb)) = (seq_of(&self.trace, a), seq_of(&self.trace, b)) else {
                         return;
                     };
                     let delivery_times = |trace: &Trace, m: MsgNo| -> Vec<(u32, u64)> {
@@ -354,30 +280,20 @@ mod tests {
                             .events
                             .iter()
                             .filter_map(|e| match e.kind {
-                                EventKind::Deliver { msg, .. } if msg == m => {
-                                    Some((e.client, e.t_ns))
-                                }
+                                EventKind::Deliver { msg, .. } if msg == m => Some((e.client, e.t_ns)),
                                 _ => None,
                             })
                             .collect()
                     };
-                    let (ta, tb) = (
-                        delivery_times(&self.trace, a),
-                        delivery_times(&self.trace, b),
-                    );
+                    let (ta, tb) = (delivery_times(&self.trace, a), delivery_times(&self.trace, b));
                     for e in &mut self.trace.events {
                         match &mut e.kind {
-                            EventKind::Ack { msg, seq, .. }
-                            | EventKind::Deliver { msg, seq, .. }
-                                if *msg == a || *msg == b =>
-                            {
+                            EventKind::Ack { msg, seq, .. } | EventKind::Deliver { msg, seq, .. } if *msg == a || *msg == b => {
                                 let is_a = *msg == a;
                                 *seq = if is_a { sb } else { sa };
                                 if matches!(e.kind, EventKind::Deliver { .. }) {
                                     let times = if is_a { &tb } else { &ta };
-                                    if let Some(&(_, t)) =
-                                        times.iter().find(|(c, _)| *c == e.client)
-                                    {
+                                    if let Some(&(_, t)) = times.iter().find(|(c, _)| *c == e.client) {
                                         e.t_ns = t;
                                     }
                                 }
@@ -394,26 +310,22 @@ mod tests {
                             }
                         }
                     }
-                    self.expected
-                        .push(Key::Msg(FindingKind::FifoViolation, b, Some(sender)));
+                    self.expected.push(Key::Msg(FindingKind::FifoViolation, b, Some(sender)));
                 }
                 Injection::HistoryDrop => {
                     let room = (pick % self.trace.history.len() as u64) as usize;
                     let entries = &self.trace.history[room].entries;
                     // Not the last entry (that would be no gap), nor a touched message.
-                    let free: Vec<usize> = (0..entries.len().saturating_sub(1))
-                        .filter(|&i| !self.reserved.contains(&entries[i].1))
-                        .collect();
+                    let free: Vec<usize> =
+                        (0..entries.len().saturating_sub(1)).filter(|&i| !self.reserved.contains(&entries[i].1)).collect();
                     if free.is_empty() {
                         return;
                     }
                     let i = free[((pick >> 8) % free.len() as u64) as usize];
                     let (seq, msg) = self.trace.history[room].entries.remove(i);
                     self.reserved.insert(msg);
-                    self.expected
-                        .push(Key::Seq(FindingKind::HistoryGap, room as u32, seq));
-                    self.expected
-                        .push(Key::Seq(FindingKind::HistoryMismatch, room as u32, seq));
+                    self.expected.push(Key::Seq(FindingKind::HistoryGap, room as u32, seq));
+                    self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room as u32, seq));
                 }
                 Injection::SeqConflict => {
                     let Some(i) = self.pick_delivery(pick) else {
@@ -425,17 +337,10 @@ mod tests {
                     let seq = self.next_bogus_seq;
                     self.next_bogus_seq += 1;
                     let t = self.end();
-                    self.trace.events.push(Event {
-                        t_ns: t,
-                        client,
-                        kind: EventKind::Deliver { room, msg, seq },
-                    });
-                    self.expected
-                        .push(Key::Msg(FindingKind::Duplicated, msg, Some(client)));
-                    self.expected
-                        .push(Key::Msg(FindingKind::SeqConflict, msg, Some(client)));
-                    self.expected
-                        .push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
+                    self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Deliver { room, msg, seq } });
+                    self.expected.push(Key::Msg(FindingKind::Duplicated, msg, Some(client)));
+                    self.expected.push(Key::Msg(FindingKind::SeqConflict, msg, Some(client)));
+                    self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
                 }
             }
             self.trace.events.sort_by_key(|e| (e.t_ns, e.client));
@@ -443,14 +348,12 @@ mod tests {
     }
 
     fn shape() -> impl Strategy<Value = TraceShape> {
-        (1u32..4, 1u32..4, 2u32..5, 2u32..12).prop_map(
-            |(rooms, senders_per_room, subscribers_per_room, messages_per_sender)| TraceShape {
-                rooms,
-                senders_per_room,
-                subscribers_per_room,
-                messages_per_sender,
-            },
-        )
+        (1u32..4, 1u32..4, 2u32..5, 2u32..12).prop_map(|(rooms, senders_per_room, subscribers_per_room, messages_per_sender)| TraceShape {
+            rooms,
+            senders_per_room,
+            subscribers_per_room,
+            messages_per_sender,
+        })
     }
 
     proptest! {
@@ -490,12 +393,7 @@ mod tests {
 
     #[test]
     fn each_injection_kind_alone_is_found() {
-        let shape = TraceShape {
-            rooms: 2,
-            senders_per_room: 2,
-            subscribers_per_room: 3,
-            messages_per_sender: 6,
-        };
+        let shape = TraceShape { rooms: 2, senders_per_room: 2, subscribers_per_room: 3, messages_per_sender: 6 };
         for kind in [
             Injection::DropDelivery,
             Injection::DuplicateDelivery,

@@ -20,31 +20,16 @@ pub fn measure(index: &TraceIndex) -> Throughput {
         return Throughput::default();
     }
     let window_s = window_ns as f64 / 1e9;
-    let in_window =
-        |scheduled: u64| scheduled >= meta.warmup_ns && scheduled < meta.sending_ended_ns;
-    let sent = index
-        .sends
-        .values()
-        .filter(|s| in_window(s.scheduled_ns))
-        .count();
-    let acked = index
-        .sends
-        .values()
-        .filter(|s| in_window(s.scheduled_ns) && s.ack.is_some())
-        .count();
+    let in_window = |scheduled: u64| scheduled >= meta.warmup_ns && scheduled < meta.sending_ended_ns;
+    let sent = index.sends.values().filter(|s| in_window(s.scheduled_ns)).count();
+    let acked = index.sends.values().filter(|s| in_window(s.scheduled_ns) && s.ack.is_some()).count();
     let mut delivered = 0usize;
     for sub in &index.subscribers {
         let mut seen = HashSet::with_capacity(sub.deliveries.len());
         delivered += sub
             .deliveries
             .iter()
-            .filter(|d| {
-                seen.insert(d.msg)
-                    && index
-                        .sends
-                        .get(&d.msg)
-                        .is_some_and(|s| in_window(s.scheduled_ns))
-            })
+            .filter(|d| seen.insert(d.msg) && index.sends.get(&d.msg).is_some_and(|s| in_window(s.scheduled_ns)))
             .count();
     }
     Throughput {

@@ -48,13 +48,10 @@ impl Shared {
 
     /// Has every live subscriber received up to its room's highest acked seq?
     pub fn drained(&self, plans: &[ClientPlan]) -> bool {
-        plans
-            .iter()
-            .filter(|p| p.role == Role::Subscriber)
-            .all(|p| {
-                let last = self.client_last_seq[p.id as usize].load(Ordering::Relaxed);
-                last >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed)
-            })
+        plans.iter().filter(|p| p.role == Role::Subscriber).all(|p| {
+            let last = self.client_last_seq[p.id as usize].load(Ordering::Relaxed);
+            last >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed)
+        })
     }
 }
 
@@ -66,6 +63,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Window {
     pub start_ns: u64,
     pub end_ns: u64,
+}
+
+/// Channels the nemesis shares with the clients: the sending window (so
+/// faults are timed from its start) and the `drop_clients` signal.
+pub struct Controls {
+    pub window: watch::Sender<Option<Window>>,
+    pub drops: watch::Receiver<(u64, f64)>,
+}
+
+impl Controls {
+    pub fn new() -> (Self, watch::Sender<(u64, f64)>) {
+        let (drops_tx, drops) = watch::channel((0, 0.0));
+        (Self { window: watch::channel(None).0, drops }, drops_tx)
+    }
 }
 
 /// What a finished workload hands back.
@@ -87,19 +98,18 @@ pub async fn run(
     seed: u64,
     clock: Clock,
     shared: Arc<Shared>,
+    controls: Controls,
 ) -> WorkloadOutcome {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (start_tx, start_rx) = watch::channel(None);
-    let senders_total = plans
-        .iter()
-        .filter(|p| p.role == Role::Sender)
-        .count()
-        .max(1);
+    let Controls { window: start_tx, drops } = controls;
+    let start_rx = start_tx.subscribe();
+    let senders_total = plans.iter().filter(|p| p.role == Role::Sender).count().max(1);
     let mut tasks = Vec::with_capacity(plans.len());
     for plan in plans {
         let ctx = connection::Context {
             plan: plan.clone(),
-            url: urls[plan.node as usize].clone(),
+            urls: urls.to_vec(),
+            drops: drops.clone(),
             room: rooms[plan.room as usize].clone(),
             workload: workload.clone(),
             clock,
@@ -129,8 +139,8 @@ pub async fn run(
     let deadline = drain_started + workload.drain_timeout.0;
     let mut drained = false;
     while tokio::time::Instant::now() < deadline {
-        let senders_done = shared.sent.load(Ordering::Relaxed)
-            <= shared.acked.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed);
+        let senders_done =
+            shared.sent.load(Ordering::Relaxed) <= shared.acked.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed);
         if senders_done && shared.drained(plans) {
             drained = true;
             break;
@@ -146,11 +156,5 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "a client task failed"),
         }
     }
-    WorkloadOutcome {
-        start_ns,
-        buffers,
-        sending_ended_ns,
-        drained,
-        drain_took,
-    }
+    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took }
 }

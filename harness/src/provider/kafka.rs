@@ -45,22 +45,11 @@ impl KafkaBackend {
         real: bool,
         guard: impl Send + Sync + 'static,
     ) -> Self {
-        Self {
-            bootstrap,
-            topic: request.topic.clone(),
-            provider,
-            version,
-            is_real_kafka: real,
-            _guard: Box::new(guard),
-        }
+        Self { bootstrap, topic: request.topic.clone(), provider, version, is_real_kafka: real, _guard: Box::new(guard) }
     }
 }
 
-pub async fn start(
-    choice: ProviderChoice,
-    request: &KafkaRequest,
-    log_dir: &Path,
-) -> Result<KafkaBackend, ProviderError> {
+pub async fn start(choice: ProviderChoice, request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
     match choice {
         ProviderChoice::Compat => compat::start(request, log_dir).await,
         ProviderChoice::Process => process::start(request, log_dir).await,
@@ -69,10 +58,7 @@ pub async fn start(
         ProviderChoice::Auto => {
             let mut tried = Vec::new();
             for (kind, available) in [
-                (
-                    ProviderChoice::Docker,
-                    super::docker_reachable().map(|_| ()),
-                ),
+                (ProviderChoice::Docker, super::docker_reachable().map(|_| ())),
                 (ProviderChoice::Process, kafka_status().map(|_| ())),
                 (ProviderChoice::Compat, tansu_status().map(|_| ())),
             ] {
@@ -92,11 +78,7 @@ pub async fn start(
 
 /// Wait until the broker answers a metadata request, then create the topic
 /// (an existing topic is fine). Returns an error string for the provider.
-pub(crate) async fn prepare(
-    bootstrap: &str,
-    request: &KafkaRequest,
-    timeout: Duration,
-) -> Result<(), String> {
+pub(crate) async fn prepare(bootstrap: &str, request: &KafkaRequest, timeout: Duration) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("socket.timeout.ms", "2000")
@@ -104,31 +86,18 @@ pub(crate) async fn prepare(
         .map_err(|e| format!("creating an admin client: {e}"))?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let answered = tokio::task::block_in_place(|| {
-            admin
-                .inner()
-                .fetch_metadata(None, Duration::from_millis(1000))
-        });
+        let answered = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, Duration::from_millis(1000)));
         match answered {
             Ok(_) => break,
             Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(format!(
-                    "broker at {bootstrap} did not answer within {timeout:?}: {e}"
-                ));
+                return Err(format!("broker at {bootstrap} did not answer within {timeout:?}: {e}"));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    let topic = NewTopic::new(
-        &request.topic,
-        request.partitions,
-        TopicReplication::Fixed(1),
-    );
+    let topic = NewTopic::new(&request.topic, request.partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics([&topic], &options)
-        .await
-        .map_err(|e| format!("creating topic {}: {e}", request.topic))?;
+    let results = admin.create_topics([&topic], &options).await.map_err(|e| format!("creating topic {}: {e}", request.topic))?;
     for result in results {
         match result {
             Ok(_) => {}

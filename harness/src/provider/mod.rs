@@ -37,19 +37,11 @@ impl ProviderKind {
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("{provider} provider is not available here: {why}. {fix}")]
-    Unavailable {
-        provider: &'static str,
-        why: String,
-        fix: String,
-    },
+    Unavailable { provider: &'static str, why: String, fix: String },
     #[error("{provider} provider cannot honour this scenario: {why}")]
     CannotHonour { provider: &'static str, why: String },
     #[error("{provider} provider: {what} did not start: {why}")]
-    StartFailed {
-        provider: &'static str,
-        what: String,
-        why: String,
-    },
+    StartFailed { provider: &'static str, what: String, why: String },
 }
 
 /// Where `ci/setup` installs the compat backends.
@@ -71,15 +63,10 @@ pub fn docker_reachable() -> Result<String, String> {
     }
     let socket = std::path::Path::new("/var/run/docker.sock");
     if !socket.exists() {
-        return Err(
-            "no Docker engine: /var/run/docker.sock does not exist and DOCKER_HOST is not set"
-                .into(),
-        );
+        return Err("no Docker engine: /var/run/docker.sock does not exist and DOCKER_HOST is not set".into());
     }
     match std::os::unix::net::UnixStream::connect(socket) {
         Ok(_) => Ok("/var/run/docker.sock".into()),
-        Err(e) => Err(format!(
-            "/var/run/docker.sock exists but does not answer: {e}"
-        )),
+        Err(e) => Err(format!("/var/run/docker.sock exists but does not answer: {e}")),
     }
 }

@@ -32,42 +32,38 @@ pub struct MongoBackend {
     pub version: String,
     /// Whether latency through this backend says anything about MongoDB.
     pub is_real_mongodb: bool,
-    _guard: Box<dyn Send + Sync>,
+    backend: Box<dyn Restart>,
 }
+
+/// A running backend the nemesis can restart. Providers that cannot say so.
+pub trait Restart: Send + Sync {
+    fn restart(&mut self, down_for: Duration) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        let _ = down_for;
+        Box::pin(async { Err("this provider cannot restart MongoDB yet (compat can)".to_owned()) })
+    }
+}
+
+impl Restart for () {}
 
 impl std::fmt::Debug for MongoBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MongoBackend")
-            .field("uri", &self.uri)
-            .field("provider", &self.provider)
-            .finish()
+        f.debug_struct("MongoBackend").field("uri", &self.uri).field("provider", &self.provider).finish()
     }
 }
 
 impl MongoBackend {
-    fn new(
-        uri: String,
-        provider: ProviderKind,
-        version: String,
-        real: bool,
-        guard: impl Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            uri,
-            provider,
-            version,
-            is_real_mongodb: real,
-            _guard: Box::new(guard),
-        }
+    fn new(uri: String, provider: ProviderKind, version: String, real: bool, backend: impl Restart + 'static) -> Self {
+        Self { uri, provider, version, is_real_mongodb: real, backend: Box::new(backend) }
+    }
+
+    /// Stop MongoDB and start it again on the same data after `down_for`.
+    pub async fn restart(&mut self, down_for: Duration) -> Result<(), String> {
+        self.backend.restart(down_for).await
     }
 }
 
 /// Start (or connect to) MongoDB with the chosen provider. Logs go to `log_dir`.
-pub async fn start(
-    choice: ProviderChoice,
-    request: &MongoRequest,
-    log_dir: &Path,
-) -> Result<MongoBackend, ProviderError> {
+pub async fn start(choice: ProviderChoice, request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
     match choice {
         ProviderChoice::Compat => compat::start(request, log_dir).await,
         ProviderChoice::Process => process::start(request, log_dir).await,
@@ -76,12 +72,7 @@ pub async fn start(
         ProviderChoice::Auto => {
             let mut tried = Vec::new();
             for (kind, available) in [
-                (
-                    ProviderChoice::Docker,
-                    super::docker_reachable()
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                ),
+                (ProviderChoice::Docker, super::docker_reachable().map(|_| ()).map_err(|e| e.to_string())),
                 (ProviderChoice::Process, mongod_status().map(|_| ())),
                 (ProviderChoice::Compat, compat_status().map(|_| ())),
             ] {
@@ -105,10 +96,7 @@ pub async fn start(
 }
 
 /// Ping until the deployment answers (and, for replica sets, has a primary).
-pub(crate) async fn wait_until_ready(
-    uri: &str,
-    timeout: Duration,
-) -> Result<mongodb::Client, String> {
+pub(crate) async fn wait_until_ready(uri: &str, timeout: Duration) -> Result<mongodb::Client, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::from("no attempt made");
     while tokio::time::Instant::now() < deadline {
@@ -122,27 +110,17 @@ pub(crate) async fn wait_until_ready(
 }
 
 async fn try_ping(uri: &str) -> Result<mongodb::Client, String> {
-    let mut options = mongodb::options::ClientOptions::parse(uri)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut options = mongodb::options::ClientOptions::parse(uri).await.map_err(|e| e.to_string())?;
     options.server_selection_timeout = Some(Duration::from_millis(500));
     options.connect_timeout = Some(Duration::from_millis(500));
     let client = mongodb::Client::with_options(options).map_err(|e| e.to_string())?;
-    client
-        .database("admin")
-        .run_command(doc! {"ping": 1})
-        .await
-        .map_err(|e| e.to_string())?;
+    client.database("admin").run_command(doc! {"ping": 1}).await.map_err(|e| e.to_string())?;
     Ok(client)
 }
 
 /// `buildInfo.version`, when the server reports one.
 pub(crate) async fn server_version(client: &mongodb::Client) -> Option<String> {
-    let info = client
-        .database("admin")
-        .run_command(doc! {"buildInfo": 1})
-        .await
-        .ok()?;
+    let info = client.database("admin").run_command(doc! {"buildInfo": 1}).await.ok()?;
     info.get_str("version").ok().map(str::to_owned)
 }
 
@@ -165,51 +143,30 @@ mod tests {
 
     #[tokio::test]
     async fn single_member_providers_refuse_three_members_instead_of_downgrading() {
-        let request = MongoRequest {
-            members: 3,
-            uri: None,
-            persistent: false,
-        };
+        let request = MongoRequest { members: 3, uri: None, persistent: false };
         let dir = tempfile::tempdir().unwrap();
         for choice in [ProviderChoice::Compat, ProviderChoice::Docker] {
             let err = start(choice, &request, dir.path()).await.unwrap_err();
-            assert!(
-                matches!(err, ProviderError::CannotHonour { .. }),
-                "{choice:?}: {err}"
-            );
+            assert!(matches!(err, ProviderError::CannotHonour { .. }), "{choice:?}: {err}");
             assert!(err.to_string().contains("3 members"), "{err}");
         }
     }
 
     #[tokio::test]
     async fn external_without_uri_is_a_clear_error() {
-        let request = MongoRequest {
-            members: 1,
-            uri: None,
-            persistent: false,
-        };
+        let request = MongoRequest { members: 1, uri: None, persistent: false };
         let dir = tempfile::tempdir().unwrap();
-        let err = start(ProviderChoice::External, &request, dir.path())
-            .await
-            .unwrap_err();
+        let err = start(ProviderChoice::External, &request, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains("URI"), "{err}");
     }
 
     #[tokio::test]
     async fn external_that_does_not_answer_names_the_uri() {
         let port = crate::process::free_port().unwrap();
-        let uri = format!(
-            "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300"
-        );
-        let request = MongoRequest {
-            members: 1,
-            uri: Some(uri.clone()),
-            persistent: false,
-        };
+        let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300");
+        let request = MongoRequest { members: 1, uri: Some(uri.clone()), persistent: false };
         let dir = tempfile::tempdir().unwrap();
-        let err = start(ProviderChoice::External, &request, dir.path())
-            .await
-            .unwrap_err();
+        let err = start(ProviderChoice::External, &request, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains(&uri), "{err}");
     }
 }

@@ -17,14 +17,8 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
-        Metric::AckP99,
-        Metric::DeliveryP50,
-        Metric::DeliveryP99,
-        Metric::DeliveryP999,
-        Metric::AckedPerS,
-        Metric::DeliveredPerS,
-    ];
+    pub const ALL: [Metric; 6] =
+        [Metric::AckP99, Metric::DeliveryP50, Metric::DeliveryP99, Metric::DeliveryP999, Metric::AckedPerS, Metric::DeliveredPerS];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -53,11 +47,7 @@ impl Metric {
     }
 
     fn show(self, v: f64) -> String {
-        if self.higher_is_better() {
-            format!("{v:.1}")
-        } else {
-            fmt_us(v as u64)
-        }
+        if self.higher_is_better() { format!("{v:.1}") } else { fmt_us(v as u64) }
     }
 }
 
@@ -88,12 +78,7 @@ impl Comparison {
     }
 }
 
-pub fn compare(
-    baseline: &RunReport,
-    candidate: &RunReport,
-    gate: &[Metric],
-    tolerance_percent: f64,
-) -> Comparison {
+pub fn compare(baseline: &RunReport, candidate: &RunReport, gate: &[Metric], tolerance_percent: f64) -> Comparison {
     let mut lines = Vec::new();
     let mut newly_failing = Vec::new();
     let mut unmatched_modes = Vec::new();
@@ -104,16 +89,8 @@ pub fn compare(
         };
         for metric in Metric::ALL {
             let (before, after) = (metric.value(b), metric.value(c));
-            let change = if before == 0.0 {
-                0.0
-            } else {
-                (after - before) / before * 100.0
-            };
-            let worse_by_percent = if metric.higher_is_better() {
-                -change
-            } else {
-                change
-            };
+            let change = if before == 0.0 { 0.0 } else { (after - before) / before * 100.0 };
+            let worse_by_percent = if metric.higher_is_better() { -change } else { change };
             let gated = gate.contains(&metric);
             lines.push(Line {
                 mode: b.mode.clone(),
@@ -131,31 +108,14 @@ pub fn compare(
             }
         }
     }
-    unmatched_modes.extend(
-        candidate
-            .modes
-            .iter()
-            .filter(|c| !baseline.modes.iter().any(|b| b.mode == c.mode))
-            .map(|c| c.mode.clone()),
-    );
-    Comparison {
-        lines,
-        newly_failing,
-        unmatched_modes,
-    }
+    unmatched_modes.extend(candidate.modes.iter().filter(|c| !baseline.modes.iter().any(|b| b.mode == c.mode)).map(|c| c.mode.clone()));
+    Comparison { lines, newly_failing, unmatched_modes }
 }
 
 pub fn render(comparison: &Comparison, tolerance_percent: f64) -> String {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    table.set_header([
-        "mode",
-        "metric",
-        "baseline",
-        "candidate",
-        "change (+ = worse)",
-        "verdict",
-    ]);
+    table.set_header(["mode", "metric", "baseline", "candidate", "change (+ = worse)", "verdict"]);
     for l in &comparison.lines {
         let verdict = match (l.gated, l.regressed) {
             (_, true) => "REGRESSED",
@@ -171,19 +131,14 @@ pub fn render(comparison: &Comparison, tolerance_percent: f64) -> String {
             verdict.to_owned(),
         ]);
     }
-    let mut out =
-        format!("{table}\ntolerance: {tolerance_percent}% (gated metrics marked ok/REGRESSED)\n");
+    let mut out = format!("{table}\ntolerance: {tolerance_percent}% (gated metrics marked ok/REGRESSED)\n");
     for f in &comparison.newly_failing {
         out.push_str(&format!("newly failing check: {f}\n"));
     }
     for m in &comparison.unmatched_modes {
         out.push_str(&format!("note: mode {m} is in only one of the reports\n"));
     }
-    out.push_str(if comparison.regressed() {
-        "result: REGRESSED\n"
-    } else {
-        "result: OK\n"
-    });
+    out.push_str(if comparison.regressed() { "result: REGRESSED\n" } else { "result: OK\n" });
     out
 }
 
@@ -204,20 +159,14 @@ mod tests {
             counts: Counts::default(),
             findings_by_kind: Default::default(),
             findings: vec![],
-            checks: vec![CheckResult {
-                name: "exactly_once".into(),
-                passed: exactly_once,
-                detail: "d".into(),
-            }],
+            checks: vec![CheckResult { name: "exactly_once".into(), passed: exactly_once, detail: "d".into() }],
             latency,
-            throughput: crate::check::throughput::Throughput {
-                acked_per_s,
-                ..Default::default()
-            },
+            throughput: crate::check::throughput::Throughput { acked_per_s, ..Default::default() },
             drain: Drain::default(),
             server: Default::default(),
             timeline: vec![],
             delivery_curve: vec![],
+            faults: vec![],
             notes: vec![],
         };
         RunReport {
@@ -235,66 +184,21 @@ mod tests {
     #[test]
     fn latency_up_past_tolerance_regresses_and_within_does_not() {
         let gate = [Metric::DeliveryP99, Metric::AckedPerS];
-        assert!(
-            compare(
-                &report(1000, 100.0, true),
-                &report(1200, 100.0, true),
-                &gate,
-                10.0
-            )
-            .regressed()
-        );
-        assert!(
-            !compare(
-                &report(1000, 100.0, true),
-                &report(1050, 100.0, true),
-                &gate,
-                10.0
-            )
-            .regressed()
-        );
+        assert!(compare(&report(1000, 100.0, true), &report(1200, 100.0, true), &gate, 10.0).regressed());
+        assert!(!compare(&report(1000, 100.0, true), &report(1050, 100.0, true), &gate, 10.0).regressed());
         // Faster is never a regression.
-        assert!(
-            !compare(
-                &report(1000, 100.0, true),
-                &report(500, 100.0, true),
-                &gate,
-                10.0
-            )
-            .regressed()
-        );
+        assert!(!compare(&report(1000, 100.0, true), &report(500, 100.0, true), &gate, 10.0).regressed());
     }
 
     #[test]
     fn throughput_down_regresses_and_ungated_metrics_do_not_count() {
-        assert!(
-            compare(
-                &report(1000, 100.0, true),
-                &report(1000, 80.0, true),
-                &[Metric::AckedPerS],
-                10.0
-            )
-            .regressed()
-        );
-        assert!(
-            !compare(
-                &report(1000, 100.0, true),
-                &report(1000, 80.0, true),
-                &[Metric::DeliveryP99],
-                10.0
-            )
-            .regressed()
-        );
+        assert!(compare(&report(1000, 100.0, true), &report(1000, 80.0, true), &[Metric::AckedPerS], 10.0).regressed());
+        assert!(!compare(&report(1000, 100.0, true), &report(1000, 80.0, true), &[Metric::DeliveryP99], 10.0).regressed());
     }
 
     #[test]
     fn a_check_that_starts_failing_is_a_regression() {
-        let c = compare(
-            &report(1000, 100.0, true),
-            &report(1000, 100.0, false),
-            &[],
-            10.0,
-        );
+        let c = compare(&report(1000, 100.0, true), &report(1000, 100.0, false), &[], 10.0);
         assert!(c.regressed());
         assert_eq!(c.newly_failing.len(), 1);
     }

@@ -11,10 +11,7 @@ use std::collections::BTreeMap;
 /// Which checks a finding kind fails.
 fn check_of(kind: FindingKind) -> &'static str {
     match kind {
-        FindingKind::Lost
-        | FindingKind::Duplicated
-        | FindingKind::Phantom
-        | FindingKind::Agreement => "exactly_once",
+        FindingKind::Lost | FindingKind::Duplicated | FindingKind::Phantom | FindingKind::Agreement => "exactly_once",
         FindingKind::OrderViolation | FindingKind::SeqConflict => "ordering.per_room_total",
         FindingKind::FifoViolation => "ordering.per_sender_fifo",
         FindingKind::HistoryMismatch | FindingKind::HistoryGap => "live_equals_history",
@@ -46,22 +43,13 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         _ => false,
     };
     let mut results = Vec::new();
-    for name in [
-        "exactly_once",
-        "ordering.per_room_total",
-        "ordering.per_sender_fifo",
-        "live_equals_history",
-    ] {
+    for name in ["exactly_once", "ordering.per_room_total", "ordering.per_sender_fifo", "live_equals_history"] {
         if !enabled(name) {
             continue;
         }
-        let failing: Vec<String> = findings_by_kind
-            .iter()
-            .filter(|(k, _)| check_of(**k) == name)
-            .map(|(k, n)| format!("{n} {}", k.as_str()))
-            .collect();
-        let history_missing =
-            name == "live_equals_history" && trace.history.iter().any(|h| !h.complete);
+        let failing: Vec<String> =
+            findings_by_kind.iter().filter(|(k, _)| check_of(**k) == name).map(|(k, n)| format!("{n} {}", k.as_str())).collect();
+        let history_missing = name == "live_equals_history" && trace.history.iter().any(|h| !h.complete);
         let passed = failing.is_empty() && !history_missing;
         let detail = if history_missing {
             "history could not be read back for every room".to_owned()
@@ -70,42 +58,17 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         } else {
             failing.join(", ")
         };
-        results.push(CheckResult {
-            name: name.to_owned(),
-            passed,
-            detail,
-        });
+        results.push(CheckResult { name: name.to_owned(), passed, detail });
     }
     let lat = latency::measure(&index);
-    let latency = LatencyReport {
-        ack: LatencySummary::from_histogram(&lat.ack),
-        delivery: LatencySummary::from_histogram(&lat.delivery),
-    };
-    ceiling_checks(
-        "latency.ack",
-        &checks.latency.ack,
-        &latency.ack,
-        &mut results,
-    );
-    ceiling_checks(
-        "latency.delivery",
-        &checks.latency.delivery,
-        &latency.delivery,
-        &mut results,
-    );
+    let latency = LatencyReport { ack: LatencySummary::from_histogram(&lat.ack), delivery: LatencySummary::from_histogram(&lat.delivery) };
+    ceiling_checks("latency.ack", &checks.latency.ack, &latency.ack, &mut results);
+    ceiling_checks("latency.delivery", &checks.latency.delivery, &latency.delivery, &mut results);
     let throughput = throughput::measure(&index);
     if let Some(min) = &checks.min_throughput {
         for (name, floor, actual) in [
-            (
-                "min_throughput.acked_per_s",
-                min.acked_per_s,
-                throughput.acked_per_s,
-            ),
-            (
-                "min_throughput.delivered_per_s",
-                min.delivered_per_s,
-                throughput.delivered_per_s,
-            ),
+            ("min_throughput.acked_per_s", min.acked_per_s, throughput.acked_per_s),
+            ("min_throughput.delivered_per_s", min.delivered_per_s, throughput.delivered_per_s),
         ] {
             if let Some(floor) = floor {
                 results.push(CheckResult {
@@ -118,11 +81,8 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
     }
     let counts = count(trace, &index);
     let timeline = timeline(trace, &index);
-    let delivery_curve = CURVE_PERCENTILES
-        .iter()
-        .filter(|_| !lat.delivery.is_empty())
-        .map(|&p| (p, lat.delivery.value_at_percentile(p)))
-        .collect();
+    let delivery_curve =
+        CURVE_PERCENTILES.iter().filter(|_| !lat.delivery.is_empty()).map(|&p| (p, lat.delivery.value_at_percentile(p))).collect();
     ModeReport {
         mode: trace.meta.mode.clone(),
         provider: ctx.provider,
@@ -139,14 +99,77 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         server: ctx.server,
         timeline,
         delivery_curve,
+        faults: fault_figures(trace, &index),
         notes: ctx.notes,
     }
 }
 
+/// How long after a fault ends its effects still count.
+const FAULT_GRACE_NS: u64 = 2_000_000_000;
+
+/// Per-fault recovery time, delayed messages and worst delivery latency.
+fn fault_figures(trace: &Trace, index: &TraceIndex) -> Vec<super::FaultFigures> {
+    let faults = &trace.meta.faults;
+    if faults.is_empty() {
+        return Vec::new();
+    }
+    let start = trace.meta.sending_started_ns;
+    // Slowest delivery per message, and each subscriber's deliveries.
+    let mut slowest: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for sub in &index.subscribers {
+        for d in &sub.deliveries {
+            if let Some(send) = index.sends.get(&d.msg) {
+                let latency = d.t_ns.saturating_sub(send.scheduled_ns);
+                let e = slowest.entry(d.msg).or_insert(0);
+                *e = (*e).max(latency);
+            }
+        }
+    }
+    let first_fault = faults.iter().map(|f| f.start_ns).min().unwrap_or(u64::MAX);
+    let mut baseline = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+    for (msg, &latency) in &slowest {
+        let scheduled = index.sends[msg].scheduled_ns;
+        if scheduled >= trace.meta.warmup_ns && scheduled < first_fault {
+            baseline.saturating_record((latency / 1_000).max(1));
+        }
+    }
+    let baseline_p99_us = if baseline.is_empty() { 0 } else { baseline.value_at_quantile(0.99) };
+    faults
+        .iter()
+        .map(|f| {
+            let until = f.end_ns + FAULT_GRACE_NS;
+            let in_window: Vec<(&u64, &u64)> =
+                slowest.iter().filter(|(msg, _)| (f.start_ns..until).contains(&index.sends[*msg].scheduled_ns)).collect();
+            let max_delivery_us = in_window.iter().map(|(_, l)| **l / 1_000).max().unwrap_or(0);
+            let delayed = in_window.iter().filter(|(_, l)| **l / 1_000 > baseline_p99_us).count() as u64;
+            let recovery = index
+                .subscribers
+                .iter()
+                .map(|sub| {
+                    sub.deliveries
+                        .iter()
+                        .filter(|d| index.sends.get(&d.msg).is_some_and(|s| s.scheduled_ns >= f.start_ns))
+                        .map(|d| d.t_ns)
+                        .min()
+                })
+                .try_fold(0u64, |worst, first| first.map(|t| worst.max(t.saturating_sub(f.start_ns))));
+            super::FaultFigures {
+                action: f.action.clone(),
+                node: f.node,
+                at_s: f.start_ns.saturating_sub(start) as f64 / 1e9,
+                duration_ms: f.end_ns.saturating_sub(f.start_ns) / 1_000_000,
+                recovery_ms: recovery.map(|ns| ns / 1_000_000),
+                delayed,
+                max_delivery_us,
+                baseline_p99_us,
+                error: f.error.clone(),
+            }
+        })
+        .collect()
+}
+
 /// Percentiles plotted in the latency curve.
-const CURVE_PERCENTILES: [f64; 14] = [
-    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
-];
+const CURVE_PERCENTILES: [f64; 14] = [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0];
 
 /// Acks, deliveries and delivery latency per 1 s bucket from the start of sending.
 fn timeline(trace: &Trace, index: &TraceIndex) -> Vec<super::TimelineBucket> {
@@ -156,10 +179,7 @@ fn timeline(trace: &Trace, index: &TraceIndex) -> Vec<super::TimelineBucket> {
     let mut delivered: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
     let grow = |v: &mut Vec<hdrhistogram::Histogram<u64>>, i: usize| {
         while v.len() <= i {
-            v.push(
-                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
-                    .expect("valid histogram bounds"),
-            );
+            v.push(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"));
         }
     };
     for send in index.sends.values() {
@@ -182,18 +202,14 @@ fn timeline(trace: &Trace, index: &TraceIndex) -> Vec<super::TimelineBucket> {
             }
             let i = bucket_of(d.t_ns);
             grow(&mut delivered, i);
-            delivered[i]
-                .saturating_record((d.t_ns.saturating_sub(send.scheduled_ns) / 1_000).max(1));
+            delivered[i].saturating_record((d.t_ns.saturating_sub(send.scheduled_ns) / 1_000).max(1));
         }
     }
     let buckets = acked.len().max(delivered.len());
     (0..buckets)
         .map(|i| {
             let h = delivered.get(i);
-            let q = |quantile: f64| {
-                h.filter(|h| !h.is_empty())
-                    .map_or(0, |h| h.value_at_quantile(quantile))
-            };
+            let q = |quantile: f64| h.filter(|h| !h.is_empty()).map_or(0, |h| h.value_at_quantile(quantile));
             super::TimelineBucket {
                 t_s: i as u64,
                 acked: acked.get(i).copied().unwrap_or(0),
@@ -206,42 +222,22 @@ fn timeline(trace: &Trace, index: &TraceIndex) -> Vec<super::TimelineBucket> {
         .collect()
 }
 
-fn ceiling_checks(
-    prefix: &str,
-    ceilings: &Percentiles,
-    summary: &LatencySummary,
-    out: &mut Vec<CheckResult>,
-) {
+fn ceiling_checks(prefix: &str, ceilings: &Percentiles, summary: &LatencySummary, out: &mut Vec<CheckResult>) {
     for (label, quantile, limit) in ceilings.ceilings() {
         let limit_us = limit.as_micros() as u64;
         let actual = summary.at(quantile);
         let passed = summary.count > 0 && actual <= limit_us;
-        let detail = if summary.count == 0 {
-            "no samples".to_owned()
-        } else {
-            format!("{} (ceiling {})", fmt_us(actual), fmt_us(limit_us))
-        };
-        out.push(CheckResult {
-            name: format!("{prefix}.{label}"),
-            passed,
-            detail,
-        });
+        let detail =
+            if summary.count == 0 { "no samples".to_owned() } else { format!("{} (ceiling {})", fmt_us(actual), fmt_us(limit_us)) };
+        out.push(CheckResult { name: format!("{prefix}.{label}"), passed, detail });
     }
 }
 
 fn count(trace: &Trace, index: &TraceIndex) -> Counts {
     let mut c = Counts {
         clients: trace.clients.len() as u64,
-        senders: trace
-            .clients
-            .iter()
-            .filter(|c| c.role == Role::Sender)
-            .count() as u64,
-        subscribers: trace
-            .clients
-            .iter()
-            .filter(|c| c.role == Role::Subscriber)
-            .count() as u64,
+        senders: trace.clients.iter().filter(|c| c.role == Role::Sender).count() as u64,
+        subscribers: trace.clients.iter().filter(|c| c.role == Role::Subscriber).count() as u64,
         sent: index.sends.len() as u64,
         acked: index.sends.values().filter(|s| s.ack.is_some()).count() as u64,
         ..Default::default()
@@ -252,6 +248,7 @@ fn count(trace: &Trace, index: &TraceIndex) -> Counts {
             EventKind::Deliver { .. } => c.delivered += 1,
             EventKind::Error { .. } => c.error_frames += 1,
             EventKind::Closed { .. } => c.closed_early += 1,
+            EventKind::Reconnected { .. } => c.reconnects += 1,
             _ => {}
         }
     }
@@ -279,26 +276,13 @@ mod tests {
 
     #[test]
     fn a_clean_trace_passes_and_a_dropped_delivery_fails_exactly_once() {
-        let shape = TraceShape {
-            rooms: 2,
-            senders_per_room: 2,
-            subscribers_per_room: 2,
-            messages_per_sender: 5,
-        };
+        let shape = TraceShape { rooms: 2, senders_per_room: 2, subscribers_per_room: 2, messages_per_sender: 5 };
         let mut trace = correct_trace(&shape, 3);
         let report = evaluate(&trace, &Checks::default(), ctx());
-        assert!(
-            report.checks.iter().all(|c| c.passed),
-            "{:?}",
-            report.checks
-        );
+        assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);
         assert_eq!(report.counts.sent, 20);
         assert_eq!(report.counts.delivered, 40);
-        let i = trace
-            .events
-            .iter()
-            .position(|e| matches!(e.kind, EventKind::Deliver { .. }))
-            .unwrap();
+        let i = trace.events.iter().position(|e| matches!(e.kind, EventKind::Deliver { .. })).unwrap();
         trace.events.remove(i);
         let report = evaluate(&trace, &Checks::default(), ctx());
         let failed: Vec<&str> = report.failed_checks().map(|c| c.name.as_str()).collect();
@@ -308,23 +292,14 @@ mod tests {
 
     #[test]
     fn latency_ceilings_pass_and_fail_on_the_measured_value() {
-        let shape = TraceShape {
-            rooms: 1,
-            senders_per_room: 1,
-            subscribers_per_room: 1,
-            messages_per_sender: 10,
-        };
+        let shape = TraceShape { rooms: 1, senders_per_room: 1, subscribers_per_room: 1, messages_per_sender: 10 };
         let trace = correct_trace(&shape, 3);
         let mut checks = Checks::default();
         // The generator delivers 2 ms after each send.
         checks.latency.delivery.p99 = Some(HumanDuration(Duration::from_millis(5)));
         checks.latency.ack.p50 = Some(HumanDuration(Duration::from_micros(500)));
         let report = evaluate(&trace, &checks, ctx());
-        let by_name: BTreeMap<&str, bool> = report
-            .checks
-            .iter()
-            .map(|c| (c.name.as_str(), c.passed))
-            .collect();
+        let by_name: BTreeMap<&str, bool> = report.checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
         assert_eq!(by_name["latency.delivery.p99"], true);
         assert_eq!(by_name["latency.ack.p50"], false);
     }

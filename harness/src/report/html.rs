@@ -8,30 +8,18 @@ use plotters::prelude::*;
 
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 380;
-const PALETTE: [RGBColor; 4] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-];
+const PALETTE: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 /// Percentile curves stop at five nines (p100 would be infinitely far right).
 const MAX_NINES: f64 = 5.0;
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// x position of a percentile on a "nines" axis: 90 → 1, 99 → 2, 99.9 → 3.
 fn nines(percentile: f64) -> f64 {
     let rest = (100.0 - percentile) / 100.0;
-    if rest <= 0.0 {
-        MAX_NINES
-    } else {
-        (-rest.log10()).min(MAX_NINES)
-    }
+    if rest <= 0.0 { MAX_NINES } else { (-rest.log10()).min(MAX_NINES) }
 }
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
@@ -41,15 +29,9 @@ fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
     let mut draw = || -> DrawResult {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE)?;
-        let max_ms = modes
-            .iter()
-            .flat_map(|m| m.delivery_curve.iter().map(|p| p.1 as f64 / 1000.0))
-            .fold(1.0, f64::max);
+        let max_ms = modes.iter().flat_map(|m| m.delivery_curve.iter().map(|p| p.1 as f64 / 1000.0)).fold(1.0, f64::max);
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Delivery latency by percentile (log scale)",
-                ("sans-serif", 18),
-            )
+            .caption("Delivery latency by percentile (log scale)", ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -70,23 +52,13 @@ fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
             .draw()?;
         for (i, mode) in modes.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let points: Vec<(f64, f64)> = mode
-                .delivery_curve
-                .iter()
-                .map(|&(p, us)| (nines(p), (us as f64 / 1000.0).max(0.01)))
-                .collect();
+            let points: Vec<(f64, f64)> = mode.delivery_curve.iter().map(|&(p, us)| (nines(p), (us as f64 / 1000.0).max(0.01))).collect();
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))?
                 .label(mode.mode.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()?;
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
         root.present()?;
         Ok(())
     };
@@ -105,52 +77,39 @@ fn timeline_chart(
     let mut draw = || -> DrawResult {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE)?;
-        let max_t = modes
-            .iter()
-            .map(|m| m.timeline.len())
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
-        let max_y = modes
-            .iter()
-            .flat_map(|m| {
-                m.timeline
-                    .iter()
-                    .flat_map(|b| series.iter().map(move |(_, f)| f(b)))
-            })
-            .fold(1.0, f64::max);
+        let max_t = modes.iter().map(|m| m.timeline.len()).max().unwrap_or(1).max(1) as f64;
+        let max_y = modes.iter().flat_map(|m| m.timeline.iter().flat_map(|b| series.iter().map(move |(_, f)| f(b)))).fold(1.0, f64::max);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..max_t, 0f64..max_y * 1.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds from start of sending")
-            .y_desc(y_desc)
-            .draw()?;
+        chart.configure_mesh().x_desc("seconds from start of sending").y_desc(y_desc).draw()?;
+        // Faults: a shaded band while each lasted and a line where it began.
+        for f in modes.first().map_or(&[][..], |m| &m.faults[..]) {
+            let (from, to) = (f.at_s, f.at_s + (f.duration_ms as f64 / 1000.0).max(0.05));
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(from, 0.0), (to, max_y * 1.1)],
+                RGBColor(255, 200, 120).mix(0.35).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(from, 0.0), (from, max_y * 1.1)],
+                RGBColor(230, 120, 0).stroke_width(1),
+            )))?;
+            chart.draw_series(std::iter::once(Text::new(f.action.clone(), (from, max_y * 1.05), ("sans-serif", 12))))?;
+        }
         for (i, mode) in modes.iter().enumerate() {
             for (j, (name, value)) in series.iter().enumerate() {
                 let color = PALETTE[(i * series.len() + j) % PALETTE.len()];
-                let points: Vec<(f64, f64)> = mode
-                    .timeline
-                    .iter()
-                    .map(|b| (b.t_s as f64 + 0.5, value(b)))
-                    .collect();
+                let points: Vec<(f64, f64)> = mode.timeline.iter().map(|b| (b.t_s as f64 + 0.5, value(b))).collect();
                 chart
                     .draw_series(LineSeries::new(points, color.stroke_width(2)))?
                     .label(format!("{} {name}", mode.mode))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             }
         }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()?;
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
         root.present()?;
         Ok(())
     };
@@ -161,10 +120,7 @@ fn timeline_chart(
 fn chart_or_note(result: Result<String, String>) -> String {
     match result {
         Ok(svg) => format!("<figure>{svg}</figure>"),
-        Err(e) => format!(
-            "<p class=\"warn\">chart could not be drawn: {}</p>",
-            escape(&e)
-        ),
+        Err(e) => format!("<p class=\"warn\">chart could not be drawn: {}</p>", escape(&e)),
     }
 }
 
@@ -177,28 +133,14 @@ pub fn render(report: &RunReport) -> String {
          .warn{background:#fff8c5;border:1px solid #d4a72c;padding:.5em}figure{margin:1em 0}\
          </style></head><body>\n",
     );
-    html.push_str(&format!(
-        "<h1>chatbench: {}</h1>\n",
-        escape(&report.scenario)
-    ));
+    html.push_str(&format!("<h1>chatbench: {}</h1>\n", escape(&report.scenario)));
     if !report.description.is_empty() {
         html.push_str(&format!("<p>{}</p>\n", escape(&report.description)));
     }
-    let verdict = if report.passed {
-        "<span class=\"pass\">PASS</span>"
-    } else {
-        "<span class=\"fail\">FAIL</span>"
-    };
-    html.push_str(&format!(
-        "<p>Result: {verdict} — seed {}, started {}</p>\n",
-        report.seed,
-        escape(&report.started_at)
-    ));
+    let verdict = if report.passed { "<span class=\"pass\">PASS</span>" } else { "<span class=\"fail\">FAIL</span>" };
+    html.push_str(&format!("<p>Result: {verdict} — seed {}, started {}</p>\n", report.seed, escape(&report.started_at)));
     if report.any_compat() {
-        html.push_str(&format!(
-            "<p class=\"warn\">{}.</p>\n",
-            escape(COMPAT_WARNING)
-        ));
+        html.push_str(&format!("<p class=\"warn\">{}.</p>\n", escape(COMPAT_WARNING)));
     }
     let two = report.modes.len() == 2;
     html.push_str("<h2>Side by side</h2>\n<table><tr><th>metric</th>");
@@ -226,21 +168,31 @@ pub fn render(report: &RunReport) -> String {
         &report.modes,
         "Delivery latency over time (1 s buckets)",
         "latency (ms)",
-        &[
-            ("p50", |b| b.delivery_p50_us as f64 / 1000.0),
-            ("p99", |b| b.delivery_p99_us as f64 / 1000.0),
-        ],
+        &[("p50", |b| b.delivery_p50_us as f64 / 1000.0), ("p99", |b| b.delivery_p99_us as f64 / 1000.0)],
     )));
     html.push_str("<h2>Throughput</h2>\n");
     html.push_str(&chart_or_note(timeline_chart(
         &report.modes,
         "Throughput over time (1 s buckets)",
         "per second",
-        &[
-            ("acked", |b| b.acked as f64),
-            ("deliveries", |b| b.delivered as f64),
-        ],
+        &[("acked", |b| b.acked as f64), ("deliveries", |b| b.delivered as f64)],
     )));
+    let faults = super::table::fault_rows(report);
+    if !faults.is_empty() {
+        html.push_str("<h2>Faults</h2>\n<table><tr>");
+        for h in super::table::FAULT_HEADER {
+            html.push_str(&format!("<th>{}</th>", escape(h)));
+        }
+        html.push_str("</tr>\n");
+        for row in faults {
+            html.push_str("<tr>");
+            for cell in row {
+                html.push_str(&format!("<td>{}</td>", escape(&cell)));
+            }
+            html.push_str("</tr>\n");
+        }
+        html.push_str("</table>\n");
+    }
     html.push_str("<h2>Checks</h2>\n<table><tr><th>mode</th><th>check</th><th>result</th><th>detail</th></tr>\n");
     for m in &report.modes {
         for c in &m.checks {
@@ -297,9 +249,6 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(
-            escape("<a href=\"x\">&</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
-        );
+        assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
     }
 }

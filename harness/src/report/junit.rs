@@ -21,9 +21,7 @@ pub fn render(report: &RunReport) -> String {
         }
         junit.add_test_suite(suite);
     }
-    junit
-        .to_string()
-        .expect("JUnit XML of plain strings always serializes")
+    junit.to_string().expect("JUnit XML of plain strings always serializes")
 }
 
 #[cfg(test)]
@@ -43,16 +41,8 @@ mod tests {
             findings_by_kind: Default::default(),
             findings: vec![],
             checks: vec![
-                CheckResult {
-                    name: "exactly_once".into(),
-                    passed: false,
-                    detail: "3 lost".into(),
-                },
-                CheckResult {
-                    name: "live_equals_history".into(),
-                    passed: true,
-                    detail: "ok".into(),
-                },
+                CheckResult { name: "exactly_once".into(), passed: false, detail: "3 lost".into() },
+                CheckResult { name: "live_equals_history".into(), passed: true, detail: "ok".into() },
             ],
             latency: LatencyReport::default(),
             throughput: Default::default(),
@@ -60,6 +50,7 @@ mod tests {
             server: Default::default(),
             timeline: vec![],
             delivery_curve: vec![],
+            faults: vec![],
             notes: vec![],
         };
         let report = RunReport {

@@ -7,11 +7,7 @@ pub fn render(report: &RunReport) -> String {
     if !report.description.is_empty() {
         out.push_str(&format!("{}\n\n", report.description.trim()));
     }
-    out.push_str(&format!(
-        "Result: **{}** (seed {})\n\n",
-        if report.passed { "PASS" } else { "FAIL" },
-        report.seed
-    ));
+    out.push_str(&format!("Result: **{}** (seed {})\n\n", if report.passed { "PASS" } else { "FAIL" }, report.seed));
     if report.any_compat() {
         out.push_str(&format!("> **Note:** {COMPAT_WARNING}.\n\n"));
     }
@@ -37,25 +33,28 @@ pub fn render(report: &RunReport) -> String {
         }
         out.push('\n');
     }
+    let faults = super::table::fault_rows(report);
+    if !faults.is_empty() {
+        out.push_str("\n## Faults\n\n| ");
+        out.push_str(&super::table::FAULT_HEADER.join(" | "));
+        out.push_str(" |\n|");
+        out.push_str(&"---|".repeat(super::table::FAULT_HEADER.len()));
+        out.push('\n');
+        for row in faults {
+            out.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+    }
     out.push_str("\n## Checks\n\n");
     for m in &report.modes {
         for c in &m.checks {
-            out.push_str(&format!(
-                "- {} `{}` {}: {}\n",
-                if c.passed { "✅" } else { "❌" },
-                m.mode,
-                c.name,
-                c.detail
-            ));
+            out.push_str(&format!("- {} `{}` {}: {}\n", if c.passed { "✅" } else { "❌" }, m.mode, c.name, c.detail));
         }
     }
-    let listed: Vec<_> = report
-        .modes
-        .iter()
-        .flat_map(|m| m.findings.iter().take(20).map(move |f| (m, f)))
-        .collect();
+    let listed: Vec<_> = report.modes.iter().flat_map(|m| m.findings.iter().take(20).map(move |f| (m, f))).collect();
     if !listed.is_empty() {
-        out.push_str("\n## First findings\n\n| mode | kind | room | seq | msg | client | node | detail |\n|---|---|---|---|---|---|---|---|\n");
+        out.push_str(
+            "\n## First findings\n\n| mode | kind | room | seq | msg | client | node | detail |\n|---|---|---|---|---|---|---|---|\n",
+        );
         for (m, f) in listed {
             let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
             out.push_str(&format!(

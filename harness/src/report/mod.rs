@@ -57,6 +57,9 @@ pub struct ModeReport {
     /// Delivery latency percentile curve: (percentile, µs), for plots.
     #[serde(default)]
     pub delivery_curve: Vec<(f64, u64)>,
+    /// One entry per applied fault.
+    #[serde(default)]
+    pub faults: Vec<FaultFigures>,
     pub notes: Vec<String>,
 }
 
@@ -110,6 +113,28 @@ impl ServerCounters {
     }
 }
 
+/// What one fault did to delivery.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultFigures {
+    pub action: String,
+    pub node: Option<u32>,
+    /// Seconds from the start of sending.
+    pub at_s: f64,
+    /// How long the fault lasted (e.g. until a restarted node was healthy).
+    pub duration_ms: u64,
+    /// From the fault's start until every subscriber had again received a
+    /// message sent after the fault started (None: some never did).
+    pub recovery_ms: Option<u64>,
+    /// Messages sent from the fault's start until 2 s after its end whose
+    /// slowest delivery exceeded the pre-fault p99.
+    pub delayed: u64,
+    /// Slowest delivery of those messages.
+    pub max_delivery_us: u64,
+    /// The pre-fault delivery p99 that `delayed` compares against.
+    pub baseline_p99_us: u64,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimelineBucket {
     /// Seconds from the start of sending.
@@ -134,8 +159,10 @@ pub struct Counts {
     /// Deliveries received (every copy).
     pub delivered: u64,
     pub error_frames: u64,
-    /// Connections that ended before the run did.
+    /// Connections that closed before the run ended (then reconnected or gave up).
     pub closed_early: u64,
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -169,7 +196,8 @@ impl ModeReport {
 }
 
 /// The sentence every report carries when a compat backend was used.
-pub const COMPAT_WARNING: &str = "compat backends were used: their latency and throughput are not MongoDB's (or Kafka's); they prove behaviour, not speed";
+pub const COMPAT_WARNING: &str =
+    "compat backends were used: their latency and throughput are not MongoDB's (or Kafka's); they prove behaviour, not speed";
 
 impl RunReport {
     pub fn write_all(&self, dir: &Path) -> std::io::Result<()> {
@@ -183,8 +211,7 @@ impl RunReport {
 
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let report: RunReport = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a chatbench report: {e}", path.display()))?;
+        let report: RunReport = serde_json::from_str(&text).map_err(|e| format!("{}: not a chatbench report: {e}", path.display()))?;
         if report.schema_version != REPORT_SCHEMA_VERSION {
             return Err(format!(
                 "{}: report schema version {}, this chatbench reads {REPORT_SCHEMA_VERSION}",

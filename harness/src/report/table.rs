@@ -31,58 +31,30 @@ pub fn fmt_diff(d: Option<f64>) -> String {
 /// Rows shared by the terminal, Markdown and HTML reports.
 pub fn rows(report: &RunReport) -> Vec<Row> {
     let modes = &report.modes;
-    let text = |label: &'static str, f: &dyn Fn(&ModeReport) -> String| Row {
-        label,
-        values: modes.iter().map(f).collect(),
-        numbers: None,
+    let text = |label: &'static str, f: &dyn Fn(&ModeReport) -> String| Row { label, values: modes.iter().map(f).collect(), numbers: None };
+    let num = |label: &'static str, f: &dyn Fn(&ModeReport) -> f64, show: &dyn Fn(f64) -> String| {
+        let numbers: Vec<f64> = modes.iter().map(f).collect();
+        Row { label, values: numbers.iter().map(|&v| show(v)).collect(), numbers: Some(numbers) }
     };
-    let num =
-        |label: &'static str, f: &dyn Fn(&ModeReport) -> f64, show: &dyn Fn(f64) -> String| {
-            let numbers: Vec<f64> = modes.iter().map(f).collect();
-            Row {
-                label,
-                values: numbers.iter().map(|&v| show(v)).collect(),
-                numbers: Some(numbers),
-            }
-        };
     let count = |v: f64| format!("{v:.0}");
     let us = |v: f64| fmt_us(v as u64);
     let rate = |v: f64| format!("{v:.1}");
     vec![
         text("provider", &|m| m.provider.clone()),
         text("backend", &|m| {
-            if m.backend_is_real {
-                m.backend.clone()
-            } else {
-                format!("{} (compat)", m.backend)
-            }
+            if m.backend_is_real { m.backend.clone() } else { format!("{} (compat)", m.backend) }
         }),
-        text("nodes / clients", &|m| {
-            format!("{} / {}", m.nodes, m.counts.clients)
-        }),
+        text("nodes / clients", &|m| format!("{} / {}", m.nodes, m.counts.clients)),
         num("sent", &|m| m.counts.sent as f64, &count),
         num("acked", &|m| m.counts.acked as f64, &count),
         num("delivered", &|m| m.counts.delivered as f64, &count),
         text("lost", &|m| m.count(FindingKind::Lost).to_string()),
-        text("duplicated", &|m| {
-            m.count(FindingKind::Duplicated).to_string()
-        }),
-        text("phantom / agreement", &|m| {
-            format!(
-                "{} / {}",
-                m.count(FindingKind::Phantom),
-                m.count(FindingKind::Agreement)
-            )
-        }),
+        text("duplicated", &|m| m.count(FindingKind::Duplicated).to_string()),
+        text("phantom / agreement", &|m| format!("{} / {}", m.count(FindingKind::Phantom), m.count(FindingKind::Agreement))),
         text("order violations", &|m| {
-            (m.count(FindingKind::OrderViolation)
-                + m.count(FindingKind::SeqConflict)
-                + m.count(FindingKind::FifoViolation))
-            .to_string()
+            (m.count(FindingKind::OrderViolation) + m.count(FindingKind::SeqConflict) + m.count(FindingKind::FifoViolation)).to_string()
         }),
-        text("live ≠ history", &|m| {
-            (m.count(FindingKind::HistoryMismatch) + m.count(FindingKind::HistoryGap)).to_string()
-        }),
+        text("live ≠ history", &|m| (m.count(FindingKind::HistoryMismatch) + m.count(FindingKind::HistoryGap)).to_string()),
         num("ack p50", &|m| m.latency.ack.p50_us as f64, &us),
         num("ack p99", &|m| m.latency.ack.p99_us as f64, &us),
         num("delivery p50", &|m| m.latency.delivery.p50_us as f64, &us),
@@ -91,23 +63,11 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         num("delivery max", &|m| m.latency.delivery.max_us as f64, &us),
         num("msgs/s (acked)", &|m| m.throughput.acked_per_s, &rate),
         num("deliveries/s", &|m| m.throughput.delivered_per_s, &rate),
-        num(
-            "external writes / msg",
-            &|m| m.server.external_ops_per_ack().unwrap_or(0.0),
-            &|v| format!("{v:.2}"),
-        ),
-        num(
-            "from history (%)",
-            &|m| m.server.history_share().unwrap_or(0.0) * 100.0,
-            &|v| format!("{v:.1}"),
-        ),
+        num("external writes / msg", &|m| m.server.external_ops_per_ack().unwrap_or(0.0), &|v| format!("{v:.2}")),
+        num("from history (%)", &|m| m.server.history_share().unwrap_or(0.0) * 100.0, &|v| format!("{v:.1}")),
         text("checks", &|m| {
             let failed = m.failed_checks().count();
-            if failed == 0 {
-                format!("PASS ({})", m.checks.len())
-            } else {
-                format!("FAIL ({failed} of {})", m.checks.len())
-            }
+            if failed == 0 { format!("PASS ({})", m.checks.len()) } else { format!("FAIL ({failed} of {})", m.checks.len()) }
         }),
     ]
 }
@@ -119,10 +79,7 @@ pub fn render(report: &RunReport) -> String {
     let mut header = vec![report.scenario.clone()];
     header.extend(report.modes.iter().map(|m| m.mode.clone()));
     if two {
-        header.push(format!(
-            "Δ {} vs {}",
-            report.modes[1].mode, report.modes[0].mode
-        ));
+        header.push(format!("Δ {} vs {}", report.modes[1].mode, report.modes[0].mode));
     }
     table.set_header(header);
     for row in rows(report) {
@@ -141,15 +98,48 @@ pub fn render(report: &RunReport) -> String {
             out.push_str(&format!("FAILED {}: {} — {}\n", m.mode, c.name, c.detail));
         }
     }
+    out.push_str(&faults_table(report));
     if report.any_compat() {
         out.push_str(&format!("note: {COMPAT_WARNING}\n"));
     }
-    out.push_str(if report.passed {
-        "result: PASS\n"
-    } else {
-        "result: FAIL\n"
-    });
+    out.push_str(if report.passed { "result: PASS\n" } else { "result: FAIL\n" });
     out
+}
+
+/// Rows of the per-fault table: shared by the terminal, Markdown and HTML.
+pub fn fault_rows(report: &RunReport) -> Vec<[String; 7]> {
+    let mut rows = Vec::new();
+    for m in &report.modes {
+        for f in &m.faults {
+            rows.push([
+                m.mode.clone(),
+                format!("{}{}", f.action, f.node.map_or(String::new(), |n| format!(" node {n}"))),
+                format!("{:.1}s", f.at_s),
+                format!("{}ms", f.duration_ms),
+                f.recovery_ms.map_or("never".to_owned(), |ms| format!("{ms}ms")),
+                format!("{} (>{})", f.delayed, fmt_us(f.baseline_p99_us)),
+                fmt_us(f.max_delivery_us),
+            ]);
+        }
+    }
+    rows
+}
+
+pub const FAULT_HEADER: [&str; 7] =
+    ["mode", "fault", "at", "lasted", "all receiving again", "msgs delayed (> pre-fault p99)", "max delivery"];
+
+fn faults_table(report: &RunReport) -> String {
+    let rows = fault_rows(report);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(FAULT_HEADER);
+    for row in rows {
+        table.add_row(row);
+    }
+    format!("{table}\n")
 }
 
 #[cfg(test)]
@@ -158,18 +148,10 @@ mod tests {
 
     #[test]
     fn difference_is_relative_to_the_first_mode() {
-        let row = Row {
-            label: "x",
-            values: vec![],
-            numbers: Some(vec![10.0, 15.0]),
-        };
+        let row = Row { label: "x", values: vec![], numbers: Some(vec![10.0, 15.0]) };
         assert_eq!(row.diff_percent(), Some(50.0));
         assert_eq!(fmt_diff(row.diff_percent()), "+50.0%");
-        let zero = Row {
-            label: "x",
-            values: vec![],
-            numbers: Some(vec![0.0, 3.0]),
-        };
+        let zero = Row { label: "x", values: vec![], numbers: Some(vec![0.0, 3.0]) };
         assert_eq!(zero.diff_percent(), None);
     }
 }

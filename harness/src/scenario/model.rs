@@ -16,11 +16,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let raw = String::deserialize(d)?;
         humantime::parse_duration(raw.trim())
             .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "{raw:?} is not a duration like 10s or 250ms: {e}"
-                ))
-            })
+            .map_err(|e| serde::de::Error::custom(format!("{raw:?} is not a duration like 10s or 250ms: {e}")))
     }
 }
 
@@ -111,10 +107,7 @@ pub struct MongoTopology {
 
 impl Default for MongoTopology {
     fn default() -> Self {
-        Self {
-            members: 1,
-            uri: None,
-        }
+        Self { members: 1, uri: None }
     }
 }
 
@@ -135,10 +128,7 @@ fn default_partitions() -> u32 {
 
 impl Default for KafkaTopology {
     fn default() -> Self {
-        Self {
-            bootstrap: None,
-            partitions: default_partitions(),
-        }
+        Self { bootstrap: None, partitions: default_partitions() }
     }
 }
 
@@ -146,9 +136,7 @@ fn one() -> u32 {
     1
 }
 
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderChoice {
     /// The first provider that works here: docker, process, compat.
@@ -196,10 +184,7 @@ impl Workload {
     /// Whether pinned placement names a node index that `nodes` lacks.
     pub fn placement_needs_more_nodes(&self, nodes: u32) -> bool {
         match &self.placement {
-            Placement::Pinned {
-                senders,
-                subscribers,
-            } => senders.iter().chain(subscribers).any(|&n| n >= nodes),
+            Placement::Pinned { senders, subscribers } => senders.iter().chain(subscribers).any(|&n| n >= nodes),
             _ => false,
         }
     }
@@ -215,10 +200,7 @@ pub enum Placement {
     /// Each connection picks a node at random from the seed.
     Random,
     /// Senders go to the listed nodes, subscribers to theirs (each cycled).
-    Pinned {
-        senders: Vec<u32>,
-        subscribers: Vec<u32>,
-    },
+    Pinned { senders: Vec<u32>, subscribers: Vec<u32> },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -256,18 +238,114 @@ pub struct LateSubscribers {
     pub after: u64,
 }
 
-/// A timed fault action. No kinds exist yet: the faults issue adds them, and
-/// any kind given now is rejected by name.
+/// A timed fault (Jepsen's nemesis): an action at a time from the start of
+/// sending, optionally repeated.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     pub at: HumanDuration,
-    pub action: FaultKind,
+    /// Repeat this often after `at` (while the workload sends).
+    #[serde(default)]
+    pub every: Option<HumanDuration>,
+    /// With `every`: how many times in all (default: as often as fits).
+    #[serde(default)]
+    pub times: Option<u32>,
+    pub action: FaultAction,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultKind {}
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultAction {
+    /// SIGKILL a node; restart it on the same address after `restart_after` if given.
+    KillNode {
+        node: u32,
+        #[serde(default)]
+        restart_after: Option<HumanDuration>,
+    },
+    /// SIGTERM a node (graceful: closes sockets with 1001); restart after `restart_after` if given.
+    StopNode {
+        node: u32,
+        #[serde(default)]
+        restart_after: Option<HumanDuration>,
+    },
+    /// SIGSTOP a node for `duration`, then SIGCONT.
+    PauseNode { node: u32, duration: HumanDuration },
+    /// SIGCONT a node paused without a duration.
+    ResumeNode { node: u32 },
+    /// SIGKILL a node and start it again on the same address after `down_for`.
+    RestartNode {
+        node: u32,
+        #[serde(default = "zero")]
+        down_for: HumanDuration,
+    },
+    /// Stop MongoDB and start it again on the same data after `down_for`.
+    RestartMongo {
+        #[serde(default = "zero")]
+        down_for: HumanDuration,
+    },
+    /// Close this share (0..1) of all client connections at once; they reconnect.
+    DropClients { share: f64 },
+    /// Each time, one of `choices` picked at random from the run's seed.
+    Random { choices: Vec<FaultAction> },
+}
+
+impl FaultAction {
+    pub fn node(&self) -> Option<u32> {
+        match self {
+            FaultAction::KillNode { node, .. }
+            | FaultAction::StopNode { node, .. }
+            | FaultAction::PauseNode { node, .. }
+            | FaultAction::ResumeNode { node }
+            | FaultAction::RestartNode { node, .. } => Some(*node),
+            FaultAction::RestartMongo { .. } | FaultAction::DropClients { .. } | FaultAction::Random { .. } => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultAction::KillNode { .. } => "kill_node",
+            FaultAction::StopNode { .. } => "stop_node",
+            FaultAction::PauseNode { .. } => "pause_node",
+            FaultAction::ResumeNode { .. } => "resume_node",
+            FaultAction::RestartNode { .. } => "restart_node",
+            FaultAction::RestartMongo { .. } => "restart_mongo",
+            FaultAction::DropClients { .. } => "drop_clients",
+            FaultAction::Random { .. } => "random",
+        }
+    }
+}
+
+impl Scenario {
+    /// Every fault occurrence as (offset from the start of sending, action),
+    /// in time order; `random` faults are resolved with `seed`.
+    pub fn fault_schedule(&self, seed: u64) -> Vec<(std::time::Duration, FaultAction)> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_73);
+        let mut out = Vec::new();
+        let end = self.workload.duration.0;
+        for fault in &self.faults {
+            let mut t = fault.at.0;
+            let mut n = 0u32;
+            loop {
+                if t >= end || fault.times.is_some_and(|max| n >= max) {
+                    break;
+                }
+                let action = match &fault.action {
+                    FaultAction::Random { choices } if !choices.is_empty() => choices[rng.random_range(0..choices.len())].clone(),
+                    other => other.clone(),
+                };
+                out.push((t, action));
+                n += 1;
+                match fault.every {
+                    Some(every) if !every.0.is_zero() => t += every.0,
+                    _ => break,
+                }
+            }
+        }
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -311,10 +389,7 @@ pub struct OrderingChecks {
 
 impl Default for OrderingChecks {
     fn default() -> Self {
-        Self {
-            per_room_total: true,
-            per_sender_fifo: true,
-        }
+        Self { per_room_total: true, per_sender_fifo: true }
     }
 }
 
@@ -341,15 +416,10 @@ pub struct Percentiles {
 impl Percentiles {
     /// (label, quantile, ceiling) for each ceiling that is set.
     pub fn ceilings(&self) -> Vec<(&'static str, f64, Duration)> {
-        [
-            ("p50", 0.5, self.p50),
-            ("p99", 0.99, self.p99),
-            ("p999", 0.999, self.p999),
-            ("max", 1.0, self.max),
-        ]
-        .into_iter()
-        .filter_map(|(label, q, d)| d.map(|d| (label, q, d.0)))
-        .collect()
+        [("p50", 0.5, self.p50), ("p99", 0.99, self.p99), ("p999", 0.999, self.p999), ("max", 1.0, self.max)]
+            .into_iter()
+            .filter_map(|(label, q, d)| d.map(|d| (label, q, d.0)))
+            .collect()
     }
 }
 

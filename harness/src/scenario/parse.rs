@@ -14,28 +14,17 @@ pub enum ScenarioError {
         source: std::io::Error,
     },
     #[error("scenario {file} line {line}: {message}")]
-    Invalid {
-        file: String,
-        line: u64,
-        message: String,
-    },
+    Invalid { file: String, line: u64, message: String },
 }
 
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-        file: file.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { file: file.clone(), source })?;
     parse_str(&text, &file)
 }
 
 pub fn parse_str(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
-    let invalid = |line, message| ScenarioError::Invalid {
-        file: file.to_owned(),
-        line,
-        message,
-    };
+    let invalid = |line, message| ScenarioError::Invalid { file: file.to_owned(), line, message };
     let Tracked(scenario) = serde_saphyr::from_str::<Tracked>(text).map_err(|e| {
         let rendered = e.to_string();
         match rendered.split_once(PATH_MARK) {
@@ -44,34 +33,19 @@ pub fn parse_str(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
             Some((path, message)) => {
                 let message = strip_location_suffix(message);
                 // List indexes (`faults[0]`) are dropped: the first item is found.
-                let mut segments: Vec<&str> = path
-                    .split('.')
-                    .map(|s| s.split('[').next().unwrap_or(s))
-                    .filter(|s| !s.is_empty() && *s != "?")
-                    .collect();
+                let mut segments: Vec<&str> =
+                    path.split('.').map(|s| s.split('[').next().unwrap_or(s)).filter(|s| !s.is_empty() && *s != "?").collect();
                 if let Some(unknown) = unknown_field(&message) {
                     segments.push(unknown);
                 }
-                let shown = if path.is_empty() || path == "." {
-                    String::new()
-                } else {
-                    format!("{path}: ")
-                };
+                let shown = if path.is_empty() || path == "." { String::new() } else { format!("{path}: ") };
                 invalid(line_of(text, &segments), format!("{shown}{message}"))
             }
             // A YAML syntax error: serde-saphyr knows the line.
-            None => invalid(
-                e.location().map_or(0, |l| l.line()),
-                strip_location_suffix(&rendered),
-            ),
+            None => invalid(e.location().map_or(0, |l| l.line()), strip_location_suffix(&rendered)),
         }
     })?;
-    validate(&scenario).map_err(|(path, message)| {
-        invalid(
-            line_of(text, &path),
-            format!("{}: {message}", path.join(".")),
-        )
-    })?;
+    validate(&scenario).map_err(|(path, message)| invalid(line_of(text, &path), format!("{}: {message}", path.join("."))))?;
     Ok(scenario)
 }
 
@@ -83,15 +57,10 @@ struct Tracked(Scenario);
 
 impl<'de> serde::Deserialize<'de> for Tracked {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde_path_to_error::deserialize(d)
-            .map(Tracked)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                <D::Error as serde::de::Error>::custom(format!(
-                    "{path}{PATH_MARK}{}",
-                    e.into_inner()
-                ))
-            })
+        serde_path_to_error::deserialize(d).map(Tracked).map_err(|e| {
+            let path = e.path().to_string();
+            <D::Error as serde::de::Error>::custom(format!("{path}{PATH_MARK}{}", e.into_inner()))
+        })
     }
 }
 
@@ -110,146 +79,99 @@ fn strip_location_suffix(message: &str) -> String {
 
 type Violation = (Vec<&'static str>, String);
 
-fn check(
-    ok: bool,
-    path: &[&'static str],
-    message: impl FnOnce() -> String,
-) -> Result<(), Violation> {
-    if ok {
-        Ok(())
-    } else {
-        Err((path.to_vec(), message()))
-    }
+fn check(ok: bool, path: &[&'static str], message: impl FnOnce() -> String) -> Result<(), Violation> {
+    if ok { Ok(()) } else { Err((path.to_vec(), message())) }
 }
 
 fn validate(s: &Scenario) -> Result<(), Violation> {
-    check(!s.name.trim().is_empty(), &["name"], || {
-        "must not be empty".into()
-    })?;
+    check(!s.name.trim().is_empty(), &["name"], || "must not be empty".into())?;
     let t = &s.topology;
-    check(t.nodes >= 1, &["topology", "nodes"], || {
-        "need at least 1 node".into()
+    check(t.nodes >= 1, &["topology", "nodes"], || "need at least 1 node".into())?;
+    check(t.nodes <= 64, &["topology", "nodes"], || format!("{} nodes is more than the 64 a run supports", t.nodes))?;
+    check(matches!(t.mongo.members, 1 | 3), &["topology", "mongo", "members"], || {
+        format!("{} members: a replica set here has 1 or 3 members", t.mongo.members)
     })?;
-    check(t.nodes <= 64, &["topology", "nodes"], || {
-        format!("{} nodes is more than the 64 a run supports", t.nodes)
+    check(t.provider != ProviderChoice::External || t.mongo.uri.is_some(), &["topology", "provider"], || {
+        "provider external needs topology.mongo.uri".into()
     })?;
     check(
-        matches!(t.mongo.members, 1 | 3),
-        &["topology", "mongo", "members"],
-        || {
-            format!(
-                "{} members: a replica set here has 1 or 3 members",
-                t.mongo.members
-            )
-        },
-    )?;
-    check(
-        t.provider != ProviderChoice::External || t.mongo.uri.is_some(),
-        &["topology", "provider"],
-        || "provider external needs topology.mongo.uri".into(),
-    )?;
-    check(
-        t.provider != ProviderChoice::External
-            || !s.modes.contains(&Mode::Kafka)
-            || t.kafka.bootstrap.is_some(),
+        t.provider != ProviderChoice::External || !s.modes.contains(&Mode::Kafka) || t.kafka.bootstrap.is_some(),
         &["topology", "provider"],
         || "provider external in kafka mode needs topology.kafka.bootstrap".into(),
     )?;
-    check(
-        t.kafka.partitions >= 1,
-        &["topology", "kafka", "partitions"],
-        || "need at least 1 partition".into(),
-    )?;
-    check(!s.modes.is_empty(), &["modes"], || {
-        "list at least one mode".into()
-    })?;
+    check(t.kafka.partitions >= 1, &["topology", "kafka", "partitions"], || "need at least 1 partition".into())?;
+    check(!s.modes.is_empty(), &["modes"], || "list at least one mode".into())?;
     for (i, m) in s.modes.iter().enumerate() {
-        check(!s.modes[..i].contains(m), &["modes"], || {
-            format!("mode {} is listed twice", m.as_str())
-        })?;
+        check(!s.modes[..i].contains(m), &["modes"], || format!("mode {} is listed twice", m.as_str()))?;
     }
     let w = &s.workload;
-    check(w.rooms >= 1, &["workload", "rooms"], || {
-        "need at least 1 room".into()
+    check(w.rooms >= 1, &["workload", "rooms"], || "need at least 1 room".into())?;
+    check(w.senders_per_room >= 1, &["workload", "senders_per_room"], || "need at least 1 sender per room".into())?;
+    check(w.subscribers_per_room >= 1, &["workload", "subscribers_per_room"], || {
+        "need at least 1 subscriber per room (nothing to check otherwise)".into()
     })?;
-    check(
-        w.senders_per_room >= 1,
-        &["workload", "senders_per_room"],
-        || "need at least 1 sender per room".into(),
-    )?;
-    check(
-        w.subscribers_per_room >= 1,
-        &["workload", "subscribers_per_room"],
-        || "need at least 1 subscriber per room (nothing to check otherwise)".into(),
-    )?;
     match &w.load {
-        Load::Open { rate_per_s } => check(
-            rate_per_s.is_finite() && *rate_per_s > 0.0,
-            &["workload", "load", "open"],
-            || format!("rate_per_s must be a positive number, not {rate_per_s}"),
-        )?,
-        Load::Closed { in_flight } => {
-            check(*in_flight >= 1, &["workload", "load", "closed"], || {
-                "in_flight must be at least 1".into()
-            })?
-        }
+        Load::Open { rate_per_s } => check(rate_per_s.is_finite() && *rate_per_s > 0.0, &["workload", "load", "open"], || {
+            format!("rate_per_s must be a positive number, not {rate_per_s}")
+        })?,
+        Load::Closed { in_flight } => check(*in_flight >= 1, &["workload", "load", "closed"], || "in_flight must be at least 1".into())?,
     }
     let (min, max) = match w.message_bytes {
         MessageBytes::Fixed(n) => (n, n),
         MessageBytes::Range { min, max } => (min, max),
     };
-    check(
-        min >= 1 && min <= max,
-        &["workload", "message_bytes"],
-        || format!("need 1 <= min <= max, got {min}..{max}"),
-    )?;
+    check(min >= 1 && min <= max, &["workload", "message_bytes"], || format!("need 1 <= min <= max, got {min}..{max}"))?;
     check(max <= 60_000, &["workload", "message_bytes"], || {
         format!("{max} bytes does not fit the protocol's 64 KiB frame limit (at most 60000)")
     })?;
-    check(!w.duration.0.is_zero(), &["workload", "duration"], || {
-        "must be longer than 0s".into()
-    })?;
-    check(w.warmup < w.duration, &["workload", "warmup"], || {
-        "must be shorter than the duration".into()
-    })?;
-    if let Placement::Pinned {
-        senders,
-        subscribers,
-    } = &w.placement
-    {
+    check(!w.duration.0.is_zero(), &["workload", "duration"], || "must be longer than 0s".into())?;
+    check(w.warmup < w.duration, &["workload", "warmup"], || "must be shorter than the duration".into())?;
+    if let Placement::Pinned { senders, subscribers } = &w.placement {
         for (list, name) in [(senders, "senders"), (subscribers, "subscribers")] {
-            check(!list.is_empty(), &["workload", "placement"], || {
-                format!("pinned {name} list is empty")
-            })?;
+            check(!list.is_empty(), &["workload", "placement"], || format!("pinned {name} list is empty"))?;
             if let Some(bad) = list.iter().find(|&&n| n >= t.nodes) {
-                return Err((
-                    vec!["workload", "placement"],
-                    format!(
-                        "pinned {name} names node {bad}, but nodes are 0..{}",
-                        t.nodes
-                    ),
-                ));
+                return Err((vec!["workload", "placement"], format!("pinned {name} names node {bad}, but nodes are 0..{}", t.nodes)));
             }
         }
     }
     if let Some(late) = &w.late_subscribers {
-        check(
-            late.join_at < w.duration,
-            &["workload", "late_subscribers", "join_at"],
-            || "late subscribers must join before the workload ends".into(),
-        )?;
+        check(late.join_at < w.duration, &["workload", "late_subscribers", "join_at"], || {
+            "late subscribers must join before the workload ends".into()
+        })?;
     }
-    for (label, p) in [
-        ("ack", &s.checks.latency.ack),
-        ("delivery", &s.checks.latency.delivery),
-    ] {
+    for fault in &s.faults {
+        check(fault.at < w.duration, &["faults", "at"], || {
+            format!("fault {} at {:?} is after the workload ends", fault.action.name(), fault.at.0)
+        })?;
+        let actions: Vec<&FaultAction> = match &fault.action {
+            FaultAction::Random { choices } => {
+                check(!choices.is_empty(), &["faults", "action"], || "random needs at least one choice".into())?;
+                choices.iter().collect()
+            }
+            other => vec![other],
+        };
+        for action in actions {
+            if let Some(node) = action.node() {
+                check(node < t.nodes, &["faults", "action"], || {
+                    format!("{} names node {node}, but nodes are 0..{}", action.name(), t.nodes)
+                })?;
+            }
+            match action {
+                FaultAction::DropClients { share } => {
+                    check(*share > 0.0 && *share <= 1.0, &["faults", "action"], || format!("drop_clients share {share} is not in (0, 1]"))?
+                }
+                FaultAction::Random { .. } if !std::ptr::eq(action, &fault.action) => {
+                    return Err((vec!["faults", "action"], "random choices cannot be random themselves".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+    for (label, p) in [("ack", &s.checks.latency.ack), ("delivery", &s.checks.latency.delivery)] {
         let set = p.ceilings();
         for pair in set.windows(2) {
             check(pair[0].2 <= pair[1].2, &["checks", "latency"], || {
-                format!(
-                    "{label}: the {} ceiling is above the {} ceiling",
-                    pair[0].0, pair[1].0
-                )
+                format!("{label}: the {} ceiling is above the {} ceiling", pair[0].0, pair[1].0)
             })?;
         }
     }
@@ -276,10 +198,7 @@ pub(crate) fn line_of(text: &str, path: &[&str]) -> u64 {
                 break;
             }
             let body = trimmed.trim_start_matches("- ");
-            if body.starts_with(&format!("{key}:"))
-                || body.contains(&format!("{{{key}:"))
-                || body.contains(&format!(" {key}:"))
-            {
+            if body.starts_with(&format!("{key}:")) || body.contains(&format!("{{{key}:")) || body.contains(&format!(" {key}:")) {
                 hit = Some((i, indent));
                 break;
             }
@@ -348,11 +267,25 @@ workload:
     }
 
     #[test]
-    fn fault_kinds_are_rejected_by_name_until_they_exist() {
-        let text = format!("{GOOD}faults:\n  - at: 1s\n    action: kill_node\n");
+    fn unknown_fault_kinds_are_rejected_by_name() {
+        let text = format!("{GOOD}faults:\n  - at: 1s\n    action: {{cut_cable: {{node: 1}}}}\n");
         let (line, message) = err(&text);
         assert_eq!(line, 12, "{message}");
-        assert!(message.contains("kill_node"), "{message}");
+        assert!(message.contains("cut_cable") && message.contains("kill_node"), "{message}");
+    }
+
+    #[test]
+    fn faults_expand_into_a_schedule_and_name_real_nodes() {
+        let text = format!(
+            "{GOOD}faults:\n  - at: 500ms\n    every: 500ms\n    times: 3\n    action: {{kill_node: {{node: 1, restart_after: 100ms}}}}\n  - at: 1s\n    action: {{drop_clients: {{share: 0.5}}}}\n"
+        );
+        let s = parse_str(&text, "t.yaml").unwrap();
+        let schedule: Vec<(u128, &str)> = s.fault_schedule(1).iter().map(|(t, a)| (t.as_millis(), a.name())).collect();
+        assert_eq!(schedule, vec![(500, "kill_node"), (1000, "kill_node"), (1000, "drop_clients"), (1500, "kill_node")]);
+        let bad = format!("{GOOD}faults:\n  - at: 1s\n    action: {{pause_node: {{node: 5, duration: 1s}}}}\n");
+        let (line, message) = err(&bad);
+        assert_eq!(line, 12, "{message}");
+        assert!(message.contains("node 5"), "{message}");
     }
 
     #[test]
@@ -379,11 +312,7 @@ mod shipped {
                     stack.push(p);
                 } else if p.extension().is_some_and(|e| e == "yaml") {
                     let text = std::fs::read_to_string(&p).unwrap();
-                    assert!(
-                        text.starts_with("# Proves:"),
-                        "{} must open with `# Proves:`",
-                        p.display()
-                    );
+                    assert!(text.starts_with("# Proves:"), "{} must open with `# Proves:`", p.display());
                     super::load(&p).unwrap_or_else(|e| panic!("{e}"));
                     seen += 1;
                 }

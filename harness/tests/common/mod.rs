@@ -24,17 +24,10 @@ pub async fn start(nodes: u32, extra_args: &[&str]) -> Env {
         dir.disable_cleanup(true);
         eprintln!("test logs kept in {}", dir.path().display());
     }
-    let request = MongoRequest {
-        members: 1,
-        uri: None,
-        persistent: false,
-    };
-    let mongo = mongo::start(ProviderChoice::Compat, &request, dir.path())
-        .await
-        .expect("compat MongoDB starts (run ci/setup first)");
+    let request = MongoRequest { members: 1, uri: None, persistent: false };
+    let mongo = mongo::start(ProviderChoice::Compat, &request, dir.path()).await.expect("compat MongoDB starts (run ci/setup first)");
     let spec = ClusterSpec {
-        server_bin: find_server_bin()
-            .expect("chat-server is built: run `cargo build --workspace --bins` first"),
+        server_bin: find_server_bin().expect("chat-server is built: run `cargo build --workspace --bins` first"),
         nodes,
         mongo_uri: mongo.uri.clone(),
         db: "e2e".into(),
@@ -42,18 +35,11 @@ pub async fn start(nodes: u32, extra_args: &[&str]) -> Env {
         extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         log_dir: dir.path().to_owned(),
     };
-    let cluster = Cluster::start(&spec)
-        .await
-        .expect("nodes start and turn healthy");
-    Env {
-        cluster,
-        mongo,
-        dir,
-    }
+    let cluster = Cluster::start(&spec).await.expect("nodes start and turn healthy");
+    Env { cluster, mongo, dir }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Client {
     pub ws: Ws,
@@ -63,17 +49,12 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Client {
     pub async fn connect(env: &Env, node: usize) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(env.cluster.nodes[node].ws_url())
-            .await
-            .expect("connect");
+        let (ws, _) = tokio_tungstenite::connect_async(env.cluster.nodes[node].ws_url()).await.expect("connect");
         Client { ws }
     }
 
     pub async fn send_json(&mut self, value: Value) {
-        self.ws
-            .send(Message::text(value.to_string()))
-            .await
-            .expect("send frame");
+        self.ws.send(Message::text(value.to_string())).await.expect("send frame");
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -120,10 +101,7 @@ impl Client {
                 }
             }
         }
-        found
-            .into_iter()
-            .map(|f| f.expect("every op was found"))
-            .collect()
+        found.into_iter().map(|f| f.expect("every op was found")).collect()
     }
 
     pub async fn subscribe(&mut self, room: &str, after: Option<u64>) -> u64 {
@@ -137,8 +115,7 @@ impl Client {
     }
 
     pub async fn send(&mut self, room: &str, id: &str, body: &str) {
-        self.send_json(serde_json::json!({"op": "send", "room": room, "id": id, "body": body}))
-            .await;
+        self.send_json(serde_json::json!({"op": "send", "room": room, "id": id, "body": body})).await;
     }
 
     /// Collect `n` msg frames as (seq, id).
@@ -146,10 +123,7 @@ impl Client {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let f = self.next_op("msg").await;
-            out.push((
-                f["seq"].as_u64().unwrap(),
-                f["id"].as_str().unwrap().to_owned(),
-            ));
+            out.push((f["seq"].as_u64().unwrap(), f["id"].as_str().unwrap().to_owned()));
         }
         out
     }
@@ -163,8 +137,6 @@ impl Client {
 }
 
 pub async fn http_get(env: &Env, node: usize, path: &str) -> (u16, String) {
-    let r = reqwest::get(env.cluster.nodes[node].http_url(path))
-        .await
-        .expect("http get");
+    let r = reqwest::get(env.cluster.nodes[node].http_url(path)).await.expect("http get");
     (r.status().as_u16(), r.text().await.expect("body"))
 }

@@ -101,10 +101,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: broadcast::Receiver<()>) {
 fn fan_out(state: &AppState, doc: MessageDoc) {
     state.metrics.changestream_events.inc();
     let lag_ms = (now_ms() - doc.ts_ms).max(0);
-    state
-        .metrics
-        .insert_to_fanout_seconds
-        .observe(lag_ms as f64 / 1000.0);
+    state.metrics.insert_to_fanout_seconds.observe(lag_ms as f64 / 1000.0);
     let message = doc.into_message();
     tracing::debug!(room = %message.room, seq = message.seq, lag_ms, "change event");
     let frame = Utf8Bytes::from(ServerFrame::Msg(&message).to_json());

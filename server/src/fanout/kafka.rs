@@ -46,10 +46,7 @@ impl Producer {
             .set("linger.ms", "0")
             .set("message.timeout.ms", "10000")
             .create()?;
-        Ok(Self {
-            inner,
-            topic: config.topic.clone(),
-        })
+        Ok(Self { inner, topic: config.topic.clone() })
     }
 
     /// Produce one `msg` frame keyed by room; Ok once the broker acked it.
@@ -109,10 +106,7 @@ pub async fn run(state: Arc<AppState>, config: KafkaConfig, mut shutdown: broadc
 fn assign(state: &AppState, config: &KafkaConfig) -> Result<StreamConsumer, String> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
-        .set(
-            "group.id",
-            format!("chat-server-{}-{}", state.node_id, std::process::id()),
-        )
+        .set("group.id", format!("chat-server-{}-{}", state.node_id, std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "latest")
@@ -120,9 +114,8 @@ fn assign(state: &AppState, config: &KafkaConfig) -> Result<StreamConsumer, Stri
         .create()
         .map_err(|e| format!("creating the consumer: {e}"))?;
     let timeout = Duration::from_secs(5);
-    let metadata =
-        tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&config.topic), timeout))
-            .map_err(|e| format!("reading metadata of topic {}: {e}", config.topic))?;
+    let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&config.topic), timeout))
+        .map_err(|e| format!("reading metadata of topic {}: {e}", config.topic))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -130,23 +123,17 @@ fn assign(state: &AppState, config: &KafkaConfig) -> Result<StreamConsumer, Stri
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(format!(
-            "topic {} does not exist or has no partitions (create it first)",
-            config.topic
-        ));
+        return Err(format!("topic {} does not exist or has no partitions (create it first)", config.topic));
     }
     let mut assignment = TopicPartitionList::new();
     for p in partitions {
-        let (_, high) =
-            tokio::task::block_in_place(|| consumer.fetch_watermarks(&config.topic, p, timeout))
-                .map_err(|e| format!("reading the end offset of {}[{p}]: {e}", config.topic))?;
+        let (_, high) = tokio::task::block_in_place(|| consumer.fetch_watermarks(&config.topic, p, timeout))
+            .map_err(|e| format!("reading the end offset of {}[{p}]: {e}", config.topic))?;
         assignment
             .add_partition_offset(&config.topic, p, Offset::Offset(high))
             .map_err(|e| format!("assigning {}[{p}]: {e}", config.topic))?;
     }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| format!("assigning partitions: {e}"))?;
+    consumer.assign(&assignment).map_err(|e| format!("assigning partitions: {e}"))?;
     Ok(consumer)
 }
 

@@ -27,16 +27,9 @@ pub fn tansu_bin() -> Option<PathBuf> {
 
 pub fn tansu_status() -> Result<String, String> {
     let bin = tansu_bin().ok_or("tansu is not installed (run ci/setup)")?;
-    let out = std::process::Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let out = std::process::Command::new(&bin).arg("--version").output().map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
     let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Ok(if version.is_empty() {
-        "tansu".to_owned()
-    } else {
-        version
-    })
+    Ok(if version.is_empty() { "tansu".to_owned() } else { version })
 }
 
 struct Running {
@@ -48,42 +41,23 @@ pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBacken
     let version = tansu_status().map_err(|why| ProviderError::Unavailable {
         provider: "compat",
         why,
-        fix: "Run ci/setup (cargo install tansu --version 0.6.0 --locked --features dynostore)"
-            .into(),
+        fix: "Run ci/setup (cargo install tansu --version 0.6.0 --locked --features dynostore)".into(),
     })?;
     let bin = tansu_bin().expect("tansu_status found it");
-    let failed = |why: String| ProviderError::StartFailed {
-        provider: "compat",
-        what: "tansu".into(),
-        why,
-    };
+    let failed = |why: String| ProviderError::StartFailed { provider: "compat", what: "tansu".into(), why };
     let log = log_dir.join("kafka-compat.log");
     let mut last = String::new();
     for _attempt in 0..3 {
-        let dir = tempfile::Builder::new()
-            .prefix("chatbench-tansu-")
-            .tempdir()
-            .map_err(|e| failed(e.to_string()))?;
+        let dir = tempfile::Builder::new().prefix("chatbench-tansu-").tempdir().map_err(|e| failed(e.to_string()))?;
         let port = free_port().map_err(|e| failed(e.to_string()))?;
         let url = format!("tcp://127.0.0.1:{port}");
         let log_file = std::fs::File::create(&log).map_err(|e| failed(e.to_string()))?;
         let mut cmd = Command::new(&bin);
-        cmd.args([
-            "broker",
-            "--storage-engine",
-            "memory://tansu/",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--silent",
-        ])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(
-            log_file.try_clone().map_err(|e| failed(e.to_string()))?,
-        ))
-        .stderr(Stdio::from(log_file));
+        cmd.args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url, "--silent"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_file.try_clone().map_err(|e| failed(e.to_string()))?))
+            .stderr(Stdio::from(log_file));
         let mut broker = ChildGuard::spawn("tansu", &mut cmd).map_err(|e| failed(e.to_string()))?;
         let bootstrap = format!("127.0.0.1:{port}");
         let ready = tokio::select! {
@@ -99,10 +73,7 @@ pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBacken
                     ProviderKind::Compat,
                     version,
                     false,
-                    Running {
-                        _broker: broker,
-                        _dir: dir,
-                    },
+                    Running { _broker: broker, _dir: dir },
                 ));
             }
             Err(why) => last = format!("{why}; log {}:\n{}", log.display(), tail(&log, 15)),

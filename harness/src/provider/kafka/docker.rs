@@ -16,31 +16,12 @@ pub async fn start(request: &KafkaRequest) -> Result<KafkaBackend, ProviderError
         why,
         fix: "Start a Docker engine, or use --provider compat (after ci/setup)".into(),
     })?;
-    let failed = |why: String| ProviderError::StartFailed {
-        provider: "docker",
-        what: "the Kafka container".into(),
-        why,
-    };
-    let container = Kafka::default()
-        .start()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let port = container
-        .get_host_port_ipv4(KAFKA_PORT)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let failed = |why: String| ProviderError::StartFailed { provider: "docker", what: "the Kafka container".into(), why };
+    let container = Kafka::default().start().await.map_err(|e| failed(e.to_string()))?;
+    let port = container.get_host_port_ipv4(KAFKA_PORT).await.map_err(|e| failed(e.to_string()))?;
     let bootstrap = bootstrap_for_port(port);
-    prepare(&bootstrap, request, std::time::Duration::from_secs(60))
-        .await
-        .map_err(failed)?;
-    Ok(KafkaBackend::new(
-        bootstrap,
-        request,
-        ProviderKind::Docker,
-        "Apache Kafka (docker, KRaft)".into(),
-        true,
-        container,
-    ))
+    prepare(&bootstrap, request, std::time::Duration::from_secs(60)).await.map_err(failed)?;
+    Ok(KafkaBackend::new(bootstrap, request, ProviderKind::Docker, "Apache Kafka (docker, KRaft)".into(), true, container))
 }
 
 #[cfg(test)]
@@ -55,11 +36,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "needs a Docker engine"]
     async fn starts_a_kraft_broker_with_the_topic() {
-        let request = KafkaRequest {
-            topic: "t".into(),
-            partitions: 2,
-            bootstrap: None,
-        };
+        let request = KafkaRequest { topic: "t".into(), partitions: 2, bootstrap: None };
         let backend = start(&request).await.unwrap();
         assert!(backend.bootstrap.starts_with("127.0.0.1:"));
     }

@@ -5,27 +5,15 @@ use crate::provider::{ProviderError, ProviderKind};
 use std::time::Duration;
 
 pub async fn start(request: &KafkaRequest) -> Result<KafkaBackend, ProviderError> {
-    let bootstrap = request
-        .bootstrap
-        .clone()
-        .ok_or_else(|| ProviderError::Unavailable {
-            provider: "external",
-            why: "no Kafka bootstrap address was given".into(),
-            fix: "Set topology.kafka.bootstrap in the scenario or pass --kafka-bootstrap".into(),
-        })?;
-    prepare(&bootstrap, request, Duration::from_secs(10))
-        .await
-        .map_err(|why| ProviderError::StartFailed {
-            provider: "external",
-            what: format!("Kafka at {bootstrap}"),
-            why,
-        })?;
-    Ok(KafkaBackend::new(
-        bootstrap,
-        request,
-        ProviderKind::External,
-        "Kafka (external)".into(),
-        true,
-        (),
-    ))
+    let bootstrap = request.bootstrap.clone().ok_or_else(|| ProviderError::Unavailable {
+        provider: "external",
+        why: "no Kafka bootstrap address was given".into(),
+        fix: "Set topology.kafka.bootstrap in the scenario or pass --kafka-bootstrap".into(),
+    })?;
+    prepare(&bootstrap, request, Duration::from_secs(10)).await.map_err(|why| ProviderError::StartFailed {
+        provider: "external",
+        what: format!("Kafka at {bootstrap}"),
+        why,
+    })?;
+    Ok(KafkaBackend::new(bootstrap, request, ProviderKind::External, "Kafka (external)".into(), true, ()))
 }

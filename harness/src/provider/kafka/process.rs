@@ -41,68 +41,32 @@ pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBacken
         why,
         fix: "Put Apache Kafka's bin/ folder on PATH, or use --provider compat".into(),
     })?;
-    let failed = |why: String| ProviderError::StartFailed {
-        provider: "process",
-        what: "Kafka".into(),
-        why,
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("chatbench-kafka-")
-        .tempdir()
-        .map_err(|e| failed(e.to_string()))?;
-    let (broker_port, controller_port) = (
-        free_port().map_err(|e| failed(e.to_string()))?,
-        free_port().map_err(|e| failed(e.to_string()))?,
-    );
+    let failed = |why: String| ProviderError::StartFailed { provider: "process", what: "Kafka".into(), why };
+    let dir = tempfile::Builder::new().prefix("chatbench-kafka-").tempdir().map_err(|e| failed(e.to_string()))?;
+    let (broker_port, controller_port) = (free_port().map_err(|e| failed(e.to_string()))?, free_port().map_err(|e| failed(e.to_string()))?);
     let config = dir.path().join("server.properties");
-    std::fs::write(
-        &config,
-        server_properties(broker_port, controller_port, &dir.path().join("data")),
-    )
-    .map_err(|e| failed(e.to_string()))?;
+    std::fs::write(&config, server_properties(broker_port, controller_port, &dir.path().join("data")))
+        .map_err(|e| failed(e.to_string()))?;
     let format = Command::new("kafka-storage.sh")
-        .args([
-            "format",
-            "--ignore-formatted",
-            "-t",
-            "chatbench-cluster-0000001",
-            "-c",
-        ])
+        .args(["format", "--ignore-formatted", "-t", "chatbench-cluster-0000001", "-c"])
         .arg(&config)
         .output()
         .await
         .map_err(|e| failed(format!("kafka-storage.sh format: {e}")))?;
     if !format.status.success() {
-        return Err(failed(format!(
-            "kafka-storage.sh format: {}",
-            String::from_utf8_lossy(&format.stderr)
-        )));
+        return Err(failed(format!("kafka-storage.sh format: {}", String::from_utf8_lossy(&format.stderr))));
     }
     let log = log_dir.join("kafka.log");
     let log_file = std::fs::File::create(&log).map_err(|e| failed(e.to_string()))?;
     let mut cmd = Command::new("kafka-server-start.sh");
     cmd.arg(&config)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(
-            log_file.try_clone().map_err(|e| failed(e.to_string()))?,
-        ))
+        .stdout(Stdio::from(log_file.try_clone().map_err(|e| failed(e.to_string()))?))
         .stderr(Stdio::from(log_file));
     let broker = ChildGuard::spawn("kafka", &mut cmd).map_err(|e| failed(e.to_string()))?;
     let bootstrap = format!("127.0.0.1:{broker_port}");
-    prepare(&bootstrap, request, Duration::from_secs(60))
-        .await
-        .map_err(|why| failed(format!("{why}; log:\n{}", tail(&log, 15))))?;
-    Ok(KafkaBackend::new(
-        bootstrap,
-        request,
-        ProviderKind::Process,
-        version,
-        true,
-        Running {
-            _broker: broker,
-            _dir: dir,
-        },
-    ))
+    prepare(&bootstrap, request, Duration::from_secs(60)).await.map_err(|why| failed(format!("{why}; log:\n{}", tail(&log, 15))))?;
+    Ok(KafkaBackend::new(bootstrap, request, ProviderKind::Process, version, true, Running { _broker: broker, _dir: dir }))
 }
 
 #[cfg(test)]
@@ -121,11 +85,7 @@ mod tests {
     #[ignore = "needs Apache Kafka (kafka-server-start.sh) on PATH"]
     async fn starts_a_broker_with_the_topic() {
         let dir = tempfile::tempdir().unwrap();
-        let request = KafkaRequest {
-            topic: "t".into(),
-            partitions: 2,
-            bootstrap: None,
-        };
+        let request = KafkaRequest { topic: "t".into(), partitions: 2, bootstrap: None };
         let backend = start(&request, dir.path()).await.unwrap();
         assert!(backend.bootstrap.starts_with("127.0.0.1:"));
     }

@@ -5,9 +5,10 @@
 //! (`harness/compat/nx_launcher.py`, embedded here) re-types two reply fields
 //! the Rust driver rejects; see the launcher's docstring.
 
-use super::{MongoBackend, MongoRequest, single_member_only, wait_until_ready};
+use super::{MongoBackend, MongoRequest, Restart, single_member_only, wait_until_ready};
 use crate::process::{ChildGuard, free_port, tail};
 use crate::provider::{ProviderError, ProviderKind, cache_dir};
+use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,34 +27,75 @@ pub fn compat_python() -> PathBuf {
 pub fn compat_status() -> Result<String, String> {
     let python = compat_python();
     if !python.exists() {
-        return Err(format!(
-            "{} does not exist (run ci/setup)",
-            python.display()
-        ));
+        return Err(format!("{} does not exist (run ci/setup)", python.display()));
     }
     let site = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('nx-27017'))",
-        ])
+        .args(["-c", "import importlib.metadata as m; print(m.version('nx-27017'))"])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if !site.status.success() {
-        return Err(format!(
-            "nx-27017 is not installed in {} (run ci/setup)",
-            python.display()
-        ));
+        return Err(format!("nx-27017 is not installed in {} (run ci/setup)", python.display()));
     }
-    Ok(format!(
-        "nx-27017 {}",
-        String::from_utf8_lossy(&site.stdout).trim()
-    ))
+    Ok(format!("nx-27017 {}", String::from_utf8_lossy(&site.stdout).trim()))
 }
 
-/// The compat backend: the process and its working directory.
+/// The compat backend: the process, its working directory, and what it
+/// takes to start it again on the same port and data.
 struct Running {
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
+    child: ChildGuard,
+    dir: tempfile::TempDir,
+    db: String,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Spawn nx-27017 and wait until it answers.
+    async fn spawn(dir: &Path, db: &str, port: u16, log: &Path) -> Result<ChildGuard, String> {
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("opening {}: {e}", log.display()))?;
+        let mut cmd = Command::new(compat_python());
+        cmd.arg(dir.join("nx_launcher.py"))
+            .args(["--db", db, "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--pid-file")
+            .arg(dir.join("nx.pid"))
+            .arg("--log-file")
+            .arg(dir.join("nx-internal.log"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_file.try_clone().map_err(|e| e.to_string())?))
+            .stderr(Stdio::from(log_file));
+        let mut child = ChildGuard::spawn("nx-27017", &mut cmd).map_err(|e| e.to_string())?;
+        let uri = uri_for(port);
+        let ready = tokio::select! {
+            ready = wait_until_ready(&uri, Duration::from_secs(20)) => ready.map(|_| ()),
+            status = child.child_mut().wait() => Err(format!("exited with {status:?}")),
+        };
+        match ready {
+            Ok(()) => Ok(child),
+            Err(why) => Err(format!("{why}; log {}:\n{}", log.display(), tail(log, 15))),
+        }
+    }
+}
+
+impl Restart for Running {
+    /// SIGKILL nx-27017, wait `down_for`, start it on the same port and file.
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.db == "memory" {
+                return Err("compat MongoDB runs in memory for this run; a restart would lose the data".into());
+            }
+            let _ = self.child.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = self.child.child_mut().wait().await;
+            tokio::time::sleep(down_for).await;
+            self.child = Running::spawn(self.dir.path(), &self.db, self.port, &self.log).await?;
+            Ok(())
+        })
+    }
+}
+
+fn uri_for(port: u16) -> String {
+    format!("mongodb://127.0.0.1:{port}/?directConnection=true")
 }
 
 pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
@@ -61,79 +103,27 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
     let version = compat_status().map_err(|why| ProviderError::Unavailable {
         provider: "compat",
         why,
-        fix: "Run ci/setup (it installs nx-27017 pinned into a venv under ~/.cache/chatbench)"
-            .into(),
+        fix: "Run ci/setup (it installs nx-27017 pinned into a venv under ~/.cache/chatbench)".into(),
     })?;
-    let failed = |why: String| ProviderError::StartFailed {
-        provider: "compat",
-        what: "nx-27017".into(),
-        why,
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("chatbench-nx-")
-        .tempdir()
-        .map_err(|e| failed(e.to_string()))?;
-    let launcher = dir.path().join("nx_launcher.py");
-    std::fs::write(&launcher, LAUNCHER)
-        .map_err(|e| failed(format!("writing the launcher: {e}")))?;
-    let db = if request.persistent {
-        dir.path().join("nx.db").display().to_string()
-    } else {
-        "memory".to_owned()
-    };
+    let failed = |why: String| ProviderError::StartFailed { provider: "compat", what: "nx-27017".into(), why };
+    let dir = tempfile::Builder::new().prefix("chatbench-nx-").tempdir().map_err(|e| failed(e.to_string()))?;
+    std::fs::write(dir.path().join("nx_launcher.py"), LAUNCHER).map_err(|e| failed(format!("writing the launcher: {e}")))?;
+    // In memory unless a fault restarts it: then on a file it can reopen.
+    let db = if request.persistent { dir.path().join("nx.db").display().to_string() } else { "memory".to_owned() };
     let log = log_dir.join("mongo-compat.log");
+    let _ = std::fs::remove_file(&log);
     let mut last_error = String::new();
     // The port is picked before nx-27017 binds it; retry if someone took it.
     for _attempt in 0..3 {
         let port = free_port().map_err(|e| failed(e.to_string()))?;
-        let log_file = std::fs::File::create(&log)
-            .map_err(|e| failed(format!("creating {}: {e}", log.display())))?;
-        let mut cmd = Command::new(compat_python());
-        cmd.arg(&launcher)
-            .args([
-                "--db",
-                &db,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .arg("--pid-file")
-            .arg(dir.path().join("nx.pid"))
-            .arg("--log-file")
-            .arg(dir.path().join("nx-internal.log"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                log_file.try_clone().map_err(|e| failed(e.to_string()))?,
-            ))
-            .stderr(Stdio::from(log_file));
-        let mut child =
-            ChildGuard::spawn("nx-27017", &mut cmd).map_err(|e| failed(e.to_string()))?;
-        let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
-        let ready = tokio::select! {
-            ready = wait_until_ready(&uri, Duration::from_secs(20)) => ready.map(|_| ()),
-            status = child.child_mut().wait() => Err(format!("exited with {status:?}")),
-        };
-        match ready {
-            Ok(()) => {
+        match Running::spawn(dir.path(), &db, port, &log).await {
+            Ok(child) => {
+                let uri = uri_for(port);
                 tracing::info!(%uri, "compat MongoDB (nx-27017) ready");
-                let running = Running {
-                    _child: child,
-                    _dir: dir,
-                };
-                return Ok(MongoBackend::new(
-                    uri,
-                    ProviderKind::Compat,
-                    version,
-                    false,
-                    running,
-                ));
+                let running = Running { child, dir, db, port, log };
+                return Ok(MongoBackend::new(uri, ProviderKind::Compat, version, false, running));
             }
-            Err(why) => {
-                last_error = format!("{why}; log {}:\n{}", log.display(), tail(&log, 15));
-                drop(child);
-            }
+            Err(why) => last_error = why,
         }
     }
     Err(failed(last_error))

@@ -5,31 +5,16 @@ use crate::provider::{ProviderError, ProviderKind};
 use std::time::Duration;
 
 pub async fn start(request: &MongoRequest) -> Result<MongoBackend, ProviderError> {
-    let uri = request
-        .uri
-        .clone()
-        .ok_or_else(|| ProviderError::Unavailable {
-            provider: "external",
-            why: "no MongoDB URI was given".into(),
-            fix: "Set topology.mongo.uri in the scenario or pass --mongo-uri".into(),
-        })?;
-    let client = wait_until_ready(&uri, Duration::from_secs(5))
-        .await
-        .map_err(|why| ProviderError::StartFailed {
-            provider: "external",
-            what: format!("MongoDB at {uri}"),
-            why,
-        })?;
-    let version = server_version(&client)
-        .await
-        .map_or("MongoDB (version unknown)".into(), |v| {
-            format!("MongoDB {v}")
-        });
-    Ok(MongoBackend::new(
-        uri,
-        ProviderKind::External,
-        version,
-        true,
-        (),
-    ))
+    let uri = request.uri.clone().ok_or_else(|| ProviderError::Unavailable {
+        provider: "external",
+        why: "no MongoDB URI was given".into(),
+        fix: "Set topology.mongo.uri in the scenario or pass --mongo-uri".into(),
+    })?;
+    let client = wait_until_ready(&uri, Duration::from_secs(5)).await.map_err(|why| ProviderError::StartFailed {
+        provider: "external",
+        what: format!("MongoDB at {uri}"),
+        why,
+    })?;
+    let version = server_version(&client).await.map_or("MongoDB (version unknown)".into(), |v| format!("MongoDB {v}"));
+    Ok(MongoBackend::new(uri, ProviderKind::External, version, true, ()))
 }

@@ -14,24 +14,14 @@ pub const REPLICA_SET: &str = "rs0";
 
 pub fn mongod_status() -> Result<String, String> {
     let path = which("mongod").ok_or_else(|| "mongod is not on PATH".to_owned())?;
-    let out = std::process::Command::new(&path)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or("mongod")
-        .to_owned())
+    let out = std::process::Command::new(&path).arg("--version").output().map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("mongod").to_owned())
 }
 
 /// The `replSetInitiate` config for members on these ports.
 pub fn initiate_config(ports: &[u16]) -> Document {
-    let members: Vec<Document> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| doc! {"_id": i as i32, "host": format!("127.0.0.1:{port}")})
-        .collect();
+    let members: Vec<Document> =
+        ports.iter().enumerate().map(|(i, port)| doc! {"_id": i as i32, "host": format!("127.0.0.1:{port}")}).collect();
     doc! {"_id": REPLICA_SET, "members": members}
 }
 
@@ -46,21 +36,16 @@ struct Running {
     _dir: tempfile::TempDir,
 }
 
+impl super::Restart for Running {}
+
 pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
     let version = mongod_status().map_err(|why| ProviderError::Unavailable {
         provider: "process",
         why,
         fix: "Install MongoDB server binaries (mongod) on PATH, or use --provider compat".into(),
     })?;
-    let failed = |why: String| ProviderError::StartFailed {
-        provider: "process",
-        what: "mongod".into(),
-        why,
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("chatbench-mongod-")
-        .tempdir()
-        .map_err(|e| failed(e.to_string()))?;
+    let failed = |why: String| ProviderError::StartFailed { provider: "process", what: "mongod".into(), why };
+    let dir = tempfile::Builder::new().prefix("chatbench-mongod-").tempdir().map_err(|e| failed(e.to_string()))?;
     let mut members = Vec::new();
     let mut ports = Vec::new();
     for i in 0..request.members {
@@ -69,36 +54,21 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
         std::fs::create_dir_all(&dbpath).map_err(|e| failed(e.to_string()))?;
         let log = log_dir.join(format!("mongod-{i}.log"));
         let mut cmd = Command::new("mongod");
-        cmd.args([
-            "--replSet",
-            REPLICA_SET,
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .arg("--dbpath")
-        .arg(&dbpath)
-        .arg("--logpath")
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        members.push(
-            ChildGuard::spawn(format!("mongod-{i}"), &mut cmd)
-                .map_err(|e| failed(e.to_string()))?,
-        );
+        cmd.args(["--replSet", REPLICA_SET, "--bind_ip", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--dbpath")
+            .arg(&dbpath)
+            .arg("--logpath")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        members.push(ChildGuard::spawn(format!("mongod-{i}"), &mut cmd).map_err(|e| failed(e.to_string()))?);
         ports.push(port);
     }
     let first = format!("mongodb://127.0.0.1:{}/?directConnection=true", ports[0]);
     let client = wait_until_ready(&first, Duration::from_secs(30))
         .await
-        .map_err(|why| {
-            failed(format!(
-                "{why}; log:\n{}",
-                tail(&log_dir.join("mongod-0.log"), 15)
-            ))
-        })?;
+        .map_err(|why| failed(format!("{why}; log:\n{}", tail(&log_dir.join("mongod-0.log"), 15))))?;
     client
         .database("admin")
         .run_command(doc! {"replSetInitiate": initiate_config(&ports)})
@@ -109,10 +79,7 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
     loop {
         let ready = wait_until_ready(&uri, Duration::from_secs(5)).await;
         if let Ok(client) = ready {
-            let hello = client
-                .database("admin")
-                .run_command(doc! {"hello": 1})
-                .await;
+            let hello = client.database("admin").run_command(doc! {"hello": 1}).await;
             if hello.is_ok_and(|h| h.get_str("primary").is_ok()) {
                 let v = server_version(&client).await.unwrap_or(version);
                 return Ok(MongoBackend::new(
@@ -120,17 +87,12 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
                     ProviderKind::Process,
                     format!("MongoDB {v}"),
                     true,
-                    Running {
-                        _members: members,
-                        _dir: dir,
-                    },
+                    Running { _members: members, _dir: dir },
                 ));
             }
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(failed(format!(
-                "replica set {REPLICA_SET} elected no primary within 60s"
-            )));
+            return Err(failed(format!("replica set {REPLICA_SET} elected no primary within 60s")));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -146,25 +108,15 @@ mod tests {
         assert_eq!(config.get_str("_id").unwrap(), REPLICA_SET);
         let members = config.get_array("members").unwrap();
         assert_eq!(members.len(), 3);
-        assert_eq!(
-            members[2].as_document().unwrap().get_str("host").unwrap(),
-            "127.0.0.1:3"
-        );
-        assert_eq!(
-            replica_set_uri(&[1, 2]),
-            "mongodb://127.0.0.1:1,127.0.0.1:2/?replicaSet=rs0"
-        );
+        assert_eq!(members[2].as_document().unwrap().get_str("host").unwrap(), "127.0.0.1:3");
+        assert_eq!(replica_set_uri(&[1, 2]), "mongodb://127.0.0.1:1,127.0.0.1:2/?replicaSet=rs0");
     }
 
     #[tokio::test]
     #[ignore = "needs mongod on PATH"]
     async fn starts_a_three_member_replica_set() {
         let dir = tempfile::tempdir().unwrap();
-        let request = MongoRequest {
-            members: 3,
-            uri: None,
-            persistent: false,
-        };
+        let request = MongoRequest { members: 3, uri: None, persistent: false };
         let backend = start(&request, dir.path()).await.unwrap();
         assert!(backend.uri.contains("replicaSet=rs0"));
     }

@@ -1,0 +1,141 @@
+//! The nemesis: applies a scenario's timed faults to the running system —
+//! node processes, MongoDB, client connections — and records when each
+//! started and ended. Faults run one after another in schedule order (a
+//! fault that waits, like `restart_after`, delays the ones behind it).
+
+use crate::client::Window;
+use crate::cluster::Cluster;
+use crate::provider::mongo::MongoBackend;
+use crate::scenario::FaultAction;
+use crate::trace::{Clock, FaultRecord};
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::sync::{Mutex, watch};
+
+/// What the nemesis may act on.
+pub struct Targets {
+    pub cluster: Mutex<Cluster>,
+    pub mongo: Mutex<MongoBackend>,
+    pub drops: watch::Sender<(u64, f64)>,
+    /// Nodes that are down by plan right now (killed or stopped, not restarted).
+    pub down: Mutex<BTreeSet<usize>>,
+    /// Nodes paused by plan right now.
+    pub paused: Mutex<BTreeSet<usize>>,
+}
+
+/// How long a graceful stop may take before it counts as failed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(
+    schedule: Vec<(Duration, FaultAction)>,
+    mut window: watch::Receiver<Option<Window>>,
+    clock: Clock,
+    targets: &Targets,
+) -> Vec<FaultRecord> {
+    let start_ns = loop {
+        if let Some(w) = *window.borrow_and_update() {
+            break w.start_ns;
+        }
+        if window.changed().await.is_err() {
+            return Vec::new();
+        }
+    };
+    let mut records = Vec::with_capacity(schedule.len());
+    for (offset, action) in schedule {
+        tokio::time::sleep_until(clock.instant_at(start_ns + offset.as_nanos() as u64).into()).await;
+        let started = clock.now_ns();
+        tracing::info!(fault = action.name(), node = ?action.node(), "applying fault");
+        let error = apply(&action, targets).await.err();
+        if let Some(e) = &error {
+            tracing::error!(fault = action.name(), error = %e, "fault could not be applied");
+        }
+        records.push(FaultRecord {
+            action: action.name().to_owned(),
+            node: action.node(),
+            start_ns: started,
+            end_ns: clock.now_ns(),
+            error,
+        });
+    }
+    records
+}
+
+async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
+    match *action {
+        FaultAction::KillNode { node, restart_after } => {
+            down(t, node as usize, Signal::SIGKILL).await?;
+            if let Some(after) = restart_after {
+                tokio::time::sleep(after.0).await;
+                up(t, node as usize).await?;
+            }
+        }
+        FaultAction::StopNode { node, restart_after } => {
+            down(t, node as usize, Signal::SIGTERM).await?;
+            if let Some(after) = restart_after {
+                tokio::time::sleep(after.0).await;
+                up(t, node as usize).await?;
+            }
+        }
+        FaultAction::RestartNode { node, down_for } => {
+            down(t, node as usize, Signal::SIGKILL).await?;
+            tokio::time::sleep(down_for.0).await;
+            up(t, node as usize).await?;
+        }
+        FaultAction::PauseNode { node, duration } => {
+            signal(t, node as usize, Signal::SIGSTOP).await?;
+            t.paused.lock().await.insert(node as usize);
+            tokio::time::sleep(duration.0).await;
+            signal(t, node as usize, Signal::SIGCONT).await?;
+            t.paused.lock().await.remove(&(node as usize));
+        }
+        FaultAction::ResumeNode { node } => {
+            signal(t, node as usize, Signal::SIGCONT).await?;
+            t.paused.lock().await.remove(&(node as usize));
+        }
+        FaultAction::RestartMongo { down_for } => t.mongo.lock().await.restart(down_for.0).await?,
+        FaultAction::Random { .. } => return Err("random faults are resolved when the schedule is made".into()),
+        FaultAction::DropClients { share } => {
+            t.drops.send_modify(|(epoch, s)| {
+                *epoch += 1;
+                *s = share;
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn signal(t: &Targets, node: usize, sig: Signal) -> Result<(), String> {
+    if t.down.lock().await.contains(&node) {
+        return Err(format!("node {node} is down"));
+    }
+    t.cluster.lock().await.signal(node, sig).map_err(|e| format!("signal {sig} to node {node}: {e}"))
+}
+
+/// Kill or stop a node and wait for it to exit.
+async fn down(t: &Targets, node: usize, sig: Signal) -> Result<(), String> {
+    signal(t, node, sig).await?;
+    let mut cluster = t.cluster.lock().await;
+    if sig == Signal::SIGTERM && cluster.wait_exit(node, STOP_TIMEOUT).await.is_none() {
+        return Err(format!("node {node} did not exit within {STOP_TIMEOUT:?} of SIGTERM"));
+    }
+    cluster.wait_exit(node, STOP_TIMEOUT).await;
+    t.down.lock().await.insert(node);
+    Ok(())
+}
+
+/// Start a downed node again on its address and wait until it is healthy.
+async fn up(t: &Targets, node: usize) -> Result<(), String> {
+    t.cluster.lock().await.restart(node).await.map_err(|e| e.to_string())?;
+    t.down.lock().await.remove(&node);
+    Ok(())
+}
+
+/// Undo what would outlive the run: resume paused nodes.
+pub async fn settle(t: &Targets) {
+    let paused: Vec<usize> = t.paused.lock().await.iter().copied().collect();
+    let cluster = t.cluster.lock().await;
+    for node in paused {
+        let _ = cluster.signal(node, Signal::SIGCONT);
+    }
+}
