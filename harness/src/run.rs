@@ -11,7 +11,6 @@ use crate::provider::kafka::{self, KafkaBackend, KafkaRequest};
 use crate::provider::mongo::{self, MongoRequest};
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
-use crate::scenario::FaultAction;
 use crate::scenario::{Mode, ProviderChoice, Scenario};
 use crate::trace::{Clock, FOREIGN_MSG, MsgNo, RoomHistory, TRACE_VERSION, Trace, TraceMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -90,7 +89,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         members: topology.mongo.members,
         uri: options.mongo_uri.clone().or_else(|| topology.mongo.uri.clone()),
         // A MongoDB restart needs data that survives it.
-        persistent: scenario.faults.iter().any(|f| matches!(f.action, FaultAction::RestartMongo { .. })),
+        persistent: scenario.may_restart_mongo(),
     };
     tracing::info!(mode = mode.as_str(), provider = ?options.provider, "starting MongoDB");
     let backend = mongo::start(options.provider, &request, dir).await?;

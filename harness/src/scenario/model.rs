@@ -316,6 +316,15 @@ impl FaultAction {
 }
 
 impl Scenario {
+    /// Whether any fault (or random choice) restarts MongoDB.
+    pub fn may_restart_mongo(&self) -> bool {
+        let restarts = |a: &FaultAction| matches!(a, FaultAction::RestartMongo { .. });
+        self.faults.iter().any(|f| match &f.action {
+            FaultAction::Random { choices } => choices.iter().any(restarts),
+            other => restarts(other),
+        })
+    }
+
     /// Every fault occurrence as (offset from the start of sending, action),
     /// in time order; `random` faults are resolved with `seed`.
     pub fn fault_schedule(&self, seed: u64) -> Vec<(std::time::Duration, FaultAction)> {
