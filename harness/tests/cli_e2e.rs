@@ -149,20 +149,34 @@ fn tagged_processes(tag: &str) -> Vec<String> {
     found
 }
 
+/// Start chatbench with `tag` in its environment (children inherit it).
+fn spawn_tagged(args: &[&str], tag: &str) -> std::process::Child {
+    let (key, value) = tag.split_once('=').unwrap();
+    Command::new(BIN).args(args).env(key, value).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
+}
+
+/// Ctrl-C the run, expect exit 130, and expect every tagged process gone.
+fn interrupt_and_assert_nothing_left(mut child: std::process::Child, tag: &str) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = tagged_processes(tag);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "processes outlived the interrupted run: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn ctrl_c_during_a_run_leaves_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let file = scenario(dir.path(), "60s", "");
     let tag = format!("CHATBENCH_TEST_TAG=ctrl-c-{}", std::process::id());
-    let (key, value) = tag.split_once('=').unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
-        .env(key, value)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_tagged(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"], &tag);
     // Wait until the nodes are up and the workload runs.
     let started = Instant::now();
     while !(out.join("changestream/node-1.log").exists() && tagged_processes(&tag).len() >= 4) {
@@ -170,18 +184,7 @@ fn ctrl_c_during_a_run_leaves_no_process_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = tagged_processes(&tag);
-        if left.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "processes outlived the interrupted run: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    interrupt_and_assert_nothing_left(child, &tag);
 }
 
 #[test]
@@ -242,14 +245,7 @@ fn ctrl_c_during_a_fault_leaves_no_process_behind() {
     // Node 0 is frozen (SIGSTOP) from 1s for 60s: interrupt while it is.
     let file = scenario(dir.path(), "30s", "faults:\n  - at: 1s\n    action: {pause_node: {node: 0, duration: 60s}}\n");
     let tag = format!("CHATBENCH_TEST_TAG=ctrl-c-fault-{}", std::process::id());
-    let (key, value) = tag.split_once('=').unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
-        .env(key, value)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_tagged(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"], &tag);
     let started = Instant::now();
     let stopped = |pids: &[String]| {
         pids.iter().any(|p| {
@@ -261,15 +257,5 @@ fn ctrl_c_during_a_fault_leaves_no_process_behind() {
         assert!(started.elapsed() < Duration::from_secs(40), "the pause fault never happened: {:?}", tagged_processes(&tag));
         std::thread::sleep(Duration::from_millis(100));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = tagged_processes(&tag);
-        if left.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "processes outlived the run interrupted during a fault: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    interrupt_and_assert_nothing_left(child, &tag);
 }

@@ -56,22 +56,13 @@ pub async fn start(choice: ProviderChoice, request: &KafkaRequest, log_dir: &Pat
         ProviderChoice::Docker => docker::start(request).await,
         ProviderChoice::External => external::start(request).await,
         ProviderChoice::Auto => {
-            let mut tried = Vec::new();
-            for (kind, available) in [
-                (ProviderChoice::Docker, super::docker_reachable().map(|_| ())),
-                (ProviderChoice::Process, kafka_status().map(|_| ())),
-                (ProviderChoice::Compat, tansu_status().map(|_| ())),
-            ] {
-                match available {
-                    Ok(()) => return Box::pin(start(kind, request, log_dir)).await,
-                    Err(why) => tried.push(format!("{kind:?}: {why}")),
-                }
-            }
-            Err(ProviderError::Unavailable {
-                provider: "auto",
-                why: format!("no Kafka provider can serve this run ({})", tried.join("; ")),
-                fix: "Run ci/setup for the compat broker (tansu), start Docker, or give --kafka-bootstrap with --provider external".into(),
-            })
+            let candidates = [
+                (ProviderChoice::Docker, super::docker_reachable()),
+                (ProviderChoice::Process, kafka_status()),
+                (ProviderChoice::Compat, tansu_status()),
+            ];
+            let fix = "Run ci/setup for the compat broker (tansu), start Docker, or give --kafka-bootstrap with --provider external";
+            super::first_that_works("Kafka", candidates, fix, |kind| Box::pin(start(kind, request, log_dir))).await
         }
     }
 }

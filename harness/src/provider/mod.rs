@@ -44,6 +44,34 @@ pub enum ProviderError {
     StartFailed { provider: &'static str, what: String, why: String },
 }
 
+/// `auto`: try the providers that report themselves available, in order.
+/// One that cannot honour the request is skipped (auto may pick another
+/// that can); any other failure is final — nothing silently downgrades.
+pub(crate) async fn first_that_works<'a, B>(
+    backend: &str,
+    candidates: [(ProviderChoice, Result<String, String>); 3],
+    fix: &str,
+    mut start: impl FnMut(ProviderChoice) -> std::pin::Pin<Box<dyn Future<Output = Result<B, ProviderError>> + 'a>>,
+) -> Result<B, ProviderError> {
+    let mut tried = Vec::new();
+    for (kind, available) in candidates {
+        if let Err(why) = available {
+            tried.push(format!("{kind:?}: {why}"));
+            continue;
+        }
+        match start(kind).await {
+            Ok(b) => return Ok(b),
+            Err(e @ ProviderError::CannotHonour { .. }) => tried.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ProviderError::Unavailable {
+        provider: "auto",
+        why: format!("no {backend} provider can serve this run ({})", tried.join("; ")),
+        fix: fix.to_owned(),
+    })
+}
+
 /// Where `ci/setup` installs the compat backends.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CHATBENCH_CACHE") {

@@ -70,27 +70,13 @@ pub async fn start(choice: ProviderChoice, request: &MongoRequest, log_dir: &Pat
         ProviderChoice::Docker => docker::start(request).await,
         ProviderChoice::External => external::start(request).await,
         ProviderChoice::Auto => {
-            let mut tried = Vec::new();
-            for (kind, available) in [
-                (ProviderChoice::Docker, super::docker_reachable().map(|_| ()).map_err(|e| e.to_string())),
-                (ProviderChoice::Process, mongod_status().map(|_| ())),
-                (ProviderChoice::Compat, compat_status().map(|_| ())),
-            ] {
-                if let Err(why) = available {
-                    tried.push(format!("{kind:?}: {why}"));
-                    continue;
-                }
-                match Box::pin(start(kind, request, log_dir)).await {
-                    Ok(backend) => return Ok(backend),
-                    Err(e @ ProviderError::CannotHonour { .. }) => tried.push(e.to_string()),
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(ProviderError::Unavailable {
-                provider: "auto",
-                why: format!("no MongoDB provider can serve this run ({})", tried.join("; ")),
-                fix: "Run ci/setup for the compat backend, put mongod on PATH, start Docker, or give --provider external with a URI".into(),
-            })
+            let candidates = [
+                (ProviderChoice::Docker, super::docker_reachable()),
+                (ProviderChoice::Process, mongod_status()),
+                (ProviderChoice::Compat, compat_status()),
+            ];
+            let fix = "Run ci/setup for the compat backend, put mongod on PATH, start Docker, or give --provider external with a URI";
+            super::first_that_works("MongoDB", candidates, fix, |kind| Box::pin(start(kind, request, log_dir))).await
         }
     }
 }
