@@ -27,6 +27,8 @@ pub struct ClusterSpec {
     pub server_bin: PathBuf,
     pub nodes: u32,
     pub mongo_uri: String,
+    /// Per node, a different MongoDB URI (through that node's fault proxy).
+    pub node_mongo_uris: Vec<String>,
     pub db: String,
     pub mode: Mode,
     /// Extra `chat-server` flags (e.g. `--sabotage` in tests).
@@ -169,7 +171,8 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
     }
     let log_file = std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;
     let mut cmd = Command::new(&spec.server_bin);
-    cmd.args(["--listen", &listen, "--mongo-uri", &spec.mongo_uri, "--db", &spec.db])
+    let mongo_uri = spec.node_mongo_uris.get(index).unwrap_or(&spec.mongo_uri);
+    cmd.args(["--listen", &listen, "--mongo-uri", mongo_uri, "--db", &spec.db])
         .args(["--node-id", &format!("node-{index}"), "--mode", spec.mode.as_str()])
         .args(&spec.extra_args)
         .env("NO_COLOR", "1")

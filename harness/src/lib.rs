@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod nemesis;
 pub mod process;
 pub mod provider;
+pub mod proxy;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -6,6 +6,7 @@
 use crate::client::Window;
 use crate::cluster::Cluster;
 use crate::provider::mongo::MongoBackend;
+use crate::proxy::{FaultProxy, LinkFault};
 use crate::scenario::FaultAction;
 use crate::trace::{Clock, FaultRecord};
 use nix::sys::signal::Signal;
@@ -22,6 +23,9 @@ pub struct Targets {
     pub down: Mutex<BTreeSet<usize>>,
     /// Nodes paused by plan right now.
     pub paused: Mutex<BTreeSet<usize>>,
+    /// Per node: the fault proxy on its link to MongoDB (empty when the
+    /// scenario has no network faults).
+    pub links: Vec<FaultProxy>,
 }
 
 /// How long a graceful stop may take before it counts as failed.
@@ -94,6 +98,15 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
             t.paused.lock().await.remove(&(node as usize));
         }
         FaultAction::RestartMongo { down_for } => t.mongo.lock().await.restart(down_for.0).await?,
+        FaultAction::Network { node, duration, latency, jitter, bandwidth_bytes_per_s, blackhole, reset } => {
+            let link = t.links.get(node as usize).ok_or_else(|| format!("node {node} has no fault proxy on its MongoDB link"))?;
+            if reset {
+                link.reset_connections();
+            }
+            link.set(LinkFault { latency: latency.0, jitter: jitter.0, bandwidth_bytes_per_s, blackhole });
+            tokio::time::sleep(duration.0).await;
+            link.set(LinkFault::default());
+        }
         FaultAction::Random { .. } => return Err("random faults are resolved when the schedule is made".into()),
         FaultAction::DropClients { share } => {
             t.drops.send_modify(|(epoch, s)| {
@@ -131,8 +144,11 @@ async fn up(t: &Targets, node: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Undo what would outlive the run: resume paused nodes.
+/// Undo what would outlive the run: resume paused nodes, heal links.
 pub async fn settle(t: &Targets) {
+    for link in &t.links {
+        link.set(LinkFault::default());
+    }
     let paused: Vec<usize> = t.paused.lock().await.iter().copied().collect();
     let cluster = t.cluster.lock().await;
     for node in paused {

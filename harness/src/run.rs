@@ -9,6 +9,7 @@ use crate::nemesis::{self, Targets};
 use crate::provider::ProviderError;
 use crate::provider::kafka::{self, KafkaBackend, KafkaRequest};
 use crate::provider::mongo::{self, MongoRequest};
+use crate::proxy::FaultProxy;
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
 use crate::scenario::{Mode, ProviderChoice, Scenario};
@@ -111,11 +112,26 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         Some(k) => (format!("{backend_version} + {}", k.version), backend_is_real && k.is_real_kafka),
         None => (backend_version, backend_is_real),
     };
+    // Network faults: each node reaches MongoDB through its own fault proxy.
+    let mut links = Vec::new();
+    if scenario.needs_link_proxies() {
+        let upstream = single_host(&backend.uri).ok_or_else(|| {
+            InfraError::Provider(crate::provider::ProviderError::CannotHonour {
+                provider: "network faults",
+                why: format!("the MongoDB URI {} has several hosts; the fault proxy needs a single-host URI", backend.uri),
+            })
+        })?;
+        for _ in 0..topology.nodes {
+            let proxy = FaultProxy::start(upstream).await.map_err(|e| InfraError::Output { path: "fault proxy".into(), source: e })?;
+            links.push(proxy);
+        }
+    }
     let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     let spec = ClusterSpec {
         server_bin: options.server_bin.clone(),
         nodes: topology.nodes,
         mongo_uri: backend.uri.clone(),
+        node_mongo_uris: links.iter().map(|l| with_host(&backend.uri, l.addr)).collect(),
         db,
         mode,
         extra_args: node_args(options, kafka.as_ref()),
@@ -138,6 +154,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         drops,
         down: Mutex::new(BTreeSet::new()),
         paused: Mutex::new(BTreeSet::new()),
+        links,
     };
     let workload = client::run(&plans, &urls, &rooms, &scenario.workload, options.seed, clock, shared.clone(), controls);
     let (outcome, faults) = tokio::join!(workload, nemesis::run(scenario.fault_schedule(options.seed), window, clock, &targets));
@@ -202,6 +219,24 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         notes,
     };
     Ok(evaluate(&trace, &scenario.checks, ctx))
+}
+
+/// The one `host:port` of a MongoDB URI (None when it lists several).
+fn single_host(uri: &str) -> Option<std::net::SocketAddr> {
+    let rest = uri.strip_prefix("mongodb://")?;
+    let hosts = rest.split(['/', '?']).next()?;
+    let hosts = hosts.rsplit('@').next()?;
+    if hosts.contains(',') {
+        return None;
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(hosts).ok()?.next()
+}
+
+/// The URI with its single host replaced by `addr`.
+fn with_host(uri: &str, addr: std::net::SocketAddr) -> String {
+    let rest = uri.strip_prefix("mongodb://").unwrap_or(uri);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    format!("mongodb://{addr}{}", &rest[end..])
 }
 
 /// Flags for every node: the Kafka connection in kafka mode, plus extras.
@@ -295,4 +330,17 @@ async fn read_history(base: &str, rooms: &[String]) -> Vec<RoomHistory> {
         out.push(history);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_host_uri_is_rerouted_through_a_proxy() {
+        let uri = "mongodb://127.0.0.1:27017/?directConnection=true";
+        assert_eq!(single_host(uri), Some("127.0.0.1:27017".parse().unwrap()));
+        assert_eq!(with_host(uri, "127.0.0.1:40000".parse().unwrap()), "mongodb://127.0.0.1:40000/?directConnection=true");
+        assert_eq!(single_host("mongodb://127.0.0.1:1,127.0.0.1:2/?replicaSet=rs0"), None);
+    }
 }

@@ -285,6 +285,24 @@ pub enum FaultAction {
     },
     /// Close this share (0..1) of all client connections at once; they reconnect.
     DropClients { share: f64 },
+    /// Degrade node `node`'s link to MongoDB for `duration` through the
+    /// harness's TCP fault proxy: added latency (+ random jitter), a
+    /// bandwidth cap, a blackhole (bytes held), and/or resetting its
+    /// connections when the fault starts.
+    Network {
+        node: u32,
+        duration: HumanDuration,
+        #[serde(default = "zero")]
+        latency: HumanDuration,
+        #[serde(default = "zero")]
+        jitter: HumanDuration,
+        #[serde(default)]
+        bandwidth_bytes_per_s: Option<u64>,
+        #[serde(default)]
+        blackhole: bool,
+        #[serde(default)]
+        reset: bool,
+    },
     /// Each time, one of `choices` picked at random from the run's seed.
     Random { choices: Vec<FaultAction> },
 }
@@ -296,7 +314,8 @@ impl FaultAction {
             | FaultAction::StopNode { node, .. }
             | FaultAction::PauseNode { node, .. }
             | FaultAction::ResumeNode { node }
-            | FaultAction::RestartNode { node, .. } => Some(*node),
+            | FaultAction::RestartNode { node, .. }
+            | FaultAction::Network { node, .. } => Some(*node),
             FaultAction::RestartMongo { .. } | FaultAction::DropClients { .. } | FaultAction::Random { .. } => None,
         }
     }
@@ -310,19 +329,29 @@ impl FaultAction {
             FaultAction::RestartNode { .. } => "restart_node",
             FaultAction::RestartMongo { .. } => "restart_mongo",
             FaultAction::DropClients { .. } => "drop_clients",
+            FaultAction::Network { .. } => "network",
             FaultAction::Random { .. } => "random",
         }
     }
 }
 
 impl Scenario {
-    /// Whether any fault (or random choice) restarts MongoDB.
-    pub fn may_restart_mongo(&self) -> bool {
-        let restarts = |a: &FaultAction| matches!(a, FaultAction::RestartMongo { .. });
+    /// Whether any fault (or random choice) satisfies `test`.
+    fn any_fault(&self, test: impl Fn(&FaultAction) -> bool) -> bool {
         self.faults.iter().any(|f| match &f.action {
-            FaultAction::Random { choices } => choices.iter().any(restarts),
-            other => restarts(other),
+            FaultAction::Random { choices } => choices.iter().any(&test),
+            other => test(other),
         })
+    }
+
+    /// Whether any fault restarts MongoDB (it then needs data that survives).
+    pub fn may_restart_mongo(&self) -> bool {
+        self.any_fault(|a| matches!(a, FaultAction::RestartMongo { .. }))
+    }
+
+    /// Whether any fault degrades a node's network link (proxies needed).
+    pub fn needs_link_proxies(&self) -> bool {
+        self.any_fault(|a| matches!(a, FaultAction::Network { .. }))
     }
 
     /// Every fault occurrence as (offset from the start of sending, action),

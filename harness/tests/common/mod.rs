@@ -30,6 +30,7 @@ pub async fn start(nodes: u32, extra_args: &[&str]) -> Env {
         server_bin: find_server_bin().expect("chat-server is built: run `cargo build --workspace --bins` first"),
         nodes,
         mongo_uri: mongo.uri.clone(),
+        node_mongo_uris: Vec::new(),
         db: "e2e".into(),
         mode: Mode::Changestream,
         extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
