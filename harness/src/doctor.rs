@@ -1,6 +1,7 @@
 //! `chatbench doctor`: which providers work on this machine and what to
 //! install for the others.
 
+use crate::provider::kafka::{kafka_status, tansu_status};
 use crate::provider::mongo::{compat_python, compat_status, mongod_status};
 use crate::provider::{cache_dir, docker_reachable};
 
@@ -15,7 +16,7 @@ pub fn survey() -> Vec<ProviderStatus> {
     vec![
         ProviderStatus {
             provider: "docker",
-            backend: "MongoDB (testcontainers mongo, single-member replica set)",
+            backend: "MongoDB (mongo image, 1-member replica set) and Kafka (kafka::apache, KRaft)",
             ready: docker_reachable(),
             fix: "start a Docker engine (or set DOCKER_HOST)".into(),
         },
@@ -32,8 +33,20 @@ pub fn survey() -> Vec<ProviderStatus> {
             fix: format!("run ci/setup (installs into {}; python at {})", cache_dir().display(), compat_python().display()),
         },
         ProviderStatus {
+            provider: "process",
+            backend: "Kafka (kafka-server-start.sh on PATH, KRaft) for --mode kafka",
+            ready: kafka_status(),
+            fix: "put Apache Kafka's bin/ on PATH".into(),
+        },
+        ProviderStatus {
+            provider: "compat",
+            backend: "tansu (Kafka API, in memory; not Kafka's speed) for --mode kafka",
+            ready: tansu_status(),
+            fix: "run ci/setup (cargo install tansu --version 0.6.0 --locked --features dynostore)".into(),
+        },
+        ProviderStatus {
             provider: "external",
-            backend: "any MongoDB replica set you run",
+            backend: "any MongoDB (and Kafka) you run",
             ready: Err("needs a URI".into()),
             fix: "pass --mongo-uri mongodb://... (or topology.mongo.uri)".into(),
         },
