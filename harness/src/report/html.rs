@@ -4,6 +4,7 @@
 //! in 1 s buckets per mode — the side-by-side table and the findings.
 
 use super::{COMPAT_WARNING, ModeReport, RunReport, fmt_us};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 const WIDTH: u32 = 900;
@@ -24,13 +25,27 @@ fn nines(percentile: f64) -> f64 {
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
+/// Draw one chart on a white SVG canvas and return the SVG text.
+fn svg_chart(draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult) -> Result<String, String> {
     let mut svg = String::new();
-    let mut draw = || -> DrawResult {
+    {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE)?;
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(&root).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// A legend entry: a short line in the series' colour.
+fn legend(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+}
+
+fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
+    svg_chart(|root| {
         let max_ms = modes.iter().flat_map(|m| m.delivery_curve.iter().map(|p| p.1 as f64 / 1000.0)).fold(1.0, f64::max);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption("Delivery latency by percentile (log scale)", ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
@@ -53,17 +68,11 @@ fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
         for (i, mode) in modes.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points: Vec<(f64, f64)> = mode.delivery_curve.iter().map(|&(p, us)| (nines(p), (us as f64 / 1000.0).max(0.01))).collect();
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-                .label(mode.mode.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?.label(mode.mode.clone()).legend(legend(color));
         }
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
-        root.present()?;
         Ok(())
-    };
-    draw().map_err(|e| e.to_string())?;
-    Ok(svg)
+    })
 }
 
 /// A per-second series for every mode: `value` picks the y of a bucket.
@@ -73,13 +82,10 @@ fn timeline_chart(
     y_desc: &str,
     series: &[(&str, fn(&super::TimelineBucket) -> f64)],
 ) -> Result<String, String> {
-    let mut svg = String::new();
-    let mut draw = || -> DrawResult {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE)?;
+    svg_chart(|root| {
         let max_t = modes.iter().map(|m| m.timeline.len()).max().unwrap_or(1).max(1) as f64;
         let max_y = modes.iter().flat_map(|m| m.timeline.iter().flat_map(|b| series.iter().map(move |(_, f)| f(b)))).fold(1.0, f64::max);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
@@ -106,15 +112,12 @@ fn timeline_chart(
                 chart
                     .draw_series(LineSeries::new(points, color.stroke_width(2)))?
                     .label(format!("{} {name}", mode.mode))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                    .legend(legend(color));
             }
         }
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
-        root.present()?;
         Ok(())
-    };
-    draw().map_err(|e| e.to_string())?;
-    Ok(svg)
+    })
 }
 
 fn chart_or_note(result: Result<String, String>) -> String {
