@@ -5,7 +5,7 @@
 use crate::process::{ChildGuard, tail};
 use crate::scenario::Mode;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -219,9 +219,4 @@ async fn wait_healthy(node: &Node) -> Result<(), ClusterError> {
         log: node.log.display().to_string(),
         tail: tail(&node.log, 20),
     })
-}
-
-/// A path's parent folder exists (for logs).
-pub fn ensure_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)
 }

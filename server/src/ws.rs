@@ -159,11 +159,10 @@ impl Connection {
     /// abandoned when the hub flags this connection as a slow consumer
     /// (the frame stays buffered whole; no partial frame is left behind).
     async fn write(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
-        let slow = self.handle.slow.clone();
         tokio::select! {
             biased;
             written = self.sink.send(Message::Text(frame)) => Ok(written?),
-            _ = slow.notified() => Err(Stop::Slow),
+            _ = self.handle.slow.notified() => Err(Stop::Slow),
         }
     }
 
@@ -202,22 +201,25 @@ impl Connection {
         match out {
             Outbound::Reply(frame) => self.write(frame).await,
             Outbound::Live { room, seq, frame } => {
-                let Some(room) = self.next_seq.get_key_value(&*room).map(|(k, _)| k.clone()) else {
+                let Some(&next) = self.next_seq.get(&*room) else {
                     return Ok(()); // unsubscribed meanwhile
                 };
-                let next = self.next_seq[&room];
                 if seq < next {
                     return Ok(());
                 }
                 if seq > next {
-                    self.catch_up(&room, Some(seq)).await?;
-                    if self.next_seq.get(&room) != Some(&seq) {
-                        self.behind.insert(room);
+                    // Rare (stream resume, Kafka produce order): fill the gap first.
+                    let owned = self.next_seq.get_key_value(&*room).map(|(k, _)| k.clone()).expect("present: looked up above");
+                    self.catch_up(&owned, Some(seq)).await?;
+                    if self.next_seq.get(&owned) != Some(&seq) {
+                        self.behind.insert(owned);
                         return Ok(());
                     }
                 }
                 self.write_msg(frame).await?;
-                self.next_seq.insert(room, seq + 1);
+                if let Some(owed) = self.next_seq.get_mut(&*room) {
+                    *owed = seq + 1;
+                }
                 Ok(())
             }
         }

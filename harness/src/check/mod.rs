@@ -181,14 +181,6 @@ impl<'a> TraceIndex<'a> {
         }
         Self { trace, sends, send_order, subscribers }
     }
-
-    /// The `seq` a message got: from its ack, else from any delivery.
-    pub fn seq_of(&self, msg: MsgNo) -> Option<u64> {
-        if let Some((seq, _)) = self.sends.get(&msg).and_then(|s| s.ack) {
-            return Some(seq);
-        }
-        self.subscribers.iter().flat_map(|s| &s.deliveries).find(|d| d.msg == msg).map(|d| d.seq)
-    }
 }
 
 /// Every checker's findings over one trace, sorted for stable output.

@@ -263,13 +263,10 @@ async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
             let Some((ws, node)) = connect(ctx, &mut attempt_from, false).await else { return Ok(()) };
             rec.record(EventKind::Reconnected { node });
             (write, read) = ws.split();
-            // Resend everything unacked with the same id, oldest first.
-            resend_at = None;
-            for (&msg, o) in &outstanding {
-                rec.record(EventKind::Send { room, msg, scheduled_ns: o.scheduled_ns });
-                if write.send(Message::text(frame_for(msg, &o.body))).await.is_err() {
-                    break; // the loop notices the broken socket and reconnects
-                }
+            // Resend everything unacked with the same id, oldest first,
+            // before anything new (the same path as after an error frame).
+            if !outstanding.is_empty() {
+                resend_at = Some(ctx.clock.now_ns());
             }
         }
     }

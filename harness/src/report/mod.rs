@@ -21,7 +21,7 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 /// At most this many findings are listed per mode (all are counted).
 pub const MAX_LISTED_FINDINGS: usize = 500;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunReport {
     pub schema_version: u32,
     pub chatbench_version: String,
@@ -33,7 +33,7 @@ pub struct RunReport {
     pub modes: Vec<ModeReport>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModeReport {
     pub mode: String,
     pub provider: String,
