@@ -13,7 +13,7 @@ use crate::proxy::FaultProxy;
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
 use crate::scenario::{Mode, ProviderChoice, Scenario};
-use crate::trace::{Clock, FOREIGN_MSG, MsgNo, RoomHistory, TRACE_VERSION, Trace, TraceMeta};
+use crate::trace::{Clock, FOREIGN_MSG, MsgNo, RoomHistory, TRACE_VERSION, Trace, TraceMeta, parse_wire_id};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -323,7 +323,7 @@ async fn read_history(base: &str, rooms: &[String]) -> Vec<RoomHistory> {
             }
             for m in page.messages {
                 after = after.max(m.seq);
-                let msg: MsgNo = m.id.parse().unwrap_or(FOREIGN_MSG);
+                let msg: MsgNo = parse_wire_id(&m.id).unwrap_or(FOREIGN_MSG);
                 history.entries.push((m.seq, msg));
             }
         }

@@ -19,6 +19,18 @@ pub type MsgNo = u64;
 /// Stands for a delivered `id` that is not a harness message number.
 pub const FOREIGN_MSG: MsgNo = u64::MAX;
 
+/// A message number as the wire `id`: `m<number>`. Not a bare number:
+/// nx-27017 (the compat MongoDB) cannot find documents by a string field
+/// that looks like an integer, which would break idempotent resends there.
+pub fn wire_id(msg: MsgNo) -> String {
+    format!("m{msg}")
+}
+
+/// The message number in a wire `id`, if it is one of ours.
+pub fn parse_wire_id(id: &str) -> Option<MsgNo> {
+    id.strip_prefix('m')?.parse().ok()
+}
+
 /// The message number a client's `k`-th send carries.
 pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
     (u64::from(client) << 32) | u64::from(k)
@@ -254,6 +266,14 @@ mod tests {
         assert_eq!(Trace::read(&path).unwrap(), trace);
         std::fs::write(&path, b"not a trace").unwrap();
         assert!(Trace::read(&path).is_err());
+    }
+
+    #[test]
+    fn wire_ids_round_trip_and_foreign_ids_do_not_parse() {
+        assert_eq!(wire_id(77309411352), "m77309411352");
+        assert_eq!(parse_wire_id(&wire_id(77309411352)), Some(77309411352));
+        assert_eq!(parse_wire_id("77309411352"), None);
+        assert_eq!(parse_wire_id("hello"), None);
     }
 
     #[test]

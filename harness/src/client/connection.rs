@@ -12,7 +12,7 @@
 
 use super::{ClientPlan, Shared, Window};
 use crate::scenario::{Load, MessageBytes, Workload};
-use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, Role, msg_no};
+use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, Role, msg_no, parse_wire_id, wire_id};
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -183,7 +183,7 @@ async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
     let mut drops = ctx.drops.clone();
     let drain_deadline = end_ns + ctx.workload.drain_timeout.0.as_nanos() as u64;
     let frame_for =
-        |msg: MsgNo, body: &str| serde_json::json!({"op": "send", "room": ctx.room, "id": msg.to_string(), "body": body}).to_string();
+        |msg: MsgNo, body: &str| serde_json::json!({"op": "send", "room": ctx.room, "id": wire_id(msg), "body": body}).to_string();
     loop {
         let now = ctx.clock.now_ns();
         let next_ns = if period_ns > 0 { start_ns + offset_ns + u64::from(k) * period_ns } else { now };
@@ -214,6 +214,7 @@ async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
                     let body = body(&mut rng, &ctx.workload.message_bytes);
                     rec.record(EventKind::Send { room, msg, scheduled_ns: next_ns });
                     ctx.shared.sent.fetch_add(1, Ordering::Relaxed);
+                    ctx.shared.outstanding.fetch_add(1, Ordering::Relaxed);
                     let sent = write.send(Message::text(frame_for(msg, &body))).await;
                     outstanding.insert(msg, Outstanding { scheduled_ns: next_ns, body });
                     if sent.is_err() {
@@ -224,12 +225,13 @@ async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
             incoming = read.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
-                    let msg = frame.id.as_deref().and_then(|id| id.parse::<MsgNo>().ok());
+                    let msg = frame.id.as_deref().and_then(parse_wire_id);
                     match (frame.op.as_str(), msg, frame.seq) {
                         ("ack", Some(msg), Some(seq)) => {
                             rec.record(EventKind::Ack { room, msg, seq });
                             if outstanding.remove(&msg).is_some() {
                                 ctx.shared.acked.fetch_add(1, Ordering::Relaxed);
+                                ctx.shared.outstanding.fetch_sub(1, Ordering::Relaxed);
                             }
                             ctx.shared.room_max_acked[room as usize].fetch_max(seq, Ordering::Relaxed);
                         }
@@ -321,7 +323,7 @@ async fn subscriber(ctx: &Context, rec: &mut Recorder) -> Outcome {
                         let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
                         match frame.op.as_str() {
                             "msg" => {
-                                let msg = frame.id.as_deref().and_then(|id| id.parse::<MsgNo>().ok()).unwrap_or(FOREIGN_MSG);
+                                let msg = frame.id.as_deref().and_then(parse_wire_id).unwrap_or(FOREIGN_MSG);
                                 let seq = frame.seq.unwrap_or(0);
                                 rec.record(EventKind::Deliver { room, msg, seq });
                                 ctx.shared.delivered.fetch_add(1, Ordering::Relaxed);

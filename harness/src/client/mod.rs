@@ -23,6 +23,8 @@ pub struct Shared {
     pub acked: AtomicU64,
     pub delivered: AtomicU64,
     pub errors: AtomicU64,
+    /// Sends not yet acked, over all senders.
+    pub outstanding: AtomicU64,
     pub closed: AtomicU64,
     /// Clients connected (and, for subscribers, subscribed) before the start.
     pub ready: AtomicU64,
@@ -39,6 +41,7 @@ impl Shared {
             acked: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            outstanding: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             ready: AtomicU64::new(0),
             room_max_acked: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
@@ -139,8 +142,8 @@ pub async fn run(
     let deadline = drain_started + workload.drain_timeout.0;
     let mut drained = false;
     while tokio::time::Instant::now() < deadline {
-        let senders_done =
-            shared.sent.load(Ordering::Relaxed) <= shared.acked.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed);
+        // An error frame does not settle a send (it is resent); only an ack does.
+        let senders_done = shared.outstanding.load(Ordering::Relaxed) == 0;
         if senders_done && shared.drained(plans) {
             drained = true;
             break;
