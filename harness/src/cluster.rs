@@ -33,6 +33,9 @@ pub struct ClusterSpec {
     pub mode: Mode,
     /// Extra `chat-server` flags (e.g. `--sabotage` in tests).
     pub extra_args: Vec<String>,
+    /// Per node, flags after `extra_args` (a later flag wins: e.g. that
+    /// node's own Kafka bootstrap through its fault proxy).
+    pub per_node_args: Vec<Vec<String>>,
     pub log_dir: PathBuf,
 }
 
@@ -175,6 +178,7 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
     cmd.args(["--listen", &listen, "--mongo-uri", mongo_uri, "--db", &spec.db])
         .args(["--node-id", &format!("node-{index}"), "--mode", spec.mode.as_str()])
         .args(&spec.extra_args)
+        .args(spec.per_node_args.get(index).into_iter().flatten())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -5,9 +5,10 @@
 
 use crate::client::Window;
 use crate::cluster::Cluster;
+use crate::provider::kafka::{KafkaBackend, KafkaLink};
 use crate::provider::mongo::MongoBackend;
 use crate::proxy::{FaultProxy, LinkFault};
-use crate::scenario::FaultAction;
+use crate::scenario::{FaultAction, LinkTarget};
 use crate::trace::{Clock, FaultRecord};
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
@@ -24,8 +25,13 @@ pub struct Targets {
     /// Nodes paused by plan right now.
     pub paused: Mutex<BTreeSet<usize>>,
     /// Per node: the fault proxy on its link to MongoDB (empty when the
-    /// scenario has no network faults).
+    /// scenario has no network faults on it).
     pub links: Vec<FaultProxy>,
+    /// The broker, in kafka mode.
+    pub kafka: Option<Mutex<KafkaBackend>>,
+    /// Per node: its path to Kafka through a fault proxy (kafka mode, when
+    /// the scenario has network faults on the Kafka link).
+    pub kafka_links: Vec<KafkaLink>,
 }
 
 /// How long a graceful stop may take before it counts as failed.
@@ -98,8 +104,19 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
             t.paused.lock().await.remove(&(node as usize));
         }
         FaultAction::RestartMongo { down_for } => t.mongo.lock().await.restart(down_for.0).await?,
-        FaultAction::Network { node, duration, latency, jitter, bandwidth_bytes_per_s, blackhole, reset } => {
-            let link = t.links.get(node as usize).ok_or_else(|| format!("node {node} has no fault proxy on its MongoDB link"))?;
+        FaultAction::RestartKafka { down_for } => {
+            let kafka = t.kafka.as_ref().ok_or("this mode runs no Kafka")?;
+            kafka.lock().await.restart(down_for.0).await?;
+            for link in &t.kafka_links {
+                link.broker_restarted().await?;
+            }
+        }
+        FaultAction::Network { node, link, duration, latency, jitter, bandwidth_bytes_per_s, blackhole, reset } => {
+            let link = match link {
+                LinkTarget::Mongo => t.links.get(node as usize),
+                LinkTarget::Kafka => t.kafka_links.get(node as usize).map(|l| &l.proxy),
+            }
+            .ok_or_else(|| format!("node {node} has no fault proxy on its {link:?} link"))?;
             if reset {
                 link.reset_connections();
             }
@@ -146,7 +163,7 @@ async fn up(t: &Targets, node: usize) -> Result<(), String> {
 
 /// Undo what would outlive the run: resume paused nodes, heal links.
 pub async fn settle(t: &Targets) {
-    for link in &t.links {
+    for link in t.links.iter().chain(t.kafka_links.iter().map(|l| &l.proxy)) {
         link.set(LinkFault::default());
     }
     let paused: Vec<usize> = t.paused.lock().await.iter().copied().collect();

@@ -7,12 +7,12 @@ use crate::client::{self, Controls, Shared, plan_clients};
 use crate::cluster::{Cluster, ClusterError, ClusterSpec};
 use crate::nemesis::{self, Targets};
 use crate::provider::ProviderError;
-use crate::provider::kafka::{self, KafkaBackend, KafkaRequest};
+use crate::provider::kafka::{self, KafkaBackend, KafkaLink, KafkaRequest};
 use crate::provider::mongo::{self, MongoRequest};
 use crate::proxy::FaultProxy;
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
-use crate::scenario::{Mode, ProviderChoice, Scenario};
+use crate::scenario::{LinkTarget, Mode, ProviderChoice, Scenario};
 use crate::trace::{Clock, FOREIGN_MSG, MsgNo, RoomHistory, TRACE_VERSION, Trace, TraceMeta, parse_wire_id};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
@@ -102,6 +102,8 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
                 topic: "chatbench.messages".into(),
                 partitions: topology.kafka.partitions as i32,
                 bootstrap: options.kafka_bootstrap.clone().or_else(|| topology.kafka.bootstrap.clone()),
+                // A Kafka restart needs data that survives it.
+                persistent: scenario.may_restart_kafka(),
             };
             tracing::info!(provider = ?options.provider, "starting Kafka");
             Some(kafka::start(options.provider, &request, dir).await?)
@@ -112,9 +114,10 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         Some(k) => (format!("{backend_version} + {}", k.version), backend_is_real && k.is_real_kafka),
         None => (backend_version, backend_is_real),
     };
-    // Network faults: each node reaches MongoDB through its own fault proxy.
+    // Network faults: each node reaches MongoDB (and Kafka) through its own
+    // fault proxy.
     let mut links = Vec::new();
-    if scenario.needs_link_proxies() {
+    if scenario.needs_link_proxies(LinkTarget::Mongo) {
         let upstream = single_host(&backend.uri).ok_or_else(|| {
             InfraError::Provider(crate::provider::ProviderError::CannotHonour {
                 provider: "network faults",
@@ -126,6 +129,15 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
             links.push(proxy);
         }
     }
+    let mut kafka_links = Vec::new();
+    if let Some(k) = kafka.as_ref().filter(|_| scenario.needs_link_proxies(LinkTarget::Kafka)) {
+        for node in 0..topology.nodes {
+            let link = KafkaLink::start(&k.bootstrap, &dir.join(format!("kafka-link-{node}.log")))
+                .await
+                .map_err(|why| InfraError::Provider(crate::provider::ProviderError::CannotHonour { provider: "network faults", why }))?;
+            kafka_links.push(link);
+        }
+    }
     let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     let spec = ClusterSpec {
         server_bin: options.server_bin.clone(),
@@ -134,7 +146,8 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         node_mongo_uris: links.iter().map(|l| with_host(&backend.uri, l.addr)).collect(),
         db,
         mode,
-        extra_args: node_args(options, kafka.as_ref()),
+        extra_args: node_args(options, kafka.as_ref(), !kafka_links.is_empty()),
+        per_node_args: kafka_links.iter().map(|l| vec!["--kafka-bootstrap".to_owned(), l.proxy.addr.to_string()]).collect(),
         log_dir: dir.to_owned(),
     };
     tracing::info!(nodes = topology.nodes, "starting chat-server nodes");
@@ -155,14 +168,21 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         down: Mutex::new(BTreeSet::new()),
         paused: Mutex::new(BTreeSet::new()),
         links,
+        kafka: kafka.map(Mutex::new),
+        kafka_links,
     };
     let workload = client::run(&plans, &urls, &rooms, &scenario.workload, options.seed, clock, shared.clone(), controls);
-    let (outcome, faults) = tokio::join!(workload, nemesis::run(scenario.fault_schedule(options.seed), window, clock, &targets));
+    let mut schedule = scenario.fault_schedule(options.seed);
+    if mode == Mode::Changestream {
+        // Same seed, same schedule; faults on Kafka have nothing to act on here.
+        schedule.retain(|(_, action)| !action.targets_kafka());
+    }
+    let (outcome, faults) = tokio::join!(workload, nemesis::run(schedule, window, clock, &targets));
     nemesis::settle(&targets).await;
     ticker.abort();
     progress.finish_and_clear();
     let ended_ns = clock.now_ns();
-    let Targets { cluster, mongo: backend, down, .. } = targets;
+    let Targets { cluster, mongo: backend, down, kafka, kafka_links, .. } = targets;
     let (mut cluster, backend, down) = (cluster.into_inner(), backend.into_inner(), down.into_inner());
     // A node that died outside a planned fault makes the run's verdict void.
     if let Some((node, status)) = cluster.dead_nodes().into_iter().find(|(node, _)| !down.contains(node)) {
@@ -177,6 +197,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     for problem in cluster.stop(Duration::from_secs(5)).await {
         tracing::warn!("{problem}");
     }
+    drop(kafka_links);
     drop(kafka);
     drop(backend);
     let trace = Trace {
@@ -239,11 +260,15 @@ fn with_host(uri: &str, addr: std::net::SocketAddr) -> String {
     format!("mongodb://{addr}{}", &rest[end..])
 }
 
-/// Flags for every node: the Kafka connection in kafka mode, plus extras.
-fn node_args(options: &RunOptions, kafka: Option<&KafkaBackend>) -> Vec<String> {
+/// Flags for every node: the Kafka topic (and bootstrap, unless each node
+/// reaches Kafka through its own link proxy) in kafka mode, plus extras.
+fn node_args(options: &RunOptions, kafka: Option<&KafkaBackend>, own_links: bool) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(k) = kafka {
-        args.extend(["--kafka-bootstrap".to_owned(), k.bootstrap.clone(), "--kafka-topic".to_owned(), k.topic.clone()]);
+        args.extend(["--kafka-topic".to_owned(), k.topic.clone()]);
+        if !own_links {
+            args.extend(["--kafka-bootstrap".to_owned(), k.bootstrap.clone()]);
+        }
     }
     args.extend(options.server_args.iter().cloned());
     args

@@ -259,3 +259,61 @@ fn ctrl_c_during_a_fault_leaves_no_process_behind() {
     }
     interrupt_and_assert_nothing_left(child, &tag);
 }
+
+#[test]
+fn kafka_broker_restart_and_link_faults_lose_nothing_and_the_consumers_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Durable compat storage (S3 on moto) is slow: a low rate.
+    let faults = "faults:\n  - at: 1s\n    action: {restart_kafka: {down_for: 500ms}}\n  - at: 3s\n    action: {network: {node: 1, link: kafka, duration: 300ms, reset: true}}\n";
+    let file = scenario(dir.path(), "5s", faults);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("workload:", "modes: [kafka]\nworkload:")
+        .replace("rate_per_s: 80", "rate_per_s: 10")
+        .replace("drain_timeout: 3s", "drain_timeout: 20s");
+    std::fs::write(&file, text).unwrap();
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    let mode = &r["modes"][0];
+    assert_eq!(mode["mode"], "kafka");
+    assert!(finding_kinds(&r).is_empty(), "{:?}", mode["findings"]);
+    assert!(mode["backend"].as_str().unwrap().contains("S3"), "the broker stored durably: {}", mode["backend"]);
+    let actions: Vec<&str> = mode["faults"].as_array().unwrap().iter().map(|f| f["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["restart_kafka", "network"]);
+    assert!(mode["faults"][0]["duration_ms"].as_u64().unwrap() >= 500, "the broker was down for down_for");
+    // Every node saw its broker link go and come back (what /healthz reports).
+    for node in 0..2 {
+        let log = std::fs::read_to_string(out.join(format!("kafka/node-{node}.log"))).unwrap();
+        assert!(log.contains("Kafka broker unreachable") && log.contains("Kafka broker reachable again"), "node {node}:\n{log}");
+    }
+    assert!(out.join("kafka/kafka-link-1.log").exists(), "node 1 reached Kafka through its link proxy");
+}
+
+#[test]
+fn ctrl_c_while_kafka_is_down_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // The broker goes down at 1s for 60s (moto, link proxies and nodes keep running).
+    let faults = "faults:\n  - at: 1s\n    action: {restart_kafka: {down_for: 60s}}\n  - at: 2s\n    action: {network: {node: 0, link: kafka, duration: 1s}}\n";
+    let file = scenario(dir.path(), "30s", faults);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("workload:", "modes: [kafka]\nworkload:")
+        .replace("rate_per_s: 80", "rate_per_s: 5");
+    std::fs::write(&file, text).unwrap();
+    let tag = format!("CHATBENCH_TEST_TAG=ctrl-c-kafka-{}", std::process::id());
+    let child = spawn_tagged(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"], &tag);
+    let started = Instant::now();
+    let down = || std::fs::read_to_string(out.join("kafka/node-0.log")).is_ok_and(|l| l.contains("Kafka broker unreachable"));
+    while !down() {
+        assert!(started.elapsed() < Duration::from_secs(40), "the broker never went down: {:?}", tagged_processes(&tag));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let running = tagged_processes(&tag);
+    assert!(running.iter().any(|p| p.contains("s3_launcher")), "moto holds the broker's data meanwhile: {running:?}");
+    assert!(running.iter().any(|p| p.contains("tansu proxy")), "the link proxies run: {running:?}");
+    interrupt_and_assert_nothing_left(child, &tag);
+}

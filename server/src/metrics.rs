@@ -25,6 +25,7 @@ pub struct Metrics {
     pub mongo_writes: Counter,
     pub kafka_produces: Counter,
     pub kafka_events: Counter,
+    pub kafka_reconnects: Counter,
     pub insert_to_fanout_seconds: Histogram,
 }
 
@@ -46,6 +47,7 @@ impl Default for Metrics {
             mongo_writes: Counter::default(),
             kafka_produces: Counter::default(),
             kafka_events: Counter::default(),
+            kafka_reconnects: Counter::default(),
             insert_to_fanout_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
             registry: Registry::default(),
         };
@@ -63,6 +65,11 @@ impl Default for Metrics {
         registry.register("mongo_writes", "MongoDB insert operations issued", m.mongo_writes.clone());
         registry.register("kafka_produces", "Kafka produce requests issued (kafka mode)", m.kafka_produces.clone());
         registry.register("kafka_events", "Messages consumed from Kafka (kafka mode)", m.kafka_events.clone());
+        registry.register(
+            "kafka_reconnects",
+            "Times the Kafka consumer's broker link came back after being down",
+            m.kafka_reconnects.clone(),
+        );
         registry.register(
             "insert_to_fanout_seconds",
             "Time from the insert (server wall clock) to fan-out on this node",

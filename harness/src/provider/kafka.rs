@@ -7,11 +7,13 @@ mod docker;
 mod external;
 mod process;
 
-use super::{ProviderChoice, ProviderError, ProviderKind};
+use super::{ProviderChoice, ProviderError, ProviderKind, Restart};
+use crate::process::{ChildGuard, free_port, tail};
+use crate::proxy::FaultProxy;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use compat::{tansu_bin, tansu_status};
@@ -24,6 +26,8 @@ pub struct KafkaRequest {
     pub partitions: i32,
     /// Bootstrap servers for `external`.
     pub bootstrap: Option<String>,
+    /// Keep data where a broker restart finds it (`restart_kafka`).
+    pub persistent: bool,
 }
 
 pub struct KafkaBackend {
@@ -33,7 +37,7 @@ pub struct KafkaBackend {
     pub version: String,
     /// False for compat stand-ins: their latency is not Kafka's.
     pub is_real_kafka: bool,
-    _guard: Box<dyn Send + Sync>,
+    backend: Box<dyn Restart>,
 }
 
 impl KafkaBackend {
@@ -43,9 +47,14 @@ impl KafkaBackend {
         provider: ProviderKind,
         version: String,
         real: bool,
-        guard: impl Send + Sync + 'static,
+        backend: impl Restart + 'static,
     ) -> Self {
-        Self { bootstrap, topic: request.topic.clone(), provider, version, is_real_kafka: real, _guard: Box::new(guard) }
+        Self { bootstrap, topic: request.topic.clone(), provider, version, is_real_kafka: real, backend: Box::new(backend) }
+    }
+
+    /// Stop the broker and start it again on the same data after `down_for`.
+    pub async fn restart(&mut self, down_for: Duration) -> Result<(), String> {
+        self.backend.restart(down_for).await
     }
 }
 
@@ -67,14 +76,20 @@ pub async fn start(choice: ProviderChoice, request: &KafkaRequest, log_dir: &Pat
     }
 }
 
-/// Wait until the broker answers a metadata request, then create the topic
-/// (an existing topic is fine). Returns an error string for the provider.
-pub(crate) async fn prepare(bootstrap: &str, request: &KafkaRequest, timeout: Duration) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin_client(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>, String> {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("socket.timeout.ms", "2000")
         .create()
-        .map_err(|e| format!("creating an admin client: {e}"))?;
+        .map_err(|e| format!("creating an admin client: {e}"))
+}
+
+/// Wait until the broker answers a metadata request.
+pub(crate) async fn wait_for_metadata(bootstrap: &str, timeout: Duration) -> Result<(), String> {
+    answers(&admin_client(bootstrap)?, bootstrap, timeout).await
+}
+
+async fn answers(admin: &AdminClient<DefaultClientContext>, bootstrap: &str, timeout: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let answered = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, Duration::from_millis(1000)));
@@ -86,6 +101,14 @@ pub(crate) async fn prepare(bootstrap: &str, request: &KafkaRequest, timeout: Du
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+    Ok(())
+}
+
+/// Wait until the broker answers a metadata request, then create the topic
+/// (an existing topic is fine). Returns an error string for the provider.
+pub(crate) async fn prepare(bootstrap: &str, request: &KafkaRequest, timeout: Duration) -> Result<(), String> {
+    let admin = admin_client(bootstrap)?;
+    answers(&admin, bootstrap, timeout).await?;
     let topic = NewTopic::new(&request.topic, request.partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&topic], &options).await.map_err(|e| format!("creating topic {}: {e}", request.topic))?;
@@ -97,4 +120,71 @@ pub(crate) async fn prepare(bootstrap: &str, request: &KafkaRequest, timeout: Du
         }
     }
     Ok(())
+}
+
+/// One node's own path to a single-broker Kafka, so the nemesis can degrade
+/// just that node's Kafka link: node → [`FaultProxy`] → `tansu proxy` →
+/// broker. Kafka clients connect to the addresses the broker advertises in
+/// metadata, which would bypass a plain TCP proxy; tansu's Kafka-aware proxy
+/// advertises the fault proxy's address instead, so every connection the
+/// node opens comes back through it. Needs the tansu binary (ci/setup
+/// installs it) whatever provider runs the broker.
+pub struct KafkaLink {
+    pub proxy: FaultProxy,
+    tansu_proxy: tokio::sync::Mutex<ChildGuard>,
+    tansu_port: u16,
+    bootstrap: String,
+    log: PathBuf,
+}
+
+impl KafkaLink {
+    pub async fn start(bootstrap: &str, log: &Path) -> Result<KafkaLink, String> {
+        if bootstrap.contains(',') {
+            return Err(format!("Kafka at {bootstrap} has several bootstrap servers; the Kafka link proxy serves a single broker"));
+        }
+        let tansu_port = free_port().map_err(|e| e.to_string())?;
+        let proxy = FaultProxy::start(([127, 0, 0, 1], tansu_port).into()).await.map_err(|e| format!("fault proxy: {e}"))?;
+        let tansu_proxy = spawn_tansu_proxy(tansu_port, &proxy, bootstrap, log)?;
+        let link = KafkaLink {
+            proxy,
+            tansu_proxy: tokio::sync::Mutex::new(tansu_proxy),
+            tansu_port,
+            bootstrap: bootstrap.to_owned(),
+            log: log.to_owned(),
+        };
+        link.wait_until_it_answers().await?;
+        Ok(link)
+    }
+
+    /// After a broker restart: tansu's proxy (0.6.0) does not reconnect to
+    /// a broker that went away, so it is restarted on the same port. Its
+    /// clients' connections drop, as they did when the broker died.
+    pub async fn broker_restarted(&self) -> Result<(), String> {
+        let mut child = self.tansu_proxy.lock().await;
+        let _ = child.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = child.child_mut().wait().await;
+        *child = spawn_tansu_proxy(self.tansu_port, &self.proxy, &self.bootstrap, &self.log)?;
+        drop(child);
+        self.wait_until_it_answers().await
+    }
+
+    async fn wait_until_it_answers(&self) -> Result<(), String> {
+        wait_for_metadata(&self.proxy.addr.to_string(), Duration::from_secs(20))
+            .await
+            .map_err(|why| format!("Kafka link proxy for {}: {why}; log {}:\n{}", self.bootstrap, self.log.display(), tail(&self.log, 10)))
+    }
+}
+
+fn spawn_tansu_proxy(port: u16, advertised: &FaultProxy, bootstrap: &str, log: &Path) -> Result<ChildGuard, String> {
+    let bin = tansu_bin().ok_or("network faults on the Kafka link need tansu's Kafka proxy, and tansu is not installed (run ci/setup)")?;
+    let log_file =
+        std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("opening {}: {e}", log.display()))?;
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(["proxy", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--advertised-listener-url", &format!("tcp://{}", advertised.addr)])
+        .args(["--origin-url", &format!("tcp://{bootstrap}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(log_file.try_clone().map_err(|e| e.to_string())?))
+        .stderr(std::process::Stdio::from(log_file));
+    ChildGuard::spawn("tansu-proxy", &mut cmd).map_err(|e| format!("starting tansu proxy: {e}"))
 }

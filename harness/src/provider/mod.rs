@@ -44,6 +44,27 @@ pub enum ProviderError {
     StartFailed { provider: &'static str, what: String, why: String },
 }
 
+/// A running backend the nemesis can stop and start again on the same data
+/// (`restart_mongo`, `restart_kafka`). Providers that cannot, refuse a
+/// scenario that asks for it when they start (see [`refuse_restarts`]).
+pub trait Restart: Send + Sync {
+    fn restart(&mut self, down_for: std::time::Duration) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        let _ = down_for;
+        Box::pin(async { Err("this provider cannot restart its backend".to_owned()) })
+    }
+}
+
+impl Restart for () {}
+
+/// For providers without [`Restart`]: a scenario that restarts this backend
+/// cannot be honoured (auto then tries the next provider).
+pub(crate) fn refuse_restarts(provider: &'static str, backend: &str, restarts: bool, why: &str) -> Result<(), ProviderError> {
+    if restarts {
+        return Err(ProviderError::CannotHonour { provider, why: format!("the scenario restarts {backend}, but {why}") });
+    }
+    Ok(())
+}
+
 /// `auto`: try the providers that report themselves available, in order.
 /// One that cannot honour the request is skipped (auto may pick another
 /// that can); any other failure is final — nothing silently downgrades.

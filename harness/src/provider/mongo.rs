@@ -6,7 +6,7 @@ mod docker;
 mod external;
 mod process;
 
-use super::{ProviderChoice, ProviderError, ProviderKind};
+use super::{ProviderChoice, ProviderError, ProviderKind, Restart};
 use mongodb::bson::doc;
 use std::path::Path;
 use std::time::Duration;
@@ -34,16 +34,6 @@ pub struct MongoBackend {
     pub is_real_mongodb: bool,
     backend: Box<dyn Restart>,
 }
-
-/// A running backend the nemesis can restart. Providers that cannot say so.
-pub trait Restart: Send + Sync {
-    fn restart(&mut self, down_for: Duration) -> futures::future::BoxFuture<'_, Result<(), String>> {
-        let _ = down_for;
-        Box::pin(async { Err("this provider cannot restart MongoDB yet (compat can)".to_owned()) })
-    }
-}
-
-impl Restart for () {}
 
 impl std::fmt::Debug for MongoBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

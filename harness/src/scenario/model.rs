@@ -283,14 +283,24 @@ pub enum FaultAction {
         #[serde(default = "zero")]
         down_for: HumanDuration,
     },
+    /// Stop the Kafka broker and start it again on the same data after
+    /// `down_for` (kafka mode only; skipped in changestream mode, which has
+    /// no Kafka).
+    RestartKafka {
+        #[serde(default = "zero")]
+        down_for: HumanDuration,
+    },
     /// Close this share (0..1) of all client connections at once; they reconnect.
     DropClients { share: f64 },
-    /// Degrade node `node`'s link to MongoDB for `duration` through the
-    /// harness's TCP fault proxy: added latency (+ random jitter), a
-    /// bandwidth cap, a blackhole (bytes held), and/or resetting its
-    /// connections when the fault starts.
+    /// Degrade node `node`'s link to MongoDB (or, with `link: kafka`, to
+    /// Kafka; kafka mode only) for `duration` through the harness's TCP
+    /// fault proxy: added latency (+ random jitter), a bandwidth cap, a
+    /// blackhole (bytes held), and/or resetting its connections when the
+    /// fault starts.
     Network {
         node: u32,
+        #[serde(default)]
+        link: LinkTarget,
         duration: HumanDuration,
         #[serde(default = "zero")]
         latency: HumanDuration,
@@ -316,7 +326,10 @@ impl FaultAction {
             | FaultAction::ResumeNode { node }
             | FaultAction::RestartNode { node, .. }
             | FaultAction::Network { node, .. } => Some(*node),
-            FaultAction::RestartMongo { .. } | FaultAction::DropClients { .. } | FaultAction::Random { .. } => None,
+            FaultAction::RestartMongo { .. }
+            | FaultAction::RestartKafka { .. }
+            | FaultAction::DropClients { .. }
+            | FaultAction::Random { .. } => None,
         }
     }
 
@@ -328,11 +341,26 @@ impl FaultAction {
             FaultAction::ResumeNode { .. } => "resume_node",
             FaultAction::RestartNode { .. } => "restart_node",
             FaultAction::RestartMongo { .. } => "restart_mongo",
+            FaultAction::RestartKafka { .. } => "restart_kafka",
             FaultAction::DropClients { .. } => "drop_clients",
             FaultAction::Network { .. } => "network",
             FaultAction::Random { .. } => "random",
         }
     }
+
+    /// Whether this fault acts on Kafka (and so only applies in kafka mode).
+    pub fn targets_kafka(&self) -> bool {
+        matches!(self, FaultAction::RestartKafka { .. } | FaultAction::Network { link: LinkTarget::Kafka, .. })
+    }
+}
+
+/// Which of a node's backend links a network fault degrades.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkTarget {
+    #[default]
+    Mongo,
+    Kafka,
 }
 
 impl Scenario {
@@ -349,9 +377,14 @@ impl Scenario {
         self.any_fault(|a| matches!(a, FaultAction::RestartMongo { .. }))
     }
 
-    /// Whether any fault degrades a node's network link (proxies needed).
-    pub fn needs_link_proxies(&self) -> bool {
-        self.any_fault(|a| matches!(a, FaultAction::Network { .. }))
+    /// Whether any fault restarts Kafka (it then needs data that survives).
+    pub fn may_restart_kafka(&self) -> bool {
+        self.any_fault(|a| matches!(a, FaultAction::RestartKafka { .. }))
+    }
+
+    /// Whether any fault degrades a node's link to `target` (proxies needed).
+    pub fn needs_link_proxies(&self, target: LinkTarget) -> bool {
+        self.any_fault(|a| matches!(a, FaultAction::Network { link, .. } if *link == target))
     }
 
     /// Every fault occurrence as (offset from the start of sending, action),

@@ -156,6 +156,11 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
                     format!("{} names node {node}, but nodes are 0..{}", action.name(), t.nodes)
                 })?;
             }
+            if action.targets_kafka() {
+                check(s.modes.contains(&Mode::Kafka), &["faults", "action"], || {
+                    format!("{} acts on Kafka, but modes has no kafka (changestream mode has no Kafka to fault)", action.name())
+                })?;
+            }
             match action {
                 FaultAction::DropClients { share } => {
                     check(*share > 0.0 && *share <= 1.0, &["faults", "action"], || format!("drop_clients share {share} is not in (0, 1]"))?
@@ -286,6 +291,23 @@ workload:
         let (line, message) = err(&bad);
         assert_eq!(line, 12, "{message}");
         assert!(message.contains("node 5"), "{message}");
+    }
+
+    #[test]
+    fn kafka_faults_need_kafka_mode_and_are_left_out_of_changestream() {
+        let faults = "faults:\n  - at: 1s\n    action: {restart_kafka: {down_for: 1s}}\n  - at: 1500ms\n    action: {network: {node: 1, link: kafka, duration: 1s}}\n";
+        let (line, message) = err(&format!("{GOOD}{faults}"));
+        assert_eq!(line, 12, "{message}");
+        assert!(message.contains("restart_kafka") && message.contains("no kafka"), "{message}");
+        let both = format!("{}{faults}", GOOD.replace("workload:", "modes: [changestream, kafka]\nworkload:"));
+        let s = parse_str(&both, "t.yaml").unwrap();
+        assert!(s.may_restart_kafka() && !s.may_restart_mongo());
+        assert!(s.needs_link_proxies(LinkTarget::Kafka) && !s.needs_link_proxies(LinkTarget::Mongo));
+        let targets: Vec<bool> = s.fault_schedule(1).iter().map(|(_, a)| a.targets_kafka()).collect();
+        assert_eq!(targets, [true, true]);
+        let mongo_link = format!("{GOOD}faults:\n  - at: 1s\n    action: {{network: {{node: 0, duration: 1s}}}}\n");
+        let s = parse_str(&mongo_link, "t.yaml").unwrap();
+        assert!(s.needs_link_proxies(LinkTarget::Mongo) && !s.fault_schedule(1)[0].1.targets_kafka(), "the link defaults to MongoDB");
     }
 
     #[test]

@@ -13,13 +13,15 @@
 
 use crate::AppState;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -68,7 +70,8 @@ struct Route<'a> {
 
 pub async fn run(state: Arc<AppState>, config: KafkaConfig, mut shutdown: broadcast::Receiver<()>) {
     // Set-up (metadata, end offsets, assignment) is retried until the
-    // broker answers; after that librdkafka reconnects by itself.
+    // broker answers; after that librdkafka reconnects by itself and the
+    // consumer's [`Link`] context tracks whether the broker is reachable.
     let mut backoff = Duration::from_millis(100);
     let consumer = loop {
         match assign(&state, &config) {
@@ -102,16 +105,69 @@ pub async fn run(state: Arc<AppState>, config: KafkaConfig, mut shutdown: broadc
     }
 }
 
+/// How often librdkafka reports broker states to [`Link`].
+const STATS_INTERVAL_MS: u32 = 250;
+
+/// The consumer's context: whether its broker connection is up, from
+/// librdkafka's statistics (every [`STATS_INTERVAL_MS`]) and error events.
+/// This drives `/healthz` (`fanout: closed` while the broker is
+/// unreachable) and, when the link comes back, asks every connection to
+/// re-check its rooms against history — what the change stream does after
+/// a re-open — so nothing the broker lost or a node missed stays missing.
+pub struct Link {
+    state: Arc<AppState>,
+    up: AtomicBool,
+}
+
+impl Link {
+    fn mark(&self, up: bool) {
+        let was = self.up.swap(up, Ordering::SeqCst);
+        self.state.stream_open.store(up, Ordering::SeqCst);
+        match (was, up) {
+            (false, true) => {
+                self.state.metrics.kafka_reconnects.inc();
+                self.state.hub.request_resync();
+                tracing::info!("Kafka broker reachable again; subscribers re-check history");
+            }
+            (true, false) => tracing::warn!("Kafka broker unreachable; /healthz reports fanout closed"),
+            _ => {}
+        }
+    }
+}
+
+impl ClientContext for Link {
+    fn stats(&self, statistics: Statistics) {
+        // Bootstrap entries (nodeid -1) are only used to learn the cluster.
+        let brokers: Vec<_> = statistics.brokers.values().filter(|b| b.nodeid >= 0).collect();
+        if !brokers.is_empty() {
+            self.mark(brokers.iter().any(|b| b.state == "UP"));
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode::AllBrokersDown;
+        if error.rdkafka_error_code() == Some(AllBrokersDown) {
+            self.mark(false);
+        }
+        tracing::warn!(%error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for Link {}
+
 /// A consumer assigned every partition of the topic at its current end.
-fn assign(state: &AppState, config: &KafkaConfig) -> Result<StreamConsumer, String> {
-    let consumer: StreamConsumer = ClientConfig::new()
+fn assign(state: &Arc<AppState>, config: &KafkaConfig) -> Result<StreamConsumer<Link>, String> {
+    // Up: assignment below only succeeds once the broker answered.
+    let link = Link { state: state.clone(), up: AtomicBool::new(true) };
+    let consumer: StreamConsumer<Link> = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
         .set("group.id", format!("chat-server-{}-{}", state.node_id, std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "latest")
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
-        .create()
+        .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
+        .create_with_context(link)
         .map_err(|e| format!("creating the consumer: {e}"))?;
     let timeout = Duration::from_secs(5);
     let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&config.topic), timeout))

@@ -2,7 +2,7 @@
 //! testcontainers-modules' `kafka::apache` image; bootstrap on the mapped port.
 
 use super::{KafkaBackend, KafkaRequest, prepare};
-use crate::provider::{ProviderError, ProviderKind, docker_reachable};
+use crate::provider::{ProviderError, ProviderKind, Restart, docker_reachable, refuse_restarts};
 use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 
@@ -10,7 +10,12 @@ pub fn bootstrap_for_port(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
+impl Restart for testcontainers_modules::testcontainers::ContainerAsync<Kafka> {}
+
 pub async fn start(request: &KafkaRequest) -> Result<KafkaBackend, ProviderError> {
+    // The image advertises the host port it was mapped to when it started;
+    // a restarted container gets a new one.
+    refuse_restarts("docker", "Kafka", request.persistent, "a restarted container gets a new host port (use compat or process)")?;
     docker_reachable().map_err(|why| ProviderError::Unavailable {
         provider: "docker",
         why,
@@ -36,7 +41,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "needs a Docker engine"]
     async fn starts_a_kraft_broker_with_the_topic() {
-        let request = KafkaRequest { topic: "t".into(), partitions: 2, bootstrap: None };
+        let request = KafkaRequest { topic: "t".into(), partitions: 2, bootstrap: None, persistent: false };
         let backend = start(&request).await.unwrap();
         assert!(backend.bootstrap.starts_with("127.0.0.1:"));
     }

@@ -1,10 +1,11 @@
 //! `external`: a Kafka the user runs; we check it answers and create the topic.
 
 use super::{KafkaBackend, KafkaRequest, prepare};
-use crate::provider::{ProviderError, ProviderKind};
+use crate::provider::{ProviderError, ProviderKind, refuse_restarts};
 use std::time::Duration;
 
 pub async fn start(request: &KafkaRequest) -> Result<KafkaBackend, ProviderError> {
+    refuse_restarts("external", "Kafka", request.persistent, "chatbench does not control an external Kafka")?;
     let bootstrap = request.bootstrap.clone().ok_or_else(|| ProviderError::Unavailable {
         provider: "external",
         why: "no Kafka bootstrap address was given".into(),

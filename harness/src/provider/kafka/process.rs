@@ -3,8 +3,9 @@
 
 use super::{KafkaBackend, KafkaRequest, prepare};
 use crate::process::{ChildGuard, free_port, tail, which};
-use crate::provider::{ProviderError, ProviderKind};
-use std::path::Path;
+use crate::provider::{ProviderError, ProviderKind, Restart};
+use futures::future::BoxFuture;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
@@ -30,9 +31,36 @@ pub fn server_properties(broker_port: u16, controller_port: u16, log_dir: &Path)
     )
 }
 
+/// The broker and what it takes to start it again on the same data.
 struct Running {
-    _broker: ChildGuard,
+    broker: ChildGuard,
+    config: PathBuf,
+    log: PathBuf,
+    bootstrap: String,
     _dir: tempfile::TempDir,
+}
+
+fn spawn_broker(config: &Path, log: &Path) -> std::io::Result<ChildGuard> {
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut cmd = Command::new("kafka-server-start.sh");
+    cmd.arg(config).stdin(Stdio::null()).stdout(Stdio::from(log_file.try_clone()?)).stderr(Stdio::from(log_file));
+    ChildGuard::spawn("kafka", &mut cmd)
+}
+
+impl Restart for Running {
+    /// SIGKILL the broker (no clean shutdown, as in a crash), start it again
+    /// on the same config and log dirs after `down_for`.
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let _ = self.broker.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = self.broker.child_mut().wait().await;
+            tokio::time::sleep(down_for).await;
+            self.broker = spawn_broker(&self.config, &self.log).map_err(|e| format!("starting Kafka again: {e}"))?;
+            super::wait_for_metadata(&self.bootstrap, Duration::from_secs(60))
+                .await
+                .map_err(|why| format!("Kafka did not come back: {why}; log:\n{}", tail(&self.log, 15)))
+        })
+    }
 }
 
 pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
@@ -57,16 +85,12 @@ pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBacken
         return Err(failed(format!("kafka-storage.sh format: {}", String::from_utf8_lossy(&format.stderr))));
     }
     let log = log_dir.join("kafka.log");
-    let log_file = std::fs::File::create(&log).map_err(|e| failed(e.to_string()))?;
-    let mut cmd = Command::new("kafka-server-start.sh");
-    cmd.arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log_file.try_clone().map_err(|e| failed(e.to_string()))?))
-        .stderr(Stdio::from(log_file));
-    let broker = ChildGuard::spawn("kafka", &mut cmd).map_err(|e| failed(e.to_string()))?;
+    let _ = std::fs::remove_file(&log);
+    let broker = spawn_broker(&config, &log).map_err(|e| failed(e.to_string()))?;
     let bootstrap = format!("127.0.0.1:{broker_port}");
     prepare(&bootstrap, request, Duration::from_secs(60)).await.map_err(|why| failed(format!("{why}; log:\n{}", tail(&log, 15))))?;
-    Ok(KafkaBackend::new(bootstrap, request, ProviderKind::Process, version, true, Running { _broker: broker, _dir: dir }))
+    let running = Running { broker, config, log, bootstrap: bootstrap.clone(), _dir: dir };
+    Ok(KafkaBackend::new(bootstrap, request, ProviderKind::Process, version, true, running))
 }
 
 #[cfg(test)]
@@ -85,7 +109,7 @@ mod tests {
     #[ignore = "needs Apache Kafka (kafka-server-start.sh) on PATH"]
     async fn starts_a_broker_with_the_topic() {
         let dir = tempfile::tempdir().unwrap();
-        let request = KafkaRequest { topic: "t".into(), partitions: 2, bootstrap: None };
+        let request = KafkaRequest { topic: "t".into(), partitions: 2, bootstrap: None, persistent: false };
         let backend = start(&request, dir.path()).await.unwrap();
         assert!(backend.bootstrap.starts_with("127.0.0.1:"));
     }

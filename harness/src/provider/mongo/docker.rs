@@ -3,7 +3,7 @@
 //! container's own host name, so clients connect with `directConnection=true`.
 
 use super::{MongoBackend, MongoRequest, single_member_only};
-use crate::provider::{ProviderError, ProviderKind, docker_reachable};
+use crate::provider::{ProviderError, ProviderKind, Restart, docker_reachable, refuse_restarts};
 use testcontainers_modules::mongo::Mongo;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 
@@ -12,10 +12,13 @@ pub fn uri_for_port(port: u16) -> String {
     format!("mongodb://127.0.0.1:{port}/?directConnection=true")
 }
 
-impl super::Restart for testcontainers_modules::testcontainers::ContainerAsync<Mongo> {}
+impl Restart for testcontainers_modules::testcontainers::ContainerAsync<Mongo> {}
 
 pub async fn start(request: &MongoRequest) -> Result<MongoBackend, ProviderError> {
     single_member_only("docker", request)?;
+    // Docker gives a restarted container new ephemeral host ports, so the
+    // nodes' connection strings would go stale.
+    refuse_restarts("docker", "MongoDB", request.persistent, "a restarted container gets a new host port (use compat or process)")?;
     docker_reachable().map_err(|why| ProviderError::Unavailable {
         provider: "docker",
         why,

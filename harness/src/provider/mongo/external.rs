@@ -1,10 +1,11 @@
 //! `external`: a MongoDB the user runs; we only check that it answers.
 
 use super::{MongoBackend, MongoRequest, server_version, wait_until_ready};
-use crate::provider::{ProviderError, ProviderKind};
+use crate::provider::{ProviderError, ProviderKind, refuse_restarts};
 use std::time::Duration;
 
 pub async fn start(request: &MongoRequest) -> Result<MongoBackend, ProviderError> {
+    refuse_restarts("external", "MongoDB", request.persistent, "chatbench does not control an external MongoDB")?;
     let uri = request.uri.clone().ok_or_else(|| ProviderError::Unavailable {
         provider: "external",
         why: "no MongoDB URI was given".into(),

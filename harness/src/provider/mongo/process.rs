@@ -3,9 +3,10 @@
 
 use super::{MongoBackend, MongoRequest, server_version, wait_until_ready};
 use crate::process::{ChildGuard, free_port, tail, which};
-use crate::provider::{ProviderError, ProviderKind};
+use crate::provider::{ProviderError, ProviderKind, Restart};
+use futures::future::BoxFuture;
 use mongodb::bson::{Document, doc};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
@@ -31,12 +32,77 @@ pub fn replica_set_uri(ports: &[u16]) -> String {
     format!("mongodb://{}/?replicaSet={REPLICA_SET}", hosts.join(","))
 }
 
+/// One replica-set member and what it takes to start it again.
+struct Member {
+    index: usize,
+    port: u16,
+    dbpath: PathBuf,
+    log: PathBuf,
+    child: ChildGuard,
+}
+
+impl Member {
+    fn spawn(index: usize, port: u16, dbpath: &Path, log: &Path) -> std::io::Result<ChildGuard> {
+        let mut cmd = Command::new("mongod");
+        cmd.args(["--replSet", REPLICA_SET, "--bind_ip", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--dbpath")
+            .arg(dbpath)
+            .arg("--logpath")
+            .arg(log)
+            .arg("--logappend")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        ChildGuard::spawn(format!("mongod-{index}"), &mut cmd)
+    }
+}
+
 struct Running {
-    _members: Vec<ChildGuard>,
+    members: Vec<Member>,
+    uri: String,
     _dir: tempfile::TempDir,
 }
 
-impl super::Restart for Running {}
+impl Restart for Running {
+    /// SIGKILL the current primary, start it again on its data after
+    /// `down_for`, and wait until the set has a primary again (with several
+    /// members another one is elected meanwhile).
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let client = wait_until_ready(&self.uri, Duration::from_secs(10)).await?;
+            let hello = client.database("admin").run_command(doc! {"hello": 1}).await.map_err(|e| format!("hello: {e}"))?;
+            let primary = hello.get_str("primary").map_err(|_| "the replica set has no primary to restart".to_owned())?.to_owned();
+            let member = self
+                .members
+                .iter_mut()
+                .find(|m| primary == format!("127.0.0.1:{}", m.port))
+                .ok_or_else(|| format!("primary {primary} is not one of the members chatbench started"))?;
+            let _ = member.child.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = member.child.child_mut().wait().await;
+            tokio::time::sleep(down_for).await;
+            member.child = Member::spawn(member.index, member.port, &member.dbpath, &member.log)
+                .map_err(|e| format!("starting mongod-{} again: {e}", member.index))?;
+            wait_for_primary(&self.uri, Duration::from_secs(60)).await.map(|_| ())
+        })
+    }
+}
+
+/// Wait until the replica set answers with a primary.
+async fn wait_for_primary(uri: &str, timeout: Duration) -> Result<mongodb::Client, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(client) = wait_until_ready(uri, Duration::from_secs(5)).await {
+            let hello = client.database("admin").run_command(doc! {"hello": 1}).await;
+            if hello.is_ok_and(|h| h.get_str("primary").is_ok()) {
+                return Ok(client);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("replica set {REPLICA_SET} elected no primary within {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
     let version = mongod_status().map_err(|why| ProviderError::Unavailable {
@@ -53,16 +119,8 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
         let dbpath = dir.path().join(format!("member-{i}"));
         std::fs::create_dir_all(&dbpath).map_err(|e| failed(e.to_string()))?;
         let log = log_dir.join(format!("mongod-{i}.log"));
-        let mut cmd = Command::new("mongod");
-        cmd.args(["--replSet", REPLICA_SET, "--bind_ip", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--dbpath")
-            .arg(&dbpath)
-            .arg("--logpath")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        members.push(ChildGuard::spawn(format!("mongod-{i}"), &mut cmd).map_err(|e| failed(e.to_string()))?);
+        let child = Member::spawn(i as usize, port, &dbpath, &log).map_err(|e| failed(e.to_string()))?;
+        members.push(Member { index: i as usize, port, dbpath, log, child });
         ports.push(port);
     }
     let first = format!("mongodb://127.0.0.1:{}/?directConnection=true", ports[0]);
@@ -75,27 +133,10 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
         .await
         .map_err(|e| failed(format!("replSetInitiate: {e}")))?;
     let uri = replica_set_uri(&ports);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = wait_until_ready(&uri, Duration::from_secs(5)).await;
-        if let Ok(client) = ready {
-            let hello = client.database("admin").run_command(doc! {"hello": 1}).await;
-            if hello.is_ok_and(|h| h.get_str("primary").is_ok()) {
-                let v = server_version(&client).await.unwrap_or(version);
-                return Ok(MongoBackend::new(
-                    uri,
-                    ProviderKind::Process,
-                    format!("MongoDB {v}"),
-                    true,
-                    Running { _members: members, _dir: dir },
-                ));
-            }
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(failed(format!("replica set {REPLICA_SET} elected no primary within 60s")));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let client = wait_for_primary(&uri, Duration::from_secs(60)).await.map_err(failed)?;
+    let v = server_version(&client).await.unwrap_or(version);
+    let running = Running { members, uri: uri.clone(), _dir: dir };
+    Ok(MongoBackend::new(uri, ProviderKind::Process, format!("MongoDB {v}"), true, running))
 }
 
 #[cfg(test)]
