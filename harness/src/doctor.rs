@@ -1,7 +1,7 @@
 //! `chatbench doctor`: which providers work on this machine and what to
 //! install for the others.
 
-use crate::provider::kafka::{kafka_status, tansu_status};
+use crate::provider::kafka::{kafka_status, moto_status, tansu_status};
 use crate::provider::mongo::{compat_python, compat_status, mongod_status};
 use crate::provider::{cache_dir, docker_reachable};
 
@@ -43,6 +43,12 @@ pub fn survey() -> Vec<ProviderStatus> {
             backend: "tansu (Kafka API, in memory; not Kafka's speed) for --mode kafka",
             ready: tansu_status(),
             fix: "run ci/setup (cargo install tansu --version 0.6.0 --locked --features dynostore)".into(),
+        },
+        ProviderStatus {
+            provider: "compat",
+            backend: "moto (S3 server: tansu's durable storage, for restart_kafka)",
+            ready: moto_status(),
+            fix: "run ci/setup (pins moto[server]==5.2.5 in the compat venv)".into(),
         },
         ProviderStatus {
             provider: "external",

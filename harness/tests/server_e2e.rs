@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{Client, http_get, start};
+use chatbench::scenario::Mode;
+use common::{Client, http_get, start, start_mode};
 use futures::StreamExt;
 use serde_json::json;
 use std::collections::HashSet;
@@ -243,4 +244,47 @@ async fn a_subscriber_that_stops_reading_is_closed_with_4008_and_memory_stays_bo
     assert_eq!(code, Some(4008), "slow consumer closed with the documented code");
     let (_, metrics) = http_get(&env, 0, "/metrics").await;
     assert!(metrics.contains("chat_slow_consumer_closes_total 1"), "{metrics}");
+}
+
+/// Poll `/healthz` until `want(status, body)`; returns the body.
+async fn healthz_until(env: &common::Env, want: impl Fn(u16, &str) -> bool, what: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(env, 0, "/healthz").await;
+        if want(status, &body) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "healthz never reported {what}; last: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_kafka_mode_healthz_follows_the_broker_and_the_consumer_recovers_after_a_restart() {
+    let mut env = start_mode(1, Mode::Kafka, &[]).await;
+    let body = healthz_until(&env, |s, b| s == 200 && b.contains("\"fanout\":\"open\""), "healthy").await;
+    assert!(body.contains("\"mode\":\"kafka\""), "{body}");
+    let mut c = Client::connect(&env, 0).await;
+    c.subscribe("k", None).await;
+    c.send("k", "before", "x").await;
+    c.next_each(&["ack", "msg"]).await;
+    // The broker is down for 3 s: /healthz turns 503 (fanout closed), then 200.
+    let mut broker = env.kafka.take().unwrap();
+    let (restarted, closed) = tokio::join!(
+        broker.restart(Duration::from_secs(3)),
+        healthz_until(&env, |s, b| s == 503 && b.contains("\"fanout\":\"closed\""), "fanout closed while the broker is down"),
+    );
+    restarted.expect("the broker restarts on its data");
+    assert!(closed.contains("\"mongo\":\"ok\""), "only the Kafka link is down: {closed}");
+    healthz_until(&env, |s, b| s == 200 && b.contains("\"fanout\":\"open\""), "healthy again after the restart").await;
+    // The same consumer carries on from its offsets: a new message arrives
+    // through Kafka (not from history) and nothing is replayed twice.
+    c.send("k", "after", "y").await;
+    let frames = c.next_each(&["ack", "msg"]).await;
+    assert_eq!((frames[1]["id"].as_str(), frames[1]["seq"].as_u64()), (Some("after"), Some(2)));
+    c.assert_quiet(Duration::from_millis(500)).await;
+    let (_, metrics) = http_get(&env, 0, "/metrics").await;
+    for line in ["chat_kafka_events_total 2", "chat_kafka_reconnects_total 1", "chat_history_replays_total 0"] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
 }

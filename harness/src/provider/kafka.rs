@@ -16,7 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use compat::{tansu_bin, tansu_status};
+pub use compat::{moto_status, tansu_bin, tansu_status};
 pub use process::kafka_status;
 
 /// What a run asks of Kafka.

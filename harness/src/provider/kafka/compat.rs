@@ -44,6 +44,19 @@ pub fn tansu_status() -> Result<String, String> {
     Ok(if version.is_empty() { "tansu".to_owned() } else { version })
 }
 
+/// Ok(description) when moto (the S3 stand-in for `restart_kafka`) is in the compat venv.
+pub fn moto_status() -> Result<String, String> {
+    let python = compat_python();
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import importlib.metadata as m, moto.server; print(m.version('moto'))"])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!("moto is not installed in {} (run ci/setup)", python.display()));
+    }
+    Ok(format!("moto {}", String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// Where tansu keeps its data.
 enum Storage {
     Memory,
