@@ -24,11 +24,14 @@ pub struct LinkFault {
     pub blackhole: bool,
 }
 
+/// Both sockets of every open connection.
+type Registry = Arc<Mutex<Vec<(Arc<TcpStream>, Arc<TcpStream>)>>>;
+
 pub struct FaultProxy {
     pub addr: SocketAddr,
     state: watch::Sender<LinkFault>,
     /// Both sockets of every open connection, to reset them on demand.
-    conns: Arc<Mutex<Vec<(Arc<TcpStream>, Arc<TcpStream>)>>>,
+    conns: Registry,
     accept: JoinHandle<()>,
 }
 
@@ -45,7 +48,7 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (state, _) = watch::channel(LinkFault::default());
-        let conns: Arc<Mutex<Vec<(Arc<TcpStream>, Arc<TcpStream>)>>> = Arc::default();
+        let conns: Registry = Arc::default();
         let (rx_state, registry) = (state.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {

@@ -17,6 +17,19 @@ fn scenario(dir: &Path, duration: &str, extra: &str) -> std::path::PathBuf {
     path
 }
 
+/// [`scenario`] in kafka mode only, at `rate` msgs/s (the compat broker's
+/// durable storage, used when Kafka restarts, is slow), with a long drain.
+fn kafka_scenario(dir: &Path, duration: &str, rate: u32, extra: &str) -> std::path::PathBuf {
+    let file = scenario(dir, duration, extra);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("workload:", "modes: [kafka]\nworkload:")
+        .replace("rate_per_s: 80", &format!("rate_per_s: {rate}"))
+        .replace("drain_timeout: 3s", "drain_timeout: 20s");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("chatbench runs")
 }
@@ -264,15 +277,8 @@ fn ctrl_c_during_a_fault_leaves_no_process_behind() {
 fn kafka_broker_restart_and_link_faults_lose_nothing_and_the_consumers_recover() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    // Durable compat storage (S3 on moto) is slow: a low rate.
     let faults = "faults:\n  - at: 1s\n    action: {restart_kafka: {down_for: 500ms}}\n  - at: 3s\n    action: {network: {node: 1, link: kafka, duration: 300ms, reset: true}}\n";
-    let file = scenario(dir.path(), "5s", faults);
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("workload:", "modes: [kafka]\nworkload:")
-        .replace("rate_per_s: 80", "rate_per_s: 10")
-        .replace("drain_timeout: 3s", "drain_timeout: 20s");
-    std::fs::write(&file, text).unwrap();
+    let file = kafka_scenario(dir.path(), "5s", 10, faults);
     let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
@@ -298,12 +304,7 @@ fn ctrl_c_while_kafka_is_down_leaves_no_process_behind() {
     let out = dir.path().join("out");
     // The broker goes down at 1s for 60s (moto, link proxies and nodes keep running).
     let faults = "faults:\n  - at: 1s\n    action: {restart_kafka: {down_for: 60s}}\n  - at: 2s\n    action: {network: {node: 0, link: kafka, duration: 1s}}\n";
-    let file = scenario(dir.path(), "30s", faults);
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("workload:", "modes: [kafka]\nworkload:")
-        .replace("rate_per_s: 80", "rate_per_s: 5");
-    std::fs::write(&file, text).unwrap();
+    let file = kafka_scenario(dir.path(), "30s", 5, faults);
     let tag = format!("CHATBENCH_TEST_TAG=ctrl-c-kafka-{}", std::process::id());
     let child = spawn_tagged(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"], &tag);
     let started = Instant::now();

@@ -30,7 +30,7 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) ->
     // The transport accepts frames up to MAX_WS_MESSAGE_BYTES so that frames
     // over the protocol limit (MAX_FRAME_BYTES) get an error frame instead of
     // a dropped connection.
-    debug_assert!(MAX_WS_MESSAGE_BYTES > MAX_FRAME_BYTES);
+    const { assert!(MAX_WS_MESSAGE_BYTES > MAX_FRAME_BYTES) };
     ws.max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .on_upgrade(move |socket| crate::ws::handle(socket, state))

@@ -58,6 +58,9 @@ impl MessageDoc {
     }
 }
 
+/// A room's send lock and its head hint (the last `seq` this node knows).
+type RoomHead = Arc<tokio::sync::Mutex<Option<u64>>>;
+
 /// Result of storing a send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -75,7 +78,7 @@ pub struct Store {
     messages: Collection<MessageDoc>,
     /// Per-room async lock and head hint, so sends to one room on one node
     /// do not race each other for the same `seq`.
-    heads: Arc<Mutex<HashMap<RoomId, Arc<tokio::sync::Mutex<Option<u64>>>>>>,
+    heads: Arc<Mutex<HashMap<RoomId, RoomHead>>>,
     pub majority: bool,
 }
 

@@ -11,7 +11,7 @@ use mongodb::bson::doc;
 use std::path::Path;
 use std::time::Duration;
 
-pub use compat::{compat_python, compat_status};
+pub use compat::{compat_python, compat_status, venv_package};
 pub use process::mongod_status;
 
 /// What a run asks of MongoDB.

@@ -75,13 +75,11 @@ fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
     })
 }
 
+/// A named line: its label and how it reads y from a bucket.
+type Series<'a> = (&'a str, fn(&super::TimelineBucket) -> f64);
+
 /// A per-second series for every mode: `value` picks the y of a bucket.
-fn timeline_chart(
-    modes: &[ModeReport],
-    title: &str,
-    y_desc: &str,
-    series: &[(&str, fn(&super::TimelineBucket) -> f64)],
-) -> Result<String, String> {
+fn timeline_chart(modes: &[ModeReport], title: &str, y_desc: &str, series: &[Series]) -> Result<String, String> {
     svg_chart(|root| {
         let max_t = modes.iter().map(|m| m.timeline.len()).max().unwrap_or(1).max(1) as f64;
         let max_y = modes.iter().flat_map(|m| m.timeline.iter().flat_map(|b| series.iter().map(move |(_, f)| f(b)))).fold(1.0, f64::max);

@@ -391,7 +391,7 @@ impl Scenario {
     /// in time order; `random` faults are resolved with `seed`.
     pub fn fault_schedule(&self, seed: u64) -> Vec<(std::time::Duration, FaultAction)> {
         use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_73);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
         let mut out = Vec::new();
         let end = self.workload.duration.0;
         for fault in &self.faults {

@@ -116,10 +116,10 @@ impl Client {
         let mut found: Vec<Option<Value>> = vec![None; ops.len()];
         while found.iter().any(Option::is_none) {
             let frame = self.next().await;
-            if let Some(i) = ops.iter().position(|op| frame["op"] == *op) {
-                if found[i].is_none() {
-                    found[i] = Some(frame);
-                }
+            if let Some(i) = ops.iter().position(|op| frame["op"] == *op)
+                && found[i].is_none()
+            {
+                found[i] = Some(frame);
             }
         }
         found.into_iter().map(|f| f.expect("every op was found")).collect()

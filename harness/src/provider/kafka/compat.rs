@@ -14,7 +14,7 @@
 
 use super::{KafkaBackend, KafkaRequest, prepare};
 use crate::process::{ChildGuard, free_port, tail, which};
-use crate::provider::mongo::compat_python;
+use crate::provider::mongo::{compat_python, venv_package};
 use crate::provider::{ProviderError, ProviderKind, Restart};
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
@@ -46,15 +46,7 @@ pub fn tansu_status() -> Result<String, String> {
 
 /// Ok(description) when moto (the S3 stand-in for `restart_kafka`) is in the compat venv.
 pub fn moto_status() -> Result<String, String> {
-    let python = compat_python();
-    let out = std::process::Command::new(&python)
-        .args(["-c", "import importlib.metadata as m, moto.server; print(m.version('moto'))"])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if !out.status.success() {
-        return Err(format!("moto is not installed in {} (run ci/setup)", python.display()));
-    }
-    Ok(format!("moto {}", String::from_utf8_lossy(&out.stdout).trim()))
+    venv_package("moto", "moto.server")
 }
 
 /// Where tansu keeps its data.
@@ -63,7 +55,7 @@ enum Storage {
     /// moto's S3 server on this port (the process that holds the data).
     S3 {
         port: u16,
-        _server: ChildGuard,
+        _server: Box<ChildGuard>,
     },
 }
 
@@ -105,7 +97,7 @@ impl Storage {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Storage::S3 { port, _server: server })
+        Ok(Storage::S3 { port, _server: Box::new(server) })
     }
 }
 

@@ -25,18 +25,24 @@ pub fn compat_python() -> PathBuf {
 
 /// Ok(description) when the compat MongoDB is installed.
 pub fn compat_status() -> Result<String, String> {
+    venv_package("nx-27017", "nx_27017")
+}
+
+/// Ok("<package> <version>") when `package` (imported as `module`) is
+/// installed in the compat venv.
+pub fn venv_package(package: &str, module: &str) -> Result<String, String> {
     let python = compat_python();
     if !python.exists() {
         return Err(format!("{} does not exist (run ci/setup)", python.display()));
     }
     let site = std::process::Command::new(&python)
-        .args(["-c", "import importlib.metadata as m; print(m.version('nx-27017'))"])
+        .args(["-c", &format!("import importlib.metadata as m, {module}; print(m.version('{package}'))")])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if !site.status.success() {
-        return Err(format!("nx-27017 is not installed in {} (run ci/setup)", python.display()));
+        return Err(format!("{package} is not installed in {} (run ci/setup)", python.display()));
     }
-    Ok(format!("nx-27017 {}", String::from_utf8_lossy(&site.stdout).trim()))
+    Ok(format!("{package} {}", String::from_utf8_lossy(&site.stdout).trim()))
 }
 
 /// The compat backend: the process, its working directory, and what it
