@@ -26,6 +26,7 @@ pub struct Metrics {
     pub kafka_produces: Counter,
     pub kafka_events: Counter,
     pub kafka_reconnects: Counter,
+    pub kafka_producer_resets: Counter,
     pub insert_to_fanout_seconds: Histogram,
 }
 
@@ -48,6 +49,7 @@ impl Default for Metrics {
             kafka_produces: Counter::default(),
             kafka_events: Counter::default(),
             kafka_reconnects: Counter::default(),
+            kafka_producer_resets: Counter::default(),
             insert_to_fanout_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
             registry: Registry::default(),
         };
@@ -65,6 +67,11 @@ impl Default for Metrics {
         registry.register("mongo_writes", "MongoDB insert operations issued", m.mongo_writes.clone());
         registry.register("kafka_produces", "Kafka produce requests issued (kafka mode)", m.kafka_produces.clone());
         registry.register("kafka_events", "Messages consumed from Kafka (kafka mode)", m.kafka_events.clone());
+        registry.register(
+            "kafka_producer_resets",
+            "Kafka producers replaced after a fatal error (e.g. fenced after a broker restart)",
+            m.kafka_producer_resets.clone(),
+        );
         registry.register(
             "kafka_reconnects",
             "Times the Kafka consumer's broker link came back after being down",

@@ -407,7 +407,7 @@ async fn publish(state: &AppState, message: &crate::protocol::ChatMessage) -> Re
         return Ok(());
     };
     state.metrics.kafka_produces.inc();
-    kafka.publish(&message.room, &ServerFrame::Msg(message).to_json()).await
+    kafka.publish(&message.room, &ServerFrame::Msg(message).to_json(), &state.metrics.kafka_producer_resets).await
 }
 
 fn not_stored(job: &SendJob, why: &str) -> String {

@@ -74,6 +74,12 @@ pub struct ServerCounters {
     pub changestream_events: u64,
     pub kafka_events: u64,
     pub slow_consumer_closes: u64,
+    /// Change streams re-opened plus Kafka consumer links that came back.
+    #[serde(default)]
+    pub fanout_reopens: u64,
+    /// Kafka producers replaced after a fatal error.
+    #[serde(default)]
+    pub kafka_producer_resets: u64,
 }
 
 impl ServerCounters {
@@ -106,6 +112,8 @@ impl ServerCounters {
                 "chat_changestream_events_total" => &mut self.changestream_events,
                 "chat_kafka_events_total" => &mut self.kafka_events,
                 "chat_slow_consumer_closes_total" => &mut self.slow_consumer_closes,
+                "chat_changestream_reopens_total" | "chat_kafka_reconnects_total" => &mut self.fanout_reopens,
+                "chat_kafka_producer_resets_total" => &mut self.kafka_producer_resets,
                 _ => continue,
             };
             *slot += value as u64;
@@ -235,5 +243,29 @@ pub fn fmt_us(us: u64) -> String {
         u if u < 10_000 => format!("{:.2}ms", u as f64 / 1e3),
         u if u < 1_000_000 => format!("{:.1}ms", u as f64 / 1e3),
         u => format!("{:.2}s", u as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerCounters;
+
+    #[test]
+    fn counters_sum_over_nodes_and_fold_both_fanout_reopen_kinds() {
+        let node = "# HELP chat_acks Acks\n# TYPE chat_acks counter\nchat_acks_total 10\nchat_mongo_writes_total 10\n\
+                    chat_kafka_produces_total 10\nchat_kafka_reconnects_total 1\nchat_changestream_reopens_total 0\n\
+                    chat_kafka_producer_resets_total 1\nchat_connections 4\nchat_insert_to_fanout_seconds_sum 0.5\n";
+        let mut c = ServerCounters::default();
+        c.add_prometheus_text(node);
+        c.add_prometheus_text(&node.replace("chat_changestream_reopens_total 0", "chat_changestream_reopens_total 2"));
+        assert_eq!((c.acks, c.mongo_writes, c.kafka_produces), (20, 20, 20));
+        assert_eq!((c.fanout_reopens, c.kafka_producer_resets), (4, 2));
+        assert_eq!(c.external_ops_per_ack(), Some(2.0));
+        // An old report without the new fields still reads.
+        let old: ServerCounters = serde_json::from_str(
+            r#"{"acks":1,"mongo_writes":1,"kafka_produces":0,"deliveries":1,"history_replays":0,"changestream_events":1,"kafka_events":0,"slow_consumer_closes":0}"#,
+        )
+        .unwrap();
+        assert_eq!(old.fanout_reopens, 0);
     }
 }

@@ -65,6 +65,7 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         num("deliveries/s", &|m| m.throughput.delivered_per_s, &rate),
         num("external writes / msg", &|m| m.server.external_ops_per_ack().unwrap_or(0.0), &|v| format!("{v:.2}")),
         num("from history (%)", &|m| m.server.history_share().unwrap_or(0.0) * 100.0, &|v| format!("{v:.1}")),
+        text("fan-out re-opens / producer resets", &|m| format!("{} / {}", m.server.fanout_reopens, m.server.kafka_producer_resets)),
         text("checks", &|m| {
             let failed = m.failed_checks().count();
             if failed == 0 { format!("PASS ({})", m.checks.len()) } else { format!("FAIL ({failed} of {})", m.checks.len()) }

@@ -12,16 +12,17 @@
 //! per-connection resequencer (see `ws`) repairs that from history.
 
 use crate::AppState;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -34,29 +35,70 @@ pub struct KafkaConfig {
     pub fetch_wait_max_ms: u32,
 }
 
+/// The node's idempotent producer. A producer that hits a fatal error
+/// (e.g. `OutOfOrderSequence`) or is fenced (`ProducerFenced`, seen on the
+/// compat broker after a restart) refuses every later produce, so it is
+/// replaced by a new one (which asks for a producer id again); the send that
+/// failed is answered `store_unavailable` and the client resends it.
 pub struct Producer {
-    inner: FutureProducer,
+    /// The current producer and its generation (bumped on replacement).
+    current: RwLock<(u64, FutureProducer)>,
+    bootstrap: String,
     topic: String,
 }
 
 impl Producer {
     pub fn new(config: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
-        let inner: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap)
+        let inner = Self::create(&config.bootstrap)?;
+        Ok(Self { current: RwLock::new((0, inner)), bootstrap: config.bootstrap.clone(), topic: config.topic.clone() })
+    }
+
+    fn create(bootstrap: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("message.timeout.ms", "10000")
-            .create()?;
-        Ok(Self { inner, topic: config.topic.clone() })
+            .create()
     }
 
     /// Produce one `msg` frame keyed by room; Ok once the broker acked it.
-    pub async fn publish(&self, room: &str, frame: &str) -> Result<(), String> {
+    /// `resets` counts producers replaced after a fatal error.
+    pub async fn publish(&self, room: &str, frame: &str, resets: &Counter) -> Result<(), String> {
+        let (generation, producer) = self.current.read().expect("producer lock").clone();
         let record = FutureRecord::to(&self.topic).key(room).payload(frame);
-        match self.inner.send(record, Duration::from_secs(10)).await {
+        match producer.send(record, Duration::from_secs(10)).await {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err(format!("Kafka produce to {} failed: {e}", self.topic)),
+            Err((e, _)) => {
+                // A fenced producer (a newer one holds its producer id) fails
+                // every later message too, although librdkafka does not raise
+                // it as fatal for a non-transactional producer.
+                let fenced = e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::ProducerFenced);
+                if let Some((code, reason)) = producer.client().fatal_error() {
+                    self.replace(generation, resets, &format!("{code:?}: {reason}"));
+                } else if fenced {
+                    self.replace(generation, resets, "ProducerFenced");
+                }
+                Err(format!("Kafka produce to {} failed: {e}", self.topic))
+            }
+        }
+    }
+
+    /// Replace the producer of `generation` (once, however many sends saw
+    /// its fatal error).
+    fn replace(&self, generation: u64, resets: &Counter, why: &str) {
+        let mut current = self.current.write().expect("producer lock");
+        if current.0 != generation {
+            return;
+        }
+        match Self::create(&self.bootstrap) {
+            Ok(fresh) => {
+                *current = (generation + 1, fresh);
+                resets.inc();
+                tracing::error!(fatal = why, "the Kafka producer hit a fatal error; replaced it with a new one");
+            }
+            Err(e) => tracing::error!(fatal = why, error = %e, "the Kafka producer hit a fatal error and could not be replaced"),
         }
     }
 }
