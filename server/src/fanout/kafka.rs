@@ -26,6 +26,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// librdkafka backs off reconnects exponentially up to 10 s by default, so
+/// after a broker outage with several failed attempts a node could sit out
+/// seconds after the broker is back. A chat fan-out wants it back at once.
+const RECONNECT_BACKOFF_MS: &str = "50";
+const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     pub bootstrap: String,
@@ -60,6 +66,8 @@ impl Producer {
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("message.timeout.ms", "10000")
+            .set("reconnect.backoff.ms", RECONNECT_BACKOFF_MS)
+            .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
             .create()
     }
 
@@ -209,6 +217,8 @@ fn assign(state: &Arc<AppState>, config: &KafkaConfig) -> Result<StreamConsumer<
         .set("auto.offset.reset", "latest")
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
         .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
+        .set("reconnect.backoff.ms", RECONNECT_BACKOFF_MS)
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .create_with_context(link)
         .map_err(|e| format!("creating the consumer: {e}"))?;
     let timeout = Duration::from_secs(5);
