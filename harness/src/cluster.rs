@@ -33,8 +33,8 @@ pub struct ClusterSpec {
     pub mode: Mode,
     /// Extra `chat-server` flags (e.g. `--sabotage` in tests).
     pub extra_args: Vec<String>,
-    /// Per node, flags after `extra_args` (a later flag wins: e.g. that
-    /// node's own Kafka bootstrap through its fault proxy).
+    /// Per node, more flags (e.g. that node's Kafka bootstrap, which may be
+    /// its own fault proxy).
     pub per_node_args: Vec<Vec<String>>,
     pub log_dir: PathBuf,
 }

@@ -40,6 +40,9 @@ pub struct ChildGuard {
     name: String,
     child: Child,
     pgid: i32,
+    /// The group was killed and the child reaped: its pgid may be reused,
+    /// so it must not be signalled again.
+    reaped: bool,
 }
 
 impl ChildGuard {
@@ -57,7 +60,7 @@ impl ChildGuard {
         let child = cmd.spawn()?;
         let pgid = child.id().ok_or_else(|| io::Error::other(format!("{name} exited before its pid could be read")))? as i32;
         registry().lock().map(|mut g| g.insert(pgid)).ok();
-        Ok(Self { name, child, pgid })
+        Ok(Self { name, child, pgid, reaped: false })
     }
 
     pub fn name(&self) -> &str {
@@ -90,15 +93,29 @@ impl ChildGuard {
             _ => None,
         };
         let _ = self.signal(Signal::SIGKILL);
-        registry().lock().map(|mut g| g.remove(&self.pgid)).ok();
+        self.forget_group();
         status
+    }
+
+    /// SIGKILL the whole group (a crash, not a shutdown) and reap the child.
+    pub async fn kill(&mut self) {
+        let _ = self.signal(Signal::SIGKILL);
+        let _ = self.child.wait().await;
+        self.forget_group();
+    }
+
+    fn forget_group(&mut self) {
+        registry().lock().map(|mut g| g.remove(&self.pgid)).ok();
+        self.reaped = true;
     }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
-        registry().lock().map(|mut g| g.remove(&self.pgid)).ok();
+        if !self.reaped {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+            registry().lock().map(|mut g| g.remove(&self.pgid)).ok();
+        }
     }
 }
 

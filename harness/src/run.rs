@@ -146,8 +146,17 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         node_mongo_uris: links.iter().map(|l| with_host(&backend.uri, l.addr)).collect(),
         db,
         mode,
-        extra_args: node_args(options, kafka.as_ref(), !kafka_links.is_empty()),
-        per_node_args: kafka_links.iter().map(|l| vec!["--kafka-bootstrap".to_owned(), l.proxy.addr.to_string()]).collect(),
+        extra_args: node_args(options, kafka.as_ref()),
+        // In kafka mode each node's bootstrap: its link proxy, else the broker.
+        per_node_args: kafka
+            .iter()
+            .flat_map(|k| {
+                (0..topology.nodes as usize).map(|n| {
+                    let bootstrap = kafka_links.get(n).map_or_else(|| k.bootstrap.clone(), |l| l.proxy.addr.to_string());
+                    vec!["--kafka-bootstrap".to_owned(), bootstrap]
+                })
+            })
+            .collect(),
         log_dir: dir.to_owned(),
     };
     tracing::info!(nodes = topology.nodes, "starting chat-server nodes");
@@ -260,15 +269,12 @@ fn with_host(uri: &str, addr: std::net::SocketAddr) -> String {
     format!("mongodb://{addr}{}", &rest[end..])
 }
 
-/// Flags for every node: the Kafka topic (and bootstrap, unless each node
-/// reaches Kafka through its own link proxy) in kafka mode, plus extras.
-fn node_args(options: &RunOptions, kafka: Option<&KafkaBackend>, own_links: bool) -> Vec<String> {
+/// Flags for every node: the Kafka topic in kafka mode, plus extras (each
+/// node's bootstrap is in `per_node_args`).
+fn node_args(options: &RunOptions, kafka: Option<&KafkaBackend>) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(k) = kafka {
         args.extend(["--kafka-topic".to_owned(), k.topic.clone()]);
-        if !own_links {
-            args.extend(["--kafka-bootstrap".to_owned(), k.bootstrap.clone()]);
-        }
     }
     args.extend(options.server_args.iter().cloned());
     args

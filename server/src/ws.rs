@@ -391,13 +391,8 @@ async fn store_and_publish(state: &AppState, job: &SendJob) -> Result<String, St
 }
 
 fn refused(job: &SendJob, failed: &MsgId) -> String {
-    let mut err = FrameError::new(
-        ErrorCode::ResendRequired,
-        format!("send {:?} to this room failed earlier; resend it (same id) before later messages", failed.as_str()),
-    );
-    err.id = Some(job.id.as_str().to_owned());
-    err.room = Some(job.room.to_string());
-    err.to_frame()
+    let why = format!("send {:?} to this room failed earlier; resend it (same id) before later messages", failed.as_str());
+    send_error(job, ErrorCode::ResendRequired, why)
 }
 
 /// In kafka mode, produce the stored message's `msg` frame (also for a
@@ -412,7 +407,12 @@ async fn publish(state: &AppState, message: &crate::protocol::ChatMessage) -> Re
 
 fn not_stored(job: &SendJob, why: &str) -> String {
     tracing::warn!(room = %job.room, id = job.id.as_str(), error = why, "send not acked");
-    let mut err = FrameError::new(ErrorCode::StoreUnavailable, format!("not acked, resend with the same id: {why}"));
+    send_error(job, ErrorCode::StoreUnavailable, format!("not acked, resend with the same id: {why}"))
+}
+
+/// An error frame answering `job` (its id and room, for correlation).
+fn send_error(job: &SendJob, code: ErrorCode, message: String) -> String {
+    let mut err = FrameError::new(code, message);
     err.id = Some(job.id.as_str().to_owned());
     err.room = Some(job.room.to_string());
     err.to_frame()

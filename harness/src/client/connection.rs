@@ -17,6 +17,7 @@ use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,17 +42,19 @@ pub(super) struct Context {
 }
 
 /// A server frame as the client reads it (lenient: unknown fields ignored).
+/// Strings borrow from the frame text: no allocation per delivery.
 #[derive(Debug, Deserialize)]
-pub struct Frame {
-    pub op: String,
-    #[serde(default)]
-    pub id: Option<String>,
+pub struct Frame<'a> {
+    #[serde(borrow)]
+    pub op: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
     #[serde(default)]
     pub seq: Option<u64>,
     #[serde(default)]
     pub head: Option<u64>,
-    #[serde(default)]
-    pub code: Option<String>,
+    #[serde(borrow, default)]
+    pub code: Option<Cow<'a, str>>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -226,7 +229,7 @@ async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
                 Some(Ok(Message::Text(text))) => {
                     let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
                     let msg = frame.id.as_deref().and_then(parse_wire_id);
-                    match (frame.op.as_str(), msg, frame.seq) {
+                    match (&*frame.op, msg, frame.seq) {
                         ("ack", Some(msg), Some(seq)) => {
                             rec.record(EventKind::Ack { room, msg, seq });
                             if outstanding.remove(&msg).is_some() {
@@ -321,7 +324,7 @@ async fn subscriber(ctx: &Context, rec: &mut Recorder) -> Outcome {
                 incoming = read.next() => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
-                        match frame.op.as_str() {
+                        match &*frame.op {
                             "msg" => {
                                 let msg = frame.id.as_deref().and_then(parse_wire_id).unwrap_or(FOREIGN_MSG);
                                 let seq = frame.seq.unwrap_or(0);

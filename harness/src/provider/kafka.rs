@@ -161,8 +161,7 @@ impl KafkaLink {
     /// clients' connections drop, as they did when the broker died.
     pub async fn broker_restarted(&self) -> Result<(), String> {
         let mut child = self.tansu_proxy.lock().await;
-        let _ = child.signal(nix::sys::signal::Signal::SIGKILL);
-        let _ = child.child_mut().wait().await;
+        child.kill().await;
         *child = spawn_tansu_proxy(self.tansu_port, &self.proxy, &self.bootstrap, &self.log)?;
         drop(child);
         self.wait_until_it_answers().await

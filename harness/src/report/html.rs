@@ -3,7 +3,7 @@
 //! percentile curves per mode (log scale), latency and throughput over time
 //! in 1 s buckets per mode — the side-by-side table and the findings.
 
-use super::{COMPAT_WARNING, ModeReport, RunReport, fmt_us};
+use super::{COMPAT_WARNING, ModeReport, RunReport};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -12,6 +12,23 @@ const HEIGHT: u32 = 380;
 const PALETTE: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 /// Percentile curves stop at five nines (p100 would be infinitely far right).
 const MAX_NINES: f64 = 5.0;
+
+/// An HTML table of `header` and `rows`, every cell escaped.
+fn push_table<const N: usize>(html: &mut String, header: &[&str; N], rows: &[[String; N]]) {
+    html.push_str("<table><tr>");
+    for h in header {
+        html.push_str(&format!("<th>{}</th>", escape(h)));
+    }
+    html.push_str("</tr>\n");
+    for row in rows {
+        html.push_str("<tr>");
+        for cell in row {
+            html.push_str(&format!("<td>{}</td>", escape(cell)));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
+}
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -180,19 +197,8 @@ pub fn render(report: &RunReport) -> String {
     )));
     let faults = super::table::fault_rows(report);
     if !faults.is_empty() {
-        html.push_str("<h2>Faults</h2>\n<table><tr>");
-        for h in super::table::FAULT_HEADER {
-            html.push_str(&format!("<th>{}</th>", escape(h)));
-        }
-        html.push_str("</tr>\n");
-        for row in faults {
-            html.push_str("<tr>");
-            for cell in row {
-                html.push_str(&format!("<td>{}</td>", escape(&cell)));
-            }
-            html.push_str("</tr>\n");
-        }
-        html.push_str("</table>\n");
+        html.push_str("<h2>Faults</h2>\n");
+        push_table(&mut html, &super::table::FAULT_HEADER, &faults);
     }
     html.push_str("<h2>Checks</h2>\n<table><tr><th>mode</th><th>check</th><th>result</th><th>detail</th></tr>\n");
     for m in &report.modes {
@@ -208,29 +214,11 @@ pub fn render(report: &RunReport) -> String {
         }
     }
     html.push_str("</table>\n<h2>Findings</h2>\n");
-    let any = report.modes.iter().any(|m| !m.findings.is_empty());
-    if !any {
+    let findings = super::table::finding_rows(report, 200);
+    if findings.is_empty() {
         html.push_str("<p class=\"pass\">No findings.</p>\n");
     } else {
-        html.push_str("<table><tr><th>mode</th><th>kind</th><th>room</th><th>seq</th><th>msg</th><th>client</th><th>node</th><th>observed</th><th>detail</th></tr>\n");
-        for m in &report.modes {
-            for f in m.findings.iter().take(200) {
-                let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
-                html.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                    escape(&m.mode),
-                    f.kind.as_str(),
-                    f.room,
-                    opt(f.seq),
-                    opt(f.msg),
-                    opt(f.client.map(u64::from)),
-                    opt(f.node.map(u64::from)),
-                    f.observed_ns.map_or("-".to_owned(), |t| fmt_us(t / 1_000)),
-                    escape(&f.detail)
-                ));
-            }
-        }
-        html.push_str("</table>\n");
+        push_table(&mut html, &super::table::FINDING_HEADER, &findings);
     }
     html.push_str("</body></html>\n");
     html

@@ -35,14 +35,8 @@ pub fn render(report: &RunReport) -> String {
     }
     let faults = super::table::fault_rows(report);
     if !faults.is_empty() {
-        out.push_str("\n## Faults\n\n| ");
-        out.push_str(&super::table::FAULT_HEADER.join(" | "));
-        out.push_str(" |\n|");
-        out.push_str(&"---|".repeat(super::table::FAULT_HEADER.len()));
-        out.push('\n');
-        for row in faults {
-            out.push_str(&format!("| {} |\n", row.join(" | ")));
-        }
+        out.push_str("\n## Faults\n\n");
+        push_table(&mut out, &super::table::FAULT_HEADER, &faults);
     }
     out.push_str("\n## Checks\n\n");
     for m in &report.modes {
@@ -50,25 +44,19 @@ pub fn render(report: &RunReport) -> String {
             out.push_str(&format!("- {} `{}` {}: {}\n", if c.passed { "✅" } else { "❌" }, m.mode, c.name, c.detail));
         }
     }
-    let listed: Vec<_> = report.modes.iter().flat_map(|m| m.findings.iter().take(20).map(move |f| (m, f))).collect();
-    if !listed.is_empty() {
-        out.push_str(
-            "\n## First findings\n\n| mode | kind | room | seq | msg | client | node | detail |\n|---|---|---|---|---|---|---|---|\n",
-        );
-        for (m, f) in listed {
-            let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                m.mode,
-                f.kind.as_str(),
-                f.room,
-                opt(f.seq),
-                opt(f.msg),
-                opt(f.client.map(u64::from)),
-                opt(f.node.map(u64::from)),
-                f.detail
-            ));
-        }
+    let findings = super::table::finding_rows(report, 20);
+    if !findings.is_empty() {
+        out.push_str("\n## First findings\n\n");
+        push_table(&mut out, &super::table::FINDING_HEADER, &findings);
     }
     out
+}
+
+/// A Markdown table of `header` and `rows` (`|` in a cell is escaped).
+fn push_table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
+    out.push_str(&format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(N)));
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
 }

@@ -126,6 +126,31 @@ pub fn fault_rows(report: &RunReport) -> Vec<[String; 7]> {
     rows
 }
 
+/// Rows of the findings table (the first `per_mode` of each mode): shared
+/// by the Markdown and HTML reports.
+pub fn finding_rows(report: &RunReport, per_mode: usize) -> Vec<[String; 9]> {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let mut rows = Vec::new();
+    for m in &report.modes {
+        for f in m.findings.iter().take(per_mode) {
+            rows.push([
+                m.mode.clone(),
+                f.kind.as_str().to_owned(),
+                f.room.to_string(),
+                opt(f.seq),
+                opt(f.msg),
+                opt(f.client.map(u64::from)),
+                opt(f.node.map(u64::from)),
+                f.observed_ns.map_or("-".to_owned(), |t| fmt_us(t / 1_000)),
+                f.detail.clone(),
+            ]);
+        }
+    }
+    rows
+}
+
+pub const FINDING_HEADER: [&str; 9] = ["mode", "kind", "room", "seq", "msg", "client", "node", "observed", "detail"];
+
 pub const FAULT_HEADER: [&str; 7] =
     ["mode", "fault", "at", "lasted", "all receiving again", "msgs delayed (> pre-fault p99)", "max delivery"];
 

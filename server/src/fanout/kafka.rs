@@ -188,9 +188,9 @@ impl Link {
 impl ClientContext for Link {
     fn stats(&self, statistics: Statistics) {
         // Bootstrap entries (nodeid -1) are only used to learn the cluster.
-        let brokers: Vec<_> = statistics.brokers.values().filter(|b| b.nodeid >= 0).collect();
-        if !brokers.is_empty() {
-            self.mark(brokers.iter().any(|b| b.state == "UP"));
+        let mut brokers = statistics.brokers.values().filter(|b| b.nodeid >= 0).peekable();
+        if brokers.peek().is_some() {
+            self.mark(brokers.any(|b| b.state == "UP"));
         }
     }
 

@@ -152,8 +152,7 @@ impl Restart for Running {
             if matches!(self.storage, Storage::Memory) {
                 return Err("compat Kafka keeps this run's topics in memory; a restart would lose them".into());
             }
-            let _ = self.broker.signal(nix::sys::signal::Signal::SIGKILL);
-            let _ = self.broker.child_mut().wait().await;
+            self.broker.kill().await;
             tokio::time::sleep(down_for).await;
             self.broker = Running::spawn(self.dir.path(), &self.storage, self.port, &self.log)?;
             let bootstrap = format!("127.0.0.1:{}", self.port);

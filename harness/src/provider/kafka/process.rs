@@ -52,8 +52,7 @@ impl Restart for Running {
     /// on the same config and log dirs after `down_for`.
     fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let _ = self.broker.signal(nix::sys::signal::Signal::SIGKILL);
-            let _ = self.broker.child_mut().wait().await;
+            self.broker.kill().await;
             tokio::time::sleep(down_for).await;
             self.broker = spawn_broker(&self.config, &self.log).map_err(|e| format!("starting Kafka again: {e}"))?;
             super::wait_for_metadata(&self.bootstrap, Duration::from_secs(60))

@@ -91,8 +91,7 @@ impl Restart for Running {
             if self.db == "memory" {
                 return Err("compat MongoDB runs in memory for this run; a restart would lose the data".into());
             }
-            let _ = self.child.signal(nix::sys::signal::Signal::SIGKILL);
-            let _ = self.child.child_mut().wait().await;
+            self.child.kill().await;
             tokio::time::sleep(down_for).await;
             self.child = Running::spawn(self.dir.path(), &self.db, self.port, &self.log).await?;
             Ok(())

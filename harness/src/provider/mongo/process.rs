@@ -77,8 +77,7 @@ impl Restart for Running {
                 .iter_mut()
                 .find(|m| primary == format!("127.0.0.1:{}", m.port))
                 .ok_or_else(|| format!("primary {primary} is not one of the members chatbench started"))?;
-            let _ = member.child.signal(nix::sys::signal::Signal::SIGKILL);
-            let _ = member.child.child_mut().wait().await;
+            member.child.kill().await;
             tokio::time::sleep(down_for).await;
             member.child = Member::spawn(member.index, member.port, &member.dbpath, &member.log)
                 .map_err(|e| format!("starting mongod-{} again: {e}", member.index))?;
