@@ -27,6 +27,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    if state.sabotage.refuse_upgrade {
+        return (StatusCode::SERVICE_UNAVAILABLE, "sabotage refuse_upgrade: WebSocket upgrades are refused (test only)").into_response();
+    }
     // The transport accepts frames up to MAX_WS_MESSAGE_BYTES so that frames
     // over the protocol limit (MAX_FRAME_BYTES) get an error frame instead of
     // a dropped connection.

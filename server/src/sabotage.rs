@@ -1,9 +1,17 @@
 //! Deliberate guarantee-breaking for testing the harness's checkers.
 //!
-//! Off unless `--sabotage` is given. It acts at the very last step, when a
-//! `msg` frame is written to a socket, so no recovery logic upstream can hide
-//! it: `drop` skips the frame, `dup` writes it twice, `reorder` holds it back
-//! and writes it after the next one. Never enable it outside tests.
+//! Off unless `--sabotage` is given. Never enable it outside tests.
+//!
+//! Per delivered frame (probabilities), at the very last step when a `msg`
+//! frame is written to a socket, so no recovery logic upstream can hide it:
+//! `drop` skips the frame, `dup` writes it twice, `reorder` holds it back
+//! and writes it after the next one.
+//!
+//! Liveness (flags), each while `/healthz` stays 200: `refuse_upgrade`
+//! answers every WebSocket upgrade with 503; `no_ack` stores and fans out
+//! every send but never acks it; `refuse_after` answers every `subscribe`
+//! with `after` with an error; `stop_fanout` hands nothing to local
+//! subscribers (the fan-out source stays open).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -14,10 +22,18 @@ pub struct Sabotage {
     pub drop: f64,
     pub dup: f64,
     pub reorder: f64,
+    pub refuse_upgrade: bool,
+    pub no_ack: bool,
+    pub refuse_after: bool,
+    pub stop_fanout: bool,
 }
 
 impl Sabotage {
     pub fn is_off(&self) -> bool {
+        *self == Sabotage::default()
+    }
+
+    fn dice_off(&self) -> bool {
         self.drop == 0.0 && self.dup == 0.0 && self.reorder == 0.0
     }
 }
@@ -25,12 +41,25 @@ impl Sabotage {
 impl FromStr for Sabotage {
     type Err = String;
 
-    /// `drop=0.02,dup=0.01,reorder=0.01` (probabilities per delivered frame).
+    /// `drop=0.02,dup=0.01,reorder=0.01` (probabilities per delivered
+    /// frame) and/or flags: `refuse_upgrade,no_ack,refuse_after,stop_fanout`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = Sabotage::default();
-        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let (key, value) =
-                part.split_once('=').ok_or_else(|| format!("sabotage {part:?}: expected key=probability, e.g. drop=0.02"))?;
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let flag = match part {
+                "refuse_upgrade" => Some(&mut out.refuse_upgrade),
+                "no_ack" => Some(&mut out.no_ack),
+                "refuse_after" => Some(&mut out.refuse_after),
+                "stop_fanout" => Some(&mut out.stop_fanout),
+                _ => None,
+            };
+            if let Some(flag) = flag {
+                *flag = true;
+                continue;
+            }
+            let (key, value) = part.split_once('=').ok_or_else(|| {
+                format!("sabotage {part:?}: expected key=probability (drop, dup, reorder) or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout)")
+            })?;
             let p: f64 = value.trim().parse().map_err(|_| format!("sabotage {key}: {value:?} is not a number"))?;
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("sabotage {key}: {p} is not a probability in 0..=1"));
@@ -40,7 +69,9 @@ impl FromStr for Sabotage {
                 "dup" => out.dup = p,
                 "reorder" => out.reorder = p,
                 other => {
-                    return Err(format!("sabotage: unknown kind {other:?} (expected drop, dup or reorder)"));
+                    return Err(format!(
+                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, refuse_upgrade, no_ack, refuse_after or stop_fanout)"
+                    ));
                 }
             }
         }
@@ -69,7 +100,7 @@ impl Saboteur {
     }
 
     pub fn judge(&mut self) -> Verdict {
-        if self.config.is_off() {
+        if self.config.dice_off() {
             return Verdict::Write;
         }
         let roll: f64 = self.rng.random();
@@ -93,7 +124,10 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         let s: Sabotage = "drop=0.5,dup=0.25".parse().unwrap();
-        assert_eq!(s, Sabotage { drop: 0.5, dup: 0.25, reorder: 0.0 });
+        assert_eq!(s, Sabotage { drop: 0.5, dup: 0.25, ..Default::default() });
+        let s: Sabotage = "no_ack, refuse_after".parse().unwrap();
+        assert_eq!(s, Sabotage { no_ack: true, refuse_after: true, ..Default::default() });
+        assert!(!s.is_off() && Sabotage::default().is_off());
         assert!("drop=2".parse::<Sabotage>().is_err());
         assert!("lose=0.1".parse::<Sabotage>().is_err());
         assert!("drop".parse::<Sabotage>().is_err());

@@ -321,6 +321,12 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, room: RoomId, after: Option<Seq>) -> Result<(), Stop> {
+        if after.is_some() && self.state.sabotage.refuse_after {
+            let mut err =
+                FrameError::new(ErrorCode::StoreUnavailable, "sabotage refuse_after: subscribe with after is refused (test only)");
+            err.room = Some(room.to_string());
+            return self.frame_error(err).await;
+        }
         // Register before reading the head: every message stored after the
         // head read then reaches us live, and everything up to it is history.
         if !self.next_seq.contains_key(&room) {
@@ -362,6 +368,10 @@ async fn send_worker(state: Arc<AppState>, mut jobs: mpsc::Receiver<SendJob>, ou
         let frame = match blocked_on.get(&job.room) {
             Some(failed) if *failed != job.id => refused(&job, failed),
             _ => match store_and_publish(&state, &job).await {
+                Ok(_) if state.sabotage.no_ack => {
+                    blocked_on.remove(&job.room);
+                    continue; // stored and fanned out, never acked (test only)
+                }
                 Ok(frame) => {
                     blocked_on.remove(&job.room);
                     frame

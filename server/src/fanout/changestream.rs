@@ -105,7 +105,7 @@ fn fan_out(state: &AppState, doc: MessageDoc) {
     let message = doc.into_message();
     tracing::debug!(room = %message.room, seq = message.seq, lag_ms, "change event");
     let frame = Utf8Bytes::from(ServerFrame::Msg(&message).to_json());
-    state.hub.fanout(&message.room, message.seq, &frame);
+    super::hand_to_hub(state, &message.room, message.seq, &frame);
 }
 
 fn is_history_lost(e: &mongodb::error::Error) -> bool {

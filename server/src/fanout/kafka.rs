@@ -255,5 +255,5 @@ fn fan_out(state: &AppState, payload: &[u8]) {
         return;
     };
     let frame = axum::extract::ws::Utf8Bytes::from(text.to_owned());
-    state.hub.fanout(route.room, route.seq, &frame);
+    super::hand_to_hub(state, route.room, route.seq, &frame);
 }
