@@ -4,7 +4,7 @@
 
 use crate::cluster::find_server_bin;
 use crate::report::evaluate::{self, evaluate};
-use crate::report::{Drain, REPORT_SCHEMA_VERSION, RunReport};
+use crate::report::{REPORT_SCHEMA_VERSION, RunReport};
 use crate::run::{RunOptions, run};
 use crate::scenario::{self, Checks, Mode, ProviderChoice};
 use crate::trace::Trace;
@@ -103,7 +103,8 @@ pub struct RunArgs {
     /// kafka baseline under faults, whose findings are reported as they are).
     #[arg(long = "report-only-mode", value_enum)]
     pub report_only_modes: Vec<CliMode>,
-    /// TEST ONLY: make every node break guarantees (`drop=0.02,dup=0.01,reorder=0.01`).
+    /// TEST ONLY: make every node break guarantees: `drop=0.02,dup=0.01,reorder=0.01`
+    /// and/or the liveness flags `refuse_upgrade`, `no_ack`, `refuse_after`, `stop_fanout`.
     #[arg(long)]
     pub sabotage: Option<String>,
 }
@@ -130,21 +131,8 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Compare { baseline, candidate, metrics, tolerance } => compare_command(&baseline, &candidate, metrics, tolerance),
         Command::Dump { trace, client, msg } => match Trace::read(&trace) {
             Ok(t) => {
-                for e in t.events.iter().filter(|e| client.is_none_or(|c| e.client == c)) {
-                    let about = match e.kind {
-                        crate::trace::EventKind::Send { msg, .. }
-                        | crate::trace::EventKind::Ack { msg, .. }
-                        | crate::trace::EventKind::Deliver { msg, .. } => Some(msg),
-                        crate::trace::EventKind::Error { msg } => msg,
-                        _ => None,
-                    };
-                    if msg.is_none() || about == msg {
-                        println!("{:>14} c{:<4} {:?}", e.t_ns, e.client, e.kind);
-                    }
-                }
-                for f in &t.meta.faults {
-                    println!("fault {f:?}");
-                }
+                // A closed pipe (`| head`) ends the dump quietly.
+                let _ = dump(&t, client, msg, &mut std::io::stdout().lock());
                 ExitCode::from(EXIT_PASS)
             }
             Err(e) => usage_error(e),
@@ -158,6 +146,25 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             ExitCode::from(EXIT_PASS)
         }
     }
+}
+
+/// A trace's events as text (optionally one client's, or one message's), then its faults.
+fn dump(t: &Trace, client: Option<u32>, msg: Option<u64>, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    use crate::trace::EventKind;
+    for e in t.events.iter().filter(|e| client.is_none_or(|c| e.client == c)) {
+        let about = match e.kind {
+            EventKind::Send { msg, .. } | EventKind::Ack { msg, .. } | EventKind::Deliver { msg, .. } => Some(msg),
+            EventKind::Error { msg } => msg,
+            _ => None,
+        };
+        if msg.is_none() || about == msg {
+            writeln!(out, "{:>14} c{:<4} {:?}", e.t_ns, e.client, e.kind)?;
+        }
+    }
+    for f in &t.meta.faults {
+        writeln!(out, "fault {f:?}")?;
+    }
+    Ok(())
 }
 
 fn usage_error(message: impl std::fmt::Display) -> ExitCode {
@@ -264,17 +271,9 @@ fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> 
             Ok(s) => s.checks,
             Err(e) => return usage_error(e),
         },
-        None => serde_json::from_str(&trace.meta.checks_json).unwrap_or_default(),
+        None => trace.meta.checks.clone(),
     };
-    let ctx = evaluate::Context {
-        provider: trace.meta.provider.clone(),
-        backend: trace.meta.backend.clone(),
-        backend_is_real: trace.meta.backend_is_real,
-        nodes: trace.meta.nodes,
-        drain: Drain::default(),
-        server: Default::default(),
-        notes: vec![format!("re-checked offline from {}", path.display())],
-    };
+    let ctx = evaluate::Context { server: Default::default(), notes: vec![format!("re-checked offline from {}", path.display())] };
     let mode = evaluate(&trace, &checks, ctx);
     let passed = mode.failed_checks().next().is_none();
     let report = RunReport {

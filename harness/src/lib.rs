@@ -8,6 +8,7 @@ pub mod client;
 pub mod cluster;
 pub mod doctor;
 pub mod nemesis;
+pub mod oracle;
 pub mod process;
 pub mod provider;
 pub mod proxy;

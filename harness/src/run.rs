@@ -1,21 +1,22 @@
 //! One `chatbench run`: for each mode, fresh backends and nodes, the
-//! workload, history read-back, teardown, then checks and reports.
+//! workload and the nemesis, history read back by the oracle, teardown,
+//! then checks and reports.
 //! Everything started here is owned by a guard, so an error, a panic or a
 //! dropped future (Ctrl-C) tears it down.
 
-use crate::client::{self, Controls, Shared, plan_clients};
+use crate::client::{self, Controls, Shared, WorkloadOutcome, plan_clients};
 use crate::cluster::{Cluster, ClusterError, ClusterSpec};
 use crate::nemesis::{self, Targets};
+use crate::oracle;
 use crate::provider::ProviderError;
 use crate::provider::kafka::{self, KafkaBackend, KafkaLink, KafkaRequest};
-use crate::provider::mongo::{self, MongoRequest};
+use crate::provider::mongo::{self, MongoBackend, MongoRequest};
 use crate::proxy::FaultProxy;
 use crate::report::evaluate::{self, evaluate};
-use crate::report::{Drain, ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
+use crate::report::{ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
 use crate::scenario::{LinkTarget, Mode, ProviderChoice, Scenario};
-use crate::trace::{Clock, FOREIGN_MSG, MsgNo, RoomHistory, TRACE_VERSION, Trace, TraceMeta, parse_wire_id};
+use crate::trace::{Clock, DrainRecord, TRACE_VERSION, Trace, TraceMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,7 +85,83 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     Ok(report)
 }
 
+/// One mode, in named phases: backends → nodes → workload and nemesis →
+/// verdict inputs (history from the oracle, counters) → teardown → trace →
+/// evaluation. Every phase's resources are owned by guards.
 async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<ModeReport, InfraError> {
+    let backends = start_backends(scenario, options, mode, dir).await?;
+    let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let cluster = start_nodes(scenario, options, mode, dir, &backends, &db).await?;
+    let rooms: Vec<String> = (0..scenario.workload.rooms).map(|r| format!("room-{r}")).collect();
+    let plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed);
+    let clock = Clock::start();
+    let driven = drive(scenario, options, mode, cluster, backends, Planned { rooms: &rooms, plans: &plans, clock }).await;
+    let ended_ns = clock.now_ns();
+    let Driven { outcome, faults, targets } = driven;
+    let Targets { cluster, mongo, down, kafka, kafka_links, .. } = targets;
+    let (mut cluster, mongo, down) = (cluster.into_inner(), mongo.into_inner(), down.into_inner());
+    // A node that died outside a planned fault makes the run's verdict void.
+    if let Some((node, status)) = cluster.dead_nodes().into_iter().find(|(node, _)| !down.contains(node)) {
+        return Err(InfraError::NodeDied { node, status: status.to_string(), log: cluster.nodes[node].log.display().to_string() });
+    }
+    if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
+        return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
+    }
+    tracing::info!("reading history back from MongoDB (the oracle)");
+    let history = oracle::read_history(&mongo.uri, &db, &rooms).await;
+    let server = scrape_counters(&cluster).await;
+    for problem in cluster.stop(Duration::from_secs(5)).await {
+        tracing::warn!("{problem}");
+    }
+    drop(kafka_links);
+    let kafka = kafka.map(Mutex::into_inner);
+    let (provider, backend, backend_is_real) = describe(&mongo, kafka.as_ref());
+    drop(kafka);
+    drop(mongo);
+    let trace = Trace {
+        version: TRACE_VERSION,
+        meta: TraceMeta {
+            scenario: scenario.name.clone(),
+            mode: mode.as_str().to_owned(),
+            seed: options.seed,
+            provider,
+            backend,
+            warmup_ns: outcome.start_ns + scenario.workload.warmup.0.as_nanos() as u64,
+            sending_started_ns: outcome.start_ns,
+            sending_ended_ns: outcome.sending_ended_ns,
+            ended_ns,
+            checks: scenario.checks.clone(),
+            load: Some(scenario.workload.load),
+            drain: DrainRecord { completed: outcome.drained, took_ns: outcome.drain_took.as_nanos() as u64 },
+            history_source: oracle::source(&db),
+            backend_is_real,
+            nodes: scenario.topology.nodes,
+            faults,
+        },
+        rooms,
+        clients: plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
+        events: Trace::merge(outcome.buffers),
+        history,
+    };
+    let trace_path = dir.join("trace.bin");
+    trace
+        .write(&trace_path)
+        .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
+    let ctx = evaluate::Context { server, notes: vec![format!("trace: {}", trace_path.display())] };
+    Ok(evaluate(&trace, &scenario.checks, ctx))
+}
+
+/// The backends of one mode and the fault proxies on each node's links.
+struct Backends {
+    mongo: MongoBackend,
+    kafka: Option<KafkaBackend>,
+    /// Per node: its fault proxy to MongoDB (network faults only).
+    links: Vec<FaultProxy>,
+    /// Per node: its path to Kafka through a fault proxy (network faults on Kafka only).
+    kafka_links: Vec<KafkaLink>,
+}
+
+async fn start_backends(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<Backends, InfraError> {
     let topology = &scenario.topology;
     let request = MongoRequest {
         members: topology.mongo.members,
@@ -93,9 +170,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         persistent: scenario.may_restart_mongo(),
     };
     tracing::info!(mode = mode.as_str(), provider = ?options.provider, "starting MongoDB");
-    let backend = mongo::start(options.provider, &request, dir).await?;
-    let (provider, backend_version, backend_is_real) =
-        (backend.provider.as_str().to_owned(), backend.version.clone(), backend.is_real_mongodb);
+    let mongo = mongo::start(options.provider, &request, dir).await?;
     let kafka = match mode {
         Mode::Kafka => {
             let request = KafkaRequest {
@@ -110,20 +185,11 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         }
         Mode::Changestream => None,
     };
-    let (backend_version, backend_is_real) = match &kafka {
-        Some(k) => (format!("{backend_version} + {}", k.version), backend_is_real && k.is_real_kafka),
-        None => (backend_version, backend_is_real),
-    };
-    // Network faults: each node reaches MongoDB (and Kafka) through its own
-    // fault proxy.
+    let cannot = |why: String| InfraError::Provider(crate::provider::ProviderError::CannotHonour { provider: "network faults", why });
     let mut links = Vec::new();
     if scenario.needs_link_proxies(LinkTarget::Mongo) {
-        let upstream = single_host(&backend.uri).ok_or_else(|| {
-            InfraError::Provider(crate::provider::ProviderError::CannotHonour {
-                provider: "network faults",
-                why: format!("the MongoDB URI {} has several hosts; the fault proxy needs a single-host URI", backend.uri),
-            })
-        })?;
+        let upstream = single_host(&mongo.uri)
+            .ok_or_else(|| cannot(format!("the MongoDB URI {} has several hosts; the fault proxy needs a single-host URI", mongo.uri)))?;
         for _ in 0..topology.nodes {
             let proxy = FaultProxy::start(upstream).await.map_err(|e| InfraError::Output { path: "fault proxy".into(), source: e })?;
             links.push(proxy);
@@ -132,47 +198,80 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let mut kafka_links = Vec::new();
     if let Some(k) = kafka.as_ref().filter(|_| scenario.needs_link_proxies(LinkTarget::Kafka)) {
         for node in 0..topology.nodes {
-            let link = KafkaLink::start(&k.bootstrap, &dir.join(format!("kafka-link-{node}.log")))
-                .await
-                .map_err(|why| InfraError::Provider(crate::provider::ProviderError::CannotHonour { provider: "network faults", why }))?;
-            kafka_links.push(link);
+            kafka_links.push(KafkaLink::start(&k.bootstrap, &dir.join(format!("kafka-link-{node}.log"))).await.map_err(cannot)?);
         }
     }
-    let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    Ok(Backends { mongo, kafka, links, kafka_links })
+}
+
+async fn start_nodes(
+    scenario: &Scenario,
+    options: &RunOptions,
+    mode: Mode,
+    dir: &std::path::Path,
+    backends: &Backends,
+    db: &str,
+) -> Result<Cluster, InfraError> {
+    let nodes = scenario.topology.nodes;
     let spec = ClusterSpec {
         server_bin: options.server_bin.clone(),
-        nodes: topology.nodes,
-        mongo_uri: backend.uri.clone(),
-        node_mongo_uris: links.iter().map(|l| with_host(&backend.uri, l.addr)).collect(),
-        db,
+        nodes,
+        mongo_uri: backends.mongo.uri.clone(),
+        node_mongo_uris: backends.links.iter().map(|l| with_host(&backends.mongo.uri, l.addr)).collect(),
+        db: db.to_owned(),
         mode,
-        extra_args: node_args(options, kafka.as_ref()),
+        extra_args: node_args(options, backends.kafka.as_ref()),
         // In kafka mode each node's bootstrap: its link proxy, else the broker.
-        per_node_args: kafka
+        per_node_args: backends
+            .kafka
             .iter()
             .flat_map(|k| {
-                (0..topology.nodes as usize).map(|n| {
-                    let bootstrap = kafka_links.get(n).map_or_else(|| k.bootstrap.clone(), |l| l.proxy.addr.to_string());
+                (0..nodes as usize).map(|n| {
+                    let bootstrap = backends.kafka_links.get(n).map_or_else(|| k.bootstrap.clone(), |l| l.proxy.addr.to_string());
                     vec!["--kafka-bootstrap".to_owned(), bootstrap]
                 })
             })
             .collect(),
         log_dir: dir.to_owned(),
     };
-    tracing::info!(nodes = topology.nodes, "starting chat-server nodes");
-    let cluster = Cluster::start(&spec).await?;
+    tracing::info!(nodes, "starting chat-server nodes");
+    Ok(Cluster::start(&spec).await?)
+}
+
+/// What the workload and the nemesis leave behind.
+struct Driven {
+    outcome: WorkloadOutcome,
+    faults: Vec<crate::trace::FaultRecord>,
+    targets: Targets,
+}
+
+/// The rooms and clients of a run, and its clock.
+struct Planned<'a> {
+    rooms: &'a [String],
+    plans: &'a [client::ClientPlan],
+    clock: Clock,
+}
+
+/// Run the clients and the nemesis side by side, then let faults settle.
+async fn drive(
+    scenario: &Scenario,
+    options: &RunOptions,
+    mode: Mode,
+    cluster: Cluster,
+    backends: Backends,
+    planned: Planned<'_>,
+) -> Driven {
+    let Planned { rooms, plans, clock } = planned;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.ws_url()).collect();
-    let rooms: Vec<String> = (0..scenario.workload.rooms).map(|r| format!("room-{r}")).collect();
-    let plans = plan_clients(&scenario.workload, topology.nodes, options.seed);
     let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
-    let clock = Clock::start();
     let progress = progress_bar(options.quiet, scenario, mode);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
     let (controls, drops) = Controls::new();
     let window = controls.window.subscribe();
+    let Backends { mongo, kafka, links, kafka_links } = backends;
     let targets = Targets {
         cluster: Mutex::new(cluster),
-        mongo: Mutex::new(backend),
+        mongo: Mutex::new(mongo),
         drops,
         down: Mutex::new(BTreeSet::new()),
         paused: Mutex::new(BTreeSet::new()),
@@ -180,7 +279,9 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         kafka: kafka.map(Mutex::new),
         kafka_links,
     };
-    let workload = client::run(&plans, &urls, &rooms, &scenario.workload, options.seed, clock, shared.clone(), controls);
+    let force =
+        client::Workforce { plans, urls: &urls, rooms, workload: &scenario.workload, seed: options.seed, clock, shared: shared.clone() };
+    let workload = client::run(force, controls);
     let mut schedule = scenario.fault_schedule(options.seed);
     if mode == Mode::Changestream {
         // Same seed, same schedule; faults on Kafka have nothing to act on here.
@@ -190,65 +291,16 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     nemesis::settle(&targets).await;
     ticker.abort();
     progress.finish_and_clear();
-    let ended_ns = clock.now_ns();
-    let Targets { cluster, mongo: backend, down, kafka, kafka_links, .. } = targets;
-    let (mut cluster, backend, down) = (cluster.into_inner(), backend.into_inner(), down.into_inner());
-    // A node that died outside a planned fault makes the run's verdict void.
-    if let Some((node, status)) = cluster.dead_nodes().into_iter().find(|(node, _)| !down.contains(node)) {
-        return Err(InfraError::NodeDied { node, status: status.to_string(), log: cluster.nodes[node].log.display().to_string() });
+    Driven { outcome, faults, targets }
+}
+
+/// (provider, backend description, whether every backend is the real thing).
+fn describe(mongo: &MongoBackend, kafka: Option<&KafkaBackend>) -> (String, String, bool) {
+    let provider = mongo.provider.as_str().to_owned();
+    match kafka {
+        Some(k) => (provider, format!("{} + {}", mongo.version, k.version), mongo.is_real_mongodb && k.is_real_kafka),
+        None => (provider, mongo.version.clone(), mongo.is_real_mongodb),
     }
-    if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
-        return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
-    }
-    let live = (0..cluster.nodes.len()).find(|n| !down.contains(n)).unwrap_or(0);
-    let history = read_history(&cluster.nodes[live].http_url(""), &rooms).await;
-    let server = scrape_counters(&cluster).await;
-    for problem in cluster.stop(Duration::from_secs(5)).await {
-        tracing::warn!("{problem}");
-    }
-    drop(kafka_links);
-    drop(kafka);
-    drop(backend);
-    let trace = Trace {
-        version: TRACE_VERSION,
-        meta: TraceMeta {
-            scenario: scenario.name.clone(),
-            mode: mode.as_str().to_owned(),
-            seed: options.seed,
-            provider: provider.clone(),
-            backend: backend_version.clone(),
-            warmup_ns: outcome.start_ns + scenario.workload.warmup.0.as_nanos() as u64,
-            sending_started_ns: outcome.start_ns,
-            sending_ended_ns: outcome.sending_ended_ns,
-            ended_ns,
-            checks_json: serde_json::to_string(&scenario.checks).expect("checks serialize"),
-            backend_is_real,
-            nodes: topology.nodes,
-            faults,
-        },
-        rooms,
-        clients: plans.iter().map(|p| p.info()).collect(),
-        events: Trace::merge(outcome.buffers),
-        history,
-    };
-    let trace_path = dir.join("trace.bin");
-    trace
-        .write(&trace_path)
-        .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
-    let mut notes = vec![format!("trace: {}", trace_path.display())];
-    if !outcome.drained {
-        notes.push(format!("drain did not complete within {:?}", scenario.workload.drain_timeout.0));
-    }
-    let ctx = evaluate::Context {
-        provider,
-        backend: backend_version,
-        backend_is_real,
-        nodes: topology.nodes,
-        drain: Drain { completed: outcome.drained, took_ms: outcome.drain_took.as_millis() as u64 },
-        server,
-        notes,
-    };
-    Ok(evaluate(&trace, &scenario.checks, ctx))
 }
 
 /// The one `host:port` of a MongoDB URI (None when it lists several).
@@ -318,49 +370,6 @@ async fn scrape_counters(cluster: &Cluster) -> ServerCounters {
         }
     }
     counters
-}
-
-#[derive(Deserialize)]
-struct HistoryPage {
-    messages: Vec<HistoryMessage>,
-}
-
-#[derive(Deserialize)]
-struct HistoryMessage {
-    seq: u64,
-    id: String,
-}
-
-/// Read every room's history back through a node's HTTP API.
-async fn read_history(base: &str, rooms: &[String]) -> Vec<RoomHistory> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a plain HTTP client builds");
-    let mut out = Vec::with_capacity(rooms.len());
-    for room in rooms {
-        let mut history = RoomHistory { entries: Vec::new(), complete: true };
-        let mut after = 0u64;
-        loop {
-            let url = format!("{base}/rooms/{room}/messages?after={after}&limit=10000");
-            let page = match client.get(&url).send().await {
-                Ok(r) if r.status().is_success() => r.json::<HistoryPage>().await.ok(),
-                _ => None,
-            };
-            let Some(page) = page else {
-                tracing::warn!(%room, "could not read history");
-                history.complete = false;
-                break;
-            };
-            if page.messages.is_empty() {
-                break;
-            }
-            for m in page.messages {
-                after = after.max(m.seq);
-                let msg: MsgNo = parse_wire_id(&m.id).unwrap_or(FOREIGN_MSG);
-                history.entries.push((m.seq, msg));
-            }
-        }
-        out.push(history);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -37,20 +37,43 @@ pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
 }
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 1;
+pub const TRACE_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
+    /// Only sends.
     Sender,
+    /// Only subscribes.
+    #[default]
     Subscriber,
+    /// Subscribes to its room and sends into it on one connection.
+    Chatter,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl Role {
+    pub fn sends(self) -> bool {
+        matches!(self, Role::Sender | Role::Chatter)
+    }
+
+    pub fn subscribes(self) -> bool {
+        matches!(self, Role::Subscriber | Role::Chatter)
+    }
+}
+
+/// One planned client connection: what it is, where it connects, and what
+/// the plan expects of it (so liveness can be judged from the trace alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientInfo {
     pub role: Role,
-    /// Node index the client connected to.
+    /// Node index the client connects to first.
     pub node: u32,
     pub room: RoomIdx,
+    /// When it joins, in ns from the start of sending (0: before sending starts).
+    pub join_at_ns: u64,
+    /// The `after` of its first subscription (late subscribers).
+    pub after: Option<u64>,
+    /// Open loop: how many sends its schedule holds. None: closed loop.
+    pub planned_sends: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +85,10 @@ pub struct Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
+    /// A WebSocket connection (the first, or a reconnect) is open.
+    Connected {
+        node: u32,
+    },
     /// A send left the client; `scheduled_ns` is when the schedule wanted it
     /// (latency counts from there). A resend repeats the event.
     Send {
@@ -81,6 +108,10 @@ pub enum EventKind {
         head: u64,
         after: Option<u64>,
     },
+    /// A `subscribe` was answered with an `error` frame (the client retries).
+    SubscribeRefused {
+        room: RoomIdx,
+    },
     Deliver {
         room: RoomIdx,
         msg: MsgNo,
@@ -90,13 +121,15 @@ pub enum EventKind {
     Error {
         msg: Option<MsgNo>,
     },
-    /// The connection closed (close code if the server sent one).
+    /// The connection closed (close code if the server sent one); the
+    /// client reconnects.
     Closed {
         code: Option<u16>,
     },
-    /// The client connected again (to this node) after a close.
-    Reconnected {
-        node: u32,
+    /// The client stopped trying for good before the run ended (e.g. the
+    /// WebSocket upgrade was refused with this HTTP status).
+    GaveUp {
+        http_status: Option<u16>,
     },
 }
 
@@ -105,8 +138,17 @@ pub enum EventKind {
 pub struct RoomHistory {
     /// `(seq, msg)` pairs.
     pub entries: Vec<(u64, MsgNo)>,
-    /// False when history could not be read (the check is then skipped).
+    /// False when history could not be read (a finding, `history_unavailable`).
     pub complete: bool,
+}
+
+/// How the workload's sending ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    /// Every send acked, every client connected and subscribed, every
+    /// subscriber caught up, before `drain_timeout`.
+    pub completed: bool,
+    pub took_ns: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -124,9 +166,15 @@ pub struct TraceMeta {
     pub sending_ended_ns: u64,
     /// When recording stopped (after draining).
     pub ended_ns: u64,
-    /// The scenario's `checks` section as JSON, so `chatbench check` can
-    /// re-judge the trace offline with the same thresholds.
-    pub checks_json: String,
+    /// The scenario's checks, so `chatbench check` re-judges the trace
+    /// offline with the same switches and thresholds.
+    pub checks: crate::scenario::Checks,
+    /// The workload's load (open rate or closed loop), for offered rates
+    /// and report labels.
+    pub load: Option<crate::scenario::Load>,
+    pub drain: DrainRecord,
+    /// Where `history` was read from (the oracle).
+    pub history_source: String,
     pub backend_is_real: bool,
     pub nodes: u32,
     /// The faults the nemesis applied, in order.
@@ -255,7 +303,7 @@ mod tests {
         let trace = Trace {
             version: TRACE_VERSION,
             rooms: vec!["r0".into()],
-            clients: vec![ClientInfo { role: Role::Sender, node: 0, room: 0 }],
+            clients: vec![ClientInfo { role: Role::Sender, planned_sends: Some(1), ..Default::default() }],
             events: vec![Event { t_ns: 5, client: 0, kind: EventKind::Ack { room: 0, msg: 1, seq: 1 } }],
             history: vec![RoomHistory { entries: vec![(1, 1)], complete: true }],
             ..Default::default()

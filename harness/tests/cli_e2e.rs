@@ -56,7 +56,7 @@ fn a_clean_run_passes_writes_every_report_and_rechecks_offline() {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let r = report(&out);
-    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["schema_version"], chatbench::report::REPORT_SCHEMA_VERSION);
     assert_eq!(r["passed"], true);
     assert_eq!(r["modes"][0]["provider"], "compat");
     assert_eq!(r["modes"][0]["backend_is_real"], false);
@@ -69,12 +69,82 @@ fn a_clean_run_passes_writes_every_report_and_rechecks_offline() {
 }
 
 fn sabotaged(spec: &str) -> (Option<i32>, BTreeSet<String>, String) {
+    sabotaged_with(spec, "")
+}
+
+fn sabotaged_with(spec: &str, extra: &str) -> (Option<i32>, BTreeSet<String>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let file = scenario(dir.path(), "2s", "");
+    let file = scenario(dir.path(), "2s", extra);
     let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--sabotage", spec, "--seed", "7"]);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     (o.status.code(), finding_kinds(&report(&out)), stdout)
+}
+
+fn kinds(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn a_server_that_refuses_every_upgrade_while_healthy_fails_liveness() {
+    // connect_timeout keeps the wait for never-ready clients short.
+    let (code, found, stdout) = sabotaged_with("refuse_upgrade", "  connect_timeout: 2s\n");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["not_ready", "unattempted", "no_progress", "drain_incomplete"]), "{stdout}");
+    assert!(stdout.contains("FAILED changestream: liveness.ready"), "{stdout}");
+}
+
+#[test]
+fn a_server_that_stores_and_fans_out_but_never_acks_fails() {
+    let (code, found, stdout) = sabotaged("no_ack");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["unanswered", "no_progress", "drain_incomplete"]), "{stdout}");
+    assert!(stdout.contains("liveness.answered"), "{stdout}");
+}
+
+#[test]
+fn a_server_that_refuses_subscribe_with_after_fails_once_clients_reconnect() {
+    let drop = "faults:\n  - at: 1s\n    action: {drop_clients: {share: 0.5}}\n";
+    let (code, found, stdout) = sabotaged_with("refuse_after", drop);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["outage", "not_recovered", "lost", "drain_incomplete"]), "{stdout}");
+}
+
+#[test]
+fn a_server_whose_fanout_stops_while_healthz_is_200_fails() {
+    let (code, found, stdout) = sabotaged("stop_fanout");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["lost", "no_progress", "drain_incomplete"]), "{stdout}");
+}
+
+#[test]
+fn a_cluster_that_dies_at_once_fails_and_every_report_names_the_liveness_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let faults = "faults:\n  - {at: 10ms, action: {kill_node: {node: 0}}}\n  - {at: 10ms, action: {kill_node: {node: 1}}}\n";
+    let file = scenario(dir.path(), "3s", faults);
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let found = finding_kinds(&report(&out));
+    // What is wrong is that nearly nothing happened (plus, depending on
+    // the race with the kills, a message acked just before them and owed
+    // to subscribers that never came back).
+    for kind in ["unattempted", "outage", "drain_incomplete"] {
+        assert!(found.contains(kind), "{kind} missing from {found:?}\n{stdout}");
+    }
+    let expected = kinds(&["lost", "not_ready", "unattempted", "unanswered", "no_progress", "outage", "not_recovered", "drain_incomplete"]);
+    assert!(found.is_subset(&expected), "liveness findings (and losses) only: {found:?}");
+    assert!(stdout.contains("INCOMPLETE") && stdout.contains("FAILED changestream: recovery"), "{stdout}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    for (name, text) in [("report.md", &md), ("report.html", &html), ("junit.xml", &junit)] {
+        assert!(text.contains("unattempted") && text.contains("drain_incomplete"), "{name} names the findings:\n{text}");
+        assert!(text.contains("liveness.drained"), "{name} names the failed check");
+    }
+    assert!(md.contains("INCOMPLETE") && html.contains("INCOMPLETE"), "the drain status is in report.md and report.html");
+    assert!(junit.matches("<failure").count() >= 3, "{junit}");
 }
 
 #[test]

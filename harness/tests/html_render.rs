@@ -3,8 +3,8 @@
 //! drawn series, and a screenshot is taken.
 
 use chatbench::check::synthetic::{TraceShape, correct_trace};
+use chatbench::report::RunReport;
 use chatbench::report::evaluate::{Context, evaluate};
-use chatbench::report::{Drain, RunReport};
 use chatbench::scenario::Checks;
 use std::process::Command;
 
@@ -26,27 +26,21 @@ fn headless(args: &[&str], profile: &std::path::Path) -> std::process::Output {
 
 #[test]
 fn report_html_renders_its_charts_in_headless_chromium() {
-    let shape = TraceShape { rooms: 3, senders_per_room: 2, subscribers_per_room: 3, messages_per_sender: 400 };
+    let shape = TraceShape { chatters_per_room: 1, trouble: true, ..TraceShape::plain(3, 2, 3, 400) };
     let modes = ["changestream", "kafka"]
         .iter()
         .enumerate()
         .map(|(i, mode)| {
             let mut trace = correct_trace(&shape, i as u64);
             trace.meta.mode = mode.to_string();
-            let ctx = Context {
-                provider: "compat".into(),
-                backend: "synthetic".into(),
-                backend_is_real: false,
-                nodes: 2,
-                drain: Drain::default(),
-                server: Default::default(),
-                notes: vec![],
-            };
-            evaluate(&trace, &Checks::default(), ctx)
+            trace.meta.provider = "compat".into();
+            trace.meta.backend = "synthetic".into();
+            trace.meta.nodes = 2;
+            evaluate(&trace, &Checks::default(), Context::default())
         })
         .collect();
     let report = RunReport {
-        schema_version: 1,
+        schema_version: chatbench::report::REPORT_SCHEMA_VERSION,
         chatbench_version: "test".into(),
         scenario: "render-test".into(),
         description: "synthetic traces".into(),

@@ -1,75 +1,79 @@
-//! Exactly-once delivery: lost, duplicated, phantom and agreement findings.
+//! Exactly-once delivery: lost, duplicated, phantom, agreement and
+//! before-start findings.
 //!
-//! A send whose ack never came is indeterminate: it may be delivered at most
+//! A message is owed once its [`Fate`] says it is stored (acked, or found in
+//! history though unacked): then every subscriber that owes it must get it
+//! exactly once. A message that is not stored must reach no one. Only when
+//! history could not be read does the old indeterminate rule remain: at most
 //! once, and if to anyone then to every subscriber that covered it.
 
-use super::{Finding, FindingKind, TraceIndex};
+use super::{Fate, Finding, FindingKind, TraceIndex};
 use crate::trace::{FOREIGN_MSG, MsgNo};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub fn check(index: &TraceIndex) -> Vec<Finding> {
     let mut findings = Vec::new();
-    // For unacked messages: the seq they were delivered with, if any.
-    let mut unacked_delivered: HashMap<MsgNo, (u32, u64)> = HashMap::new();
+    // For messages of unknown fate: the (room, seq) they were delivered with.
+    let mut unknown_delivered: HashMap<MsgNo, u64> = HashMap::new();
     for sub in &index.subscribers {
-        let mut seen: HashMap<MsgNo, u32> = HashMap::with_capacity(sub.deliveries.len());
+        let mut counts: HashMap<MsgNo, u32> = HashMap::with_capacity(sub.deliveries.len());
         for d in &sub.deliveries {
-            let count = seen.entry(d.msg).or_insert(0);
+            let count = counts.entry(d.msg).or_insert(0);
             *count += 1;
+            let at = |kind, detail: String| {
+                Finding::new(kind, detail).room(d.room).msg(d.msg).seq(d.seq).client(sub.client, sub.node).observed(d.t_ns)
+            };
             let send = index.sends.get(&d.msg);
-            if d.msg == FOREIGN_MSG || send.is_none() {
+            let phantom = match send.map(|s| s.fate) {
+                _ if d.msg == FOREIGN_MSG => Some("no client sent it".to_owned()),
+                None => Some("no client sent it".to_owned()),
+                Some(Fate::NotStored) => Some("its send was never acked and history does not hold it".to_owned()),
+                Some(_) => None,
+            };
+            if let Some(why) = phantom {
                 if *count == 1 {
-                    let mut f = Finding::new(FindingKind::Phantom, d.room, format!("delivered seq {} that no client sent", d.seq));
-                    f.msg = (d.msg != FOREIGN_MSG).then_some(d.msg);
-                    f.seq = Some(d.seq);
-                    f.client = Some(sub.client);
-                    f.node = Some(sub.node);
-                    f.observed_ns = Some(d.t_ns);
-                    findings.push(f);
+                    findings.push(at(FindingKind::Phantom, format!("delivered as seq {}, but {why}", d.seq)));
                 }
                 continue;
             }
+            let send = send.expect("not a phantom, so sent");
             if *count > 1 {
-                let mut f = Finding::new(FindingKind::Duplicated, d.room, format!("delivery #{count} of the same message"));
-                f.msg = Some(d.msg);
-                f.seq = Some(d.seq);
-                f.client = Some(sub.client);
-                f.node = Some(sub.node);
-                f.sent_ns = send.map(|s| s.first_sent_ns);
-                f.observed_ns = Some(d.t_ns);
-                findings.push(f);
+                findings.push(at(FindingKind::Duplicated, format!("delivery #{count} of the same message")).sent(send.first_sent_ns));
             }
-            if send.is_some_and(|s| s.ack.is_none()) {
-                unacked_delivered.entry(d.msg).or_insert((d.room, d.seq));
+            if d.unrequested {
+                let detail = match sub.subscribed_ns {
+                    None => "delivered before any subscription was confirmed".to_owned(),
+                    Some(_) => format!(
+                        "seq {} is at or below the start ({}) it subscribed at, and was sent before it subscribed",
+                        d.seq, sub.start
+                    ),
+                };
+                findings.push(at(FindingKind::BeforeStart, detail).sent(send.first_sent_ns));
+            }
+            if send.fate == Fate::Unknown {
+                unknown_delivered.entry(d.msg).or_insert(d.seq);
             }
         }
     }
-    // Build per-subscriber sets once: membership tests below are per message.
-    let sets: Vec<std::collections::HashSet<MsgNo>> =
-        index.subscribers.iter().map(|s| s.deliveries.iter().map(|d| d.msg).collect()).collect();
+    let delivered: Vec<HashSet<MsgNo>> = index.subscribers.iter().map(|s| s.deliveries.iter().map(|d| d.msg).collect()).collect();
     for &msg in &index.send_order {
         let send = &index.sends[&msg];
-        let (kind, room, seq) = match (send.ack, unacked_delivered.get(&msg)) {
-            (Some((seq, _)), _) => (FindingKind::Lost, send.room, seq),
-            (None, Some(&(room, seq))) => (FindingKind::Agreement, room, seq),
-            (None, None) => continue,
+        let (kind, seq) = match (send.fate, unknown_delivered.get(&msg)) {
+            (Fate::Acked(seq) | Fate::Stored(seq), _) => (FindingKind::Lost, seq),
+            (Fate::Unknown, Some(&seq)) => (FindingKind::Agreement, seq),
+            _ => continue,
         };
-        for (sub, got) in index.subscribers.iter().zip(&sets) {
-            if sub.covers(room, seq) && !got.contains(&msg) {
-                let detail = match kind {
-                    FindingKind::Lost => {
-                        format!("acked as seq {seq}, never delivered to this subscriber")
-                    }
-                    _ => format!("never acked, delivered to others as seq {seq}, not to this subscriber"),
-                };
-                let mut f = Finding::new(kind, room, detail);
-                f.msg = Some(msg);
-                f.seq = Some(seq);
-                f.client = Some(sub.client);
-                f.node = Some(sub.node);
-                f.sent_ns = Some(send.first_sent_ns);
-                findings.push(f);
+        for (sub, got) in index.subscribers.iter().zip(&delivered) {
+            if got.contains(&msg) || !sub.owes(send, seq) {
+                continue;
             }
+            let detail = match send.fate {
+                Fate::Acked(_) => format!("acked as seq {seq}, never delivered to this subscriber"),
+                Fate::Stored(_) => format!("never acked but stored as seq {seq}, never delivered to this subscriber"),
+                _ => format!("never acked (history unknown), delivered to others as seq {seq}, not to this subscriber"),
+            };
+            findings
+                .push(Finding::new(kind, detail).room(send.room).msg(msg).seq(seq).client(sub.client, sub.node).sent(send.first_sent_ns));
         }
     }
     findings

@@ -1,9 +1,10 @@
-//! Live equals history: the stored history (read back after the run) is
-//! gap-free, holds every acked message at its acked `seq`, and every live
-//! delivery matches it. At most one finding per room and `seq`.
+//! Live equals history: the stored history (read back after the run from
+//! the oracle, not through the server under test) is gap-free, holds each
+//! message once, holds nothing no client sent, and agrees with every ack and
+//! every delivery. At most one mismatch finding per room and `seq`.
 
 use super::{Finding, FindingKind, TraceIndex};
-use crate::trace::{FOREIGN_MSG, MsgNo, RoomIdx};
+use crate::trace::{EventKind, FOREIGN_MSG, MsgNo, RoomIdx};
 use std::collections::{HashMap, HashSet};
 
 /// Missing runs longer than this are reported as one finding.
@@ -12,34 +13,40 @@ const MAX_GAP_FINDINGS: u64 = 100;
 pub fn check(index: &TraceIndex) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut stored: HashMap<(RoomIdx, u64), MsgNo> = HashMap::new();
+    let mut reported: HashSet<(RoomIdx, u64)> = HashSet::new();
     for (room, history) in index.trace.history.iter().enumerate() {
+        let room = room as RoomIdx;
         if !history.complete {
+            let detail = format!("history of {} could not be read back: live = history cannot be judged", index.trace.rooms[room as usize]);
+            findings.push(Finding::new(FindingKind::HistoryUnavailable, detail).room(room));
             continue;
         }
-        let room = room as RoomIdx;
         let mut expected = 1u64;
+        let mut first_seq: HashMap<MsgNo, u64> = HashMap::new();
         for &(seq, msg) in &history.entries {
             if seq > expected {
-                // One finding per missing seq; a long run is one finding.
-                let missing = seq - expected;
-                let each = if missing <= MAX_GAP_FINDINGS { expected..seq } else { expected..expected + 1 };
-                for gap in each {
-                    let detail = if missing <= MAX_GAP_FINDINGS {
-                        format!("history has no seq {gap}")
-                    } else {
-                        format!("history has no seq {expected}..{}", seq - 1)
-                    };
-                    let mut f = Finding::new(FindingKind::HistoryGap, room, detail);
-                    f.seq = Some(gap);
-                    findings.push(f);
-                }
+                findings.extend(gap(room, expected, seq));
             }
             expected = expected.max(seq + 1);
             stored.insert((room, seq), msg);
+            if msg == FOREIGN_MSG || !index.sends.contains_key(&msg) {
+                reported.insert((room, seq));
+                findings.push(
+                    Finding::new(FindingKind::HistoryMismatch, format!("history holds a message no client sent at seq {seq}"))
+                        .room(room)
+                        .seq(seq),
+                );
+                continue;
+            }
+            if let Some(&earlier) = first_seq.get(&msg) {
+                let detail = format!("stored at seq {earlier} and again at seq {seq}");
+                findings.push(Finding::new(FindingKind::StoredTwice, detail).room(room).msg(msg).seq(seq));
+            } else {
+                first_seq.insert(msg, seq);
+            }
         }
     }
     let complete = |room: RoomIdx| index.trace.history.get(room as usize).is_some_and(|h| h.complete);
-    let mut reported: HashSet<(RoomIdx, u64)> = HashSet::new();
     let mut mismatch = |room: RoomIdx, seq: u64, msg: MsgNo, what: &str, client: Option<(u32, u32)>, t: u64| -> Option<Finding> {
         if !complete(room) {
             return None;
@@ -49,23 +56,18 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             return None;
         }
         let detail = match found {
-            Some(other) => {
-                format!("{what} message {msg} as seq {seq}; history has message {other} there")
-            }
+            Some(other) => format!("{what} message {msg} as seq {seq}; history has message {other} there"),
             None => format!("{what} message {msg} as seq {seq}; history has no seq {seq}"),
         };
-        let mut f = Finding::new(FindingKind::HistoryMismatch, room, detail);
-        f.msg = (msg != FOREIGN_MSG).then_some(msg);
-        f.seq = Some(seq);
-        f.client = client.map(|c| c.0);
-        f.node = client.map(|c| c.1);
-        f.observed_ns = Some(t);
+        let mut f = Finding::new(FindingKind::HistoryMismatch, detail).room(room).msg(msg).seq(seq).observed(t);
+        if let Some((client, node)) = client {
+            f = f.client(client, node);
+        }
         Some(f)
     };
-    for &msg in &index.send_order {
-        let send = &index.sends[&msg];
-        if let Some((seq, t)) = send.ack {
-            findings.extend(mismatch(send.room, seq, msg, "acked", None, t));
+    for e in &index.trace.events {
+        if let EventKind::Ack { room, msg, seq } = e.kind {
+            findings.extend(mismatch(room, seq, msg, "acked", None, e.t_ns));
         }
     }
     for sub in &index.subscribers {
@@ -74,4 +76,13 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// Findings for the missing `seq`s `from..to`: one each, or one for a long run.
+fn gap(room: RoomIdx, from: u64, to: u64) -> Vec<Finding> {
+    let missing = to - from;
+    if missing > MAX_GAP_FINDINGS {
+        return vec![Finding::new(FindingKind::HistoryGap, format!("history has no seq {from}..{}", to - 1)).room(room).seq(from)];
+    }
+    (from..to).map(|seq| Finding::new(FindingKind::HistoryGap, format!("history has no seq {seq}")).room(room).seq(seq)).collect()
 }

@@ -1,9 +1,17 @@
 //! Latency: send → ack and send → delivery (every subscriber's first copy),
-//! measured from the *scheduled* send time so a stalled system cannot hide
-//! its queueing (no coordinated omission). Sends scheduled during warmup are
-//! left out. Values are recorded in microseconds in HDR histograms.
+//! measured from the *scheduled* send time. In an open loop that is the
+//! intended time, so a stalled system cannot hide its queueing (no
+//! coordinated omission); in a closed loop the schedule is the actual send
+//! (coordinated omission by design), and reports label it so.
+//!
+//! Failing cannot improve the figures: a send never acked, and an owed
+//! message never delivered to a subscriber that owed it, count as a sample
+//! censored at the end of the run (and are counted as incomplete). Sends
+//! scheduled during warmup are left out. Values are recorded in
+//! microseconds in HDR histograms.
 
 use super::TraceIndex;
+use crate::trace::MsgNo;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -51,36 +59,61 @@ impl LatencySummary {
 pub struct Latencies {
     pub ack: Histogram<u64>,
     pub delivery: Histogram<u64>,
+    /// Sends never acked (their samples are censored at the end of the run).
+    pub incomplete_acks: u64,
+    /// Owed deliveries that never happened (censored likewise).
+    pub incomplete_deliveries: u64,
 }
 
-fn histogram() -> Histogram<u64> {
+impl Latencies {
+    /// Share of all samples that are censored, in percent.
+    pub fn incomplete_percent(&self) -> f64 {
+        let total = self.ack.len() + self.delivery.len();
+        if total == 0 { 0.0 } else { (self.incomplete_acks + self.incomplete_deliveries) as f64 * 100.0 / total as f64 }
+    }
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("1µs..1h with 3 significant figures is a valid histogram")
 }
 
 pub fn measure(index: &TraceIndex) -> Latencies {
     let warmup = index.trace.meta.warmup_ns;
-    let mut ack = histogram();
-    let mut delivery = histogram();
-    for send in index.sends.values() {
+    let end = index.trace.meta.ended_ns;
+    let mut out = Latencies { ack: histogram(), delivery: histogram(), incomplete_acks: 0, incomplete_deliveries: 0 };
+    let mut owed_by_room: Vec<Vec<MsgNo>> = vec![Vec::new(); index.trace.rooms.len()];
+    for (&msg, send) in &index.sends {
         if send.scheduled_ns < warmup {
             continue;
         }
-        if let Some((_, t)) = send.ack {
-            ack.saturating_record(micros(t.saturating_sub(send.scheduled_ns)));
+        match send.ack {
+            Some((_, t)) => out.ack.saturating_record(micros(t.saturating_sub(send.scheduled_ns))),
+            None => {
+                out.ack.saturating_record(micros(end.saturating_sub(send.scheduled_ns)));
+                out.incomplete_acks += 1;
+            }
+        }
+        if send.fate.owed_seq().is_some() {
+            owed_by_room[send.room as usize].push(msg);
         }
     }
     for sub in &index.subscribers {
-        let mut seen = HashSet::with_capacity(sub.deliveries.len());
-        for d in &sub.deliveries {
-            if !seen.insert(d.msg) {
-                continue;
-            }
+        let mut got = HashSet::with_capacity(sub.deliveries.len());
+        for d in sub.deliveries.iter().filter(|d| d.first_copy && !d.unrequested) {
+            got.insert(d.msg);
             if let Some(send) = index.sends.get(&d.msg).filter(|s| s.scheduled_ns >= warmup) {
-                delivery.saturating_record(micros(d.t_ns.saturating_sub(send.scheduled_ns)));
+                out.delivery.saturating_record(micros(d.t_ns.saturating_sub(send.scheduled_ns)));
+            }
+        }
+        for msg in &owed_by_room[sub.room as usize] {
+            let send = &index.sends[msg];
+            if !got.contains(msg) && send.fate.owed_seq().is_some_and(|seq| sub.owes(send, seq)) {
+                out.delivery.saturating_record(micros(end.saturating_sub(send.scheduled_ns)));
+                out.incomplete_deliveries += 1;
             }
         }
     }
-    Latencies { ack, delivery }
+    out
 }
 
 fn micros(ns: u64) -> u64 {
@@ -94,11 +127,11 @@ mod tests {
 
     #[test]
     fn measures_from_the_scheduled_time_not_the_actual_send() {
-        let shape = TraceShape { rooms: 1, senders_per_room: 1, subscribers_per_room: 1, messages_per_sender: 3 };
+        let shape = TraceShape::plain(1, 1, 1, 3);
         let mut trace = correct_trace(&shape, 1);
-        // The generator acks 1 ms and delivers 2 ms after each send. Shift
-        // the run 20 ms later but schedule every send 10 ms before it went
-        // out: latency must grow by those 10 ms.
+        // Shift the run 20 ms later but schedule every send 10 ms before it
+        // went out: latency must grow by those 10 ms.
+        trace.meta.ended_ns += 20_000_000;
         for e in &mut trace.events {
             e.t_ns += 20_000_000;
             if let crate::trace::EventKind::Send { scheduled_ns, .. } = &mut e.kind {
@@ -110,7 +143,31 @@ mod tests {
         let ack = LatencySummary::from_histogram(&l.ack);
         let delivery = LatencySummary::from_histogram(&l.delivery);
         assert_eq!(ack.count, 3);
-        assert!((10_900..=11_100).contains(&ack.p50_us), "{ack:?}");
-        assert!((11_900..=12_100).contains(&delivery.p50_us), "{delivery:?}");
+        // The generator acks 0.4 ms and delivers 0.6 ms after each send.
+        assert!((10_350..=10_450).contains(&ack.p50_us), "{ack:?}");
+        assert!((10_550..=10_650).contains(&delivery.p50_us), "{delivery:?}");
+    }
+
+    #[test]
+    fn failures_make_latency_worse_not_better() {
+        let shape = TraceShape::plain(1, 1, 2, 20);
+        let trace = correct_trace(&shape, 1);
+        let clean = measure(&TraceIndex::build(&trace));
+        assert_eq!((clean.incomplete_acks, clean.incomplete_deliveries), (0, 0));
+        let clean_p99 = LatencySummary::from_histogram(&clean.delivery).p99_us;
+        // Drop every delivery of the last 5 messages and their acks: they
+        // stay owed (history holds them) and are censored at the end.
+        let mut broken = trace.clone();
+        broken.meta.ended_ns += 1_000_000_000;
+        let last: Vec<u64> = broken.history[0].entries.iter().rev().take(5).map(|&(_, m)| m).collect();
+        broken.events.retain(|e| match e.kind {
+            crate::trace::EventKind::Deliver { msg, .. } | crate::trace::EventKind::Ack { msg, .. } => !last.contains(&msg),
+            _ => true,
+        });
+        let l = measure(&TraceIndex::build(&broken));
+        assert_eq!((l.incomplete_acks, l.incomplete_deliveries), (5, 10));
+        assert_eq!(l.delivery.len(), clean.delivery.len(), "censored samples keep the count");
+        assert!(LatencySummary::from_histogram(&l.delivery).p99_us > clean_p99 * 100, "p99 grows when messages go missing");
+        assert!(l.incomplete_percent() > 0.0);
     }
 }

@@ -2,12 +2,25 @@
 //! server, for property tests (inject known violations, expect exactly
 //! them) and for the checker benchmarks.
 //!
-//! In a correct trace each room's senders interleave at random, every send
-//! is acked 1 ms after it goes out and delivered to every subscriber of the
-//! room 2 ms after, `seq` follows send order, and history holds everything.
+//! Each room runs in 1 ms slots, one message per slot from a random sender
+//! (senders and chatters): sent at the slot's start, acked 0.4 ms later and
+//! delivered to every receiver (subscribers, chatters, joined late
+//! subscribers) 0.6 ms after the send. `seq` follows slot order, and
+//! history holds every stored message.
+//!
+//! With [`TraceShape::trouble`] the trace also carries what real runs
+//! have and a correct checker must accept: sends answered with `error` and
+//! resent, sender connections that close and resend, a sender's last send
+//! left indeterminate (its connection closed; stored and delivered, or never
+//! stored and delivered to no one), subscribers that reconnect and resubscribe
+//! with `after`, subscribes refused and retried, late subscribers that catch
+//! up from `after`, chatters (one connection sending and receiving), closed-
+//! loop senders (no planned count) and one fault.
 
-use crate::trace::msg_no;
-use crate::trace::{ClientInfo, Event, EventKind, Role, RoomHistory, TRACE_VERSION, Trace, TraceMeta};
+use crate::trace::{
+    ClientId, ClientInfo, DrainRecord, Event, EventKind, FaultRecord, MsgNo, Role, RoomHistory, RoomIdx, TRACE_VERSION, Trace, TraceMeta,
+    msg_no,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -16,91 +29,273 @@ pub struct TraceShape {
     pub rooms: u32,
     pub senders_per_room: u32,
     pub subscribers_per_room: u32,
+    pub chatters_per_room: u32,
     pub messages_per_sender: u32,
+    /// Add the recoverable trouble of real runs (see the module docs).
+    pub trouble: bool,
 }
 
-const MS: u64 = 1_000_000;
+impl TraceShape {
+    /// Senders and subscribers only, no trouble.
+    pub fn plain(rooms: u32, senders_per_room: u32, subscribers_per_room: u32, messages_per_sender: u32) -> Self {
+        Self { rooms, senders_per_room, subscribers_per_room, chatters_per_room: 0, messages_per_sender, trouble: false }
+    }
+}
 
-pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut clients = Vec::new();
-    let mut events = Vec::new();
-    let mut history = Vec::new();
-    let mut end = 0u64;
-    for room in 0..shape.rooms {
-        let subscribers: Vec<u32> = (0..shape.subscribers_per_room)
-            .map(|_| {
-                clients.push(ClientInfo { role: Role::Subscriber, node: clients.len() as u32 % 3, room });
-                clients.len() as u32 - 1
-            })
-            .collect();
-        let senders: Vec<u32> = (0..shape.senders_per_room)
-            .map(|_| {
-                clients.push(ClientInfo { role: Role::Sender, node: clients.len() as u32 % 3, room });
-                clients.len() as u32 - 1
-            })
-            .collect();
-        for &s in &subscribers {
-            events.push(Event { t_ns: 0, client: s, kind: EventKind::Subscribed { room, head: 0, after: None } });
+const US: u64 = 1_000;
+const MS: u64 = 1_000_000;
+/// When sending starts (every client is ready before it).
+pub const SENDING_STARTS_NS: u64 = 500 * US;
+/// Slot 0 of every room.
+const FIRST_SLOT_NS: u64 = MS;
+const SLOT_NS: u64 = MS;
+
+/// How one send goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Acked,
+    /// Answered with `error`, resent, acked.
+    ErrorThenAck,
+    /// The connection closed before the answer; reconnect, resend, acked.
+    CloseThenAck,
+    /// The connection closed before the answer and nothing was resent:
+    /// indeterminate. `stored`: history holds it (and it was delivered).
+    Indeterminate {
+        stored: bool,
+    },
+}
+
+struct Receiver {
+    client: ClientId,
+    /// Highest seq delivered so far.
+    last_seq: u64,
+    joined: bool,
+    reconnect_at: Option<u32>,
+    refused_at: Option<u32>,
+}
+
+struct Gen {
+    rng: StdRng,
+    clients: Vec<ClientInfo>,
+    events: Vec<Event>,
+    history: Vec<RoomHistory>,
+    end_ns: u64,
+}
+
+impl Gen {
+    fn push(&mut self, t_ns: u64, client: ClientId, kind: EventKind) {
+        self.events.push(Event { t_ns, client, kind });
+        self.end_ns = self.end_ns.max(t_ns);
+    }
+
+    fn client(&mut self, role: Role, room: RoomIdx) -> ClientId {
+        let id = self.clients.len() as ClientId;
+        self.clients.push(ClientInfo { role, node: id % 3, room, ..Default::default() });
+        id
+    }
+
+    fn room(&mut self, room: RoomIdx, shape: &TraceShape) {
+        let trouble = shape.trouble;
+        let mut receivers: Vec<Receiver> = Vec::new();
+        let mut senders: Vec<ClientId> = Vec::new();
+        let new_receiver = |client, g: &mut Gen, total: u32| Receiver {
+            client,
+            last_seq: 0,
+            joined: true,
+            reconnect_at: (trouble && g.rng.random_bool(0.3)).then(|| g.rng.random_range(0..total)),
+            refused_at: (trouble && g.rng.random_bool(0.2)).then(|| g.rng.random_range(0..total)),
+        };
+        let total = (shape.senders_per_room + shape.chatters_per_room) * shape.messages_per_sender;
+        for _ in 0..shape.subscribers_per_room {
+            let c = self.client(Role::Subscriber, room);
+            receivers.push(new_receiver(c, self, total));
+        }
+        for _ in 0..shape.senders_per_room {
+            senders.push(self.client(Role::Sender, room));
+        }
+        for _ in 0..shape.chatters_per_room {
+            let c = self.client(Role::Chatter, room);
+            senders.push(c);
+            receivers.push(new_receiver(c, self, total));
+        }
+        // A late subscriber joins at a slot and catches up from `after`.
+        let late = (trouble && total >= 3 && self.rng.random_bool(0.5)).then(|| {
+            let c = self.client(Role::Subscriber, room);
+            let slot = self.rng.random_range(1..total);
+            let t = FIRST_SLOT_NS + u64::from(slot) * SLOT_NS;
+            self.clients[c as usize].join_at_ns = t - SENDING_STARTS_NS;
+            receivers.push(Receiver { client: c, last_seq: 0, joined: false, reconnect_at: None, refused_at: None });
+            (receivers.len() - 1, slot)
+        });
+        for r in receivers.iter().filter(|r| r.joined) {
+            self.push(0, r.client, EventKind::Connected { node: r.client % 3 });
+            self.push(100 * US, r.client, EventKind::Subscribed { room, head: 0, after: None });
+        }
+        let pure_senders: Vec<ClientId> = senders.iter().copied().filter(|&s| self.clients[s as usize].role == Role::Sender).collect();
+        for s in pure_senders {
+            self.push(0, s, EventKind::Connected { node: s % 3 });
+        }
+        // Outcomes per sender: trouble in the middle, maybe an
+        // indeterminate last send.
+        let mut plans: Vec<Vec<Outcome>> = Vec::new();
+        for &s in &senders {
+            let n = shape.messages_per_sender;
+            let mut plan: Vec<Outcome> = (0..n)
+                .map(|_| match self.rng.random_range(0..20) {
+                    0..=2 if trouble => Outcome::ErrorThenAck,
+                    3..=5 if trouble => Outcome::CloseThenAck,
+                    _ => Outcome::Acked,
+                })
+                .collect();
+            if trouble && n >= 2 {
+                match self.rng.random_range(0..4) {
+                    0 => plan[n as usize - 1] = Outcome::Indeterminate { stored: true },
+                    1 => plan[n as usize - 1] = Outcome::Indeterminate { stored: false },
+                    _ => {}
+                }
+            }
+            let closed_loop = trouble && self.rng.random_bool(0.25);
+            self.clients[s as usize].planned_sends = (!closed_loop).then_some(u64::from(n));
+            plans.push(plan);
         }
         let mut next_k = vec![0u32; senders.len()];
-        let mut entries = Vec::new();
-        let total = shape.senders_per_room * shape.messages_per_sender;
-        for i in 0..total {
-            let open: Vec<usize> = (0..senders.len()).filter(|&j| next_k[j] < shape.messages_per_sender).collect();
-            let j = open[rng.random_range(0..open.len())];
-            let sender = senders[j];
-            let msg = msg_no(sender, next_k[j]);
-            next_k[j] += 1;
-            let seq = u64::from(i) + 1;
-            let t = MS + u64::from(i) * MS;
-            events.push(Event { t_ns: t, client: sender, kind: EventKind::Send { room, msg, scheduled_ns: t } });
-            events.push(Event { t_ns: t + MS, client: sender, kind: EventKind::Ack { room, msg, seq } });
-            for &s in &subscribers {
-                events.push(Event { t_ns: t + 2 * MS, client: s, kind: EventKind::Deliver { room, msg, seq } });
+        let mut entries: Vec<(u64, MsgNo)> = Vec::new();
+        for slot in 0..total {
+            let t = FIRST_SLOT_NS + u64::from(slot) * SLOT_NS;
+            if let Some((i, join_slot)) = late
+                && join_slot == slot
+            {
+                self.join_late(room, &mut receivers[i], t, &entries);
             }
-            entries.push((seq, msg));
-            end = end.max(t + 3 * MS);
+            let open: Vec<usize> = (0..senders.len()).filter(|&j| next_k[j] < shape.messages_per_sender).collect();
+            let j = open[self.rng.random_range(0..open.len())];
+            let (sender, k) = (senders[j], next_k[j]);
+            next_k[j] += 1;
+            let msg = msg_no(sender, k);
+            let outcome = plans[j][k as usize];
+            let head = entries.len() as u64;
+            let stored = !matches!(outcome, Outcome::Indeterminate { stored: false });
+            let seq = head + u64::from(stored);
+            self.push(t, sender, EventKind::Send { room, msg, scheduled_ns: t });
+            match outcome {
+                Outcome::Acked => self.push(t + 400 * US, sender, EventKind::Ack { room, msg, seq }),
+                Outcome::ErrorThenAck => {
+                    self.push(t + 100 * US, sender, EventKind::Error { msg: Some(msg) });
+                    self.push(t + 200 * US, sender, EventKind::Send { room, msg, scheduled_ns: t });
+                    self.push(t + 400 * US, sender, EventKind::Ack { room, msg, seq });
+                }
+                Outcome::CloseThenAck | Outcome::Indeterminate { .. } => {
+                    self.push(t + 100 * US, sender, EventKind::Closed { code: None });
+                    self.push(t + 150 * US, sender, EventKind::Connected { node: (sender + 1) % 3 });
+                    // A chatter resubscribes from the last seq it saw.
+                    if let Some(r) = receivers.iter().find(|r| r.client == sender) {
+                        self.push(t + 180 * US, sender, EventKind::Subscribed { room, head, after: Some(r.last_seq) });
+                    }
+                    if outcome == Outcome::CloseThenAck {
+                        self.push(t + 200 * US, sender, EventKind::Send { room, msg, scheduled_ns: t });
+                        self.push(t + 400 * US, sender, EventKind::Ack { room, msg, seq });
+                    }
+                }
+            }
+            if stored {
+                entries.push((seq, msg));
+                for r in receivers.iter_mut().filter(|r| r.joined) {
+                    self.events.push(Event { t_ns: t + 600 * US, client: r.client, kind: EventKind::Deliver { room, msg, seq } });
+                    r.last_seq = seq;
+                }
+            }
+            for r in receivers.iter().filter(|r| r.joined) {
+                if r.reconnect_at == Some(slot) {
+                    self.push(t + 700 * US, r.client, EventKind::Closed { code: Some(1001) });
+                    self.push(t + 750 * US, r.client, EventKind::Connected { node: (r.client + 1) % 3 });
+                    self.push(t + 800 * US, r.client, EventKind::Subscribed { room, head: seq.max(head), after: Some(r.last_seq) });
+                } else if r.refused_at == Some(slot) {
+                    self.push(t + 700 * US, r.client, EventKind::Closed { code: None });
+                    self.push(t + 750 * US, r.client, EventKind::Connected { node: r.client % 3 });
+                    self.push(t + 780 * US, r.client, EventKind::SubscribeRefused { room });
+                    self.push(t + 850 * US, r.client, EventKind::Subscribed { room, head: seq.max(head), after: Some(r.last_seq) });
+                }
+            }
+            self.end_ns = self.end_ns.max(t + SLOT_NS);
         }
-        history.push(RoomHistory { entries, complete: true });
+        self.history.push(RoomHistory { entries, complete: true });
     }
-    events.sort_by_key(|e| (e.t_ns, e.client));
+
+    /// A late subscriber connects at `t`, subscribes with `after` below the
+    /// head and gets the missing history first.
+    fn join_late(&mut self, room: RoomIdx, r: &mut Receiver, t: u64, entries: &[(u64, MsgNo)]) {
+        let head = entries.len() as u64;
+        let after = if head == 0 { 0 } else { self.rng.random_range(0..head) };
+        self.push(t, r.client, EventKind::Connected { node: r.client % 3 });
+        self.clients[r.client as usize].after = Some(after);
+        self.push(t + 50 * US, r.client, EventKind::Subscribed { room, head, after: Some(after) });
+        for (n, &(seq, msg)) in entries.iter().filter(|(seq, _)| *seq > after).enumerate() {
+            self.push(t + 60 * US + n as u64 * US, r.client, EventKind::Deliver { room, msg, seq });
+        }
+        r.last_seq = head;
+        r.joined = true;
+    }
+}
+
+pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
+    let mut g = Gen { rng: StdRng::seed_from_u64(seed), clients: Vec::new(), events: Vec::new(), history: Vec::new(), end_ns: 0 };
+    for room in 0..shape.rooms {
+        g.room(room, shape);
+    }
+    g.events.sort_by_key(|e| (e.t_ns, e.client));
+    let faults = if shape.trouble {
+        vec![FaultRecord { action: "drop_clients".into(), node: None, start_ns: 300 * US, end_ns: 400 * US, error: None }]
+    } else {
+        Vec::new()
+    };
     Trace {
         version: TRACE_VERSION,
         meta: TraceMeta {
             scenario: "synthetic".into(),
             mode: "changestream".into(),
             seed,
-            sending_ended_ns: end,
-            ended_ns: end + MS,
+            warmup_ns: SENDING_STARTS_NS,
+            sending_started_ns: SENDING_STARTS_NS,
+            sending_ended_ns: g.end_ns,
+            ended_ns: g.end_ns + MS,
+            load: Some(crate::scenario::Load::Open { rate_per_s: 1000.0 }),
+            drain: DrainRecord { completed: true, took_ns: MS },
+            history_source: "synthetic".into(),
+            faults,
             ..Default::default()
         },
         rooms: (0..shape.rooms).map(|r| format!("room-{r}")).collect(),
-        clients,
-        events,
-        history,
+        clients: g.clients,
+        events: g.events,
+        history: g.history,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{FindingKind, all_findings};
-    use crate::trace::MsgNo;
+    use crate::check::{Finding, FindingKind, all_findings};
+    use crate::scenario::Checks;
     use proptest::prelude::*;
     use std::collections::HashSet;
 
-    /// What a finding is identified by in these tests: history findings by
-    /// room and seq, the rest by message and client.
+    /// What a finding is identified by in these tests.
     #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
     enum Key {
         Msg(FindingKind, MsgNo, Option<u32>),
         Seq(FindingKind, u32, u64),
+        Client(FindingKind, u32, Option<u32>),
+        Room(FindingKind, u32),
+        Global(FindingKind),
     }
 
-    fn key(f: &crate::check::Finding) -> Key {
+    fn key(f: &Finding) -> Key {
+        use FindingKind::*;
         match f.kind {
-            FindingKind::HistoryGap | FindingKind::HistoryMismatch => Key::Seq(f.kind, f.room, f.seq.unwrap_or(0)),
+            HistoryGap | HistoryMismatch | StoredTwice => Key::Seq(f.kind, f.room.unwrap_or(u32::MAX), f.seq.unwrap_or(0)),
+            HistoryUnavailable | NoProgress => Key::Room(f.kind, f.room.unwrap_or(u32::MAX)),
+            NotReady | Unattempted | GaveUp | Outage | NotRecovered => Key::Client(f.kind, f.client.unwrap_or(u32::MAX), f.fault),
+            DrainIncomplete => Key::Global(f.kind),
             _ => Key::Msg(f.kind, f.msg.unwrap_or(u64::MAX), f.client),
         }
     }
@@ -110,81 +305,226 @@ mod tests {
         DropDelivery,
         DuplicateDelivery,
         Phantom,
-        Agreement,
         SwapAdjacent,
         FifoSwap,
         HistoryDrop,
         SeqConflict,
+        Unanswered,
+        ConflictingAck,
+        StoredTwice,
+        BeforeStart,
+        Unattempted,
+        NotReady,
+        NoProgress,
+        DrainIncomplete,
+        GaveUp,
+        Outage,
+        NotRecovered,
+        HistoryUnavailable,
+        UnknownAgreement,
+        UnstoredDelivered,
+        BogusHead,
+        SubscriberGivesUp,
     }
+
+    const INJECTIONS: [Injection; 23] = [
+        Injection::DropDelivery,
+        Injection::DuplicateDelivery,
+        Injection::Phantom,
+        Injection::SwapAdjacent,
+        Injection::FifoSwap,
+        Injection::HistoryDrop,
+        Injection::SeqConflict,
+        Injection::Unanswered,
+        Injection::ConflictingAck,
+        Injection::StoredTwice,
+        Injection::BeforeStart,
+        Injection::Unattempted,
+        Injection::NotReady,
+        Injection::NoProgress,
+        Injection::DrainIncomplete,
+        Injection::GaveUp,
+        Injection::Outage,
+        Injection::NotRecovered,
+        Injection::HistoryUnavailable,
+        Injection::UnknownAgreement,
+        Injection::UnstoredDelivered,
+        Injection::BogusHead,
+        Injection::SubscriberGivesUp,
+    ];
 
     fn injection() -> impl Strategy<Value = (Injection, u64)> {
-        let kind = prop_oneof![
-            Just(Injection::DropDelivery),
-            Just(Injection::DuplicateDelivery),
-            Just(Injection::Phantom),
-            Just(Injection::Agreement),
-            Just(Injection::SwapAdjacent),
-            Just(Injection::FifoSwap),
-            Just(Injection::HistoryDrop),
-            Just(Injection::SeqConflict),
-        ];
-        (kind, any::<u64>())
+        (0..INJECTIONS.len(), any::<u64>()).prop_map(|(i, pick)| (INJECTIONS[i], pick))
     }
 
+    /// Applies violations to a correct trace and keeps the exact set of
+    /// findings they must produce. Each injection touches messages, clients
+    /// or rooms no other injection touched, and never removes the last
+    /// delivery of a subscriber or the last ack of a sender (which would
+    /// add liveness findings it did not inject).
     struct Injector {
         trace: Trace,
         reserved: HashSet<MsgNo>,
+        reserved_clients: HashSet<ClientId>,
+        reserved_rooms: HashSet<RoomIdx>,
         expected: Vec<Key>,
         next_phantom: u64,
         next_bogus_seq: u64,
     }
 
+    fn pick_from<T: Copy>(items: &[T], pick: u64) -> Option<T> {
+        (!items.is_empty()).then(|| items[(pick % items.len() as u64) as usize])
+    }
+
     impl Injector {
-        fn deliveries_of(&self, client: u32) -> Vec<usize> {
-            (0..self.trace.events.len())
-                .filter(|&i| self.trace.events[i].client == client && matches!(self.trace.events[i].kind, EventKind::Deliver { .. }))
-                .collect()
-        }
-
-        fn deliver(&self, i: usize) -> (u32, MsgNo, u64) {
-            match self.trace.events[i].kind {
-                EventKind::Deliver { room, msg, seq } => (room, msg, seq),
-                _ => unreachable!("index points at a delivery"),
+        fn new(trace: Trace) -> Self {
+            Self {
+                trace,
+                reserved: HashSet::new(),
+                reserved_clients: HashSet::new(),
+                reserved_rooms: HashSet::new(),
+                expected: Vec::new(),
+                next_phantom: u64::MAX - 1_000,
+                next_bogus_seq: 1_000_000,
             }
-        }
-
-        fn subscribers(&self) -> Vec<u32> {
-            (0..self.trace.clients.len() as u32).filter(|&c| self.trace.clients[c as usize].role == Role::Subscriber).collect()
-        }
-
-        /// A delivery (event index) of a message nobody else has touched.
-        fn pick_delivery(&self, pick: u64) -> Option<usize> {
-            let subs = self.subscribers();
-            let sub = subs[(pick % subs.len() as u64) as usize];
-            let free: Vec<usize> = self.deliveries_of(sub).into_iter().filter(|&i| !self.reserved.contains(&self.deliver(i).1)).collect();
-            (!free.is_empty()).then(|| free[((pick >> 8) % free.len() as u64) as usize])
         }
 
         fn end(&self) -> u64 {
             self.trace.meta.ended_ns
         }
 
+        fn clients_where(&self, test: impl Fn(&ClientInfo) -> bool) -> Vec<ClientId> {
+            (0..self.trace.clients.len() as ClientId)
+                .filter(|&c| test(&self.trace.clients[c as usize]) && !self.reserved_clients.contains(&c))
+                .collect()
+        }
+
+        fn receivers(&self) -> Vec<ClientId> {
+            self.clients_where(|c| c.role.subscribes())
+        }
+
+        fn room_msgs(&self, room: RoomIdx) -> Vec<MsgNo> {
+            self.trace
+                .events
+                .iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::Send { room: r, msg, .. } if r == room => Some(msg),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn room_free(&self, room: RoomIdx) -> bool {
+            !self.reserved_rooms.contains(&room) && self.room_msgs(room).iter().all(|m| !self.reserved.contains(m))
+        }
+
+        fn reserve_room(&mut self, room: RoomIdx) {
+            self.reserved_rooms.insert(room);
+            let msgs = self.room_msgs(room);
+            self.reserved.extend(msgs);
+            let clients = self.clients_where(|c| c.room == room);
+            self.reserved_clients.extend(clients);
+        }
+
+        fn msg_free(&self, msg: MsgNo) -> bool {
+            !self.reserved.contains(&msg)
+        }
+
+        fn deliveries_of(&self, client: ClientId) -> Vec<usize> {
+            (0..self.trace.events.len())
+                .filter(|&i| self.trace.events[i].client == client && matches!(self.trace.events[i].kind, EventKind::Deliver { .. }))
+                .collect()
+        }
+
+        fn deliver(&self, i: usize) -> (RoomIdx, MsgNo, u64) {
+            match self.trace.events[i].kind {
+                EventKind::Deliver { room, msg, seq } => (room, msg, seq),
+                _ => unreachable!("index points at a delivery"),
+            }
+        }
+
+        /// A delivery of a message nobody else touched, from a subscriber
+        /// that keeps at least one other such delivery when `removing`.
+        fn pick_delivery(&self, pick: u64, removing: bool) -> Option<usize> {
+            let sub = pick_from(&self.receivers(), pick)?;
+            let free: Vec<usize> = self.deliveries_of(sub).into_iter().filter(|&i| self.msg_free(self.deliver(i).1)).collect();
+            if removing && free.len() < 2 {
+                return None;
+            }
+            pick_from(&free, pick >> 8)
+        }
+
+        fn stored_seq(&self, msg: MsgNo) -> Option<u64> {
+            self.trace.history.iter().flat_map(|h| &h.entries).find(|e| e.1 == msg).map(|e| e.0)
+        }
+
+        fn acks_of(&self, sender: ClientId) -> Vec<usize> {
+            (0..self.trace.events.len())
+                .filter(|&i| self.trace.events[i].client == sender && matches!(self.trace.events[i].kind, EventKind::Ack { .. }))
+                .collect()
+        }
+
+        fn ack(&self, i: usize) -> (RoomIdx, MsgNo, u64) {
+            match self.trace.events[i].kind {
+                EventKind::Ack { room, msg, seq } => (room, msg, seq),
+                _ => unreachable!("index points at an ack"),
+            }
+        }
+
+        /// Never-acked messages (by first send order) of a room.
+        fn unacked_in(&self, room: RoomIdx) -> Vec<MsgNo> {
+            let acked: HashSet<MsgNo> = self
+                .trace
+                .events
+                .iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::Ack { msg, .. } => Some(msg),
+                    _ => None,
+                })
+                .collect();
+            let mut out: Vec<MsgNo> = self.room_msgs(room).into_iter().filter(|m| !acked.contains(m)).collect();
+            out.dedup();
+            out
+        }
+
+        fn sender_of(&self, msg: MsgNo) -> ClientId {
+            (msg >> 32) as ClientId
+        }
+
+        /// Whether the connection `msg` was last sent on stays open to the
+        /// end (so removing its answer leaves it unanswered, not indeterminate).
+        fn last_send_stays_open(&self, msg: MsgNo) -> bool {
+            let sender = self.sender_of(msg);
+            let Some(last) =
+                self.trace.events.iter().rposition(|e| e.client == sender && matches!(e.kind, EventKind::Send { msg: m, .. } if m == msg))
+            else {
+                return false;
+            };
+            !self.trace.events[last..].iter().any(|e| {
+                e.client == sender && matches!(e.kind, EventKind::Closed { .. } | EventKind::Connected { .. } | EventKind::GaveUp { .. })
+            })
+        }
+
         fn apply(&mut self, injection: Injection, pick: u64) {
+            self.inject(injection, pick);
+            self.trace.events.sort_by_key(|e| (e.t_ns, e.client));
+            self.trace.meta.ended_ns = self.trace.meta.ended_ns.max(self.trace.events.last().map_or(0, |e| e.t_ns));
+        }
+
+        fn inject(&mut self, injection: Injection, pick: u64) {
             match injection {
                 Injection::DropDelivery => {
-                    let Some(i) = self.pick_delivery(pick) else {
-                        return;
-                    };
+                    let Some(i) = self.pick_delivery(pick, true) else { return };
                     let (_, msg, _) = self.deliver(i);
                     let client = self.trace.events[i].client;
                     self.reserved.insert(msg);
+                    // Giving up later would stop owing it the message.
+                    self.reserved_clients.insert(client);
                     self.trace.events.remove(i);
                     self.expected.push(Key::Msg(FindingKind::Lost, msg, Some(client)));
                 }
                 Injection::DuplicateDelivery => {
-                    let Some(i) = self.pick_delivery(pick) else {
-                        return;
-                    };
+                    let Some(i) = self.pick_delivery(pick, false) else { return };
                     let (_, msg, _) = self.deliver(i);
                     let mut copy = self.trace.events[i];
                     self.reserved.insert(msg);
@@ -193,46 +533,28 @@ mod tests {
                     self.expected.push(Key::Msg(FindingKind::Duplicated, msg, Some(copy.client)));
                 }
                 Injection::Phantom => {
-                    let subs = self.subscribers();
-                    let client = subs[(pick % subs.len() as u64) as usize];
+                    let Some(client) = pick_from(&self.receivers(), pick) else { return };
                     let room = self.trace.clients[client as usize].room;
-                    let msg = self.next_phantom;
-                    let seq = self.next_bogus_seq;
+                    let (msg, seq) = (self.next_phantom, self.next_bogus_seq);
                     self.next_phantom += 1;
                     self.next_bogus_seq += 1;
                     self.reserved.insert(msg);
+                    // Its history finding needs the room's history to stay readable.
+                    self.reserved_rooms.insert(room);
                     let t = self.end();
                     self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Deliver { room, msg, seq } });
                     self.expected.push(Key::Msg(FindingKind::Phantom, msg, Some(client)));
                     self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
                 }
-                Injection::Agreement => {
-                    if self.trace.clients.iter().filter(|c| c.role == Role::Subscriber && c.room == 0).count() < 2 {
-                        return;
-                    }
-                    let Some(i) = self.pick_delivery(pick) else {
-                        return;
-                    };
-                    let (_, msg, _) = self.deliver(i);
-                    let client = self.trace.events[i].client;
-                    self.reserved.insert(msg);
-                    self.trace.events.remove(i);
-                    self.trace.events.retain(|e| !matches!(e.kind, EventKind::Ack { msg: m, .. } if m == msg));
-                    self.expected.push(Key::Msg(FindingKind::Agreement, msg, Some(client)));
-                }
                 Injection::SwapAdjacent => {
-                    let subs = self.subscribers();
-                    let sub = subs[(pick % subs.len() as u64) as usize];
+                    let Some(sub) = pick_from(&self.receivers(), pick) else { return };
                     let ds = self.deliveries_of(sub);
                     let pairs: Vec<(usize, usize)> = ds
                         .windows(2)
                         .map(|w| (w[0], w[1]))
-                        .filter(|&(a, b)| !self.reserved.contains(&self.deliver(a).1) && !self.reserved.contains(&self.deliver(b).1))
+                        .filter(|&(a, b)| self.msg_free(self.deliver(a).1) && self.msg_free(self.deliver(b).1))
                         .collect();
-                    if pairs.is_empty() {
-                        return;
-                    }
-                    let (a, b) = pairs[((pick >> 8) % pairs.len() as u64) as usize];
+                    let Some((a, b)) = pick_from(&pairs, pick >> 8) else { return };
                     let (msg_a, msg_b) = (self.deliver(a).1, self.deliver(b).1);
                     self.reserved.extend([msg_a, msg_b]);
                     let (ta, tb) = (self.trace.events[a].t_ns, self.trace.events[b].t_ns);
@@ -241,96 +563,34 @@ mod tests {
                     // Now b arrives first; a (the lower seq) arrives after it.
                     self.expected.push(Key::Msg(FindingKind::OrderViolation, msg_a, Some(sub)));
                 }
-                Injection::FifoSwap => {
-                    // Two consecutive, untouched messages of one sender: make
-                    // the world consistent with the later one stored first.
-                    let senders: Vec<u32> =
-                        (0..self.trace.clients.len() as u32).filter(|&c| self.trace.clients[c as usize].role == Role::Sender).collect();
-                    let sender = senders[(pick % senders.len() as u64) as usize];
-                    let sent: Vec<MsgNo> = self
+                Injection::FifoSwap => self.fifo_swap(pick),
+                Injection::HistoryDrop => {
+                    let acked: HashSet<MsgNo> = self
                         .trace
                         .events
                         .iter()
                         .filter_map(|e| match e.kind {
-                            EventKind::Send { msg, .. } if e.client == sender => Some(msg),
+                            EventKind::Ack { msg, .. } => Some(msg),
                             _ => None,
                         })
                         .collect();
-                    let pairs: Vec<(MsgNo, MsgNo)> = sent
-                        .windows(2)
-                        .map(|w| (w[0], w[1]))
-                        .filter(|(a, b)| !self.reserved.contains(a) && !self.reserved.contains(b))
-                        .collect();
-                    if pairs.is_empty() {
-                        return;
-                    }
-                    let (a, b) = pairs[((pick >> 8) % pairs.len() as u64) as usize];
-                    self.reserved.extend([a, b]);
-                    let seq_of = |trace: &Trace, m: MsgNo| {
-                        trace.events.iter().find_map(|e| match e.kind {
-                            EventKind::Ack { msg, seq, .. } if msg == m => Some(seq),
-                            _ => None,
-                        })
-                    };
-                    let (Some(sa), Some(sb)) = (seq_of(&self.trace, a), seq_of(&self.trace, b)) else {
-                        return;
-                    };
-                    let delivery_times = |trace: &Trace, m: MsgNo| -> Vec<(u32, u64)> {
-                        trace
-                            .events
-                            .iter()
-                            .filter_map(|e| match e.kind {
-                                EventKind::Deliver { msg, .. } if msg == m => Some((e.client, e.t_ns)),
-                                _ => None,
-                            })
-                            .collect()
-                    };
-                    let (ta, tb) = (delivery_times(&self.trace, a), delivery_times(&self.trace, b));
-                    for e in &mut self.trace.events {
-                        match &mut e.kind {
-                            EventKind::Ack { msg, seq, .. } | EventKind::Deliver { msg, seq, .. } if *msg == a || *msg == b => {
-                                let is_a = *msg == a;
-                                *seq = if is_a { sb } else { sa };
-                                if matches!(e.kind, EventKind::Deliver { .. }) {
-                                    let times = if is_a { &tb } else { &ta };
-                                    if let Some(&(_, t)) = times.iter().find(|(c, _)| *c == e.client) {
-                                        e.t_ns = t;
-                                    }
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    for h in &mut self.trace.history {
-                        for entry in &mut h.entries {
-                            if entry.1 == a {
-                                entry.1 = b;
-                            } else if entry.1 == b {
-                                entry.1 = a;
-                            }
-                        }
-                    }
-                    self.expected.push(Key::Msg(FindingKind::FifoViolation, b, Some(sender)));
-                }
-                Injection::HistoryDrop => {
                     let room = (pick % self.trace.history.len() as u64) as usize;
-                    let entries = &self.trace.history[room].entries;
-                    // Not the last entry (that would be no gap), nor a touched message.
-                    let free: Vec<usize> =
-                        (0..entries.len().saturating_sub(1)).filter(|&i| !self.reserved.contains(&entries[i].1)).collect();
-                    if free.is_empty() {
+                    if !self.trace.history[room].complete {
                         return;
                     }
-                    let i = free[((pick >> 8) % free.len() as u64) as usize];
+                    let entries = &self.trace.history[room].entries;
+                    // Not the last entry (that would be no gap); an acked, untouched message.
+                    let free: Vec<usize> = (0..entries.len().saturating_sub(1))
+                        .filter(|&i| self.msg_free(entries[i].1) && acked.contains(&entries[i].1))
+                        .collect();
+                    let Some(i) = pick_from(&free, pick >> 8) else { return };
                     let (seq, msg) = self.trace.history[room].entries.remove(i);
                     self.reserved.insert(msg);
                     self.expected.push(Key::Seq(FindingKind::HistoryGap, room as u32, seq));
                     self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room as u32, seq));
                 }
                 Injection::SeqConflict => {
-                    let Some(i) = self.pick_delivery(pick) else {
-                        return;
-                    };
+                    let Some(i) = self.pick_delivery(pick, false) else { return };
                     let (room, msg, _) = self.deliver(i);
                     let client = self.trace.events[i].client;
                     self.reserved.insert(msg);
@@ -342,18 +602,389 @@ mod tests {
                     self.expected.push(Key::Msg(FindingKind::SeqConflict, msg, Some(client)));
                     self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
                 }
+                Injection::Unanswered => {
+                    // An ack removed from a connection that stays open: the
+                    // message is still stored, so it stays owed.
+                    let Some(sender) = pick_from(&self.clients_where(|c| c.role.sends()), pick) else { return };
+                    let acks: Vec<usize> = self.acks_of(sender).into_iter().filter(|&i| self.msg_free(self.ack(i).1)).collect();
+                    if acks.len() < 2 {
+                        return;
+                    }
+                    let Some(i) = pick_from(&acks, pick >> 8) else { return };
+                    let (_, msg, _) = self.ack(i);
+                    if !self.last_send_stays_open(msg) {
+                        return;
+                    }
+                    self.reserved.insert(msg);
+                    self.reserved_clients.insert(sender);
+                    self.trace.events.remove(i);
+                    self.expected.push(Key::Msg(FindingKind::Unanswered, msg, Some(sender)));
+                }
+                Injection::ConflictingAck => {
+                    let Some(sender) = pick_from(&self.clients_where(|c| c.role.sends()), pick) else { return };
+                    let acks: Vec<usize> = self.acks_of(sender).into_iter().filter(|&i| self.msg_free(self.ack(i).1)).collect();
+                    let Some(i) = pick_from(&acks, pick >> 8) else { return };
+                    let (room, msg, _) = self.ack(i);
+                    self.reserved.insert(msg);
+                    let seq = self.next_bogus_seq;
+                    self.next_bogus_seq += 1;
+                    let t = self.end();
+                    self.trace.events.push(Event { t_ns: t, client: sender, kind: EventKind::Ack { room, msg, seq } });
+                    self.expected.push(Key::Msg(FindingKind::SeqConflict, msg, Some(sender)));
+                    self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
+                }
+                Injection::StoredTwice => {
+                    let room = (pick % self.trace.history.len() as u64) as usize;
+                    let h = &self.trace.history[room];
+                    if !h.complete {
+                        return;
+                    }
+                    let free: Vec<MsgNo> = h.entries.iter().map(|e| e.1).filter(|&m| self.msg_free(m)).collect();
+                    let Some(msg) = pick_from(&free, pick >> 8) else { return };
+                    let seq = h.entries.last().map_or(1, |e| e.0 + 1);
+                    self.reserved.insert(msg);
+                    self.trace.history[room].entries.push((seq, msg));
+                    self.expected.push(Key::Seq(FindingKind::StoredTwice, room as u32, seq));
+                }
+                Injection::BeforeStart => {
+                    // A late subscriber gets a message at or below its `after`.
+                    let late = self.clients_where(|c| c.after.is_some_and(|a| a >= 1));
+                    let Some(client) = pick_from(&late, pick) else { return };
+                    let info = self.trace.clients[client as usize].clone();
+                    let after = info.after.unwrap_or(0);
+                    let entries = &self.trace.history[info.room as usize].entries;
+                    let below: Vec<(u64, MsgNo)> = entries.iter().copied().filter(|&(seq, m)| seq <= after && self.msg_free(m)).collect();
+                    let Some((seq, msg)) = pick_from(&below, pick >> 8) else { return };
+                    let Some(t) = self
+                        .trace
+                        .events
+                        .iter()
+                        .find_map(|e| (e.client == client && matches!(e.kind, EventKind::Subscribed { .. })).then_some(e.t_ns))
+                    else {
+                        return;
+                    };
+                    self.reserved.insert(msg);
+                    self.reserved_clients.insert(client);
+                    // At the end, below everything it got: not an order violation too.
+                    let end = self.end().max(t);
+                    self.trace.events.push(Event { t_ns: end, client, kind: EventKind::Deliver { room: info.room, msg, seq } });
+                    self.expected.push(Key::Msg(FindingKind::BeforeStart, msg, Some(client)));
+                }
+                Injection::Unattempted => {
+                    let planned = self.clients_where(|c| c.planned_sends.is_some());
+                    let Some(client) = pick_from(&planned, pick) else { return };
+                    self.reserved_clients.insert(client);
+                    if let Some(n) = self.trace.clients[client as usize].planned_sends.as_mut() {
+                        *n += 1;
+                    }
+                    self.expected.push(Key::Client(FindingKind::Unattempted, client, None));
+                }
+                Injection::NotReady => {
+                    // A sender that connects, or a subscriber whose
+                    // subscription is confirmed, just after sending started.
+                    let (role, what): (Role, fn(&EventKind) -> bool) = if pick.is_multiple_of(2) {
+                        (Role::Sender, |k| matches!(k, EventKind::Connected { .. }))
+                    } else {
+                        (Role::Subscriber, |k| matches!(k, EventKind::Subscribed { .. }))
+                    };
+                    let candidates = self.clients_where(|c| c.role == role && c.join_at_ns == 0);
+                    let Some(client) = pick_from(&candidates, pick >> 1) else { return };
+                    let Some(i) = self.trace.events.iter().position(|e| e.client == client && what(&e.kind)) else { return };
+                    self.reserved_clients.insert(client);
+                    self.trace.events[i].t_ns = SENDING_STARTS_NS + US;
+                    self.expected.push(Key::Client(FindingKind::NotReady, client, None));
+                }
+                Injection::NoProgress => {
+                    // A room whose sender never got to send.
+                    let room = self.trace.rooms.len() as RoomIdx;
+                    self.trace.rooms.push(format!("room-{room}"));
+                    self.trace.history.push(RoomHistory { entries: Vec::new(), complete: true });
+                    for role in [Role::Sender, Role::Subscriber] {
+                        let client = self.trace.clients.len() as ClientId;
+                        self.trace.clients.push(ClientInfo { role, room, node: 0, ..Default::default() });
+                        self.reserved_clients.insert(client);
+                        self.trace.events.push(Event { t_ns: 0, client, kind: EventKind::Connected { node: 0 } });
+                        if role == Role::Subscriber {
+                            self.trace.events.push(Event {
+                                t_ns: 100 * US,
+                                client,
+                                kind: EventKind::Subscribed { room, head: 0, after: None },
+                            });
+                        }
+                    }
+                    self.reserved_rooms.insert(room);
+                    self.expected.push(Key::Room(FindingKind::NoProgress, room));
+                }
+                Injection::DrainIncomplete => {
+                    if !self.trace.meta.drain.completed {
+                        return;
+                    }
+                    self.trace.meta.drain.completed = false;
+                    self.expected.push(Key::Global(FindingKind::DrainIncomplete));
+                }
+                Injection::GaveUp => {
+                    // A pure sender (a subscriber that gives up is owed less,
+                    // which would hide other injected losses).
+                    let Some(client) = pick_from(&self.clients_where(|c| c.role == Role::Sender), pick) else { return };
+                    self.reserved_clients.insert(client);
+                    let t = self.end();
+                    self.trace.events.push(Event { t_ns: t, client, kind: EventKind::GaveUp { http_status: Some(403) } });
+                    self.expected.push(Key::Client(FindingKind::GaveUp, client, None));
+                }
+                Injection::Outage => self.outage(pick),
+                Injection::NotRecovered => {
+                    if self.trace.meta.faults.is_empty() {
+                        return;
+                    }
+                    let subs = self.clients_where(|c| c.role == Role::Subscriber && c.join_at_ns == 0);
+                    let Some(client) = pick_from(&subs, pick) else { return };
+                    // Every delivery arrives long after the fault, in order.
+                    let delay = self.trace.meta.checks.recovery.within.0.as_nanos() as u64 + 5 * MS;
+                    for e in self.trace.events.iter_mut().filter(|e| e.client == client && matches!(e.kind, EventKind::Deliver { .. })) {
+                        e.t_ns += delay;
+                    }
+                    self.reserved_clients.insert(client);
+                    self.expected.push(Key::Client(FindingKind::NotRecovered, client, Some(0)));
+                }
+                Injection::HistoryUnavailable => {
+                    let room = (pick % self.trace.history.len() as u64) as RoomIdx;
+                    if !self.room_free(room) {
+                        return;
+                    }
+                    let unacked = self.unacked_in(room);
+                    self.reserve_room(room);
+                    self.trace.history[room as usize].complete = false;
+                    self.expected.push(Key::Room(FindingKind::HistoryUnavailable, room));
+                    for msg in unacked {
+                        self.expected.push(Key::Msg(FindingKind::Unresolved, msg, Some(self.sender_of(msg))));
+                    }
+                }
+                Injection::UnknownAgreement => {
+                    // History unknown, an ack lost on an open connection, and
+                    // one covering subscriber missing the message.
+                    let room = (pick % self.trace.history.len() as u64) as RoomIdx;
+                    if !self.room_free(room) {
+                        return;
+                    }
+                    let subs: Vec<ClientId> = self.clients_where(|c| c.room == room && c.role.subscribes());
+                    let candidates: Vec<usize> = subs
+                        .iter()
+                        .flat_map(|&s| self.deliveries_of(s))
+                        .filter(|&i| {
+                            let (_, msg, _) = self.deliver(i);
+                            let sender = self.sender_of(msg);
+                            let acked = self.acks_of(sender);
+                            acked.len() >= 2 && acked.iter().any(|&a| self.ack(a).1 == msg)
+                        })
+                        .collect();
+                    let Some(i) = pick_from(&candidates, pick >> 8) else { return };
+                    let (_, msg, _) = self.deliver(i);
+                    let sub = self.trace.events[i].client;
+                    let copies =
+                        self.trace.events.iter().filter(|e| matches!(e.kind, EventKind::Deliver { msg: m, .. } if m == msg)).count();
+                    if self.deliveries_of(sub).len() < 2 || copies < 2 || !self.last_send_stays_open(msg) {
+                        return;
+                    }
+                    let sender = self.sender_of(msg);
+                    let ack = self.acks_of(sender).into_iter().find(|&a| self.ack(a).1 == msg).expect("candidate has an ack");
+                    let mut unacked = self.unacked_in(room);
+                    self.reserve_room(room);
+                    self.trace.history[room as usize].complete = false;
+                    self.trace.events.remove(i.max(ack));
+                    self.trace.events.remove(i.min(ack));
+                    unacked.push(msg);
+                    self.expected.push(Key::Room(FindingKind::HistoryUnavailable, room));
+                    self.expected.push(Key::Msg(FindingKind::Agreement, msg, Some(sub)));
+                    self.expected.push(Key::Msg(FindingKind::Unanswered, msg, Some(sender)));
+                    for m in unacked {
+                        self.expected.push(Key::Msg(FindingKind::Unresolved, m, Some(self.sender_of(m))));
+                    }
+                }
+                Injection::SubscriberGivesUp => {
+                    // A subscriber gives up after one of its deliveries: it
+                    // is owed nothing later (giving up is the finding).
+                    let subs = self.clients_where(|c| c.role == Role::Subscriber);
+                    let Some(client) = pick_from(&subs, pick) else { return };
+                    let ds = self.deliveries_of(client);
+                    let Some(&i) = ds[..ds.len().saturating_sub(1)].get((pick >> 8) as usize % ds.len().max(1)) else { return };
+                    let t = self.trace.events[i].t_ns + US;
+                    let later: Vec<MsgNo> = ds.iter().filter(|&&j| self.trace.events[j].t_ns > t).map(|&j| self.deliver(j).1).collect();
+                    if later.iter().any(|&m| !self.msg_free(m)) {
+                        return;
+                    }
+                    self.reserved.extend(later);
+                    self.reserved_clients.insert(client);
+                    self.trace.events.retain(|e| e.client != client || e.t_ns <= t);
+                    self.trace.events.push(Event { t_ns: t, client, kind: EventKind::GaveUp { http_status: None } });
+                    self.expected.push(Key::Client(FindingKind::GaveUp, client, None));
+                }
+                Injection::BogusHead => {
+                    // The server claims a head far above the room's: messages
+                    // sent after the subscription are owed all the same.
+                    let subs = self.clients_where(|c| c.role == Role::Subscriber && c.join_at_ns == 0);
+                    let Some(client) = pick_from(&subs, pick) else { return };
+                    let free: Vec<usize> = self.deliveries_of(client).into_iter().filter(|&i| self.msg_free(self.deliver(i).1)).collect();
+                    if free.len() < 2 {
+                        return;
+                    }
+                    let Some(i) = pick_from(&free, pick >> 8) else { return };
+                    let (_, msg, _) = self.deliver(i);
+                    let bogus = self.next_bogus_seq * 10;
+                    let Some(sub) =
+                        self.trace.events.iter_mut().find(|e| e.client == client && matches!(e.kind, EventKind::Subscribed { .. }))
+                    else {
+                        return;
+                    };
+                    if let EventKind::Subscribed { head, after: None, .. } = &mut sub.kind {
+                        *head = bogus;
+                    } else {
+                        return;
+                    }
+                    self.reserved.insert(msg);
+                    self.reserved_clients.insert(client);
+                    self.trace.events.remove(i);
+                    self.expected.push(Key::Msg(FindingKind::Lost, msg, Some(client)));
+                }
+                Injection::UnstoredDelivered => {
+                    // A send that was never stored reaches a subscriber anyway.
+                    let stored: HashSet<MsgNo> = self.trace.history.iter().flat_map(|h| h.entries.iter().map(|e| e.1)).collect();
+                    let unstored: Vec<(RoomIdx, MsgNo)> = (0..self.trace.rooms.len() as RoomIdx)
+                        .filter(|r| self.trace.history[*r as usize].complete)
+                        .flat_map(|r| self.unacked_in(r).into_iter().map(move |m| (r, m)))
+                        .filter(|(_, m)| !stored.contains(m) && self.msg_free(*m))
+                        .collect();
+                    let Some((room, msg)) = pick_from(&unstored, pick) else { return };
+                    let Some(client) = pick_from(&self.clients_where(|c| c.room == room && c.role.subscribes()), pick >> 8) else { return };
+                    self.reserved.insert(msg);
+                    let seq = self.next_bogus_seq;
+                    self.next_bogus_seq += 1;
+                    let t = self.end();
+                    self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Deliver { room, msg, seq } });
+                    self.expected.push(Key::Msg(FindingKind::Phantom, msg, Some(client)));
+                    self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
+                }
             }
-            self.trace.events.sort_by_key(|e| (e.t_ns, e.client));
+        }
+
+        /// Two consecutive, untouched, stored messages of one sender: make
+        /// the world consistent with the later one stored first.
+        fn fifo_swap(&mut self, pick: u64) {
+            let Some(sender) = pick_from(&self.clients_where(|c| c.role.sends()), pick) else { return };
+            let mut sent: Vec<MsgNo> = self
+                .trace
+                .events
+                .iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::Send { msg, .. } if e.client == sender => Some(msg),
+                    _ => None,
+                })
+                .collect();
+            sent.dedup();
+            let receivers_of = |inj: &Self, m: MsgNo| -> Vec<(ClientId, u64)> {
+                let mut v: Vec<(ClientId, u64)> = inj
+                    .trace
+                    .events
+                    .iter()
+                    .filter_map(|e| match e.kind {
+                        EventKind::Deliver { msg, .. } if msg == m => Some((e.client, e.t_ns)),
+                        _ => None,
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
+            let pairs: Vec<(MsgNo, MsgNo)> = sent
+                .windows(2)
+                .map(|w| (w[0], w[1]))
+                .filter(|&(a, b)| {
+                    let same_receivers = receivers_of(self, a).iter().map(|r| r.0).eq(receivers_of(self, b).iter().map(|r| r.0));
+                    self.msg_free(a) && self.msg_free(b) && self.stored_seq(a).is_some() && self.stored_seq(b).is_some() && same_receivers
+                })
+                .collect();
+            let Some((a, b)) = pick_from(&pairs, pick >> 8) else { return };
+            self.reserved.extend([a, b]);
+            let (sa, sb) = (self.stored_seq(a).expect("filtered"), self.stored_seq(b).expect("filtered"));
+            let (ta, tb) = (receivers_of(self, a), receivers_of(self, b));
+            for e in &mut self.trace.events {
+                match &mut e.kind {
+                    EventKind::Ack { msg, seq, .. } | EventKind::Deliver { msg, seq, .. } if *msg == a || *msg == b => {
+                        let is_a = *msg == a;
+                        *seq = if is_a { sb } else { sa };
+                        if matches!(e.kind, EventKind::Deliver { .. }) {
+                            let times = if is_a { &tb } else { &ta };
+                            if let Some(&(_, t)) = times.iter().find(|(c, _)| *c == e.client) {
+                                e.t_ns = t;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for h in &mut self.trace.history {
+                for entry in &mut h.entries {
+                    if entry.1 == a {
+                        entry.1 = b;
+                    } else if entry.1 == b {
+                        entry.1 = a;
+                    }
+                }
+            }
+            self.expected.push(Key::Msg(FindingKind::FifoViolation, b, Some(sender)));
+        }
+
+        /// A subscriber drops off after one of its deliveries, reconnects at
+        /// once but is refused its subscription until after `within`;
+        /// everything after arrives that much later.
+        fn outage(&mut self, pick: u64) {
+            let subs = self.clients_where(|c| c.role == Role::Subscriber && c.join_at_ns == 0);
+            let Some(client) = pick_from(&subs, pick) else { return };
+            let ds = self.deliveries_of(client);
+            if ds.len() < 2 {
+                return;
+            }
+            let Some(i) = pick_from(&ds[..ds.len() - 1], pick >> 8) else { return };
+            let (room, _, last_seq) = self.deliver(i);
+            let t = self.trace.events[i].t_ns + US;
+            let within = self.trace.meta.checks.recovery.within.0.as_nanos() as u64;
+            let shift = within + 2 * MS;
+            for e in self.trace.events.iter_mut().filter(|e| e.client == client && e.t_ns > t) {
+                e.t_ns += shift;
+            }
+            let back = t + within + MS;
+            // Reconnected at once, but its subscription is answered (refused) only at `back`.
+            self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Closed { code: None } });
+            self.trace.events.push(Event { t_ns: t + 200 * US, client, kind: EventKind::Connected { node: 0 } });
+            self.trace.events.push(Event { t_ns: back, client, kind: EventKind::SubscribeRefused { room } });
+            self.trace.events.push(Event {
+                t_ns: back + 500 * US,
+                client,
+                kind: EventKind::Subscribed { room, head: last_seq, after: Some(last_seq) },
+            });
+            self.reserved_clients.insert(client);
+            self.expected.push(Key::Client(FindingKind::Outage, client, None));
         }
     }
 
+    fn found(trace: &Trace) -> Vec<Key> {
+        let mut keys: Vec<Key> = all_findings(trace, &trace.meta.checks).iter().map(key).collect();
+        keys.sort();
+        keys
+    }
+
     fn shape() -> impl Strategy<Value = TraceShape> {
-        (1u32..4, 1u32..4, 2u32..5, 2u32..12).prop_map(|(rooms, senders_per_room, subscribers_per_room, messages_per_sender)| TraceShape {
-            rooms,
-            senders_per_room,
-            subscribers_per_room,
-            messages_per_sender,
-        })
+        (1u32..4, 0u32..3, 0u32..4, 0u32..3, 2u32..10, any::<bool>()).prop_filter_map(
+            "a room needs a sender and a receiver",
+            |(rooms, senders_per_room, subscribers_per_room, chatters_per_room, messages_per_sender, trouble)| {
+                (senders_per_room + chatters_per_room >= 1 && subscribers_per_room + chatters_per_room >= 1).then_some(TraceShape {
+                    rooms,
+                    senders_per_room,
+                    subscribers_per_room,
+                    chatters_per_room,
+                    messages_per_sender,
+                    trouble,
+                })
+            },
+        )
     }
 
     proptest! {
@@ -362,7 +993,7 @@ mod tests {
         #[test]
         fn correct_traces_have_no_findings(shape in shape(), seed in any::<u64>()) {
             let trace = correct_trace(&shape, seed);
-            let findings = all_findings(&trace);
+            let findings = all_findings(&trace, &Checks::default());
             prop_assert!(findings.is_empty(), "{findings:#?}");
         }
 
@@ -372,51 +1003,79 @@ mod tests {
             seed in any::<u64>(),
             injections in proptest::collection::vec(injection(), 1..6),
         ) {
-            let trace = correct_trace(&shape, seed);
-            let mut injector = Injector {
-                next_phantom: u64::MAX - 1_000,
-                next_bogus_seq: 1_000_000,
-                trace,
-                reserved: HashSet::new(),
-                expected: Vec::new(),
-            };
+            let mut injector = Injector::new(correct_trace(&shape, seed));
             for (kind, pick) in injections {
                 injector.apply(kind, pick);
             }
-            let mut found: Vec<Key> = all_findings(&injector.trace).iter().map(key).collect();
             let mut expected = injector.expected.clone();
-            found.sort();
             expected.sort();
-            prop_assert_eq!(found, expected);
+            prop_assert_eq!(found(&injector.trace), expected);
+        }
+    }
+
+    #[test]
+    fn trouble_traces_carry_every_recoverable_event_kind() {
+        let shape = TraceShape {
+            rooms: 3,
+            senders_per_room: 2,
+            subscribers_per_room: 3,
+            chatters_per_room: 2,
+            messages_per_sender: 8,
+            trouble: true,
+        };
+        let mut seen: HashSet<&'static str> = HashSet::new();
+        for seed in 0..20 {
+            let trace = correct_trace(&shape, seed);
+            assert!(all_findings(&trace, &Checks::default()).is_empty(), "seed {seed}");
+            for e in &trace.events {
+                seen.insert(match e.kind {
+                    EventKind::Closed { .. } => "closed",
+                    EventKind::Connected { .. } => "connected",
+                    EventKind::Error { .. } => "error",
+                    EventKind::SubscribeRefused { .. } => "subscribe_refused",
+                    EventKind::Subscribed { after: Some(_), .. } => "after",
+                    _ => "other",
+                });
+            }
+            let resent = trace.events.iter().filter(|e| matches!(e.kind, EventKind::Send { .. })).count()
+                > crate::check::TraceIndex::build(&trace).sends.len();
+            if resent {
+                seen.insert("resend");
+            }
+            let index = crate::check::TraceIndex::build(&trace);
+            for s in index.sends.values() {
+                seen.insert(match s.fate {
+                    crate::check::Fate::Stored(_) => "stored_unacked",
+                    crate::check::Fate::NotStored => "unstored",
+                    _ => "acked",
+                });
+            }
+        }
+        for kind in ["closed", "connected", "error", "subscribe_refused", "after", "resend", "stored_unacked", "unstored"] {
+            assert!(seen.contains(kind), "no {kind} in 20 trouble traces");
         }
     }
 
     #[test]
     fn each_injection_kind_alone_is_found() {
-        let shape = TraceShape { rooms: 2, senders_per_room: 2, subscribers_per_room: 3, messages_per_sender: 6 };
-        for kind in [
-            Injection::DropDelivery,
-            Injection::DuplicateDelivery,
-            Injection::Phantom,
-            Injection::Agreement,
-            Injection::SwapAdjacent,
-            Injection::FifoSwap,
-            Injection::HistoryDrop,
-            Injection::SeqConflict,
-        ] {
-            let mut injector = Injector {
-                next_phantom: u64::MAX - 1_000,
-                next_bogus_seq: 1_000_000,
-                trace: correct_trace(&shape, 7),
-                reserved: HashSet::new(),
-                expected: Vec::new(),
-            };
-            injector.apply(kind, 12345);
-            assert!(!injector.expected.is_empty(), "{kind:?} was not applied");
-            let mut found: Vec<Key> = all_findings(&injector.trace).iter().map(key).collect();
-            found.sort();
+        let shape = TraceShape {
+            rooms: 2,
+            senders_per_room: 2,
+            subscribers_per_room: 3,
+            chatters_per_room: 1,
+            messages_per_sender: 6,
+            trouble: true,
+        };
+        for kind in INJECTIONS {
+            // Some injections need a feature only some seeds generate.
+            let applied = (0..64).find_map(|seed| {
+                let mut injector = Injector::new(correct_trace(&shape, seed));
+                injector.apply(kind, 12345 + seed);
+                (!injector.expected.is_empty()).then_some(injector)
+            });
+            let mut injector = applied.unwrap_or_else(|| panic!("{kind:?} was never applied"));
             injector.expected.sort();
-            assert_eq!(found, injector.expected, "{kind:?}");
+            assert_eq!(found(&injector.trace), injector.expected, "{kind:?}");
         }
     }
 }

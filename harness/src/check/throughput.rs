@@ -1,41 +1,78 @@
-//! Throughput over the measured window (warmup end → end of sending):
-//! sends, acks and deliveries per second.
+//! Throughput over the measured window (warmup end → end of sending),
+//! side by side: *offered* (what the schedule asked for), *attempted* (sends
+//! that left the clients, by their actual time) and *achieved* (acks and
+//! deliveries received, each counted by its own timestamp inside the
+//! window). Gates use achieved rates: a server that falls behind cannot
+//! pass on the load it was offered.
 
 use super::TraceIndex;
+use crate::scenario::Load;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
     pub window_s: f64,
-    pub sent_per_s: f64,
+    /// The open loop's rate; None for a closed loop (no schedule to offer).
+    #[serde(default)]
+    pub offered_per_s: Option<f64>,
+    /// First send attempts in the window, per second.
+    #[serde(default)]
+    pub attempted_per_s: f64,
+    /// Acks received in the window (first ack per message), per second.
     pub acked_per_s: f64,
+    /// Deliveries received in the window (first copy per subscriber), per second.
     pub delivered_per_s: f64,
 }
 
 pub fn measure(index: &TraceIndex) -> Throughput {
     let meta = &index.trace.meta;
-    let window_ns = meta.sending_ended_ns.saturating_sub(meta.warmup_ns);
-    if window_ns == 0 {
+    let window = meta.warmup_ns..meta.sending_ended_ns;
+    if window.is_empty() {
         return Throughput::default();
     }
-    let window_s = window_ns as f64 / 1e9;
-    let in_window = |scheduled: u64| scheduled >= meta.warmup_ns && scheduled < meta.sending_ended_ns;
-    let sent = index.sends.values().filter(|s| in_window(s.scheduled_ns)).count();
-    let acked = index.sends.values().filter(|s| in_window(s.scheduled_ns) && s.ack.is_some()).count();
-    let mut delivered = 0usize;
-    for sub in &index.subscribers {
-        let mut seen = HashSet::with_capacity(sub.deliveries.len());
-        delivered += sub
-            .deliveries
-            .iter()
-            .filter(|d| seen.insert(d.msg) && index.sends.get(&d.msg).is_some_and(|s| in_window(s.scheduled_ns)))
-            .count();
-    }
+    let window_s = (window.end - window.start) as f64 / 1e9;
+    let attempted = index.sends.values().filter(|s| window.contains(&s.first_sent_ns)).count();
+    let acked = index.sends.values().filter(|s| s.ack.is_some_and(|(_, t)| window.contains(&t))).count();
+    let delivered: usize = index
+        .subscribers
+        .iter()
+        .map(|sub| sub.deliveries.iter().filter(|d| d.first_copy && window.contains(&d.t_ns) && index.sends.contains_key(&d.msg)).count())
+        .sum();
     Throughput {
         window_s,
-        sent_per_s: sent as f64 / window_s,
+        offered_per_s: match meta.load {
+            Some(Load::Open { rate_per_s }) => Some(rate_per_s),
+            _ => None,
+        },
+        attempted_per_s: attempted as f64 / window_s,
         acked_per_s: acked as f64 / window_s,
         delivered_per_s: delivered as f64 / window_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::synthetic::{TraceShape, correct_trace};
+    use crate::trace::EventKind;
+
+    #[test]
+    fn achieved_rates_count_events_by_their_own_time() {
+        let trace = correct_trace(&TraceShape::plain(1, 1, 1, 10), 1);
+        let mut late = trace.clone();
+        // The same sends, but every ack and delivery arrives after sending
+        // ended: offered and attempted stay, achieved falls to zero.
+        late.meta.load = Some(Load::Open { rate_per_s: 1000.0 });
+        for e in &mut late.events {
+            if matches!(e.kind, EventKind::Ack { .. } | EventKind::Deliver { .. }) {
+                e.t_ns += late.meta.sending_ended_ns;
+            }
+        }
+        let before = measure(&crate::check::TraceIndex::build(&trace));
+        let after = measure(&crate::check::TraceIndex::build(&late));
+        assert!(before.acked_per_s > 0.0 && before.delivered_per_s > 0.0);
+        assert_eq!(after.attempted_per_s, before.attempted_per_s);
+        assert_eq!(after.offered_per_s, Some(1000.0));
+        assert_eq!((after.acked_per_s, after.delivered_per_s), (0.0, 0.0));
     }
 }

@@ -1,18 +1,26 @@
-//! One client connection: a sender (open- or closed-loop schedule, records
-//! sends and acks) or a subscriber (records subscriptions and deliveries).
+//! One client connection, whatever its role: one loop, with the role
+//! deciding what it does (a sender sends on its schedule, a subscriber
+//! subscribes, a chatter does both on the same connection, as real chat
+//! clients do).
 //!
-//! Clients recover like real ones: when a connection closes (node killed,
-//! dropped by a fault, slow-consumer close) they reconnect with backoff —
-//! first to the same node, then to the others in turn — subscribers
-//! resubscribe with `after` = the last `seq` they saw, and senders resend
-//! every unacked message with the same `id`. A send answered with an
-//! `error` frame makes the sender pause new sends, then resend *all* its
-//! unacked messages in their original order (the server refuses later sends
-//! until the failed one is back), so its own FIFO order survives failures.
+//! Clients recover like real ones and never silently give up:
+//! - connecting (also the first time) retries with backoff — first the
+//!   planned node, then the others in turn — until the run stops; only an
+//!   upgrade refused with a 4xx status (wrong path, credentials) ends the
+//!   client, recorded as `GaveUp`;
+//! - a `subscribe` answered with `error` is retried with backoff; until it
+//!   succeeds the subscriber is still owed everything from its start;
+//! - after a reconnect a subscriber resubscribes with `after` = the last
+//!   `seq` it saw, and a sender resends every unacked message with the same
+//!   `id`, oldest first, before anything new;
+//! - a send answered with `error` pauses new sends, then *all* unacked
+//!   messages are resent in their original order (the server refuses later
+//!   sends until the failed one is back), so FIFO survives failures.
 
-use super::{ClientPlan, Shared, Window};
-use crate::scenario::{Load, MessageBytes, Workload};
-use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, Role, msg_no, parse_wire_id, wire_id};
+use super::{ClientPlan, Schedule, Shared, Window};
+use crate::scenario::{MessageBytes, Workload};
+use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, msg_no, parse_wire_id, wire_id};
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 pub(super) struct Context {
     pub plan: ClientPlan,
@@ -32,8 +40,7 @@ pub(super) struct Context {
     pub room: String,
     pub workload: Workload,
     pub clock: Clock,
-    pub start: watch::Receiver<Option<super::Window>>,
-    pub senders_total: usize,
+    pub start: watch::Receiver<Option<Window>>,
     pub seed: u64,
     pub shared: Arc<Shared>,
     pub stop: watch::Receiver<bool>,
@@ -62,31 +69,42 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Pause before resending a send that got an `error` frame.
 const RESEND_AFTER_ERROR_NS: u64 = 200_000_000;
 
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Writer = SplitSink<Ws, Message>;
+
+/// Why a session ended: the run stopped, or the connection broke (with
+/// the close code the server sent, if any).
+enum SessionEnd {
+    Stopped,
+    Broken(Option<u16>),
+}
+
+/// Err(close code): the connection broke.
+type Step = Result<(), Option<u16>>;
+
+struct Outstanding {
+    scheduled_ns: u64,
+    body: String,
+}
+
 pub(super) async fn run(ctx: Context) -> Vec<Event> {
-    let capacity = match ctx.plan.role {
-        Role::Sender => 2 * expected_sends(&ctx) + 8,
-        Role::Subscriber => expected_sends(&ctx) * ctx.senders_total / ctx.workload.rooms.max(1) as usize + 8,
-    };
+    let expected = expected_sends(&ctx);
+    let capacity = if ctx.plan.role.subscribes() { expected * 4 + 64 } else { 2 * expected + 16 };
     let mut rec = Recorder::new(ctx.plan.id, ctx.clock, capacity.min(1 << 22));
-    let result = match ctx.plan.role {
-        Role::Sender => sender(&ctx, &mut rec).await,
-        Role::Subscriber => subscriber(&ctx, &mut rec).await,
-    };
-    if let Err(code) = result {
-        rec.record(EventKind::Closed { code });
-        ctx.shared.closed.fetch_add(1, Ordering::Relaxed);
-        // A client that gave up no longer holds up the drain.
-        ctx.shared.client_last_seq[ctx.plan.id as usize].store(u64::MAX, Ordering::Relaxed);
-    }
+    Client::new(&ctx).run(&mut rec).await;
     rec.into_events()
 }
 
-/// Sends this sender will schedule (for pre-sizing its buffer).
+/// Sends this client's room will see (for pre-sizing its buffer).
 fn expected_sends(ctx: &Context) -> usize {
-    let secs = ctx.workload.duration.0.as_secs_f64();
-    match ctx.workload.load {
-        Load::Open { rate_per_s } => (rate_per_s * secs / ctx.senders_total as f64).ceil() as usize,
-        Load::Closed { .. } => 1024,
+    let w = &ctx.workload;
+    let per_room = f64::from(w.senders_per_room + w.chatters_per_room);
+    match ctx.plan.schedule {
+        Some(s) => s.planned(w.duration.0).map_or(1024, |n| n as usize) * per_room as usize,
+        None => match w.load {
+            crate::scenario::Load::Open { rate_per_s } => (rate_per_s * w.duration.0.as_secs_f64() / f64::from(w.rooms)) as usize,
+            crate::scenario::Load::Closed { .. } => 1024,
+        },
     }
 }
 
@@ -98,11 +116,6 @@ fn body(rng: &mut StdRng, bytes: &MessageBytes) -> String {
     "x".repeat(n as usize)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Err(close code) means the client gave up before the run ended.
-type Outcome = Result<(), Option<u16>>;
-
 fn close_code(message: &Message) -> Option<u16> {
     match message {
         Message::Close(Some(frame)) => Some(frame.code.into()),
@@ -110,260 +123,341 @@ fn close_code(message: &Message) -> Option<u16> {
     }
 }
 
-/// Wait for the runner to fix the sending window (None: the run is over).
-async fn window(ctx: &Context) -> Option<Window> {
-    let mut start = ctx.start.clone();
-    let mut stop = ctx.stop.clone();
-    loop {
-        if let Some(w) = *start.borrow_and_update() {
-            return Some(w);
+/// An upgrade refused with a status no retry will change (4xx but 408/429).
+fn permanent_refusal(e: &tungstenite::Error) -> Option<u16> {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            ((400..500).contains(&status) && status != 408 && status != 429).then_some(status)
         }
-        tokio::select! {
-            changed = start.changed() => if changed.is_err() { return None },
-            _ = stop.changed() => return None,
-        }
+        _ => None,
     }
 }
 
-/// Connect, retrying with backoff: the planned node first, then the others
-/// in turn. None when the run stopped first. The first connection of a run
-/// gets one attempt per node (a node that never came up is an error).
-async fn connect(ctx: &Context, attempt_from: &mut usize, initial: bool) -> Option<(Ws, u32)> {
-    let nodes = ctx.urls.len();
-    let mut backoff = FIRST_BACKOFF;
-    let mut stop = ctx.stop.clone();
-    let tries = if initial { nodes } else { usize::MAX };
-    for _ in 0..tries {
-        let node = (ctx.plan.node as usize + *attempt_from) % nodes;
-        match tokio_tungstenite::connect_async(&ctx.urls[node]).await {
-            Ok((ws, _)) => return Some((ws, node as u32)),
-            Err(e) => {
-                tracing::debug!(client = ctx.plan.id, node, error = %e, "connect failed");
-                *attempt_from += 1;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return None,
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-    None
+struct Client<'a> {
+    ctx: &'a Context,
+    rng: StdRng,
+    // Sending.
+    outstanding: BTreeMap<MsgNo, Outstanding>,
+    /// When set: new sends wait, and at this time every unacked message is
+    /// resent in order.
+    resend_at: Option<u64>,
+    next_k: u32,
+    // Subscribing.
+    /// Confirmed on the current connection.
+    subscribed: bool,
+    ever_subscribed: bool,
+    /// The `after` of the subscribe in flight.
+    pending_after: Option<u64>,
+    /// Resubscribe from here: the last `seq` seen (or the start).
+    resume_after: Option<u64>,
+    subscribe_retry_at: Option<u64>,
+    subscribe_backoff: Duration,
+    ready_reported: bool,
 }
 
-/// Whether the current `drop_clients` fault picks this client.
-fn picked(ctx: &Context, epoch: u64, share: f64) -> bool {
-    let mut rng = StdRng::seed_from_u64(ctx.seed ^ epoch.rotate_left(17) ^ u64::from(ctx.plan.id));
-    rng.random::<f64>() < share
-}
-
-struct Outstanding {
-    scheduled_ns: u64,
-    body: String,
-}
-
-async fn sender(ctx: &Context, rec: &mut Recorder) -> Outcome {
-    let mut attempt_from = 0usize;
-    let Some((ws, _)) = connect(ctx, &mut attempt_from, true).await else { return Err(None) };
-    ctx.shared.ready.fetch_add(1, Ordering::Relaxed);
-    let Some(Window { start_ns, end_ns }) = window(ctx).await else { return Ok(()) };
-    let (mut write, mut read) = ws.split();
-    let mut rng = StdRng::seed_from_u64(ctx.seed ^ (u64::from(ctx.plan.id) << 20));
-    let room = ctx.plan.room;
-    let mut outstanding: BTreeMap<MsgNo, Outstanding> = BTreeMap::new();
-    // When set: new sends wait, and at this time every unacked message is
-    // resent in order.
-    let mut resend_at: Option<u64> = None;
-    let mut k = 0u32;
-    // Open loop: each sender owns every `senders_total`-th slot of the
-    // global schedule, so the total rate is exact and phases are spread.
-    let (period_ns, in_flight) = match ctx.workload.load {
-        Load::Open { rate_per_s } => ((1e9 * ctx.senders_total as f64 / rate_per_s) as u64, usize::MAX),
-        Load::Closed { in_flight } => (0, in_flight as usize),
-    };
-    let offset_ns = period_ns / ctx.senders_total as u64 * u64::from(ctx.plan.sender_index);
-    let mut stop = ctx.stop.clone();
-    let mut drops = ctx.drops.clone();
-    let drain_deadline = end_ns + ctx.workload.drain_timeout.0.as_nanos() as u64;
-    let frame_for =
-        |msg: MsgNo, body: &str| serde_json::json!({"op": "send", "room": ctx.room, "id": wire_id(msg), "body": body}).to_string();
-    loop {
-        let now = ctx.clock.now_ns();
-        let next_ns = if period_ns > 0 { start_ns + offset_ns + u64::from(k) * period_ns } else { now };
-        let may_send = next_ns < end_ns && outstanding.len() < in_flight && resend_at.is_none();
-        if next_ns >= end_ns && outstanding.is_empty() {
-            return Ok(());
-        }
-        if now >= drain_deadline {
-            return Ok(()); // outstanding sends stay unacked (indeterminate)
-        }
-        let wake = [may_send.then_some(next_ns), resend_at, Some(drain_deadline)].into_iter().flatten().min().unwrap_or(drain_deadline);
-        let mut broken: Option<Option<u16>> = None;
-        tokio::select! {
-            _ = tokio::time::sleep_until(ctx.clock.instant_at(wake).into()) => {
-                let now = ctx.clock.now_ns();
-                if let Some(due) = resend_at && due <= now {
-                    resend_at = None;
-                    for (&msg, o) in &outstanding {
-                        rec.record(EventKind::Send { room, msg, scheduled_ns: o.scheduled_ns });
-                        if write.send(Message::text(frame_for(msg, &o.body))).await.is_err() {
-                            broken = Some(None);
-                            break;
-                        }
-                    }
-                } else if may_send && next_ns <= now {
-                    let msg = msg_no(ctx.plan.id, k);
-                    k += 1;
-                    let body = body(&mut rng, &ctx.workload.message_bytes);
-                    rec.record(EventKind::Send { room, msg, scheduled_ns: next_ns });
-                    ctx.shared.sent.fetch_add(1, Ordering::Relaxed);
-                    ctx.shared.outstanding.fetch_add(1, Ordering::Relaxed);
-                    let sent = write.send(Message::text(frame_for(msg, &body))).await;
-                    outstanding.insert(msg, Outstanding { scheduled_ns: next_ns, body });
-                    if sent.is_err() {
-                        broken = Some(None);
-                    }
-                }
-            }
-            incoming = read.next() => match incoming {
-                Some(Ok(Message::Text(text))) => {
-                    let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
-                    let msg = frame.id.as_deref().and_then(parse_wire_id);
-                    match (&*frame.op, msg, frame.seq) {
-                        ("ack", Some(msg), Some(seq)) => {
-                            rec.record(EventKind::Ack { room, msg, seq });
-                            if outstanding.remove(&msg).is_some() {
-                                ctx.shared.acked.fetch_add(1, Ordering::Relaxed);
-                                ctx.shared.outstanding.fetch_sub(1, Ordering::Relaxed);
-                            }
-                            ctx.shared.room_max_acked[room as usize].fetch_max(seq, Ordering::Relaxed);
-                        }
-                        ("error", msg, _) => {
-                            rec.record(EventKind::Error { msg });
-                            ctx.shared.errors.fetch_add(1, Ordering::Relaxed);
-                            if msg.is_some_and(|m| outstanding.contains_key(&m)) && resend_at.is_none() {
-                                resend_at = Some(ctx.clock.now_ns() + RESEND_AFTER_ERROR_NS);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Some(Ok(other @ Message::Close(_))) => broken = Some(close_code(&other)),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => broken = Some(None),
-            },
-            _ = drops.changed() => {
-                let (epoch, share) = *drops.borrow_and_update();
-                if picked(ctx, epoch, share) {
-                    let _ = write.send(Message::Close(None)).await;
-                    broken = Some(None);
-                }
-            }
-            _ = stop.changed() => return Ok(()),
-        }
-        if let Some(code) = broken {
-            rec.record(EventKind::Closed { code });
-            ctx.shared.closed.fetch_add(1, Ordering::Relaxed);
-            attempt_from = 0;
-            let Some((ws, node)) = connect(ctx, &mut attempt_from, false).await else { return Ok(()) };
-            rec.record(EventKind::Reconnected { node });
-            (write, read) = ws.split();
-            // Resend everything unacked with the same id, oldest first,
-            // before anything new (the same path as after an error frame).
-            if !outstanding.is_empty() {
-                resend_at = Some(ctx.clock.now_ns());
-            }
+impl<'a> Client<'a> {
+    fn new(ctx: &'a Context) -> Self {
+        Self {
+            ctx,
+            rng: StdRng::seed_from_u64(ctx.seed ^ (u64::from(ctx.plan.id) << 20)),
+            outstanding: BTreeMap::new(),
+            resend_at: None,
+            next_k: 0,
+            subscribed: false,
+            ever_subscribed: false,
+            pending_after: None,
+            resume_after: None,
+            subscribe_retry_at: None,
+            subscribe_backoff: FIRST_BACKOFF,
+            ready_reported: false,
         }
     }
-}
 
-async fn subscriber(ctx: &Context, rec: &mut Recorder) -> Outcome {
-    if !ctx.plan.join_at.is_zero() {
-        let Some(Window { start_ns, .. }) = window(ctx).await else { return Ok(()) };
-        let join_ns = start_ns + ctx.plan.join_at.as_nanos() as u64;
-        tokio::time::sleep_until(ctx.clock.instant_at(join_ns).into()).await;
+    fn shared(&self) -> &Shared {
+        &self.ctx.shared
     }
-    let room = ctx.plan.room;
-    let mut stop = ctx.stop.clone();
-    let mut drops = ctx.drops.clone();
-    let last_seq = &ctx.shared.client_last_seq[ctx.plan.id as usize];
-    let mut attempt_from = 0usize;
-    // After the first subscription: resubscribe from the last seq seen.
-    let mut resume_after: Option<u64> = None;
-    let mut first = true;
-    loop {
-        let Some((ws, node)) = connect(ctx, &mut attempt_from, first).await else {
-            return if first { Err(None) } else { Ok(()) };
-        };
-        if !first {
-            rec.record(EventKind::Reconnected { node });
-        }
-        let (mut write, mut read) = ws.split();
-        let after = if first { ctx.plan.after } else { resume_after };
-        let mut subscribe = serde_json::json!({"op": "subscribe", "room": ctx.room});
-        if let Some(after) = after {
-            subscribe["after"] = after.into();
-        }
-        let mut broken: Option<Option<u16>> = None;
-        if write.send(Message::text(subscribe.to_string())).await.is_err() {
-            broken = Some(None);
-        }
-        while broken.is_none() {
+
+    fn now(&self) -> u64 {
+        self.ctx.clock.now_ns()
+    }
+
+    async fn run(&mut self, rec: &mut Recorder) {
+        if !self.ctx.plan.join_at.is_zero() {
+            let Some(window) = self.window().await else { return };
+            let join = self.ctx.clock.instant_at(window.start_ns + self.ctx.plan.join_at.as_nanos() as u64);
+            let mut stop = self.ctx.stop.clone();
             tokio::select! {
-                _ = stop.changed() => {
-                    let _ = write.send(Message::Close(None)).await;
-                    return Ok(());
+                _ = tokio::time::sleep_until(join.into()) => {}
+                _ = stop.changed() => return,
+            }
+        }
+        loop {
+            let Some((ws, node)) = self.connect(rec).await else { return };
+            rec.record(EventKind::Connected { node });
+            match self.session(ws, rec).await {
+                SessionEnd::Stopped => return,
+                SessionEnd::Broken(code) => {
+                    rec.record(EventKind::Closed { code });
+                    self.shared().closed.fetch_add(1, Ordering::Relaxed);
+                    self.set_settled(false);
                 }
+            }
+        }
+    }
+
+    /// Wait for the runner to fix the sending window (None: the run is over).
+    async fn window(&self) -> Option<Window> {
+        let mut start = self.ctx.start.clone();
+        let mut stop = self.ctx.stop.clone();
+        loop {
+            if let Some(w) = *start.borrow_and_update() {
+                return Some(w);
+            }
+            tokio::select! {
+                changed = start.changed() => if changed.is_err() { return None },
+                _ = stop.changed() => return None,
+            }
+        }
+    }
+
+    /// Connect with backoff: the planned node first, then the others in
+    /// turn. None when the run stopped, or the client gave up (recorded).
+    async fn connect(&mut self, rec: &mut Recorder) -> Option<(Ws, u32)> {
+        let nodes = self.ctx.urls.len();
+        let mut backoff = FIRST_BACKOFF;
+        let mut stop = self.ctx.stop.clone();
+        for attempt in 0usize.. {
+            if *stop.borrow_and_update() {
+                return None;
+            }
+            let node = (self.ctx.plan.node as usize + attempt) % nodes;
+            match tokio_tungstenite::connect_async(&self.ctx.urls[node]).await {
+                Ok((ws, _)) => return Some((ws, node as u32)),
+                Err(e) => {
+                    if let Some(status) = permanent_refusal(&e) {
+                        tracing::warn!(client = self.ctx.plan.id, node, status, "WebSocket upgrade refused; giving up");
+                        rec.record(EventKind::GaveUp { http_status: Some(status) });
+                        self.shared().gave_up.fetch_add(1, Ordering::Relaxed);
+                        // Nothing will change: do not hold up the drain.
+                        self.set_settled(true);
+                        self.shared().client_last_seq[self.ctx.plan.id as usize].store(u64::MAX, Ordering::Relaxed);
+                        return None;
+                    }
+                    tracing::debug!(client = self.ctx.plan.id, node, error = %e, "connect failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return None,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        None
+    }
+
+    /// Connected and, if it subscribes, subscribed: the drain waits for it.
+    fn set_settled(&self, settled: bool) {
+        self.shared().settled[self.ctx.plan.id as usize].store(settled, Ordering::Relaxed);
+    }
+
+    /// The first time this client is fully up, before sending starts.
+    fn up(&mut self) {
+        self.set_settled(true);
+        if !self.ready_reported && self.ctx.plan.join_at.is_zero() {
+            self.ready_reported = true;
+            self.shared().ready.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn session(&mut self, ws: Ws, rec: &mut Recorder) -> SessionEnd {
+        let (mut write, mut read) = ws.split();
+        self.subscribed = false;
+        self.subscribe_retry_at = None;
+        if self.ctx.plan.role.subscribes() {
+            if let Err(code) = self.subscribe(&mut write).await {
+                return SessionEnd::Broken(code);
+            }
+        } else {
+            self.up();
+        }
+        // Resend everything unacked with the same id, oldest first, before
+        // anything new (the same path as after an error frame).
+        if !self.outstanding.is_empty() {
+            self.resend_at = Some(self.now());
+        }
+        let mut stop = self.ctx.stop.clone();
+        // A drop that happened before this connection existed is not for it.
+        let mut drops = self.ctx.drops.clone();
+        drops.mark_unchanged();
+        let mut start = self.ctx.start.clone();
+        loop {
+            let window = *start.borrow_and_update();
+            let wake = [self.next_send(window), self.resend_at, self.subscribe_retry_at].into_iter().flatten().min();
+            let clock = self.ctx.clock;
+            let sleep = async move {
+                match wake {
+                    Some(t) => tokio::time::sleep_until(clock.instant_at(t).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                _ = sleep => self.on_timer(&mut write, window, rec).await,
+                incoming = read.next() => self.on_frame(incoming, rec),
+                changed = start.changed(), if window.is_none() => if changed.is_err() { return SessionEnd::Stopped } else { Ok(()) },
                 _ = drops.changed() => {
                     let (epoch, share) = *drops.borrow_and_update();
-                    if picked(ctx, epoch, share) {
+                    if self.picked(epoch, share) {
                         let _ = write.send(Message::Close(None)).await;
-                        broken = Some(None);
+                        Err(None)
+                    } else {
+                        Ok(())
                     }
                 }
-                incoming = read.next() => match incoming {
-                    Some(Ok(Message::Text(text))) => {
-                        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
-                        match &*frame.op {
-                            "msg" => {
-                                let msg = frame.id.as_deref().and_then(parse_wire_id).unwrap_or(FOREIGN_MSG);
-                                let seq = frame.seq.unwrap_or(0);
-                                rec.record(EventKind::Deliver { room, msg, seq });
-                                ctx.shared.delivered.fetch_add(1, Ordering::Relaxed);
-                                last_seq.fetch_max(seq, Ordering::Relaxed);
-                                resume_after = Some(resume_after.map_or(seq, |a| a.max(seq)));
-                            }
-                            "subscribed" => {
-                                let head = frame.head.unwrap_or(0);
-                                rec.record(EventKind::Subscribed { room, head, after });
-                                if after.is_none() {
-                                    last_seq.fetch_max(head, Ordering::Relaxed);
-                                }
-                                resume_after.get_or_insert(after.unwrap_or(head));
-                                if first && ctx.plan.join_at.is_zero() {
-                                    ctx.shared.ready.fetch_add(1, Ordering::Relaxed);
-                                }
-                                first = false;
-                            }
-                            "error" => {
-                                rec.record(EventKind::Error { msg: None });
-                                ctx.shared.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            _ => {}
-                        }
-                    }
-                    Some(Ok(other @ Message::Close(_))) => broken = Some(close_code(&other)),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => broken = Some(None),
-                },
+                _ = stop.changed() => {
+                    let _ = write.send(Message::Close(None)).await;
+                    return SessionEnd::Stopped;
+                }
+            };
+            if let Err(code) = step {
+                return SessionEnd::Broken(code);
             }
         }
-        rec.record(EventKind::Closed { code: broken.flatten() });
-        ctx.shared.closed.fetch_add(1, Ordering::Relaxed);
-        attempt_from = 0;
-        if first {
-            // Never subscribed: try again as if from the start.
-            continue;
+    }
+
+    /// When the next new send is due (None: none now).
+    fn next_send(&self, window: Option<Window>) -> Option<u64> {
+        let window = window?;
+        let schedule = self.ctx.plan.schedule?;
+        if self.resend_at.is_some() {
+            return None;
+        }
+        match schedule {
+            Schedule::Open { .. } => {
+                let due = window.start_ns + schedule.slot_ns(self.next_k)?;
+                (due < window.end_ns).then_some(due)
+            }
+            Schedule::Closed { in_flight } => {
+                let now = self.now();
+                (self.outstanding.len() < in_flight as usize && now < window.end_ns).then_some(now)
+            }
         }
     }
+
+    async fn on_timer(&mut self, write: &mut Writer, window: Option<Window>, rec: &mut Recorder) -> Step {
+        let now = self.now();
+        if let Some(due) = self.subscribe_retry_at
+            && due <= now
+        {
+            self.subscribe_retry_at = None;
+            self.subscribe(write).await?;
+        }
+        if let Some(due) = self.resend_at
+            && due <= now
+        {
+            self.resend_at = None;
+            let room = self.ctx.plan.room;
+            for (&msg, o) in &self.outstanding {
+                rec.record(EventKind::Send { room, msg, scheduled_ns: o.scheduled_ns });
+                write.send(Message::text(send_frame(&self.ctx.room, msg, &o.body))).await.map_err(|_| None)?;
+            }
+        } else if let Some(due) = self.next_send(window)
+            && due <= now
+        {
+            let msg = msg_no(self.ctx.plan.id, self.next_k);
+            self.next_k += 1;
+            let body = body(&mut self.rng, &self.ctx.workload.message_bytes);
+            rec.record(EventKind::Send { room: self.ctx.plan.room, msg, scheduled_ns: due });
+            self.shared().sent.fetch_add(1, Ordering::Relaxed);
+            self.shared().outstanding.fetch_add(1, Ordering::Relaxed);
+            let frame = send_frame(&self.ctx.room, msg, &body);
+            self.outstanding.insert(msg, Outstanding { scheduled_ns: due, body });
+            write.send(Message::text(frame)).await.map_err(|_| None)?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, write: &mut Writer) -> Step {
+        let after = if self.ever_subscribed { self.resume_after } else { self.ctx.plan.after };
+        let mut frame = serde_json::json!({"op": "subscribe", "room": self.ctx.room});
+        if let Some(after) = after {
+            frame["after"] = after.into();
+        }
+        self.pending_after = after;
+        write.send(Message::text(frame.to_string())).await.map_err(|_| None)
+    }
+
+    fn on_frame(&mut self, incoming: Option<Result<Message, tungstenite::Error>>, rec: &mut Recorder) -> Step {
+        let text = match incoming {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(other @ Message::Close(_))) => return Err(close_code(&other)),
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(_)) | None => return Err(None),
+        };
+        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { return Ok(()) };
+        let room = self.ctx.plan.room;
+        let msg = frame.id.as_deref().and_then(parse_wire_id);
+        let shared = &self.ctx.shared;
+        match (&*frame.op, msg, frame.seq) {
+            ("ack", Some(msg), Some(seq)) => {
+                rec.record(EventKind::Ack { room, msg, seq });
+                if self.outstanding.remove(&msg).is_some() {
+                    shared.acked.fetch_add(1, Ordering::Relaxed);
+                    shared.outstanding.fetch_sub(1, Ordering::Relaxed);
+                }
+                shared.room_max_acked[room as usize].fetch_max(seq, Ordering::Relaxed);
+            }
+            ("msg", _, seq) => {
+                let seq = seq.unwrap_or(0);
+                rec.record(EventKind::Deliver { room, msg: msg.unwrap_or(FOREIGN_MSG), seq });
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.client_last_seq[self.ctx.plan.id as usize].fetch_max(seq, Ordering::Relaxed);
+                self.resume_after = Some(self.resume_after.map_or(seq, |a| a.max(seq)));
+            }
+            ("subscribed", _, _) if !self.subscribed && self.ctx.plan.role.subscribes() => {
+                let head = frame.head.unwrap_or(0);
+                let after = self.pending_after;
+                rec.record(EventKind::Subscribed { room, head, after });
+                if after.is_none() {
+                    shared.client_last_seq[self.ctx.plan.id as usize].fetch_max(head, Ordering::Relaxed);
+                }
+                self.resume_after.get_or_insert(after.unwrap_or(head));
+                self.subscribed = true;
+                self.ever_subscribed = true;
+                self.subscribe_backoff = FIRST_BACKOFF;
+                self.up();
+            }
+            ("error", Some(msg), _) => {
+                rec.record(EventKind::Error { msg: Some(msg) });
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                if self.outstanding.contains_key(&msg) && self.resend_at.is_none() {
+                    self.resend_at = Some(self.now() + RESEND_AFTER_ERROR_NS);
+                }
+            }
+            // An error without an id while a subscribe is in flight answers the subscribe.
+            ("error", None, _) if self.ctx.plan.role.subscribes() && !self.subscribed && self.subscribe_retry_at.is_none() => {
+                tracing::debug!(client = self.ctx.plan.id, code = ?frame.code, "subscribe refused; retrying");
+                rec.record(EventKind::SubscribeRefused { room });
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                self.subscribe_retry_at = Some(self.now() + self.subscribe_backoff.as_nanos() as u64);
+                self.subscribe_backoff = (self.subscribe_backoff * 2).min(MAX_BACKOFF);
+            }
+            ("error", None, _) => {
+                rec.record(EventKind::Error { msg: None });
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether the current `drop_clients` fault picks this client.
+    fn picked(&self, epoch: u64, share: f64) -> bool {
+        let mut rng = StdRng::seed_from_u64(self.ctx.seed ^ epoch.rotate_left(17) ^ u64::from(self.ctx.plan.id));
+        rng.random::<f64>() < share
+    }
+}
+
+fn send_frame(room: &str, msg: MsgNo, body: &str) -> String {
+    serde_json::json!({"op": "send", "room": room, "id": wire_id(msg), "body": body}).to_string()
 }

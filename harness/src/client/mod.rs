@@ -6,12 +6,12 @@ mod connection;
 mod plan;
 
 pub use connection::Frame;
-pub use plan::{ClientPlan, plan_clients};
+pub use plan::{ClientPlan, Schedule, plan_clients};
 
 use crate::scenario::Workload;
-use crate::trace::{Clock, Event, Role};
+use crate::trace::{Clock, Event};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -26,12 +26,18 @@ pub struct Shared {
     /// Sends not yet acked, over all senders.
     pub outstanding: AtomicU64,
     pub closed: AtomicU64,
-    /// Clients connected (and, for subscribers, subscribed) before the start.
+    /// On-time clients that were up (connected, and subscribed if they
+    /// subscribe) at least once.
     pub ready: AtomicU64,
+    /// Clients that gave up for good.
+    pub gave_up: AtomicU64,
     /// Per room: highest acked `seq`.
     pub room_max_acked: Vec<AtomicU64>,
-    /// Per client: highest delivered `seq` (subscribers), or u64::MAX once closed.
+    /// Per client: highest delivered `seq` (subscribers), or u64::MAX once it gave up.
     pub client_last_seq: Vec<AtomicU64>,
+    /// Per client: up right now (connected, and subscribed if it subscribes),
+    /// or gave up. The drain waits for every client to be settled.
+    pub settled: Vec<AtomicBool>,
 }
 
 impl Shared {
@@ -44,22 +50,25 @@ impl Shared {
             outstanding: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             ready: AtomicU64::new(0),
+            gave_up: AtomicU64::new(0),
             room_max_acked: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             client_last_seq: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            settled: (0..clients).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
-    /// Has every live subscriber received up to its room's highest acked seq?
+    /// Has the system settled: every send acked, every client up, every
+    /// subscriber caught up with its room's highest acked seq?
     pub fn drained(&self, plans: &[ClientPlan]) -> bool {
-        plans.iter().filter(|p| p.role == Role::Subscriber).all(|p| {
-            let last = self.client_last_seq[p.id as usize].load(Ordering::Relaxed);
-            last >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed)
-        })
+        self.outstanding.load(Ordering::Relaxed) == 0
+            && plans.iter().all(|p| {
+                let id = p.id as usize;
+                self.settled[id].load(Ordering::Relaxed)
+                    && (!p.role.subscribes()
+                        || self.client_last_seq[id].load(Ordering::Relaxed) >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed))
+            })
     }
 }
-
-/// How long clients get to connect and subscribe before the start.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The sending window, fixed once every client is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,22 +100,25 @@ pub struct WorkloadOutcome {
     pub drain_took: Duration,
 }
 
+/// What the clients run against: the plan, the nodes and the rooms.
+pub struct Workforce<'a> {
+    pub plans: &'a [ClientPlan],
+    /// Every node's WebSocket URL.
+    pub urls: &'a [String],
+    pub rooms: &'a [String],
+    pub workload: &'a Workload,
+    pub seed: u64,
+    pub clock: Clock,
+    pub shared: Arc<Shared>,
+}
+
 /// Run every client against its node until the sending window ends, then
-/// drain until each subscriber has caught up (or `drain_timeout`).
-pub async fn run(
-    plans: &[ClientPlan],
-    urls: &[String],
-    rooms: &[String],
-    workload: &Workload,
-    seed: u64,
-    clock: Clock,
-    shared: Arc<Shared>,
-    controls: Controls,
-) -> WorkloadOutcome {
+/// drain until the system settles (or `drain_timeout`).
+pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
+    let Workforce { plans, urls, rooms, workload, seed, clock, shared } = force;
     let (stop_tx, stop_rx) = watch::channel(false);
     let Controls { window: start_tx, drops } = controls;
     let start_rx = start_tx.subscribe();
-    let senders_total = plans.iter().filter(|p| p.role == Role::Sender).count().max(1);
     let mut tasks = Vec::with_capacity(plans.len());
     for plan in plans {
         let ctx = connection::Context {
@@ -117,7 +129,6 @@ pub async fn run(
             workload: workload.clone(),
             clock,
             start: start_rx.clone(),
-            senders_total,
             seed,
             shared: shared.clone(),
             stop: stop_rx.clone(),
@@ -125,10 +136,11 @@ pub async fn run(
         tasks.push(tokio::spawn(connection::run(ctx)));
     }
     // Everyone connects (and subscribes) first, so no subscriber misses the
-    // first sends and connection set-up is not measured as latency.
+    // first sends and connection set-up is not measured as latency. A client
+    // not ready by `connect_timeout` is a finding, not a reason to wait on.
     let on_time = plans.iter().filter(|p| p.join_at.is_zero()).count() as u64;
-    let ready_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
-    while shared.ready.load(Ordering::Relaxed) + shared.closed.load(Ordering::Relaxed) < on_time
+    let ready_deadline = tokio::time::Instant::now() + workload.connect_timeout.0;
+    while shared.ready.load(Ordering::Relaxed) + shared.gave_up.load(Ordering::Relaxed) < on_time
         && tokio::time::Instant::now() < ready_deadline
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -143,8 +155,7 @@ pub async fn run(
     let mut drained = false;
     while tokio::time::Instant::now() < deadline {
         // An error frame does not settle a send (it is resent); only an ack does.
-        let senders_done = shared.outstanding.load(Ordering::Relaxed) == 0;
-        if senders_done && shared.drained(plans) {
+        if shared.drained(plans) {
             drained = true;
             break;
         }

@@ -1,6 +1,7 @@
-//! Which connections a workload opens and where they go (placement).
+//! Which connections a workload opens, where they go (placement), and each
+//! sender's share of the send schedule.
 
-use crate::scenario::{Placement, Workload};
+use crate::scenario::{Load, Placement, Workload};
 use crate::trace::{ClientId, ClientInfo, Role, RoomIdx};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -16,48 +17,96 @@ pub struct ClientPlan {
     pub join_at: Duration,
     /// `after` for the subscription (late subscribers).
     pub after: Option<u64>,
-    /// Index among all senders (spreads open-loop schedules).
-    pub sender_index: u32,
+    /// Senders and chatters: when to send.
+    pub schedule: Option<Schedule>,
 }
 
 impl ClientPlan {
-    pub fn info(&self) -> ClientInfo {
-        ClientInfo { role: self.role, node: self.node, room: self.room }
+    pub fn info(&self, duration: Duration) -> ClientInfo {
+        ClientInfo {
+            role: self.role,
+            node: self.node,
+            room: self.room,
+            join_at_ns: self.join_at.as_nanos() as u64,
+            after: self.after,
+            planned_sends: self.schedule.and_then(|s| s.planned(duration)),
+        }
     }
 }
 
-/// Per room: subscribers, then senders, then late subscribers; placed on nodes.
+/// One sender's send schedule. Open loop: each sender owns every
+/// `senders`-th slot of the global schedule, so the total rate is exact and
+/// phases are spread. Closed loop: keep `in_flight` unacked sends out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    Open { period_ns: u64, offset_ns: u64 },
+    Closed { in_flight: u32 },
+}
+
+impl Schedule {
+    fn new(load: Load, senders: u32, index: u32) -> Self {
+        match load {
+            Load::Open { rate_per_s } => {
+                let period_ns = (1e9 * f64::from(senders) / rate_per_s) as u64;
+                Schedule::Open { period_ns, offset_ns: period_ns / u64::from(senders) * u64::from(index) }
+            }
+            Load::Closed { in_flight } => Schedule::Closed { in_flight },
+        }
+    }
+
+    /// The `k`-th send's time, in ns from the start of sending (open loop).
+    pub fn slot_ns(&self, k: u32) -> Option<u64> {
+        match *self {
+            Schedule::Open { period_ns, offset_ns } => Some(offset_ns + u64::from(k) * period_ns),
+            Schedule::Closed { .. } => None,
+        }
+    }
+
+    /// How many sends an open loop schedules in `duration` (None: closed loop).
+    pub fn planned(&self, duration: Duration) -> Option<u64> {
+        let duration_ns = duration.as_nanos() as u64;
+        match *self {
+            Schedule::Open { offset_ns, .. } if offset_ns >= duration_ns => Some(0),
+            Schedule::Open { period_ns, offset_ns } => Some((duration_ns - offset_ns).div_ceil(period_ns.max(1))),
+            Schedule::Closed { .. } => None,
+        }
+    }
+}
+
+/// Per room: subscribers, then senders, then chatters, then late
+/// subscribers; placed on nodes (chatters follow the senders' placement).
 pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64) -> Vec<ClientPlan> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut plans: Vec<ClientPlan> = Vec::new();
     let (mut senders_placed, mut subscribers_placed) = (0usize, 0usize);
+    let senders_total = workload.rooms * (workload.senders_per_room + workload.chatters_per_room);
     let mut sender_index = 0u32;
     for room in 0..workload.rooms {
         let late = workload.late_subscribers.as_ref();
         let roles = std::iter::repeat_n((Role::Subscriber, Duration::ZERO, None), workload.subscribers_per_room as usize)
             .chain(std::iter::repeat_n((Role::Sender, Duration::ZERO, None), workload.senders_per_room as usize))
+            .chain(std::iter::repeat_n((Role::Chatter, Duration::ZERO, None), workload.chatters_per_room as usize))
             .chain(late.into_iter().flat_map(|l| std::iter::repeat_n((Role::Subscriber, l.join_at.0, Some(l.after)), l.per_room as usize)));
         for (role, join_at, after) in roles {
             let id = plans.len() as ClientId;
             let node = match &workload.placement {
                 Placement::RoundRobin => id % nodes,
                 Placement::Random => rng.random_range(0..nodes),
-                Placement::Pinned { senders, subscribers } => match role {
-                    Role::Sender => {
+                Placement::Pinned { senders, subscribers } => {
+                    if role.sends() {
                         senders_placed += 1;
                         senders[(senders_placed - 1) % senders.len()]
-                    }
-                    Role::Subscriber => {
+                    } else {
                         subscribers_placed += 1;
                         subscribers[(subscribers_placed - 1) % subscribers.len()]
                     }
-                },
+                }
             };
-            let this_sender = sender_index;
-            if role == Role::Sender {
+            let schedule = role.sends().then(|| {
                 sender_index += 1;
-            }
-            plans.push(ClientPlan { id, role, node, room, join_at, after, sender_index: this_sender });
+                Schedule::new(workload.load, senders_total, sender_index - 1)
+            });
+            plans.push(ClientPlan { id, role, node, room, join_at, after, schedule });
         }
     }
     plans
@@ -87,6 +136,20 @@ mod tests {
     fn pinned_puts_senders_and_subscribers_where_told() {
         let plans = plan_clients(&workload("  placement: {pinned: {senders: [0], subscribers: [1]}}\n"), 2, 1);
         assert!(plans.iter().all(|p| (p.role == Role::Sender) == (p.node == 0)));
+    }
+
+    #[test]
+    fn open_loop_schedules_add_up_to_the_rate_and_chatters_send() {
+        let w = workload("  chatters_per_room: 1\n").clone();
+        let plans = plan_clients(&w, 2, 1);
+        assert_eq!(plans.iter().filter(|p| p.role == Role::Chatter).count(), 2);
+        let mut open = w.clone();
+        open.load = Load::Open { rate_per_s: 100.0 };
+        let plans = plan_clients(&open, 2, 1);
+        // 4 senders (2 per room incl. chatters) at 100/s for 1 s: 100 sends.
+        let planned: u64 = plans.iter().filter_map(|p| p.info(Duration::from_secs(1)).planned_sends).sum();
+        assert_eq!(planned, 100);
+        assert!(plans.iter().filter(|p| p.role == Role::Subscriber).all(|p| p.info(Duration::from_secs(1)).planned_sends.is_none()));
     }
 
     #[test]

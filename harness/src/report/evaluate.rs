@@ -1,67 +1,59 @@
 //! From a trace and the scenario's checks to a [`ModeReport`]: findings,
-//! pass/fail per check, latency and throughput. Pure: no I/O.
+//! one result per check (from the one table, [`Check::ALL`]), latency and
+//! throughput. Pure: no I/O.
 
-use super::{CheckResult, Counts, Drain, LatencyReport, MAX_LISTED_FINDINGS, ModeReport, fmt_us};
+use super::{CheckResult, Counts, LatencyReport, MAX_LISTED_FINDINGS, ModeReport, fmt_us};
 use crate::check::latency::{self, LatencySummary};
-use crate::check::{FindingKind, TraceIndex, all_findings, throughput};
+use crate::check::{Check, Fate, FindingKind, TraceIndex, findings_of, throughput};
 use crate::scenario::{Checks, Percentiles};
 use crate::trace::{EventKind, Role, Trace};
 use std::collections::BTreeMap;
 
-/// Which checks a finding kind fails.
-fn check_of(kind: FindingKind) -> &'static str {
-    match kind {
-        FindingKind::Lost | FindingKind::Duplicated | FindingKind::Phantom | FindingKind::Agreement => "exactly_once",
-        FindingKind::OrderViolation | FindingKind::SeqConflict => "ordering.per_room_total",
-        FindingKind::FifoViolation => "ordering.per_sender_fifo",
-        FindingKind::HistoryMismatch | FindingKind::HistoryGap => "live_equals_history",
-    }
-}
-
+/// What the trace does not carry: counters scraped from the nodes, notes.
+#[derive(Debug, Clone, Default)]
 pub struct Context {
-    pub provider: String,
-    pub backend: String,
-    pub backend_is_real: bool,
-    pub nodes: u32,
-    pub drain: Drain,
     pub server: super::ServerCounters,
     pub notes: Vec<String>,
 }
 
 pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
     let index = TraceIndex::build(trace);
-    let findings = all_findings(trace);
+    // Findings of a check that is off are not judged (the check's detail counts them).
+    let (findings, unjudged): (Vec<_>, Vec<_>) =
+        findings_of(&index, checks).into_iter().partition(|f| f.kind.check().off_reason(checks).is_none());
     let mut findings_by_kind: BTreeMap<FindingKind, u64> = BTreeMap::new();
     for f in &findings {
         *findings_by_kind.entry(f.kind).or_default() += 1;
     }
-    let enabled = |name: &str| match name {
-        "exactly_once" => checks.exactly_once,
-        "ordering.per_room_total" => checks.ordering.per_room_total,
-        "ordering.per_sender_fifo" => checks.ordering.per_sender_fifo,
-        "live_equals_history" => checks.live_equals_history,
-        _ => false,
-    };
-    let mut results = Vec::new();
-    for name in ["exactly_once", "ordering.per_room_total", "ordering.per_sender_fifo", "live_equals_history"] {
-        if !enabled(name) {
-            continue;
-        }
-        let failing: Vec<String> =
-            findings_by_kind.iter().filter(|(k, _)| check_of(**k) == name).map(|(k, n)| format!("{n} {}", k.as_str())).collect();
-        let history_missing = name == "live_equals_history" && trace.history.iter().any(|h| !h.complete);
-        let passed = failing.is_empty() && !history_missing;
-        let detail = if history_missing {
-            "history could not be read back for every room".to_owned()
-        } else if passed {
-            "no violations".to_owned()
-        } else {
-            failing.join(", ")
-        };
-        results.push(CheckResult { name: name.to_owned(), passed, detail });
-    }
+    let mut results: Vec<CheckResult> = Check::ALL
+        .iter()
+        .map(|&check| match check.off_reason(checks) {
+            Some(why) => {
+                let n = unjudged.iter().filter(|f| f.kind.check() == check).count();
+                let unjudged = if n > 0 { format!(" ({n} findings not judged)") } else { String::new() };
+                CheckResult {
+                    name: check.name().to_owned(),
+                    passed: true,
+                    off: Some(why.to_owned()),
+                    detail: format!("off: {why}{unjudged}"),
+                }
+            }
+            None => {
+                let failing: Vec<String> =
+                    findings_by_kind.iter().filter(|(k, _)| k.check() == check).map(|(k, n)| format!("{n} {}", k.as_str())).collect();
+                let detail = if failing.is_empty() { "no violations".to_owned() } else { failing.join(", ") };
+                CheckResult { name: check.name().to_owned(), passed: failing.is_empty(), off: None, detail }
+            }
+        })
+        .collect();
     let lat = latency::measure(&index);
-    let latency = LatencyReport { ack: LatencySummary::from_histogram(&lat.ack), delivery: LatencySummary::from_histogram(&lat.delivery) };
+    let latency = LatencyReport {
+        ack: LatencySummary::from_histogram(&lat.ack),
+        delivery: LatencySummary::from_histogram(&lat.delivery),
+        incomplete_acks: lat.incomplete_acks,
+        incomplete_deliveries: lat.incomplete_deliveries,
+        incomplete_percent: lat.incomplete_percent(),
+    };
     ceiling_checks("latency.ack", &checks.latency.ack, &latency.ack, &mut results);
     ceiling_checks("latency.delivery", &checks.latency.delivery, &latency.delivery, &mut results);
     let throughput = throughput::measure(&index);
@@ -74,7 +66,8 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
                 results.push(CheckResult {
                     name: name.to_owned(),
                     passed: actual >= floor,
-                    detail: format!("{actual:.1}/s (floor {floor:.1}/s)"),
+                    off: None,
+                    detail: format!("{actual:.1}/s achieved (floor {floor:.1}/s)"),
                 });
             }
         }
@@ -83,19 +76,22 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
     let timeline = timeline(trace, &index);
     let delivery_curve =
         CURVE_PERCENTILES.iter().filter(|_| !lat.delivery.is_empty()).map(|&p| (p, lat.delivery.value_at_percentile(p))).collect();
+    let meta = &trace.meta;
     ModeReport {
-        mode: trace.meta.mode.clone(),
-        provider: ctx.provider,
-        backend: ctx.backend,
-        backend_is_real: ctx.backend_is_real,
-        nodes: ctx.nodes,
+        mode: meta.mode.clone(),
+        provider: meta.provider.clone(),
+        backend: meta.backend.clone(),
+        backend_is_real: meta.backend_is_real,
+        nodes: meta.nodes,
+        load: meta.load.map(|l| l.label()).unwrap_or_default(),
+        history_source: meta.history_source.clone(),
         counts,
         findings_by_kind,
         findings: findings.into_iter().take(MAX_LISTED_FINDINGS).collect(),
         checks: results,
         latency,
         throughput,
-        drain: ctx.drain,
+        drain: super::Drain { completed: meta.drain.completed, took_ms: meta.drain.took_ns / 1_000_000 },
         server: ctx.server,
         timeline,
         delivery_curve,
@@ -227,31 +223,51 @@ fn ceiling_checks(prefix: &str, ceilings: &Percentiles, summary: &LatencySummary
         let limit_us = limit.as_micros() as u64;
         let actual = summary.at(quantile);
         let passed = summary.count > 0 && actual <= limit_us;
-        let detail =
-            if summary.count == 0 { "no samples".to_owned() } else { format!("{} (ceiling {})", fmt_us(actual), fmt_us(limit_us)) };
-        out.push(CheckResult { name: format!("{prefix}.{label}"), passed, detail });
+        let detail = if summary.count == 0 {
+            "no samples".to_owned()
+        } else {
+            format!("{} (ceiling {}; never-completed operations count at the end of the run)", fmt_us(actual), fmt_us(limit_us))
+        };
+        out.push(CheckResult { name: format!("{prefix}.{label}"), passed, off: None, detail });
     }
 }
 
 fn count(trace: &Trace, index: &TraceIndex) -> Counts {
+    let role = |r: Role| trace.clients.iter().filter(|c| c.role == r).count() as u64;
     let mut c = Counts {
         clients: trace.clients.len() as u64,
-        senders: trace.clients.iter().filter(|c| c.role == Role::Sender).count() as u64,
-        subscribers: trace.clients.iter().filter(|c| c.role == Role::Subscriber).count() as u64,
+        senders: role(Role::Sender),
+        subscribers: role(Role::Subscriber),
+        chatters: role(Role::Chatter),
         sent: index.sends.len() as u64,
         acked: index.sends.values().filter(|s| s.ack.is_some()).count() as u64,
         ..Default::default()
     };
     c.unacked = c.sent - c.acked;
+    for send in index.sends.values() {
+        match send.fate {
+            Fate::Stored(_) => c.resolved_stored += 1,
+            Fate::NotStored => c.resolved_not_stored += 1,
+            Fate::Unknown => c.unresolved += 1,
+            Fate::Acked(_) => {}
+        }
+    }
+    let mut connects = 0u64;
     for e in &trace.events {
         match e.kind {
             EventKind::Deliver { .. } => c.delivered += 1,
-            EventKind::Error { .. } => c.error_frames += 1,
+            EventKind::Error { .. } | EventKind::SubscribeRefused { .. } => c.error_frames += 1,
             EventKind::Closed { .. } => c.closed_early += 1,
-            EventKind::Reconnected { .. } => c.reconnects += 1,
+            EventKind::Connected { .. } => connects += 1,
             _ => {}
         }
     }
+    let first_connects = index
+        .events_of
+        .iter()
+        .filter(|ev| ev.iter().any(|&i| matches!(trace.events[i as usize].kind, EventKind::Connected { .. })))
+        .count() as u64;
+    c.reconnects = connects - first_connects;
     c
 }
 
@@ -263,20 +279,12 @@ mod tests {
     use std::time::Duration;
 
     fn ctx() -> Context {
-        Context {
-            provider: "compat".into(),
-            backend: "x".into(),
-            backend_is_real: false,
-            nodes: 2,
-            drain: Drain::default(),
-            server: Default::default(),
-            notes: vec![],
-        }
+        Context::default()
     }
 
     #[test]
     fn a_clean_trace_passes_and_a_dropped_delivery_fails_exactly_once() {
-        let shape = TraceShape { rooms: 2, senders_per_room: 2, subscribers_per_room: 2, messages_per_sender: 5 };
+        let shape = TraceShape::plain(2, 2, 2, 5);
         let mut trace = correct_trace(&shape, 3);
         let report = evaluate(&trace, &Checks::default(), ctx());
         assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);
@@ -292,15 +300,40 @@ mod tests {
 
     #[test]
     fn latency_ceilings_pass_and_fail_on_the_measured_value() {
-        let shape = TraceShape { rooms: 1, senders_per_room: 1, subscribers_per_room: 1, messages_per_sender: 10 };
+        let shape = TraceShape::plain(1, 1, 1, 10);
         let trace = correct_trace(&shape, 3);
         let mut checks = Checks::default();
-        // The generator delivers 2 ms after each send.
+        // The generator delivers 0.6 ms after each send and acks after 0.4 ms.
         checks.latency.delivery.p99 = Some(HumanDuration(Duration::from_millis(5)));
-        checks.latency.ack.p50 = Some(HumanDuration(Duration::from_micros(500)));
+        checks.latency.ack.p50 = Some(HumanDuration(Duration::from_micros(300)));
         let report = evaluate(&trace, &checks, ctx());
         let by_name: BTreeMap<&str, bool> = report.checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
         assert!(by_name["latency.delivery.p99"]);
         assert!(!by_name["latency.ack.p50"]);
+    }
+
+    #[test]
+    fn a_check_turned_off_does_not_fail_and_says_why() {
+        let mut trace = correct_trace(&TraceShape::plain(1, 1, 2, 5), 3);
+        trace.meta.drain.completed = false;
+        let report = evaluate(&trace, &Checks::default(), ctx());
+        assert_eq!(report.failed_checks().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["liveness.drained"]);
+        let mut checks = Checks::default();
+        checks.liveness.drained = crate::scenario::Switch::Off("the drain is not under test here".into());
+        let report = evaluate(&trace, &checks, ctx());
+        assert!(report.failed_checks().next().is_none());
+        assert!(report.findings_by_kind.is_empty());
+        let drained = report.checks.iter().find(|c| c.name == "liveness.drained").unwrap();
+        assert_eq!(drained.off.as_deref(), Some("the drain is not under test here"));
+        assert!(drained.detail.contains("1 findings not judged"), "{}", drained.detail);
+    }
+
+    #[test]
+    fn every_check_of_the_table_is_reported_once() {
+        let report = evaluate(&correct_trace(&TraceShape::plain(1, 1, 1, 2), 1), &Checks::default(), ctx());
+        let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+        let table: Vec<&str> = Check::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names, table);
+        assert!(FindingKind::ALL.iter().all(|k| Check::ALL.contains(&k.check())));
     }
 }

@@ -147,7 +147,7 @@ pub fn render(report: &RunReport) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>chatbench report</title>\n<style>\
          body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
          table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
-         td:first-child,th:first-child{text-align:left}.pass{color:#1a7f37}.fail{color:#cf222e;font-weight:bold}\
+         td:first-child,th:first-child{text-align:left}.pass{color:#1a7f37}.off{color:#9a6700}.fail{color:#cf222e;font-weight:bold}\
          .warn{background:#fff8c5;border:1px solid #d4a72c;padding:.5em}figure{margin:1em 0}\
          </style></head><body>\n",
     );
@@ -203,12 +203,15 @@ pub fn render(report: &RunReport) -> String {
     html.push_str("<h2>Checks</h2>\n<table><tr><th>mode</th><th>check</th><th>result</th><th>detail</th></tr>\n");
     for m in &report.modes {
         for c in &m.checks {
-            let class = if c.passed { "pass" } else { "fail" };
+            let (class, label) = match (&c.off, c.passed) {
+                (Some(_), _) => ("off", "off"),
+                (None, true) => ("pass", "pass"),
+                (None, false) => ("fail", "FAIL"),
+            };
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{label}</td><td>{}</td></tr>\n",
                 escape(&m.mode),
                 escape(&c.name),
-                if c.passed { "pass" } else { "FAIL" },
                 escape(&c.detail)
             ));
         }

@@ -8,7 +8,11 @@ pub fn render(report: &RunReport) -> String {
     for mode in &report.modes {
         let mut suite = TestSuite::new(format!("{}/{}", report.scenario, mode.mode));
         for check in &mode.checks {
-            let status = if check.passed {
+            let status = if let Some(why) = &check.off {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(format!("turned off: {why}"));
+                s
+            } else if check.passed {
                 TestCaseStatus::success()
             } else {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
@@ -34,15 +38,17 @@ mod tests {
         let mode = ModeReport {
             mode: "changestream".into(),
             checks: vec![
-                CheckResult { name: "exactly_once".into(), passed: false, detail: "3 lost".into() },
-                CheckResult { name: "live_equals_history".into(), passed: true, detail: "ok".into() },
+                CheckResult { name: "exactly_once".into(), passed: false, off: None, detail: "3 lost".into() },
+                CheckResult { name: "live_equals_history".into(), passed: true, off: None, detail: "ok".into() },
+                CheckResult { name: "liveness.progress".into(), passed: true, off: Some("silent rooms".into()), detail: "off".into() },
             ],
             ..Default::default()
         };
         let report = RunReport { scenario: "smoke".into(), modes: vec![mode], ..Default::default() };
         let xml = render(&report);
-        assert_eq!(xml.matches("<testcase").count(), 2, "{xml}");
+        assert_eq!(xml.matches("<testcase").count(), 3, "{xml}");
         assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
-        assert!(xml.contains("3 lost"));
+        assert_eq!(xml.matches("<skipped").count(), 1, "{xml}");
+        assert!(xml.contains("3 lost") && xml.contains("turned off: silent rooms"));
     }
 }

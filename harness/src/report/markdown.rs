@@ -41,7 +41,14 @@ pub fn render(report: &RunReport) -> String {
     out.push_str("\n## Checks\n\n");
     for m in &report.modes {
         for c in &m.checks {
-            out.push_str(&format!("- {} `{}` {}: {}\n", if c.passed { "✅" } else { "❌" }, m.mode, c.name, c.detail));
+            let mark = if c.off.is_some() {
+                "⏸"
+            } else if c.passed {
+                "✅"
+            } else {
+                "❌"
+            };
+            out.push_str(&format!("- {mark} `{}` {}: {}\n", m.mode, c.name, c.detail));
         }
     }
     let findings = super::table::finding_rows(report, 20);

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of `report.json`'s layout (see docs/report-json.md).
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 /// At most this many findings are listed per mode (all are counted).
 pub const MAX_LISTED_FINDINGS: usize = 500;
 
@@ -41,6 +41,14 @@ pub struct ModeReport {
     /// False for compat stand-ins: their latency is not MongoDB's.
     pub backend_is_real: bool,
     pub nodes: u32,
+    /// The workload's load; a closed loop says its latency counts from the
+    /// actual send (coordinated omission).
+    #[serde(default)]
+    pub load: String,
+    /// Where stored history was read from (the oracle for resolution and
+    /// live = history).
+    #[serde(default)]
+    pub history_source: String,
     pub counts: Counts,
     pub findings_by_kind: BTreeMap<FindingKind, u64>,
     pub findings: Vec<Finding>,
@@ -159,11 +167,23 @@ pub struct Counts {
     pub clients: u64,
     pub senders: u64,
     pub subscribers: u64,
+    /// Connections that subscribe and send.
+    #[serde(default)]
+    pub chatters: u64,
     /// Distinct messages sent.
     pub sent: u64,
     pub acked: u64,
-    /// Sent but never acked (indeterminate).
+    /// Sent but never acked (indeterminate until resolved from history).
     pub unacked: u64,
+    /// Unacked sends that history holds (owed like acked ones).
+    #[serde(default)]
+    pub resolved_stored: u64,
+    /// Unacked sends history does not hold (must reach no one).
+    #[serde(default)]
+    pub resolved_not_stored: u64,
+    /// Unacked sends whose room's history could not be read.
+    #[serde(default)]
+    pub unresolved: u64,
     /// Deliveries received (every copy).
     pub delivered: u64,
     pub error_frames: u64,
@@ -177,6 +197,15 @@ pub struct Counts {
 pub struct LatencyReport {
     pub ack: LatencySummary,
     pub delivery: LatencySummary,
+    /// Sends never acked: their ack samples are censored at the end of the run.
+    #[serde(default)]
+    pub incomplete_acks: u64,
+    /// Owed deliveries that never happened: censored likewise.
+    #[serde(default)]
+    pub incomplete_deliveries: u64,
+    /// Censored samples as a share of all samples.
+    #[serde(default)]
+    pub incomplete_percent: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -187,9 +216,13 @@ pub struct Drain {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckResult {
-    /// e.g. `exactly_once`, `latency.delivery.p99`.
+    /// e.g. `exactly_once`, `liveness.ready`, `latency.delivery.p99`.
     pub name: String,
+    /// False only when the check ran and failed.
     pub passed: bool,
+    /// Set when the scenario turned the check off: the reason it gave.
+    #[serde(default)]
+    pub off: Option<String>,
     pub detail: String,
 }
 

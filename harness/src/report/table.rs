@@ -39,36 +39,62 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
     let count = |v: f64| format!("{v:.0}");
     let us = |v: f64| fmt_us(v as u64);
     let rate = |v: f64| format!("{v:.1}");
+    let kinds = |m: &ModeReport, ks: &[FindingKind]| ks.iter().map(|&k| m.count(k).to_string()).collect::<Vec<_>>().join(" / ");
     vec![
         text("provider", &|m| m.provider.clone()),
         text("backend", &|m| {
             if m.backend_is_real { m.backend.clone() } else { format!("{} (compat)", m.backend) }
         }),
+        text("load", &|m| m.load.clone()),
         text("nodes / clients", &|m| format!("{} / {}", m.nodes, m.counts.clients)),
         num("sent", &|m| m.counts.sent as f64, &count),
         num("acked", &|m| m.counts.acked as f64, &count),
+        text("unacked: stored / not stored / unresolved", &|m| {
+            format!("{} / {} / {}", m.counts.resolved_stored, m.counts.resolved_not_stored, m.counts.unresolved)
+        }),
         num("delivered", &|m| m.counts.delivered as f64, &count),
         text("lost", &|m| m.count(FindingKind::Lost).to_string()),
         text("duplicated", &|m| m.count(FindingKind::Duplicated).to_string()),
-        text("phantom / agreement", &|m| format!("{} / {}", m.count(FindingKind::Phantom), m.count(FindingKind::Agreement))),
+        text("phantom / agreement / before start", &|m| {
+            kinds(m, &[FindingKind::Phantom, FindingKind::Agreement, FindingKind::BeforeStart])
+        }),
         text("order violations", &|m| {
             (m.count(FindingKind::OrderViolation) + m.count(FindingKind::SeqConflict) + m.count(FindingKind::FifoViolation)).to_string()
         }),
-        text("live ≠ history", &|m| (m.count(FindingKind::HistoryMismatch) + m.count(FindingKind::HistoryGap)).to_string()),
+        text("live ≠ history", &|m| {
+            [FindingKind::HistoryMismatch, FindingKind::HistoryGap, FindingKind::HistoryUnavailable, FindingKind::StoredTwice]
+                .iter()
+                .map(|&k| m.count(k))
+                .sum::<u64>()
+                .to_string()
+        }),
+        text("not ready / unattempted / gave up", &|m| kinds(m, &[FindingKind::NotReady, FindingKind::Unattempted, FindingKind::GaveUp])),
+        text("unanswered / unresolved", &|m| kinds(m, &[FindingKind::Unanswered, FindingKind::Unresolved])),
+        text("outages / not recovered / rooms without progress", &|m| {
+            kinds(m, &[FindingKind::Outage, FindingKind::NotRecovered, FindingKind::NoProgress])
+        }),
+        text("drain", &|m| {
+            if m.drain.completed { format!("done in {}ms", m.drain.took_ms) } else { format!("INCOMPLETE after {}ms", m.drain.took_ms) }
+        }),
         num("ack p50", &|m| m.latency.ack.p50_us as f64, &us),
         num("ack p99", &|m| m.latency.ack.p99_us as f64, &us),
         num("delivery p50", &|m| m.latency.delivery.p50_us as f64, &us),
         num("delivery p99", &|m| m.latency.delivery.p99_us as f64, &us),
         num("delivery p999", &|m| m.latency.delivery.p999_us as f64, &us),
         num("delivery max", &|m| m.latency.delivery.max_us as f64, &us),
-        num("msgs/s (acked)", &|m| m.throughput.acked_per_s, &rate),
-        num("deliveries/s", &|m| m.throughput.delivered_per_s, &rate),
+        num("incomplete (censored) %", &|m| m.latency.incomplete_percent, &|v| format!("{v:.2}")),
+        text("msgs/s offered", &|m| m.throughput.offered_per_s.map_or("- (closed loop)".to_owned(), |r| format!("{r:.1}"))),
+        num("msgs/s attempted", &|m| m.throughput.attempted_per_s, &rate),
+        num("msgs/s acked (achieved)", &|m| m.throughput.acked_per_s, &rate),
+        num("deliveries/s (achieved)", &|m| m.throughput.delivered_per_s, &rate),
         num("external writes / msg", &|m| m.server.external_ops_per_ack().unwrap_or(0.0), &|v| format!("{v:.2}")),
         num("from history (%)", &|m| m.server.history_share().unwrap_or(0.0) * 100.0, &|v| format!("{v:.1}")),
         text("fan-out re-opens / producer resets", &|m| format!("{} / {}", m.server.fanout_reopens, m.server.kafka_producer_resets)),
         text("checks", &|m| {
             let failed = m.failed_checks().count();
-            if failed == 0 { format!("PASS ({})", m.checks.len()) } else { format!("FAIL ({failed} of {})", m.checks.len()) }
+            let off = m.checks.iter().filter(|c| c.off.is_some()).count();
+            let off = if off > 0 { format!(", {off} off") } else { String::new() };
+            if failed == 0 { format!("PASS ({}{off})", m.checks.len()) } else { format!("FAIL ({failed} of {}{off})", m.checks.len()) }
         }),
     ]
 }
@@ -97,6 +123,9 @@ pub fn render(report: &RunReport) -> String {
     for m in &report.modes {
         for c in m.failed_checks() {
             out.push_str(&format!("FAILED {}: {} — {}\n", m.mode, c.name, c.detail));
+        }
+        for c in m.checks.iter().filter(|c| c.off.is_some()) {
+            out.push_str(&format!("off    {}: {} — {}\n", m.mode, c.name, c.detail));
         }
     }
     out.push_str(&faults_table(report));
@@ -136,7 +165,7 @@ pub fn finding_rows(report: &RunReport, per_mode: usize) -> Vec<[String; 9]> {
             rows.push([
                 m.mode.clone(),
                 f.kind.as_str().to_owned(),
-                f.room.to_string(),
+                f.room.map_or("-".to_owned(), |r| r.to_string()),
                 opt(f.seq),
                 opt(f.msg),
                 opt(f.client.map(u64::from)),

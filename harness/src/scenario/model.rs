@@ -52,7 +52,7 @@ pub struct Scenario {
     #[serde(default = "default_modes")]
     pub modes: Vec<Mode>,
     pub workload: Workload,
-    /// Timed fault actions (filled in by the faults issue; no kinds yet).
+    /// The nemesis: timed fault actions on nodes, backends and clients.
     #[serde(default)]
     pub faults: Vec<Fault>,
     #[serde(default)]
@@ -152,8 +152,14 @@ pub enum ProviderChoice {
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub rooms: u32,
+    /// Connections per room that only subscribe.
     pub subscribers_per_room: u32,
+    /// Connections per room that only send.
     pub senders_per_room: u32,
+    /// Connections per room that subscribe to their room and send into it,
+    /// as real chat clients do (their own messages come back to them).
+    #[serde(default)]
+    pub chatters_per_room: u32,
     #[serde(default)]
     pub placement: Placement,
     /// Open loop (a fixed total rate) or closed loop (send after ack).
@@ -170,6 +176,14 @@ pub struct Workload {
     /// Subscribers that join after the start and catch up with `after`.
     #[serde(default)]
     pub late_subscribers: Option<LateSubscribers>,
+    /// How long sending waits for every client to connect (and subscribe);
+    /// a client not ready by then is a finding (`not_ready`).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 fn zero() -> HumanDuration {
@@ -203,14 +217,29 @@ pub enum Placement {
     Pinned { senders: Vec<u32>, subscribers: Vec<u32> },
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Load {
     /// Open loop: messages/s in total over all senders, on a fixed schedule.
     /// Latency counts from the scheduled send time (no coordinated omission).
     Open { rate_per_s: f64 },
     /// Closed loop: each sender keeps `in_flight` unacked sends outstanding.
+    /// Latency then counts from the actual send (a stalled server slows the
+    /// senders down: coordinated omission by design); reports say so.
     Closed { in_flight: u32 },
+}
+
+impl Load {
+    /// How the load is described in every report; a closed loop says that
+    /// its latency is measured from the actual send.
+    pub fn label(&self) -> String {
+        match self {
+            Load::Open { rate_per_s } => format!("open loop, {rate_per_s} msgs/s"),
+            Load::Closed { in_flight } => {
+                format!("closed loop, {in_flight} in flight (latency from the actual send: coordinated omission)")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -418,53 +447,194 @@ impl Scenario {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Checks {
-    #[serde(default = "yes")]
-    pub exactly_once: bool,
-    #[serde(default)]
-    pub ordering: OrderingChecks,
-    #[serde(default = "yes")]
-    pub live_equals_history: bool,
-    #[serde(default)]
-    pub latency: LatencyChecks,
-    #[serde(default)]
-    pub min_throughput: Option<MinThroughput>,
+/// Whether a check runs. In a scenario: `true` (the default), or
+/// `{off: "why"}`; the reason is printed in every report. A bare `false` is
+/// refused: a gate that silently stops checking something is a defect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Switch {
+    #[default]
+    On,
+    Off(String),
 }
 
-impl Default for Checks {
-    fn default() -> Self {
-        Self {
-            exactly_once: true,
-            ordering: OrderingChecks::default(),
-            live_equals_history: true,
-            latency: LatencyChecks::default(),
-            min_throughput: None,
+impl Switch {
+    pub fn is_on(&self) -> bool {
+        matches!(self, Switch::On)
+    }
+
+    pub fn off_reason(&self) -> Option<&str> {
+        match self {
+            Switch::On => None,
+            Switch::Off(why) => Some(why),
         }
     }
 }
 
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OrderingChecks {
-    #[serde(default = "yes")]
-    pub per_room_total: bool,
-    #[serde(default = "yes")]
-    pub per_sender_fifo: bool,
-}
-
-impl Default for OrderingChecks {
-    fn default() -> Self {
-        Self { per_room_total: true, per_sender_fifo: true }
+impl Serialize for Switch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Scenario files and report.json read `true` / `{off: why}`; the
+        // binary trace (postcard) is not self-describing and stores an Option.
+        if !s.is_human_readable() {
+            return self.off_reason().serialize(s);
+        }
+        match self {
+            Switch::On => s.serialize_bool(true),
+            Switch::Off(why) => {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("off", why)?;
+                map.end()
+            }
+        }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+impl<'de> Deserialize<'de> for Switch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return Ok(Option::<String>::deserialize(d)?.map_or(Switch::On, Switch::Off));
+        }
+        d.deserialize_any(SwitchVisitor)
+    }
+}
+
+struct SwitchVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SwitchVisitor {
+    type Value = Switch;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("`true`, or `{off: \"why it is off\"}`")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<Switch, E> {
+        if on {
+            Ok(Switch::On)
+        } else {
+            Err(E::custom("a check is turned off with a reason every report prints: write `{off: \"why\"}`, not `false`"))
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Switch, A::Error> {
+        let mut reason: Option<String> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "off" || reason.is_some() {
+                return Err(serde::de::Error::unknown_field(&key, &["off"]));
+            }
+            reason = Some(map.next_value()?);
+        }
+        match reason {
+            Some(why) if !why.trim().is_empty() => Ok(Switch::Off(why)),
+            _ => Err(serde::de::Error::custom("`off` needs a reason: `{off: \"why\"}`")),
+        }
+    }
+}
+
+impl JsonSchema for Switch {
+    fn schema_name() -> Cow<'static, str> {
+        "Switch".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`true` (the check runs), or `{off: \"why\"}`: off, with the reason every report prints.",
+            "oneOf": [
+                {"const": true},
+                {"type": "object", "properties": {"off": {"type": "string", "minLength": 1}}, "required": ["off"], "additionalProperties": false}
+            ]
+        })
+    }
+}
+
+/// What a run is judged on. Every check is on unless turned off with a
+/// reason; each is a pure function of the recorded trace (see `check/`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// Every owed message reaches every covering subscriber once; nothing
+    /// unsent, unstored or unrequested is delivered.
+    #[serde(default)]
+    pub exactly_once: Switch,
+    #[serde(default)]
+    pub ordering: OrderingChecks,
+    /// Stored history (read from MongoDB, not through the server) is
+    /// gap-free and agrees with every ack and delivery.
+    #[serde(default)]
+    pub live_equals_history: Switch,
+    /// The run did what it was meant to: clients connected, sends were
+    /// attempted and answered, indeterminate sends resolved, the drain
+    /// finished, every room made progress.
+    #[serde(default)]
+    pub liveness: LivenessChecks,
+    /// After a fault or a reconnect, clients are back within `within`.
+    #[serde(default)]
+    pub recovery: RecoveryCheck,
+    #[serde(default)]
+    pub latency: LatencyChecks,
+    /// Floors on *achieved* rates (events counted by their own time inside
+    /// the measured window).
+    #[serde(default)]
+    pub min_throughput: Option<MinThroughput>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderingChecks {
+    /// Every subscriber sees a room in one order (`seq` order, one message per `seq`).
+    #[serde(default)]
+    pub per_room_total: Switch,
+    /// A sender's messages are stored in the order it sent them.
+    #[serde(default)]
+    pub per_sender_fifo: Switch,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessChecks {
+    /// Every client connected, and every subscriber got `subscribed`, before sending started.
+    #[serde(default)]
+    pub ready: Switch,
+    /// Every scheduled send was attempted, and no client gave up.
+    #[serde(default)]
+    pub attempted: Switch,
+    /// Every send on a connection that stayed open was answered (ack or error).
+    #[serde(default)]
+    pub answered: Switch,
+    /// Every send that got no ack was resolved against stored history.
+    #[serde(default)]
+    pub resolved: Switch,
+    /// After sending, every send was acked, every client reconnected and
+    /// every subscriber caught up within `drain_timeout`.
+    #[serde(default)]
+    pub drained: Switch,
+    /// Every room with senders and subscribers saw at least one ack and one delivery.
+    #[serde(default)]
+    pub progress: Switch,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryCheck {
+    /// How long a client may be disconnected or unsubscribed, and how long
+    /// after a fault ends subscribers may go without a delivery and senders
+    /// without an ack.
+    #[serde(default = "ten_seconds")]
+    pub within: HumanDuration,
+    /// Turn the check off, with the reason every report prints.
+    #[serde(default)]
+    pub off: Option<String>,
+}
+
+impl Default for RecoveryCheck {
+    fn default() -> Self {
+        Self { within: ten_seconds(), off: None }
+    }
+}
+
+fn ten_seconds() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyChecks {
     /// Ceilings on send → ack latency.
@@ -475,7 +645,7 @@ pub struct LatencyChecks {
     pub delivery: Percentiles,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Percentiles {
     pub p50: Option<HumanDuration>,
@@ -494,11 +664,11 @@ impl Percentiles {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MinThroughput {
-    /// Acked messages per second, at least.
+    /// Acks received per second inside the window, at least.
     pub acked_per_s: Option<f64>,
-    /// Deliveries (message × subscriber) per second, at least.
+    /// Deliveries (message × subscriber) received per second inside the window, at least.
     pub delivered_per_s: Option<f64>,
 }

@@ -106,10 +106,13 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
     }
     let w = &s.workload;
     check(w.rooms >= 1, &["workload", "rooms"], || "need at least 1 room".into())?;
-    check(w.senders_per_room >= 1, &["workload", "senders_per_room"], || "need at least 1 sender per room".into())?;
-    check(w.subscribers_per_room >= 1, &["workload", "subscribers_per_room"], || {
-        "need at least 1 subscriber per room (nothing to check otherwise)".into()
+    check(w.senders_per_room + w.chatters_per_room >= 1, &["workload", "senders_per_room"], || {
+        "need at least 1 sender or chatter per room".into()
     })?;
+    check(w.subscribers_per_room + w.chatters_per_room >= 1, &["workload", "subscribers_per_room"], || {
+        "need at least 1 subscriber or chatter per room (nothing to check otherwise)".into()
+    })?;
+    check(!w.connect_timeout.0.is_zero(), &["workload", "connect_timeout"], || "must be longer than 0s".into())?;
     match &w.load {
         Load::Open { rate_per_s } => check(rate_per_s.is_finite() && *rate_per_s > 0.0, &["workload", "load", "open"], || {
             format!("rate_per_s must be a positive number, not {rate_per_s}")
@@ -171,6 +174,10 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
                 _ => {}
             }
         }
+    }
+    check(!s.checks.recovery.within.0.is_zero(), &["checks", "recovery", "within"], || "must be longer than 0s".into())?;
+    if let Some(why) = &s.checks.recovery.off {
+        check(!why.trim().is_empty(), &["checks", "recovery", "off"], || "`off` needs a reason".into())?;
     }
     for (label, p) in [("ack", &s.checks.latency.ack), ("delivery", &s.checks.latency.delivery)] {
         let set = p.ceilings();
@@ -250,7 +257,8 @@ workload:
         assert_eq!(s.modes, vec![Mode::Changestream]);
         assert_eq!(s.workload.duration.0, std::time::Duration::from_secs(2));
         assert_eq!(s.workload.load, Load::Open { rate_per_s: 10.0 });
-        assert!(s.checks.exactly_once);
+        assert!(s.checks.exactly_once.is_on());
+        assert_eq!(s.checks.recovery.within.0, std::time::Duration::from_secs(10));
     }
 
     #[test]
@@ -308,6 +316,34 @@ workload:
         let mongo_link = format!("{GOOD}faults:\n  - at: 1s\n    action: {{network: {{node: 0, duration: 1s}}}}\n");
         let s = parse_str(&mongo_link, "t.yaml").unwrap();
         assert!(s.needs_link_proxies(LinkTarget::Mongo) && !s.fault_schedule(1)[0].1.targets_kafka(), "the link defaults to MongoDB");
+    }
+
+    #[test]
+    fn a_check_is_turned_off_only_with_a_reason() {
+        let off = format!("{GOOD}checks:\n  liveness: {{progress: {{off: \"a room may stay silent here\"}}}}\n  exactly_once: true\n");
+        let s = parse_str(&off, "t.yaml").unwrap();
+        assert_eq!(s.checks.liveness.progress.off_reason(), Some("a room may stay silent here"));
+        assert!(s.checks.liveness.ready.is_on() && s.checks.exactly_once.is_on());
+        let (line, message) = err(&format!("{GOOD}checks:\n  exactly_once: false\n"));
+        assert_eq!(line, 11, "{message}");
+        assert!(message.contains("off") && message.contains("reason"), "{message}");
+        let (_, message) = err(&format!("{GOOD}checks:\n  liveness: {{ready: {{off: \"\"}}}}\n"));
+        assert!(message.contains("reason"), "{message}");
+        let (_, message) = err(&format!("{GOOD}checks:\n  liveness: {{ready: {{of: x}}}}\n"));
+        assert!(message.contains("of"), "{message}");
+    }
+
+    #[test]
+    fn checks_survive_the_binary_trace_encoding() {
+        let mut checks = Checks::default();
+        checks.liveness.drained = Switch::Off("why".into());
+        checks.recovery.within = HumanDuration(std::time::Duration::from_millis(1500));
+        checks.latency.delivery.p99 = Some(HumanDuration(std::time::Duration::from_millis(20)));
+        let bytes = postcard::to_stdvec(&checks).unwrap();
+        assert_eq!(postcard::from_bytes::<Checks>(&bytes).unwrap(), checks);
+        let json = serde_json::to_value(&checks).unwrap();
+        assert_eq!(json["liveness"]["drained"]["off"], "why");
+        assert_eq!(json["liveness"]["ready"], true);
     }
 
     #[test]
