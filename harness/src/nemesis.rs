@@ -112,17 +112,31 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
             }
         }
         FaultAction::Network { node, link, duration, latency, jitter, bandwidth_bytes_per_s, blackhole, reset } => {
+            let link_target = link;
             let link = match link {
                 LinkTarget::Mongo => t.links.get(node as usize),
                 LinkTarget::Kafka => t.kafka_links.get(node as usize).map(|l| &l.proxy),
             }
             .ok_or_else(|| format!("node {node} has no fault proxy on its {link:?} link"))?;
+            let before = link.traffic();
             if reset {
                 link.reset_connections();
             }
             link.set(LinkFault { latency: latency.0, jitter: jitter.0, bandwidth_bytes_per_s, blackhole });
             tokio::time::sleep(duration.0).await;
             link.set(LinkFault::default());
+            // A node that reaches its backend some other way (e.g. a driver
+            // that discovered the replica set's real hosts) was not faulted.
+            let up = !t.down.lock().await.contains(&(node as usize)) && !t.paused.lock().await.contains(&(node as usize));
+            if up && link.traffic() == before {
+                return Err(format!(
+                    "node {node}'s {link_name} link carried no traffic during the fault: the node does not go through its fault proxy, so the fault acted on nothing",
+                    link_name = match link_target {
+                        LinkTarget::Mongo => "MongoDB",
+                        LinkTarget::Kafka => "Kafka",
+                    }
+                ));
+            }
         }
         FaultAction::Random { .. } => return Err("random faults are resolved when the schedule is made".into()),
         FaultAction::DropClients { share } => {

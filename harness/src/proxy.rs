@@ -9,6 +9,7 @@
 use rand::Rng;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -32,6 +33,9 @@ pub struct FaultProxy {
     state: watch::Sender<LinkFault>,
     /// Both sockets of every open connection, to reset them on demand.
     conns: Registry,
+    /// Bytes read from either side, and connections accepted: whether the
+    /// node really goes through this proxy.
+    traffic: Arc<AtomicU64>,
     accept: JoinHandle<()>,
 }
 
@@ -49,17 +53,25 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let (state, _) = watch::channel(LinkFault::default());
         let conns: Registry = Arc::default();
-        let (rx_state, registry) = (state.clone(), conns.clone());
+        let traffic = Arc::new(AtomicU64::new(0));
+        let (rx_state, registry, counter) = (state.clone(), conns.clone(), traffic.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
                 let Ok(server) = TcpStream::connect(upstream).await else { continue };
                 let (client, server) = (Arc::new(client), Arc::new(server));
                 registry.lock().expect("proxy registry lock").push((client.clone(), server.clone()));
-                tokio::spawn(pump(client.clone(), server.clone(), rx_state.subscribe()));
-                tokio::spawn(pump(server, client, rx_state.subscribe()));
+                tokio::spawn(pump(client.clone(), server.clone(), rx_state.subscribe(), counter.clone()));
+                tokio::spawn(pump(server, client, rx_state.subscribe(), counter.clone()));
             }
         });
-        Ok(Self { addr, state, conns, accept })
+        Ok(Self { addr, state, conns, traffic, accept })
+    }
+
+    /// Bytes read from either side plus connections accepted so far. A
+    /// network fault on a link whose traffic does not move acted on nothing.
+    pub fn traffic(&self) -> u64 {
+        self.traffic.load(Ordering::Relaxed)
     }
 
     pub fn set(&self, fault: LinkFault) {
@@ -82,7 +94,7 @@ impl FaultProxy {
 
 /// Copy one direction, delaying each chunk by the current latency (+ jitter),
 /// holding it while blackholed, and pacing to the bandwidth cap.
-async fn pump(from: Arc<TcpStream>, to: Arc<TcpStream>, state: watch::Receiver<LinkFault>) {
+async fn pump(from: Arc<TcpStream>, to: Arc<TcpStream>, state: watch::Receiver<LinkFault>, traffic: Arc<AtomicU64>) {
     let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(256);
     let mut writer_state = state.clone();
     let writer = tokio::spawn(async move {
@@ -113,6 +125,7 @@ async fn pump(from: Arc<TcpStream>, to: Arc<TcpStream>, state: watch::Receiver<L
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        traffic.fetch_add(n as u64, Ordering::Relaxed);
         let fault = state.borrow().clone();
         let jitter = if fault.jitter.is_zero() { Duration::ZERO } else { rand::rng().random_range(Duration::ZERO..fault.jitter) };
         let due = tokio::time::Instant::now() + fault.latency + jitter;
@@ -183,8 +196,10 @@ mod tests {
     #[tokio::test]
     async fn forwards_delays_blackholes_and_resets() {
         let proxy = FaultProxy::start(echo().await).await.unwrap();
+        assert_eq!(proxy.traffic(), 0);
         let mut c = TcpStream::connect(proxy.addr).await.unwrap();
         round_trip(&mut c).await.unwrap();
+        assert!(proxy.traffic() >= 9, "one connection and 4 bytes each way: {}", proxy.traffic());
         // 100 ms each way: a round trip takes at least 200 ms.
         proxy.set(LinkFault { latency: Duration::from_millis(100), ..Default::default() });
         let t = Instant::now();

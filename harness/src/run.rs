@@ -89,8 +89,8 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
 /// verdict inputs (history from the oracle, counters) → teardown → trace →
 /// evaluation. Every phase's resources are owned by guards.
 async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<ModeReport, InfraError> {
-    let backends = start_backends(scenario, options, mode, dir).await?;
     let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let backends = start_backends(scenario, options, mode, dir, &db).await?;
     let cluster = start_nodes(scenario, options, mode, dir, &backends, &db).await?;
     let rooms: Vec<String> = (0..scenario.workload.rooms).map(|r| format!("room-{r}")).collect();
     let plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed);
@@ -161,7 +161,13 @@ struct Backends {
     kafka_links: Vec<KafkaLink>,
 }
 
-async fn start_backends(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<Backends, InfraError> {
+async fn start_backends(
+    scenario: &Scenario,
+    options: &RunOptions,
+    mode: Mode,
+    dir: &std::path::Path,
+    db: &str,
+) -> Result<Backends, InfraError> {
     let topology = &scenario.topology;
     let request = MongoRequest {
         members: topology.mongo.members,
@@ -174,7 +180,8 @@ async fn start_backends(scenario: &Scenario, options: &RunOptions, mode: Mode, d
     let kafka = match mode {
         Mode::Kafka => {
             let request = KafkaRequest {
-                topic: "chatbench.messages".into(),
+                // One topic per run: two runs on one external Kafka never cross-talk.
+                topic: format!("chatbench.{db}"),
                 partitions: topology.kafka.partitions as i32,
                 bootstrap: options.kafka_bootstrap.clone().or_else(|| topology.kafka.bootstrap.clone()),
                 // A Kafka restart needs data that survives it.
@@ -314,11 +321,21 @@ fn single_host(uri: &str) -> Option<std::net::SocketAddr> {
     std::net::ToSocketAddrs::to_socket_addrs(hosts).ok()?.next()
 }
 
-/// The URI with its single host replaced by `addr`.
+/// The URI with its single host replaced by `addr`, connecting directly:
+/// with `replicaSet` the driver would discover the members' real addresses
+/// and go around the proxy.
 fn with_host(uri: &str, addr: std::net::SocketAddr) -> String {
     let rest = uri.strip_prefix("mongodb://").unwrap_or(uri);
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    format!("mongodb://{addr}{}", &rest[end..])
+    let (path, query) = match rest[end..].split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (&rest[end..], ""),
+    };
+    let mut params: Vec<&str> =
+        query.split('&').filter(|p| !p.is_empty() && !p.starts_with("replicaSet=") && !p.starts_with("directConnection=")).collect();
+    params.push("directConnection=true");
+    let path = if path.is_empty() { "/" } else { path };
+    format!("mongodb://{addr}{path}?{}", params.join("&"))
 }
 
 /// Flags for every node: the Kafka topic in kafka mode, plus extras (each
@@ -382,5 +399,9 @@ mod tests {
         assert_eq!(single_host(uri), Some("127.0.0.1:27017".parse().unwrap()));
         assert_eq!(with_host(uri, "127.0.0.1:40000".parse().unwrap()), "mongodb://127.0.0.1:40000/?directConnection=true");
         assert_eq!(single_host("mongodb://127.0.0.1:1,127.0.0.1:2/?replicaSet=rs0"), None);
+        // A replica set member behind the proxy: no discovery around it.
+        let rs = "mongodb://127.0.0.1:27017/?replicaSet=rs0&w=majority";
+        assert_eq!(with_host(rs, "127.0.0.1:40000".parse().unwrap()), "mongodb://127.0.0.1:40000/?w=majority&directConnection=true");
+        assert_eq!(with_host("mongodb://h:1", "127.0.0.1:2".parse().unwrap()), "mongodb://127.0.0.1:2/?directConnection=true");
     }
 }

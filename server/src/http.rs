@@ -1,7 +1,8 @@
 //! HTTP routes: the WebSocket endpoint, health, room history and metrics.
+//! Errors become responses through one type, [`AppError`].
 
 use crate::AppState;
-use crate::protocol::{MAX_FRAME_BYTES, MAX_WS_MESSAGE_BYTES, RoomId, Seq};
+use crate::protocol::{MAX_FRAME_BYTES, MAX_SEQ, MAX_WS_MESSAGE_BYTES, RoomId, Seq};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
@@ -14,8 +15,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Largest page `GET /rooms/{room}/messages` returns.
+/// Most messages `GET /rooms/{room}/messages` returns in one page (a page
+/// is also cut at `--history-page-bytes`).
 pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+
+/// An error answered as JSON `{code, message}` with its status.
+pub enum AppError {
+    BadRequest { code: &'static str, message: String },
+    Unavailable { code: &'static str, message: String },
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            AppError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message),
+            AppError::Unavailable { code, message } => (StatusCode::SERVICE_UNAVAILABLE, code, message),
+        };
+        (status, Json(json!({"code": code, "message": message}))).into_response()
+    }
+}
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -26,17 +44,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
     if state.sabotage.refuse_upgrade {
-        return (StatusCode::SERVICE_UNAVAILABLE, "sabotage refuse_upgrade: WebSocket upgrades are refused (test only)").into_response();
+        let message = "sabotage refuse_upgrade: WebSocket upgrades are refused (test only)".to_owned();
+        return Err(AppError::Unavailable { code: "sabotage", message });
+    }
+    // Until the fan-out source first opened, a subscriber could miss what
+    // is stored meanwhile: clients retry.
+    if !state.ready.load(Ordering::SeqCst) {
+        return Err(AppError::Unavailable { code: "not_ready", message: "the fan-out is not open yet; retry".to_owned() });
     }
     // The transport accepts frames up to MAX_WS_MESSAGE_BYTES so that frames
     // over the protocol limit (MAX_FRAME_BYTES) get an error frame instead of
     // a dropped connection.
     const { assert!(MAX_WS_MESSAGE_BYTES > MAX_FRAME_BYTES) };
-    ws.max_message_size(MAX_WS_MESSAGE_BYTES)
+    // Small initial buffers: an idle connection should cost kilobytes, not
+    // the 128 KiB per direction the WebSocket layer defaults to.
+    let buffer = state.limits.ws_buffer_bytes;
+    let tracker = state.connections.clone();
+    Ok(ws
+        .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
-        .on_upgrade(move |socket| crate::ws::handle(socket, state))
+        .read_buffer_size(buffer)
+        .write_buffer_size(buffer)
+        .on_upgrade(move |socket| tracker.track_future(crate::ws::handle(socket, state))))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -62,18 +93,26 @@ struct HistoryQuery {
     limit: Option<u32>,
 }
 
-async fn history(State(state): State<Arc<AppState>>, Path(room): Path<String>, Query(q): Query<HistoryQuery>) -> Response {
-    let room = match RoomId::parse(&room) {
-        Ok(r) => r,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"code": e.code.as_str(), "message": e.message}))).into_response();
-        }
-    };
-    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_HISTORY_LIMIT);
-    match state.store.history(&room, Seq(q.after.unwrap_or(0)), limit).await {
-        Ok(messages) => Json(json!({"room": room.as_str(), "messages": messages})).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"code": "store_unavailable", "message": e.to_string()}))).into_response(),
+/// One page of history: at most `limit` messages and about
+/// `--history-page-bytes` of them; `more` says whether to ask again with
+/// `after` = the last `seq` returned.
+async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, AppError> {
+    let room = RoomId::parse(&room).map_err(|e| AppError::BadRequest { code: e.code.as_str(), message: e.message })?;
+    let after = q.after.unwrap_or(0);
+    if after > MAX_SEQ {
+        return Err(AppError::BadRequest { code: "bad_field", message: format!("after must be at most {MAX_SEQ}") });
     }
+    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_HISTORY_LIMIT);
+    let page = state
+        .store
+        .history(&room, Seq(after), limit, state.limits.history_page_bytes)
+        .await
+        .map_err(|e| AppError::Unavailable { code: "store_unavailable", message: e.to_string() })?;
+    Ok(Json(json!({"room": room.as_str(), "messages": page.messages, "more": page.more})).into_response())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -2,34 +2,63 @@
 //! the one place a stored message is handed to local subscribers.
 //!
 //! A message is serialized once per node (by the caller) and its bytes are
-//! shared; per subscriber the hub only pushes onto that connection's bounded
-//! queue. A full queue marks the connection as a slow consumer, which its
-//! handler then closes. The hub does not order or de-duplicate: each
-//! connection does that against its own next expected `seq` (see `ws`).
+//! shared; per subscriber the hub only pushes onto that connection's queue,
+//! bounded in frames and in bytes. A full queue marks the connection as a
+//! slow consumer, which its handler then closes. The hub does not order or
+//! de-duplicate: each connection does that (see `resequencer`).
 
 use crate::protocol::RoomId;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, mpsc, watch};
 
 pub type ConnId = u64;
 
-/// What a connection's writer receives.
+/// A stored message of a room a connection subscribed to, as queued for it.
 #[derive(Debug)]
-pub enum Outbound {
-    /// A stored message of a room the connection subscribed to.
-    Live { room: Arc<str>, seq: u64, frame: Utf8Bytes },
-    /// A reply to this connection's own request (ack, error, subscribed, ...).
-    Reply(Utf8Bytes),
+pub struct Outbound {
+    pub room: Arc<str>,
+    pub seq: u64,
+    pub frame: Utf8Bytes,
 }
 
 /// The queue and slow-consumer signal of one connection.
 #[derive(Clone)]
 pub struct ConnHandle {
-    pub tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<Outbound>,
     pub slow: Arc<Notify>,
+    /// Bytes of frames queued and not yet taken by the connection.
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl ConnHandle {
+    /// A queue of at most `frames` frames and `max_bytes` bytes (a single
+    /// frame larger than that still fits into an empty queue).
+    pub fn channel(frames: usize, max_bytes: usize) -> (ConnHandle, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(frames.max(1));
+        (ConnHandle { tx, slow: Arc::new(Notify::new()), queued_bytes: Arc::new(AtomicUsize::new(0)), max_bytes }, rx)
+    }
+
+    /// The connection took `out` off its queue.
+    pub fn taken(&self, out: &Outbound) {
+        self.queued_bytes.fetch_sub(out.frame.len(), Ordering::Relaxed);
+    }
+
+    /// Queue one frame; false when the queue is full (frames or bytes).
+    fn push(&self, out: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
+        let len = out.frame.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(mpsc::error::TrySendError::Full(out));
+        }
+        self.tx.try_send(out).inspect_err(|_| {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        })
+    }
 }
 
 #[derive(Default)]
@@ -97,8 +126,8 @@ impl Hub {
         };
         let mut count = FanoutCount::default();
         for handle in members.values() {
-            let item = Outbound::Live { room: key.clone(), seq, frame: frame.clone() };
-            match handle.tx.try_send(item) {
+            let item = Outbound { room: key.clone(), seq, frame: frame.clone() };
+            match handle.push(item) {
                 Ok(()) => count.queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     handle.slow.notify_one();
@@ -125,8 +154,7 @@ mod tests {
     use super::*;
 
     fn handle(capacity: usize) -> (ConnHandle, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (ConnHandle { tx, slow: Arc::new(Notify::new()) }, rx)
+        ConnHandle::channel(capacity, 1 << 20)
     }
 
     #[tokio::test]
@@ -140,13 +168,9 @@ mod tests {
         hub.subscribe(&other, 2, b);
         let frame = Utf8Bytes::from("{\"op\":\"msg\"}");
         assert_eq!(hub.fanout("r1", 1, &frame), FanoutCount { queued: 1, slow: 0 });
-        match rx_a.try_recv().unwrap() {
-            Outbound::Live { room, seq, frame: got } => {
-                assert_eq!((&*room, seq), ("r1", 1));
-                assert_eq!(got.as_str().as_ptr(), frame.as_str().as_ptr(), "bytes are shared, not copied");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+        let Outbound { room, seq, frame: got } = rx_a.try_recv().unwrap();
+        assert_eq!((&*room, seq), ("r1", 1));
+        assert_eq!(got.as_str().as_ptr(), frame.as_str().as_ptr(), "bytes are shared, not copied");
         assert!(rx_b.try_recv().is_err());
         assert!(hub.unsubscribe("r1", 1));
         assert_eq!(hub.fanout("r1", 2, &frame), FanoutCount::default());
@@ -164,5 +188,23 @@ mod tests {
         assert_eq!(hub.fanout("r", 1, &frame).queued, 1);
         assert_eq!(hub.fanout("r", 2, &frame), FanoutCount { queued: 0, slow: 1 });
         tokio::time::timeout(std::time::Duration::from_secs(1), slow.notified()).await.expect("slow consumer notified");
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_too_and_taking_frees_them() {
+        let hub = Hub::default();
+        let room = RoomId::parse("r").unwrap();
+        let (a, mut rx) = ConnHandle::channel(1000, 10);
+        hub.subscribe(&room, 1, a.clone());
+        let frame = Utf8Bytes::from("123456");
+        assert_eq!(hub.fanout("r", 1, &frame).queued, 1);
+        assert_eq!(hub.fanout("r", 2, &frame), FanoutCount { queued: 0, slow: 1 }, "12 bytes > 10");
+        let out = rx.try_recv().unwrap();
+        a.taken(&out);
+        assert_eq!(hub.fanout("r", 3, &frame).queued, 1);
+        let big = Utf8Bytes::from("x".repeat(100));
+        let (b, _rx) = ConnHandle::channel(1000, 10);
+        hub.subscribe(&RoomId::parse("q").unwrap(), 2, b);
+        assert_eq!(hub.fanout("q", 1, &big).queued, 1, "one frame larger than the bound fits an empty queue");
     }
 }

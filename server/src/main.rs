@@ -1,19 +1,16 @@
-//! `chat-server`: flags, start-up and shutdown. The first line on stdout is
-//! `listening <ip>:<port>` so a harness can start nodes on port 0.
+//! `chat-server`: flags into a [`Config`], then [`serve`] until SIGTERM or
+//! SIGINT. The first line on stdout is `listening <ip>:<port>` so a harness
+//! can start nodes on port 0.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chatbench_server::fanout::kafka::KafkaConfig;
-use chatbench_server::fanout::{self, Mode};
+use chatbench_server::fanout::{FanoutConfig, Mode};
 use chatbench_server::sabotage::Sabotage;
-use chatbench_server::store::Store;
-use chatbench_server::{AppState, http, hub, metrics};
+use chatbench_server::{Config, Limits, serve};
 use clap::Parser;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 #[derive(Parser, Debug)]
 #[command(name = "chat-server", version, about = "chatbench reference chat server (protocol v1, see server/PROTOCOL.md)")]
@@ -43,14 +40,87 @@ struct Args {
     #[arg(long, env = "CHAT_KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 5)]
     kafka_fetch_wait_max_ms: u32,
     /// Frames queued per connection before it is closed as a slow consumer (4008).
-    #[arg(long, env = "CHAT_QUEUE_CAPACITY", default_value_t = 4096)]
-    queue_capacity: usize,
-    /// TEST ONLY: break delivery guarantees on purpose, e.g. `drop=0.02,dup=0.01,reorder=0.01`.
+    #[arg(long, env = "CHAT_QUEUE_CAPACITY", default_value_t = Limits::default().queue_frames as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    queue_capacity: u64,
+    /// Bytes queued per connection before it is closed as a slow consumer (4008).
+    #[arg(long, env = "CHAT_QUEUE_BYTES", default_value_t = Limits::default().queue_bytes)]
+    queue_bytes: usize,
+    /// Rooms one connection may subscribe to (more: `too_many_subscriptions`).
+    #[arg(long, env = "CHAT_MAX_SUBSCRIPTIONS", default_value_t = Limits::default().max_subscriptions)]
+    max_subscriptions: usize,
+    /// Sends of one connection waiting to be stored before the server stops reading it.
+    #[arg(long, env = "CHAT_SEND_QUEUE", default_value_t = Limits::default().send_queue)]
+    send_queue: usize,
+    /// Bytes of sends of one connection waiting to be stored before the server stops reading it.
+    #[arg(long, env = "CHAT_SEND_QUEUE_BYTES", default_value_t = Limits::default().send_queue_bytes)]
+    send_queue_bytes: usize,
+    /// How long one WebSocket write may block before the connection is closed (4008).
+    #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    write_timeout: Duration,
+    /// How often a connection is pinged.
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) this long is closed (4002).
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Bytes of messages per history page (catch-up and GET /rooms/{room}/messages).
+    #[arg(long, env = "CHAT_HISTORY_PAGE_BYTES", default_value_t = Limits::default().history_page_bytes)]
+    history_page_bytes: usize,
+    /// Initial WebSocket read and write buffer size per connection.
+    #[arg(long, env = "CHAT_WS_BUFFER_BYTES", default_value_t = Limits::default().ws_buffer_bytes)]
+    ws_buffer_bytes: usize,
+    /// wtimeout of majority writes on a replica set.
+    #[arg(long, env = "CHAT_MONGO_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    mongo_write_timeout: Duration,
+    /// Room head hints kept per node before idle ones are dropped.
+    #[arg(long, env = "CHAT_MAX_ROOM_HEADS", default_value_t = Limits::default().max_room_heads)]
+    max_room_heads: usize,
+    /// TEST ONLY: break guarantees on purpose, e.g. `drop=0.02,dup=0.01,reorder=0.01`
+    /// or the flags `refuse_upgrade`, `no_ack`, `refuse_after`, `stop_fanout`.
     #[arg(long, env = "CHAT_SABOTAGE")]
     sabotage: Option<Sabotage>,
     /// Seed for --sabotage's dice.
     #[arg(long, env = "CHAT_SABOTAGE_SEED", default_value_t = 0)]
     sabotage_seed: u64,
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(raw)
+}
+
+impl Args {
+    fn config(self) -> anyhow::Result<Config> {
+        let fanout = match (self.mode, self.kafka_bootstrap) {
+            (Mode::Kafka, None) => anyhow::bail!("--mode kafka needs --kafka-bootstrap (or CHAT_KAFKA_BOOTSTRAP)"),
+            (Mode::Kafka, Some(bootstrap)) => {
+                FanoutConfig::Kafka(KafkaConfig { bootstrap, topic: self.kafka_topic, fetch_wait_max_ms: self.kafka_fetch_wait_max_ms })
+            }
+            (Mode::Changestream, _) => FanoutConfig::Changestream,
+        };
+        let limits = Limits {
+            queue_frames: self.queue_capacity as usize,
+            queue_bytes: self.queue_bytes,
+            max_subscriptions: self.max_subscriptions,
+            send_queue: self.send_queue.max(1),
+            send_queue_bytes: self.send_queue_bytes,
+            write_timeout: self.write_timeout,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            history_page_bytes: self.history_page_bytes,
+            ws_buffer_bytes: self.ws_buffer_bytes,
+            mongo_write_timeout: self.mongo_write_timeout,
+            max_room_heads: self.max_room_heads.max(1),
+        };
+        Ok(Config {
+            mongo_uri: self.mongo_uri,
+            db: self.db,
+            node_id: self.node_id.unwrap_or_else(|| format!("node-{}", std::process::id())),
+            fanout,
+            limits,
+            sabotage: self.sabotage.unwrap_or_default(),
+            sabotage_seed: self.sabotage_seed,
+        })
+    }
 }
 
 #[tokio::main]
@@ -61,77 +131,18 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,mongodb=warn".into()))
         .init();
     let args = Args::parse();
-    let kafka = match (args.mode, &args.kafka_bootstrap) {
-        (Mode::Kafka, None) => {
-            bail!("--mode kafka needs --kafka-bootstrap (or CHAT_KAFKA_BOOTSTRAP)")
-        }
-        (Mode::Kafka, Some(bootstrap)) => Some(KafkaConfig {
-            bootstrap: bootstrap.clone(),
-            topic: args.kafka_topic.clone(),
-            fetch_wait_max_ms: args.kafka_fetch_wait_max_ms,
-        }),
-        (Mode::Changestream, _) => None,
-    };
-    let producer = match &kafka {
-        Some(config) => {
-            Some(fanout::kafka::Producer::new(config).with_context(|| format!("creating a Kafka producer for {}", config.bootstrap))?)
-        }
-        None => None,
-    };
-    if args.queue_capacity == 0 {
-        bail!("--queue-capacity must be at least 1");
-    }
-    let sabotage = args.sabotage.unwrap_or_default();
-    if !sabotage.is_off() {
-        tracing::warn!(?sabotage, "SABOTAGE ENABLED: this node breaks delivery guarantees on purpose (test only)");
-    }
-    let node_id = args.node_id.unwrap_or_else(|| format!("node-{}", std::process::id()));
-    let store = Store::connect(&args.mongo_uri, &args.db).await.with_context(|| format!("connecting to MongoDB at {}", args.mongo_uri))?;
-    let (shutdown, _) = broadcast::channel(1);
-    let state = Arc::new(AppState {
-        node_id: node_id.clone(),
-        mode: args.mode,
-        store,
-        hub: hub::Hub::default(),
-        metrics: metrics::Metrics::default(),
-        stream_open: AtomicBool::new(false),
-        shutdown: shutdown.clone(),
-        queue_capacity: args.queue_capacity,
-        sabotage,
-        sabotage_seed: args.sabotage_seed,
-        kafka: producer,
-    });
-    let fanout_task = match kafka {
-        Some(config) => tokio::spawn(fanout::kafka::run(state.clone(), config, shutdown.subscribe())),
-        None => tokio::spawn(fanout::changestream::run(state.clone(), shutdown.subscribe())),
-    };
-
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listen = args.listen;
+    let config = args.config()?;
+    let mongo_uri = config.mongo_uri.clone();
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening {addr}").context("writing the listening line")?;
         stdout.flush().context("flushing stdout")?;
     }
-    tracing::info!(%addr, node = %node_id, mode = args.mode.as_str(), majority = state.store.majority, "chat-server ready");
-
-    let signal_state = state.clone();
-    axum::serve(listener, http::router(state.clone()))
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: closing connections with 1001");
-            let _ = signal_state.shutdown.send(());
-        })
-        .await
-        .context("serving HTTP")?;
-    // Upgraded WebSocket connections are not tracked by axum's graceful
-    // shutdown; give them a moment to send their close frames.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while state.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    fanout_task.abort();
-    Ok(())
+    tracing::info!(%addr, "listening");
+    serve(listener, config, wait_for_signal()).await.with_context(|| format!("serving with MongoDB at {mongo_uri}"))
 }
 
 async fn wait_for_signal() {

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub kafka_events: Counter,
     pub kafka_reconnects: Counter,
     pub kafka_producer_resets: Counter,
+    pub kafka_offset_resets: Counter,
+    pub skipped_events: Counter,
+    pub idle_closes: Counter,
     pub insert_to_fanout_seconds: Histogram,
 }
 
@@ -50,6 +53,9 @@ impl Default for Metrics {
             kafka_events: Counter::default(),
             kafka_reconnects: Counter::default(),
             kafka_producer_resets: Counter::default(),
+            kafka_offset_resets: Counter::default(),
+            skipped_events: Counter::default(),
+            idle_closes: Counter::default(),
             insert_to_fanout_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
             registry: Registry::default(),
         };
@@ -77,6 +83,17 @@ impl Default for Metrics {
             "Times the Kafka consumer's broker link came back after being down",
             m.kafka_reconnects.clone(),
         );
+        registry.register(
+            "kafka_offset_resets",
+            "Times the Kafka consumer's offset was out of range and it re-assigned at the end (subscribers re-sync from history)",
+            m.kafka_offset_resets.clone(),
+        );
+        registry.register(
+            "skipped_events",
+            "Fan-out events that were not chat messages (e.g. a document inserted by another tool), skipped",
+            m.skipped_events.clone(),
+        );
+        registry.register("idle_closes", "Connections closed after the idle timeout (4002)", m.idle_closes.clone());
         registry.register(
             "insert_to_fanout_seconds",
             "Time from the insert (server wall clock) to fan-out on this node",

@@ -19,6 +19,8 @@ pub const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const MAX_ROOM_BYTES: usize = 64;
 /// Longest message id, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
+/// Highest `seq` (and `after`) there can be: seqs are stored as i64.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// A room name: 1–64 characters of `[A-Za-z0-9_.:-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -111,6 +113,7 @@ pub enum ErrorCode {
     NotSubscribed,
     StoreUnavailable,
     ResendRequired,
+    TooManySubscriptions,
 }
 
 impl ErrorCode {
@@ -128,6 +131,7 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ResendRequired => "resend_required",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
         }
     }
 }
@@ -193,9 +197,10 @@ fn parse_object(obj: &Map<String, Value>) -> Result<Request, FrameError> {
             let room = RoomId::parse(required_str(obj, "room")?)?;
             let after = match obj.get("after") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(Seq(v
-                    .as_u64()
-                    .ok_or_else(|| FrameError::new(ErrorCode::BadField, "field \"after\" must be a non-negative integer"))?)),
+                // Seqs are stored as 64-bit signed integers: nothing lies beyond i64::MAX.
+                Some(v) => Some(Seq(v.as_u64().filter(|&a| a <= MAX_SEQ).ok_or_else(|| {
+                    FrameError::new(ErrorCode::BadField, format!("field \"after\" must be an integer from 0 to {MAX_SEQ}"))
+                })?)),
             };
             Ok(Request::Subscribe { room, after })
         }
@@ -317,6 +322,9 @@ mod tests {
         assert_eq!(code(r#"{"op":"send","room":"r","id":7,"body":"x"}"#), ErrorCode::BadField);
         assert_eq!(code(r#"{"op":"subscribe","room":"a b"}"#), ErrorCode::BadRoom);
         assert_eq!(code(r#"{"op":"subscribe","room":"r","after":-1}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"op":"subscribe","room":"r","after":9223372036854775808}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"op":"subscribe","room":"r","after":1.5}"#), ErrorCode::BadField);
+        assert!(parse_request(r#"{"op":"subscribe","room":"r","after":9223372036854775807}"#).is_ok());
         let big = format!(r#"{{"op":"send","room":"r","id":"a","body":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
         assert_eq!(code(&big), ErrorCode::FrameTooLarge);
     }

@@ -38,8 +38,13 @@ impl Sabotage {
     }
 }
 
+/// A `--sabotage` spec that does not parse (the message says why).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SabotageError(String);
+
 impl FromStr for Sabotage {
-    type Err = String;
+    type Err = SabotageError;
 
     /// `drop=0.02,dup=0.01,reorder=0.01` (probabilities per delivered
     /// frame) and/or flags: `refuse_upgrade,no_ack,refuse_after,stop_fanout`.
@@ -58,20 +63,22 @@ impl FromStr for Sabotage {
                 continue;
             }
             let (key, value) = part.split_once('=').ok_or_else(|| {
-                format!("sabotage {part:?}: expected key=probability (drop, dup, reorder) or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout)")
+                SabotageError(format!(
+                    "sabotage {part:?}: expected key=probability (drop, dup, reorder) or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout)"
+                ))
             })?;
-            let p: f64 = value.trim().parse().map_err(|_| format!("sabotage {key}: {value:?} is not a number"))?;
+            let p: f64 = value.trim().parse().map_err(|_| SabotageError(format!("sabotage {key}: {value:?} is not a number")))?;
             if !(0.0..=1.0).contains(&p) {
-                return Err(format!("sabotage {key}: {p} is not a probability in 0..=1"));
+                return Err(SabotageError(format!("sabotage {key}: {p} is not a probability in 0..=1")));
             }
             match key.trim() {
                 "drop" => out.drop = p,
                 "dup" => out.dup = p,
                 "reorder" => out.reorder = p,
                 other => {
-                    return Err(format!(
+                    return Err(SabotageError(format!(
                         "sabotage: unknown kind {other:?} (expected drop, dup, reorder, refuse_upgrade, no_ack, refuse_after or stop_fanout)"
-                    ));
+                    )));
                 }
             }
         }

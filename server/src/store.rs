@@ -12,11 +12,18 @@
 //! once the message holding it is stored, which is what makes the sequence
 //! gap-free without transactions, and why `seq` order equals commit order.
 //! This module does not fan out; see `fanout`.
+//!
+//! On a replica set every write waits for a majority (with `wtimeout`) and
+//! every read — the head, history, and the duplicate path of a resend —
+//! uses majority read concern, so nothing acked or delivered can be rolled
+//! back. On a standalone (or the compat backend) there is one copy: acks
+//! mean "stored on that copy" and reads are local.
 
 use crate::protocol::{ChatMessage, MsgId, RoomId, Seq};
+use futures::TryStreamExt;
 use mongodb::bson::doc;
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{IndexOptions, WriteConcern};
+use mongodb::options::{Acknowledgment, CollectionOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -26,6 +33,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const DUPLICATE_KEY: i32 = 11000;
 /// How often one send retries after losing a `seq` race before giving up.
 const MAX_SEQ_RACES: usize = 200;
+/// After this many lost races in a row, pause between attempts (the other
+/// writer, or a resend's first insert, may not be majority-visible yet).
+const RACES_BEFORE_BACKOFF: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +81,23 @@ pub struct Stored {
     pub message: ChatMessage,
 }
 
+/// One page of a room's history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<ChatMessage>,
+    /// The page stopped at its message or byte limit: more may follow.
+    pub more: bool,
+}
+
+/// How the store is tuned (flags with defaults in PROTOCOL.md).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// `wtimeout` of majority writes on a replica set.
+    pub write_timeout: Duration,
+    /// Room head hints kept before idle ones are dropped.
+    pub max_room_heads: usize,
+}
+
 #[derive(Clone)]
 pub struct Store {
     uri: String,
@@ -79,13 +106,14 @@ pub struct Store {
     /// Per-room async lock and head hint, so sends to one room on one node
     /// do not race each other for the same `seq`.
     heads: Arc<Mutex<HashMap<RoomId, RoomHead>>>,
+    limits: StoreLimits,
     pub majority: bool,
 }
 
 impl Store {
     /// Connect, detect whether the deployment is a replica set (then writes
-    /// use majority write concern) and make sure the indexes exist.
-    pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
+    /// and reads are majority) and make sure the indexes exist.
+    pub async fn connect(uri: &str, db: &str, limits: StoreLimits) -> Result<Self, StoreError> {
         let err = |source| StoreError::Mongo { uri: uri.to_owned(), source };
         let mut options = mongodb::options::ClientOptions::parse(uri).await.map_err(err)?;
         options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
@@ -93,20 +121,23 @@ impl Store {
         let client = Client::with_options(options).map_err(err)?;
         let hello = client.database("admin").run_command(doc! {"hello": 1}).await.map_err(err)?;
         let majority = hello.get_str("setName").is_ok();
-        let database = client.database(db);
-        let mut collection_options = mongodb::options::CollectionOptions::default();
-        if majority {
-            collection_options.write_concern = Some(WriteConcern::majority());
-        }
-        let messages = database.collection_with_options::<MessageDoc>("messages", collection_options);
+        let messages = client.database(db).collection_with_options::<MessageDoc>("messages", collection_options(majority, limits));
+        let store = Self { uri: uri.to_owned(), client, messages, heads: Default::default(), limits, majority };
+        store.ensure_indexes().await?;
+        Ok(store)
+    }
+
+    /// Create the unique `(room, id)` index and the `(room, seq)` index if
+    /// missing (also after the collection was dropped under a running node).
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let unique_id = IndexModel::builder()
             .keys(doc! {"room": 1, "id": 1})
             .options(IndexOptions::builder().unique(true).name("room_id_unique".to_owned()).build())
             .build();
-        messages.create_index(unique_id).await.map_err(err)?;
+        self.messages.create_index(unique_id).await.map_err(|e| self.err(e))?;
         let by_seq = IndexModel::builder().keys(doc! {"room": 1, "seq": 1}).build();
-        messages.create_index(by_seq).await.map_err(err)?;
-        Ok(Self { uri: uri.to_owned(), client, messages, heads: Default::default(), majority })
+        self.messages.create_index(by_seq).await.map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     fn err(&self, source: mongodb::error::Error) -> StoreError {
@@ -117,15 +148,34 @@ impl Store {
         &self.messages
     }
 
+    /// Room head hints held (bounded by `max_room_heads`).
+    pub fn room_heads(&self) -> usize {
+        self.heads.lock().expect("heads lock is never held across a panic").len()
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.client.database("admin").run_command(doc! {"ping": 1}).await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// The highest stored `seq` of a room (0 when the room is empty).
+    /// The highest stored `seq` of a room (0 when the room is empty). Only
+    /// `seq` is read, so a stray document in the collection (written by
+    /// another tool) cannot make the room unreadable.
     pub async fn head(&self, room: &RoomId) -> Result<Seq, StoreError> {
-        let last = self.messages.find_one(doc! {"room": room.as_str()}).sort(doc! {"seq": -1}).await.map_err(|e| self.err(e))?;
-        Ok(Seq(last.map_or(0, |m| m.seq.max(0) as u64)))
+        let last = self
+            .messages
+            .clone_with_type::<mongodb::bson::Document>()
+            .find_one(doc! {"room": room.as_str(), "seq": {"$exists": true}})
+            .sort(doc! {"seq": -1})
+            .projection(doc! {"_id": 0, "seq": 1})
+            .await
+            .map_err(|e| self.err(e))?;
+        let seq = match last.as_ref().and_then(|d| d.get("seq")) {
+            Some(mongodb::bson::Bson::Int64(n)) => (*n).max(0) as u64,
+            Some(mongodb::bson::Bson::Int32(n)) => (*n).max(0) as u64,
+            _ => 0,
+        };
+        Ok(Seq(seq))
     }
 
     async fn find_by_id(&self, room: &RoomId, id: &MsgId) -> Result<Option<MessageDoc>, StoreError> {
@@ -136,6 +186,10 @@ impl Store {
     pub async fn insert(&self, room: &RoomId, id: &MsgId, body: &str, node: &str) -> Result<Stored, StoreError> {
         let slot = {
             let mut heads = self.heads.lock().expect("heads lock is never held across a panic");
+            if heads.len() >= self.limits.max_room_heads && !heads.contains_key(room) {
+                // Drop idle hints (nobody holds their lock): they are only hints.
+                heads.retain(|_, slot| Arc::strong_count(slot) > 1);
+            }
             heads.entry(room.clone()).or_default().clone()
         };
         let mut head_hint = slot.lock().await;
@@ -154,7 +208,10 @@ impl Store {
         body: &str,
         node: &str,
     ) -> Result<Stored, StoreError> {
-        for _ in 0..MAX_SEQ_RACES {
+        for race in 0..MAX_SEQ_RACES {
+            if race >= RACES_BEFORE_BACKOFF {
+                tokio::time::sleep(Duration::from_millis((race as u64).min(50))).await;
+            }
             let head = match *head_hint {
                 Some(h) => h,
                 None => self.head(room).await?.0,
@@ -189,19 +246,44 @@ impl Store {
         Err(StoreError::Contended { room: room.to_string(), attempts: MAX_SEQ_RACES })
     }
 
-    /// Messages of a room with `seq > after`, in `seq` order, at most `limit`.
-    pub async fn history(&self, room: &RoomId, after: Seq, limit: u32) -> Result<Vec<ChatMessage>, StoreError> {
-        use futures::TryStreamExt;
-        let cursor = self
+    /// Messages of a room with `seq > after`, in `seq` order: at most
+    /// `limit` messages and about `max_bytes` of bodies (always at least one
+    /// message), read from the cursor without materializing more.
+    pub async fn history(&self, room: &RoomId, after: Seq, limit: u32, max_bytes: usize) -> Result<HistoryPage, StoreError> {
+        // Past i64::MAX nothing is stored (seqs are stored as i64).
+        let Ok(after) = i64::try_from(after.0) else {
+            return Ok(HistoryPage::default());
+        };
+        let mut cursor = self
             .messages
-            .find(doc! {"room": room.as_str(), "seq": {"$gt": after.0 as i64}})
+            .find(doc! {"room": room.as_str(), "seq": {"$gt": after}})
             .sort(doc! {"seq": 1})
             .limit(i64::from(limit))
+            .batch_size(100)
             .await
             .map_err(|e| self.err(e))?;
-        let docs: Vec<MessageDoc> = cursor.try_collect().await.map_err(|e| self.err(e))?;
-        Ok(docs.into_iter().map(MessageDoc::into_message).collect())
+        let mut page = HistoryPage::default();
+        let mut bytes = 0usize;
+        while let Some(doc) = cursor.try_next().await.map_err(|e| self.err(e))? {
+            bytes += doc.body.len() + doc.id.len() + doc.room.len() + 64;
+            page.messages.push(doc.into_message());
+            if page.messages.len() >= limit as usize || bytes >= max_bytes {
+                page.more = true;
+                break;
+            }
+        }
+        Ok(page)
     }
+}
+
+/// Majority writes (with `wtimeout`) and majority reads on a replica set.
+fn collection_options(majority: bool, limits: StoreLimits) -> CollectionOptions {
+    let mut options = CollectionOptions::default();
+    if majority {
+        options.write_concern = Some(WriteConcern::builder().w(Acknowledgment::Majority).w_timeout(limits.write_timeout).build());
+        options.read_concern = Some(ReadConcern::majority());
+    }
+    options
 }
 
 pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
@@ -214,4 +296,21 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_sets_get_majority_reads_and_writes_with_a_timeout() {
+        let limits = StoreLimits { write_timeout: Duration::from_secs(7), max_room_heads: 10 };
+        let o = collection_options(true, limits);
+        let wc = o.write_concern.expect("majority writes");
+        assert_eq!(wc.w, Some(Acknowledgment::Majority));
+        assert_eq!(wc.w_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(o.read_concern, Some(ReadConcern::majority()));
+        let standalone = collection_options(false, limits);
+        assert!(standalone.write_concern.is_none() && standalone.read_concern.is_none());
+    }
 }

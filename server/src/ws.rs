@@ -1,39 +1,74 @@
-//! One WebSocket connection: reads requests, writes replies and messages,
-//! and keeps each subscribed room gap-free, duplicate-free and in order.
+//! One WebSocket connection: the socket I/O around the pure parts
+//! (`protocol` for frames, `resequencer` for each room's order, `send_gate`
+//! for per-sender FIFO).
 //!
-//! Per room the connection remembers the next `seq` it owes the client.
-//! A live message below it is a duplicate and is skipped; one above it means
-//! something was missed (a stream resume, the `after` seam), and the gap is
-//! filled from history before the live message is written. `subscribe` with
-//! `after` is the same mechanism started at `after + 1`. Sends go to a
-//! per-connection worker so that they are stored in the order the client
-//! sent them while deliveries keep flowing.
+//! The connection loop never waits on anything but the socket it writes to:
+//! - MongoDB reads (a subscription's head, history pages) run as futures the
+//!   loop polls alongside everything else, one history fetch per room;
+//! - sends go to a per-connection worker that stores them one at a time (in
+//!   order) and answers on its own channel, which the loop always drains;
+//!   when the worker is full (in count or bytes) the loop stops *reading*
+//!   the socket, and only that;
+//! - live frames come from the hub through a queue bounded in frames and
+//!   bytes. It fills only when the loop is blocked writing, i.e. when the
+//!   client does not read: that client is closed with 4008, and a write that
+//!   blocks longer than the write timeout closes it too.
+//!
+//! A quiet connection is pinged; one that sends nothing (not even a pong)
+//! for the idle timeout is closed with 4002.
 
 use crate::AppState;
 use crate::hub::{ConnHandle, ConnId, Outbound};
-use crate::protocol::{ErrorCode, FrameError, MsgId, Request, RoomId, Seq, ServerFrame, parse_request};
+use crate::protocol::{ChatMessage, ErrorCode, FrameError, MsgId, Request, RoomId, Seq, ServerFrame, parse_request};
+use crate::resequencer::{LiveStep, PageStep, Resequencer, Then};
 use crate::sabotage::{Saboteur, Verdict};
+use crate::send_gate::{Admit, SendGate};
+use crate::store::{HistoryPage, StoreError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
-use std::collections::{HashMap, HashSet};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, SplitSink, SplitStream};
+use futures::{FutureExt, SinkExt, StreamExt};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-/// Close code sent to a client whose queue overflowed (documented in PROTOCOL.md).
+/// Close code sent to a client whose queue overflowed or that blocked a
+/// write past the write timeout (documented in PROTOCOL.md).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code for a connection that sent nothing for the idle timeout.
+pub const CLOSE_IDLE: u16 = 4002;
 /// Close code on server shutdown ("going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Messages fetched per history query while filling a gap.
+/// Messages per history page while catching a room up.
 const HISTORY_PAGE: u32 = 500;
-/// Unacknowledged sends one connection may queue before reading pauses.
-const SEND_QUEUE: usize = 256;
+/// Pause before fetching history again when it lags, has a hole or failed.
+const FETCH_RETRY: Duration = Duration::from_millis(200);
+/// How often timers (retries, pings, idleness) are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a close frame may wait for a client that is not reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Rooms whose sends may be blocked by an earlier failure at once.
+const MAX_BLOCKED_ROOMS: usize = 64;
 
 struct SendJob {
     room: RoomId,
     id: MsgId,
     body: String,
+}
+
+impl SendJob {
+    fn bytes(&self) -> usize {
+        self.body.len() + self.id.as_str().len() + self.room.as_str().len()
+    }
+}
+
+/// The worker's answer to one send job.
+struct Reply {
+    bytes: usize,
+    /// The ack or error frame (None only under `--sabotage no_ack`).
+    frame: Option<Utf8Bytes>,
 }
 
 /// Why writing stopped: the socket failed, or the client is too slow.
@@ -43,22 +78,53 @@ enum Stop {
     Slow,
 }
 
-impl From<axum::Error> for Stop {
-    fn from(_: axum::Error) -> Self {
-        Stop::Socket
-    }
-}
-
-/// How long a close frame may wait for a client that is not reading.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Why the connection ended.
 #[derive(Debug)]
 enum End {
     ClientClosed,
     SocketError,
     SlowConsumer,
+    Idle,
     Shutdown,
+}
+
+/// A subscribed room: waiting for its head, or flowing.
+enum Phase {
+    /// The head is being read; live frames are dropped (history has them)
+    /// and the highest one remembered.
+    Pending {
+        after: Option<u64>,
+        seen: u64,
+        resynced: bool,
+    },
+    Active {
+        reseq: Resequencer,
+        retry_at: Option<Instant>,
+    },
+}
+
+struct RoomSub {
+    /// Bumped on every (re)subscribe, so a stale read's result is ignored.
+    generation: u64,
+    phase: Phase,
+}
+
+/// What woke the connection loop.
+enum Event {
+    Shutdown,
+    Slow,
+    Reply(Reply),
+    Live(Outbound),
+    Read(Read),
+    Frame(Option<Result<Message, axum::Error>>),
+    Resync,
+    Tick,
+}
+
+/// A MongoDB read finished.
+enum Read {
+    Head { room: RoomId, generation: u64, result: Result<Seq, StoreError> },
+    Page { room: RoomId, generation: u64, result: Result<HistoryPage, StoreError> },
 }
 
 struct Connection {
@@ -66,10 +132,16 @@ struct Connection {
     conn_id: ConnId,
     handle: ConnHandle,
     sink: SplitSink<WebSocket, Message>,
-    /// Next `seq` owed to the client, per subscribed room.
-    next_seq: HashMap<RoomId, u64>,
-    /// Rooms whose gap could not be filled yet (history unavailable).
-    behind: HashSet<RoomId>,
+    rooms: HashMap<RoomId, RoomSub>,
+    next_generation: u64,
+    reads: FuturesUnordered<BoxFuture<'static, Read>>,
+    jobs: mpsc::Sender<SendJob>,
+    /// A send read from the socket that the worker cannot take yet.
+    pending_job: Option<SendJob>,
+    /// Bytes of sends handed to the worker and not answered yet.
+    queued_send_bytes: usize,
+    last_heard: Instant,
+    last_ping: Instant,
     saboteur: Saboteur,
     held_back: Option<Utf8Bytes>,
 }
@@ -77,24 +149,33 @@ struct Connection {
 pub async fn handle(socket: WebSocket, state: Arc<AppState>) {
     state.metrics.connections.inc();
     let conn_id = state.hub.new_conn_id();
-    let (tx, rx) = mpsc::channel(state.queue_capacity);
-    let slow = Arc::new(Notify::new());
+    let limits = state.limits;
+    let (handle, inbox) = ConnHandle::channel(limits.queue_frames, limits.queue_bytes);
+    let (jobs, jobs_rx) = mpsc::channel(limits.send_queue.max(1));
+    // Room for every job's reply: the worker never waits on the loop.
+    let (replies_tx, replies) = mpsc::channel(limits.send_queue.max(1) + 1);
+    let worker = tokio::spawn(send_worker(state.clone(), jobs_rx, replies_tx));
     let (sink, stream) = socket.split();
-    let (sends_tx, sends_rx) = mpsc::channel(SEND_QUEUE);
-    let worker = tokio::spawn(send_worker(state.clone(), sends_rx, tx.clone()));
+    let now = Instant::now();
     let mut conn = Connection {
         saboteur: Saboteur::new(state.sabotage, state.sabotage_seed ^ conn_id),
         state: state.clone(),
         conn_id,
-        handle: ConnHandle { tx, slow: slow.clone() },
+        handle,
         sink,
-        next_seq: HashMap::new(),
-        behind: HashSet::new(),
+        rooms: HashMap::new(),
+        next_generation: 0,
+        reads: FuturesUnordered::new(),
+        jobs,
+        pending_job: None,
+        queued_send_bytes: 0,
+        last_heard: now,
+        last_ping: now,
         held_back: None,
     };
-    let end = conn.run(stream, rx, sends_tx, slow).await;
+    let end = conn.run(stream, inbox, replies).await;
     tracing::debug!(conn_id, ?end, "connection ended");
-    for room in conn.next_seq.keys() {
+    for room in conn.rooms.keys() {
         if state.hub.unsubscribe(room.as_str(), conn_id) {
             state.metrics.subscriptions.dec();
         }
@@ -107,32 +188,64 @@ impl Connection {
     async fn run(
         &mut self,
         mut stream: SplitStream<WebSocket>,
-        mut rx: mpsc::Receiver<Outbound>,
-        sends: mpsc::Sender<SendJob>,
-        slow: Arc<Notify>,
+        mut inbox: mpsc::Receiver<Outbound>,
+        mut replies: mpsc::Receiver<Reply>,
     ) -> End {
         let mut shutdown = self.state.shutdown.subscribe();
         let mut resync = self.state.hub.resync_signal();
-        let mut retry = tokio::time::interval(Duration::from_millis(500));
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let slow = self.handle.slow.clone();
         loop {
-            let step = tokio::select! {
+            self.enqueue_pending_job();
+            // Reading pauses while a send waits for room in the worker's queue.
+            let reading = self.pending_job.is_none();
+            let has_reads = !self.reads.is_empty();
+            // The select only picks what happened; handling it comes after,
+            // when no branch future borrows anything any more.
+            let event = tokio::select! {
                 biased;
-                _ = shutdown.recv() => return self.close(CLOSE_GOING_AWAY, "server shutting down").await,
-                _ = slow.notified() => Err(Stop::Slow),
-                Some(out) = rx.recv() => self.outbound(out).await,
-                frame = stream.next() => match frame {
-                    Some(Ok(Message::Text(text))) => self.request(text.as_str(), &sends).await,
-                    Some(Ok(Message::Binary(_))) => {
-                        let err = FrameError::new(ErrorCode::BinaryNotSupported, "binary frames are not supported; send JSON text frames");
-                        self.frame_error(err).await
+                _ = shutdown.recv() => Event::Shutdown,
+                _ = slow.notified() => Event::Slow,
+                Some(reply) = replies.recv() => Event::Reply(reply),
+                Some(out) = inbox.recv() => Event::Live(out),
+                Some(read) = self.reads.next(), if has_reads => Event::Read(read),
+                frame = stream.next(), if reading => Event::Frame(frame),
+                _ = resync.changed() => Event::Resync,
+                _ = tick.tick() => Event::Tick,
+            };
+            let step = match event {
+                Event::Shutdown => return self.close(CLOSE_GOING_AWAY, "server shutting down", End::Shutdown).await,
+                Event::Slow => Err(Stop::Slow),
+                Event::Reply(reply) => self.on_reply(reply).await,
+                Event::Live(out) => {
+                    self.handle.taken(&out);
+                    self.on_live(out).await
+                }
+                Event::Read(read) => self.on_read(read).await,
+                Event::Frame(frame) => {
+                    self.last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => self.request(text.as_str()).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            let err =
+                                FrameError::new(ErrorCode::BinaryNotSupported, "binary frames are not supported; send JSON text frames");
+                            self.frame_error(err).await
+                        }
+                        Some(Ok(Message::Close(_))) | None => return End::ClientClosed,
+                        Some(Ok(_)) => Ok(()), // ping/pong: the WebSocket layer answers pings
+                        Some(Err(_)) => return End::SocketError,
                     }
-                    Some(Ok(Message::Close(_))) | None => return End::ClientClosed,
-                    Some(Ok(_)) => Ok(()), // ping/pong are answered by the WebSocket layer
-                    Some(Err(_)) => return End::SocketError,
+                }
+                Event::Resync => {
+                    self.resync_all();
+                    Ok(())
+                }
+                Event::Tick => match self.on_tick().await {
+                    Ok(Some(end)) => return end,
+                    Ok(None) => Ok(()),
+                    Err(stop) => Err(stop),
                 },
-                _ = resync.changed() => self.resync_all().await,
-                _ = retry.tick() => self.retry_behind().await,
             };
             match step {
                 Ok(()) => {}
@@ -140,155 +253,265 @@ impl Connection {
                 Err(Stop::Slow) => {
                     self.state.metrics.slow_consumer_closes.inc();
                     tracing::warn!(conn_id = self.conn_id, "closing slow consumer");
-                    self.close(CLOSE_SLOW_CONSUMER, "slow consumer: queue full, reconnect with after").await;
-                    return End::SlowConsumer;
+                    return self.close(CLOSE_SLOW_CONSUMER, "slow consumer: queue full, reconnect with after", End::SlowConsumer).await;
                 }
             }
         }
     }
 
-    /// Send a close frame; a client that is not reading gets CLOSE_TIMEOUT
-    /// to take it before the socket is simply dropped.
-    async fn close(&mut self, code: u16, reason: &str) -> End {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
-        End::Shutdown
-    }
-
-    /// Write one frame. A write blocked on a client that does not read is
-    /// abandoned when the hub flags this connection as a slow consumer
-    /// (the frame stays buffered whole; no partial frame is left behind).
-    async fn write(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
-        tokio::select! {
-            biased;
-            written = self.sink.send(Message::Text(frame)) => Ok(written?),
-            _ = self.handle.slow.notified() => Err(Stop::Slow),
+    /// Hand the waiting send to the worker if its queue has room in count
+    /// and bytes. The worker's reply to an earlier job (which the loop
+    /// always takes) is what frees room, so nothing waits forever.
+    fn enqueue_pending_job(&mut self) {
+        let Some(job) = self.pending_job.take() else { return };
+        let bytes = job.bytes();
+        let fits = self.queued_send_bytes == 0 || self.queued_send_bytes + bytes <= self.state.limits.send_queue_bytes;
+        if !fits {
+            self.pending_job = Some(job);
+            return;
+        }
+        match self.jobs.try_send(job) {
+            Ok(()) => self.queued_send_bytes += bytes,
+            Err(mpsc::error::TrySendError::Full(job)) => self.pending_job = Some(job),
+            Err(mpsc::error::TrySendError::Closed(_)) => tracing::error!(conn_id = self.conn_id, "send worker is gone"),
         }
     }
 
+    /// Send a close frame; a client that is not reading gets CLOSE_TIMEOUT
+    /// to take it before the socket is simply dropped.
+    async fn close(&mut self, code: u16, reason: &str, end: End) -> End {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
+        end
+    }
+
+    /// Write one frame. A write blocked on a client that does not read is
+    /// abandoned at the write timeout, or as soon as the hub flags this
+    /// connection as a slow consumer.
+    async fn write(&mut self, message: Message) -> Result<(), Stop> {
+        let slow = self.handle.slow.clone();
+        tokio::select! {
+            biased;
+            written = tokio::time::timeout(self.state.limits.write_timeout, self.sink.send(message)) => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Stop::Socket),
+                Err(_) => Err(Stop::Slow),
+            },
+            _ = slow.notified() => Err(Stop::Slow),
+        }
+    }
+
+    async fn write_text(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
+        self.write(Message::Text(frame)).await
+    }
+
     async fn reply(&mut self, frame: ServerFrame<'_>) -> Result<(), Stop> {
-        self.write(Utf8Bytes::from(frame.to_json())).await
+        self.write_text(Utf8Bytes::from(frame.to_json())).await
     }
 
     async fn frame_error(&mut self, err: FrameError) -> Result<(), Stop> {
         self.state.metrics.frame_errors.inc();
-        self.write(Utf8Bytes::from(err.to_frame())).await
+        self.write_text(Utf8Bytes::from(err.to_frame())).await
     }
 
     /// Write a `msg` frame, through the saboteur (a no-op unless enabled).
     async fn write_msg(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
         self.state.metrics.deliveries.inc();
         match self.saboteur.judge() {
-            Verdict::Write => self.write(frame).await?,
+            Verdict::Write => self.write_text(frame).await?,
             Verdict::Drop => {}
             Verdict::Duplicate => {
-                self.write(frame.clone()).await?;
-                self.write(frame).await?;
+                self.write_text(frame.clone()).await?;
+                self.write_text(frame).await?;
             }
             Verdict::HoldBack if self.held_back.is_none() => {
                 self.held_back = Some(frame);
                 return Ok(());
             }
-            Verdict::HoldBack => self.write(frame).await?,
+            Verdict::HoldBack => self.write_text(frame).await?,
         }
         if let Some(held) = self.held_back.take() {
-            self.write(held).await?;
+            self.write_text(held).await?;
         }
         Ok(())
     }
 
-    async fn outbound(&mut self, out: Outbound) -> Result<(), Stop> {
-        match out {
-            Outbound::Reply(frame) => self.write(frame).await,
-            Outbound::Live { room, seq, frame } => {
-                let Some(&next) = self.next_seq.get(&*room) else {
-                    return Ok(()); // unsubscribed meanwhile
-                };
-                if seq < next {
-                    return Ok(());
-                }
-                if seq > next {
-                    // Rare (stream resume, Kafka produce order): fill the gap first.
-                    let owned = self.next_seq.get_key_value(&*room).map(|(k, _)| k.clone()).expect("present: looked up above");
-                    self.catch_up(&owned, Some(seq)).await?;
-                    if self.next_seq.get(&owned) != Some(&seq) {
-                        self.behind.insert(owned);
-                        return Ok(());
-                    }
-                }
-                self.write_msg(frame).await?;
-                if let Some(owed) = self.next_seq.get_mut(&*room) {
-                    *owed = seq + 1;
-                }
+    async fn on_reply(&mut self, reply: Reply) -> Result<(), Stop> {
+        self.queued_send_bytes = self.queued_send_bytes.saturating_sub(reply.bytes);
+        match reply.frame {
+            Some(frame) => self.write_text(frame).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn on_live(&mut self, out: Outbound) -> Result<(), Stop> {
+        let Some(sub) = self.rooms.get_mut(&*out.room) else {
+            return Ok(()); // unsubscribed meanwhile
+        };
+        let step = match &mut sub.phase {
+            Phase::Pending { seen, .. } => {
+                *seen = (*seen).max(out.seq);
+                return Ok(());
+            }
+            Phase::Active { reseq, .. } => reseq.on_live(out.seq),
+        };
+        match step {
+            LiveStep::Write => self.write_msg(out.frame).await,
+            LiveStep::Skip => Ok(()),
+            LiveStep::Fetch { after } => {
+                let room = self.room_key(&out.room);
+                self.fetch(room, after);
                 Ok(())
             }
         }
     }
 
-    /// Write history messages from the room's next owed `seq` up to (not
-    /// including) `until`, or to the end of history.
-    async fn catch_up(&mut self, room: &RoomId, until: Option<u64>) -> Result<(), Stop> {
-        loop {
-            let Some(&next) = self.next_seq.get(room) else {
+    fn room_key(&self, room: &str) -> RoomId {
+        self.rooms.get_key_value(room).map(|(k, _)| k.clone()).expect("only called for subscribed rooms")
+    }
+
+    /// Start reading one history page of `room` after `after`.
+    fn fetch(&mut self, room: RoomId, after: u64) {
+        let Some(sub) = self.rooms.get(&room) else { return };
+        let generation = sub.generation;
+        let store = self.state.store.clone();
+        let max_bytes = self.state.limits.history_page_bytes;
+        self.reads.push(
+            async move {
+                let result = store.history(&room, Seq(after), HISTORY_PAGE, max_bytes).await;
+                Read::Page { room, generation, result }
+            }
+            .boxed(),
+        );
+    }
+
+    async fn on_read(&mut self, read: Read) -> Result<(), Stop> {
+        match read {
+            Read::Head { room, generation, result } => self.on_head(room, generation, result).await,
+            Read::Page { room, generation, result } => self.on_page(room, generation, result).await,
+        }
+    }
+
+    async fn on_head(&mut self, room: RoomId, generation: u64, result: Result<Seq, StoreError>) -> Result<(), Stop> {
+        let Some(sub) = self.rooms.get_mut(&room).filter(|s| s.generation == generation) else {
+            return Ok(()); // unsubscribed or resubscribed meanwhile
+        };
+        let Phase::Pending { after, seen, resynced } = sub.phase else {
+            return Ok(());
+        };
+        let head = match result {
+            Ok(head) => head.0,
+            Err(e) => {
+                self.rooms.remove(&room);
+                if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {
+                    self.state.metrics.subscriptions.dec();
+                }
+                let mut err = FrameError::new(ErrorCode::StoreUnavailable, format!("could not read room head: {e}"));
+                err.room = Some(room.to_string());
+                return self.frame_error(err).await;
+            }
+        };
+        let (mut reseq, mut fetch) = Resequencer::subscribed(head, after, seen);
+        if resynced {
+            fetch = fetch.or_else(|| reseq.on_resync());
+        }
+        sub.phase = Phase::Active { reseq, retry_at: None };
+        self.reply(ServerFrame::Subscribed { room: room.as_str(), head }).await?;
+        if let Some(after) = fetch {
+            self.fetch(room, after);
+        }
+        Ok(())
+    }
+
+    async fn on_page(&mut self, room: RoomId, generation: u64, result: Result<HistoryPage, StoreError>) -> Result<(), Stop> {
+        let page = match result {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "history unavailable while filling a gap; will retry");
+                if let Some(Phase::Active { reseq, retry_at }) = self.active(&room, generation) {
+                    reseq.on_fetch_failed();
+                    *retry_at = Some(Instant::now() + FETCH_RETRY);
+                }
+                return Ok(());
+            }
+        };
+        let mut hole = false;
+        for message in &page.messages {
+            let Some(Phase::Active { reseq, .. }) = self.active(&room, generation) else {
                 return Ok(());
             };
-            if until.is_some_and(|u| next >= u) {
-                break;
-            }
-            let page = match self.state.store.history(room, Seq(next - 1), HISTORY_PAGE).await {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(%room, error = %e, "history unavailable while filling a gap; will retry");
-                    self.behind.insert(room.clone());
-                    return Ok(());
+            match reseq.on_page_message(message.seq) {
+                PageStep::Write => {
+                    self.state.metrics.history_replays.inc();
+                    self.write_msg(msg_frame(message)).await?;
                 }
-            };
-            let full_page = page.len() == HISTORY_PAGE as usize;
-            for message in page {
-                let owed = self.next_seq.get(room).copied().unwrap_or(u64::MAX);
-                if until.is_some_and(|u| message.seq >= u) {
-                    self.behind.remove(room);
-                    return Ok(());
+                PageStep::Skip => {}
+                PageStep::Hole => {
+                    tracing::error!(%room, owed = reseq.next(), found = message.seq, "history is not gap-free; will look again");
+                    hole = true;
+                    break;
                 }
-                if message.seq != owed {
-                    // History itself has a hole (should never happen): stop
-                    // rather than skip; the retry tick will look again.
-                    tracing::error!(%room, owed, found = message.seq, "history is not gap-free");
-                    self.behind.insert(room.clone());
-                    return Ok(());
-                }
-                self.state.metrics.history_replays.inc();
-                self.write_msg(Utf8Bytes::from(ServerFrame::Msg(&message).to_json())).await?;
-                self.next_seq.insert(room.clone(), message.seq + 1);
-            }
-            if !full_page {
-                break;
             }
         }
-        self.behind.remove(room);
-        Ok(())
-    }
-
-    async fn resync_all(&mut self) -> Result<(), Stop> {
-        let rooms: Vec<RoomId> = self.next_seq.keys().cloned().collect();
-        for room in rooms {
-            self.catch_up(&room, None).await?;
+        let Some(Phase::Active { reseq, retry_at }) = self.active(&room, generation) else {
+            return Ok(());
+        };
+        match reseq.on_page_done(page.more, hole) {
+            Then::Fetch { after } => self.fetch(room, after),
+            Then::FetchLater => *retry_at = Some(Instant::now() + FETCH_RETRY),
+            Then::Live => {}
         }
         Ok(())
     }
 
-    async fn retry_behind(&mut self) -> Result<(), Stop> {
+    fn active(&mut self, room: &RoomId, generation: u64) -> Option<&mut Phase> {
+        self.rooms.get_mut(room).filter(|s| s.generation == generation).map(|s| &mut s.phase)
+    }
+
+    fn resync_all(&mut self) {
+        let mut fetches = Vec::new();
+        for (room, sub) in &mut self.rooms {
+            match &mut sub.phase {
+                Phase::Pending { resynced, .. } => *resynced = true,
+                Phase::Active { reseq, .. } => fetches.extend(reseq.on_resync().map(|after| (room.clone(), after))),
+            }
+        }
+        for (room, after) in fetches {
+            self.fetch(room, after);
+        }
+    }
+
+    /// Retries that are due, pings, idleness. Some(end) closes the connection.
+    async fn on_tick(&mut self) -> Result<Option<End>, Stop> {
+        let now = Instant::now();
         if let Some(held) = self.held_back.take() {
-            self.write(held).await?;
+            self.write_text(held).await?;
         }
-        let rooms: Vec<RoomId> = self.behind.iter().cloned().collect();
-        for room in rooms {
-            self.catch_up(&room, None).await?;
+        let mut fetches = Vec::new();
+        for (room, sub) in &mut self.rooms {
+            if let Phase::Active { reseq, retry_at } = &mut sub.phase
+                && retry_at.is_some_and(|t| t <= now)
+            {
+                *retry_at = None;
+                fetches.extend(reseq.on_retry().map(|after| (room.clone(), after)));
+            }
         }
-        Ok(())
+        for (room, after) in fetches {
+            self.fetch(room, after);
+        }
+        let limits = self.state.limits;
+        if now.duration_since(self.last_heard) >= limits.idle_timeout {
+            self.state.metrics.idle_closes.inc();
+            return Ok(Some(self.close(CLOSE_IDLE, "idle: nothing received, not even a pong", End::Idle).await));
+        }
+        if now.duration_since(self.last_ping) >= limits.ping_interval {
+            self.last_ping = now;
+            self.write(Message::Ping(Default::default())).await?;
+        }
+        Ok(None)
     }
 
-    async fn request(&mut self, text: &str, sends: &mpsc::Sender<SendJob>) -> Result<(), Stop> {
+    async fn request(&mut self, text: &str) -> Result<(), Stop> {
         let request = match parse_request(text) {
             Ok(r) => r,
             Err(e) => return self.frame_error(e).await,
@@ -296,17 +519,14 @@ impl Connection {
         match request {
             Request::Send { room, id, body } => {
                 self.state.metrics.sends.inc();
-                // Waiting here (not dropping) is what bounds a client that
-                // sends faster than MongoDB stores: reading simply pauses.
-                if sends.send(SendJob { room, id, body }).await.is_err() {
-                    tracing::error!(conn_id = self.conn_id, "send worker is gone");
-                }
+                // The loop's select hands it to the worker when there is
+                // room; until then the socket is not read (back-pressure).
+                self.pending_job = Some(SendJob { room, id, body });
                 Ok(())
             }
             Request::Subscribe { room, after } => self.subscribe(room, after).await,
             Request::Unsubscribe { room } => {
-                if self.next_seq.remove(&room).is_some() {
-                    self.behind.remove(&room);
+                if self.rooms.remove(&room).is_some() {
                     if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {
                         self.state.metrics.subscriptions.dec();
                     }
@@ -321,109 +541,108 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, room: RoomId, after: Option<Seq>) -> Result<(), Stop> {
-        if after.is_some() && self.state.sabotage.refuse_after {
-            let mut err =
-                FrameError::new(ErrorCode::StoreUnavailable, "sabotage refuse_after: subscribe with after is refused (test only)");
+        let refuse = |code, message: String| {
+            let mut err = FrameError::new(code, message);
             err.room = Some(room.to_string());
+            err
+        };
+        if after.is_some() && self.state.sabotage.refuse_after {
+            let err = refuse(ErrorCode::StoreUnavailable, "sabotage refuse_after: subscribe with after is refused (test only)".into());
+            return self.frame_error(err).await;
+        }
+        let max = self.state.limits.max_subscriptions;
+        if !self.rooms.contains_key(&room) && self.rooms.len() >= max {
+            let err = refuse(ErrorCode::TooManySubscriptions, format!("this connection is subscribed to {max} rooms already (the limit)"));
             return self.frame_error(err).await;
         }
         // Register before reading the head: every message stored after the
         // head read then reaches us live, and everything up to it is history.
-        if !self.next_seq.contains_key(&room) {
+        if !self.rooms.contains_key(&room) {
             self.state.hub.subscribe(&room, self.conn_id, self.handle.clone());
             self.state.metrics.subscriptions.inc();
         }
-        let head = match self.state.store.head(&room).await {
-            Ok(h) => h,
-            Err(e) => {
-                if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {
-                    self.state.metrics.subscriptions.dec();
-                }
-                self.next_seq.remove(&room);
-                let mut err = FrameError::new(ErrorCode::StoreUnavailable, format!("could not read room head: {e}"));
-                err.room = Some(room.to_string());
-                return self.frame_error(err).await;
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        self.rooms
+            .insert(room.clone(), RoomSub { generation, phase: Phase::Pending { after: after.map(|a| a.0), seen: 0, resynced: false } });
+        let store = self.state.store.clone();
+        self.reads.push(
+            async move {
+                let result = store.head(&room).await;
+                Read::Head { room, generation, result }
             }
-        };
-        let start = after.map_or(head.0 + 1, |a| a.0 + 1);
-        self.next_seq.insert(room.clone(), start);
-        self.reply(ServerFrame::Subscribed { room: room.as_str(), head: head.0 }).await?;
-        if start <= head.0 {
-            self.catch_up(&room, None).await?;
-        }
+            .boxed(),
+        );
         Ok(())
     }
 }
 
+fn msg_frame(message: &ChatMessage) -> Utf8Bytes {
+    Utf8Bytes::from(ServerFrame::Msg(message).to_json())
+}
+
 /// Stores a connection's sends one at a time, in the order received, and
-/// queues the ack (or error) for the connection's writer.
-///
-/// Per-sender FIFO across failures: once a send to a room fails, later
-/// sends of this connection to that room are refused (`resend_required`)
-/// until the failed `id` is sent again and stored, so nothing the client
-/// sent after it can be stored before it.
-async fn send_worker(state: Arc<AppState>, mut jobs: mpsc::Receiver<SendJob>, out: mpsc::Sender<Outbound>) {
-    let mut blocked_on: HashMap<RoomId, MsgId> = HashMap::new();
+/// answers each on `replies` (which the connection always drains).
+async fn send_worker(state: Arc<AppState>, mut jobs: mpsc::Receiver<SendJob>, replies: mpsc::Sender<Reply>) {
+    let mut gate = SendGate::new(MAX_BLOCKED_ROOMS);
     while let Some(job) = jobs.recv().await {
-        let frame = match blocked_on.get(&job.room) {
-            Some(failed) if *failed != job.id => refused(&job, failed),
-            _ => match store_and_publish(&state, &job).await {
-                Ok(_) if state.sabotage.no_ack => {
-                    blocked_on.remove(&job.room);
-                    continue; // stored and fanned out, never acked (test only)
+        let frame = match gate.admit(&job.room, &job.id) {
+            Admit::ResendFirst(failed) => {
+                let why = format!("send {:?} to this room failed earlier; resend it (same id) before later messages", failed.as_str());
+                Some(send_error(&job, ErrorCode::ResendRequired, why))
+            }
+            Admit::TooManyBlocked => {
+                let why = format!("sends to {MAX_BLOCKED_ROOMS} other rooms failed and were not resent yet; resend those first");
+                Some(send_error(&job, ErrorCode::StoreUnavailable, why))
+            }
+            Admit::Store => {
+                let result = store_and_publish(&state, &job).await;
+                gate.stored(&job.room, result.is_ok(), &job.id);
+                match result {
+                    Ok(_) if state.sabotage.no_ack => None, // stored and fanned out, never acked (test only)
+                    Ok(ack) => Some(ack),
+                    Err(e) => {
+                        tracing::warn!(room = %job.room, id = job.id.as_str(), error = %e, "send not acked");
+                        Some(send_error(&job, ErrorCode::StoreUnavailable, format!("not acked, resend with the same id: {e}")))
+                    }
                 }
-                Ok(frame) => {
-                    blocked_on.remove(&job.room);
-                    frame
-                }
-                Err(frame) => {
-                    blocked_on.insert(job.room.clone(), job.id.clone());
-                    frame
-                }
-            },
+            }
         };
-        if out.send(Outbound::Reply(Utf8Bytes::from(frame))).await.is_err() {
+        if replies.send(Reply { bytes: job.bytes(), frame }).await.is_err() {
             return;
         }
     }
 }
 
-/// Store (and in kafka mode publish) one send: Ok(ack frame) or Err(error frame).
-async fn store_and_publish(state: &AppState, job: &SendJob) -> Result<String, String> {
+/// Why a send was not acked.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] crate::fanout::kafka::PublishError),
+}
+
+/// Store (and in kafka mode publish) one send: the ack frame.
+async fn store_and_publish(state: &AppState, job: &SendJob) -> Result<Utf8Bytes, SendError> {
     state.metrics.mongo_writes.inc();
-    let stored = state.store.insert(&job.room, &job.id, &job.body, &state.node_id).await.map_err(|e| not_stored(job, &e.to_string()))?;
-    publish(state, &stored.message).await.map_err(|why| not_stored(job, &why))?;
+    let stored = state.store.insert(&job.room, &job.id, &job.body, &state.node_id).await?;
+    if let Some(kafka) = &state.kafka {
+        // Also for a resend: the first produce may be the one that failed.
+        state.metrics.kafka_produces.inc();
+        kafka.publish(&stored.message.room, &ServerFrame::Msg(&stored.message).to_json(), &state.metrics.kafka_producer_resets).await?;
+    }
     state.metrics.acks.inc();
     if !stored.fresh {
         state.metrics.resends.inc();
     }
-    Ok(ServerFrame::Ack { id: job.id.as_str(), room: job.room.as_str(), seq: stored.seq.0 }.to_json())
-}
-
-fn refused(job: &SendJob, failed: &MsgId) -> String {
-    let why = format!("send {:?} to this room failed earlier; resend it (same id) before later messages", failed.as_str());
-    send_error(job, ErrorCode::ResendRequired, why)
-}
-
-/// In kafka mode, produce the stored message's `msg` frame (also for a
-/// resend: the first produce may be the one that failed).
-async fn publish(state: &AppState, message: &crate::protocol::ChatMessage) -> Result<(), String> {
-    let Some(kafka) = &state.kafka else {
-        return Ok(());
-    };
-    state.metrics.kafka_produces.inc();
-    kafka.publish(&message.room, &ServerFrame::Msg(message).to_json(), &state.metrics.kafka_producer_resets).await
-}
-
-fn not_stored(job: &SendJob, why: &str) -> String {
-    tracing::warn!(room = %job.room, id = job.id.as_str(), error = why, "send not acked");
-    send_error(job, ErrorCode::StoreUnavailable, format!("not acked, resend with the same id: {why}"))
+    Ok(Utf8Bytes::from(ServerFrame::Ack { id: job.id.as_str(), room: job.room.as_str(), seq: stored.seq.0 }.to_json()))
 }
 
 /// An error frame answering `job` (its id and room, for correlation).
-fn send_error(job: &SendJob, code: ErrorCode, message: String) -> String {
+fn send_error(job: &SendJob, code: ErrorCode, message: String) -> Utf8Bytes {
     let mut err = FrameError::new(code, message);
     err.id = Some(job.id.as_str().to_owned());
     err.room = Some(job.room.to_string());
-    err.to_frame()
+    Utf8Bytes::from(err.to_frame())
 }

@@ -9,8 +9,15 @@
 //! The payload is the finished `msg` frame, so a message is serialized once
 //! for the whole cluster. Kafka orders a room only by produce order, which
 //! can differ from `seq` order when two nodes write one room; the
-//! per-connection resequencer (see `ws`) repairs that from history.
+//! per-connection resequencer repairs that from history.
+//!
+//! Nothing is skipped silently: an offset out of range (records deleted
+//! under the consumer) is an error here, not a quiet jump to the end — the
+//! node re-assigns at the end offsets and every connection re-checks its
+//! rooms against history. Partitions added to the topic later are picked up
+//! (from their beginning) by a metadata check every [`PARTITION_REFRESH`].
 
+use super::{hand_to_hub, set_open};
 use crate::AppState;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::ClientConfig;
@@ -25,6 +32,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
+
+/// How often the topic's metadata is read again for new partitions.
+pub const PARTITION_REFRESH: Duration = Duration::from_secs(10);
+
+/// Why a produce failed (the send is answered `store_unavailable`).
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka produce to {topic} failed: {source}")]
+pub struct PublishError {
+    topic: String,
+    #[source]
+    source: rdkafka::error::KafkaError,
+}
+
+/// Why the consumer could not be set up (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("{what}: {source}")]
+    Kafka {
+        what: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("topic {0} does not exist or has no partitions (create it first)")]
+    NoTopic(String),
+}
+
+fn kafka_err(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> ConsumerError {
+    let what = what.into();
+    move |source| ConsumerError::Kafka { what, source }
+}
 
 /// librdkafka backs off reconnects exponentially up to 10 s by default, so
 /// after a broker outage with several failed attempts a node could sit out
@@ -73,7 +110,7 @@ impl Producer {
 
     /// Produce one `msg` frame keyed by room; Ok once the broker acked it.
     /// `resets` counts producers replaced after a fatal error.
-    pub async fn publish(&self, room: &str, frame: &str, resets: &Counter) -> Result<(), String> {
+    pub async fn publish(&self, room: &str, frame: &str, resets: &Counter) -> Result<(), PublishError> {
         let (generation, producer) = self.current.read().expect("producer lock").clone();
         let record = FutureRecord::to(&self.topic).key(room).payload(frame);
         match producer.send(record, Duration::from_secs(10)).await {
@@ -88,7 +125,7 @@ impl Producer {
                 } else if fenced {
                     self.replace(generation, resets, "ProducerFenced");
                 }
-                Err(format!("Kafka produce to {} failed: {e}", self.topic))
+                Err(PublishError { topic: self.topic.clone(), source: e })
             }
         }
     }
@@ -116,31 +153,28 @@ impl Producer {
 struct Route<'a> {
     room: &'a str,
     seq: u64,
+    #[serde(default)]
+    ts_ms: i64,
 }
 
 pub async fn run(state: Arc<AppState>, config: KafkaConfig, mut shutdown: broadcast::Receiver<()>) {
     // Set-up (metadata, end offsets, assignment) is retried until the
     // broker answers; after that librdkafka reconnects by itself and the
     // consumer's [`Link`] context tracks whether the broker is reachable.
-    let mut backoff = Duration::from_millis(100);
-    let consumer = loop {
-        match assign(&state, &config) {
-            Ok(consumer) => break consumer,
-            Err(e) => {
-                state.stream_open.store(false, Ordering::SeqCst);
-                tracing::warn!(error = %e, ?backoff, "could not set up the Kafka consumer; retrying");
-                tokio::select! {
-                    _ = shutdown.recv() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-    };
-    state.stream_open.store(true, Ordering::SeqCst);
+    let Some(consumer) = assign_until_done(&state, &config, &mut shutdown).await else { return };
+    set_open(&state, true);
+    let mut refresh = tokio::time::interval(PARTITION_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh.tick().await;
     loop {
         let received = tokio::select! {
             _ = shutdown.recv() => return,
+            _ = refresh.tick() => {
+                if let Err(e) = add_new_partitions(&consumer, &config) {
+                    tracing::warn!(error = %e, "could not check the topic for new partitions");
+                }
+                continue;
+            }
             received = consumer.recv() => received,
         };
         match received {
@@ -149,8 +183,46 @@ pub async fn run(state: Arc<AppState>, config: KafkaConfig, mut shutdown: broadc
                     fan_out(&state, payload);
                 }
             }
+            Err(rdkafka::error::KafkaError::MessageConsumption(code)) if is_offset_reset(code) => {
+                // Records were deleted under the consumer: never skip them
+                // silently. Start again at the end and let every connection
+                // fill what it missed from MongoDB history.
+                tracing::error!(?code, "Kafka offset out of range; re-assigning at the end offsets, subscribers re-sync from history");
+                state.metrics.kafka_offset_resets.inc();
+                if let Err(e) = assign_all(&consumer, &config) {
+                    tracing::warn!(error = %e, "re-assigning after an offset reset failed; the next refresh retries");
+                }
+                state.hub.request_resync();
+            }
             // librdkafka retries broker errors itself; log and go on.
             Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+        }
+    }
+}
+
+fn is_offset_reset(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{AutoOffsetReset, OffsetOutOfRange};
+    matches!(code, AutoOffsetReset | OffsetOutOfRange)
+}
+
+async fn assign_until_done(
+    state: &Arc<AppState>,
+    config: &KafkaConfig,
+    shutdown: &mut broadcast::Receiver<()>,
+) -> Option<StreamConsumer<Link>> {
+    let mut backoff = super::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        match consumer(state, config).and_then(|c| assign_all(&c, config).map(|()| c)) {
+            Ok(consumer) => return Some(consumer),
+            Err(e) => {
+                set_open(state, false);
+                let pause = backoff.next_pause();
+                tracing::warn!(error = %e, ?pause, "could not set up the Kafka consumer; retrying");
+                tokio::select! {
+                    _ = shutdown.recv() => return None,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
         }
     }
 }
@@ -172,6 +244,7 @@ pub struct Link {
 impl Link {
     fn mark(&self, up: bool) {
         let was = self.up.swap(up, Ordering::SeqCst);
+        // Only `/healthz`: serving `/ws` waits for the assignment (in `run`).
         self.state.stream_open.store(up, Ordering::SeqCst);
         match (was, up) {
             (false, true) => {
@@ -205,55 +278,85 @@ impl ClientContext for Link {
 
 impl ConsumerContext for Link {}
 
-/// A consumer assigned every partition of the topic at its current end.
-fn assign(state: &Arc<AppState>, config: &KafkaConfig) -> Result<StreamConsumer<Link>, String> {
-    // Up: assignment below only succeeds once the broker answered.
+/// A consumer with the node's context; nothing assigned yet.
+fn consumer(state: &Arc<AppState>, config: &KafkaConfig) -> Result<StreamConsumer<Link>, ConsumerError> {
+    // Up: assignment only succeeds once the broker answered.
     let link = Link { state: state.clone(), up: AtomicBool::new(true) };
-    let consumer: StreamConsumer<Link> = ClientConfig::new()
+    ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
         .set("group.id", format!("chat-server-{}-{}", state.node_id, std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "latest")
+        // Never jump silently: an out-of-range offset is an error we handle.
+        .set("auto.offset.reset", "error")
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
         .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
         .set("reconnect.backoff.ms", RECONNECT_BACKOFF_MS)
         .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .create_with_context(link)
-        .map_err(|e| format!("creating the consumer: {e}"))?;
-    let timeout = Duration::from_secs(5);
-    let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&config.topic), timeout))
-        .map_err(|e| format!("reading metadata of topic {}: {e}", config.topic))?;
+        .map_err(kafka_err("creating the consumer"))
+}
+
+/// The topic's partitions as the broker reports them now.
+fn partitions(consumer: &StreamConsumer<Link>, topic: &str) -> Result<Vec<i32>, ConsumerError> {
+    let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(5)))
+        .map_err(kafka_err(format!("reading metadata of topic {topic}")))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
-        .filter(|t| t.name() == config.topic && t.error().is_none())
+        .filter(|t| t.name() == topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(format!("topic {} does not exist or has no partitions (create it first)", config.topic));
+        return Err(ConsumerError::NoTopic(topic.to_owned()));
     }
+    Ok(partitions)
+}
+
+/// Assign every partition of the topic at its current end offset (read
+/// now, so nothing produced from here on is missed), replacing any
+/// assignment.
+fn assign_all(consumer: &StreamConsumer<Link>, config: &KafkaConfig) -> Result<(), ConsumerError> {
+    let topic = &config.topic;
     let mut assignment = TopicPartitionList::new();
-    for p in partitions {
-        let (_, high) = tokio::task::block_in_place(|| consumer.fetch_watermarks(&config.topic, p, timeout))
-            .map_err(|e| format!("reading the end offset of {}[{p}]: {e}", config.topic))?;
-        assignment
-            .add_partition_offset(&config.topic, p, Offset::Offset(high))
-            .map_err(|e| format!("assigning {}[{p}]: {e}", config.topic))?;
+    for p in partitions(consumer, topic)? {
+        let (_, high) = tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)))
+            .map_err(kafka_err(format!("reading the end offset of {topic}[{p}]")))?;
+        assignment.add_partition_offset(topic, p, Offset::Offset(high)).map_err(kafka_err(format!("assigning {topic}[{p}]")))?;
     }
-    consumer.assign(&assignment).map_err(|e| format!("assigning partitions: {e}"))?;
-    Ok(consumer)
+    consumer.assign(&assignment).map_err(kafka_err("assigning partitions"))
+}
+
+/// Partitions added to the topic since the assignment: consume them from
+/// their beginning (everything in them was produced after they appeared).
+fn add_new_partitions(consumer: &StreamConsumer<Link>, config: &KafkaConfig) -> Result<usize, ConsumerError> {
+    let topic = &config.topic;
+    let assigned = consumer.assignment().map_err(kafka_err("reading the assignment"))?;
+    let known: std::collections::HashSet<i32> = assigned.elements_for_topic(topic).iter().map(|e| e.partition()).collect();
+    let mut added = TopicPartitionList::new();
+    for p in partitions(consumer, topic)?.into_iter().filter(|p| !known.contains(p)) {
+        added.add_partition_offset(topic, p, Offset::Beginning).map_err(kafka_err(format!("assigning {topic}[{p}]")))?;
+    }
+    let n = added.count();
+    if n > 0 {
+        consumer.incremental_assign(&added).map_err(kafka_err("assigning new partitions"))?;
+        tracing::info!(topic, added = n, "consuming partitions added to the topic");
+    }
+    Ok(n)
 }
 
 fn fan_out(state: &AppState, payload: &[u8]) {
     state.metrics.kafka_events.inc();
     let Ok(route) = serde_json::from_slice::<Route>(payload) else {
+        state.metrics.skipped_events.inc();
         tracing::error!("Kafka payload is not a msg frame; skipped");
         return;
     };
     let Ok(text) = std::str::from_utf8(payload) else {
         return;
     };
+    let lag_ms = (crate::store::now_ms() - route.ts_ms).max(0);
+    state.metrics.insert_to_fanout_seconds.observe(lag_ms as f64 / 1000.0);
     let frame = axum::extract::ws::Utf8Bytes::from(text.to_owned());
-    super::hand_to_hub(state, route.room, route.seq, &frame);
+    hand_to_hub(state, route.room, route.seq, &frame);
 }

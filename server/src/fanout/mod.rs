@@ -9,15 +9,10 @@ pub mod kafka;
 use crate::AppState;
 use axum::extract::ws::Utf8Bytes;
 use clap::ValueEnum;
-
-/// Hand one serialized message to the node's hub (both fan-out modes end
-/// here). `--sabotage stop_fanout` drops it, test only.
-pub fn hand_to_hub(state: &AppState, room: &str, seq: u64, frame: &Utf8Bytes) {
-    if state.sabotage.stop_fanout {
-        return;
-    }
-    state.hub.fanout(room, seq, frame);
-}
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -31,5 +26,88 @@ impl Mode {
             Mode::Changestream => "changestream",
             Mode::Kafka => "kafka",
         }
+    }
+}
+
+/// The fan-out of one node, with what it needs.
+#[derive(Debug, Clone)]
+pub enum FanoutConfig {
+    Changestream,
+    Kafka(kafka::KafkaConfig),
+}
+
+impl FanoutConfig {
+    pub fn mode(&self) -> Mode {
+        match self {
+            FanoutConfig::Changestream => Mode::Changestream,
+            FanoutConfig::Kafka(_) => Mode::Kafka,
+        }
+    }
+}
+
+/// Run the node's fan-out until shutdown.
+pub async fn run(state: Arc<AppState>, config: FanoutConfig, shutdown: broadcast::Receiver<()>) {
+    match config {
+        FanoutConfig::Changestream => changestream::run(state, shutdown).await,
+        FanoutConfig::Kafka(k) => kafka::run(state, k, shutdown).await,
+    }
+}
+
+/// The source is open (or not): `/healthz` follows it, and the first open
+/// lets `/ws` serve clients.
+fn set_open(state: &AppState, open: bool) {
+    state.stream_open.store(open, Ordering::SeqCst);
+    if open {
+        state.ready.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Hand one serialized message to the node's hub (both fan-out modes end
+/// here). `--sabotage stop_fanout` drops it, test only.
+pub fn hand_to_hub(state: &AppState, room: &str, seq: u64, frame: &Utf8Bytes) {
+    if state.sabotage.stop_fanout {
+        return;
+    }
+    state.hub.fanout(room, seq, frame);
+}
+
+/// Exponential backoff between re-opens of a fan-out source. It is reset
+/// only once a source stayed healthy for a while, so a source that opens
+/// and fails at once is not re-opened in a hot loop.
+#[derive(Debug)]
+pub struct Backoff {
+    current: Duration,
+    first: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self { current: first, first, max }
+    }
+
+    /// The pause to take now; the next one doubles (up to the cap).
+    pub fn next_pause(&mut self) -> Duration {
+        let pause = self.current;
+        self.current = (self.current * 2).min(self.max);
+        pause
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.first;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
+        let pauses: Vec<u128> = (0..5).map(|_| b.next_pause().as_millis()).collect();
+        assert_eq!(pauses, [50, 100, 200, 300, 300]);
+        b.reset();
+        assert_eq!(b.next_pause(), Duration::from_millis(50));
     }
 }
