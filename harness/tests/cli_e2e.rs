@@ -68,6 +68,24 @@ fn a_clean_run_passes_writes_every_report_and_rechecks_offline() {
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
 }
 
+#[test]
+fn a_closed_loop_run_keeps_sends_in_flight_and_labels_its_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let file = scenario(dir.path(), "2s", "");
+    let text = std::fs::read_to_string(&file).unwrap().replace("{open: {rate_per_s: 80}}", "{closed: {in_flight: 2}}");
+    std::fs::write(&file, text).unwrap();
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    let mode = &r["modes"][0];
+    assert!(mode["counts"]["acked"].as_u64().unwrap() > 20, "a closed loop sends: {}", mode["counts"]);
+    assert!(mode["load"].as_str().unwrap().contains("coordinated omission"), "{}", mode["load"]);
+    assert!(mode["throughput"]["offered_per_s"].is_null(), "a closed loop offers no rate");
+    assert!(stdout.contains("closed loop"), "{stdout}");
+}
+
 fn sabotaged(spec: &str) -> (Option<i32>, BTreeSet<String>, String) {
     sabotaged_with(spec, "")
 }

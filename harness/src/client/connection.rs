@@ -293,7 +293,7 @@ impl<'a> Client<'a> {
         let mut start = self.ctx.start.clone();
         loop {
             let window = *start.borrow_and_update();
-            let wake = [self.next_send(window), self.resend_at, self.subscribe_retry_at].into_iter().flatten().min();
+            let wake = [self.next_send(window, self.now()), self.resend_at, self.subscribe_retry_at].into_iter().flatten().min();
             let clock = self.ctx.clock;
             let sleep = async move {
                 match wake {
@@ -325,8 +325,9 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// When the next new send is due (None: none now).
-    fn next_send(&self, window: Option<Window>) -> Option<u64> {
+    /// When the next new send is due, as of `now` (None: none now). A
+    /// closed loop's next send is due `now` whenever it has room in flight.
+    fn next_send(&self, window: Option<Window>, now: u64) -> Option<u64> {
         let window = window?;
         let schedule = self.ctx.plan.schedule?;
         if self.resend_at.is_some() {
@@ -337,10 +338,7 @@ impl<'a> Client<'a> {
                 let due = window.start_ns + schedule.slot_ns(self.next_k)?;
                 (due < window.end_ns).then_some(due)
             }
-            Schedule::Closed { in_flight } => {
-                let now = self.now();
-                (self.outstanding.len() < in_flight as usize && now < window.end_ns).then_some(now)
-            }
+            Schedule::Closed { in_flight } => (self.outstanding.len() < in_flight as usize && now < window.end_ns).then_some(now),
         }
     }
 
@@ -361,7 +359,7 @@ impl<'a> Client<'a> {
                 rec.record(EventKind::Send { room, msg, scheduled_ns: o.scheduled_ns });
                 write.send(Message::text(send_frame(&self.ctx.room, msg, &o.body))).await.map_err(|_| None)?;
             }
-        } else if let Some(due) = self.next_send(window)
+        } else if let Some(due) = self.next_send(window, now)
             && due <= now
         {
             let msg = msg_no(self.ctx.plan.id, self.next_k);
