@@ -30,6 +30,7 @@ pub struct Metrics {
     pub kafka_offset_resets: Counter,
     pub skipped_events: Counter,
     pub idle_closes: Counter,
+    pub seq_clashes: Counter,
     pub insert_to_fanout_seconds: Histogram,
 }
 
@@ -56,6 +57,7 @@ impl Default for Metrics {
             kafka_offset_resets: Counter::default(),
             skipped_events: Counter::default(),
             idle_closes: Counter::default(),
+            seq_clashes: Counter::default(),
             insert_to_fanout_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
             registry: Registry::default(),
         };
@@ -94,6 +96,11 @@ impl Default for Metrics {
             m.skipped_events.clone(),
         );
         registry.register("idle_closes", "Connections closed after the idle timeout (4002)", m.idle_closes.clone());
+        registry.register(
+            "seq_clashes",
+            "Inserts that found their seq taken by another node's insert (and walked on)",
+            m.seq_clashes.clone(),
+        );
         registry.register(
             "insert_to_fanout_seconds",
             "Time from the insert (server wall clock) to fan-out on this node",

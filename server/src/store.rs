@@ -6,11 +6,14 @@
 //! unique index on `(room, id)` that makes `id` the idempotency key.
 //!
 //! Sequence numbers are allocated optimistically: a send inserts at
-//! `head + 1`; a duplicate-key error means either the same `id` is already
-//! stored (the resend is answered with the stored `seq`) or another node took
-//! that `seq` (re-read the head and try again). A `seq` therefore only exists
-//! once the message holding it is stored, which is what makes the sequence
-//! gap-free without transactions, and why `seq` order equals commit order.
+//! `head + 1` (the node's hint, or a read). A duplicate-key error on `_id`
+//! means another node took that `seq` — it exists, so the next one is tried
+//! at once, without reading anything (up to [`MAX_WALK`] steps, then the
+//! head is read); one on `(room, id)` means the message is stored already
+//! and the resend is answered with its `seq`. A `seq` therefore only exists
+//! once the message holding it is stored, and is only tried once the one
+//! before it exists: the sequence is gap-free without transactions, and
+//! `seq` order is commit order.
 //! This module does not fan out; see `fanout`.
 //!
 //! On a replica set every write waits for a majority (with `wtimeout`) and
@@ -75,6 +78,8 @@ type RoomHead = Arc<tokio::sync::Mutex<Option<u64>>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub seq: Seq,
+    /// Inserts that hit a taken `seq` on the way (another node won it).
+    pub clashes: u32,
     /// False when the `id` was already stored and this was a resend.
     pub fresh: bool,
     /// The message as stored (the original, for a resend).
@@ -208,15 +213,17 @@ impl Store {
         body: &str,
         node: &str,
     ) -> Result<Stored, StoreError> {
+        let mut next: Option<u64> = head_hint.map(|h| h + 1);
+        let mut walked = 0u32;
+        let mut clashes = 0u32;
         for race in 0..MAX_SEQ_RACES {
-            if race >= RACES_BEFORE_BACKOFF {
+            if race >= RACES_BEFORE_BACKOFF && walked == 0 {
                 tokio::time::sleep(Duration::from_millis((race as u64).min(50))).await;
             }
-            let head = match *head_hint {
-                Some(h) => h,
-                None => self.head(room).await?.0,
+            let seq = match next {
+                Some(seq) => seq,
+                None => self.head(room).await?.0 + 1,
             };
-            let seq = head + 1;
             let doc = MessageDoc {
                 key: format!("{room}/{seq}"),
                 room: room.as_str().to_owned(),
@@ -226,21 +233,37 @@ impl Store {
                 node: node.to_owned(),
                 ts_ms: now_ms(),
             };
-            match self.messages.insert_one(&doc).await {
+            let error = match self.messages.insert_one(&doc).await {
                 Ok(_) => {
                     *head_hint = Some(seq);
-                    return Ok(Stored { seq: Seq(seq), fresh: true, message: doc.into_message() });
+                    return Ok(Stored { seq: Seq(seq), clashes, fresh: true, message: doc.into_message() });
                 }
-                Err(e) if is_duplicate_key(&e) => {
-                    if let Some(existing) = self.find_by_id(room, id).await? {
-                        *head_hint = None;
-                        let seq = Seq(existing.seq.max(0) as u64);
-                        return Ok(Stored { seq, fresh: false, message: existing.into_message() });
-                    }
-                    // Another node stored `seq` first: read the head again.
-                    *head_hint = None;
-                }
+                Err(e) if is_duplicate_key(&e) => e,
                 Err(e) => return Err(self.err(e)),
+            };
+            *head_hint = None;
+            clashes += 1;
+            match after_clash(clash_of(&error.to_string()), seq, walked) {
+                Retry::At(following) => {
+                    // Another node stored `seq`: it exists, so the next one
+                    // is ours to try — no read needed.
+                    walked += 1;
+                    next = Some(following);
+                }
+                Retry::ReadHead => {
+                    walked = 0;
+                    next = None;
+                }
+                Retry::Lookup => {
+                    walked = 0;
+                    if let Some(existing) = self.find_by_id(room, id).await? {
+                        let seq = Seq(existing.seq.max(0) as u64);
+                        return Ok(Stored { seq, clashes, fresh: false, message: existing.into_message() });
+                    }
+                    // Not visible yet (a majority read trails the first
+                    // insert of a resend), or another node took `seq`.
+                    next = None;
+                }
             }
         }
         Err(StoreError::Contended { room: room.to_string(), attempts: MAX_SEQ_RACES })
@@ -286,6 +309,55 @@ fn collection_options(majority: bool, limits: StoreLimits) -> CollectionOptions 
     options
 }
 
+/// Which unique key a duplicate-key error hit, from its message (MongoDB:
+/// `... index: _id_ dup key ...` / `index: room_id_unique`; nx-27017:
+/// `UNIQUE constraint failed: messages._id` / `index 'idx_messages_room_id'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clash {
+    /// `_id` = `room/seq`: another insert took this `seq`.
+    Seq,
+    /// `(room, id)`: this message is stored already (a resend).
+    Id,
+    /// Not recognised: look the message up, then re-read the head.
+    Unknown,
+}
+
+pub fn clash_of(message: &str) -> Clash {
+    if message.contains("room_id") {
+        Clash::Id
+    } else if message.contains("index: _id_") || message.contains("._id") {
+        Clash::Seq
+    } else {
+        Clash::Unknown
+    }
+}
+
+/// The next attempt after an insert at `seq` clashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Insert at this `seq` (the clashing one exists).
+    At(u64),
+    /// Read the room's head and insert after it.
+    ReadHead,
+    /// Look the message up by its `id` (a resend is answered with its `seq`).
+    Lookup,
+}
+
+/// After this many seq clashes in a row, read the head instead of walking.
+pub const MAX_WALK: u32 = 8;
+
+/// What seq allocation does after a clash: walk one step past a taken
+/// `seq` (it exists, so `seq + 1` keeps the sequence gap-free), up to
+/// [`MAX_WALK`] steps; answer a resend from the stored message; read the
+/// head when unsure. Pure: the store's loop carries it out.
+pub fn after_clash(clash: Clash, seq: u64, walked: u32) -> Retry {
+    match clash {
+        Clash::Seq if walked < MAX_WALK => Retry::At(seq + 1),
+        Clash::Seq => Retry::ReadHead,
+        Clash::Id | Clash::Unknown => Retry::Lookup,
+    }
+}
+
 pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     match &*error.kind {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
@@ -301,6 +373,26 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clashes_are_told_apart_from_mongodb_and_nx_messages() {
+        let mongo_seq = "E11000 duplicate key error collection: chat.messages index: _id_ dup key: { _id: \"r/7\" }";
+        let mongo_id = "E11000 duplicate key error collection: chat.messages index: room_id_unique dup key: { room: \"r\", id: \"m1\" }";
+        assert_eq!(clash_of(mongo_seq), Clash::Seq);
+        assert_eq!(clash_of(mongo_id), Clash::Id);
+        assert_eq!(clash_of("UNIQUE constraint failed: messages._id"), Clash::Seq);
+        assert_eq!(clash_of("UNIQUE constraint failed: index 'idx_messages_room_id'"), Clash::Id);
+        assert_eq!(clash_of("E11000 something else"), Clash::Unknown);
+    }
+
+    #[test]
+    fn a_taken_seq_walks_forward_then_reads_the_head_and_a_resend_is_looked_up() {
+        assert_eq!(after_clash(Clash::Seq, 7, 0), Retry::At(8));
+        assert_eq!(after_clash(Clash::Seq, 7, MAX_WALK - 1), Retry::At(8));
+        assert_eq!(after_clash(Clash::Seq, 7, MAX_WALK), Retry::ReadHead);
+        assert_eq!(after_clash(Clash::Id, 7, 0), Retry::Lookup);
+        assert_eq!(after_clash(Clash::Unknown, 7, 3), Retry::Lookup);
+    }
 
     #[test]
     fn replica_sets_get_majority_reads_and_writes_with_a_timeout() {

@@ -633,6 +633,7 @@ async fn store_and_publish(state: &AppState, job: &SendJob) -> Result<Utf8Bytes,
         kafka.publish(&stored.message.room, &ServerFrame::Msg(&stored.message).to_json(), &state.metrics.kafka_producer_resets).await?;
     }
     state.metrics.acks.inc();
+    state.metrics.seq_clashes.inc_by(u64::from(stored.clashes));
     if !stored.fresh {
         state.metrics.resends.inc();
     }

@@ -88,6 +88,9 @@ pub struct ServerCounters {
     /// Kafka producers replaced after a fatal error.
     #[serde(default)]
     pub kafka_producer_resets: u64,
+    /// Inserts that found their `seq` taken by another node (seq allocation's cost).
+    #[serde(default)]
+    pub seq_clashes: u64,
 }
 
 impl ServerCounters {
@@ -122,6 +125,7 @@ impl ServerCounters {
                 "chat_slow_consumer_closes_total" => &mut self.slow_consumer_closes,
                 "chat_changestream_reopens_total" | "chat_kafka_reconnects_total" => &mut self.fanout_reopens,
                 "chat_kafka_producer_resets_total" => &mut self.kafka_producer_resets,
+                "chat_seq_clashes_total" => &mut self.seq_clashes,
                 _ => continue,
             };
             *slot += value as u64;
