@@ -105,7 +105,11 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_kib(pid0);
-    println!("1. idle connections: 1000 → +{} KiB resident = {:.1} KiB per idle connection", after - before, (after - before) as f64 / 1000.0);
+    println!(
+        "1. idle connections: 1000 → +{} KiB resident = {:.1} KiB per idle connection",
+        after - before,
+        (after - before) as f64 / 1000.0
+    );
 
     // 2. A subscription flood: 200 connections × 100 rooms, and one asking for 150.
     let base = rss_kib(pid0);
@@ -202,7 +206,10 @@ async fn main() {
     let mut honest = connect(&ws1).await;
     let started = Instant::now();
     for i in 0..HONEST {
-        honest.send(Message::text(json!({"op": "send", "room": "honest", "id": format!("h{i}"), "body": "hello"}).to_string())).await.expect("send");
+        honest
+            .send(Message::text(json!({"op": "send", "room": "honest", "id": format!("h{i}"), "body": "hello"}).to_string()))
+            .await
+            .expect("send");
         if i % 20 == 19 {
             for _ in 0..20 {
                 next_text(&mut honest).await.expect("honest ack");

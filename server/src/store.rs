@@ -215,8 +215,9 @@ impl Store {
     ) -> Result<Stored, StoreError> {
         let mut next: Option<u64> = head_hint.map(|h| h + 1);
         let mut walked = 0u32;
-        let mut clashes = 0u32;
+        // Every pass after the first follows a clash.
         for race in 0..MAX_SEQ_RACES {
+            let clashes = race as u32;
             if race >= RACES_BEFORE_BACKOFF && walked == 0 {
                 tokio::time::sleep(Duration::from_millis((race as u64).min(50))).await;
             }
@@ -242,7 +243,6 @@ impl Store {
                 Err(e) => return Err(self.err(e)),
             };
             *head_hint = None;
-            clashes += 1;
             match after_clash(clash_of(&error.to_string()), seq, walked) {
                 Retry::At(following) => {
                     // Another node stored `seq`: it exists, so the next one
