@@ -6,7 +6,7 @@ use crate::cluster::find_server_bin;
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{REPORT_SCHEMA_VERSION, RunReport};
 use crate::run::{RunOptions, run};
-use crate::scenario::{self, Checks, Mode, ProviderChoice};
+use crate::scenario::{self, Checks, Mode, ProviderChoice, Scenario};
 use crate::trace::Trace;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -36,6 +36,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a scenario: start backends and nodes, drive clients, check, report.
     Run(RunArgs),
+    /// Run a scenario over a grid of parameters (or bisect the rate) and
+    /// draw latency–throughput curves with the knee per mode.
+    Sweep(SweepArgs),
     /// Re-check a recorded trace offline.
     Check {
         /// A trace.bin from a run's output folder.
@@ -44,11 +47,12 @@ pub enum Command {
         #[arg(long)]
         scenario: Option<PathBuf>,
     },
-    /// Compare two runs' report.json; exit 1 if a gated metric regressed.
+    /// Compare two runs' report.json (or two sweeps' sweep.json: knees and
+    /// curves); exit 1 if a gated metric regressed.
     Compare {
-        /// The baseline report.json.
+        /// The baseline report.json or sweep.json.
         baseline: PathBuf,
-        /// The candidate report.json.
+        /// The candidate report.json or sweep.json.
         candidate: PathBuf,
         /// Metrics that gate (default: delivery-p99 and acked-per-s).
         #[arg(long = "metric", value_enum)]
@@ -75,6 +79,23 @@ pub enum Command {
 pub struct RunArgs {
     /// The scenario file (YAML).
     pub scenario: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output folder (default: results/<timestamp>-<scenario>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override `topology.nodes` (e.g. to compare 1, 2 and 3 nodes).
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Report this mode's results but leave it out of the exit code (e.g. the
+    /// kafka baseline under faults, whose findings are reported as they are).
+    #[arg(long = "report-only-mode", value_enum)]
+    pub report_only_modes: Vec<CliMode>,
+}
+
+/// What a run runs against, shared by `run` and `sweep`.
+#[derive(clap::Args, Debug)]
+pub struct TargetArgs {
     /// Run only these modes (default: the scenario's `modes`).
     #[arg(long = "mode", value_enum)]
     pub modes: Vec<CliMode>,
@@ -87,26 +108,47 @@ pub struct RunArgs {
     /// Kafka bootstrap servers for --provider external in kafka mode.
     #[arg(long)]
     pub kafka_bootstrap: Option<String>,
-    /// Output folder (default: results/<timestamp>-<scenario>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Override `topology.nodes` (e.g. to compare 1, 2 and 3 nodes).
-    #[arg(long)]
-    pub nodes: Option<u32>,
     /// Seed for placement, message sizes and schedules.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// The chat-server binary (default: next to chatbench, or CHATBENCH_SERVER_BIN).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
-    /// Report this mode's results but leave it out of the exit code (e.g. the
-    /// kafka baseline under faults, whose findings are reported as they are).
-    #[arg(long = "report-only-mode", value_enum)]
-    pub report_only_modes: Vec<CliMode>,
     /// TEST ONLY: make every node break guarantees: `drop=0.02,dup=0.01,reorder=0.01`
     /// and/or the liveness flags `refuse_upgrade`, `no_ack`, `refuse_after`, `stop_fanout`.
     #[arg(long)]
     pub sabotage: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    /// The scenario file (YAML).
+    pub scenario: PathBuf,
+    /// A parameter and its values: `rate=50,100,200` or a geometric ladder
+    /// `rate=25..800x2`; also `nodes`, `subscribers`, `message-bytes`.
+    /// Repeat to sweep a grid.
+    #[arg(long = "vary", required_unless_present = "bisect")]
+    pub vary: Vec<String>,
+    /// Bisect the open-loop rate for the knee instead: `rate=LOW..HIGH`.
+    #[arg(long, conflicts_with = "vary")]
+    pub bisect: Option<String>,
+    /// Bisection steps past the two bounds.
+    #[arg(long, default_value_t = 6)]
+    pub bisect_steps: u32,
+    /// Fresh runs per point (each with the next seed).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Knee rule: achieved acks/s at least this share of the offered rate.
+    #[arg(long, default_value_t = 0.95)]
+    pub knee_achieved: f64,
+    /// Knee rule: delivery p99 at most this.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub knee_p99: std::time::Duration,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output folder (default: results/<timestamp>-sweep-<scenario>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -127,6 +169,7 @@ impl From<CliMode> for Mode {
 pub async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_command(args, cli.quiet).await,
+        Command::Sweep(args) => sweep_command(args, cli.quiet).await,
         Command::Check { trace, scenario } => check_command(&trace, scenario.as_deref()),
         Command::Compare { baseline, candidate, metrics, tolerance } => compare_command(&baseline, &candidate, metrics, tolerance),
         Command::Dump { trace, client, msg } => match Trace::read(&trace) {
@@ -172,6 +215,39 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// Run options from the shared flags: Err(exit code) on a usage error.
+fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet: bool) -> Result<RunOptions, ExitCode> {
+    let modes: Vec<Mode> = if target.modes.is_empty() { scenario.modes.clone() } else { target.modes.iter().map(|&m| m.into()).collect() };
+    let provider = target.provider.unwrap_or(scenario.topology.provider);
+    if provider == ProviderChoice::External && target.mongo_uri.is_none() && scenario.topology.mongo.uri.is_none() {
+        return Err(usage_error("--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)"));
+    }
+    if provider == ProviderChoice::External
+        && modes.contains(&Mode::Kafka)
+        && target.kafka_bootstrap.is_none()
+        && scenario.topology.kafka.bootstrap.is_none()
+    {
+        return Err(usage_error("--provider external in kafka mode needs --kafka-bootstrap (or topology.kafka.bootstrap)"));
+    }
+    let server_bin = target.server_bin.map(Ok).unwrap_or_else(find_server_bin).map_err(usage_error)?;
+    let mut server_args = Vec::new();
+    if let Some(spec) = &target.sabotage {
+        eprintln!("warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)");
+        server_args.extend(["--sabotage".to_owned(), spec.clone()]);
+    }
+    Ok(RunOptions {
+        modes,
+        provider,
+        mongo_uri: target.mongo_uri,
+        kafka_bootstrap: target.kafka_bootstrap,
+        out_dir,
+        seed: target.seed,
+        quiet,
+        server_bin,
+        server_args,
+    })
+}
+
 async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     let mut scenario = match scenario::load(&args.scenario) {
         Ok(s) => s,
@@ -183,41 +259,13 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
         }
         scenario.topology.nodes = nodes;
     }
-    let modes: Vec<Mode> = if args.modes.is_empty() { scenario.modes.clone() } else { args.modes.iter().map(|&m| m.into()).collect() };
-    let provider = args.provider.unwrap_or(scenario.topology.provider);
-    if provider == ProviderChoice::External && args.mongo_uri.is_none() && scenario.topology.mongo.uri.is_none() {
-        return usage_error("--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)");
-    }
-    if provider == ProviderChoice::External
-        && modes.contains(&Mode::Kafka)
-        && args.kafka_bootstrap.is_none()
-        && scenario.topology.kafka.bootstrap.is_none()
-    {
-        return usage_error("--provider external in kafka mode needs --kafka-bootstrap (or topology.kafka.bootstrap)");
-    }
-    let server_bin = match args.server_bin.map(Ok).unwrap_or_else(find_server_bin) {
-        Ok(p) => p,
-        Err(e) => return usage_error(e),
-    };
     let report_only_modes = args.report_only_modes.clone();
-    let mut server_args = Vec::new();
-    if let Some(spec) = &args.sabotage {
-        eprintln!("warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)");
-        server_args.extend(["--sabotage".to_owned(), spec.clone()]);
-    }
     let out_dir = args
         .out
         .unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), scenario.name)));
-    let options = RunOptions {
-        modes,
-        provider,
-        mongo_uri: args.mongo_uri,
-        kafka_bootstrap: args.kafka_bootstrap,
-        out_dir: out_dir.clone(),
-        seed: args.seed,
-        quiet,
-        server_bin,
-        server_args,
+    let options = match run_options(&scenario, args.target, out_dir.clone(), quiet) {
+        Ok(o) => o,
+        Err(code) => return code,
     };
     match run(&scenario, &options).await {
         Ok(report) => {
@@ -241,6 +289,76 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     }
 }
 
+/// `chatbench sweep`: exit 0 once every point ran (points that fail checks
+/// are results, shown and left out of the knee), 2 on bad flags, 3 when a
+/// point's infrastructure failed.
+async fn sweep_command(args: SweepArgs, quiet: bool) -> ExitCode {
+    use crate::sweep::{self, KneeRule, Search, SweepError, SweepOptions};
+    let scenario = match scenario::load(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let search = match &args.bisect {
+        Some(spec) => match sweep::parse_bisect(spec) {
+            Ok((low, high)) => Search::Bisect { low, high, steps: args.bisect_steps },
+            Err(e) => return usage_error(e),
+        },
+        None => match args.vary.iter().map(|v| sweep::parse_axis(v)).collect::<Result<Vec<_>, _>>() {
+            Ok(axes) => Search::Grid(axes),
+            Err(e) => return usage_error(e),
+        },
+    };
+    if !(args.knee_achieved > 0.0 && args.knee_achieved <= 1.0) {
+        return usage_error(format!("--knee-achieved {}: must be in (0, 1]", args.knee_achieved));
+    }
+    let out_dir = args.out.clone().unwrap_or_else(|| sweep::default_out(&scenario));
+    let run = match run_options(&scenario, args.target, out_dir.clone(), true) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let options = SweepOptions {
+        search,
+        repeat: args.repeat.max(1),
+        knee: KneeRule { min_achieved_share: args.knee_achieved, max_p99_us: sweep::ceiling_us(args.knee_p99) },
+        run,
+    };
+    let visible = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        if visible { indicatif::ProgressDrawTarget::stderr() } else { indicatif::ProgressDrawTarget::hidden() },
+    );
+    bar.set_style(indicatif::ProgressStyle::with_template("sweep [{elapsed_precise}] point {pos}/{len} {msg}").expect("valid template"));
+    let result = sweep::sweep(&scenario, &options, |done, total, label| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(label.to_owned());
+        if !visible && !quiet {
+            eprintln!("sweep: point {}/{total} {label}", done + 1);
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            if let Err(e) = sweep::write_all(&report, &out_dir) {
+                eprintln!("error: writing the sweep's results to {}: {e}", out_dir.display());
+                return ExitCode::from(EXIT_INFRA);
+            }
+            print!("{}", sweep::render_table(&report));
+            println!("results: {} (sweep.json, sweep.md, sweep.html; every point's run under points/)", out_dir.display());
+            if report.points.iter().any(|p| p.modes.iter().any(|m| !m.passed)) {
+                println!("note: some points failed checks; they are results (see each point's report), left out of the knee");
+            }
+            ExitCode::from(EXIT_PASS)
+        }
+        Err(e @ (SweepError::Axis { .. } | SweepError::Point { .. })) => usage_error(e),
+        Err(e) => {
+            eprintln!("error: infrastructure failed: {e}");
+            ExitCode::from(EXIT_INFRA)
+        }
+    }
+}
+
 fn compare_command(
     baseline: &std::path::Path,
     candidate: &std::path::Path,
@@ -248,13 +366,24 @@ fn compare_command(
     tolerance: f64,
 ) -> ExitCode {
     use crate::report::compare::{Metric, compare, render};
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        return usage_error(format!("--tolerance {tolerance}: must be a non-negative percentage"));
+    }
+    // Two sweeps: knees and curves.
+    let is_sweep = |p: &std::path::Path| p.file_name().is_some_and(|n| n == "sweep.json");
+    if is_sweep(baseline) || is_sweep(candidate) {
+        let (a, b) = match (crate::sweep::SweepReport::read(baseline), crate::sweep::SweepReport::read(candidate)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return usage_error(e),
+        };
+        let (text, regressed) = crate::sweep::compare(&a, &b, tolerance);
+        print!("{text}");
+        return ExitCode::from(if regressed { EXIT_CHECK_FAILED } else { EXIT_PASS });
+    }
     let (a, b) = match (RunReport::read(baseline), RunReport::read(candidate)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return usage_error(e),
     };
-    if !(tolerance.is_finite() && tolerance >= 0.0) {
-        return usage_error(format!("--tolerance {tolerance}: must be a non-negative percentage"));
-    }
     let gate = if metrics.is_empty() { vec![Metric::DeliveryP99, Metric::AckedPerS] } else { metrics };
     let comparison = compare(&a, &b, &gate, tolerance);
     print!("{}", render(&comparison, tolerance));

@@ -13,6 +13,8 @@ pub mod process;
 pub mod provider;
 pub mod proxy;
 pub mod report;
+pub mod resources;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 pub mod trace;

@@ -97,7 +97,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let clock = Clock::start();
     let driven = drive(scenario, options, mode, cluster, backends, Planned { rooms: &rooms, plans: &plans, clock }).await;
     let ended_ns = clock.now_ns();
-    let Driven { outcome, faults, targets } = driven;
+    let Driven { outcome, faults, targets, loop_lag, resources } = driven;
     let Targets { cluster, mongo, down, kafka, kafka_links, .. } = targets;
     let (mut cluster, mongo, down) = (cluster.into_inner(), mongo.into_inner(), down.into_inner());
     // A node that died outside a planned fault makes the run's verdict void.
@@ -137,6 +137,9 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
             backend_is_real,
             nodes: scenario.topology.nodes,
             faults,
+            loop_lag,
+            resources,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         },
         rooms,
         clients: plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
@@ -250,6 +253,8 @@ struct Driven {
     outcome: WorkloadOutcome,
     faults: Vec<crate::trace::FaultRecord>,
     targets: Targets,
+    loop_lag: crate::resources::LoopLag,
+    resources: Vec<crate::resources::ResourceSample>,
 }
 
 /// The rooms and clients of a run, and its clock.
@@ -294,11 +299,15 @@ async fn drive(
         // Same seed, same schedule; faults on Kafka have nothing to act on here.
         schedule.retain(|(_, action)| !action.targets_kafka());
     }
+    let (lag_stop, lag) = crate::resources::spawn_loop_lag();
+    let (sampler_stop, sampler) = crate::resources::spawn_sampler();
     let (outcome, faults) = tokio::join!(workload, nemesis::run(schedule, window, clock, &targets));
+    let _ = (lag_stop.send(()), sampler_stop.send(()));
+    let (loop_lag, resources) = (lag.await.unwrap_or_default(), sampler.await.unwrap_or_default());
     nemesis::settle(&targets).await;
     ticker.abort();
     progress.finish_and_clear();
-    Driven { outcome, faults, targets }
+    Driven { outcome, faults, targets, loop_lag, resources }
 }
 
 /// (provider, backend description, whether every backend is the real thing).

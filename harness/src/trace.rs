@@ -37,7 +37,7 @@ pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
 }
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 2;
+pub const TRACE_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -179,6 +179,12 @@ pub struct TraceMeta {
     pub nodes: u32,
     /// The faults the nemesis applied, in order.
     pub faults: Vec<FaultRecord>,
+    /// How late the harness's event loop woke (is the generator keeping up?).
+    pub loop_lag: crate::resources::LoopLag,
+    /// CPU and memory of the harness, the nodes and the backends, per second.
+    pub resources: Vec<crate::resources::ResourceSample>,
+    /// Cores of the machine the run was on.
+    pub cores: u32,
 }
 
 /// One applied fault: what, where, and when it started and ended (trace ns).

@@ -11,7 +11,7 @@ use std::process::Command;
 fn chromium() -> std::path::PathBuf {
     chatbench::process::which("chromium")
         .or_else(|| chatbench::process::which("chromium-browser"))
-        .expect("Debian's chromium is installed (ci/setup installs it: apt-get install chromium)")
+        .expect("Debian's chromium is installed (ci/setup chromium installs it: apt-get install chromium)")
 }
 
 fn headless(args: &[&str], profile: &std::path::Path) -> std::process::Output {

@@ -13,6 +13,7 @@
 //! cannot be resolved is itself a finding.
 
 pub mod delivery;
+pub mod generator;
 pub mod history;
 pub mod latency;
 pub mod liveness;

@@ -96,6 +96,9 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         timeline,
         delivery_curve,
         faults: fault_figures(trace, &index),
+        generator: crate::check::generator::measure(&index),
+        resources: super::ResourceSummary::from_samples(&meta.resources),
+        resource_samples: meta.resources.clone(),
         notes: ctx.notes,
     }
 }

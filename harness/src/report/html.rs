@@ -135,6 +135,29 @@ fn timeline_chart(modes: &[ModeReport], title: &str, y_desc: &str, series: &[Ser
     })
 }
 
+/// CPU per process over a mode's run (percent of one core).
+fn resource_chart(mode: &ModeReport) -> Result<String, String> {
+    svg_chart(|root| {
+        let max_t = mode.resource_samples.iter().map(|s| s.t_s).fold(1.0, f64::max);
+        let max_y = mode.resource_samples.iter().map(|s| s.cpu_percent).fold(10.0, f64::max);
+        let mut chart = ChartBuilder::on(root)
+            .caption(format!("CPU by process, {} (percent of one core)", mode.mode), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..max_t, 0f64..max_y * 1.1)?;
+        chart.configure_mesh().x_desc("seconds").y_desc("CPU %").draw()?;
+        for (i, summary) in mode.resources.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> =
+                mode.resource_samples.iter().filter(|s| s.process == summary.process).map(|s| (s.t_s, s.cpu_percent)).collect();
+            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?.label(summary.process.clone()).legend(legend(color));
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        Ok(())
+    })
+}
+
 fn chart_or_note(result: Result<String, String>) -> String {
     match result {
         Ok(svg) => format!("<figure>{svg}</figure>"),
@@ -159,6 +182,11 @@ pub fn render(report: &RunReport) -> String {
     html.push_str(&format!("<p>Result: {verdict} — seed {}, started {}</p>\n", report.seed, escape(&report.started_at)));
     if report.any_compat() {
         html.push_str(&format!("<p class=\"warn\">{}.</p>\n", escape(COMPAT_WARNING)));
+    }
+    for m in &report.modes {
+        if let Some(warning) = super::table::generator_warning(m) {
+            html.push_str(&format!("<p class=\"warn\"><strong>{}</strong></p>\n", escape(&warning)));
+        }
     }
     let two = report.modes.len() == 2;
     html.push_str("<h2>Side by side</h2>\n<table><tr><th>metric</th>");
@@ -195,6 +223,12 @@ pub fn render(report: &RunReport) -> String {
         "per second",
         &[("acked", |b| b.acked as f64), ("deliveries", |b| b.delivered as f64)],
     )));
+    html.push_str("<h2>Resources</h2>\n");
+    for m in &report.modes {
+        if !m.resource_samples.is_empty() {
+            html.push_str(&chart_or_note(resource_chart(m)));
+        }
+    }
     let faults = super::table::fault_rows(report);
     if !faults.is_empty() {
         html.push_str("<h2>Faults</h2>\n");
@@ -225,6 +259,95 @@ pub fn render(report: &RunReport) -> String {
     }
     html.push_str("</body></html>\n");
     html
+}
+
+/// `sweep.html`: per mode and series, delivery p50 and p99 against the
+/// *achieved* rate (log latency), each point's repeats as min–max bars,
+/// untrusted points hollow, the knee marked; then the sweep's table.
+pub fn render_sweep(report: &crate::sweep::SweepReport) -> String {
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>chatbench sweep</title>\n<style>\
+         body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}pre{font-size:12px}\
+         .warn{background:#fff8c5;border:1px solid #d4a72c;padding:.5em}figure{margin:1em 0}\
+         </style></head><body>\n",
+    );
+    html.push_str(&format!("<h1>chatbench sweep: {}</h1>\n", escape(&report.scenario)));
+    html.push_str(&format!(
+        "<p>{} repeat(s) per point. Knee: the highest offered rate with achieved ≥ {:.0}% of it, delivery p99 ≤ {}, every check passing and the generator keeping up.</p>\n",
+        report.repeat,
+        report.knee_rule.min_achieved_share * 100.0,
+        escape(&super::fmt_us(report.knee_rule.max_p99_us))
+    ));
+    if report.points.iter().flat_map(|p| &p.modes).any(|m| !m.trusted) {
+        html.push_str("<p class=\"warn\">Hollow points: the load generator fell behind there or at a lower rate; they measure the harness, not the system, and do not count toward the knee.</p>\n");
+    }
+    html.push_str(&chart_or_note(sweep_chart(report)));
+    html.push_str(&format!("<h2>Points</h2>\n<pre>{}</pre>\n", escape(&crate::sweep::render_table(report))));
+    html.push_str("</body></html>\n");
+    html
+}
+
+fn sweep_chart(report: &crate::sweep::SweepReport) -> Result<String, String> {
+    // One curve per (mode, series): points as (achieved, p50, p99 spreads).
+    type Curve = (String, Vec<(crate::sweep::Spread, crate::sweep::Spread, crate::sweep::Spread, bool)>);
+    let mut curves: Vec<Curve> = Vec::new();
+    for p in &report.points {
+        let series: Vec<String> =
+            p.values.iter().filter(|(q, _)| *q != crate::sweep::Param::Rate).map(|(q, v)| format!("{}={v}", q.name())).collect();
+        for m in &p.modes {
+            let name = if series.is_empty() { m.mode.clone() } else { format!("{} {}", m.mode, series.join(",")) };
+            let entry = (m.achieved_per_s, m.p50_us, m.p99_us, m.trusted);
+            match curves.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, pts)) => pts.push(entry),
+                None => curves.push((name, vec![entry])),
+            }
+        }
+    }
+    for (_, pts) in &mut curves {
+        pts.sort_by(|a, b| a.0.median.total_cmp(&b.0.median));
+    }
+    svg_chart(|root| {
+        let max_x = curves.iter().flat_map(|(_, p)| p.iter().map(|e| e.0.max)).fold(1.0, f64::max);
+        let max_ms = curves.iter().flat_map(|(_, p)| p.iter().map(|e| e.2.max / 1000.0)).fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(root)
+            .caption("Delivery latency against achieved throughput", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..max_x * 1.1, (0.1f64..max_ms * 2.0).log_scale())?;
+        chart.configure_mesh().x_desc("achieved msgs/s (acked)").y_desc("delivery latency (ms)").draw()?;
+        for (i, (name, pts)) in curves.iter().enumerate() {
+            for (j, (label, pick)) in [("p50", 1usize), ("p99", 2usize)].into_iter().enumerate() {
+                let color = PALETTE[(i * 2 + j) % PALETTE.len()];
+                let y = |e: &(crate::sweep::Spread, crate::sweep::Spread, crate::sweep::Spread, bool)| if pick == 1 { e.1 } else { e.2 };
+                let line: Vec<(f64, f64)> = pts.iter().map(|e| (e.0.median, (y(e).median / 1000.0).max(0.1))).collect();
+                chart.draw_series(LineSeries::new(line, color.stroke_width(2)))?.label(format!("{name} {label}")).legend(legend(color));
+                for e in pts {
+                    let (x, s) = (e.0, y(e));
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(x.median, (s.min / 1000.0).max(0.1)), (x.median, (s.max / 1000.0).max(0.1))],
+                        color.stroke_width(1),
+                    )))?;
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(x.min, (s.median / 1000.0).max(0.1)), (x.max, (s.median / 1000.0).max(0.1))],
+                        color.stroke_width(1),
+                    )))?;
+                    let style = if e.3 { color.filled() } else { color.stroke_width(1) };
+                    chart.draw_series(std::iter::once(Circle::new((x.median, (s.median / 1000.0).max(0.1)), 4, style)))?;
+                }
+            }
+        }
+        for k in &report.knees {
+            let Some(rate) = k.rate else { continue };
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(rate, 0.1), (rate, max_ms * 2.0)],
+                RGBColor(120, 120, 120).stroke_width(1),
+            )))?;
+            chart.draw_series(std::iter::once(Text::new(format!("knee {} {rate:.0}/s", k.mode), (rate, max_ms), ("sans-serif", 12))))?;
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

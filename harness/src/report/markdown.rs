@@ -11,6 +11,11 @@ pub fn render(report: &RunReport) -> String {
     if report.any_compat() {
         out.push_str(&format!("> **Note:** {COMPAT_WARNING}.\n\n"));
     }
+    for m in &report.modes {
+        if let Some(warning) = super::table::generator_warning(m) {
+            out.push_str(&format!("> **{warning}**\n\n"));
+        }
+    }
     let two = report.modes.len() == 2;
     out.push_str("| metric |");
     for m in &report.modes {

@@ -68,7 +68,52 @@ pub struct ModeReport {
     /// One entry per applied fault.
     #[serde(default)]
     pub faults: Vec<FaultFigures>,
+    /// Whether the load generator kept up (send lateness, loop lag, CPU).
+    #[serde(default)]
+    pub generator: crate::check::generator::GeneratorReport,
+    /// Per process (harness, each node, each backend): CPU and memory.
+    #[serde(default)]
+    pub resources: Vec<ResourceSummary>,
+    /// The per-second samples behind `resources` (for the HTML charts).
+    #[serde(default)]
+    pub resource_samples: Vec<crate::resources::ResourceSample>,
     pub notes: Vec<String>,
+}
+
+/// One process's CPU and memory over a mode's run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceSummary {
+    pub process: String,
+    pub cpu_mean_percent: f64,
+    pub cpu_max_percent: f64,
+    pub rss_max_kib: u64,
+}
+
+impl ResourceSummary {
+    /// Per process, in first-seen order.
+    pub fn from_samples(samples: &[crate::resources::ResourceSample]) -> Vec<ResourceSummary> {
+        let mut out: Vec<(ResourceSummary, u32)> = Vec::new();
+        for s in samples {
+            let i = match out.iter().position(|(r, _)| r.process == s.process) {
+                Some(i) => i,
+                None => {
+                    out.push((ResourceSummary { process: s.process.clone(), ..Default::default() }, 0));
+                    out.len() - 1
+                }
+            };
+            let (r, n) = &mut out[i];
+            r.cpu_mean_percent += s.cpu_percent;
+            r.cpu_max_percent = r.cpu_max_percent.max(s.cpu_percent);
+            r.rss_max_kib = r.rss_max_kib.max(s.rss_kib);
+            *n += 1;
+        }
+        out.into_iter()
+            .map(|(mut r, n)| {
+                r.cpu_mean_percent /= f64::from(n.max(1));
+                r
+            })
+            .collect()
+    }
 }
 
 /// Server-side counters summed over the nodes (Prometheus `/metrics`).

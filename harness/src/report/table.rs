@@ -87,6 +87,18 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         num("msgs/s attempted", &|m| m.throughput.attempted_per_s, &rate),
         num("msgs/s acked (achieved)", &|m| m.throughput.acked_per_s, &rate),
         num("deliveries/s (achieved)", &|m| m.throughput.delivered_per_s, &rate),
+        num("generator lateness p99", &|m| m.generator.lateness_p99_us as f64, &us),
+        num("harness loop lag p99", &|m| m.generator.loop_lag.p99_us as f64, &us),
+        text("CPU max % (harness / nodes / backends)", &|m| {
+            let sum =
+                |f: &dyn Fn(&str) -> bool| m.resources.iter().filter(|r| f(&r.process)).map(|r| r.cpu_max_percent).fold(0.0, f64::max);
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                sum(&|p| p == "harness"),
+                sum(&|p| p.starts_with("node")),
+                sum(&|p| p != "harness" && !p.starts_with("node"))
+            )
+        }),
         num("external writes / msg", &|m| m.server.external_ops_per_ack().unwrap_or(0.0), &|v| format!("{v:.2}")),
         num("seq clashes / msg", &|m| if m.server.acks > 0 { m.server.seq_clashes as f64 / m.server.acks as f64 } else { 0.0 }, &|v| {
             format!("{v:.2}")
@@ -124,6 +136,9 @@ pub fn render(report: &RunReport) -> String {
     let mut out = table.to_string();
     out.push('\n');
     for m in &report.modes {
+        if let Some(warning) = generator_warning(m) {
+            out.push_str(&format!("{warning}\n"));
+        }
         for c in m.failed_checks() {
             out.push_str(&format!("FAILED {}: {} — {}\n", m.mode, c.name, c.detail));
         }
@@ -137,6 +152,17 @@ pub fn render(report: &RunReport) -> String {
     }
     out.push_str(if report.passed { "result: PASS\n" } else { "result: FAIL\n" });
     out
+}
+
+/// The warning every report format prints when the generator fell behind.
+pub fn generator_warning(m: &ModeReport) -> Option<String> {
+    m.generator.behind.then(|| {
+        format!(
+            "WARNING {}: the load generator fell behind ({}); latency and throughput understate the system under test",
+            m.mode,
+            m.generator.why.join("; ")
+        )
+    })
 }
 
 /// Rows of the per-fault table: shared by the terminal, Markdown and HTML.

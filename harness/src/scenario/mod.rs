@@ -6,4 +6,4 @@ mod parse;
 pub mod schema;
 
 pub use model::*;
-pub use parse::{ScenarioError, load, parse_str};
+pub use parse::{ScenarioError, check_scenario, load, parse_str};

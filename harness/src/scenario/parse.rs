@@ -79,6 +79,12 @@ fn strip_location_suffix(message: &str) -> String {
 
 type Violation = (Vec<&'static str>, String);
 
+/// Check a scenario changed in code (e.g. a sweep point): the key path and
+/// what is wrong, as for a file.
+pub fn check_scenario(s: &Scenario) -> Result<(), String> {
+    validate(s).map_err(|(path, message)| format!("{}: {message}", path.join(".")))
+}
+
 fn check(ok: bool, path: &[&'static str], message: impl FnOnce() -> String) -> Result<(), Violation> {
     if ok { Ok(()) } else { Err((path.to_vec(), message())) }
 }

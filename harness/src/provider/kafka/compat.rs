@@ -38,7 +38,7 @@ pub fn tansu_bin() -> Option<PathBuf> {
 }
 
 pub fn tansu_status() -> Result<String, String> {
-    let bin = tansu_bin().ok_or("tansu is not installed (run ci/setup)")?;
+    let bin = tansu_bin().ok_or("tansu is not installed (run ci/setup kafka)")?;
     let out = std::process::Command::new(&bin).arg("--version").output().map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
     let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     Ok(if version.is_empty() { "tansu".to_owned() } else { version })
@@ -112,7 +112,7 @@ struct Running {
 
 impl Running {
     fn spawn(dir: &Path, storage: &Storage, port: u16, log: &Path) -> Result<ChildGuard, String> {
-        let bin = tansu_bin().ok_or("tansu is not installed (run ci/setup)")?;
+        let bin = tansu_bin().ok_or("tansu is not installed (run ci/setup kafka)")?;
         let url = format!("tcp://127.0.0.1:{port}");
         let log_file =
             std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("opening {}: {e}", log.display()))?;
@@ -167,7 +167,7 @@ pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBacken
     let version = tansu_status().map_err(|why| ProviderError::Unavailable {
         provider: "compat",
         why,
-        fix: "Run ci/setup (cargo install tansu --version 0.6.0 --locked --features dynostore)".into(),
+        fix: "Run ci/setup kafka (cargo install tansu --version 0.6.0 --locked --features dynostore, about 10 minutes once)".into(),
     })?;
     let failed = |why: String| ProviderError::StartFailed { provider: "compat", what: "tansu".into(), why };
     let log = log_dir.join("kafka-compat.log");

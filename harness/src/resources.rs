@@ -1,0 +1,222 @@
+//! Who used the machine during a run: every second, the CPU and resident
+//! memory of the harness and of each process it started (nodes, backends),
+//! read from `/proc`; and the lag of the harness's own event loop. Both go
+//! into the trace, so a report can say when the load generator, not the
+//! system under test, was the bottleneck (k6's dropped iterations; OMB's
+//! publish delay).
+//!
+//! Processes are found as descendants of the harness and named from their
+//! command line (`node-1`, `mongodb`, `kafka`, …), so restarted nodes keep
+//! their name. Linux only; elsewhere nothing is sampled.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One process's use over the last second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceSample {
+    /// Seconds from the start of the sampling.
+    pub t_s: f64,
+    pub process: String,
+    /// Percent of one core (200 = two cores busy).
+    pub cpu_percent: f64,
+    pub rss_kib: u64,
+}
+
+/// How late the harness's event loop woke up for a 10 ms tick, in µs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopLag {
+    pub ticks: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+const TICK: Duration = Duration::from_millis(10);
+
+/// Measure event-loop lag until the returned handle is stopped.
+pub fn spawn_loop_lag() -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<LoopLag>) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds");
+        let mut next = Instant::now() + TICK;
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+            let late = Instant::now().saturating_duration_since(next);
+            h.saturating_record((late.as_micros() as u64).max(1));
+            next = Instant::now() + TICK;
+        }
+        if h.is_empty() {
+            return LoopLag::default();
+        }
+        LoopLag { ticks: h.len(), p50_us: h.value_at_quantile(0.5), p99_us: h.value_at_quantile(0.99), max_us: h.max() }
+    });
+    (stop, task)
+}
+
+/// Sample the harness and its descendants every second until stopped.
+pub fn spawn_sampler() -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Vec<ResourceSample>>) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        let mut last: HashMap<u32, (u64, Instant)> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            let mut by_name: HashMap<String, (f64, u64)> = HashMap::new();
+            for p in process_tree(std::process::id()) {
+                let Some((ticks, at)) = last.insert(p.pid, (p.cpu_ticks, now)) else { continue };
+                let secs = now.duration_since(at).as_secs_f64();
+                if secs <= 0.0 {
+                    continue;
+                }
+                let cpu = (p.cpu_ticks.saturating_sub(ticks)) as f64 / clock_ticks_per_s() / secs * 100.0;
+                let entry = by_name.entry(p.name).or_default();
+                entry.0 += cpu;
+                entry.1 += p.rss_kib;
+            }
+            let t_s = now.duration_since(started).as_secs_f64();
+            let mut round: Vec<ResourceSample> = by_name
+                .into_iter()
+                .map(|(process, (cpu_percent, rss_kib))| ResourceSample { t_s, process, cpu_percent, rss_kib })
+                .collect();
+            round.sort_by(|a, b| a.process.cmp(&b.process));
+            samples.extend(round);
+        }
+        samples
+    });
+    (stop, task)
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf reads a constant of the running system; no memory is touched.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+struct Proc {
+    pid: u32,
+    name: String,
+    cpu_ticks: u64,
+    rss_kib: u64,
+}
+
+/// `root` and every process below it.
+fn process_tree(root: u32) -> Vec<Proc> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    let mut stats: HashMap<u32, (u64, String)> = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // `pid (comm) state ppid ... utime stime`: comm may hold spaces.
+        let Some(close) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let (Some(ppid), Some(utime), Some(stime)) = (fields.get(1), fields.get(11), fields.get(12)) else { continue };
+        let (Ok(ppid), Ok(utime), Ok(stime)) = (ppid.parse::<u32>(), utime.parse::<u64>(), stime.parse::<u64>()) else { continue };
+        parent.insert(pid, ppid);
+        stats.insert(pid, (utime + stime, stat[stat.find('(').map_or(0, |i| i + 1)..close].to_owned()));
+    }
+    let below = |mut pid: u32| {
+        for _ in 0..64 {
+            if pid == root {
+                return true;
+            }
+            match parent.get(&pid) {
+                Some(&p) if p != pid && p != 0 => pid = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    stats
+        .into_iter()
+        .filter(|(pid, _)| below(*pid))
+        .map(|(pid, (cpu_ticks, comm))| {
+            let cmdline =
+                std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+            let name = if pid == root { "harness".to_owned() } else { name_of(&cmdline, &comm) };
+            Proc { pid, name, cpu_ticks, rss_kib: rss_kib(pid) }
+        })
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A stable name for a process from its command line.
+pub(crate) fn name_of(cmdline: &str, comm: &str) -> String {
+    if cmdline.contains("chat-server") {
+        if let Some(id) = cmdline.split("--node-id ").nth(1).and_then(|rest| rest.split_whitespace().next()) {
+            return id.to_owned();
+        }
+        return "node".to_owned();
+    }
+    for (needle, name) in [
+        ("nx_launcher", "mongodb"),
+        ("mongod", "mongodb"),
+        ("s3_launcher", "s3"),
+        ("tansu proxy", "kafka-link"),
+        ("tansu", "kafka"),
+        ("kafka.Kafka", "kafka"),
+    ] {
+        if cmdline.contains(needle) {
+            return name.to_owned();
+        }
+    }
+    comm.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_are_named_from_their_command_lines() {
+        assert_eq!(name_of("target/debug/chat-server --listen 127.0.0.1:0 --node-id node-2 --mode kafka", "chat-server"), "node-2");
+        assert_eq!(name_of("python /tmp/x/nx_launcher.py --db memory", "python"), "mongodb");
+        assert_eq!(name_of("tansu proxy --listener-url tcp://x", "tansu"), "kafka-link");
+        assert_eq!(name_of("tansu broker --storage-engine memory://", "tansu"), "kafka");
+        assert_eq!(name_of("something else", "bash"), "bash");
+    }
+
+    #[tokio::test]
+    async fn the_sampler_sees_the_harness_and_a_busy_child() {
+        let mut child = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        let (stop, task) = spawn_sampler();
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        let _ = stop.send(());
+        let samples = task.await.unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(samples.iter().any(|s| s.process == "harness" && s.rss_kib > 0), "{samples:?}");
+        let busy = samples.iter().filter(|s| s.process == "sh").map(|s| s.cpu_percent).fold(0.0, f64::max);
+        assert!(busy > 30.0, "a spinning child shows its CPU: {samples:?}");
+    }
+
+    #[tokio::test]
+    async fn loop_lag_is_small_on_an_idle_loop_and_large_when_blocked() {
+        let (stop, task) = spawn_loop_lag();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Block the runtime's thread (this test's runtime has one).
+        std::thread::sleep(Duration::from_millis(120));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = stop.send(());
+        let lag = task.await.unwrap();
+        assert!(lag.ticks >= 10, "{lag:?}");
+        assert!(lag.max_us >= 100_000, "a blocked loop shows as lag: {lag:?}");
+    }
+}
