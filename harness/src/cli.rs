@@ -138,6 +138,10 @@ pub struct SweepArgs {
     /// Fresh runs per point (each with the next seed).
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
+    /// Override every point's sending duration (e.g. a short CI ladder);
+    /// warmup is capped at a quarter of it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Knee rule: achieved acks/s at least this share of the offered rate.
     #[arg(long, default_value_t = 0.95)]
     pub knee_achieved: f64,
@@ -294,10 +298,17 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
 /// point's infrastructure failed.
 async fn sweep_command(args: SweepArgs, quiet: bool) -> ExitCode {
     use crate::sweep::{self, KneeRule, Search, SweepError, SweepOptions};
-    let scenario = match scenario::load(&args.scenario) {
+    let mut scenario = match scenario::load(&args.scenario) {
         Ok(s) => s,
         Err(e) => return usage_error(e),
     };
+    if let Some(d) = args.duration {
+        if d.is_zero() || scenario.faults.iter().any(|f| f.at.0 >= d) {
+            return usage_error(format!("--duration {d:?}: must be longer than 0s and than every fault's `at`"));
+        }
+        scenario.workload.duration = crate::scenario::HumanDuration(d);
+        scenario.workload.warmup = crate::scenario::HumanDuration(scenario.workload.warmup.0.min(d / 4));
+    }
     let search = match &args.bisect {
         Some(spec) => match sweep::parse_bisect(spec) {
             Ok((low, high)) => Search::Bisect { low, high, steps: args.bisect_steps },

@@ -86,6 +86,29 @@ fn a_closed_loop_run_keeps_sends_in_flight_and_labels_its_latency() {
     assert!(stdout.contains("closed loop"), "{stdout}");
 }
 
+#[test]
+fn a_sweep_writes_curves_and_a_knee_per_mode_and_compare_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let file = scenario(dir.path(), "1s", "");
+    let o = run(&["sweep", file.to_str().unwrap(), "--vary", "rate=20,40", "--repeat", "2", "--out", out.to_str().unwrap(), "--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["sweep.json", "sweep.md", "sweep.html", "points/rate_20/r0/report.json", "points/rate_40/r1/report.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let sweep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(sweep["points"].as_array().unwrap().len(), 2);
+    assert_eq!(sweep["knees"][0]["per_repeat"].as_array().unwrap().len(), 2, "a knee per repeat");
+    assert!(stdout.contains("knee changestream"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("sweep.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("achieved"), "the curve is drawn");
+    let same = run(&["compare", out.join("sweep.json").to_str().unwrap(), out.join("sweep.json").to_str().unwrap()]);
+    assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stdout));
+    let bad = run(&["sweep", file.to_str().unwrap(), "--vary", "speed=1,2"]);
+    assert_eq!(bad.status.code(), Some(2), "an unknown parameter is a usage error");
+}
+
 fn sabotaged(spec: &str) -> (Option<i32>, BTreeSet<String>, String) {
     sabotaged_with(spec, "")
 }

@@ -9,8 +9,10 @@ use crate::resources::LoopLag;
 use serde::{Deserialize, Serialize};
 
 /// Send lateness p99 above this means the schedule slipped. Tokio's timers
-/// tick in milliseconds, so 1 ms of lateness is the floor, not a symptom.
-pub const MAX_LATENESS_P99_US: u64 = 2_000;
+/// tick in milliseconds, so ~1 ms is the floor, and on a 2-core machine
+/// shared with the nodes and backends p99 reaches ~2.5 ms at rates where
+/// the harness uses 10 % of a core (measured): 5 ms is a real slip.
+pub const MAX_LATENESS_P99_US: u64 = 5_000;
 /// Event-loop lag p99 above this means the harness was starved.
 pub const MAX_LOOP_LAG_P99_US: u64 = 10_000;
 /// Harness CPU above this share of all cores means it competed for them.
@@ -76,14 +78,14 @@ mod tests {
         trace.meta.cores = 2;
         let on_time = measure(&TraceIndex::build(&trace));
         assert!(!on_time.behind, "{on_time:?}");
-        // Every send goes out 5 ms after its schedule.
+        // Every send goes out 8 ms after its schedule.
         for e in &mut trace.events {
             if let EventKind::Send { scheduled_ns, .. } = &mut e.kind {
-                *scheduled_ns = scheduled_ns.saturating_sub(5_000_000);
+                *scheduled_ns = scheduled_ns.saturating_sub(8_000_000);
             }
         }
         let late = measure(&TraceIndex::build(&trace));
-        assert!(late.behind && late.lateness_p99_us >= 4_900, "{late:?}");
+        assert!(late.behind && late.lateness_p99_us >= 7_900, "{late:?}");
         let mut starved = correct_trace(&TraceShape::plain(1, 1, 1, 5), 1);
         starved.meta.cores = 2;
         starved.meta.resources.push(ResourceSample { t_s: 1.0, process: "harness".into(), cpu_percent: 195.0, rss_kib: 1 });
