@@ -76,9 +76,13 @@ fn sample_peak(pid: i32, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) ->
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mongo = mongo::start(ProviderChoice::Compat, &MongoRequest { members: 1, uri: None, persistent: false }, dir.path())
-        .await
-        .expect("compat MongoDB (run ci/setup)");
+    let mongo = mongo::start(
+        ProviderChoice::Compat,
+        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() },
+        dir.path(),
+    )
+    .await
+    .expect("compat MongoDB (run ci/setup)");
     let spec = ClusterSpec {
         server_bin: find_server_bin().expect("chat-server built (cargo build --release --workspace --bins)"),
         nodes: 2,

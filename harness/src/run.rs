@@ -177,6 +177,7 @@ async fn start_backends(
         uri: options.mongo_uri.clone().or_else(|| topology.mongo.uri.clone()),
         // A MongoDB restart needs data that survives it.
         persistent: scenario.may_restart_mongo(),
+        server_args: topology.mongo.server_args.clone(),
     };
     tracing::info!(mode = mode.as_str(), provider = ?options.provider, "starting MongoDB");
     let mongo = mongo::start(options.provider, &request, dir).await?;
@@ -230,7 +231,7 @@ async fn start_nodes(
         node_mongo_uris: backends.links.iter().map(|l| with_host(&backends.mongo.uri, l.addr)).collect(),
         db: db.to_owned(),
         mode,
-        extra_args: node_args(options, backends.kafka.as_ref()),
+        extra_args: node_args(scenario, options, backends.kafka.as_ref()),
         // In kafka mode each node's bootstrap: its link proxy, else the broker.
         per_node_args: backends
             .kafka
@@ -347,13 +348,15 @@ fn with_host(uri: &str, addr: std::net::SocketAddr) -> String {
     format!("mongodb://{addr}{path}?{}", params.join("&"))
 }
 
-/// Flags for every node: the Kafka topic in kafka mode, plus extras (each
-/// node's bootstrap is in `per_node_args`).
-fn node_args(options: &RunOptions, kafka: Option<&KafkaBackend>) -> Vec<String> {
+/// Flags for every node: the Kafka topic in kafka mode, the scenario's
+/// `server_args`, and the command line's (each node's bootstrap is in
+/// `per_node_args`).
+fn node_args(scenario: &Scenario, options: &RunOptions, kafka: Option<&KafkaBackend>) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(k) = kafka {
         args.extend(["--kafka-topic".to_owned(), k.topic.clone()]);
     }
+    args.extend(scenario.topology.server_args.iter().cloned());
     args.extend(options.server_args.iter().cloned());
     args
 }

@@ -36,6 +36,7 @@ pub enum Param {
     Subscribers,
     /// Fixed `message_bytes`.
     MessageBytes,
+    Rooms,
 }
 
 impl Param {
@@ -45,6 +46,7 @@ impl Param {
             "nodes" => Some(Param::Nodes),
             "subscribers" => Some(Param::Subscribers),
             "message-bytes" | "message_bytes" => Some(Param::MessageBytes),
+            "rooms" => Some(Param::Rooms),
             _ => None,
         }
     }
@@ -55,6 +57,7 @@ impl Param {
             Param::Nodes => "nodes",
             Param::Subscribers => "subscribers",
             Param::MessageBytes => "message_bytes",
+            Param::Rooms => "rooms",
         }
     }
 
@@ -74,6 +77,7 @@ impl Param {
             Param::Nodes => s.topology.nodes = whole()?,
             Param::Subscribers => s.workload.subscribers_per_room = whole()?,
             Param::MessageBytes => s.workload.message_bytes = MessageBytes::Fixed(whole()?),
+            Param::Rooms => s.workload.rooms = whole()?,
         }
         Ok(())
     }

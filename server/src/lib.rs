@@ -57,6 +57,9 @@ pub struct Limits {
     pub mongo_write_timeout: Duration,
     /// Room head hints kept per node before idle ones are dropped.
     pub max_room_heads: usize,
+    /// The MongoDB driver's connection pool size (None: the driver's 10).
+    /// An open change stream holds one connection while it waits.
+    pub mongo_max_pool_size: Option<u32>,
 }
 
 impl Default for Limits {
@@ -74,6 +77,7 @@ impl Default for Limits {
             ws_buffer_bytes: 4096,
             mongo_write_timeout: Duration::from_secs(10),
             max_room_heads: 10_000,
+            mongo_max_pool_size: None,
         }
     }
 }
@@ -140,14 +144,17 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let store_limits =
-        store::StoreLimits { write_timeout: config.limits.mongo_write_timeout, max_room_heads: config.limits.max_room_heads };
+    let store_limits = store::StoreLimits {
+        write_timeout: config.limits.mongo_write_timeout,
+        max_room_heads: config.limits.max_room_heads,
+        max_pool_size: config.limits.mongo_max_pool_size,
+    };
     let store = store::Store::connect(&config.mongo_uri, &config.db, store_limits).await?;
     let kafka = match &config.fanout {
         fanout::FanoutConfig::Kafka(k) => {
             Some(fanout::kafka::Producer::new(k).map_err(|source| ServeError::Kafka { bootstrap: k.bootstrap.clone(), source })?)
         }
-        fanout::FanoutConfig::Changestream => None,
+        fanout::FanoutConfig::Changestream(_) => None,
     };
     let (stop, _) = broadcast::channel(1);
     let connections = TaskTracker::new();

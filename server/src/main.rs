@@ -3,6 +3,7 @@
 //! can start nodes on port 0.
 
 use anyhow::Context;
+use chatbench_server::fanout::changestream::ChangeStreamConfig;
 use chatbench_server::fanout::kafka::KafkaConfig;
 use chatbench_server::fanout::{FanoutConfig, Mode};
 use chatbench_server::sabotage::Sabotage;
@@ -75,6 +76,16 @@ struct Args {
     /// Room head hints kept per node before idle ones are dropped.
     #[arg(long, env = "CHAT_MAX_ROOM_HEADS", default_value_t = Limits::default().max_room_heads)]
     max_room_heads: usize,
+    /// The MongoDB driver's connection pool size (default: the driver's 10).
+    /// An open change stream holds one pooled connection while it waits.
+    #[arg(long, env = "CHAT_MONGO_MAX_POOL_SIZE")]
+    mongo_max_pool_size: Option<u32>,
+    /// Change stream maxAwaitTimeMS: how long an empty getMore may wait.
+    #[arg(long, env = "CHAT_CHANGE_STREAM_MAX_AWAIT", default_value = "500ms", value_parser = parse_duration)]
+    change_stream_max_await: Duration,
+    /// Change stream cursor batchSize (default: the server's).
+    #[arg(long, env = "CHAT_CHANGE_STREAM_BATCH_SIZE")]
+    change_stream_batch_size: Option<u32>,
     /// TEST ONLY: break guarantees on purpose, e.g. `drop=0.02,dup=0.01,reorder=0.01`
     /// or the flags `refuse_upgrade`, `no_ack`, `refuse_after`, `stop_fanout`.
     #[arg(long, env = "CHAT_SABOTAGE")]
@@ -95,7 +106,10 @@ impl Args {
             (Mode::Kafka, Some(bootstrap)) => {
                 FanoutConfig::Kafka(KafkaConfig { bootstrap, topic: self.kafka_topic, fetch_wait_max_ms: self.kafka_fetch_wait_max_ms })
             }
-            (Mode::Changestream, _) => FanoutConfig::Changestream,
+            (Mode::Changestream, _) => FanoutConfig::Changestream(ChangeStreamConfig {
+                max_await: self.change_stream_max_await,
+                batch_size: self.change_stream_batch_size,
+            }),
         };
         let limits = Limits {
             queue_frames: self.queue_capacity as usize,
@@ -110,6 +124,7 @@ impl Args {
             ws_buffer_bytes: self.ws_buffer_bytes,
             mongo_write_timeout: self.mongo_write_timeout,
             max_room_heads: self.max_room_heads.max(1),
+            mongo_max_pool_size: self.mongo_max_pool_size,
         };
         Ok(Config {
             mongo_uri: self.mongo_uri,

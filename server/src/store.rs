@@ -101,6 +101,8 @@ pub struct StoreLimits {
     pub write_timeout: Duration,
     /// Room head hints kept before idle ones are dropped.
     pub max_room_heads: usize,
+    /// The driver's connection pool size (None: its default).
+    pub max_pool_size: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -123,6 +125,9 @@ impl Store {
         let mut options = mongodb::options::ClientOptions::parse(uri).await.map_err(err)?;
         options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
         options.app_name.get_or_insert_with(|| "chat-server".to_owned());
+        if let Some(n) = limits.max_pool_size {
+            options.max_pool_size = Some(n);
+        }
         let client = Client::with_options(options).map_err(err)?;
         let hello = client.database("admin").run_command(doc! {"hello": 1}).await.map_err(err)?;
         let majority = hello.get_str("setName").is_ok();
@@ -396,7 +401,7 @@ mod tests {
 
     #[test]
     fn replica_sets_get_majority_reads_and_writes_with_a_timeout() {
-        let limits = StoreLimits { write_timeout: Duration::from_secs(7), max_room_heads: 10 };
+        let limits = StoreLimits { write_timeout: Duration::from_secs(7), max_room_heads: 10, max_pool_size: None };
         let o = collection_options(true, limits);
         let wc = o.write_concern.expect("majority writes");
         assert_eq!(wc.w, Some(Acknowledgment::Majority));

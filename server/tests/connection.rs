@@ -192,7 +192,9 @@ async fn a_subscriber_that_never_reads_is_closed_once_its_queue_holds_too_many_b
 async fn room_head_hints_are_bounded() {
     let (mongo, _dir) = common::mongo().await;
     let store =
-        Store::connect(&mongo.uri, "heads", StoreLimits { write_timeout: Duration::from_secs(5), max_room_heads: 8 }).await.unwrap();
+        Store::connect(&mongo.uri, "heads", StoreLimits { write_timeout: Duration::from_secs(5), max_room_heads: 8, max_pool_size: None })
+            .await
+            .unwrap();
     for r in 0..40 {
         let room = chatbench_server::protocol::RoomId::parse(&format!("room-{r}")).unwrap();
         let id = chatbench_server::protocol::MsgId::parse("m1").unwrap();

@@ -49,9 +49,14 @@ async fn a_dropped_collection_gets_its_indexes_back_and_no_hot_reopen_loop() {
     use chatbench::provider::ProviderChoice;
     use chatbench::provider::mongo::{self, MongoRequest};
     let dir = tempfile::tempdir().unwrap();
-    let mongo =
-        mongo::start(ProviderChoice::Process, &MongoRequest { members: 1, uri: None, persistent: false }, dir.path()).await.unwrap();
-    let node = start_node(config(&mongo.uri, "dropped", 0, Limits::default(), FanoutConfig::Changestream)).await;
+    let mongo = mongo::start(
+        ProviderChoice::Process,
+        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() },
+        dir.path(),
+    )
+    .await
+    .unwrap();
+    let node = start_node(config(&mongo.uri, "dropped", 0, Limits::default(), FanoutConfig::Changestream(Default::default()))).await;
     common::wait_healthy(&node).await;
     let coll =
         mongodb::Client::with_uri_str(&mongo.uri).await.unwrap().database("dropped").collection::<mongodb::bson::Document>("messages");

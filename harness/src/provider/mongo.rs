@@ -22,6 +22,8 @@ pub struct MongoRequest {
     pub uri: Option<String>,
     /// Keep data on disk so the backend can restart on it (faults).
     pub persistent: bool,
+    /// Extra `mongod` flags (process provider only; the others refuse).
+    pub server_args: Vec<String>,
 }
 
 /// A running MongoDB. Dropping it stops the backend.
@@ -100,7 +102,19 @@ pub(crate) async fn server_version(client: &mongodb::Client) -> Option<String> {
     info.get_str("version").ok().map(str::to_owned)
 }
 
+/// Providers that do not start `mongod` themselves cannot pass it flags.
+fn no_mongod_flags(provider: &'static str, request: &MongoRequest) -> Result<(), ProviderError> {
+    if request.server_args.is_empty() {
+        return Ok(());
+    }
+    Err(ProviderError::CannotHonour {
+        provider,
+        why: format!("the scenario passes mongod flags {:?}, which only the process provider can apply", request.server_args),
+    })
+}
+
 fn single_member_only(provider: &'static str, request: &MongoRequest) -> Result<(), ProviderError> {
+    no_mongod_flags(provider, request)?;
     if request.members == 1 {
         return Ok(());
     }
@@ -117,9 +131,20 @@ fn single_member_only(provider: &'static str, request: &MongoRequest) -> Result<
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_the_process_provider_takes_mongod_flags() {
+        let mut request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
+        assert!(single_member_only("compat", &request).is_ok());
+        request.server_args = vec!["--journalCommitInterval".into(), "10".into()];
+        match single_member_only("compat", &request) {
+            Err(ProviderError::CannotHonour { why, .. }) => assert!(why.contains("journalCommitInterval") && why.contains("process")),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn single_member_providers_refuse_three_members_instead_of_downgrading() {
-        let request = MongoRequest { members: 3, uri: None, persistent: false };
+        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new() };
         let dir = tempfile::tempdir().unwrap();
         for choice in [ProviderChoice::Compat, ProviderChoice::Docker] {
             let err = start(choice, &request, dir.path()).await.unwrap_err();
@@ -130,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn external_without_uri_is_a_clear_error() {
-        let request = MongoRequest { members: 1, uri: None, persistent: false };
+        let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
         let dir = tempfile::tempdir().unwrap();
         let err = start(ProviderChoice::External, &request, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains("URI"), "{err}");
@@ -140,7 +165,7 @@ mod tests {
     async fn external_that_does_not_answer_names_the_uri() {
         let port = crate::process::free_port().unwrap();
         let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300");
-        let request = MongoRequest { members: 1, uri: Some(uri.clone()), persistent: false };
+        let request = MongoRequest { members: 1, uri: Some(uri.clone()), persistent: false, server_args: Vec::new() };
         let dir = tempfile::tempdir().unwrap();
         let err = start(ProviderChoice::External, &request, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains(&uri), "{err}");

@@ -92,6 +92,10 @@ pub struct Topology {
     /// Which provider starts the backends (`--provider` overrides it).
     #[serde(default)]
     pub provider: ProviderChoice,
+    /// Extra `chat-server` flags for every node, e.g.
+    /// `[--change-stream-max-await, 100ms, --mongo-max-pool-size, "20"]`.
+    #[serde(default)]
+    pub server_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -103,11 +107,15 @@ pub struct MongoTopology {
     /// Connection string, required with `provider: external`.
     #[serde(default)]
     pub uri: Option<String>,
+    /// Extra `mongod` flags, e.g. `[--journalCommitInterval, "10"]` (the
+    /// process provider only; the others refuse rather than ignore them).
+    #[serde(default)]
+    pub server_args: Vec<String>,
 }
 
 impl Default for MongoTopology {
     fn default() -> Self {
-        Self { members: 1, uri: None }
+        Self { members: 1, uri: None, server_args: Vec::new() }
     }
 }
 

@@ -33,7 +33,7 @@ pub async fn start_mode(nodes: u32, mode: Mode, extra_args: &[&str]) -> Env {
         dir.disable_cleanup(true);
         eprintln!("test logs kept in {}", dir.path().display());
     }
-    let request = MongoRequest { members: 1, uri: None, persistent: false };
+    let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
     let mongo = mongo::start(ProviderChoice::Compat, &request, dir.path()).await.expect("compat MongoDB starts (run ci/setup first)");
     let mut args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
     let kafka = match mode {

@@ -32,7 +32,22 @@ const CHANGE_STREAM_HISTORY_LOST: i32 = 286;
 /// A stream open this long without failing counts as healthy (backoff reset).
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
-pub async fn run(state: Arc<AppState>, mut shutdown: broadcast::Receiver<()>) {
+/// The change stream's tuning (flags with defaults in PROTOCOL.md).
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeStreamConfig {
+    /// `maxAwaitTimeMS`: how long an empty `getMore` may wait for an event.
+    pub max_await: Duration,
+    /// `batchSize` of the stream's cursor (None: the server's default).
+    pub batch_size: Option<u32>,
+}
+
+impl Default for ChangeStreamConfig {
+    fn default() -> Self {
+        Self { max_await: Duration::from_millis(500), batch_size: None }
+    }
+}
+
+pub async fn run(state: Arc<AppState>, config: ChangeStreamConfig, mut shutdown: broadcast::Receiver<()>) {
     let mut token: Option<ResumeToken> = None;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let mut opened_before = false;
@@ -41,8 +56,12 @@ pub async fn run(state: Arc<AppState>, mut shutdown: broadcast::Receiver<()>) {
         let watch = raw
             .watch()
             .pipeline([doc! {"$match": {"operationType": "insert"}}])
-            .max_await_time(Duration::from_millis(500))
+            .max_await_time(config.max_await)
             .resume_after(token.clone());
+        let watch = match config.batch_size {
+            Some(n) => watch.batch_size(n),
+            None => watch,
+        };
         let opened = tokio::select! {
             _ = shutdown.recv() => return,
             opened = watch => opened,

@@ -32,14 +32,14 @@ impl Mode {
 /// The fan-out of one node, with what it needs.
 #[derive(Debug, Clone)]
 pub enum FanoutConfig {
-    Changestream,
+    Changestream(changestream::ChangeStreamConfig),
     Kafka(kafka::KafkaConfig),
 }
 
 impl FanoutConfig {
     pub fn mode(&self) -> Mode {
         match self {
-            FanoutConfig::Changestream => Mode::Changestream,
+            FanoutConfig::Changestream(_) => Mode::Changestream,
             FanoutConfig::Kafka(_) => Mode::Kafka,
         }
     }
@@ -48,7 +48,7 @@ impl FanoutConfig {
 /// Run the node's fan-out until shutdown.
 pub async fn run(state: Arc<AppState>, config: FanoutConfig, shutdown: broadcast::Receiver<()>) {
     match config {
-        FanoutConfig::Changestream => changestream::run(state, shutdown).await,
+        FanoutConfig::Changestream(c) => changestream::run(state, c, shutdown).await,
         FanoutConfig::Kafka(k) => kafka::run(state, k, shutdown).await,
     }
 }

@@ -61,7 +61,7 @@ pub fn config(env_uri: &str, db: &str, node: usize, limits: Limits, fanout: Fano
 /// A compat MongoDB only.
 pub async fn mongo() -> (MongoBackend, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let request = MongoRequest { members: 1, uri: None, persistent: false };
+    let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
     let mongo = mongo::start(ProviderChoice::Compat, &request, dir.path()).await.expect("compat MongoDB starts (run ci/setup first)");
     (mongo, dir)
 }
@@ -72,7 +72,7 @@ pub async fn start(nodes: usize, limits: Limits) -> Env {
     let db = "server_tests".to_owned();
     let mut started = Vec::new();
     for n in 0..nodes {
-        started.push(start_node(config(&mongo.uri, &db, n, limits, FanoutConfig::Changestream)).await);
+        started.push(start_node(config(&mongo.uri, &db, n, limits, FanoutConfig::Changestream(Default::default()))).await);
     }
     for node in &started {
         wait_healthy(node).await;

@@ -45,7 +45,7 @@ mod tests {
     #[tokio::test]
     #[ignore = "needs a Docker engine"]
     async fn starts_a_replica_set_that_accepts_change_streams() {
-        let request = MongoRequest { members: 1, uri: None, persistent: false };
+        let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
         let backend = start(&request).await.unwrap();
         let client = super::super::wait_until_ready(&backend.uri, std::time::Duration::from_secs(10)).await.unwrap();
         let hello = client.database("admin").run_command(mongodb::bson::doc! {"hello": 1}).await.unwrap();

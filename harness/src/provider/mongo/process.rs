@@ -38,13 +38,16 @@ struct Member {
     port: u16,
     dbpath: PathBuf,
     log: PathBuf,
+    /// The scenario's extra mongod flags (kept for restarts).
+    extra: Vec<String>,
     child: ChildGuard,
 }
 
 impl Member {
-    fn spawn(index: usize, port: u16, dbpath: &Path, log: &Path) -> std::io::Result<ChildGuard> {
+    fn spawn(index: usize, port: u16, dbpath: &Path, log: &Path, extra: &[String]) -> std::io::Result<ChildGuard> {
         let mut cmd = Command::new("mongod");
         cmd.args(["--replSet", REPLICA_SET, "--bind_ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(extra)
             .arg("--dbpath")
             .arg(dbpath)
             .arg("--logpath")
@@ -79,7 +82,7 @@ impl Restart for Running {
                 .ok_or_else(|| format!("primary {primary} is not one of the members chatbench started"))?;
             member.child.kill().await;
             tokio::time::sleep(down_for).await;
-            member.child = Member::spawn(member.index, member.port, &member.dbpath, &member.log)
+            member.child = Member::spawn(member.index, member.port, &member.dbpath, &member.log, &member.extra)
                 .map_err(|e| format!("starting mongod-{} again: {e}", member.index))?;
             wait_for_primary(&self.uri, Duration::from_secs(60)).await.map(|_| ())
         })
@@ -118,8 +121,8 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
         let dbpath = dir.path().join(format!("member-{i}"));
         std::fs::create_dir_all(&dbpath).map_err(|e| failed(e.to_string()))?;
         let log = log_dir.join(format!("mongod-{i}.log"));
-        let child = Member::spawn(i as usize, port, &dbpath, &log).map_err(|e| failed(e.to_string()))?;
-        members.push(Member { index: i as usize, port, dbpath, log, child });
+        let child = Member::spawn(i as usize, port, &dbpath, &log, &request.server_args).map_err(|e| failed(e.to_string()))?;
+        members.push(Member { index: i as usize, port, dbpath, log, extra: request.server_args.clone(), child });
         ports.push(port);
     }
     let first = format!("mongodb://127.0.0.1:{}/?directConnection=true", ports[0]);
@@ -156,7 +159,7 @@ mod tests {
     #[ignore = "needs mongod on PATH"]
     async fn starts_a_three_member_replica_set() {
         let dir = tempfile::tempdir().unwrap();
-        let request = MongoRequest { members: 3, uri: None, persistent: false };
+        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new() };
         let backend = start(&request, dir.path()).await.unwrap();
         assert!(backend.uri.contains("replicaSet=rs0"));
     }
