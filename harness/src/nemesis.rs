@@ -15,6 +15,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::{Mutex, watch};
 
+/// How long after a network fault its link may first carry traffic and still
+/// count as the node's path to its backend.
+const LINK_TRAFFIC_GRACE: Duration = Duration::from_secs(5);
+
 /// What the nemesis may act on.
 pub struct Targets {
     pub cluster: Mutex<Cluster>,
@@ -119,16 +123,22 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
             }
             .ok_or_else(|| format!("node {node} has no fault proxy on its {link:?} link"))?;
             let before = link.traffic();
-            if reset {
-                link.reset_connections();
-            }
+            // Resetting live connections already acted on the node's link.
+            let reset_some = reset && link.reset_connections() > 0;
             link.set(LinkFault { latency: latency.0, jitter: jitter.0, bandwidth_bytes_per_s, blackhole });
             tokio::time::sleep(duration.0).await;
             link.set(LinkFault::default());
             // A node that reaches its backend some other way (e.g. a driver
             // that discovered the replica set's real hosts) was not faulted.
+            // Traffic after the fault also proves the link is the node's
+            // path (a driver reconnecting after a reset may wait out its
+            // heartbeat first), so allow a grace period before judging.
+            let grace = tokio::time::Instant::now() + LINK_TRAFFIC_GRACE;
+            while !reset_some && link.traffic() == before && tokio::time::Instant::now() < grace {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let up = !t.down.lock().await.contains(&(node as usize)) && !t.paused.lock().await.contains(&(node as usize));
-            if up && link.traffic() == before {
+            if up && !reset_some && link.traffic() == before {
                 return Err(format!(
                     "node {node}'s {link_name} link carried no traffic during the fault: the node does not go through its fault proxy, so the fault acted on nothing",
                     link_name = match link_target {

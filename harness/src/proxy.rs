@@ -79,8 +79,10 @@ impl FaultProxy {
     }
 
     /// Reset every open connection (RST to both ends); new ones are accepted.
-    pub fn reset_connections(&self) {
+    /// Returns how many connections were reset.
+    pub fn reset_connections(&self) -> usize {
         let conns = std::mem::take(&mut *self.conns.lock().expect("proxy registry lock"));
+        let n = conns.len();
         for (a, b) in conns {
             for s in [a, b] {
                 // SO_LINGER 0 makes the close an RST; shutdown wakes the pumps.
@@ -89,6 +91,7 @@ impl FaultProxy {
                 let _ = sock.shutdown(std::net::Shutdown::Both);
             }
         }
+        n
     }
 }
 
