@@ -69,6 +69,30 @@ pub enum Command {
         #[arg(long)]
         msg: Option<u64>,
     },
+    /// Join the shards of a sharded run (`run --shard I/N`) into one
+    /// verdict: every check on the merged trace, reports as for one run.
+    /// A shard that never reported fails the verdict.
+    Merge {
+        /// The shards' run folders (`run --out`), one per shard.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Output folder for the merged reports and traces.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Start backends (MongoDB; Kafka with --kafka) for runs to share, print
+    /// their addresses (`mongo_uri=...`, `kafka_bootstrap=...`) and keep them
+    /// up until Ctrl-C / SIGTERM (exit 130). E.g. for local shards.
+    Backends {
+        #[arg(long, value_enum, default_value = "auto")]
+        provider: ProviderChoice,
+        /// Also start Kafka.
+        #[arg(long)]
+        kafka: bool,
+        /// Folder for the backends' logs and data (default: a temporary one).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Which providers work on this machine, and what to install for the others.
     Doctor,
     /// Print the scenario JSON Schema.
@@ -91,6 +115,20 @@ pub struct RunArgs {
     /// kafka baseline under faults, whose findings are reported as they are).
     #[arg(long = "report-only-mode", value_enum)]
     pub report_only_modes: Vec<CliMode>,
+    /// Run shard I of N: only the rooms r with r % N == I, and their
+    /// clients (room-affine, so every latency is measured on one clock).
+    /// `chatbench merge` joins the shards' results into one verdict.
+    #[arg(long)]
+    pub shard: Option<crate::trace::ShardOf>,
+    /// Start sending at this wall-clock instant (RFC 3339, e.g.
+    /// 2026-11-26T20:00:00Z), so the shards of a run start together.
+    #[arg(long)]
+    pub start_at: Option<String>,
+    /// Name the run's database `chatbench_<mode>_<ID>` (letters, digits,
+    /// `-`, `_`). Shards share one: default for a sharded run is derived
+    /// from --start-at.
+    #[arg(long)]
+    pub run_id: Option<String>,
 }
 
 /// What a run runs against, shared by `run` and `sweep`.
@@ -184,6 +222,8 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             }
             Err(e) => usage_error(e),
         },
+        Command::Merge { dirs, out } => merge_command(&dirs, &out),
+        Command::Backends { provider, kafka, out } => backends_command(provider, kafka, out).await,
         Command::Doctor => {
             print!("{}", crate::doctor::render(&crate::doctor::survey()));
             ExitCode::from(EXIT_PASS)
@@ -249,6 +289,9 @@ fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet:
         quiet,
         server_bin,
         server_args,
+        shard: None,
+        start_at_unix_ns: None,
+        run_id: None,
     })
 }
 
@@ -267,10 +310,13 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     let out_dir = args
         .out
         .unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), scenario.name)));
-    let options = match run_options(&scenario, args.target, out_dir.clone(), quiet) {
+    let mut options = match run_options(&scenario, args.target, out_dir.clone(), quiet) {
         Ok(o) => o,
         Err(code) => return code,
     };
+    if let Err(e) = shard_options(args.shard, args.start_at.as_deref(), args.run_id.as_deref(), &mut options) {
+        return usage_error(e);
+    }
     match run(&scenario, &options).await {
         Ok(report) => {
             print!("{}", crate::report::table::render(&report));
@@ -291,6 +337,47 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
             ExitCode::from(EXIT_INFRA)
         }
     }
+}
+
+/// `--shard`, `--start-at`, `--run-id`: a sharded run takes one mode (the
+/// shards of a mode start together) and a run id shared by its shards.
+fn shard_options(
+    shard: Option<crate::trace::ShardOf>,
+    start_at: Option<&str>,
+    run_id: Option<&str>,
+    options: &mut RunOptions,
+) -> Result<(), String> {
+    options.shard = shard;
+    if let Some(at) = start_at {
+        let t = chrono::DateTime::parse_from_rfc3339(at)
+            .map_err(|e| format!("--start-at {at}: not an RFC 3339 time ({e}), e.g. 2026-11-26T20:00:00Z"))?;
+        options.start_at_unix_ns = Some(t.timestamp_nanos_opt().ok_or_else(|| format!("--start-at {at}: out of range"))?.max(0) as u64);
+    }
+    if let Some(id) = run_id {
+        if id.is_empty() || id.len() > 40 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("--run-id {id:?}: use 1 to 40 letters, digits, '-' or '_'"));
+        }
+        options.run_id = Some(id.to_owned());
+    }
+    if let Some(shard) = options.shard {
+        if options.modes.len() != 1 {
+            return Err(format!(
+                "--shard {}/{}: a sharded run takes one mode (give --mode); the shards of a mode must start together",
+                shard.index, shard.count
+            ));
+        }
+        match (options.start_at_unix_ns, &options.run_id) {
+            (Some(at), None) => options.run_id = Some(format!("at{}", at / 1_000_000)),
+            (None, None) => {
+                return Err(format!(
+                    "--shard {}/{}: give --start-at (the shards start together and share a database named from it) or --run-id",
+                    shard.index, shard.count
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `chatbench sweep`: exit 0 once every point ran (points that fail checks
@@ -399,6 +486,76 @@ fn compare_command(
     let comparison = compare(&a, &b, &gate, tolerance);
     print!("{}", render(&comparison, tolerance));
     ExitCode::from(if comparison.regressed() { EXIT_CHECK_FAILED } else { EXIT_PASS })
+}
+
+/// `chatbench merge`: 0 the merged verdict passed, 1 a check failed (or a
+/// shard is missing), 2 the folders are not shards of one run, 3 nothing
+/// to merge or the output could not be written.
+fn merge_command(dirs: &[PathBuf], out: &std::path::Path) -> ExitCode {
+    use crate::merge::{MergeRunError, merge_runs};
+    match merge_runs(dirs, out) {
+        Ok(merged) => {
+            print!("{}", crate::report::table::render(&merged.report));
+            let per_million = merged.took.as_secs_f64() / (merged.events.max(1) as f64 / 1e6);
+            println!("merged {} events in {:.2} s ({per_million:.2} s per million events)", merged.events, merged.took.as_secs_f64());
+            println!("results: {}", out.display());
+            ExitCode::from(if merged.report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
+        }
+        Err(e @ MergeRunError::Traces { .. }) => usage_error(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_INFRA)
+        }
+    }
+}
+
+/// `chatbench backends`: start, print addresses, wait for Ctrl-C.
+async fn backends_command(provider: ProviderChoice, with_kafka: bool, out: Option<PathBuf>) -> ExitCode {
+    use crate::provider::{kafka, mongo};
+    let temp = match out {
+        Some(_) => None,
+        None => match tempfile::tempdir() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: a temporary folder for the backends: {e}");
+                return ExitCode::from(EXIT_INFRA);
+            }
+        },
+    };
+    let dir = out.unwrap_or_else(|| temp.as_ref().expect("made above").path().to_path_buf());
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("error: {}: {e}", dir.display());
+        return ExitCode::from(EXIT_INFRA);
+    }
+    let request = mongo::MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
+    let mongo = match mongo::start(provider, &request, &dir).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INFRA);
+        }
+    };
+    println!("mongo_uri={}", mongo.uri);
+    let _kafka = if with_kafka {
+        let request = kafka::KafkaRequest { topic: "chatbench.backends".into(), partitions: 1, bootstrap: None, persistent: false };
+        match kafka::start(provider, &request, &dir).await {
+            Ok(k) => {
+                println!("kafka_bootstrap={}", k.bootstrap);
+                Some(k)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_INFRA);
+            }
+        }
+    } else {
+        None
+    };
+    println!("provider={} backend={}", mongo.provider.as_str(), mongo.version);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    eprintln!("backends up (logs in {}); Ctrl-C stops them", dir.display());
+    std::future::pending::<()>().await;
+    unreachable!("pending never resolves")
 }
 
 fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> ExitCode {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod doctor;
+pub mod merge;
 pub mod nemesis;
 pub mod oracle;
 pub mod process;

@@ -70,6 +70,7 @@ pub async fn run(
             start_ns: started,
             end_ns: clock.now_ns(),
             error,
+            clients: None,
         });
     }
     records

@@ -36,6 +36,14 @@ pub struct RunOptions {
     pub server_bin: PathBuf,
     /// Extra flags for every node (test-only sabotage goes here).
     pub server_args: Vec<String>,
+    /// Run only this shard's rooms (and their clients).
+    pub shard: Option<crate::trace::ShardOf>,
+    /// Open the sending window at this wall-clock instant (ns since the
+    /// Unix epoch), so the shards of a sharded run start together.
+    pub start_at_unix_ns: Option<u64>,
+    /// Names the run's database (and Kafka topic) instead of the clock:
+    /// the shards of a run share one, so every node sees every message.
+    pub run_id: Option<String>,
 }
 
 /// Why a run could not produce a verdict (exit code 3).
@@ -89,11 +97,15 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
 /// verdict inputs (history from the oracle, counters) → teardown → trace →
 /// evaluation. Every phase's resources are owned by guards.
 async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<ModeReport, InfraError> {
-    let db = format!("chatbench_{}_{}", mode.as_str(), chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let run_id = options.run_id.clone().unwrap_or_else(|| chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string());
+    let db = format!("chatbench_{}_{run_id}", mode.as_str());
     let backends = start_backends(scenario, options, mode, dir, &db).await?;
     let cluster = start_nodes(scenario, options, mode, dir, &backends, &db).await?;
-    let rooms: Vec<String> = (0..scenario.workload.rooms).map(|r| format!("room-{r}")).collect();
-    let plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed);
+    let rooms: Vec<String> = client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|r| format!("room-{r}")).collect();
+    let mut plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed);
+    if let Some(shard) = options.shard {
+        plans = client::shard_plans(plans, shard);
+    }
     let clock = Clock::start();
     let driven = drive(scenario, options, mode, cluster, backends, Planned { rooms: &rooms, plans: &plans, clock }).await;
     let ended_ns = clock.now_ns();
@@ -140,6 +152,9 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
             loop_lag,
             resources,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            shard: options.shard,
+            origin_unix_ns: clock.origin_unix_ns(),
+            missing_shards: Vec::new(),
         },
         rooms,
         clients: plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
@@ -292,8 +307,16 @@ async fn drive(
         kafka: kafka.map(Mutex::new),
         kafka_links,
     };
-    let force =
-        client::Workforce { plans, urls: &urls, rooms, workload: &scenario.workload, seed: options.seed, clock, shared: shared.clone() };
+    let force = client::Workforce {
+        plans,
+        urls: &urls,
+        rooms,
+        workload: &scenario.workload,
+        seed: options.seed,
+        clock,
+        shared: shared.clone(),
+        start_at_unix_ns: options.start_at_unix_ns,
+    };
     let workload = client::run(force, controls);
     let mut schedule = scenario.fault_schedule(options.seed);
     if mode == Mode::Changestream {

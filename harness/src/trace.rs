@@ -37,7 +37,7 @@ pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
 }
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 3;
+pub const TRACE_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -185,6 +185,40 @@ pub struct TraceMeta {
     pub resources: Vec<crate::resources::ResourceSample>,
     /// Cores of the machine the run was on.
     pub cores: u32,
+    /// This trace is shard `index` of `count` (room-affine), if sharded.
+    pub shard: Option<ShardOf>,
+    /// Wall-clock time of trace ns 0, ns since the Unix epoch.
+    pub origin_unix_ns: u64,
+    /// Merged traces: the shards that never reported.
+    pub missing_shards: Vec<u32>,
+}
+
+/// One shard of a sharded run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardOf {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for ShardOf {
+    type Err = String;
+
+    /// `I/N`, 0 <= I < N.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s.split_once('/').ok_or_else(|| format!("shard {s:?}: expected I/N, e.g. 0/3"))?;
+        let (index, count) = (i.trim().parse::<u32>(), n.trim().parse::<u32>());
+        match (index, count) {
+            (Ok(index), Ok(count)) if count >= 1 && index < count => Ok(ShardOf { index, count }),
+            _ => Err(format!("shard {s:?}: need 0 <= I < N")),
+        }
+    }
+}
+
+impl ShardOf {
+    /// Whether room `room` (its index in the whole workload) is this shard's.
+    pub fn owns_room(self, room: u32) -> bool {
+        room % self.count == self.index
+    }
 }
 
 /// One applied fault: what, where, and when it started and ended (trace ns).
@@ -198,6 +232,17 @@ pub struct FaultRecord {
     pub end_ns: u64,
     /// Set when applying the fault failed.
     pub error: Option<String>,
+    /// The clients it concerns, `[first, first + count)`; None: all. A
+    /// merged trace scopes each shard's faults to that shard's clients
+    /// (each shard faults its own nodes).
+    pub clients: Option<(u32, u32)>,
+}
+
+impl FaultRecord {
+    /// Whether the fault concerns client `client`.
+    pub fn concerns(&self, client: ClientId) -> bool {
+        self.clients.is_none_or(|(first, count)| client >= first && client - first < count)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -260,11 +305,24 @@ impl Trace {
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     origin: Instant,
+    /// Wall-clock time at `origin`, ns since the Unix epoch: lines up the
+    /// traces of shards that ran on different machines.
+    origin_unix_ns: u64,
 }
 
 impl Clock {
     pub fn start() -> Self {
-        Self { origin: Instant::now() }
+        let origin_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Self { origin: Instant::now(), origin_unix_ns }
+    }
+
+    pub fn origin_unix_ns(&self) -> u64 {
+        self.origin_unix_ns
+    }
+
+    /// Trace ns of a wall-clock instant (0 if it is before the origin).
+    pub fn ns_of_unix_ns(&self, unix_ns: u64) -> u64 {
+        unix_ns.saturating_sub(self.origin_unix_ns)
     }
 
     pub fn now_ns(&self) -> u64 {

@@ -3,7 +3,8 @@
 //!
 //! - `liveness.ready`: every on-time client connected (and subscribed)
 //!   before sending started.
-//! - `liveness.attempted`: every scheduled send was attempted; no client gave up.
+//! - `liveness.attempted`: every scheduled send was attempted; no client gave
+//!   up; every shard of a sharded run reported.
 //! - `liveness.answered`: every send was answered (ack or error) while its
 //!   connection stayed open. A send whose connection closed first is
 //!   indeterminate, not unanswered: it is resolved from history instead.
@@ -74,7 +75,12 @@ fn ready(index: &TraceIndex) -> Vec<Finding> {
 }
 
 fn attempted(index: &TraceIndex) -> Vec<Finding> {
-    let mut findings = Vec::new();
+    let meta = &index.trace.meta;
+    let mut findings: Vec<Finding> = meta
+        .missing_shards
+        .iter()
+        .map(|s| Finding::new(FindingKind::ShardMissing, format!("shard {s} of the run never reported; its rooms were not judged")))
+        .collect();
     let mut sent: HashMap<ClientId, u64> = HashMap::new();
     for send in index.sends.values() {
         *sent.entry(send.sender).or_default() += 1;
@@ -259,7 +265,7 @@ fn fault_recovery(index: &TraceIndex, within_ns: u64) -> Vec<Finding> {
         }
         let (s, e) = (fault.start_ns, fault.end_ns);
         let what = format!("{}{}", fault.action, fault.node.map_or(String::new(), |n| format!(" on node {n}")));
-        for sub in &index.subscribers {
+        for sub in index.subscribers.iter().filter(|sub| fault.concerns(sub.client)) {
             let owed = &owed_by_room[sub.room as usize];
             let from = owed.partition_point(|&(t, _)| t < s);
             let first_owed = owed[from..].iter().find(|(_, msg)| {
@@ -281,10 +287,10 @@ fn fault_recovery(index: &TraceIndex, within_ns: u64) -> Vec<Finding> {
             }
         }
         for (id, info) in index.trace.clients.iter().enumerate() {
-            if !info.role.sends() {
+            let client = id as ClientId;
+            if !info.role.sends() || !fault.concerns(client) {
                 continue;
             }
-            let client = id as ClientId;
             let Some(x) =
                 events(index, client).find_map(|ev| (matches!(ev.kind, EventKind::Send { .. }) && ev.t_ns >= s).then_some(ev.t_ns))
             else {

@@ -130,6 +130,8 @@ pub enum FindingKind {
     Unattempted,
     /// A client stopped trying before the run ended.
     GaveUp,
+    /// A shard of a sharded run never reported: its clients' work is unknown.
+    ShardMissing,
     /// A send got neither ack nor error while its connection stayed open.
     Unanswered,
     /// A send that got no ack could not be resolved against history.
@@ -146,7 +148,7 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 21] = [
+    pub const ALL: [FindingKind; 22] = [
         FindingKind::Lost,
         FindingKind::Duplicated,
         FindingKind::Phantom,
@@ -162,6 +164,7 @@ impl FindingKind {
         FindingKind::NotReady,
         FindingKind::Unattempted,
         FindingKind::GaveUp,
+        FindingKind::ShardMissing,
         FindingKind::Unanswered,
         FindingKind::Unresolved,
         FindingKind::DrainIncomplete,
@@ -187,6 +190,7 @@ impl FindingKind {
             FindingKind::NotReady => "not_ready",
             FindingKind::Unattempted => "unattempted",
             FindingKind::GaveUp => "gave_up",
+            FindingKind::ShardMissing => "shard_missing",
             FindingKind::Unanswered => "unanswered",
             FindingKind::Unresolved => "unresolved",
             FindingKind::DrainIncomplete => "drain_incomplete",
@@ -205,7 +209,7 @@ impl FindingKind {
             FifoViolation => Check::PerSenderFifo,
             HistoryMismatch | HistoryGap | HistoryUnavailable => Check::LiveEqualsHistory,
             NotReady => Check::Ready,
-            Unattempted | GaveUp => Check::Attempted,
+            Unattempted | GaveUp | ShardMissing => Check::Attempted,
             Unanswered => Check::Answered,
             Unresolved => Check::Resolved,
             DrainIncomplete => Check::Drained,

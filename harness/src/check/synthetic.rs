@@ -244,7 +244,7 @@ pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
     }
     g.events.sort_by_key(|e| (e.t_ns, e.client));
     let faults = if shape.trouble {
-        vec![FaultRecord { action: "drop_clients".into(), node: None, start_ns: 300 * US, end_ns: 400 * US, error: None }]
+        vec![FaultRecord { action: "drop_clients".into(), node: None, start_ns: 300 * US, end_ns: 400 * US, error: None, clients: None }]
     } else {
         Vec::new()
     };
@@ -289,6 +289,11 @@ mod tests {
         Global(FindingKind),
     }
 
+    /// The shard a `shard_missing` finding names (its detail is the only place).
+    fn pick_shard(f: &Finding) -> u64 {
+        f.detail.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX)
+    }
+
     fn key(f: &Finding) -> Key {
         use FindingKind::*;
         match f.kind {
@@ -296,6 +301,7 @@ mod tests {
             HistoryUnavailable | NoProgress => Key::Room(f.kind, f.room.unwrap_or(u32::MAX)),
             NotReady | Unattempted | GaveUp | Outage | NotRecovered => Key::Client(f.kind, f.client.unwrap_or(u32::MAX), f.fault),
             DrainIncomplete => Key::Global(f.kind),
+            ShardMissing => Key::Seq(f.kind, u32::MAX, pick_shard(f)),
             _ => Key::Msg(f.kind, f.msg.unwrap_or(u64::MAX), f.client),
         }
     }
@@ -317,6 +323,7 @@ mod tests {
         NotReady,
         NoProgress,
         DrainIncomplete,
+        ShardMissing,
         GaveUp,
         Outage,
         NotRecovered,
@@ -327,7 +334,7 @@ mod tests {
         SubscriberGivesUp,
     }
 
-    const INJECTIONS: [Injection; 23] = [
+    const INJECTIONS: [Injection; 24] = [
         Injection::DropDelivery,
         Injection::DuplicateDelivery,
         Injection::Phantom,
@@ -343,6 +350,7 @@ mod tests {
         Injection::NotReady,
         Injection::NoProgress,
         Injection::DrainIncomplete,
+        Injection::ShardMissing,
         Injection::GaveUp,
         Injection::Outage,
         Injection::NotRecovered,
@@ -722,6 +730,16 @@ mod tests {
                     self.trace.meta.drain.completed = false;
                     self.expected.push(Key::Global(FindingKind::DrainIncomplete));
                 }
+                Injection::ShardMissing => {
+                    // A merged trace that lacks a shard (whose rooms are
+                    // simply absent): one finding per missing shard.
+                    let shard = 1 + (pick % 7) as u32;
+                    if self.trace.meta.missing_shards.contains(&shard) {
+                        return;
+                    }
+                    self.trace.meta.missing_shards.push(shard);
+                    self.expected.push(Key::Seq(FindingKind::ShardMissing, u32::MAX, shard as u64));
+                }
                 Injection::GaveUp => {
                     // A pure sender (a subscriber that gives up is owed less,
                     // which would hide other injected losses).
@@ -1010,6 +1028,29 @@ mod tests {
             let mut expected = injector.expected.clone();
             expected.sort();
             prop_assert_eq!(found(&injector.trace), expected);
+        }
+
+        /// Sharding is invisible to the checks: any trace with injected
+        /// violations, split by room into shards on clocks of their own and
+        /// merged, gives exactly the findings of the whole.
+        #[test]
+        fn injected_violations_survive_split_and_merge(
+            shape in shape(),
+            seed in any::<u64>(),
+            injections in proptest::collection::vec(injection(), 1..6),
+            count in 1u32..4,
+        ) {
+            use crate::merge::{finding_names, merge, split};
+            let mut injector = Injector::new(correct_trace(&shape, seed));
+            for (kind, pick) in injections {
+                injector.apply(kind, pick);
+            }
+            let mut whole = injector.trace;
+            whole.meta.origin_unix_ns = 1 << 60;
+            let shards = (0..count).map(|index| split(&whole, crate::trace::ShardOf { index, count }, 7_000 * index as u64)).collect();
+            let mut merged = merge(shards).unwrap();
+            merged.meta.missing_shards = whole.meta.missing_shards.clone(); // an injection of its own
+            prop_assert_eq!(finding_names(&merged), finding_names(&whole));
         }
     }
 

@@ -362,7 +362,7 @@ impl<'a> Client<'a> {
         } else if let Some(due) = self.next_send(window, now)
             && due <= now
         {
-            let msg = msg_no(self.ctx.plan.id, self.next_k);
+            let msg = msg_no(self.ctx.plan.msg_client, self.next_k);
             self.next_k += 1;
             let body = body(&mut self.rng, &self.ctx.workload.message_bytes);
             rec.record(EventKind::Send { room: self.ctx.plan.room, msg, scheduled_ns: due });

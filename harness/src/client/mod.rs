@@ -6,7 +6,7 @@ mod connection;
 mod plan;
 
 pub use connection::Frame;
-pub use plan::{ClientPlan, Schedule, plan_clients};
+pub use plan::{ClientPlan, Schedule, plan_clients, rooms_of, shard_plans};
 
 use crate::scenario::Workload;
 use crate::trace::{Clock, Event};
@@ -110,12 +110,15 @@ pub struct Workforce<'a> {
     pub seed: u64,
     pub clock: Clock,
     pub shared: Arc<Shared>,
+    /// Open the sending window no earlier than this wall-clock instant (ns
+    /// since the Unix epoch): shards start together.
+    pub start_at_unix_ns: Option<u64>,
 }
 
 /// Run every client against its node until the sending window ends, then
 /// drain until the system settles (or `drain_timeout`).
 pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
-    let Workforce { plans, urls, rooms, workload, seed, clock, shared } = force;
+    let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns } = force;
     let (stop_tx, stop_rx) = watch::channel(false);
     let Controls { window: start_tx, drops } = controls;
     let start_rx = start_tx.subscribe();
@@ -145,7 +148,14 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let start_ns = clock.now_ns() + 20_000_000;
+    let mut start_ns = clock.now_ns() + 20_000_000;
+    if let Some(at) = start_at_unix_ns {
+        let at_ns = clock.ns_of_unix_ns(at);
+        if at_ns < start_ns {
+            tracing::warn!(late_ms = (start_ns - at_ns) / 1_000_000, "ready after --start-at: sending starts now");
+        }
+        start_ns = start_ns.max(at_ns);
+    }
     let end_ns = start_ns + workload.duration.0.as_nanos() as u64;
     let _ = start_tx.send(Some(Window { start_ns, end_ns }));
     tokio::time::sleep_until(clock.instant_at(end_ns).into()).await;

@@ -9,7 +9,11 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientPlan {
+    /// Index in this run's trace.
     pub id: ClientId,
+    /// Its index in the whole workload: message numbers are built from it,
+    /// so they stay unique across the shards of a sharded run.
+    pub msg_client: ClientId,
     pub role: Role,
     pub node: u32,
     pub room: RoomIdx,
@@ -106,10 +110,32 @@ pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64) -> Vec<ClientPla
                 sender_index += 1;
                 Schedule::new(workload.load, senders_total, sender_index - 1)
             });
-            plans.push(ClientPlan { id, role, node, room, join_at, after, schedule });
+            plans.push(ClientPlan { id, msg_client: id, role, node, room, join_at, after, schedule });
         }
     }
     plans
+}
+
+/// Shard `shard` of a planned workload, room-affine: the clients of its
+/// rooms (room `r` belongs to shard `r % N`), renumbered from 0 with their
+/// rooms renumbered to the shard's list (`rooms_of`), keeping each one's
+/// global number for its messages and its slot in the global send schedule.
+pub fn shard_plans(plans: Vec<ClientPlan>, shard: crate::trace::ShardOf) -> Vec<ClientPlan> {
+    plans
+        .into_iter()
+        .filter(|p| shard.owns_room(p.room))
+        .enumerate()
+        .map(|(i, mut p)| {
+            p.id = i as ClientId;
+            p.room /= shard.count;
+            p
+        })
+        .collect()
+}
+
+/// The global room numbers of a shard, in its local order.
+pub fn rooms_of(rooms: u32, shard: Option<crate::trace::ShardOf>) -> Vec<u32> {
+    (0..rooms).filter(|r| shard.is_none_or(|s| s.owns_room(*r))).collect()
 }
 
 #[cfg(test)]
@@ -150,6 +176,30 @@ mod tests {
         let planned: u64 = plans.iter().filter_map(|p| p.info(Duration::from_secs(1)).planned_sends).sum();
         assert_eq!(planned, 100);
         assert!(plans.iter().filter(|p| p.role == Role::Subscriber).all(|p| p.info(Duration::from_secs(1)).planned_sends.is_none()));
+    }
+
+    #[test]
+    fn shards_split_by_room_and_keep_global_message_numbers_and_schedules() {
+        let mut w = workload("");
+        w.rooms = 5;
+        w.load = Load::Open { rate_per_s: 100.0 };
+        let all = plan_clients(&w, 2, 1);
+        let mut seen = Vec::new();
+        let mut planned = 0;
+        for index in 0..2 {
+            let shard = crate::trace::ShardOf { index, count: 2 };
+            let rooms = rooms_of(5, Some(shard));
+            let part = shard_plans(all.clone(), shard);
+            assert!(part.iter().enumerate().all(|(i, p)| p.id == i as u32), "renumbered from 0");
+            for p in &part {
+                assert!(shard.owns_room(rooms[p.room as usize]), "a client lives with its room");
+                seen.push(p.msg_client);
+                planned += p.info(Duration::from_secs(1)).planned_sends.unwrap_or(0);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, (0..all.len() as u32).collect::<Vec<_>>(), "every client in exactly one shard");
+        assert_eq!(planned, 100, "the shards' schedules add up to the global rate");
     }
 
     #[test]

@@ -149,6 +149,21 @@ impl ServerCounters {
         (self.deliveries > 0).then(|| self.history_replays as f64 / self.deliveries as f64)
     }
 
+    /// Add another set of nodes' counters (the shards of a merged run).
+    pub fn add(&mut self, o: &ServerCounters) {
+        self.acks += o.acks;
+        self.mongo_writes += o.mongo_writes;
+        self.kafka_produces += o.kafka_produces;
+        self.deliveries += o.deliveries;
+        self.history_replays += o.history_replays;
+        self.changestream_events += o.changestream_events;
+        self.kafka_events += o.kafka_events;
+        self.slow_consumer_closes += o.slow_consumer_closes;
+        self.fanout_reopens += o.fanout_reopens;
+        self.kafka_producer_resets += o.kafka_producer_resets;
+        self.seq_clashes += o.seq_clashes;
+    }
+
     /// Read the counters out of Prometheus text (summing over calls).
     pub fn add_prometheus_text(&mut self, text: &str) {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
