@@ -93,10 +93,67 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Kubernetes: render the manifests of a sharded run.
+    #[command(subcommand)]
+    K8s(K8sCommand),
     /// Which providers work on this machine, and what to install for the others.
     Doctor,
     /// Print the scenario JSON Schema.
     Schema,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum K8sCommand {
+    /// Print the manifests (ConfigMap, results claim, Indexed Job of
+    /// shards, merge Job) for `kubectl apply -f -`.
+    Render(K8sRenderArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct K8sRenderArgs {
+    /// The scenario file (YAML); it goes into a ConfigMap.
+    pub scenario: PathBuf,
+    /// How many shard pods (rooms are split among them).
+    #[arg(long)]
+    pub shards: u32,
+    /// The chatbench image (deploy/Dockerfile), e.g. registry.example/chatbench:0.1.0.
+    #[arg(long)]
+    pub image: String,
+    /// The mode the shards run (default: the scenario's, if it has one).
+    #[arg(long, value_enum)]
+    pub mode: Option<CliMode>,
+    /// The shared MongoDB's connection string (or --mongo-uri-secret).
+    #[arg(long, required_unless_present = "mongo_uri_secret")]
+    pub mongo_uri: Option<String>,
+    /// A Secret holding the connection string: NAME/KEY.
+    #[arg(long, conflicts_with = "mongo_uri")]
+    pub mongo_uri_secret: Option<String>,
+    /// The shared Kafka (kafka mode).
+    #[arg(long)]
+    pub kafka_bootstrap: Option<String>,
+    /// When the shards start sending (RFC 3339). Default: now + --lead.
+    #[arg(long)]
+    pub start_at: Option<String>,
+    /// With no --start-at: how far ahead the start is (pods must be
+    /// scheduled and images pulled by then).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub lead: std::time::Duration,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// CPU per shard pod (request = limit).
+    #[arg(long, default_value = "2")]
+    pub cpu: String,
+    /// Memory per shard pod (request = limit).
+    #[arg(long, default_value = "2Gi")]
+    pub memory: String,
+    /// Write results to this existing ReadWriteMany claim instead of a new one.
+    #[arg(long)]
+    pub results_claim: Option<String>,
+    /// Storage class of the new results claim.
+    #[arg(long, conflicts_with = "results_claim")]
+    pub storage_class: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -224,6 +281,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         },
         Command::Merge { dirs, out } => merge_command(&dirs, &out),
         Command::Backends { provider, kafka, out } => backends_command(provider, kafka, out).await,
+        Command::K8s(K8sCommand::Render(args)) => k8s_render_command(args),
         Command::Doctor => {
             print!("{}", crate::doctor::render(&crate::doctor::survey()));
             ExitCode::from(EXIT_PASS)
@@ -556,6 +614,60 @@ async fn backends_command(provider: ProviderChoice, with_kafka: bool, out: Optio
     eprintln!("backends up (logs in {}); Ctrl-C stops them", dir.display());
     std::future::pending::<()>().await;
     unreachable!("pending never resolves")
+}
+
+/// `chatbench k8s render`.
+fn k8s_render_command(args: K8sRenderArgs) -> ExitCode {
+    use crate::k8s::{MongoRef, RenderOptions, render};
+    let text = match std::fs::read_to_string(&args.scenario) {
+        Ok(t) => t,
+        Err(e) => return usage_error(format!("{}: {e}", args.scenario.display())),
+    };
+    let scenario = match scenario::load(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let mode = match (args.mode, scenario.modes.as_slice()) {
+        (Some(m), _) => Mode::from(m),
+        (None, [only]) => *only,
+        (None, _) => return usage_error("the scenario has several modes: give --mode (render and apply one mode at a time)"),
+    };
+    let start_at_unix_ns = match &args.start_at {
+        Some(at) => match chrono::DateTime::parse_from_rfc3339(at) {
+            Ok(t) => t.timestamp_nanos_opt().unwrap_or(0).max(0) as u64,
+            Err(e) => return usage_error(format!("--start-at {at}: not an RFC 3339 time ({e})")),
+        },
+        None => (chrono::Utc::now() + args.lead).timestamp_nanos_opt().unwrap_or(0).max(0) as u64,
+    };
+    let mongo = match (&args.mongo_uri, &args.mongo_uri_secret) {
+        (Some(uri), _) => MongoRef::Uri(uri.clone()),
+        (None, Some(secret)) => match secret.split_once('/') {
+            Some((name, key)) if !name.is_empty() && !key.is_empty() => MongoRef::Secret { name: name.into(), key: key.into() },
+            _ => return usage_error(format!("--mongo-uri-secret {secret}: expected NAME/KEY")),
+        },
+        (None, None) => return usage_error("give --mongo-uri or --mongo-uri-secret"),
+    };
+    let options = RenderOptions {
+        shards: args.shards,
+        image: args.image,
+        mode: mode.as_str().to_owned(),
+        start_at_unix_ns,
+        mongo,
+        kafka_bootstrap: args.kafka_bootstrap,
+        namespace: args.namespace,
+        seed: args.seed,
+        cpu: args.cpu,
+        memory: args.memory,
+        results_claim: args.results_claim,
+        storage_class: args.storage_class,
+    };
+    match render(&scenario, &text, &options) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::from(EXIT_PASS)
+        }
+        Err(e) => usage_error(e),
+    }
 }
 
 fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> ExitCode {

@@ -1,0 +1,326 @@
+//! `chatbench k8s render`: the manifests of a sharded run on Kubernetes,
+//! by the book — no scheduler of chatbench's own:
+//!
+//! - a ConfigMap with the scenario file;
+//! - a PersistentVolumeClaim (ReadWriteMany) for the shards' results, or
+//!   the user's own claim;
+//! - an Indexed Job (`completionMode: Indexed`, `completions = parallelism
+//!   = N`): pod I runs `chatbench run --shard $JOB_COMPLETION_INDEX/N
+//!   --start-at T` with its own server nodes against the shared (external)
+//!   MongoDB, writing to `/results/shard-I`. `backoffLimitPerIndex: 0`: a
+//!   shard is never retried (a late rerun would not start together with
+//!   the others) and one failed shard does not stop the rest; a shard that
+//!   fails is missing from the merge, which fails the verdict. Shards spread
+//!   over nodes (topology spread on the hostname);
+//! - a merge Job whose init container waits until every shard wrote its
+//!   `report.json` or the run's deadline passed, then `chatbench merge`:
+//!   its exit code is the verdict.
+//!
+//! Pure: scenario text and options in, YAML out.
+
+use crate::scenario::Scenario;
+use serde_json::{Value, json};
+
+/// Where the shards' MongoDB connection string comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MongoRef {
+    Uri(String),
+    /// A Secret's key (the URI holds credentials).
+    Secret {
+        name: String,
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    pub shards: u32,
+    pub image: String,
+    /// The one mode the shards run.
+    pub mode: String,
+    /// When the shards start sending, ns since the Unix epoch.
+    pub start_at_unix_ns: u64,
+    pub mongo: MongoRef,
+    pub kafka_bootstrap: Option<String>,
+    pub namespace: Option<String>,
+    pub seed: u64,
+    /// CPU and memory each shard pod requests (and is limited to).
+    pub cpu: String,
+    pub memory: String,
+    /// Use this existing claim for results instead of creating one.
+    pub results_claim: Option<String>,
+    pub storage_class: Option<String>,
+}
+
+/// Kubernetes names: lower-case DNS-1123 labels.
+pub fn dns_label(s: &str) -> String {
+    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    while out.contains("--") {
+        out = out.replace("--", "-");
+    }
+    let out = out.trim_matches('-');
+    let out = if out.is_empty() { "run" } else { out };
+    out.chars().take(30).collect::<String>().trim_end_matches('-').to_owned()
+}
+
+/// How long after the start the merge stops waiting for shards: the
+/// sending window, the drain, and time to read history and write reports.
+pub fn merge_deadline_s(scenario: &Scenario) -> u64 {
+    let w = &scenario.workload;
+    (w.duration.0 + w.drain_timeout.0).as_secs() + 300
+}
+
+fn rfc3339(unix_ns: u64) -> String {
+    chrono::DateTime::from_timestamp_nanos(unix_ns as i64).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Shell-quote one word for `sh -c`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The manifests, as one multi-document YAML stream.
+pub fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> Result<String, String> {
+    if o.shards == 0 {
+        return Err("--shards must be at least 1".into());
+    }
+    if o.mode == "kafka" && o.kafka_bootstrap.is_none() && scenario.topology.kafka.bootstrap.is_none() {
+        return Err("kafka mode needs --kafka-bootstrap (the shards share one Kafka)".into());
+    }
+    let name = format!("chatbench-{}", dns_label(&scenario.name));
+    let start = rfc3339(o.start_at_unix_ns / 1_000_000_000 * 1_000_000_000);
+    let run_id = format!("at{}", o.start_at_unix_ns / 1_000_000_000 * 1_000);
+    let labels = json!({"app.kubernetes.io/name": "chatbench", "app.kubernetes.io/instance": name, "chatbench/run-id": run_id});
+    let meta = |suffix: &str| {
+        let mut m = json!({"name": format!("{name}{suffix}"), "labels": labels});
+        if let Some(ns) = &o.namespace {
+            m["namespace"] = json!(ns);
+        }
+        m
+    };
+    let claim = o.results_claim.clone().unwrap_or_else(|| format!("{name}-results"));
+    let volumes = json!([
+        {"name": "scenario", "configMap": {"name": format!("{name}-scenario")}},
+        {"name": "results", "persistentVolumeClaim": {"claimName": claim}},
+    ]);
+    let mounts = json!([
+        {"name": "scenario", "mountPath": "/scenario", "readOnly": true},
+        {"name": "results", "mountPath": "/results"},
+    ]);
+    let mongo_env = match &o.mongo {
+        MongoRef::Uri(uri) => json!({"name": "MONGO_URI", "value": uri}),
+        MongoRef::Secret { name, key } => json!({"name": "MONGO_URI", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}),
+    };
+    let mut env = vec![mongo_env, json!({"name": "RUST_LOG", "value": "warn"})];
+    let mut kafka_flag = String::new();
+    if let Some(b) = &o.kafka_bootstrap {
+        env.push(json!({"name": "KAFKA_BOOTSTRAP", "value": b}));
+        kafka_flag = " --kafka-bootstrap \"$KAFKA_BOOTSTRAP\"".into();
+    }
+    // A shard that produced a verdict (exit 0 or 1) completed its work: the
+    // merged verdict is the merge Job's exit code. 2 and 3 fail the pod.
+    let shard_script = format!(
+        "chatbench run /scenario/scenario.yaml --quiet --shard \"$JOB_COMPLETION_INDEX/{n}\" --start-at {start} --run-id {run_id} \
+         --mode {mode} --seed {seed} --provider external --mongo-uri \"$MONGO_URI\"{kafka_flag} \
+         --out \"/results/shard-$JOB_COMPLETION_INDEX\"; code=$?; if [ $code -le 1 ]; then exit 0; fi; exit $code",
+        n = o.shards,
+        start = sh_quote(&start),
+        mode = o.mode,
+        seed = o.seed,
+    );
+    let resources = json!({"requests": {"cpu": o.cpu, "memory": o.memory}, "limits": {"cpu": o.cpu, "memory": o.memory}});
+    let deadline_s = merge_deadline_s(scenario);
+    let start_s = o.start_at_unix_ns / 1_000_000_000;
+    let wait_script = format!(
+        "deadline={d}; while [ \"$(ls /results/shard-*/report.json 2>/dev/null | wc -l)\" -lt {n} ] && [ \"$(date +%s)\" -lt $deadline ]; \
+         do sleep 5; done; echo \"$(ls /results/shard-*/report.json 2>/dev/null | wc -l) of {n} shards reported\"",
+        d = start_s + deadline_s,
+        n = o.shards,
+    );
+    // Every shard's folder by name: one that never appeared is noted and
+    // its shard is missing from the verdict.
+    let merge_script =
+        format!("chatbench merge --out /results/merged{}", (0..o.shards).map(|i| format!(" /results/shard-{i}")).collect::<String>());
+    let mut docs = vec![json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta("-scenario"),
+        "data": {"scenario.yaml": scenario_text},
+    })];
+    if o.results_claim.is_none() {
+        let mut spec = json!({"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(class) = &o.storage_class {
+            spec["storageClassName"] = json!(class);
+        }
+        docs.push(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta("-results"), "spec": spec}));
+    }
+    let shard_labels = json!({"app.kubernetes.io/name": "chatbench", "app.kubernetes.io/instance": name, "chatbench/role": "shard"});
+    docs.push(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta("-shards"),
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": o.shards,
+            "parallelism": o.shards,
+            "backoffLimitPerIndex": 0,
+            "activeDeadlineSeconds": deadline_s + 900,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": shard_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1,
+                        "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": shard_labels},
+                    }],
+                    "containers": [{
+                        "name": "shard",
+                        "image": o.image,
+                        "command": ["/bin/sh", "-c"],
+                        "args": [shard_script],
+                        "env": env,
+                        "resources": resources,
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }));
+    docs.push(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta("-merge"),
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": deadline_s + 1800,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "chatbench", "app.kubernetes.io/instance": name, "chatbench/role": "merge"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "initContainers": [{
+                        "name": "wait-for-shards",
+                        "image": o.image,
+                        "command": ["/bin/sh", "-c"],
+                        "args": [wait_script],
+                        "volumeMounts": mounts,
+                    }],
+                    "containers": [{
+                        "name": "merge",
+                        "image": o.image,
+                        "command": ["/bin/sh", "-c"],
+                        "args": [merge_script],
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }));
+    let mut out = format!(
+        "# chatbench {}: scenario {:?}, mode {}, {} shards starting {start}\n# apply: kubectl apply -f -; verdict: kubectl wait --for=condition=complete job/{name}-merge\n",
+        env!("CARGO_PKG_VERSION"),
+        scenario.name,
+        o.mode,
+        o.shards
+    );
+    // Plain quoted scalars: serde-saphyr 0.0.14 mis-indents the folded
+    // block scalars it would pick for long strings inside sequences.
+    let yaml_options = serde_saphyr::SerializerOptions { prefer_block_scalars: false, ..Default::default() };
+    for doc in docs {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string_with_options(&doc, yaml_options).map_err(|e| format!("rendering YAML: {e}"))?);
+    }
+    Ok(out)
+}
+
+/// The documents of a rendered stream, parsed back (for tests and checks).
+pub fn parse_documents(yaml: &str) -> Result<Vec<Value>, String> {
+    yaml.split("\n---\n").skip(1).map(|doc| serde_saphyr::from_str::<Value>(doc).map_err(|e| e.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCENARIO: &str = "name: Smoke Test!\ntopology: {nodes: 1}\nmodes: [changestream]\nworkload: {rooms: 4, subscribers_per_room: 1, senders_per_room: 1, load: {open: {rate_per_s: 10}}, duration: 5s, drain_timeout: 10s}\n";
+
+    fn options() -> RenderOptions {
+        RenderOptions {
+            shards: 3,
+            image: "registry.example/chatbench:1".into(),
+            mode: "changestream".into(),
+            start_at_unix_ns: 1_795_726_800_000_000_000,
+            mongo: MongoRef::Uri("mongodb://mongo:27017/?replicaSet=rs0".into()),
+            kafka_bootstrap: None,
+            namespace: Some("load".into()),
+            seed: 7,
+            cpu: "2".into(),
+            memory: "2Gi".into(),
+            results_claim: None,
+            storage_class: None,
+        }
+    }
+
+    fn scenario() -> Scenario {
+        crate::scenario::parse_str(SCENARIO, "test.yaml").expect("a valid scenario")
+    }
+
+    #[test]
+    fn an_indexed_job_of_n_shards_that_start_together_and_a_merge_that_waits_for_them() {
+        let yaml = render(&scenario(), SCENARIO, &options()).unwrap();
+        let docs = parse_documents(&yaml).unwrap();
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["ConfigMap", "PersistentVolumeClaim", "Job", "Job"]);
+        assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "load"));
+        assert_eq!(docs[0]["data"]["scenario.yaml"], SCENARIO, "the scenario file goes in verbatim");
+        let shards = &docs[2]["spec"];
+        assert_eq!(shards["completionMode"], "Indexed");
+        assert_eq!(shards["completions"], 3);
+        assert_eq!(shards["parallelism"], 3);
+        assert_eq!(shards["backoffLimitPerIndex"], 0);
+        let script = shards["template"]["spec"]["containers"][0]["args"][0].as_str().unwrap();
+        for part in [
+            "--shard \"$JOB_COMPLETION_INDEX/3\"",
+            "--start-at '2026-11-26T21:00:00Z'",
+            "--run-id at1795726800000",
+            "--mode changestream",
+            "--seed 7",
+            "--provider external --mongo-uri \"$MONGO_URI\"",
+            "--out \"/results/shard-$JOB_COMPLETION_INDEX\"",
+        ] {
+            assert!(script.contains(part), "{part} in {script}");
+        }
+        let merge = &docs[3]["spec"]["template"]["spec"];
+        let wait = merge["initContainers"][0]["args"][0].as_str().unwrap();
+        assert!(wait.contains("-lt 3 ]") && wait.contains(&format!("deadline={}", 1_795_726_800 + 15 + 300)), "{wait}");
+        assert_eq!(
+            merge["containers"][0]["args"][0],
+            "chatbench merge --out /results/merged /results/shard-0 /results/shard-1 /results/shard-2"
+        );
+    }
+
+    #[test]
+    fn secrets_claims_and_kafka_are_honoured_and_bad_asks_refused() {
+        let mut o = options();
+        o.mongo = MongoRef::Secret { name: "mongo".into(), key: "uri".into() };
+        o.results_claim = Some("shared".into());
+        o.mode = "kafka".into();
+        assert!(render(&scenario(), SCENARIO, &o).unwrap_err().contains("--kafka-bootstrap"));
+        o.kafka_bootstrap = Some("kafka:9092".into());
+        let docs = parse_documents(&render(&scenario(), SCENARIO, &o).unwrap()).unwrap();
+        assert_eq!(docs.len(), 3, "no claim of its own");
+        let pod = &docs[1]["spec"]["template"]["spec"];
+        assert_eq!(pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"], "mongo");
+        assert!(pod["containers"][0]["args"][0].as_str().unwrap().contains("--kafka-bootstrap \"$KAFKA_BOOTSTRAP\""));
+        assert_eq!(pod["volumes"][1]["persistentVolumeClaim"]["claimName"], "shared");
+        o.shards = 0;
+        assert!(render(&scenario(), SCENARIO, &o).is_err());
+        assert_eq!(dns_label("Smoke Test!"), "smoke-test");
+        assert_eq!(dns_label("___"), "run");
+    }
+}
