@@ -559,7 +559,8 @@ fn merge_command(dirs: &[PathBuf], out: &std::path::Path) -> ExitCode {
             println!("results: {}", out.display());
             ExitCode::from(if merged.report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
         }
-        Err(e @ MergeRunError::Traces { .. }) => usage_error(e),
+        // Folders that hold no shard trace, or traces that do not fit together, are bad input.
+        Err(e @ (MergeRunError::Traces { .. } | MergeRunError::NothingToMerge { .. })) => usage_error(e),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_INFRA)
