@@ -375,6 +375,14 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     if let Err(e) = shard_options(args.shard, args.start_at.as_deref(), args.run_id.as_deref(), &mut options) {
         return usage_error(e);
     }
+    if let (Some(shard), Some(fault)) = (args.shard, scenario.shared_backend_fault()) {
+        return usage_error(format!(
+            "--shard {}/{}: {} has a {fault} fault; the shards share their backends, so a sharded run cannot restart them (run it in one process)",
+            shard.index,
+            shard.count,
+            args.scenario.display()
+        ));
+    }
     match run(&scenario, &options).await {
         Ok(report) => {
             print!("{}", crate::report::table::render(&report));

@@ -84,6 +84,11 @@ pub fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> Re
     if o.shards == 0 {
         return Err("--shards must be at least 1".into());
     }
+    if let Some(fault) = scenario.shared_backend_fault() {
+        return Err(format!(
+            "the scenario has a {fault} fault; the shards share their backends, so a sharded run cannot restart them (run it in one process)"
+        ));
+    }
     if o.mode == "kafka" && o.kafka_bootstrap.is_none() && scenario.topology.kafka.bootstrap.is_none() {
         return Err("kafka mode needs --kafka-bootstrap (the shards share one Kafka)".into());
     }

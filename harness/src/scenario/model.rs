@@ -419,6 +419,19 @@ impl Scenario {
         self.any_fault(|a| matches!(a, FaultAction::RestartKafka { .. }))
     }
 
+    /// The first fault that acts on the shared backends (a MongoDB or Kafka
+    /// restart), which one shard of a sharded run cannot own: it would hit
+    /// every shard's clients while only one shard records it.
+    pub fn shared_backend_fault(&self) -> Option<&'static str> {
+        if self.may_restart_mongo() {
+            Some("restart_mongo")
+        } else if self.may_restart_kafka() {
+            Some("restart_kafka")
+        } else {
+            None
+        }
+    }
+
     /// Whether any fault degrades a node's link to `target` (proxies needed).
     pub fn needs_link_proxies(&self, target: LinkTarget) -> bool {
         self.any_fault(|a| matches!(a, FaultAction::Network { link, .. } if *link == target))
