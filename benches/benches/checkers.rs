@@ -1,9 +1,13 @@
 //! Checker throughput: every checker over a synthetic trace of ~1.1M events
-//! (50k messages, 20 subscribers per room), reported in events/s.
+//! (50k messages, 20 subscribers per room), reported in events/s; and the
+//! cost of merging the same trace from 4 shards (`chatbench merge`, in
+//! memory: renumbering, re-timing, sorting).
 
 use chatbench::check::synthetic::{TraceShape, correct_trace};
 use chatbench::check::{TraceIndex, all_findings, latency};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use chatbench::merge::{merge, split};
+use chatbench::trace::ShardOf;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 fn checkers(c: &mut Criterion) {
     // Trouble on: reconnects, resends, refused subscribes, late subscribers
@@ -25,6 +29,18 @@ fn checkers(c: &mut Criterion) {
             let index = TraceIndex::build(std::hint::black_box(&trace));
             latency::measure(&index).delivery.len()
         })
+    });
+    group.finish();
+
+    // Shard clocks started up to 3 ms apart, as on separate machines.
+    let mut whole = trace.clone();
+    whole.meta.origin_unix_ns = 1_800_000_000_000_000_000;
+    let shards: Vec<_> = (0..4).map(|i| split(&whole, ShardOf { index: i, count: 4 }, u64::from(i) * 1_000_000)).collect();
+    let mut group = c.benchmark_group("merge");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events));
+    group.bench_function(format!("4_shards/{events}_events"), |b| {
+        b.iter_batched(|| shards.clone(), |s| merge(s).expect("the shards fit together").events.len(), BatchSize::LargeInput)
     });
     group.finish();
 }
