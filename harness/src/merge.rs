@@ -14,6 +14,7 @@
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
 use crate::trace::{Event, EventKind, FaultRecord, ShardOf, TRACE_VERSION, Trace};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -112,7 +113,15 @@ pub fn merge_runs(dirs: &[PathBuf], out: &Path) -> Result<Merged, MergeRunError>
         }
         let starts: Vec<(u32, u64)> =
             shards.iter().map(|t| (t.meta.shard.map_or(0, |s| s.index), t.meta.origin_unix_ns + t.meta.sending_started_ns)).collect();
+        let nodes_per_shard: BTreeSet<u32> = shards.iter().map(|t| t.meta.nodes).collect();
         let merged = merge(shards).map_err(|source| MergeRunError::Traces { mode: mode.to_owned(), source })?;
+        // Each shard ran its own nodes and placed its rooms' clients on them:
+        // this is not the single-process topology with the same node count.
+        notes.push(format!(
+            "topology: each shard ran its own nodes ({} per shard) and put its rooms' clients only on them; messages crossed nodes only within a shard{}",
+            nodes_per_shard.iter().map(u32::to_string).collect::<Vec<_>>().join("/"),
+            if nodes_per_shard.iter().all(|&n| n < 2) { " (one node per shard: no message crossed nodes; give topology.nodes >= 2)" } else { "" }
+        ));
         if let (Some(first), Some(last)) = (starts.iter().map(|s| s.1).min(), starts.iter().map(|s| s.1).max())
             && last - first > 100_000_000
         {

@@ -90,8 +90,11 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         num("generator lateness p99", &|m| m.generator.lateness_p99_us as f64, &us),
         num("harness loop lag p99", &|m| m.generator.loop_lag.p99_us as f64, &us),
         text("CPU max % (harness / nodes / backends)", &|m| {
-            let sum =
-                |f: &dyn Fn(&str) -> bool| m.resources.iter().filter(|r| f(&r.process)).map(|r| r.cpu_max_percent).fold(0.0, f64::max);
+            // A merged sharded run names processes "s<shard>/<process>".
+            let role = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+            let sum = |f: &dyn Fn(&str) -> bool| {
+                m.resources.iter().filter(|r| f(&role(&r.process))).map(|r| r.cpu_max_percent).fold(0.0, f64::max)
+            };
             format!(
                 "{:.0} / {:.0} / {:.0}",
                 sum(&|p| p == "harness"),
