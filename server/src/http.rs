@@ -38,6 +38,7 @@ impl IntoResponse for AppError {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws", get(ws_upgrade))
+        .route("/stomp", get(stomp_upgrade))
         .route("/healthz", get(healthz))
         .route("/rooms/{room}/messages", get(history))
         .route("/metrics", get(metrics))
@@ -45,6 +46,16 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
+    upgrade(ws, state, crate::ws::Dialect::Json)
+}
+
+/// STOMP 1.2 over WebSocket (subprotocol v12.stomp, v11.stomp or v10.stomp
+/// when the client offers one; a client that offers none is served too).
+async fn stomp_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
+    upgrade(ws.protocols(crate::stomp_dialect::SUBPROTOCOLS), state, crate::ws::Dialect::Stomp)
+}
+
+fn upgrade(ws: WebSocketUpgrade, state: Arc<AppState>, dialect: crate::ws::Dialect) -> Result<Response, AppError> {
     if state.sabotage.refuse_upgrade {
         let message = "sabotage refuse_upgrade: WebSocket upgrades are refused (test only)".to_owned();
         return Err(AppError::Unavailable { code: "sabotage", message });
@@ -67,7 +78,7 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) ->
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .read_buffer_size(buffer)
         .write_buffer_size(buffer)
-        .on_upgrade(move |socket| tracker.track_future(crate::ws::handle(socket, state))))
+        .on_upgrade(move |socket| tracker.track_future(crate::ws::handle(socket, state, dialect))))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod resequencer;
 pub mod sabotage;
 pub mod send_gate;
+pub mod stomp_dialect;
 pub mod store;
 pub mod ws;
 
@@ -93,6 +94,8 @@ pub struct Config {
     pub limits: Limits,
     pub sabotage: sabotage::Sabotage,
     pub sabotage_seed: u64,
+    /// `/stomp` requires CONNECT with this `login` and `passcode` (None: any).
+    pub stomp_login: Option<(String, String)>,
 }
 
 /// Everything a request handler or the fan-out task shares.
@@ -112,6 +115,7 @@ pub struct AppState {
     pub limits: Limits,
     pub sabotage: sabotage::Sabotage,
     pub sabotage_seed: u64,
+    pub stomp_login: Option<(String, String)>,
     /// Set in `kafka` mode: every stored send is also produced here.
     pub kafka: Option<fanout::kafka::Producer>,
     /// Every connection task is tracked: shutdown waits for all of them
@@ -170,6 +174,7 @@ pub async fn serve(
         limits: config.limits,
         sabotage: config.sabotage,
         sabotage_seed: config.sabotage_seed,
+        stomp_login: config.stomp_login.clone(),
         kafka,
         connections: connections.clone(),
     });

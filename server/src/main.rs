@@ -90,9 +90,17 @@ struct Args {
     /// or the flags `refuse_upgrade`, `no_ack`, `refuse_after`, `stop_fanout`.
     #[arg(long, env = "CHAT_SABOTAGE")]
     sabotage: Option<Sabotage>,
+    /// `/stomp` refuses a CONNECT without this `login` and `passcode`
+    /// (LOGIN:PASSCODE), with an ERROR frame. Default: no credentials asked.
+    #[arg(long, env = "CHAT_STOMP_LOGIN", value_parser = parse_login)]
+    stomp_login: Option<(String, String)>,
     /// Seed for --sabotage's dice.
     #[arg(long, env = "CHAT_SABOTAGE_SEED", default_value_t = 0)]
     sabotage_seed: u64,
+}
+
+fn parse_login(raw: &str) -> Result<(String, String), String> {
+    raw.split_once(':').map(|(l, p)| (l.to_owned(), p.to_owned())).ok_or_else(|| "expected LOGIN:PASSCODE".to_owned())
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, humantime::DurationError> {
@@ -134,6 +142,7 @@ impl Args {
             limits,
             sabotage: self.sabotage.unwrap_or_default(),
             sabotage_seed: self.sabotage_seed,
+            stomp_login: self.stomp_login,
         })
     }
 }

@@ -23,6 +23,7 @@ use crate::protocol::{ChatMessage, ErrorCode, FrameError, MsgId, Request, RoomId
 use crate::resequencer::{LiveStep, PageStep, Resequencer, Then};
 use crate::sabotage::{Saboteur, Verdict};
 use crate::send_gate::{Admit, SendGate};
+use crate::stomp_dialect::{Inbound as StompIn, Outbound as StompOut, Session as StompSession};
 use crate::store::{HistoryPage, StoreError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::future::BoxFuture;
@@ -71,11 +72,13 @@ struct Reply {
     frame: Option<Utf8Bytes>,
 }
 
-/// Why writing stopped: the socket failed, or the client is too slow.
+/// Why writing stopped: the socket failed, the client is too slow, or a
+/// STOMP session ended (after an ERROR frame or DISCONNECT's receipt).
 #[derive(Debug)]
 enum Stop {
     Socket,
     Slow,
+    Closing,
 }
 
 /// Why the connection ended.
@@ -86,6 +89,7 @@ enum End {
     SlowConsumer,
     Idle,
     Shutdown,
+    StompEnded,
 }
 
 /// A subscribed room: waiting for its head, or flowing.
@@ -144,9 +148,18 @@ struct Connection {
     last_ping: Instant,
     saboteur: Saboteur,
     held_back: Option<Utf8Bytes>,
+    /// Some on `/stomp`: frames are translated at the socket's edge.
+    stomp: Option<StompSession>,
 }
 
-pub async fn handle(socket: WebSocket, state: Arc<AppState>) {
+/// What a connection speaks: protocol v1 (`/ws`) or STOMP 1.2 (`/stomp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Json,
+    Stomp,
+}
+
+pub async fn handle(socket: WebSocket, state: Arc<AppState>, dialect: Dialect) {
     state.metrics.connections.inc();
     let conn_id = state.hub.new_conn_id();
     let limits = state.limits;
@@ -172,6 +185,7 @@ pub async fn handle(socket: WebSocket, state: Arc<AppState>) {
         last_heard: now,
         last_ping: now,
         held_back: None,
+        stomp: (dialect == Dialect::Stomp).then(|| StompSession::new(state.stomp_login.clone())),
     };
     let end = conn.run(stream, inbox, replies).await;
     tracing::debug!(conn_id, ?end, "connection ended");
@@ -226,7 +240,13 @@ impl Connection {
                 Event::Frame(frame) => {
                     self.last_heard = Instant::now();
                     match frame {
+                        Some(Ok(Message::Text(text))) if self.stomp.is_some() => self.stomp_request(text.as_str()).await,
                         Some(Ok(Message::Text(text))) => self.request(text.as_str()).await,
+                        // STOMP clients may send frames as binary messages.
+                        Some(Ok(Message::Binary(bytes))) if self.stomp.is_some() => match std::str::from_utf8(&bytes) {
+                            Ok(text) => self.stomp_request(text).await,
+                            Err(_) => self.stomp_request("\u{0}not UTF-8").await,
+                        },
                         Some(Ok(Message::Binary(_))) => {
                             let err =
                                 FrameError::new(ErrorCode::BinaryNotSupported, "binary frames are not supported; send JSON text frames");
@@ -250,6 +270,7 @@ impl Connection {
             match step {
                 Ok(()) => {}
                 Err(Stop::Socket) => return End::SocketError,
+                Err(Stop::Closing) => return self.close(1000, "STOMP session ended", End::StompEnded).await,
                 Err(Stop::Slow) => {
                     self.state.metrics.slow_consumer_closes.inc();
                     tracing::warn!(conn_id = self.conn_id, "closing slow consumer");
@@ -301,8 +322,38 @@ impl Connection {
         }
     }
 
+    /// Write a protocol-v1 frame (translated on a STOMP session).
     async fn write_text(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
-        self.write(Message::Text(frame)).await
+        let Some(stomp) = self.stomp.as_mut() else {
+            return self.write(Message::Text(frame)).await;
+        };
+        match stomp.outbound(frame.as_str()) {
+            StompOut::Write(text) => self.write(Message::Text(Utf8Bytes::from(text))).await,
+            StompOut::WriteAndClose(text) => {
+                self.write(Message::Text(Utf8Bytes::from(text))).await?;
+                Err(Stop::Closing)
+            }
+            StompOut::Skip => Ok(()),
+        }
+    }
+
+    /// One client message on a STOMP session.
+    async fn stomp_request(&mut self, text: &str) -> Result<(), Stop> {
+        let Some(stomp) = self.stomp.as_mut() else { return Ok(()) };
+        match stomp.inbound(text) {
+            StompIn::Request(request) => self.dispatch(request).await,
+            StompIn::Reply(frame) => self.write(Message::Text(Utf8Bytes::from(frame))).await,
+            StompIn::ReplyAndClose(frame) => {
+                if frame.starts_with("ERROR") {
+                    self.state.metrics.frame_errors.inc();
+                }
+                if !frame.is_empty() {
+                    self.write(Message::Text(Utf8Bytes::from(frame))).await?;
+                }
+                Err(Stop::Closing)
+            }
+            StompIn::Nothing => Ok(()),
+        }
     }
 
     async fn reply(&mut self, frame: ServerFrame<'_>) -> Result<(), Stop> {
@@ -512,10 +563,13 @@ impl Connection {
     }
 
     async fn request(&mut self, text: &str) -> Result<(), Stop> {
-        let request = match parse_request(text) {
-            Ok(r) => r,
-            Err(e) => return self.frame_error(e).await,
-        };
+        match parse_request(text) {
+            Ok(request) => self.dispatch(request).await,
+            Err(e) => self.frame_error(e).await,
+        }
+    }
+
+    async fn dispatch(&mut self, request: Request) -> Result<(), Stop> {
         match request {
             Request::Send { room, id, body } => {
                 self.state.metrics.sends.inc();

@@ -55,6 +55,7 @@ pub fn config(env_uri: &str, db: &str, node: usize, limits: Limits, fanout: Fano
         limits,
         sabotage: Default::default(),
         sabotage_seed: 0,
+        stomp_login: None,
     }
 }
 

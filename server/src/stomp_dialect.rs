@@ -1,0 +1,399 @@
+//! STOMP 1.2 on `/stomp`: the same requests and guarantees as protocol v1,
+//! in the shape of a Spring `@EnableWebSocketMessageBroker` chat server.
+//!
+//! Pure translation, no I/O: a client frame becomes a [`Request`] (or a
+//! direct answer), and each protocol-v1 server frame the connection would
+//! write (JSON) becomes the STOMP frame for this session (see PROTOCOL.md,
+//! "STOMP"). The connection keeps one [`Session`] and writes what it says.
+//!
+//! - `SUBSCRIBE destination:/sub/{room} id:… [receipt:…] [after:N]`: the
+//!   `RECEIPT` comes when the subscription is live (protocol v1's
+//!   `subscribed`), with the room's `head`;
+//! - `SEND destination:/pub/{room} msg-id:… [receipt:…]` + body: the
+//!   `RECEIPT` (with `msg-id` and `seq`) only after the store;
+//! - `MESSAGE destination:/sub/{room} subscription:… message-id:…
+//!   msg-id:… seq:… node:…` + body;
+//! - any error is an `ERROR` frame (`message` = the v1 error code, `msg-id`
+//!   when it concerns a send, `receipt-id` of the frame that caused it),
+//!   and the connection closes, as STOMP requires: the client reconnects,
+//!   resubscribes with `after` and resends unacknowledged messages.
+
+use crate::protocol::{ErrorCode, FrameError, MAX_FRAME_BYTES, MAX_SEQ, MsgId, Request, RoomId, Seq};
+use chatbench_stomp::{Command, Frame, Incoming, parse};
+use std::collections::HashMap;
+
+/// WebSocket subprotocols `/stomp` accepts (as Spring and stomp.js offer them).
+pub const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+/// Subscriptions go to `/sub/{room}`, sends to `/pub/{room}`.
+pub const SUB_PREFIX: &str = "/sub/";
+pub const PUB_PREFIX: &str = "/pub/";
+
+/// What to do with one client message.
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    /// A chat request, as if it came over protocol v1.
+    Request(Request),
+    /// Write this frame (CONNECTED, a RECEIPT).
+    Reply(String),
+    /// Write this frame, then close the connection (ERROR, or DISCONNECT's RECEIPT).
+    ReplyAndClose(String),
+    /// A heart-beat, or a frame with nothing to do (ACK, NACK in auto mode).
+    Nothing,
+}
+
+/// What to write for one protocol-v1 server frame.
+#[derive(Debug, PartialEq)]
+pub enum Outbound {
+    Write(String),
+    WriteAndClose(String),
+    /// Nothing to write (a receipt nobody asked for).
+    Skip,
+}
+
+#[derive(Debug, Default)]
+pub struct Session {
+    /// CONNECT must carry this login and passcode.
+    login: Option<(String, String)>,
+    connected: bool,
+    /// Subscription id → room, and room → (subscription id, its receipt).
+    subs: HashMap<String, RoomId>,
+    rooms: HashMap<RoomId, String>,
+    sub_receipts: HashMap<RoomId, String>,
+    unsub_receipts: HashMap<RoomId, String>,
+    /// msg-id → the receipt its SEND asked for.
+    send_receipts: HashMap<String, String>,
+}
+
+fn encode(frame: Frame) -> String {
+    // Every header and body here is UTF-8 text, and only CONNECTED is
+    // unescaped: its headers are fixed strings.
+    frame.encode_text().ok().flatten().unwrap_or_else(|| "ERROR\nmessage:internal\n\n\0".to_owned())
+}
+
+fn error_frame(code: &str, message: &str, msg_id: Option<&str>, receipt: Option<&str>) -> String {
+    let mut f = Frame::new(Command::Error).header("message", code).header("content-type", "text/plain");
+    if let Some(id) = msg_id {
+        f = f.header("msg-id", id);
+    }
+    if let Some(r) = receipt {
+        f = f.header("receipt-id", r);
+    }
+    encode(f.body(message.as_bytes()))
+}
+
+fn frame_error(e: &FrameError, msg_id: Option<&str>, receipt: Option<&str>) -> Inbound {
+    Inbound::ReplyAndClose(error_frame(e.code.as_str(), &e.message, msg_id, receipt))
+}
+
+fn room_of(frame: &Frame, prefix: &str) -> Result<RoomId, FrameError> {
+    let destination = frame
+        .get("destination")
+        .ok_or_else(|| FrameError::new(ErrorCode::MissingField, format!("{} needs a destination header", frame.command)))?;
+    let room = destination.strip_prefix(prefix).ok_or_else(|| {
+        FrameError::new(ErrorCode::BadRoom, format!("{} destination {destination:?} must be {prefix}{{room}}", frame.command))
+    })?;
+    RoomId::parse(room)
+}
+
+impl Session {
+    pub fn new(login: Option<(String, String)>) -> Self {
+        Self { login, ..Default::default() }
+    }
+
+    /// Translate one client WebSocket text message.
+    pub fn inbound(&mut self, text: &str) -> Inbound {
+        if text.len() > MAX_FRAME_BYTES {
+            let e = FrameError::new(ErrorCode::FrameTooLarge, format!("frame is {} bytes; the limit is {MAX_FRAME_BYTES}", text.len()));
+            return frame_error(&e, None, None);
+        }
+        let frame = match parse(text.as_bytes()) {
+            Ok(Incoming::HeartBeat) => return Inbound::Nothing,
+            Ok(Incoming::Frame(f)) => f,
+            Err(e) => return frame_error(&FrameError::new(ErrorCode::BadJson, format!("not a STOMP frame: {e}")), None, None),
+        };
+        let receipt = frame.get("receipt").map(str::to_owned);
+        match (self.connected, frame.command) {
+            (false, Command::Connect | Command::Stomp) => {
+                let versions = frame.get("accept-version").unwrap_or("1.0");
+                if !versions.split(',').any(|v| v.trim() == "1.2" || v.trim() == "1.1") {
+                    return frame_error(
+                        &FrameError::new(ErrorCode::BadField, format!("accept-version {versions:?}: this server speaks STOMP 1.2 and 1.1")),
+                        None,
+                        None,
+                    );
+                }
+                if let Some((login, passcode)) = &self.login
+                    && (frame.get("login") != Some(login.as_str()) || frame.get("passcode") != Some(passcode.as_str()))
+                {
+                    let e = FrameError::new(ErrorCode::BadField, "access refused: CONNECT needs a valid login and passcode");
+                    return Inbound::ReplyAndClose(error_frame("access_refused", &e.message, None, None));
+                }
+                self.connected = true;
+                let version = if versions.split(',').any(|v| v.trim() == "1.2") { "1.2" } else { "1.1" };
+                // heart-beat 0,0: the server neither sends nor requires STOMP
+                // heart-beats (WebSocket pings and the idle timeout cover it).
+                Inbound::Reply(encode(
+                    Frame::new(Command::Connected)
+                        .header("version", version)
+                        .header("heart-beat", "0,0")
+                        .header("server", "chatbench-reference"),
+                ))
+            }
+            (false, other) => frame_error(
+                &FrameError::new(ErrorCode::UnknownOp, format!("{other} before CONNECT: send CONNECT first")),
+                None,
+                receipt.as_deref(),
+            ),
+            (true, Command::Connect | Command::Stomp) => {
+                frame_error(&FrameError::new(ErrorCode::UnknownOp, "CONNECT on a connected session"), None, receipt.as_deref())
+            }
+            (true, Command::Subscribe) => self.subscribe(&frame, receipt),
+            (true, Command::Unsubscribe) => {
+                let Some(room) = frame.get("id").and_then(|id| self.subs.remove(id)) else {
+                    return frame_error(
+                        &FrameError::new(ErrorCode::NotSubscribed, "UNSUBSCRIBE id names no subscription"),
+                        None,
+                        receipt.as_deref(),
+                    );
+                };
+                self.rooms.remove(&room);
+                if let Some(r) = receipt {
+                    self.unsub_receipts.insert(room.clone(), r);
+                }
+                Inbound::Request(Request::Unsubscribe { room })
+            }
+            (true, Command::Send) => self.send(frame, receipt),
+            (true, Command::Disconnect) => match receipt {
+                Some(r) => Inbound::ReplyAndClose(encode(Frame::new(Command::Receipt).header("receipt-id", r))),
+                None => Inbound::ReplyAndClose(String::new()),
+            },
+            // Subscriptions are ack:auto; transactions are not offered.
+            (true, Command::Ack | Command::Nack) => Inbound::Nothing,
+            (true, other) => frame_error(
+                &FrameError::new(
+                    ErrorCode::UnknownOp,
+                    format!("{other} is not supported here (no transactions; server frames come from the server)"),
+                ),
+                None,
+                receipt.as_deref(),
+            ),
+        }
+    }
+
+    fn subscribe(&mut self, frame: &Frame, receipt: Option<String>) -> Inbound {
+        let room = match room_of(frame, SUB_PREFIX) {
+            Ok(r) => r,
+            Err(e) => return frame_error(&e, None, receipt.as_deref()),
+        };
+        let Some(id) = frame.get("id").filter(|id| !id.is_empty()) else {
+            return frame_error(&FrameError::new(ErrorCode::MissingField, "SUBSCRIBE needs an id header"), None, receipt.as_deref());
+        };
+        let after = match frame.get("after") {
+            None => None,
+            Some(a) => match a.parse::<u64>().ok().filter(|&a| a <= MAX_SEQ) {
+                Some(a) => Some(Seq(a)),
+                None => {
+                    let e = FrameError::new(ErrorCode::BadField, format!("header after {a:?} must be an integer from 0 to {MAX_SEQ}"));
+                    return frame_error(&e, None, receipt.as_deref());
+                }
+            },
+        };
+        if let Some(old) = self.rooms.insert(room.clone(), id.to_owned()) {
+            self.subs.remove(&old);
+        }
+        self.subs.insert(id.to_owned(), room.clone());
+        match receipt {
+            Some(r) => self.sub_receipts.insert(room.clone(), r),
+            None => self.sub_receipts.remove(&room),
+        };
+        Inbound::Request(Request::Subscribe { room, after })
+    }
+
+    fn send(&mut self, frame: Frame, receipt: Option<String>) -> Inbound {
+        let msg_id = frame.get("msg-id").map(str::to_owned);
+        let request = (|| {
+            let room = room_of(&frame, PUB_PREFIX)?;
+            let id =
+                MsgId::parse(msg_id.as_deref().ok_or_else(|| {
+                    FrameError::new(ErrorCode::MissingField, "SEND needs a msg-id header (the message's idempotency key)")
+                })?)?;
+            let body = String::from_utf8(frame.body).map_err(|_| FrameError::new(ErrorCode::BadField, "the SEND body is not UTF-8"))?;
+            if body.is_empty() {
+                return Err(FrameError::new(ErrorCode::EmptyField, "the SEND body is empty"));
+            }
+            Ok(Request::Send { room, id, body })
+        })();
+        match request {
+            Ok(request) => {
+                if let (Some(id), Some(r)) = (&msg_id, receipt) {
+                    self.send_receipts.insert(id.clone(), r);
+                }
+                Inbound::Request(request)
+            }
+            Err(e) => frame_error(&e, msg_id.as_deref(), receipt.as_deref()),
+        }
+    }
+
+    /// Translate one protocol-v1 server frame (JSON) for this session.
+    pub fn outbound(&mut self, json: &str) -> Outbound {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+            return Outbound::WriteAndClose(error_frame("internal", "the server built a frame it cannot translate", None, None));
+        };
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+        let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or_default();
+        let room_of = |room: &str| RoomId::parse(room).ok();
+        match v.get("op").and_then(|x| x.as_str()).unwrap_or_default() {
+            "msg" => {
+                let (room, seq) = (s("room"), n("seq"));
+                let Some(sub) = room_of(&room).and_then(|r| self.rooms.get(&r)) else { return Outbound::Skip };
+                Outbound::Write(encode(
+                    Frame::new(Command::Message)
+                        .header("destination", format!("{SUB_PREFIX}{room}"))
+                        .header("subscription", sub.as_str())
+                        .header("message-id", format!("{room}-{seq}"))
+                        .header("msg-id", s("id"))
+                        .header("seq", seq.to_string())
+                        .header("node", s("node"))
+                        .header("content-type", "text/plain;charset=UTF-8")
+                        .body(s("body").into_bytes()),
+                ))
+            }
+            "ack" => match self.send_receipts.remove(&s("id")) {
+                Some(r) => Outbound::Write(encode(
+                    Frame::new(Command::Receipt).header("receipt-id", r).header("msg-id", s("id")).header("seq", n("seq").to_string()),
+                )),
+                None => Outbound::Skip,
+            },
+            "subscribed" => match room_of(&s("room")).and_then(|r| self.sub_receipts.remove(&r)) {
+                Some(r) => {
+                    Outbound::Write(encode(Frame::new(Command::Receipt).header("receipt-id", r).header("head", n("head").to_string())))
+                }
+                None => Outbound::Skip,
+            },
+            "unsubscribed" => match room_of(&s("room")).and_then(|r| self.unsub_receipts.remove(&r)) {
+                Some(r) => Outbound::Write(encode(Frame::new(Command::Receipt).header("receipt-id", r))),
+                None => Outbound::Skip,
+            },
+            "error" => {
+                let id = v.get("id").and_then(|x| x.as_str());
+                let receipt = id.and_then(|id| self.send_receipts.remove(id));
+                let receipt = receipt.or_else(|| room_of(&s("room")).and_then(|r| self.sub_receipts.remove(&r)));
+                Outbound::WriteAndClose(error_frame(&s("code"), &s("message"), id, receipt.as_deref()))
+            }
+            _ => Outbound::Skip,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Frame {
+        match parse(text.as_bytes()).unwrap() {
+            Incoming::Frame(f) => f,
+            Incoming::HeartBeat => panic!("heart-beat"),
+        }
+    }
+
+    fn reply(i: Inbound) -> Frame {
+        match i {
+            Inbound::Reply(t) | Inbound::ReplyAndClose(t) => frame(&t),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn connected() -> Session {
+        let mut s = Session::default();
+        let f = reply(s.inbound("CONNECT\naccept-version:1.1,1.2\nhost:x\nheart-beat:10000,10000\n\n\0"));
+        assert_eq!((f.command, f.get("version")), (Command::Connected, Some("1.2")));
+        s
+    }
+
+    #[test]
+    fn a_connect_without_the_required_login_is_refused() {
+        let mut s = Session::new(Some(("u".into(), "p".into())));
+        let f = reply(s.inbound("CONNECT\naccept-version:1.2\nlogin:u\npasscode:wrong\n\n\0"));
+        assert_eq!((f.command, f.get("message")), (Command::Error, Some("access_refused")));
+        let mut s = Session::new(Some(("u".into(), "p".into())));
+        let f = reply(s.inbound("CONNECT\naccept-version:1.2\nlogin:u\npasscode:p\n\n\0"));
+        assert_eq!(f.command, Command::Connected);
+    }
+
+    #[test]
+    fn frames_before_connect_are_an_error_that_closes() {
+        let mut s = Session::default();
+        let i = s.inbound("SEND\ndestination:/pub/r\nmsg-id:a\n\nhi\0");
+        assert!(matches!(&i, Inbound::ReplyAndClose(t) if frame(t).command == Command::Error), "{i:?}");
+    }
+
+    #[test]
+    fn a_subscribe_is_receipted_when_live_with_the_head() {
+        let mut s = connected();
+        let i = s.inbound("SUBSCRIBE\ndestination:/sub/r1\nid:0\nreceipt:sub-0\nafter:7\n\n\0");
+        assert_eq!(i, Inbound::Request(Request::Subscribe { room: RoomId::parse("r1").unwrap(), after: Some(Seq(7)) }));
+        let Outbound::Write(t) = s.outbound(r#"{"op":"subscribed","room":"r1","head":9}"#) else { panic!() };
+        let f = frame(&t);
+        assert_eq!((f.command, f.get("receipt-id"), f.get("head")), (Command::Receipt, Some("sub-0"), Some("9")));
+        let Outbound::Write(t) = s.outbound(r#"{"op":"msg","room":"r1","seq":8,"id":"m1","body":"hey","node":"n0","ts_ms":1}"#) else {
+            panic!()
+        };
+        let f = frame(&t);
+        assert_eq!(
+            (f.command, f.get("subscription"), f.get("msg-id"), f.get("seq"), f.body_text()),
+            (Command::Message, Some("0"), Some("m1"), Some("8"), Some("hey"))
+        );
+        // Another room's messages are not for this session.
+        assert_eq!(s.outbound(r#"{"op":"msg","room":"r2","seq":1,"id":"m","body":"x","node":"n","ts_ms":1}"#), Outbound::Skip);
+    }
+
+    #[test]
+    fn a_send_is_receipted_after_the_store_and_a_failure_is_an_error_naming_it() {
+        let mut s = connected();
+        let i = s.inbound("SEND\ndestination:/pub/r1\nmsg-id:m1\nreceipt:m1\n\nhello\0");
+        assert_eq!(
+            i,
+            Inbound::Request(Request::Send { room: RoomId::parse("r1").unwrap(), id: MsgId::parse("m1").unwrap(), body: "hello".into() })
+        );
+        let Outbound::Write(t) = s.outbound(r#"{"op":"ack","id":"m1","room":"r1","seq":3}"#) else { panic!() };
+        let f = frame(&t);
+        assert_eq!((f.get("receipt-id"), f.get("seq")), (Some("m1"), Some("3")));
+        s.inbound("SEND\ndestination:/pub/r1\nmsg-id:m2\nreceipt:m2\n\nhello\0");
+        let Outbound::WriteAndClose(t) = s.outbound(r#"{"op":"error","code":"store_unavailable","message":"down","id":"m2","room":"r1"}"#)
+        else {
+            panic!()
+        };
+        let f = frame(&t);
+        assert_eq!(
+            (f.command, f.get("message"), f.get("msg-id"), f.get("receipt-id")),
+            (Command::Error, Some("store_unavailable"), Some("m2"), Some("m2"))
+        );
+    }
+
+    #[test]
+    fn bad_frames_get_an_error_naming_the_problem() {
+        for (text, needle) in [
+            ("SEND\ndestination:/pub/r1\n\nhello\0", "msg-id"),
+            ("SEND\ndestination:/queue/r1\nmsg-id:a\n\nhello\0", "/pub/"),
+            ("SEND\ndestination:/pub/r1\nmsg-id:a\n\n\0", "empty"),
+            ("SUBSCRIBE\ndestination:/sub/r1\n\n\0", "id header"),
+            ("SUBSCRIBE\ndestination:/sub/r1\nid:1\nafter:-1\n\n\0", "after"),
+            ("BEGIN\ntransaction:t\n\n\0", "not supported"),
+            ("garbage", "not a STOMP frame"),
+        ] {
+            let mut s = connected();
+            let f = reply(s.inbound(text));
+            assert_eq!(f.command, Command::Error, "{text:?}");
+            assert!(f.body_text().unwrap().contains(needle), "{text:?}: {:?}", f.body_text());
+        }
+    }
+
+    #[test]
+    fn heart_beats_and_acks_need_nothing_and_disconnect_is_receipted() {
+        let mut s = connected();
+        assert_eq!(s.inbound("\n"), Inbound::Nothing);
+        assert_eq!(s.inbound("ACK\nid:1\n\n\0"), Inbound::Nothing);
+        let Inbound::ReplyAndClose(t) = s.inbound("DISCONNECT\nreceipt:bye\n\n\0") else { panic!() };
+        assert_eq!(frame(&t).get("receipt-id"), Some("bye"));
+    }
+}
