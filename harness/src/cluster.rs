@@ -50,7 +50,12 @@ pub struct Node {
 
 impl Node {
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        self.ws_url_at("/ws")
+    }
+
+    /// The WebSocket URL of another endpoint (e.g. `/stomp`).
+    pub fn ws_url_at(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
     }
 
     pub fn http_url(&self, path: &str) -> String {

@@ -57,6 +57,8 @@ pub enum InfraError {
     NodeDied { node: usize, status: String, log: String },
     #[error("fault {action} could not be applied: {why}")]
     Fault { action: String, why: String },
+    #[error("credentials.token_command for client {client}: {why}")]
+    TokenCommand { client: u32, why: String },
     #[error("writing results to {path}: {source}")]
     Output {
         path: String,
@@ -106,8 +108,9 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     if let Some(shard) = options.shard {
         plans = client::shard_plans(plans, shard);
     }
+    let tokens = client_tokens(scenario, &plans, &rooms).await?;
     let clock = Clock::start();
-    let driven = drive(scenario, options, mode, cluster, backends, Planned { rooms: &rooms, plans: &plans, clock }).await;
+    let driven = drive(scenario, options, mode, cluster, backends, Planned { rooms: &rooms, plans: &plans, tokens: &tokens, clock }).await;
     let ended_ns = clock.now_ns();
     let Driven { outcome, faults, targets, loop_lag, resources } = driven;
     let Targets { cluster, mongo, down, kafka, kafka_links, .. } = targets;
@@ -155,6 +158,11 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
             shard: options.shard,
             origin_unix_ns: clock.origin_unix_ns(),
             missing_shards: Vec::new(),
+            refusals: outcome.refusals.clone(),
+            protocol: match scenario.system.protocol {
+                crate::scenario::Protocol::Json => "json".to_owned(),
+                crate::scenario::Protocol::Stomp => "stomp".to_owned(),
+            },
         },
         rooms,
         clients: plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
@@ -167,6 +175,38 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
     let ctx = evaluate::Context { server, notes: vec![format!("trace: {}", trace_path.display())] };
     Ok(evaluate(&trace, &scenario.checks, ctx))
+}
+
+/// Each client's `{token}`: the first line `credentials.token_command`
+/// prints for it (empty strings without one).
+async fn client_tokens(scenario: &Scenario, plans: &[client::ClientPlan], rooms: &[String]) -> Result<Vec<String>, InfraError> {
+    let Some(command) = scenario.system.credentials.token_command.as_ref().filter(|c| !c.is_empty()) else {
+        return Ok(vec![String::new(); plans.len()]);
+    };
+    let mut tokens = vec![String::new(); plans.len()];
+    for plan in plans {
+        let fail = |why: String| InfraError::TokenCommand { client: plan.id, why };
+        let args: Vec<String> = command
+            .iter()
+            .map(|a| client::wire::fill(a, plan.msg_client, rooms.get(plan.room as usize).map_or("", String::as_str), ""))
+            .collect();
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(&args[0]).args(&args[1..]).kill_on_drop(true).output(),
+        )
+        .await
+        .map_err(|_| fail(format!("{} did not finish within 30 s", args[0])))?
+        .map_err(|e| fail(format!("could not run {}: {e}", args[0])))?;
+        if !output.status.success() {
+            return Err(fail(format!("{} exited with {}: {}", args[0], output.status, String::from_utf8_lossy(&output.stderr).trim())));
+        }
+        let token = String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or("").trim().to_owned();
+        if token.is_empty() {
+            return Err(fail(format!("{} printed no token", args[0])));
+        }
+        tokens[plan.id as usize] = token;
+    }
+    Ok(tokens)
 }
 
 /// The backends of one mode and the fault proxies on each node's links.
@@ -277,6 +317,7 @@ struct Driven {
 struct Planned<'a> {
     rooms: &'a [String],
     plans: &'a [client::ClientPlan],
+    tokens: &'a [String],
     clock: Clock,
 }
 
@@ -289,8 +330,9 @@ async fn drive(
     backends: Backends,
     planned: Planned<'_>,
 ) -> Driven {
-    let Planned { rooms, plans, clock } = planned;
-    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.ws_url()).collect();
+    let Planned { rooms, plans, tokens, clock } = planned;
+    let path = client::wire::Wire::path(&scenario.system);
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.ws_url_at(path)).collect();
     let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
     let progress = progress_bar(options.quiet, scenario, mode);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
@@ -316,6 +358,8 @@ async fn drive(
         clock,
         shared: shared.clone(),
         start_at_unix_ns: options.start_at_unix_ns,
+        system: &scenario.system,
+        tokens,
     };
     let workload = client::run(force, controls);
     let mut schedule = scenario.fault_schedule(options.seed);

@@ -37,7 +37,7 @@ pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
 }
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 4;
+pub const TRACE_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -191,6 +191,11 @@ pub struct TraceMeta {
     pub origin_unix_ns: u64,
     /// Merged traces: the shards that never reported.
     pub missing_shards: Vec<u32>,
+    /// Clients whose connection the server refused for good, with its
+    /// answer (e.g. a STOMP ERROR to CONNECT), by client id.
+    pub refusals: Vec<(ClientId, String)>,
+    /// The wire the clients spoke (`json`, `stomp`).
+    pub protocol: String,
 }
 
 /// One shard of a sharded run.

@@ -114,12 +114,20 @@ fn sabotaged(spec: &str) -> (Option<i32>, BTreeSet<String>, String) {
 }
 
 fn sabotaged_with(spec: &str, extra: &str) -> (Option<i32>, BTreeSet<String>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let file = scenario(dir.path(), "2s", extra);
-    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--sabotage", spec, "--seed", "7"]);
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    (o.status.code(), finding_kinds(&report(&out)), stdout)
+    // Over protocol v1 (JSON) and over STOMP (the reference server's
+    // /stomp endpoint): a sabotage must break both the same way.
+    let over = |protocol: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let file = scenario(dir.path(), "2s", &format!("{extra}system:\n  protocol: {protocol}\n"));
+        let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--sabotage", spec, "--seed", "7"]);
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.code(), finding_kinds(&report(&out)), stdout)
+    };
+    let json = over("json");
+    let stomp = over("stomp");
+    assert_eq!((&stomp.0, &stomp.1), (&json.0, &json.1), "{spec} over STOMP vs JSON:\n{}\n{}", stomp.2, json.2);
+    json
 }
 
 fn kinds(names: &[&str]) -> BTreeSet<String> {

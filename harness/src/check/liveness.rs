@@ -96,8 +96,12 @@ fn attempted(index: &TraceIndex) -> Vec<Finding> {
         }
         for e in events(index, client) {
             if let EventKind::GaveUp { http_status } = e.kind {
-                let why = http_status
-                    .map_or("connecting kept failing".to_owned(), |s| format!("the WebSocket upgrade was refused with HTTP {s}"));
+                let refusal = index.trace.meta.refusals.iter().find(|(c, _)| *c == client).map(|(_, why)| why.clone());
+                let why = match (refusal, http_status) {
+                    (Some(why), _) => why,
+                    (None, Some(s)) => format!("the WebSocket upgrade was refused with HTTP {s}"),
+                    (None, None) => "connecting kept failing".to_owned(),
+                };
                 findings.push(client_finding(index, FindingKind::GaveUp, client, format!("stopped trying: {why}")).observed(e.t_ns));
             }
         }

@@ -17,15 +17,14 @@
 //!   messages are resent in their original order (the server refuses later
 //!   sends until the failed one is back), so FIFO survives failures.
 
+use super::wire::{Incoming, Wire};
 use super::{ClientPlan, Schedule, Shared, Window};
 use crate::scenario::{MessageBytes, Workload};
-use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, msg_no, parse_wire_id, wire_id};
+use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, msg_no};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Deserialize;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -46,25 +45,16 @@ pub(super) struct Context {
     pub stop: watch::Receiver<bool>,
     /// Bumped by the `drop_clients` fault; `drop_share` says who goes.
     pub drops: watch::Receiver<(u64, f64)>,
-}
-
-/// A server frame as the client reads it (lenient: unknown fields ignored).
-/// Strings borrow from the frame text: no allocation per delivery.
-#[derive(Debug, Deserialize)]
-pub struct Frame<'a> {
-    #[serde(borrow)]
-    pub op: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub seq: Option<u64>,
-    #[serde(default)]
-    pub head: Option<u64>,
-    #[serde(borrow, default)]
-    pub code: Option<Cow<'a, str>>,
+    /// The protocol this client speaks.
+    pub wire: Wire,
+    /// Credentials on the WebSocket upgrade: headers, query parameters.
+    pub upgrade_headers: Vec<(String, String)>,
+    pub upgrade_query: Vec<(String, String)>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a STOMP CONNECT may wait for CONNECTED.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Pause before resending a send that got an `error` frame.
 const RESEND_AFTER_ERROR_NS: u64 = 200_000_000;
@@ -153,7 +143,11 @@ struct Client<'a> {
     resume_after: Option<u64>,
     subscribe_retry_at: Option<u64>,
     subscribe_backoff: Duration,
+    subscribe_attempts: u64,
     ready_reported: bool,
+    /// STOMP: send a heart-beat this often (the server asked for them).
+    heartbeat: Option<Duration>,
+    next_heartbeat: Option<u64>,
 }
 
 impl<'a> Client<'a> {
@@ -170,7 +164,10 @@ impl<'a> Client<'a> {
             resume_after: None,
             subscribe_retry_at: None,
             subscribe_backoff: FIRST_BACKOFF,
+            subscribe_attempts: 0,
             ready_reported: false,
+            heartbeat: None,
+            next_heartbeat: None,
         }
     }
 
@@ -232,16 +229,30 @@ impl<'a> Client<'a> {
                 return None;
             }
             let node = (self.ctx.plan.node as usize + attempt) % nodes;
-            match tokio_tungstenite::connect_async(&self.ctx.urls[node]).await {
-                Ok((ws, _)) => return Some((ws, node as u32)),
+            match self.open(&self.ctx.urls[node]).await {
+                Ok(ws) => match self.handshake(ws).await {
+                    Ok(ws) => return Some((ws, node as u32)),
+                    Err(Some(refusal)) => {
+                        tracing::warn!(client = self.ctx.plan.id, node, %refusal, "session refused; giving up");
+                        self.give_up(rec, None, refusal);
+                        return None;
+                    }
+                    Err(None) => tracing::debug!(client = self.ctx.plan.id, node, "session handshake failed"),
+                },
                 Err(e) => {
                     if let Some(status) = permanent_refusal(&e) {
                         tracing::warn!(client = self.ctx.plan.id, node, status, "WebSocket upgrade refused; giving up");
-                        rec.record(EventKind::GaveUp { http_status: Some(status) });
-                        self.shared().gave_up.fetch_add(1, Ordering::Relaxed);
-                        // Nothing will change: do not hold up the drain.
-                        self.set_settled(true);
-                        self.shared().client_last_seq[self.ctx.plan.id as usize].store(u64::MAX, Ordering::Relaxed);
+                        let why = match &e {
+                            tungstenite::Error::Http(r) => {
+                                let body = r.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                                format!(
+                                    "the WebSocket upgrade was refused with HTTP {status}: {}",
+                                    body.chars().take(200).collect::<String>()
+                                )
+                            }
+                            _ => format!("the WebSocket upgrade was refused with HTTP {status}"),
+                        };
+                        self.give_up(rec, Some(status), why);
                         return None;
                     }
                     tracing::debug!(client = self.ctx.plan.id, node, error = %e, "connect failed");
@@ -254,6 +265,60 @@ impl<'a> Client<'a> {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         None
+    }
+
+    /// Stop for good: recorded, with the server's answer, and the drain
+    /// no longer waits for this client (nothing will change).
+    fn give_up(&self, rec: &mut Recorder, http_status: Option<u16>, why: String) {
+        rec.record(EventKind::GaveUp { http_status });
+        self.shared().gave_up.fetch_add(1, Ordering::Relaxed);
+        self.shared().refusals.lock().expect("refusals lock").push((self.ctx.plan.id, why));
+        self.set_settled(true);
+        self.shared().client_last_seq[self.ctx.plan.id as usize].store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// The WebSocket upgrade, with this client's credentials.
+    async fn open(&self, url: &str) -> Result<Ws, tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut url = url.to_owned();
+        if !self.ctx.upgrade_query.is_empty() {
+            let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.ctx.upgrade_query).finish();
+            url = format!("{url}{}{query}", if url.contains('?') { '&' } else { '?' });
+        }
+        let mut request = url.into_client_request()?;
+        if let Wire::Stomp(_) = self.ctx.wire {
+            request.headers_mut().insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static("v12.stomp, v11.stomp"));
+        }
+        for (name, value) in &self.ctx.upgrade_headers {
+            let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+            let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+            request.headers_mut().insert(name, value);
+        }
+        tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+    }
+
+    /// Open the protocol session (STOMP: CONNECT, then CONNECTED). Err(Some)
+    /// is a refusal (the server's answer), Err(None) a failure to retry.
+    async fn handshake(&mut self, mut ws: Ws) -> Result<Ws, Option<String>> {
+        let host = self.ctx.urls.first().and_then(|u| u.split("//").nth(1)).and_then(|h| h.split([':', '/']).next()).unwrap_or("localhost");
+        let Some(hello) = self.ctx.wire.hello(host) else { return Ok(ws) };
+        ws.send(hello).await.map_err(|_| None)?;
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(m))) => m,
+                _ => return Err(None),
+            };
+            match self.ctx.wire.read(&message) {
+                Incoming::Connected { heartbeat } => {
+                    self.heartbeat = heartbeat;
+                    return Ok(ws);
+                }
+                Incoming::Error { code, .. } => return Err(Some(format!("the STOMP CONNECT was refused: ERROR {code}"))),
+                _ if message.is_close() => return Err(None),
+                _ => {}
+            }
+        }
     }
 
     /// Connected and, if it subscribes, subscribed: the drain waits for it.
@@ -274,6 +339,7 @@ impl<'a> Client<'a> {
         let (mut write, mut read) = ws.split();
         self.subscribed = false;
         self.subscribe_retry_at = None;
+        self.next_heartbeat = self.heartbeat.map(|h| self.now() + h.as_nanos() as u64);
         if self.ctx.plan.role.subscribes() {
             if let Err(code) = self.subscribe(&mut write).await {
                 return SessionEnd::Broken(code);
@@ -293,7 +359,10 @@ impl<'a> Client<'a> {
         let mut start = self.ctx.start.clone();
         loop {
             let window = *start.borrow_and_update();
-            let wake = [self.next_send(window, self.now()), self.resend_at, self.subscribe_retry_at].into_iter().flatten().min();
+            let wake = [self.next_send(window, self.now()), self.resend_at, self.subscribe_retry_at, self.next_heartbeat]
+                .into_iter()
+                .flatten()
+                .min();
             let clock = self.ctx.clock;
             let sleep = async move {
                 match wake {
@@ -344,6 +413,14 @@ impl<'a> Client<'a> {
 
     async fn on_timer(&mut self, write: &mut Writer, window: Option<Window>, rec: &mut Recorder) -> Step {
         let now = self.now();
+        if let (Some(due), Some(every)) = (self.next_heartbeat, self.heartbeat)
+            && due <= now
+        {
+            self.next_heartbeat = Some(now + every.as_nanos() as u64);
+            if let Some(beat) = self.ctx.wire.heartbeat() {
+                write.send(beat).await.map_err(|_| None)?;
+            }
+        }
         if let Some(due) = self.subscribe_retry_at
             && due <= now
         {
@@ -357,7 +434,7 @@ impl<'a> Client<'a> {
             let room = self.ctx.plan.room;
             for (&msg, o) in &self.outstanding {
                 rec.record(EventKind::Send { room, msg, scheduled_ns: o.scheduled_ns });
-                write.send(Message::text(send_frame(&self.ctx.room, msg, &o.body))).await.map_err(|_| None)?;
+                write.send(self.ctx.wire.send(&self.ctx.room, msg, &o.body)).await.map_err(|_| None)?;
             }
         } else if let Some(due) = self.next_send(window, now)
             && due <= now
@@ -368,36 +445,30 @@ impl<'a> Client<'a> {
             rec.record(EventKind::Send { room: self.ctx.plan.room, msg, scheduled_ns: due });
             self.shared().sent.fetch_add(1, Ordering::Relaxed);
             self.shared().outstanding.fetch_add(1, Ordering::Relaxed);
-            let frame = send_frame(&self.ctx.room, msg, &body);
+            let frame = self.ctx.wire.send(&self.ctx.room, msg, &body);
             self.outstanding.insert(msg, Outstanding { scheduled_ns: due, body });
-            write.send(Message::text(frame)).await.map_err(|_| None)?;
+            write.send(frame).await.map_err(|_| None)?;
         }
         Ok(())
     }
 
     async fn subscribe(&mut self, write: &mut Writer) -> Step {
         let after = if self.ever_subscribed { self.resume_after } else { self.ctx.plan.after };
-        let mut frame = serde_json::json!({"op": "subscribe", "room": self.ctx.room});
-        if let Some(after) = after {
-            frame["after"] = after.into();
-        }
         self.pending_after = after;
-        write.send(Message::text(frame.to_string())).await.map_err(|_| None)
+        self.subscribe_attempts += 1;
+        write.send(self.ctx.wire.subscribe(&self.ctx.room, after, self.subscribe_attempts)).await.map_err(|_| None)
     }
 
     fn on_frame(&mut self, incoming: Option<Result<Message, tungstenite::Error>>, rec: &mut Recorder) -> Step {
-        let text = match incoming {
-            Some(Ok(Message::Text(text))) => text,
+        let message = match incoming {
             Some(Ok(other @ Message::Close(_))) => return Err(close_code(&other)),
-            Some(Ok(_)) => return Ok(()),
+            Some(Ok(m)) => m,
             Some(Err(_)) | None => return Err(None),
         };
-        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { return Ok(()) };
         let room = self.ctx.plan.room;
-        let msg = frame.id.as_deref().and_then(parse_wire_id);
         let shared = &self.ctx.shared;
-        match (&*frame.op, msg, frame.seq) {
-            ("ack", Some(msg), Some(seq)) => {
+        match self.ctx.wire.read(&message) {
+            Incoming::Ack { msg, seq } => {
                 rec.record(EventKind::Ack { room, msg, seq });
                 if self.outstanding.remove(&msg).is_some() {
                     shared.acked.fetch_add(1, Ordering::Relaxed);
@@ -405,15 +476,13 @@ impl<'a> Client<'a> {
                 }
                 shared.room_max_acked[room as usize].fetch_max(seq, Ordering::Relaxed);
             }
-            ("msg", _, seq) => {
-                let seq = seq.unwrap_or(0);
+            Incoming::Msg { msg, seq } => {
                 rec.record(EventKind::Deliver { room, msg: msg.unwrap_or(FOREIGN_MSG), seq });
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
                 shared.client_last_seq[self.ctx.plan.id as usize].fetch_max(seq, Ordering::Relaxed);
                 self.resume_after = Some(self.resume_after.map_or(seq, |a| a.max(seq)));
             }
-            ("subscribed", _, _) if !self.subscribed && self.ctx.plan.role.subscribes() => {
-                let head = frame.head.unwrap_or(0);
+            Incoming::Subscribed { head } if !self.subscribed && self.ctx.plan.role.subscribes() => {
                 let after = self.pending_after;
                 rec.record(EventKind::Subscribed { room, head, after });
                 if after.is_none() {
@@ -425,7 +494,7 @@ impl<'a> Client<'a> {
                 self.subscribe_backoff = FIRST_BACKOFF;
                 self.up();
             }
-            ("error", Some(msg), _) => {
+            Incoming::Error { msg: Some(msg), .. } => {
                 rec.record(EventKind::Error { msg: Some(msg) });
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 if self.outstanding.contains_key(&msg) && self.resend_at.is_none() {
@@ -433,18 +502,20 @@ impl<'a> Client<'a> {
                 }
             }
             // An error without an id while a subscribe is in flight answers the subscribe.
-            ("error", None, _) if self.ctx.plan.role.subscribes() && !self.subscribed && self.subscribe_retry_at.is_none() => {
-                tracing::debug!(client = self.ctx.plan.id, code = ?frame.code, "subscribe refused; retrying");
+            Incoming::Error { msg: None, code }
+                if self.ctx.plan.role.subscribes() && !self.subscribed && self.subscribe_retry_at.is_none() =>
+            {
+                tracing::debug!(client = self.ctx.plan.id, code, "subscribe refused; retrying");
                 rec.record(EventKind::SubscribeRefused { room });
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 self.subscribe_retry_at = Some(self.now() + self.subscribe_backoff.as_nanos() as u64);
                 self.subscribe_backoff = (self.subscribe_backoff * 2).min(MAX_BACKOFF);
             }
-            ("error", None, _) => {
+            Incoming::Error { msg: None, .. } => {
                 rec.record(EventKind::Error { msg: None });
                 shared.errors.fetch_add(1, Ordering::Relaxed);
             }
-            _ => {}
+            Incoming::Subscribed { .. } | Incoming::Connected { .. } | Incoming::Nothing => {}
         }
         Ok(())
     }
@@ -454,8 +525,4 @@ impl<'a> Client<'a> {
         let mut rng = StdRng::seed_from_u64(self.ctx.seed ^ epoch.rotate_left(17) ^ u64::from(self.ctx.plan.id));
         rng.random::<f64>() < share
     }
-}
-
-fn send_frame(room: &str, msg: MsgNo, body: &str) -> String {
-    serde_json::json!({"op": "send", "room": room, "id": wire_id(msg), "body": body}).to_string()
 }

@@ -4,8 +4,8 @@
 
 mod connection;
 mod plan;
+pub mod wire;
 
-pub use connection::Frame;
 pub use plan::{ClientPlan, Schedule, plan_clients, rooms_of, shard_plans};
 
 use crate::scenario::Workload;
@@ -38,6 +38,8 @@ pub struct Shared {
     /// Per client: up right now (connected, and subscribed if it subscribes),
     /// or gave up. The drain waits for every client to be settled.
     pub settled: Vec<AtomicBool>,
+    /// Clients the server refused for good, with its answer.
+    pub refusals: std::sync::Mutex<Vec<(u32, String)>>,
 }
 
 impl Shared {
@@ -54,6 +56,7 @@ impl Shared {
             room_max_acked: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             client_last_seq: (0..clients).map(|_| AtomicU64::new(0)).collect(),
             settled: (0..clients).map(|_| AtomicBool::new(false)).collect(),
+            refusals: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -98,6 +101,8 @@ pub struct WorkloadOutcome {
     pub sending_ended_ns: u64,
     pub drained: bool,
     pub drain_took: Duration,
+    /// Clients the server refused for good, with its answer.
+    pub refusals: Vec<(u32, String)>,
 }
 
 /// What the clients run against: the plan, the nodes and the rooms.
@@ -113,18 +118,28 @@ pub struct Workforce<'a> {
     /// Open the sending window no earlier than this wall-clock instant (ns
     /// since the Unix epoch): shards start together.
     pub start_at_unix_ns: Option<u64>,
+    /// The protocol and credentials clients use.
+    pub system: &'a crate::scenario::System,
+    /// Per client id: its `{token}` (empty without a token command).
+    pub tokens: &'a [String],
 }
 
 /// Run every client against its node until the sending window ends, then
 /// drain until the system settles (or `drain_timeout`).
 pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
-    let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns } = force;
+    let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens } = force;
     let (stop_tx, stop_rx) = watch::channel(false);
     let Controls { window: start_tx, drops } = controls;
     let start_rx = start_tx.subscribe();
     let mut tasks = Vec::with_capacity(plans.len());
     for plan in plans {
+        let room = &rooms[plan.room as usize];
+        let token = tokens.get(plan.id as usize).map_or("", String::as_str);
+        let (upgrade_headers, upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
         let ctx = connection::Context {
+            wire: wire::Wire::new(system, plan.msg_client, room, token),
+            upgrade_headers,
+            upgrade_query,
             plan: plan.clone(),
             urls: urls.to_vec(),
             drops: drops.clone(),
@@ -180,5 +195,6 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
             Err(e) => tracing::error!(error = %e, "a client task failed"),
         }
     }
-    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took }
+    let refusals = std::mem::take(&mut *shared.refusals.lock().expect("refusals lock"));
+    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took, refusals }
 }

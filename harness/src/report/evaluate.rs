@@ -82,6 +82,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         provider: meta.provider.clone(),
         backend: meta.backend.clone(),
         backend_is_real: meta.backend_is_real,
+        protocol: if meta.protocol.is_empty() { "json".to_owned() } else { meta.protocol.clone() },
         nodes: meta.nodes,
         load: meta.load.map(|l| l.label()).unwrap_or_default(),
         history_source: meta.history_source.clone(),

@@ -40,6 +40,9 @@ pub struct ModeReport {
     pub backend: String,
     /// False for compat stand-ins: their latency is not MongoDB's.
     pub backend_is_real: bool,
+    /// The wire the clients spoke: `json` (protocol v1) or `stomp`.
+    #[serde(default)]
+    pub protocol: String,
     pub nodes: u32,
     /// The workload's load; a closed loop says its latency counts from the
     /// actual send (coordinated omission).

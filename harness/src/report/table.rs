@@ -45,6 +45,7 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         text("backend", &|m| {
             if m.backend_is_real { m.backend.clone() } else { format!("{} (compat)", m.backend) }
         }),
+        text("protocol", &|m| m.protocol.clone()),
         text("load", &|m| m.load.clone()),
         text("nodes / clients", &|m| format!("{} / {}", m.nodes, m.counts.clients)),
         num("sent", &|m| m.counts.sent as f64, &count),
