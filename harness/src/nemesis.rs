@@ -43,10 +43,51 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(
     schedule: Vec<(Duration, FaultAction)>,
-    mut window: watch::Receiver<Option<Window>>,
+    window: watch::Receiver<Option<Window>>,
     clock: Clock,
     targets: &Targets,
 ) -> Vec<FaultRecord> {
+    run_with(schedule, window, clock, |action| async move { apply(&action, targets).await }).await
+}
+
+/// Client faults only, for systems the harness did not start (external
+/// nodes): `drop_clients`; anything else is refused when the scenario loads.
+pub async fn run_client_faults(
+    schedule: Vec<(Duration, FaultAction)>,
+    window: watch::Receiver<Option<Window>>,
+    clock: Clock,
+    drops: &watch::Sender<(u64, f64)>,
+) -> Vec<FaultRecord> {
+    run_with(schedule, window, clock, |action| {
+        let result = match action {
+            FaultAction::DropClients { share } => {
+                drop_clients(drops, share);
+                Ok(())
+            }
+            _ => Err(format!("{} needs nodes the harness started", action.name())),
+        };
+        std::future::ready(result)
+    })
+    .await
+}
+
+fn drop_clients(drops: &watch::Sender<(u64, f64)>, share: f64) {
+    drops.send_modify(|(epoch, s)| {
+        *epoch += 1;
+        *s = share;
+    });
+}
+
+async fn run_with<F, Fut>(
+    schedule: Vec<(Duration, FaultAction)>,
+    mut window: watch::Receiver<Option<Window>>,
+    clock: Clock,
+    apply: F,
+) -> Vec<FaultRecord>
+where
+    F: Fn(FaultAction) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let start_ns = loop {
         if let Some(w) = *window.borrow_and_update() {
             break w.start_ns;
@@ -60,7 +101,7 @@ pub async fn run(
         tokio::time::sleep_until(clock.instant_at(start_ns + offset.as_nanos() as u64).into()).await;
         let started = clock.now_ns();
         tracing::info!(fault = action.name(), node = ?action.node(), "applying fault");
-        let error = apply(&action, targets).await.err();
+        let error = apply(action.clone()).await.err();
         if let Some(e) = &error {
             tracing::error!(fault = action.name(), error = %e, "fault could not be applied");
         }
@@ -150,12 +191,7 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
             }
         }
         FaultAction::Random { .. } => return Err("random faults are resolved when the schedule is made".into()),
-        FaultAction::DropClients { share } => {
-            t.drops.send_modify(|(epoch, s)| {
-                *epoch += 1;
-                *s = share;
-            });
-        }
+        FaultAction::DropClients { share } => drop_clients(&t.drops, share),
     }
     Ok(())
 }

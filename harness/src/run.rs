@@ -75,7 +75,13 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     std::fs::create_dir_all(&options.out_dir).map_err(output(&options.out_dir))?;
     let started_at = chrono::Utc::now().to_rfc3339();
     let mut modes = Vec::new();
-    for &mode in &options.modes {
+    if let Some(external) = &scenario.system.external {
+        // Fan-out modes are the reference server's: an external system runs once.
+        let dir = options.out_dir.join("external");
+        std::fs::create_dir_all(&dir).map_err(output(&dir))?;
+        modes.push(run_external(scenario, options, external, &dir).await?);
+    }
+    for &mode in options.modes.iter().filter(|_| scenario.system.external.is_none()) {
         let dir = options.out_dir.join(mode.as_str());
         std::fs::create_dir_all(&dir).map_err(output(&dir))?;
         modes.push(run_mode(scenario, options, mode, &dir).await?);
@@ -93,6 +99,96 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     };
     report.write_all(&options.out_dir).map_err(output(&options.out_dir))?;
     Ok(report)
+}
+
+/// An external system: nodes the harness did not start, judged on what
+/// its clients saw (no backends, no history unless declared, client
+/// faults only).
+async fn run_external(
+    scenario: &Scenario,
+    options: &RunOptions,
+    external: &crate::scenario::ExternalSystem,
+    dir: &std::path::Path,
+) -> Result<ModeReport, InfraError> {
+    let nodes = external.urls.len() as u32;
+    let rooms: Vec<String> = client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|r| format!("room-{r}")).collect();
+    let mut plans = plan_clients(&scenario.workload, nodes, options.seed);
+    if let Some(shard) = options.shard {
+        plans = client::shard_plans(plans, shard);
+    }
+    let tokens = client_tokens(scenario, &plans, &rooms).await?;
+    let clock = Clock::start();
+    let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
+    let progress = progress_bar(options.quiet, scenario, Mode::Changestream);
+    let ticker = spawn_ticker(progress.clone(), shared.clone());
+    let (controls, drops) = Controls::new();
+    let window = controls.window.subscribe();
+    let force = client::Workforce {
+        plans: &plans,
+        urls: &external.urls,
+        rooms: &rooms,
+        workload: &scenario.workload,
+        seed: options.seed,
+        clock,
+        shared: shared.clone(),
+        start_at_unix_ns: options.start_at_unix_ns,
+        system: &scenario.system,
+        tokens: &tokens,
+    };
+    let (lag_stop, lag) = crate::resources::spawn_loop_lag();
+    let (sampler_stop, sampler) = crate::resources::spawn_sampler();
+    let schedule = scenario.fault_schedule(options.seed);
+    let (outcome, faults) = tokio::join!(client::run(force, controls), nemesis::run_client_faults(schedule, window, clock, &drops));
+    let _ = (lag_stop.send(()), sampler_stop.send(()));
+    let (loop_lag, resources) = (lag.await.unwrap_or_default(), sampler.await.unwrap_or_default());
+    ticker.abort();
+    progress.finish_and_clear();
+    let ended_ns = clock.now_ns();
+    if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
+        return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
+    }
+    let checks = scenario.system.guarantees.narrow(&scenario.checks);
+    let trace = Trace {
+        version: TRACE_VERSION,
+        meta: TraceMeta {
+            scenario: scenario.name.clone(),
+            mode: "external".to_owned(),
+            seed: options.seed,
+            provider: "external system".to_owned(),
+            backend: external.urls.join(", "),
+            warmup_ns: outcome.start_ns + scenario.workload.warmup.0.as_nanos() as u64,
+            sending_started_ns: outcome.start_ns,
+            sending_ended_ns: outcome.sending_ended_ns,
+            ended_ns,
+            checks: checks.clone(),
+            load: Some(scenario.workload.load),
+            drain: DrainRecord { completed: outcome.drained, took_ns: outcome.drain_took.as_nanos() as u64 },
+            history_source: "none (the system declares no history)".to_owned(),
+            // Its latency is the system's own, not a compat stand-in's.
+            backend_is_real: true,
+            nodes,
+            faults,
+            loop_lag,
+            resources,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            shard: options.shard,
+            origin_unix_ns: clock.origin_unix_ns(),
+            missing_shards: Vec::new(),
+            refusals: outcome.refusals.clone(),
+            protocol: protocol_name(scenario),
+            guarantees: scenario.system.guarantees.clone(),
+        },
+        clients: plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
+        history: rooms.iter().map(|_| crate::trace::RoomHistory::default()).collect(),
+        rooms,
+        events: Trace::merge(outcome.buffers),
+    };
+    let trace_path = dir.join("trace.bin");
+    trace
+        .write(&trace_path)
+        .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
+    let ctx = evaluate::Context { server: Default::default(), notes: vec![format!("trace: {}", trace_path.display())] };
+    Ok(evaluate(&trace, &checks, ctx))
 }
 
 /// One mode, in named phases: backends → nodes → workload and nemesis →
@@ -133,6 +229,8 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let (provider, backend, backend_is_real) = describe(&mongo, kafka.as_ref());
     drop(kafka);
     drop(mongo);
+    // What the system does not promise is not checked (each with its reason).
+    let checks = scenario.system.guarantees.narrow(&scenario.checks);
     let trace = Trace {
         version: TRACE_VERSION,
         meta: TraceMeta {
@@ -145,7 +243,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
             sending_started_ns: outcome.start_ns,
             sending_ended_ns: outcome.sending_ended_ns,
             ended_ns,
-            checks: scenario.checks.clone(),
+            checks: checks.clone(),
             load: Some(scenario.workload.load),
             drain: DrainRecord { completed: outcome.drained, took_ns: outcome.drain_took.as_nanos() as u64 },
             history_source: oracle::source(&db),
@@ -159,10 +257,8 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
             origin_unix_ns: clock.origin_unix_ns(),
             missing_shards: Vec::new(),
             refusals: outcome.refusals.clone(),
-            protocol: match scenario.system.protocol {
-                crate::scenario::Protocol::Json => "json".to_owned(),
-                crate::scenario::Protocol::Stomp => "stomp".to_owned(),
-            },
+            protocol: protocol_name(scenario),
+            guarantees: scenario.system.guarantees.clone(),
         },
         rooms,
         clients: plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
@@ -174,7 +270,14 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         .write(&trace_path)
         .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
     let ctx = evaluate::Context { server, notes: vec![format!("trace: {}", trace_path.display())] };
-    Ok(evaluate(&trace, &scenario.checks, ctx))
+    Ok(evaluate(&trace, &checks, ctx))
+}
+
+fn protocol_name(scenario: &Scenario) -> String {
+    match scenario.system.protocol {
+        crate::scenario::Protocol::Json => "json".to_owned(),
+        crate::scenario::Protocol::Stomp => "stomp".to_owned(),
+    }
 }
 
 /// Each client's `{token}`: the first line `credentials.token_command`

@@ -196,6 +196,8 @@ pub struct TraceMeta {
     pub refusals: Vec<(ClientId, String)>,
     /// The wire the clients spoke (`json`, `stomp`).
     pub protocol: String,
+    /// What the system under test declared it promises (what is checked).
+    pub guarantees: crate::scenario::Guarantees,
 }
 
 /// One shard of a sharded run.

@@ -77,3 +77,36 @@ fn a_token_command_that_fails_is_an_infrastructure_error_naming_the_client() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("token_command for client 0") && text(&o).contains("no token for 0"), "{}", text(&o));
 }
+
+/// The reference server judged as if it promised only what a plain broker
+/// does (no seq, no history): the seq-less checks and drain, end to end.
+fn declared_weak(dir: &Path) -> PathBuf {
+    let extra = "  credentials:\n    connect_headers: {login: guest, passcode: s3cret}\n  guarantees: {ack: receipt, order: per_sender, history: none}\n";
+    scenario(dir, extra)
+}
+
+fn weak_kinds(sabotage: Option<&str>) -> (Option<i32>, BTreeSet<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut extra = vec!["--mode", "changestream", "--seed", "7"];
+    if let Some(s) = sabotage {
+        extra.extend(["--sabotage", s]);
+    }
+    let o = run(&declared_weak(dir.path()), &out, &extra);
+    let r = report(&out);
+    (o.status.code(), r["modes"][0]["findings_by_kind"].as_object().unwrap().keys().cloned().collect(), text(&o))
+}
+
+#[test]
+fn declared_weaker_guarantees_are_checked_as_declared_and_reported_off() {
+    let (code, kinds, out) = weak_kinds(None);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(kinds.is_empty(), "{kinds:?}");
+    for off in ["ordering.per_room_total — off: declared order: per_sender", "live_equals_history — off: declared history: none"] {
+        assert!(out.contains(off), "{off} missing:\n{out}");
+    }
+    let (code, kinds, out) = weak_kinds(Some("drop=0.05"));
+    assert_eq!((code, kinds), (Some(1), BTreeSet::from(["lost".to_owned()])), "{out}");
+    let (code, kinds, out) = weak_kinds(Some("dup=0.05"));
+    assert_eq!((code, kinds), (Some(1), BTreeSet::from(["duplicated".to_owned()])), "{out}");
+}

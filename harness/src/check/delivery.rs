@@ -68,6 +68,7 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
                 continue;
             }
             let detail = match send.fate {
+                Fate::Acked(_) if sub.seq_less => "sent and acked while this subscriber was subscribed, never delivered to it".to_owned(),
                 Fate::Acked(_) => format!("acked as seq {seq}, never delivered to this subscriber"),
                 Fate::Stored(_) => format!("never acked but stored as seq {seq}, never delivered to this subscriber"),
                 _ => format!("never acked (history unknown), delivered to others as seq {seq}, not to this subscriber"),

@@ -22,6 +22,9 @@ pub mod throughput;
 
 pub mod synthetic;
 
+#[cfg(test)]
+mod seq_less_tests;
+
 use crate::scenario::Checks;
 use crate::trace::{ClientId, EventKind, FOREIGN_MSG, MsgNo, RoomIdx, Trace};
 use serde::{Deserialize, Serialize};
@@ -342,6 +345,10 @@ pub struct Delivery {
 }
 
 /// What one subscriber (or chatter) was owed and what it got.
+/// Systems without `seq`: a subscriber that stayed subscribed this long
+/// after a message's ack is owed it (1 s).
+pub const SEQ_LESS_GRACE_NS: u64 = 1_000_000_000;
+
 #[derive(Debug, Clone, Default)]
 pub struct SubscriberView {
     pub client: ClientId,
@@ -357,6 +364,12 @@ pub struct SubscriberView {
     /// When it gave up, if it did: it is then owed only up to the highest
     /// `seq` it got (and giving up is a finding of its own).
     pub gave_up_ns: Option<u64>,
+    /// The system declared no `seq` (guarantees.order is not `seq`): what is
+    /// owed is decided by time alone, by the subscription intervals.
+    pub seq_less: bool,
+    /// Seq-less systems: from each confirmed subscription to the end of its
+    /// connection (u64::MAX while open).
+    pub intervals: Vec<(u64, u64)>,
 }
 
 impl SubscriberView {
@@ -364,6 +377,15 @@ impl SubscriberView {
     pub fn owes(&self, send: &SendInfo, seq: u64) -> bool {
         if send.room != self.room {
             return false;
+        }
+        if self.seq_less {
+            // Owed when it was sent within one subscription that lasted at
+            // least SEQ_LESS_GRACE past its ack: a system without `seq`
+            // cannot replay what a subscriber missed while it was away (and
+            // does not promise to), and a broker delivers a moment after
+            // its receipt, so a subscriber that left right then may miss it.
+            let acked_ns = send.ack.map_or(send.first_sent_ns, |(_, t)| t);
+            return self.intervals.iter().any(|&(from, to)| send.first_sent_ns >= from && acked_ns.saturating_add(SEQ_LESS_GRACE_NS) <= to);
         }
         let by_seq = seq > self.start;
         let by_time = self.subscribed_ns.is_some_and(|t| send.first_sent_ns > t);
@@ -454,18 +476,34 @@ fn resolve(trace: &Trace, sends: &mut HashMap<MsgNo, SendInfo>) {
 /// classified once (first copy, unrequested) for every checker.
 fn subscriber_view(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap<MsgNo, SendInfo>) -> SubscriberView {
     let info = &trace.clients[client as usize];
-    let mut view = SubscriberView { client, node: info.node, room: info.room, start: info.after.unwrap_or(0), ..Default::default() };
+    let seq_less = !trace.meta.guarantees.seq();
+    let mut view =
+        SubscriberView { client, node: info.node, room: info.room, start: info.after.unwrap_or(0), seq_less, ..Default::default() };
+    let close = |view: &mut SubscriberView, t: u64| {
+        if let Some(last) = view.intervals.last_mut().filter(|i| i.1 == u64::MAX) {
+            last.1 = t;
+        }
+    };
     let mut seen: std::collections::HashSet<MsgNo> = std::collections::HashSet::new();
     for &i in events {
         let event = &trace.events[i as usize];
         match event.kind {
-            EventKind::Subscribed { head, after, .. } if view.subscribed_ns.is_none() => {
-                view.start = after.unwrap_or(head);
-                view.subscribed_ns = Some(event.t_ns);
+            EventKind::Subscribed { head, after, .. } => {
+                if view.subscribed_ns.is_none() {
+                    view.start = after.unwrap_or(head);
+                    view.subscribed_ns = Some(event.t_ns);
+                }
+                if view.intervals.last().is_none_or(|i| i.1 != u64::MAX) {
+                    view.intervals.push((event.t_ns, u64::MAX));
+                }
             }
+            EventKind::Closed { .. } => close(&mut view, event.t_ns),
             EventKind::Deliver { room, msg, seq } => {
                 let first_copy = seen.insert(msg);
                 let owed = match (view.subscribed_ns, sends.get(&msg)) {
+                    // Without `seq` nothing tells a stray copy from one routed
+                    // just before the confirmation: only duplicates count.
+                    _ if seq_less => true,
                     (None, _) => false,
                     (Some(t), Some(send)) => seq > view.start || send.first_sent_ns > t,
                     // Foreign or unsent: judged as a phantom instead.
@@ -473,7 +511,10 @@ fn subscriber_view(trace: &Trace, client: ClientId, events: &[u32], sends: &Hash
                 };
                 view.deliveries.push(Delivery { room, msg, seq, t_ns: event.t_ns, first_copy, unrequested: first_copy && !owed });
             }
-            EventKind::GaveUp { .. } => view.gave_up_ns = Some(event.t_ns),
+            EventKind::GaveUp { .. } => {
+                view.gave_up_ns = Some(event.t_ns);
+                close(&mut view, event.t_ns);
+            }
             _ => {}
         }
     }

@@ -3,13 +3,93 @@
 //! order it sent them.
 
 use super::{Finding, FindingKind, TraceIndex};
+use crate::scenario::OrderGuarantee;
 use crate::trace::{ClientId, EventKind, FOREIGN_MSG, MsgNo, RoomIdx};
 use std::collections::{HashMap, HashSet};
+
+/// Declared `order: total` without `seq`: every subscriber of a room sees
+/// the messages it got in one agreed order. The room's subscriber with the
+/// most deliveries is the reference; in every other subscriber's stream
+/// the messages the reference also got must come in the reference's order
+/// (a message arriving after one the reference got later is a violation).
+fn check_agreed_order(index: &TraceIndex) -> Vec<Finding> {
+    let mut reference: HashMap<RoomIdx, &super::SubscriberView> = HashMap::new();
+    for sub in &index.subscribers {
+        let entry = reference.entry(sub.room).or_insert(sub);
+        if sub.deliveries.len() > entry.deliveries.len() {
+            *entry = sub;
+        }
+    }
+    let positions: HashMap<RoomIdx, HashMap<MsgNo, usize>> = reference
+        .iter()
+        .map(|(&room, sub)| {
+            let firsts = sub.deliveries.iter().filter(|d| d.first_copy && d.msg != FOREIGN_MSG);
+            (room, firsts.enumerate().map(|(i, d)| (d.msg, i)).collect())
+        })
+        .collect();
+    let mut findings = Vec::new();
+    for sub in &index.subscribers {
+        let Some(order) = positions.get(&sub.room) else { continue };
+        let mut last: Option<(usize, MsgNo)> = None;
+        for d in sub.deliveries.iter().filter(|d| d.first_copy) {
+            let Some(&pos) = order.get(&d.msg) else { continue };
+            match last {
+                Some((top, top_msg)) if pos < top => {
+                    let detail = format!("arrived after message {top_msg}; the room's other subscribers got it before that one");
+                    findings.push(
+                        Finding::new(FindingKind::OrderViolation, detail)
+                            .room(d.room)
+                            .msg(d.msg)
+                            .client(sub.client, sub.node)
+                            .observed(d.t_ns),
+                    );
+                }
+                _ => last = Some((pos, d.msg)),
+            }
+        }
+    }
+    findings
+}
+
+/// Declared `order: per_sender` or `total` without `seq`: each subscriber
+/// gets each sender's messages in the order they were first sent.
+fn check_delivered_fifo(index: &TraceIndex) -> Vec<Finding> {
+    let rank: HashMap<MsgNo, usize> = index.send_order.iter().enumerate().map(|(i, &m)| (m, i)).collect();
+    let mut findings = Vec::new();
+    for sub in &index.subscribers {
+        let mut highest: HashMap<ClientId, (usize, MsgNo)> = HashMap::new();
+        for d in sub.deliveries.iter().filter(|d| d.first_copy) {
+            let (Some(send), Some(&r)) = (index.sends.get(&d.msg), rank.get(&d.msg)) else { continue };
+            match highest.get(&send.sender) {
+                Some(&(top, top_msg)) if r < top => {
+                    let detail = format!("sent before message {top_msg} of the same sender, delivered after it");
+                    findings.push(
+                        Finding::new(FindingKind::FifoViolation, detail)
+                            .room(d.room)
+                            .msg(d.msg)
+                            .client(sub.client, sub.node)
+                            .sent(send.first_sent_ns)
+                            .observed(d.t_ns),
+                    );
+                }
+                _ => {
+                    highest.insert(send.sender, (r, d.msg));
+                }
+            }
+        }
+    }
+    findings
+}
 
 /// Per subscriber and room, `seq` must rise with every new message; and all
 /// observations (every ack, every delivery) must agree on which message has
 /// which `seq`.
 pub fn check_total_order(index: &TraceIndex) -> Vec<Finding> {
+    match index.trace.meta.guarantees.order {
+        OrderGuarantee::Seq => {}
+        OrderGuarantee::Total => return check_agreed_order(index),
+        OrderGuarantee::PerSender | OrderGuarantee::None => return Vec::new(),
+    }
     let mut findings = Vec::new();
     for sub in &index.subscribers {
         let mut highest: HashMap<RoomIdx, (u64, MsgNo)> = HashMap::new();
@@ -67,6 +147,9 @@ pub fn check_total_order(index: &TraceIndex) -> Vec<Finding> {
 /// A sender's stored messages (acked, or resolved as stored from history)
 /// in one room must have rising `seq` in the order it first sent them.
 pub fn check_sender_fifo(index: &TraceIndex) -> Vec<Finding> {
+    if !index.trace.meta.guarantees.seq() {
+        return check_delivered_fifo(index);
+    }
     let mut findings = Vec::new();
     let mut highest: HashMap<(ClientId, RoomIdx), (u64, MsgNo)> = HashMap::new();
     for &msg in &index.send_order {

@@ -47,6 +47,8 @@ pub(super) struct Context {
     pub drops: watch::Receiver<(u64, f64)>,
     /// The protocol this client speaks.
     pub wire: Wire,
+    /// The system has a per-room `seq` (subscriptions resume with `after`).
+    pub seq: bool,
     /// Credentials on the WebSocket upgrade: headers, query parameters.
     pub upgrade_headers: Vec<(String, String)>,
     pub upgrade_query: Vec<(String, String)>,
@@ -453,7 +455,13 @@ impl<'a> Client<'a> {
     }
 
     async fn subscribe(&mut self, write: &mut Writer) -> Step {
-        let after = if self.ever_subscribed { self.resume_after } else { self.ctx.plan.after };
+        let after = if !self.ctx.seq {
+            None
+        } else if self.ever_subscribed {
+            self.resume_after
+        } else {
+            self.ctx.plan.after
+        };
         self.pending_after = after;
         self.subscribe_attempts += 1;
         write.send(self.ctx.wire.subscribe(&self.ctx.room, after, self.subscribe_attempts)).await.map_err(|_| None)
@@ -479,6 +487,7 @@ impl<'a> Client<'a> {
             Incoming::Msg { msg, seq } => {
                 rec.record(EventKind::Deliver { room, msg: msg.unwrap_or(FOREIGN_MSG), seq });
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.last_delivery_ns.fetch_max(self.ctx.clock.now_ns(), Ordering::Relaxed);
                 shared.client_last_seq[self.ctx.plan.id as usize].fetch_max(seq, Ordering::Relaxed);
                 self.resume_after = Some(self.resume_after.map_or(seq, |a| a.max(seq)));
             }

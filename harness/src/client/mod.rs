@@ -40,6 +40,9 @@ pub struct Shared {
     pub settled: Vec<AtomicBool>,
     /// Clients the server refused for good, with its answer.
     pub refusals: std::sync::Mutex<Vec<(u32, String)>>,
+    /// Trace time of the latest delivery (the drain of a seq-less system
+    /// waits for deliveries to stop).
+    pub last_delivery_ns: AtomicU64,
 }
 
 impl Shared {
@@ -57,23 +60,30 @@ impl Shared {
             client_last_seq: (0..clients).map(|_| AtomicU64::new(0)).collect(),
             settled: (0..clients).map(|_| AtomicBool::new(false)).collect(),
             refusals: std::sync::Mutex::new(Vec::new()),
+            last_delivery_ns: AtomicU64::new(0),
         }
     }
 
     /// Has the system settled: every send acked, every client up, every
     /// subscriber caught up with its room's highest acked seq?
-    pub fn drained(&self, plans: &[ClientPlan]) -> bool {
+    /// Every send answered, every client settled, and (with `seq`) every
+    /// subscriber caught up to its room's highest acked `seq`.
+    pub fn drained(&self, plans: &[ClientPlan], seq: bool) -> bool {
         self.outstanding.load(Ordering::Relaxed) == 0
             && plans.iter().all(|p| {
                 let id = p.id as usize;
                 self.settled[id].load(Ordering::Relaxed)
                     && (!p.role.subscribes()
+                        || !seq
                         || self.client_last_seq[id].load(Ordering::Relaxed) >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed))
             })
     }
 }
 
 /// The sending window, fixed once every client is ready.
+/// Seq-less systems: the drain ends once no delivery came for this long.
+const QUIET: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub start_ns: u64,
@@ -128,6 +138,7 @@ pub struct Workforce<'a> {
 /// drain until the system settles (or `drain_timeout`).
 pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
     let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens } = force;
+    let seq = system.guarantees.seq();
     let (stop_tx, stop_rx) = watch::channel(false);
     let Controls { window: start_tx, drops } = controls;
     let start_rx = start_tx.subscribe();
@@ -138,6 +149,7 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
         let (upgrade_headers, upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
         let ctx = connection::Context {
             wire: wire::Wire::new(system, plan.msg_client, room, token),
+            seq,
             upgrade_headers,
             upgrade_query,
             plan: plan.clone(),
@@ -180,7 +192,10 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
     let mut drained = false;
     while tokio::time::Instant::now() < deadline {
         // An error frame does not settle a send (it is resent); only an ack does.
-        if shared.drained(plans) {
+        // Without `seq` nothing says what a subscriber still lacks: the drain
+        // also waits until deliveries have stopped for QUIET.
+        let quiet = seq || clock.now_ns().saturating_sub(shared.last_delivery_ns.load(Ordering::Relaxed)) >= QUIET.as_nanos() as u64;
+        if quiet && shared.drained(plans, seq) {
             drained = true;
             break;
         }

@@ -57,8 +57,9 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     #[serde(default)]
     pub checks: Checks,
-    /// The system under test's wire: protocol v1 (JSON, default) or STOMP,
-    /// and the credentials clients present.
+    /// The system under test: the reference server (default) or external
+    /// nodes, the wire (protocol v1 JSON, default, or STOMP), credentials,
+    /// and the guarantees it declares.
     #[serde(default)]
     pub system: System,
 }
@@ -77,6 +78,110 @@ pub struct System {
     /// Per-client credentials on the upgrade and in STOMP CONNECT.
     #[serde(default)]
     pub credentials: Credentials,
+    /// Test nodes that already run instead of starting reference servers:
+    /// no lifecycle, no backends; only client faults (`drop_clients`).
+    #[serde(default)]
+    pub external: Option<ExternalSystem>,
+    /// What the system promises; exactly that is checked (the reference
+    /// server promises everything, the default).
+    #[serde(default)]
+    pub guarantees: Guarantees,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSystem {
+    /// One WebSocket URL per node, e.g. `ws://10.0.0.5:8080/ws`.
+    pub urls: Vec<String>,
+}
+
+/// What the system promises. The reference server promises everything.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Guarantees {
+    /// `durable`: the ack (RECEIPT) comes after the message is stored;
+    /// `receipt`: after it is accepted (nothing survives a restart).
+    #[serde(default)]
+    pub ack: AckGuarantee,
+    /// `seq`: a gap-free per-room sequence on every message, resumable
+    /// with `after`; `per_sender`: each sender's messages arrive in send
+    /// order; `total`: every subscriber sees a room in one order; `none`.
+    #[serde(default)]
+    pub order: OrderGuarantee,
+    /// `reference`: the reference server's history endpoint (live =
+    /// history is checked, unacked sends are resolved against it); `none`.
+    #[serde(default)]
+    pub history: HistoryGuarantee,
+}
+
+impl Default for Guarantees {
+    fn default() -> Self {
+        Self { ack: AckGuarantee::Durable, order: OrderGuarantee::Seq, history: HistoryGuarantee::Reference }
+    }
+}
+
+impl Guarantees {
+    /// Messages carry a gap-free per-room `seq`, and subscriptions resume.
+    pub fn seq(&self) -> bool {
+        self.order == OrderGuarantee::Seq
+    }
+
+    /// `checks` with what these guarantees do not promise turned off, each
+    /// with the reason (printed in every report). Checks a scenario turned
+    /// off itself keep its reason.
+    pub fn narrow(&self, checks: &Checks) -> Checks {
+        let mut c = checks.clone();
+        let off = |s: &mut Switch, why: String| {
+            if s.is_on() {
+                *s = Switch::Off(why);
+            }
+        };
+        if self.history == HistoryGuarantee::None {
+            off(&mut c.live_equals_history, "declared history: none (nothing to compare live deliveries with)".into());
+            off(
+                &mut c.liveness.resolved,
+                "declared history: none (an unacked send is judged by the agreement rule: delivered to every covering subscriber or to none)"
+                    .into(),
+            );
+        }
+        match self.order {
+            OrderGuarantee::Seq | OrderGuarantee::Total => {}
+            OrderGuarantee::PerSender => {
+                off(&mut c.ordering.per_room_total, "declared order: per_sender (no room-wide order promised)".into())
+            }
+            OrderGuarantee::None => {
+                off(&mut c.ordering.per_room_total, "declared order: none".into());
+                off(&mut c.ordering.per_sender_fifo, "declared order: none".into());
+            }
+        }
+        c
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AckGuarantee {
+    #[default]
+    Durable,
+    Receipt,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderGuarantee {
+    #[default]
+    Seq,
+    Total,
+    PerSender,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryGuarantee {
+    #[default]
+    Reference,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

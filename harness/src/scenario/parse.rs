@@ -110,6 +110,23 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
     for (i, m) in s.modes.iter().enumerate() {
         check(!s.modes[..i].contains(m), &["modes"], || format!("mode {} is listed twice", m.as_str()))?;
     }
+    if let Some(external) = &s.system.external {
+        let path = &["system", "external", "urls"];
+        check(!external.urls.is_empty(), path, || "list at least one node's WebSocket URL".into())?;
+        for url in &external.urls {
+            check(url.starts_with("ws://") || url.starts_with("wss://"), path, || format!("{url:?} is not a ws:// or wss:// URL"))?;
+        }
+        check(s.system.guarantees.history == HistoryGuarantee::None, &["system", "guarantees", "history"], || {
+            "an external system has no MongoDB the harness reads history from: declare history: none".into()
+        })?;
+        let client_faults_only = s.faults.iter().all(|f| match &f.action {
+            FaultAction::Random { choices } => choices.iter().all(|c| matches!(c, FaultAction::DropClients { .. })),
+            other => matches!(other, FaultAction::DropClients { .. }),
+        });
+        check(client_faults_only, &["faults"], || {
+            "an external system's nodes and backends are not the harness's to kill, pause or restart: only drop_clients applies".into()
+        })?;
+    }
     let w = &s.workload;
     check(w.rooms >= 1, &["workload", "rooms"], || "need at least 1 room".into())?;
     check(w.senders_per_room + w.chatters_per_room >= 1, &["workload", "senders_per_room"], || {
@@ -283,6 +300,23 @@ workload:
         let (line, message) = err(&GOOD.replace("duration: 2s", "duration: soon"));
         assert_eq!(line, 9, "{message}");
         assert!(message.contains("soon"), "{message}");
+    }
+
+    #[test]
+    fn external_systems_are_refused_what_they_cannot_honour() {
+        let ext = "system:\n  protocol: stomp\n  external: {urls: [ws://127.0.0.1:15674/ws]}\n";
+        let weak = "  guarantees: {order: per_sender, history: none}\n";
+        let s = parse_str(&format!("{GOOD}{ext}{weak}"), "t.yaml").unwrap();
+        assert!(!s.system.guarantees.seq());
+        for (text, needle) in [
+            (format!("{GOOD}{ext}"), "declare history: none"),
+            (format!("{GOOD}{}{weak}", ext.replace("ws://", "http://")), "not a ws:// or wss:// URL"),
+            (format!("{GOOD}{}{weak}", ext.replace("[ws://127.0.0.1:15674/ws]", "[]")), "at least one"),
+            (format!("{GOOD}{ext}{weak}faults:\n  - at: 1s\n    action: {{kill_node: {{node: 0}}}}\n"), "only drop_clients"),
+        ] {
+            let (_, message) = err(&text);
+            assert!(message.contains(needle), "{needle}: {message}");
+        }
     }
 
     #[test]
