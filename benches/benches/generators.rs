@@ -171,6 +171,7 @@ async fn main() {
         extra_args: Vec::new(),
         per_node_args: Vec::new(),
         log_dir: dir.path().to_owned(),
+        command: None,
     };
     let cluster = Cluster::start(&spec).await.expect("node starts");
     let (ws, http) = (cluster.nodes[0].ws_url(), cluster.nodes[0].http_url(""));

@@ -93,6 +93,7 @@ async fn main() {
         extra_args: Vec::new(),
         per_node_args: Vec::new(),
         log_dir: dir.path().to_owned(),
+        command: None,
     };
     let mut cluster = Cluster::start(&spec).await.expect("nodes start");
     let (ws0, ws1) = (cluster.nodes[0].ws_url(), cluster.nodes[1].ws_url());

@@ -331,7 +331,14 @@ fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet:
     {
         return Err(usage_error("--provider external in kafka mode needs --kafka-bootstrap (or topology.kafka.bootstrap)"));
     }
-    let server_bin = target.server_bin.map(Ok).unwrap_or_else(find_server_bin).map_err(usage_error)?;
+    // A command or external system is not the reference server: no
+    // chat-server binary is needed, and --sabotage has nothing to act on.
+    let reference = scenario.system.command.is_none() && scenario.system.external.is_none();
+    if !reference && target.sabotage.is_some() {
+        return Err(usage_error("--sabotage breaks the reference server on purpose; this scenario's system is another server"));
+    }
+    let server_bin =
+        if reference { target.server_bin.map(Ok).unwrap_or_else(find_server_bin).map_err(usage_error)? } else { PathBuf::new() };
     let mut server_args = Vec::new();
     if let Some(spec) = &target.sabotage {
         eprintln!("warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)");

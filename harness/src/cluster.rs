@@ -37,6 +37,8 @@ pub struct ClusterSpec {
     /// its own fault proxy).
     pub per_node_args: Vec<Vec<String>>,
     pub log_dir: PathBuf,
+    /// Start nodes with this command instead of `server_bin`.
+    pub command: Option<crate::scenario::CommandSystem>,
 }
 
 pub struct Node {
@@ -112,9 +114,9 @@ impl Cluster {
         for result in futures::future::join_all(starting).await {
             nodes.push(result?);
         }
-        let cluster = Cluster { nodes, spec: Some(spec.clone()) };
-        for node in &cluster.nodes {
-            wait_healthy(node).await?;
+        let mut cluster = Cluster { nodes, spec: Some(spec.clone()) };
+        for node in &mut cluster.nodes {
+            wait_ready(spec, node).await?;
         }
         Ok(cluster)
     }
@@ -157,7 +159,7 @@ impl Cluster {
         let generation = self.nodes[index].generation + 1;
         let node = start_node(&spec, index, Some((addr, generation))).await?;
         self.nodes[index] = node;
-        wait_healthy(&self.nodes[index]).await
+        wait_ready(&spec, &mut self.nodes[index]).await
     }
 
     /// Nodes that died on their own, with their exit status.
@@ -174,6 +176,9 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
     };
     let listen = again.map_or_else(|| "127.0.0.1:0".to_owned(), |(addr, _)| addr.to_string());
     let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
+    if let Some(command) = &spec.command {
+        return start_command_node(spec, command, index, again, log).await;
+    }
     if !spec.server_bin.is_file() {
         return Err(ClusterError::BinaryMissing { looked: spec.server_bin.display().to_string() });
     }
@@ -207,6 +212,94 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
     // Keep draining stdout so the node never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Node { index, addr, log, generation: again.map_or(0, |a| a.1), guard })
+}
+
+/// A node of a `system.command`: the template filled in for this node, on
+/// a free port (the same one on a restart), stdout and stderr to its log.
+async fn start_command_node(
+    spec: &ClusterSpec,
+    command: &crate::scenario::CommandSystem,
+    index: usize,
+    again: Option<(SocketAddr, u32)>,
+    log: PathBuf,
+) -> Result<Node, ClusterError> {
+    let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
+    let addr = match again {
+        Some((addr, _)) => addr,
+        // Ask the OS for a free port, then hand it to the node.
+        None => {
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| failed(format!("no free port: {e}")))?
+        }
+    };
+    let mongo_uri = spec.node_mongo_uris.get(index).unwrap_or(&spec.mongo_uri);
+    let per_node = spec.per_node_args.get(index).cloned().unwrap_or_default();
+    let flag = |args: &[String], name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
+    let kafka = flag(&per_node, "--kafka-bootstrap");
+    let topic = flag(&spec.extra_args, "--kafka-topic");
+    let fill = |t: &str| {
+        t.replace("{port}", &addr.port().to_string())
+            .replace("{node}", &index.to_string())
+            .replace("{mongo_uri}", mongo_uri)
+            .replace("{kafka_bootstrap}", &kafka)
+            .replace("{kafka_topic}", &topic)
+            .replace("{mode}", spec.mode.as_str())
+            .replace("{db}", &spec.db)
+    };
+    let argv: Vec<String> = command.run.iter().map(|a| fill(a)).collect();
+    let log_file = std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;
+    let err_file = log_file.try_clone().map_err(|e| failed(format!("cannot share log: {e}")))?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::from(log_file)).stderr(Stdio::from(err_file));
+    for (k, v) in &command.env {
+        cmd.env(k, fill(v));
+    }
+    let guard = ChildGuard::spawn(format!("node-{index}"), &mut cmd).map_err(|e| failed(format!("cannot spawn {}: {e}", argv[0])))?;
+    Ok(Node { index, addr, log, generation: again.map_or(0, |a| a.1), guard })
+}
+
+/// Ready: the reference server's `/healthz`, or a command's readiness probe.
+async fn wait_ready(spec: &ClusterSpec, node: &mut Node) -> Result<(), ClusterError> {
+    use crate::scenario::Readiness;
+    let Some(command) = &spec.command else { return wait_healthy(node).await };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("a plain HTTP client builds");
+    let mut last = String::new();
+    let mut node_exited = None;
+    while tokio::time::Instant::now() < deadline {
+        let ready = match &command.ready {
+            Readiness::Tcp => tokio::net::TcpStream::connect(node.addr).await.map(drop).map_err(|e| e.to_string()),
+            Readiness::Http(path) => match client.get(node.http_url(path)).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("GET {path}: {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            },
+            Readiness::Log(text) => {
+                if std::fs::read_to_string(&node.log).unwrap_or_default().contains(text.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!("no log line with {text:?} yet"))
+                }
+            }
+        };
+        match ready {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        if let Some(status) = node.exited() {
+            node_exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(ClusterError::NodeFailed {
+        index: node.index,
+        what: match node_exited {
+            Some(status) => format!("the command exited ({status}) before it was ready"),
+            None => format!("not ready within 60s ({:?}; last: {last})", command.ready),
+        },
+        log: node.log.display().to_string(),
+        tail: tail(&node.log, 20),
+    })
 }
 
 async fn wait_healthy(node: &Node) -> Result<(), ClusterError> {

@@ -402,6 +402,7 @@ async fn start_nodes(
             })
             .collect(),
         log_dir: dir.to_owned(),
+        command: scenario.system.command.clone(),
     };
     tracing::info!(nodes, "starting chat-server nodes");
     Ok(Cluster::start(&spec).await?)

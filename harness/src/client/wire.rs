@@ -70,11 +70,12 @@ impl Wire {
         }
     }
 
-    /// The WebSocket path clients connect to on the reference server.
+    /// The WebSocket path clients connect to on nodes the harness starts.
     pub fn path(system: &System) -> &str {
-        match system.protocol {
-            Protocol::Json => "/ws",
-            Protocol::Stomp => &system.stomp.path,
+        match (system.protocol, &system.command) {
+            (Protocol::Json, Some(command)) => &command.ws_path,
+            (Protocol::Json, None) => "/ws",
+            (Protocol::Stomp, _) => &system.stomp.path,
         }
     }
 

@@ -78,6 +78,10 @@ pub struct System {
     /// Per-client credentials on the upgrade and in STOMP CONNECT.
     #[serde(default)]
     pub credentials: Credentials,
+    /// Start each node with this command instead of the reference server
+    /// (node faults act on these processes as on the reference server).
+    #[serde(default)]
+    pub command: Option<CommandSystem>,
     /// Test nodes that already run instead of starting reference servers:
     /// no lifecycle, no backends; only client faults (`drop_clients`).
     #[serde(default)]
@@ -86,6 +90,43 @@ pub struct System {
     /// server promises everything, the default).
     #[serde(default)]
     pub guarantees: Guarantees,
+}
+
+/// Nodes started by a command. Placeholders: `{port}` (a free port; the
+/// same one after a restart), `{node}` (index), `{mongo_uri}` (through the
+/// node's fault proxy when the scenario has network faults), `{db}` (this
+/// run's database), `{mode}`, and in kafka mode `{kafka_bootstrap}` and
+/// `{kafka_topic}`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSystem {
+    /// Program and arguments, each a template.
+    pub run: Vec<String>,
+    /// Extra environment, values are templates.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// When a node is ready.
+    #[serde(default)]
+    pub ready: Readiness,
+    /// WebSocket path clients connect to (protocol json; STOMP uses stomp.path).
+    #[serde(default = "default_ws_path")]
+    pub ws_path: String,
+}
+
+fn default_ws_path() -> String {
+    "/ws".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Readiness {
+    /// An HTTP GET of this path answers 2xx.
+    Http(String),
+    /// The port accepts TCP connections.
+    #[default]
+    Tcp,
+    /// The node printed a line containing this (stdout or stderr).
+    Log(String),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -110,6 +110,13 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
     for (i, m) in s.modes.iter().enumerate() {
         check(!s.modes[..i].contains(m), &["modes"], || format!("mode {} is listed twice", m.as_str()))?;
     }
+    if let Some(command) = &s.system.command {
+        check(!command.run.is_empty() && !command.run[0].trim().is_empty(), &["system", "command", "run"], || {
+            "give the program and its arguments, e.g. [java, -jar, chat.jar, --server.port={port}]".into()
+        })?;
+        check(s.system.external.is_none(), &["system", "command"], || "give command or external, not both".into())?;
+        check(command.ws_path.starts_with('/'), &["system", "command", "ws_path"], || format!("{:?} must start with /", command.ws_path))?;
+    }
     if let Some(external) = &s.system.external {
         let path = &["system", "external", "urls"];
         check(!external.urls.is_empty(), path, || "list at least one node's WebSocket URL".into())?;

@@ -55,6 +55,7 @@ pub async fn start_mode(nodes: u32, mode: Mode, extra_args: &[&str]) -> Env {
         extra_args: args,
         per_node_args: Vec::new(),
         log_dir: dir.path().to_owned(),
+        command: None,
     };
     let cluster = Cluster::start(&spec).await.expect("nodes start and turn healthy");
     Env { cluster, mongo, kafka, dir }
