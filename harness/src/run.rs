@@ -148,47 +148,25 @@ async fn run_external(
         return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
     }
     let checks = scenario.system.guarantees.narrow(&scenario.checks);
-    let trace = Trace {
-        version: TRACE_VERSION,
-        meta: TraceMeta {
-            scenario: scenario.name.clone(),
-            mode: "external".to_owned(),
-            seed: options.seed,
-            provider: "external system".to_owned(),
-            backend: external.urls.join(", "),
-            warmup_ns: outcome.start_ns + scenario.workload.warmup.0.as_nanos() as u64,
-            sending_started_ns: outcome.start_ns,
-            sending_ended_ns: outcome.sending_ended_ns,
-            ended_ns,
-            checks: checks.clone(),
-            load: Some(scenario.workload.load),
-            drain: DrainRecord { completed: outcome.drained, took_ns: outcome.drain_took.as_nanos() as u64 },
-            history_source: "none (the system declares no history)".to_owned(),
-            // Its latency is the system's own, not a compat stand-in's.
-            backend_is_real: true,
-            nodes,
-            faults,
-            loop_lag,
-            resources,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            shard: options.shard,
-            origin_unix_ns: clock.origin_unix_ns(),
-            missing_shards: Vec::new(),
-            refusals: outcome.refusals.clone(),
-            protocol: protocol_name(scenario),
-            guarantees: scenario.system.guarantees.clone(),
-        },
-        clients: plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
+    let recorded = Recorded {
+        mode: "external".to_owned(),
+        provider: "external system".to_owned(),
+        backend: external.urls.join(", "),
+        // Its latency is the system's own, not a compat stand-in's.
+        backend_is_real: true,
+        history_source: "none (the system declares no history)".to_owned(),
+        nodes,
         history: rooms.iter().map(|_| crate::trace::RoomHistory::default()).collect(),
         rooms,
-        events: Trace::merge(outcome.buffers),
+        plans: &plans,
+        outcome,
+        ended_ns,
+        clock,
+        faults,
+        loop_lag,
+        resources,
     };
-    let trace_path = dir.join("trace.bin");
-    trace
-        .write(&trace_path)
-        .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
-    let ctx = evaluate::Context { server: Default::default(), notes: vec![format!("trace: {}", trace_path.display())] };
-    Ok(evaluate(&trace, &checks, ctx))
+    judge(&assemble(scenario, options, &checks, recorded), &checks, dir, Default::default())
 }
 
 /// One mode, in named phases: backends → nodes → workload and nemesis →
@@ -231,46 +209,92 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     drop(mongo);
     // What the system does not promise is not checked (each with its reason).
     let checks = scenario.system.guarantees.narrow(&scenario.checks);
-    let trace = Trace {
+    let recorded = Recorded {
+        mode: mode.as_str().to_owned(),
+        provider,
+        backend,
+        backend_is_real,
+        history_source: oracle::source(&db),
+        nodes: scenario.topology.nodes,
+        rooms,
+        plans: &plans,
+        history,
+        outcome,
+        ended_ns,
+        clock,
+        faults,
+        loop_lag,
+        resources,
+    };
+    judge(&assemble(scenario, options, &checks, recorded), &checks, dir, server)
+}
+
+/// What one run recorded, and the parts of its trace that differ between
+/// the reference server and an external system.
+struct Recorded<'a> {
+    mode: String,
+    provider: String,
+    backend: String,
+    backend_is_real: bool,
+    history_source: String,
+    nodes: u32,
+    rooms: Vec<String>,
+    plans: &'a [client::ClientPlan],
+    history: Vec<crate::trace::RoomHistory>,
+    outcome: WorkloadOutcome,
+    ended_ns: u64,
+    clock: Clock,
+    faults: Vec<crate::trace::FaultRecord>,
+    loop_lag: crate::resources::LoopLag,
+    resources: Vec<crate::resources::ResourceSample>,
+}
+
+fn assemble(scenario: &Scenario, options: &RunOptions, checks: &crate::scenario::Checks, r: Recorded<'_>) -> Trace {
+    let outcome = r.outcome;
+    Trace {
         version: TRACE_VERSION,
         meta: TraceMeta {
             scenario: scenario.name.clone(),
-            mode: mode.as_str().to_owned(),
+            mode: r.mode,
             seed: options.seed,
-            provider,
-            backend,
+            provider: r.provider,
+            backend: r.backend,
             warmup_ns: outcome.start_ns + scenario.workload.warmup.0.as_nanos() as u64,
             sending_started_ns: outcome.start_ns,
             sending_ended_ns: outcome.sending_ended_ns,
-            ended_ns,
+            ended_ns: r.ended_ns,
             checks: checks.clone(),
             load: Some(scenario.workload.load),
             drain: DrainRecord { completed: outcome.drained, took_ns: outcome.drain_took.as_nanos() as u64 },
-            history_source: oracle::source(&db),
-            backend_is_real,
-            nodes: scenario.topology.nodes,
-            faults,
-            loop_lag,
-            resources,
+            history_source: r.history_source,
+            backend_is_real: r.backend_is_real,
+            nodes: r.nodes,
+            faults: r.faults,
+            loop_lag: r.loop_lag,
+            resources: r.resources,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             shard: options.shard,
-            origin_unix_ns: clock.origin_unix_ns(),
+            origin_unix_ns: r.clock.origin_unix_ns(),
             missing_shards: Vec::new(),
-            refusals: outcome.refusals.clone(),
+            refusals: outcome.refusals,
             protocol: protocol_name(scenario),
             guarantees: scenario.system.guarantees.clone(),
         },
-        rooms,
-        clients: plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
+        rooms: r.rooms,
+        clients: r.plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
         events: Trace::merge(outcome.buffers),
-        history,
-    };
+        history: r.history,
+    }
+}
+
+/// Write the trace next to the reports, then judge it.
+fn judge(trace: &Trace, checks: &crate::scenario::Checks, dir: &std::path::Path, server: ServerCounters) -> Result<ModeReport, InfraError> {
     let trace_path = dir.join("trace.bin");
     trace
         .write(&trace_path)
         .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
     let ctx = evaluate::Context { server, notes: vec![format!("trace: {}", trace_path.display())] };
-    Ok(evaluate(&trace, &checks, ctx))
+    Ok(evaluate(trace, checks, ctx))
 }
 
 fn protocol_name(scenario: &Scenario) -> String {
