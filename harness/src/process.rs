@@ -2,6 +2,11 @@
 //!
 //! Each child runs in its own process group, so killing the group takes its
 //! grandchildren too, and gets SIGKILL if the harness dies (PR_SET_PDEATHSIG).
+//! Descendants that left the group (a start script that runs its server
+//! through `su` or `setsid`, as Debian's rabbitmq-server does) are found
+//! through /proc, by their parent chain, and signalled with it. A command
+//! must therefore stay in the foreground: a daemon whose parent already
+//! exited has no chain back to its node.
 //! A [`ChildGuard`] kills the group when dropped — on success, on error, on
 //! Ctrl-C (the run future is dropped) and on panic (unwinding, plus a panic
 //! hook that kills every registered group).
@@ -23,8 +28,52 @@ fn registry() -> &'static Mutex<HashSet<i32>> {
 pub fn kill_all_children() {
     let groups: Vec<i32> = registry().lock().map(|mut g| g.drain().collect()).unwrap_or_default();
     for pgid in groups {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        let _ = signal_tree(pgid, Signal::SIGKILL);
     }
+}
+
+/// Every live descendant of `root` (children, their children, ...), read
+/// from /proc. Empty where /proc is not available.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        for &child in children.get(&pid).into_iter().flatten() {
+            found.push(child);
+            stack.push(child);
+        }
+    }
+    found
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(|st| st != "Z")))
+        .unwrap_or(false)
+}
+
+/// Signal the group led by `pgid` and every descendant of its leader, also
+/// those in other groups or sessions (looked up before anything is signalled,
+/// while they are still reachable from the leader).
+fn signal_tree(pgid: i32, signal: Signal) -> nix::Result<()> {
+    let strays = descendants(pgid);
+    let result = killpg(Pid::from_raw(pgid), signal);
+    for pid in strays {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+    }
+    result
 }
 
 /// Make a panic anywhere kill all children before the default hook runs.
@@ -75,9 +124,9 @@ impl ChildGuard {
         &mut self.child
     }
 
-    /// Signal the whole group.
+    /// Signal the whole group, and descendants that left it.
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
-        killpg(Pid::from_raw(self.pgid), signal).map_err(io::Error::from)
+        signal_tree(self.pgid, signal).map_err(io::Error::from)
     }
 
     /// Has it exited? Returns the exit status if so.
@@ -86,13 +135,23 @@ impl ChildGuard {
     }
 
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status.
+    /// Descendants in other sessions are looked up first and waited for
+    /// too: their parent (e.g. `su`) may exit before they do.
     pub async fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let strays = descendants(self.pgid);
         let _ = self.signal(Signal::SIGTERM);
-        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+        let deadline = tokio::time::Instant::now() + grace;
+        let status = match tokio::time::timeout_at(deadline, self.child.wait()).await {
             Ok(Ok(status)) => Some(status),
             _ => None,
         };
-        let _ = self.signal(Signal::SIGKILL);
+        while strays.iter().any(|&pid| alive(pid)) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        for &pid in strays.iter().filter(|&&pid| alive(pid)) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         self.forget_group();
         status
     }
@@ -113,7 +172,7 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if !self.reaped {
-            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+            let _ = signal_tree(self.pgid, Signal::SIGKILL);
             registry().lock().map(|mut g| g.remove(&self.pgid)).ok();
         }
     }
@@ -169,5 +228,80 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("process group survived its guard: parent {parent}, grandchild {grandchild}");
+    }
+
+    /// A start script that runs its server in a new session (setsid, su):
+    /// killing the node must still take the server.
+    #[tokio::test]
+    async fn a_descendant_in_another_session_is_killed_and_paused_with_its_node() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("setsid sleep 300 & echo $!; wait");
+        cmd.stdout(std::process::Stdio::piped());
+        let mut guard = ChildGuard::spawn("setsid", &mut cmd).unwrap();
+        let stdout = guard.child_mut().stdout.take().unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let stray: i32 = lines.next_line().await.unwrap().unwrap().trim().parse().unwrap();
+        let state = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim().chars().next().unwrap_or('?')))
+        };
+        // It left the group: a group signal alone would miss it.
+        let sid = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(3).map(str::to_owned)))
+        };
+        for _ in 0..100 {
+            if sid(stray) == Some(stray.to_string()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sid(stray), Some(stray.to_string()), "setsid made it a session leader");
+        guard.signal(Signal::SIGSTOP).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(state(stray), Some('T'), "paused with its node");
+        guard.signal(Signal::SIGCONT).unwrap();
+        guard.kill().await;
+        for _ in 0..100 {
+            if matches!(state(stray), None | Some('Z')) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{stray} in its own session outlived its node");
+    }
+
+    /// A graceful stop reaches the stray too, and one that ignores SIGTERM
+    /// is killed at the end of the grace period, though its parent is gone.
+    #[tokio::test]
+    async fn terminate_takes_a_stray_that_ignores_sigterm() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("setsid sh -c 'trap \"\" TERM; exec sleep 300' & echo $!; wait");
+        cmd.stdout(std::process::Stdio::piped());
+        let mut guard = ChildGuard::spawn("stubborn", &mut cmd).unwrap();
+        let stdout = guard.child_mut().stdout.take().unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let stray: i32 = lines.next_line().await.unwrap().unwrap().trim().parse().unwrap();
+        // Wait until the trap is set and sleep runs (it ignores SIGTERM then).
+        for _ in 0..100 {
+            if std::fs::read_to_string(format!("/proc/{stray}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(alive(stray));
+        // Its parent shell dies of the SIGTERM at once; the stray does not.
+        let _ = guard.terminate(Duration::from_millis(300)).await;
+        for _ in 0..100 {
+            if !alive(stray) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{stray} ignored SIGTERM and outlived terminate()");
     }
 }
