@@ -141,7 +141,8 @@ pub struct ExternalSystem {
 #[serde(deny_unknown_fields)]
 pub struct Guarantees {
     /// `durable`: the ack (RECEIPT) comes after the message is stored;
-    /// `receipt`: after it is accepted (nothing survives a restart).
+    /// `receipt`: after it is accepted. Both are judged alike (an acked
+    /// message is owed); the declaration is reported.
     #[serde(default)]
     pub ack: AckGuarantee,
     /// `seq`: a gap-free per-room sequence on every message, resumable
@@ -149,8 +150,10 @@ pub struct Guarantees {
     /// order; `total`: every subscriber sees a room in one order; `none`.
     #[serde(default)]
     pub order: OrderGuarantee,
-    /// `reference`: the reference server's history endpoint (live =
-    /// history is checked, unacked sends are resolved against it); `none`.
+    /// `reference`: the run's MongoDB holds every stored message in the
+    /// reference server's schema (`messages`: room, seq, id), which the
+    /// harness reads back itself: live = history is checked and unacked
+    /// sends are resolved against it. `none` for any other server.
     #[serde(default)]
     pub history: HistoryGuarantee,
 }
