@@ -33,6 +33,9 @@ pub struct Targets {
     pub links: Vec<FaultProxy>,
     /// The broker, in kafka mode.
     pub kafka: Option<Mutex<KafkaBackend>>,
+    /// Per node: the fault proxy between clients and node (network faults
+    /// on the clients' link only).
+    pub client_links: Vec<FaultProxy>,
     /// Per node: its path to Kafka through a fault proxy (kafka mode, when
     /// the scenario has network faults on the Kafka link).
     pub kafka_links: Vec<KafkaLink>,
@@ -57,16 +60,21 @@ pub async fn run_client_faults(
     window: watch::Receiver<Option<Window>>,
     clock: Clock,
     drops: &watch::Sender<(u64, f64)>,
+    client_links: &[FaultProxy],
 ) -> Vec<FaultRecord> {
-    run_with(schedule, window, clock, |action| {
-        let result = match action {
+    run_with(schedule, window, clock, |action| async move {
+        match action {
             FaultAction::DropClients { share } => {
                 drop_clients(drops, share);
                 Ok(())
             }
+            FaultAction::Network { node, link: LinkTarget::Clients, .. } => {
+                let proxy =
+                    client_links.get(node as usize).ok_or_else(|| format!("node {node} has no fault proxy on its clients' link"))?;
+                degrade(&action, proxy, std::future::ready(true)).await
+            }
             _ => Err(format!("{} needs nodes the harness started", action.name())),
-        };
-        std::future::ready(result)
+        }
     })
     .await
 }
@@ -157,41 +165,54 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
                 link.broker_restarted().await?;
             }
         }
-        FaultAction::Network { node, link, duration, latency, jitter, bandwidth_bytes_per_s, blackhole, reset } => {
-            let link_target = link;
-            let link = match link {
+        FaultAction::Network { node, link, .. } => {
+            let proxy = match link {
                 LinkTarget::Mongo => t.links.get(node as usize),
                 LinkTarget::Kafka => t.kafka_links.get(node as usize).map(|l| &l.proxy),
+                LinkTarget::Clients => t.client_links.get(node as usize),
             }
             .ok_or_else(|| format!("node {node} has no fault proxy on its {link:?} link"))?;
-            let before = link.traffic();
-            // Resetting live connections already acted on the node's link.
-            let reset_some = reset && link.reset_connections() > 0;
-            link.set(LinkFault { latency: latency.0, jitter: jitter.0, bandwidth_bytes_per_s, blackhole });
-            tokio::time::sleep(duration.0).await;
-            link.set(LinkFault::default());
-            // A node that reaches its backend some other way (e.g. a driver
-            // that discovered the replica set's real hosts) was not faulted.
-            // Traffic after the fault also proves the link is the node's
-            // path (a driver reconnecting after a reset may wait out its
-            // heartbeat first), so allow a grace period before judging.
-            let grace = tokio::time::Instant::now() + LINK_TRAFFIC_GRACE;
-            while !reset_some && link.traffic() == before && tokio::time::Instant::now() < grace {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let up = !t.down.lock().await.contains(&(node as usize)) && !t.paused.lock().await.contains(&(node as usize));
-            if up && !reset_some && link.traffic() == before {
-                return Err(format!(
-                    "node {node}'s {link_name} link carried no traffic during the fault: the node does not go through its fault proxy, so the fault acted on nothing",
-                    link_name = match link_target {
-                        LinkTarget::Mongo => "MongoDB",
-                        LinkTarget::Kafka => "Kafka",
-                    }
-                ));
-            }
+            let up = async { !t.down.lock().await.contains(&(node as usize)) && !t.paused.lock().await.contains(&(node as usize)) };
+            degrade(action, proxy, up).await?;
         }
         FaultAction::Random { .. } => return Err("random faults are resolved when the schedule is made".into()),
         FaultAction::DropClients { share } => drop_clients(&t.drops, share),
+    }
+    Ok(())
+}
+
+/// Apply a `network` fault to its link's proxy for its duration. A link
+/// that carried no traffic during it (nor within a grace period after),
+/// while its node was up, was not the node's path: the fault acted on
+/// nothing, which is an error, not a pass.
+async fn degrade(action: &FaultAction, link: &FaultProxy, node_up: impl std::future::Future<Output = bool>) -> Result<(), String> {
+    let FaultAction::Network { node, link: target, duration, latency, jitter, bandwidth_bytes_per_s, blackhole, reset } = *action else {
+        return Err("not a network fault".into());
+    };
+    let before = link.traffic();
+    // Resetting live connections already acted on the node's link.
+    let reset_some = reset && link.reset_connections() > 0;
+    link.set(LinkFault { latency: latency.0, jitter: jitter.0, bandwidth_bytes_per_s, blackhole });
+    tokio::time::sleep(duration.0).await;
+    link.set(LinkFault::default());
+    // A node that reaches its backend some other way (e.g. a driver that
+    // discovered the replica set's real hosts) was not faulted. Traffic
+    // after the fault also proves the link is the node's path (a driver
+    // reconnecting after a reset may wait out its heartbeat first), so
+    // allow a grace period before judging.
+    let grace = tokio::time::Instant::now() + LINK_TRAFFIC_GRACE;
+    while !reset_some && link.traffic() == before && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !reset_some && link.traffic() == before && node_up.await {
+        let link_name = match target {
+            LinkTarget::Mongo => "MongoDB",
+            LinkTarget::Kafka => "Kafka",
+            LinkTarget::Clients => "clients'",
+        };
+        return Err(format!(
+            "node {node}'s {link_name} link carried no traffic during the fault: the node does not go through its fault proxy, so the fault acted on nothing"
+        ));
     }
     Ok(())
 }

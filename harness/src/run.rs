@@ -117,6 +117,7 @@ async fn run_external(
         plans = client::shard_plans(plans, shard);
     }
     let tokens = client_tokens(scenario, &plans, &rooms).await?;
+    let (urls, client_links) = client_link_proxies(scenario, external.urls.clone()).await?;
     let clock = Clock::start();
     let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
     let progress = progress_bar(options.quiet, scenario, Mode::Changestream);
@@ -125,7 +126,7 @@ async fn run_external(
     let window = controls.window.subscribe();
     let force = client::Workforce {
         plans: &plans,
-        urls: &external.urls,
+        urls: &urls,
         rooms: &rooms,
         workload: &scenario.workload,
         seed: options.seed,
@@ -138,7 +139,8 @@ async fn run_external(
     let (lag_stop, lag) = crate::resources::spawn_loop_lag();
     let (sampler_stop, sampler) = crate::resources::spawn_sampler();
     let schedule = scenario.fault_schedule(options.seed);
-    let (outcome, faults) = tokio::join!(client::run(force, controls), nemesis::run_client_faults(schedule, window, clock, &drops));
+    let faults = nemesis::run_client_faults(schedule, window, clock, &drops, &client_links);
+    let (outcome, faults) = tokio::join!(client::run(force, controls), faults);
     let _ = (lag_stop.send(()), sampler_stop.send(()));
     let (loop_lag, resources) = (lag.await.unwrap_or_default(), sampler.await.unwrap_or_default());
     ticker.abort();
@@ -184,7 +186,10 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     }
     let tokens = client_tokens(scenario, &plans, &rooms).await?;
     let clock = Clock::start();
-    let driven = drive(scenario, options, mode, cluster, backends, Planned { rooms: &rooms, plans: &plans, tokens: &tokens, clock }).await;
+    let path = client::wire::Wire::path(&scenario.system);
+    let (urls, client_links) = client_link_proxies(scenario, cluster.nodes.iter().map(|n| n.ws_url_at(path)).collect()).await?;
+    let planned = Planned { rooms: &rooms, plans: &plans, tokens: &tokens, urls: &urls, client_links, clock };
+    let driven = drive(scenario, options, mode, cluster, backends, planned).await;
     let ended_ns = clock.now_ns();
     let Driven { outcome, faults, targets, loop_lag, resources } = driven;
     let Targets { cluster, mongo, down, kafka, kafka_links, .. } = targets;
@@ -302,6 +307,37 @@ fn protocol_name(scenario: &Scenario) -> String {
         crate::scenario::Protocol::Json => "json".to_owned(),
         crate::scenario::Protocol::Stomp => "stomp".to_owned(),
     }
+}
+
+/// With network faults on the clients' link: a fault proxy in front of each
+/// node, and the URL clients use rewritten to go through it.
+async fn client_link_proxies(scenario: &Scenario, urls: Vec<String>) -> Result<(Vec<String>, Vec<FaultProxy>), InfraError> {
+    if !scenario.needs_link_proxies(LinkTarget::Clients) {
+        return Ok((urls, Vec::new()));
+    }
+    let cannot = |why: String| InfraError::Provider(crate::provider::ProviderError::CannotHonour { provider: "network faults", why });
+    let mut proxied = Vec::with_capacity(urls.len());
+    let mut proxies = Vec::with_capacity(urls.len());
+    for url in urls {
+        let rest = url.strip_prefix("ws://").ok_or_else(|| {
+            cannot(format!("{url}: a fault proxy on the clients' link needs plain ws:// (TLS names the host it was issued for)"))
+        })?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let upstream = tokio::net::lookup_host(&with_port)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| cannot(format!("{url}: cannot resolve {authority}")))?;
+        let proxy = FaultProxy::start(upstream).await.map_err(|e| InfraError::Output { path: "fault proxy".into(), source: e })?;
+        proxied.push(format!("ws://{}{path}", proxy.addr));
+        proxies.push(proxy);
+    }
+    Ok((proxied, proxies))
 }
 
 /// Each client's `{token}`: the first line `credentials.token_command`
@@ -443,6 +479,9 @@ struct Driven {
 
 /// The rooms and clients of a run, and its clock.
 struct Planned<'a> {
+    /// The URLs clients use (through the clients' link proxies, if any).
+    urls: &'a [String],
+    client_links: Vec<FaultProxy>,
     rooms: &'a [String],
     plans: &'a [client::ClientPlan],
     tokens: &'a [String],
@@ -458,9 +497,7 @@ async fn drive(
     backends: Backends,
     planned: Planned<'_>,
 ) -> Driven {
-    let Planned { rooms, plans, tokens, clock } = planned;
-    let path = client::wire::Wire::path(&scenario.system);
-    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.ws_url_at(path)).collect();
+    let Planned { rooms, plans, tokens, urls, client_links, clock } = planned;
     let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
     let progress = progress_bar(options.quiet, scenario, mode);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
@@ -476,10 +513,11 @@ async fn drive(
         links,
         kafka: kafka.map(Mutex::new),
         kafka_links,
+        client_links,
     };
     let force = client::Workforce {
         plans,
-        urls: &urls,
+        urls,
         rooms,
         workload: &scenario.workload,
         seed: options.seed,

@@ -437,3 +437,20 @@ fn ctrl_c_while_kafka_is_down_leaves_no_process_behind() {
     assert!(running.iter().any(|p| p.contains("tansu proxy")), "the link proxies run: {running:?}");
     interrupt_and_assert_nothing_left(child, &tag);
 }
+
+#[test]
+fn network_faults_on_the_clients_link_stall_and_reset_clients_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let faults = "faults:\n  - {at: 500ms, action: {network: {node: 0, link: clients, duration: 1s, blackhole: true}}}\n  - {at: 2s, action: {network: {node: 1, link: clients, duration: 300ms, reset: true, latency: 50ms}}}\n";
+    let file = scenario(dir.path(), "3s", faults);
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    let mode = &r["modes"][0];
+    assert_eq!(mode["faults"].as_array().unwrap().len(), 2, "{}", mode["faults"]);
+    assert!(mode["faults"].as_array().unwrap().iter().all(|f| f["error"].is_null()), "{}", mode["faults"]);
+    // The reset closed the clients of node 1: they reconnected.
+    assert!(mode["counts"]["reconnects"].as_u64().unwrap() > 0, "{}", mode["counts"]);
+}

@@ -614,7 +614,8 @@ pub enum FaultAction {
     /// Close this share (0..1) of all client connections at once; they reconnect.
     DropClients { share: f64 },
     /// Degrade node `node`'s link to MongoDB (or, with `link: kafka`, to
-    /// Kafka; kafka mode only) for `duration` through the harness's TCP
+    /// Kafka, kafka mode only; or with `link: clients`, the clients'
+    /// WebSocket connections to it) for `duration` through the harness's TCP
     /// fault proxy: added latency (+ random jitter), a bandwidth cap, a
     /// blackhole (bytes held), and/or resetting its connections when the
     /// fault starts.
@@ -682,6 +683,9 @@ pub enum LinkTarget {
     #[default]
     Mongo,
     Kafka,
+    /// The clients' WebSocket connections to the node (any system: the
+    /// harness puts its proxy between clients and node).
+    Clients,
 }
 
 impl Scenario {

@@ -126,12 +126,17 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         check(s.system.guarantees.history == HistoryGuarantee::None, &["system", "guarantees", "history"], || {
             "an external system has no MongoDB the harness reads history from: declare history: none".into()
         })?;
+        let client_side =
+            |a: &FaultAction| matches!(a, FaultAction::DropClients { .. } | FaultAction::Network { link: LinkTarget::Clients, .. });
         let client_faults_only = s.faults.iter().all(|f| match &f.action {
-            FaultAction::Random { choices } => choices.iter().all(|c| matches!(c, FaultAction::DropClients { .. })),
-            other => matches!(other, FaultAction::DropClients { .. }),
+            FaultAction::Random { choices } => choices.iter().all(client_side),
+            other => client_side(other),
         });
         check(client_faults_only, &["faults"], || {
-            "an external system's nodes and backends are not the harness's to kill, pause or restart: only drop_clients applies".into()
+            "an external system's nodes and backends are not the harness's to kill, pause or restart: only drop_clients and network faults with link: clients apply".into()
+        })?;
+        check(s.topology.nodes as usize == external.urls.len(), &["topology", "nodes"], || {
+            format!("{} nodes, but system.external lists {} URLs: one node per URL", s.topology.nodes, external.urls.len())
         })?;
     }
     let w = &s.workload;
@@ -311,19 +316,22 @@ workload:
 
     #[test]
     fn external_systems_are_refused_what_they_cannot_honour() {
-        let ext = "system:\n  protocol: stomp\n  external: {urls: [ws://127.0.0.1:15674/ws]}\n";
+        let ext = "system:\n  protocol: stomp\n  external: {urls: [ws://127.0.0.1:15674/ws, ws://127.0.0.1:15675/ws]}\n";
         let weak = "  guarantees: {order: per_sender, history: none}\n";
         let s = parse_str(&format!("{GOOD}{ext}{weak}"), "t.yaml").unwrap();
         assert!(!s.system.guarantees.seq());
         for (text, needle) in [
             (format!("{GOOD}{ext}"), "declare history: none"),
             (format!("{GOOD}{}{weak}", ext.replace("ws://", "http://")), "not a ws:// or wss:// URL"),
-            (format!("{GOOD}{}{weak}", ext.replace("[ws://127.0.0.1:15674/ws]", "[]")), "at least one"),
+            (format!("{GOOD}{}{weak}", ext.replace("[ws://127.0.0.1:15674/ws, ws://127.0.0.1:15675/ws]", "[]")), "at least one"),
+            (format!("{GOOD}{}{weak}", ext.replace(", ws://127.0.0.1:15675/ws", "")), "one node per URL"),
             (format!("{GOOD}{ext}{weak}faults:\n  - at: 1s\n    action: {{kill_node: {{node: 0}}}}\n"), "only drop_clients"),
         ] {
             let (_, message) = err(&text);
             assert!(message.contains(needle), "{needle}: {message}");
         }
+        let client_link = "faults:\n  - at: 1s\n    action: {network: {node: 1, link: clients, duration: 1s, blackhole: true}}\n";
+        assert!(parse_str(&format!("{GOOD}{ext}{weak}{client_link}"), "t.yaml").is_ok(), "the clients' link may be faulted");
     }
 
     #[test]
