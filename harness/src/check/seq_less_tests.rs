@@ -170,3 +170,135 @@ fn a_subscriber_that_left_just_after_the_ack_is_not_owed_one_that_stayed_is() {
         assert_eq!(kinds(t), expected, "left {left_after_ms} ms after the ack");
     }
 }
+
+/// Generated traces (the property tests' correct traces, trouble included:
+/// reconnects, resends, errors, stored-but-unacked sends) turned into what
+/// a seq-less system without history records.
+mod generated {
+    use super::*;
+    use crate::check::TraceIndex;
+    use crate::check::synthetic::{TraceShape, correct_trace};
+    use proptest::prelude::*;
+
+    fn seq_less(mut t: Trace, order: OrderGuarantee) -> Trace {
+        t.meta.guarantees = Guarantees { order, history: HistoryGuarantee::None, ..Guarantees::default() };
+        t.meta.checks = t.meta.guarantees.narrow(&t.meta.checks);
+        for e in &mut t.events {
+            match &mut e.kind {
+                EventKind::Ack { seq, .. } | EventKind::Deliver { seq, .. } => *seq = 0,
+                EventKind::Subscribed { head, after, .. } => {
+                    *head = 0;
+                    *after = None;
+                }
+                _ => {}
+            }
+        }
+        t.history = vec![RoomHistory::default(); t.rooms.len()];
+        t
+    }
+
+    type Key = (FindingKind, Option<u32>, Option<u64>);
+
+    /// Judged findings: those of checks the declaration leaves on (an
+    /// unacked send is still listed `unresolved` without history, but that
+    /// check is off and the agreement rule judges it).
+    fn found(t: &Trace) -> Vec<Key> {
+        let checks = &t.meta.checks;
+        let judged = all_findings(t, checks).into_iter().filter(|f| f.kind.check().off_reason(checks).is_none());
+        let mut v: Vec<Key> = judged.map(|f| (f.kind, f.client, f.msg)).collect();
+        v.sort();
+        v
+    }
+
+    fn shape() -> impl Strategy<Value = TraceShape> {
+        (1u32..3, 1u32..3, 1u32..3, 0u32..2, 2u32..8, any::<bool>()).prop_map(|(rooms, s, r, c, m, trouble)| TraceShape {
+            rooms,
+            senders_per_room: s,
+            subscribers_per_room: r,
+            chatters_per_room: c,
+            messages_per_sender: m,
+            trouble,
+        })
+    }
+
+    /// Event indexes of first-copy deliveries of acked messages that the
+    /// subscriber was owed (and got once).
+    fn owed_deliveries(t: &Trace) -> Vec<usize> {
+        let index = TraceIndex::build(t);
+        let mut out = Vec::new();
+        for (i, e) in t.events.iter().enumerate() {
+            let EventKind::Deliver { msg, .. } = e.kind else { continue };
+            let Some(sub) = index.subscribers.iter().find(|s| s.client == e.client) else { continue };
+            let Some(send) = index.sends.get(&msg) else { continue };
+            let copies = sub.deliveries.iter().filter(|d| d.msg == msg).count();
+            if copies == 1 && send.ack.is_some() && sub.owes(send, 0) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn correct_seq_less_traces_have_no_findings(shape in shape(), seed in any::<u64>(), total in any::<bool>()) {
+            let order = if total { OrderGuarantee::Total } else { OrderGuarantee::PerSender };
+            let t = seq_less(correct_trace(&shape, seed), order);
+            prop_assert_eq!(found(&t), vec![]);
+        }
+
+        #[test]
+        fn a_dropped_owed_delivery_is_exactly_one_loss(shape in shape(), seed in any::<u64>(), pick in any::<prop::sample::Index>()) {
+            let mut t = seq_less(correct_trace(&shape, seed), OrderGuarantee::PerSender);
+            let owed = owed_deliveries(&t);
+            prop_assume!(!owed.is_empty());
+            let i = owed[pick.index(owed.len())];
+            let e = t.events.remove(i);
+            let EventKind::Deliver { msg, .. } = e.kind else { unreachable!() };
+            prop_assert_eq!(found(&t), vec![(FindingKind::Lost, Some(e.client), Some(msg))]);
+        }
+
+        #[test]
+        fn a_second_copy_is_exactly_one_duplicate(shape in shape(), seed in any::<u64>(), pick in any::<prop::sample::Index>()) {
+            let mut t = seq_less(correct_trace(&shape, seed), OrderGuarantee::PerSender);
+            let owed = owed_deliveries(&t);
+            prop_assume!(!owed.is_empty());
+            let i = owed[pick.index(owed.len())];
+            let e = t.events[i];
+            t.events.insert(i + 1, Event { t_ns: e.t_ns, ..e });
+            let EventKind::Deliver { msg, .. } = e.kind else { unreachable!() };
+            prop_assert_eq!(found(&t), vec![(FindingKind::Duplicated, Some(e.client), Some(msg))]);
+        }
+
+        #[test]
+        fn one_senders_two_messages_swapped_is_exactly_one_fifo_violation(
+            shape in shape(), seed in any::<u64>(), pick in any::<prop::sample::Index>()
+        ) {
+            let mut t = seq_less(correct_trace(&shape, seed), OrderGuarantee::PerSender);
+            // Adjacent (in the subscriber's stream) first copies from one sender.
+            let index = TraceIndex::build(&t);
+            let mut pairs = Vec::new();
+            for sub in &index.subscribers {
+                let mine: Vec<usize> = t.events.iter().enumerate()
+                    .filter(|(_, e)| e.client == sub.client && matches!(e.kind, EventKind::Deliver { .. }))
+                    .map(|(i, _)| i).collect();
+                for w in mine.windows(2) {
+                    let (EventKind::Deliver { msg: a, .. }, EventKind::Deliver { msg: b, .. }) = (t.events[w[0]].kind, t.events[w[1]].kind) else { continue };
+                    let (Some(sa), Some(sb)) = (index.sends.get(&a), index.sends.get(&b)) else { continue };
+                    let once = |m| sub.deliveries.iter().filter(|d| d.msg == m).count() == 1;
+                    if a != b && sa.sender == sb.sender && once(a) && once(b) {
+                        pairs.push((w[0], w[1], a));
+                    }
+                }
+            }
+            prop_assume!(!pairs.is_empty());
+            let (i, j, first) = pairs[pick.index(pairs.len())];
+            let (ki, kj) = (t.events[i].kind, t.events[j].kind);
+            t.events[i].kind = kj;
+            t.events[j].kind = ki;
+            let client = t.events[i].client;
+            prop_assert_eq!(found(&t), vec![(FindingKind::FifoViolation, Some(client), Some(first))]);
+        }
+    }
+}
