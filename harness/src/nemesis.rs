@@ -254,3 +254,46 @@ pub async fn settle(t: &Targets) {
         let _ = cluster.signal(node, Signal::SIGCONT);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::HumanDuration;
+
+    fn blackhole(reset: bool) -> FaultAction {
+        let ms = |n| HumanDuration(Duration::from_millis(n));
+        FaultAction::Network {
+            node: 0,
+            link: LinkTarget::Clients,
+            duration: ms(50),
+            latency: ms(0),
+            jitter: ms(0),
+            bandwidth_bytes_per_s: None,
+            blackhole: true,
+            reset,
+        }
+    }
+
+    /// The guard against faults that act on nothing: a link nobody uses
+    /// (the node reaches its peer some other way) is an error, not a pass.
+    #[tokio::test]
+    async fn a_network_fault_on_a_link_that_carries_nothing_is_an_error() {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = FaultProxy::start(upstream.local_addr().unwrap()).await.unwrap();
+        let err = degrade(&blackhole(false), &proxy, std::future::ready(true)).await.unwrap_err();
+        assert!(err.contains("acted on nothing"), "{err}");
+        // A node that is down or paused may well carry nothing: no error.
+        assert_eq!(degrade(&blackhole(false), &proxy, std::future::ready(false)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn resetting_a_live_connection_acts_on_the_link() {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = FaultProxy::start(upstream.local_addr().unwrap()).await.unwrap();
+        let _client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let _server = upstream.accept().await.unwrap();
+        // The proxy registers the pair just after its upstream connect.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(degrade(&blackhole(true), &proxy, std::future::ready(true)).await, Ok(()));
+    }
+}
