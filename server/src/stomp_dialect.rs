@@ -28,6 +28,29 @@ pub const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 pub const SUB_PREFIX: &str = "/sub/";
 pub const PUB_PREFIX: &str = "/pub/";
 
+/// A protocol-v1 server frame, as far as STOMP needs it.
+#[derive(serde::Deserialize)]
+struct V1Frame<'a> {
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    room: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    body: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    node: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    head: Option<u64>,
+}
+
 /// What to do with one client message.
 #[derive(Debug, PartialEq)]
 pub enum Inbound {
@@ -236,13 +259,23 @@ impl Session {
 
     /// Translate one protocol-v1 server frame (JSON) for this session.
     pub fn outbound(&mut self, json: &str) -> Outbound {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        // Typed and borrowing (this runs once per delivery per subscriber):
+        // no JSON tree, no copies of fields that are not written.
+        let Ok(v) = serde_json::from_str::<V1Frame>(json) else {
             return Outbound::WriteAndClose(error_frame("internal", "the server built a frame it cannot translate", None, None));
         };
-        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
-        let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or_default();
+        let field = |f: &Option<std::borrow::Cow<'_, str>>| f.as_deref().unwrap_or_default().to_owned();
+        let s = |k: &str| match k {
+            "room" => field(&v.room),
+            "id" => field(&v.id),
+            "body" => field(&v.body),
+            "node" => field(&v.node),
+            "code" => field(&v.code),
+            _ => field(&v.message),
+        };
+        let n = |k: &str| if k == "head" { v.head } else { v.seq }.unwrap_or_default();
         let room_of = |room: &str| RoomId::parse(room).ok();
-        match v.get("op").and_then(|x| x.as_str()).unwrap_or_default() {
+        match &*v.op {
             "msg" => {
                 let (room, seq) = (s("room"), n("seq"));
                 let Some(sub) = room_of(&room).and_then(|r| self.rooms.get(&r)) else { return Outbound::Skip };
@@ -275,7 +308,7 @@ impl Session {
                 None => Outbound::Skip,
             },
             "error" => {
-                let id = v.get("id").and_then(|x| x.as_str());
+                let id = v.id.as_deref();
                 let receipt = id.and_then(|id| self.send_receipts.remove(id));
                 let receipt = receipt.or_else(|| room_of(&s("room")).and_then(|r| self.sub_receipts.remove(&r)));
                 Outbound::WriteAndClose(error_frame(&s("code"), &s("message"), id, receipt.as_deref()))
