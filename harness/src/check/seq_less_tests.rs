@@ -222,7 +222,9 @@ mod generated {
     }
 
     /// Event indexes of first-copy deliveries of acked messages that the
-    /// subscriber was owed (and got once).
+    /// subscriber was owed (and got once), and after which it got another
+    /// message (removing its last one would also stall its room or its
+    /// recovery, which liveness rightly reports).
     fn owed_deliveries(t: &Trace) -> Vec<usize> {
         let index = TraceIndex::build(t);
         let mut out = Vec::new();
@@ -231,7 +233,8 @@ mod generated {
             let Some(sub) = index.subscribers.iter().find(|s| s.client == e.client) else { continue };
             let Some(send) = index.sends.get(&msg) else { continue };
             let copies = sub.deliveries.iter().filter(|d| d.msg == msg).count();
-            if copies == 1 && send.ack.is_some() && sub.owes(send, 0) {
+            let later = sub.deliveries.iter().any(|d| d.msg != msg && d.t_ns > e.t_ns);
+            if copies == 1 && later && send.ack.is_some() && sub.owes(send, 0) {
                 out.push(i);
             }
         }
