@@ -119,7 +119,7 @@ async fn run_external(
     let tokens = client_tokens(scenario, &plans, &rooms).await?;
     let (urls, client_links) = client_link_proxies(scenario, external.urls.clone()).await?;
     let clock = Clock::start();
-    let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
+    let shared = Arc::new(Shared::new(rooms.len(), &plans, scenario.workload.duration.0));
     let progress = progress_bar(options.quiet, scenario, Mode::Changestream);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
     let (controls, drops) = Controls::new();
@@ -498,7 +498,7 @@ async fn drive(
     planned: Planned<'_>,
 ) -> Driven {
     let Planned { rooms, plans, tokens, urls, client_links, clock } = planned;
-    let shared = Arc::new(Shared::new(rooms.len(), plans.len()));
+    let shared = Arc::new(Shared::new(rooms.len(), plans, scenario.workload.duration.0));
     let progress = progress_bar(options.quiet, scenario, mode);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
     let (controls, drops) = Controls::new();

@@ -276,6 +276,7 @@ impl<'a> Client<'a> {
         self.shared().gave_up.fetch_add(1, Ordering::Relaxed);
         self.shared().refusals.lock().expect("refusals lock").push((self.ctx.plan.id, why));
         self.set_settled(true);
+        self.shared().sends_left[self.ctx.plan.id as usize].store(0, Ordering::Relaxed);
         self.shared().client_last_seq[self.ctx.plan.id as usize].store(u64::MAX, Ordering::Relaxed);
     }
 
@@ -406,8 +407,8 @@ impl<'a> Client<'a> {
         }
         match schedule {
             Schedule::Open { .. } => {
-                let due = window.start_ns + schedule.slot_ns(self.next_k)?;
-                (due < window.end_ns).then_some(due)
+                let duration = Duration::from_nanos(window.end_ns - window.start_ns);
+                Some(window.start_ns + schedule.due_in(self.next_k, duration)?)
             }
             Schedule::Closed { in_flight } => (self.outstanding.len() < in_flight as usize && now < window.end_ns).then_some(now),
         }
@@ -446,6 +447,9 @@ impl<'a> Client<'a> {
             let body = body(&mut self.rng, &self.ctx.workload.message_bytes);
             rec.record(EventKind::Send { room: self.ctx.plan.room, msg, scheduled_ns: due });
             self.shared().sent.fetch_add(1, Ordering::Relaxed);
+            if let Schedule::Open { .. } = self.ctx.plan.schedule.expect("only a client with a schedule sends") {
+                self.shared().sends_left[self.ctx.plan.id as usize].fetch_sub(1, Ordering::Relaxed);
+            }
             self.shared().outstanding.fetch_add(1, Ordering::Relaxed);
             let frame = self.ctx.wire.send(&self.ctx.room, msg, &body);
             self.outstanding.insert(msg, Outstanding { scheduled_ns: due, body });

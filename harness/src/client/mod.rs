@@ -40,13 +40,18 @@ pub struct Shared {
     pub settled: Vec<AtomicBool>,
     /// Clients the server refused for good, with its answer.
     pub refusals: std::sync::Mutex<Vec<(u32, String)>>,
+    /// Per client: open-loop sends its schedule still holds (it has not
+    /// attempted yet). The drain waits for every one of them, so the run
+    /// never stops a client before its last due slot.
+    pub sends_left: Vec<AtomicU64>,
     /// Trace time of the latest delivery (the drain of a seq-less system
     /// waits for deliveries to stop).
     pub last_delivery_ns: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(rooms: usize, clients: usize) -> Self {
+    pub fn new(rooms: usize, plans: &[ClientPlan], duration: Duration) -> Self {
+        let clients = plans.len();
         Self {
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
@@ -60,19 +65,20 @@ impl Shared {
             client_last_seq: (0..clients).map(|_| AtomicU64::new(0)).collect(),
             settled: (0..clients).map(|_| AtomicBool::new(false)).collect(),
             refusals: std::sync::Mutex::new(Vec::new()),
+            sends_left: plans.iter().map(|p| AtomicU64::new(p.schedule.and_then(|s| s.planned(duration)).unwrap_or(0))).collect(),
             last_delivery_ns: AtomicU64::new(0),
         }
     }
 
-    /// Has the system settled: every send acked, every client up, every
-    /// subscriber caught up with its room's highest acked seq?
-    /// Every send answered, every client settled, and (with `seq`) every
-    /// subscriber caught up to its room's highest acked `seq`.
+    /// Has the system settled: every scheduled send attempted and acked,
+    /// every client settled, and (with `seq`) every subscriber caught up to
+    /// its room's highest acked `seq`?
     pub fn drained(&self, plans: &[ClientPlan], seq: bool) -> bool {
         self.outstanding.load(Ordering::Relaxed) == 0
             && plans.iter().all(|p| {
                 let id = p.id as usize;
                 self.settled[id].load(Ordering::Relaxed)
+                    && self.sends_left[id].load(Ordering::Relaxed) == 0
                     && (!p.role.subscribes()
                         || !seq
                         || self.client_last_seq[id].load(Ordering::Relaxed) >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed))
@@ -212,4 +218,41 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
     }
     let refusals = std::mem::take(&mut *shared.refusals.lock().expect("refusals lock"));
     WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took, refusals }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Role;
+
+    fn sender(id: u32, schedule: Schedule) -> ClientPlan {
+        ClientPlan {
+            id,
+            msg_client: id,
+            role: Role::Sender,
+            node: 0,
+            room: 0,
+            join_at: Duration::ZERO,
+            after: None,
+            schedule: Some(schedule),
+        }
+    }
+
+    /// The run must not stop a client before its last due slot: the drain
+    /// is not done while an open-loop schedule still holds a send, even
+    /// when everything sent so far is acked.
+    #[test]
+    fn the_drain_waits_for_every_scheduled_send() {
+        let plans = [sender(0, Schedule::Open { period_ns: 133_333_333, offset_ns: 0 }), sender(1, Schedule::Closed { in_flight: 1 })];
+        let shared = Shared::new(1, &plans, Duration::from_secs(8));
+        for s in &shared.settled {
+            s.store(true, Ordering::Relaxed);
+        }
+        assert_eq!(shared.sends_left[0].load(Ordering::Relaxed), 61);
+        assert_eq!(shared.sends_left[1].load(Ordering::Relaxed), 0, "a closed loop has no schedule to wait for");
+        shared.sends_left[0].store(1, Ordering::Relaxed);
+        assert!(!shared.drained(&plans, true), "one slot is still due");
+        shared.sends_left[0].store(0, Ordering::Relaxed);
+        assert!(shared.drained(&plans, true));
+    }
 }

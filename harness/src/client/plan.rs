@@ -51,7 +51,7 @@ impl Schedule {
     fn new(load: Load, senders: u32, index: u32) -> Self {
         match load {
             Load::Open { rate_per_s } => {
-                let period_ns = (1e9 * f64::from(senders) / rate_per_s) as u64;
+                let period_ns = ((1e9 * f64::from(senders) / rate_per_s) as u64).max(1);
                 Schedule::Open { period_ns, offset_ns: period_ns / u64::from(senders) * u64::from(index) }
             }
             Load::Closed { in_flight } => Schedule::Closed { in_flight },
@@ -66,7 +66,17 @@ impl Schedule {
         }
     }
 
-    /// How many sends an open loop schedules in `duration` (None: closed loop).
+    /// The `k`-th send's time if it falls inside a sending window of
+    /// `duration` (open loop). The one definition of "in the window": the
+    /// client sends exactly these slots and `planned` counts exactly them,
+    /// in integer nanoseconds, so a slot a few ns before the end is both
+    /// due and counted.
+    pub fn due_in(&self, k: u32, duration: Duration) -> Option<u64> {
+        self.slot_ns(k).filter(|&t| t < duration.as_nanos() as u64)
+    }
+
+    /// How many sends an open loop schedules in `duration` (None: closed
+    /// loop): the number of `k` for which `due_in` is `Some`.
     pub fn planned(&self, duration: Duration) -> Option<u64> {
         let duration_ns = duration.as_nanos() as u64;
         match *self {
@@ -142,6 +152,7 @@ pub fn rooms_of(rooms: u32, shard: Option<crate::trace::ShardOf>) -> Vec<u32> {
 mod tests {
     use super::*;
     use crate::scenario::parse_str;
+    use proptest::strategy::Strategy;
 
     fn workload(extra: &str) -> Workload {
         let text = format!(
@@ -200,6 +211,46 @@ mod tests {
         seen.sort();
         assert_eq!(seen, (0..all.len() as u32).collect::<Vec<_>>(), "every client in exactly one shard");
         assert_eq!(planned, 100, "the shards' schedules add up to the global rate");
+    }
+
+    proptest::proptest! {
+        /// The one definition of "in the window": for any rate, sender
+        /// count, sender index and duration — window edges included, where
+        /// a slot falls a few ns before the end — the slots a client sends
+        /// (`due_in`) are exactly the ones `planned` counts, so a healthy
+        /// run is never `unattempted` at the edge.
+        #[test]
+        fn planned_counts_exactly_the_slots_a_client_sends(
+            rate_per_s in 0.05f64..20_000.0,
+            senders in 1u32..64,
+            index_pick in 0u32..64,
+            duration_ns in 1u64..20_000_000_000,
+            edge in proptest::prop_oneof![proptest::strategy::Just(None), (0u64..3).prop_map(Some)],
+        ) {
+            let index = index_pick % senders;
+            let schedule = Schedule::new(Load::Open { rate_per_s }, senders, index);
+            // Half the cases put the window's end within a few ns of a slot.
+            let duration_ns = match (edge, schedule.slot_ns(3)) {
+                (Some(d), Some(slot)) => slot + d,
+                _ => duration_ns,
+            };
+            let duration = Duration::from_nanos(duration_ns);
+            let planned = schedule.planned(duration).expect("open loop");
+            let sent = (0u32..).take_while(|&k| schedule.due_in(k, duration).is_some()).count() as u64;
+            proptest::prop_assert_eq!(planned, sent);
+            proptest::prop_assert!((0..sent as u32).all(|k| schedule.due_in(k, duration).is_some_and(|t| t < duration_ns)));
+        }
+    }
+
+    #[test]
+    fn a_slot_nanoseconds_before_the_end_is_planned_and_due() {
+        // The reported false failure: 7.5 msgs/s from one sender for 8 s is
+        // a period of 133,333,333 ns, so slot 60 is at 7,999,999,980 ns.
+        let schedule = Schedule::new(Load::Open { rate_per_s: 7.5 }, 1, 0);
+        let duration = Duration::from_secs(8);
+        assert_eq!(schedule.planned(duration), Some(61));
+        assert_eq!(schedule.due_in(60, duration), Some(7_999_999_980));
+        assert_eq!(schedule.due_in(61, duration), None);
     }
 
     #[test]
