@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod doctor;
+pub mod history_api;
 pub mod k8s;
 pub mod merge;
 pub mod nemesis;

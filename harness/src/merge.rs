@@ -253,8 +253,12 @@ pub fn merge(mut shards: Vec<Trace>) -> Result<Trace, MergeError> {
         }));
         merged.rooms.extend(shard.rooms);
         merged.history.extend(shard.history);
+        merged.api_history.extend(shard.api_history);
         merged.clients.extend(shard.clients.into_iter().map(|mut c| {
             c.room += room_base;
+            for r in &mut c.also {
+                *r += room_base;
+            }
             c.node += node_base;
             c
         }));
@@ -277,12 +281,7 @@ pub fn merge(mut shards: Vec<Trace>) -> Result<Trace, MergeError> {
 fn remap(kind: EventKind, room_base: u32, node_base: u32) -> EventKind {
     match kind {
         EventKind::Connected { node } => EventKind::Connected { node: node + node_base },
-        EventKind::Send { room, msg, scheduled_ns } => EventKind::Send { room: room + room_base, msg, scheduled_ns },
-        EventKind::Ack { room, msg, seq } => EventKind::Ack { room: room + room_base, msg, seq },
-        EventKind::Subscribed { room, head, after } => EventKind::Subscribed { room: room + room_base, head, after },
-        EventKind::SubscribeRefused { room } => EventKind::SubscribeRefused { room: room + room_base },
-        EventKind::Deliver { room, msg, seq } => EventKind::Deliver { room: room + room_base, msg, seq },
-        other => other,
+        other => other.with_room(|room| Some(room + room_base)).expect("every room maps"),
     }
 }
 
@@ -306,11 +305,13 @@ pub fn split(trace: &Trace, shard: ShardOf, shift_ns: u64) -> Trace {
         trace.meta.faults.iter().map(|f| FaultRecord { start_ns: later(f.start_ns), end_ns: later(f.end_ns), ..f.clone() }).collect();
     out.rooms = rooms.iter().map(|&r| trace.rooms[r as usize].clone()).collect();
     out.history = rooms.iter().map(|&r| trace.history[r as usize].clone()).collect();
+    out.api_history = rooms.iter().filter_map(|&r| trace.api_history.get(r as usize).cloned()).collect();
     out.clients = clients
         .iter()
         .map(|&c| {
             let mut info = trace.clients[c as usize].clone();
             info.room = local_room(info.room).expect("the client's room is in the shard");
+            info.also = info.also.iter().map(|&r| local_room(r).expect("a client's rooms are in its shard")).collect();
             info
         })
         .collect();
@@ -319,14 +320,8 @@ pub fn split(trace: &Trace, shard: ShardOf, shift_ns: u64) -> Trace {
         .iter()
         .filter_map(|e| {
             let client = local_client(e.client)?;
-            let kind = match e.kind {
-                EventKind::Send { room, msg, scheduled_ns } => {
-                    EventKind::Send { room: local_room(room)?, msg, scheduled_ns: later(scheduled_ns) }
-                }
-                EventKind::Ack { room, msg, seq } => EventKind::Ack { room: local_room(room)?, msg, seq },
-                EventKind::Subscribed { room, head, after } => EventKind::Subscribed { room: local_room(room)?, head, after },
-                EventKind::SubscribeRefused { room } => EventKind::SubscribeRefused { room: local_room(room)? },
-                EventKind::Deliver { room, msg, seq } => EventKind::Deliver { room: local_room(room)?, msg, seq },
+            let kind = match e.kind.with_room(local_room)? {
+                EventKind::Send { room, msg, scheduled_ns, body } => EventKind::Send { room, msg, scheduled_ns: later(scheduled_ns), body },
                 other => other,
             };
             Some(Event { t_ns: later(e.t_ns), client, kind })
@@ -363,7 +358,7 @@ pub(crate) fn finding_names(trace: &Trace) -> Vec<FindingName> {
 mod tests {
     use super::*;
     use crate::check::all_findings;
-    use crate::check::synthetic::{TraceShape, correct_trace};
+    use crate::check::synthetic::{TraceShape, correct_trace, without_guests};
     use proptest::prelude::*;
 
     proptest! {
@@ -377,7 +372,7 @@ mod tests {
             drop_delivery in any::<bool>(), drain_fails in any::<bool>(),
         ) {
             let shape = TraceShape { rooms, senders_per_room: 2, subscribers_per_room: 2, chatters_per_room: 1, messages_per_sender: 4, trouble: true };
-            let mut whole = correct_trace(&shape, seed);
+            let mut whole = without_guests(correct_trace(&shape, seed));
             whole.meta.origin_unix_ns = 1_700_000_000_000_000_000;
             if drop_delivery && let Some(i) = whole.events.iter().position(|e| matches!(e.kind, EventKind::Deliver { .. })) {
                 whole.events.remove(i);

@@ -8,7 +8,7 @@
 //! [`MAX_ENTRIES_PER_ROOM`] entries, and [`READ_TIMEOUT`] in all; a room that
 //! cannot be read completely is marked incomplete (a finding), not guessed.
 
-use crate::trace::{FOREIGN_MSG, MsgNo, RoomHistory, parse_wire_id};
+use crate::trace::{BodyDigest, FOREIGN_MSG, RoomHistory, Stored, parse_wire_id};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, ReadConcern};
@@ -64,7 +64,7 @@ async fn read_room(messages: &mongodb::Collection<Document>, room: &str) -> Room
         let mut cursor = messages
             .find(doc! {"room": room})
             .sort(doc! {"seq": 1})
-            .projection(doc! {"_id": 0, "seq": 1, "id": 1})
+            .projection(doc! {"_id": 0, "seq": 1, "id": 1, "body": 1})
             .read_concern(ReadConcern::majority())
             .batch_size(10_000)
             .await?;
@@ -87,9 +87,9 @@ async fn read_room(messages: &mongodb::Collection<Document>, room: &str) -> Room
     }
 }
 
-/// `(seq, msg)` of one stored document; ids that are not ours (or a
-/// malformed document) become the foreign marker, which checkers flag.
-fn entry(d: &Document) -> (u64, MsgNo) {
+/// One stored document as an entry; ids that are not ours (or a malformed
+/// document) become the foreign marker, which checkers flag.
+fn entry(d: &Document) -> Stored {
     let seq = match d.get("seq") {
         Some(Bson::Int64(n)) => (*n).max(0) as u64,
         Some(Bson::Int32(n)) => (*n).max(0) as u64,
@@ -97,7 +97,10 @@ fn entry(d: &Document) -> (u64, MsgNo) {
         _ => 0,
     };
     let msg = d.get_str("id").ok().and_then(parse_wire_id).unwrap_or(FOREIGN_MSG);
-    (seq, msg)
+    // A body that is not a string is kept as an empty one, which no
+    // sender sent: a corrupted finding, not a silent pass.
+    let body = d.get("body").map(|b| BodyDigest::of(b.as_str().unwrap_or_default().as_bytes()));
+    Stored::new(seq, msg, body)
 }
 
 #[cfg(test)]
@@ -106,9 +109,9 @@ mod tests {
 
     #[test]
     fn stored_documents_become_entries_and_strangers_are_foreign() {
-        assert_eq!(entry(&doc! {"seq": 7i64, "id": "m42"}), (7, 42));
-        assert_eq!(entry(&doc! {"seq": 3i32, "id": "hello"}), (3, FOREIGN_MSG));
-        assert_eq!(entry(&doc! {"id": "m1"}), (0, 1));
+        assert_eq!(entry(&doc! {"seq": 7i64, "id": "m42", "body": "hé"}), Stored::new(7, 42, Some(BodyDigest::of("hé".as_bytes()))));
+        assert_eq!(entry(&doc! {"seq": 3i32, "id": "hello"}), Stored::new(3, FOREIGN_MSG, None));
+        assert_eq!(entry(&doc! {"id": "m1", "body": 5}), Stored::new(0, 1, Some(BodyDigest::of(b""))));
     }
 
     #[tokio::test]

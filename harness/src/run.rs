@@ -112,7 +112,7 @@ async fn run_external(
 ) -> Result<ModeReport, InfraError> {
     let nodes = external.urls.len() as u32;
     let rooms: Vec<String> = client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|r| format!("room-{r}")).collect();
-    let mut plans = plan_clients(&scenario.workload, nodes, options.seed);
+    let mut plans = plan_clients(&scenario.workload, nodes, options.seed, options.shard.map_or(1, |s| s.count));
     if let Some(shard) = options.shard {
         plans = client::shard_plans(plans, shard);
     }
@@ -159,6 +159,7 @@ async fn run_external(
         history_source: "none (the system declares no history)".to_owned(),
         nodes,
         history: rooms.iter().map(|_| crate::trace::RoomHistory::default()).collect(),
+        api_history: Vec::new(),
         rooms,
         plans: &plans,
         outcome,
@@ -180,7 +181,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let backends = start_backends(scenario, options, mode, dir, &db).await?;
     let cluster = start_nodes(scenario, options, mode, dir, &backends, &db).await?;
     let rooms: Vec<String> = client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|r| format!("room-{r}")).collect();
-    let mut plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed);
+    let mut plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed, options.shard.map_or(1, |s| s.count));
     if let Some(shard) = options.shard {
         plans = client::shard_plans(plans, shard);
     }
@@ -203,6 +204,13 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     }
     tracing::info!("reading history back from MongoDB (the oracle)");
     let history = oracle::read_history(&mongo.uri, &db, &rooms).await;
+    // The reference server's own history API, read as a client would.
+    let api_history = if scenario.system.command.is_none() {
+        let live: Vec<String> = cluster.nodes.iter().enumerate().filter(|(i, _)| !down.contains(i)).map(|(_, n)| n.http_url("")).collect();
+        crate::history_api::read(&live, &rooms).await
+    } else {
+        Vec::new()
+    };
     let server = scrape_counters(&cluster).await;
     for problem in cluster.stop(Duration::from_secs(5)).await {
         tracing::warn!("{problem}");
@@ -224,6 +232,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         rooms,
         plans: &plans,
         history,
+        api_history,
         outcome,
         ended_ns,
         clock,
@@ -246,6 +255,8 @@ struct Recorded<'a> {
     rooms: Vec<String>,
     plans: &'a [client::ClientPlan],
     history: Vec<crate::trace::RoomHistory>,
+    /// Each room as the system's history API served it (empty: none).
+    api_history: Vec<crate::trace::RoomHistory>,
     outcome: WorkloadOutcome,
     ended_ns: u64,
     clock: Clock,
@@ -289,6 +300,7 @@ fn assemble(scenario: &Scenario, options: &RunOptions, checks: &crate::scenario:
         clients: r.plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
         events: Trace::merge(outcome.buffers),
         history: r.history,
+        api_history: r.api_history,
     }
 }
 

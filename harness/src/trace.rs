@@ -37,7 +37,59 @@ pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
 }
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 5;
+pub const TRACE_VERSION: u32 = 6;
+
+/// A message body as the checks compare it: its length in bytes and its
+/// CRC-32, packed in 8 bytes (the trace keeps no bodies). A truncated,
+/// altered or swapped body changes one or the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BodyDigest {
+    pub len: u32,
+    pub crc: u32,
+}
+
+impl BodyDigest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self { len: u32::try_from(bytes.len()).unwrap_or(u32::MAX), crc: crc32fast::hash(bytes) }
+    }
+}
+
+impl std::fmt::Display for BodyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes, crc {:08x}", self.len, self.crc)
+    }
+}
+
+/// What a delivery's routing labels said (JSON `room`; STOMP
+/// `destination`, `subscription`, `message-id`), as the client resolved
+/// them against the rooms it subscribed to. A real client dispatches by
+/// these: a wrong one means the message shows up in the wrong room, or
+/// nowhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Label {
+    /// The labels name one of the client's rooms (recorded as the delivery's room).
+    #[default]
+    Ok,
+    /// No room label at all (no JSON `room`; a STOMP MESSAGE without
+    /// `destination` or `subscription`).
+    Missing,
+    /// The label names no room this client subscribed to.
+    UnknownRoom,
+    /// STOMP: the `subscription` is not the id this client used for the
+    /// room its `destination` names.
+    WrongSubscription,
+}
+
+/// A 64-bit FNV-1a hash (of a STOMP `message-id`): stable, and enough to
+/// tell reused ids apart without keeping the strings.
+pub fn id_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.max(1)
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -67,13 +119,25 @@ pub struct ClientInfo {
     pub role: Role,
     /// Node index the client connects to first.
     pub node: u32,
+    /// Its home room (the first it joins; credentials templates use it).
     pub room: RoomIdx,
+    /// The other rooms it joins on the same connection (and sends into,
+    /// in turn with its home room), `workload.rooms_per_client`.
+    #[serde(default)]
+    pub also: Vec<RoomIdx>,
     /// When it joins, in ns from the start of sending (0: before sending starts).
     pub join_at_ns: u64,
     /// The `after` of its first subscription (late subscribers).
     pub after: Option<u64>,
     /// Open loop: how many sends its schedule holds. None: closed loop.
     pub planned_sends: Option<u64>,
+}
+
+impl ClientInfo {
+    /// Every room it joins or sends into: its home room first.
+    pub fn rooms(&self) -> impl Iterator<Item = RoomIdx> + '_ {
+        std::iter::once(self.room).chain(self.also.iter().copied())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,11 +159,20 @@ pub enum EventKind {
         room: RoomIdx,
         msg: MsgNo,
         scheduled_ns: u64,
+        /// What every subscriber must receive (the chat text, or the whole
+        /// STOMP body the harness wrote; see `system.stomp.text`).
+        body: BodyDigest,
     },
     Ack {
         room: RoomIdx,
         msg: MsgNo,
         seq: u64,
+    },
+    /// A subscribe request left the client (the room is "on the wire" for
+    /// this connection from here until `Left`).
+    Subscribing {
+        room: RoomIdx,
+        after: Option<u64>,
     },
     /// The server confirmed a subscription; the client is owed every
     /// message with `seq > after.unwrap_or(head)` from here on.
@@ -112,10 +185,27 @@ pub enum EventKind {
     SubscribeRefused {
         room: RoomIdx,
     },
+    /// A chat message arrived. `room` is the room its labels name (the
+    /// home room when they name none; `label` says so).
     Deliver {
         room: RoomIdx,
         msg: MsgNo,
         seq: u64,
+        /// None: this protocol's settings give no way to read the body.
+        body: Option<BodyDigest>,
+        label: Label,
+        /// STOMP `message-id`, hashed ([`id_hash`]); 0: none.
+        message_id: u64,
+    },
+    /// The client left a room (unsubscribe sent): nothing sent from here
+    /// on is owed to it in that room.
+    Leaving {
+        room: RoomIdx,
+    },
+    /// The server confirmed the unsubscribe: from here until the next
+    /// `Subscribing`, a delivery of that room is a leak.
+    Left {
+        room: RoomIdx,
     },
     /// An `error` frame; `msg` when it names one of our sends.
     Error {
@@ -133,11 +223,46 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The same event with its room mapped by `f` (None when `f` has no
+    /// room for it); events without a room pass unchanged. The one place
+    /// that knows which events carry a room (merging and splitting shards
+    /// renumber them).
+    pub fn with_room(self, f: impl FnOnce(RoomIdx) -> Option<RoomIdx>) -> Option<Self> {
+        use EventKind::*;
+        Some(match self {
+            Send { room, msg, scheduled_ns, body } => Send { room: f(room)?, msg, scheduled_ns, body },
+            Ack { room, msg, seq } => Ack { room: f(room)?, msg, seq },
+            Subscribing { room, after } => Subscribing { room: f(room)?, after },
+            Subscribed { room, head, after } => Subscribed { room: f(room)?, head, after },
+            SubscribeRefused { room } => SubscribeRefused { room: f(room)? },
+            Deliver { room, msg, seq, body, label, message_id } => Deliver { room: f(room)?, msg, seq, body, label, message_id },
+            Leaving { room } => Leaving { room: f(room)? },
+            Left { room } => Left { room: f(room)? },
+            Connected { .. } | Error { .. } | Closed { .. } | GaveUp { .. } => self,
+        })
+    }
+}
+
+/// One stored message as history shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub seq: u64,
+    pub msg: MsgNo,
+    /// None where the source gives no body.
+    pub body: Option<BodyDigest>,
+}
+
+impl Stored {
+    pub fn new(seq: u64, msg: MsgNo, body: Option<BodyDigest>) -> Self {
+        Self { seq, msg, body }
+    }
+}
+
 /// One room's stored messages as read back after the run, in `seq` order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomHistory {
-    /// `(seq, msg)` pairs.
-    pub entries: Vec<(u64, MsgNo)>,
+    pub entries: Vec<Stored>,
     /// False when history could not be read (a finding, `history_unavailable`).
     pub complete: bool,
 }
@@ -261,6 +386,10 @@ pub struct Trace {
     pub events: Vec<Event>,
     /// Indexed like `rooms`.
     pub history: Vec<RoomHistory>,
+    /// Each room's history as the system's own history API served it
+    /// (paged), indexed like `rooms`; empty when the system declares none.
+    #[serde(default)]
+    pub api_history: Vec<RoomHistory>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -376,7 +505,7 @@ mod tests {
             rooms: vec!["r0".into()],
             clients: vec![ClientInfo { role: Role::Sender, planned_sends: Some(1), ..Default::default() }],
             events: vec![Event { t_ns: 5, client: 0, kind: EventKind::Ack { room: 0, msg: 1, seq: 1 } }],
-            history: vec![RoomHistory { entries: vec![(1, 1)], complete: true }],
+            history: vec![RoomHistory { entries: vec![Stored::new(1, 1, Some(BodyDigest::of(b"hi")))], complete: true }],
             ..Default::default()
         };
         let dir = tempfile::tempdir().unwrap();

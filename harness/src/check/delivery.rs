@@ -1,5 +1,5 @@
-//! Exactly-once delivery: lost, duplicated, phantom, agreement and
-//! before-start findings.
+//! Exactly-once delivery: lost, duplicated, phantom, agreement,
+//! before-start and corrupted findings.
 //!
 //! A message is owed once its [`Fate`] says it is stored (acked, or found in
 //! history though unacked): then every subscriber that owes it must get it
@@ -40,12 +40,19 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             if *count > 1 {
                 findings.push(at(FindingKind::Duplicated, format!("delivery #{count} of the same message")).sent(send.first_sent_ns));
             }
+            if let Some(body) = d.body
+                && body != send.body
+            {
+                let detail = format!("delivered a body of {body}; the sender sent {}", send.body);
+                findings.push(at(FindingKind::Corrupted, detail).sent(send.first_sent_ns));
+            }
             if d.unrequested {
-                let detail = match sub.subscribed_ns {
+                let detail = match sub.subscribed_ns() {
                     None => "delivered before any subscription was confirmed".to_owned(),
                     Some(_) => format!(
                         "seq {} is at or below the start ({}) it subscribed at, and was sent before it subscribed",
-                        d.seq, sub.start
+                        d.seq,
+                        sub.start()
                     ),
                 };
                 findings.push(at(FindingKind::BeforeStart, detail).sent(send.first_sent_ns));

@@ -1,10 +1,16 @@
 //! Live equals history: the stored history (read back after the run from
 //! the oracle, not through the server under test) is gap-free, holds each
-//! message once, holds nothing no client sent, and agrees with every ack and
-//! every delivery. At most one mismatch finding per room and `seq`.
+//! message once, with the body that was sent, holds nothing no client sent,
+//! and agrees with every ack and every delivery. At most one mismatch
+//! finding per room and `seq`.
+//!
+//! When the system declares a history API (the reference server's
+//! `GET /rooms/{room}/messages`), what it served — page by page, as a
+//! client loading history reads it — must be the oracle's history, entry
+//! for entry and body for body.
 
 use super::{Finding, FindingKind, TraceIndex};
-use crate::trace::{EventKind, FOREIGN_MSG, MsgNo, RoomIdx};
+use crate::trace::{EventKind, FOREIGN_MSG, MsgNo, RoomHistory, RoomIdx};
 use std::collections::{HashMap, HashSet};
 
 /// Missing runs longer than this are reported as one finding.
@@ -27,13 +33,14 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         }
         let mut expected = 1u64;
         let mut first_seq: HashMap<MsgNo, u64> = HashMap::new();
-        for &(seq, msg) in &history.entries {
+        for e in &history.entries {
+            let (seq, msg) = (e.seq, e.msg);
             if seq > expected {
                 findings.extend(gap(room, expected, seq));
             }
             expected = expected.max(seq + 1);
             stored.insert((room, seq), msg);
-            if msg == FOREIGN_MSG || !index.sends.contains_key(&msg) {
+            let Some(send) = index.sends.get(&msg).filter(|_| msg != FOREIGN_MSG) else {
                 reported.insert((room, seq));
                 findings.push(
                     Finding::new(FindingKind::HistoryMismatch, format!("history holds a message no client sent at seq {seq}"))
@@ -41,6 +48,10 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
                         .seq(seq),
                 );
                 continue;
+            };
+            if let Some(body) = e.body.filter(|b| *b != send.body) {
+                let detail = format!("stored with a body of {body}; the sender sent {}", send.body);
+                findings.push(Finding::new(FindingKind::Corrupted, detail).room(room).msg(msg).seq(seq));
             }
             if let Some(&earlier) = first_seq.get(&msg) {
                 let detail = format!("stored at seq {earlier} and again at seq {seq}");
@@ -77,6 +88,59 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
     for sub in &index.subscribers {
         for d in &sub.deliveries {
             findings.extend(mismatch(d.room, d.seq, d.msg, "delivered", Some((sub.client, sub.node)), d.t_ns));
+        }
+    }
+    for (room, served) in index.trace.api_history.iter().enumerate() {
+        if let Some(oracle) = index.trace.history.get(room).filter(|h| h.complete) {
+            findings.extend(api_disagreements(index, room as RoomIdx, served, oracle));
+        }
+    }
+    findings
+}
+
+/// What the system's history API served for one room against the oracle's
+/// history of it: every entry in the same order, each body the one sent.
+fn api_disagreements(index: &TraceIndex, room: RoomIdx, served: &RoomHistory, oracle: &RoomHistory) -> Vec<Finding> {
+    let name = &index.trace.rooms[room as usize];
+    if !served.complete {
+        let detail = format!("the system's history API could not be read for {name} (see the run log)");
+        return vec![Finding::new(FindingKind::HistoryUnavailable, detail).room(room)];
+    }
+    let mut findings = Vec::new();
+    let by_seq: HashMap<u64, MsgNo> = served.entries.iter().map(|e| (e.seq, e.msg)).collect();
+    let mut reported: HashSet<u64> = HashSet::new();
+    for e in &oracle.entries {
+        match by_seq.get(&e.seq) {
+            Some(&msg) if msg == e.msg => {}
+            Some(&msg) => {
+                reported.insert(e.seq);
+                let detail = format!("the history API serves message {msg} as seq {}; MongoDB holds message {} there", e.seq, e.msg);
+                findings.push(Finding::new(FindingKind::HistoryMismatch, detail).room(room).msg(msg).seq(e.seq));
+            }
+            None => {
+                reported.insert(e.seq);
+                let detail = format!("the history API left out seq {} (message {}), which MongoDB holds", e.seq, e.msg);
+                findings.push(Finding::new(FindingKind::HistoryMismatch, detail).room(room).msg(e.msg).seq(e.seq));
+            }
+        }
+    }
+    let in_oracle: HashSet<u64> = oracle.entries.iter().map(|e| e.seq).collect();
+    let mut last = 0u64;
+    for e in &served.entries {
+        if !in_oracle.contains(&e.seq) && reported.insert(e.seq) {
+            let detail = format!("the history API serves seq {} (message {}), which MongoDB does not hold", e.seq, e.msg);
+            findings.push(Finding::new(FindingKind::HistoryMismatch, detail).room(room).msg(e.msg).seq(e.seq));
+        } else if e.seq <= last && reported.insert(e.seq) {
+            let detail = format!("the history API serves seq {} after seq {last}", e.seq);
+            findings.push(Finding::new(FindingKind::HistoryMismatch, detail).room(room).msg(e.msg).seq(e.seq));
+        }
+        last = last.max(e.seq);
+        let sent = index.sends.get(&e.msg).map(|s| s.body);
+        if let (Some(body), Some(sent)) = (e.body, sent)
+            && body != sent
+        {
+            let detail = format!("the history API serves a body of {body}; the sender sent {sent}");
+            findings.push(Finding::new(FindingKind::Corrupted, detail).room(room).msg(e.msg).seq(e.seq));
         }
     }
     findings

@@ -159,7 +159,7 @@ mod tests {
         // stay owed (history holds them) and are censored at the end.
         let mut broken = trace.clone();
         broken.meta.ended_ns += 1_000_000_000;
-        let last: Vec<u64> = broken.history[0].entries.iter().rev().take(5).map(|&(_, m)| m).collect();
+        let last: Vec<u64> = broken.history[0].entries.iter().rev().take(5).map(|e| e.msg).collect();
         broken.events.retain(|e| match e.kind {
             crate::trace::EventKind::Deliver { msg, .. } | crate::trace::EventKind::Ack { msg, .. } => !last.contains(&msg),
             _ => true,

@@ -58,7 +58,14 @@ fn ready(index: &TraceIndex) -> Vec<Finding> {
         }
         let client = id as ClientId;
         let connected = events(index, client).find_map(|e| matches!(e.kind, EventKind::Connected { .. }).then_some(e.t_ns));
-        let subscribed = events(index, client).find_map(|e| matches!(e.kind, EventKind::Subscribed { .. }).then_some(e.t_ns));
+        // Subscribed to every room it is in: when the last of them was
+        // first confirmed (None if one never was).
+        let subscribed = info
+            .rooms()
+            .map(|room| {
+                events(index, client).find_map(|e| matches!(e.kind, EventKind::Subscribed { room: r, .. } if r == room).then_some(e.t_ns))
+            })
+            .try_fold(0u64, |latest, t| t.map(|t| latest.max(t)));
         let problem = match (connected, subscribed) {
             (None, _) => Some("never connected".to_owned()),
             (Some(t), _) if t > start => Some(format!("connected {} after sending started", ms(t - start))),
@@ -173,9 +180,13 @@ fn progress(index: &TraceIndex) -> Vec<Finding> {
     let mut senders = vec![false; rooms];
     let mut subscribers = vec![false; rooms];
     for info in &index.trace.clients {
-        let r = info.room as usize;
-        senders[r] |= info.role.sends() && info.planned_sends != Some(0);
-        subscribers[r] |= info.role.subscribes();
+        // A sender's k-th send goes to its rooms in turn: room j gets one
+        // when it plans more than j sends (or runs a closed loop).
+        for (j, room) in info.rooms().enumerate() {
+            let r = room as usize;
+            senders[r] |= info.role.sends() && info.planned_sends.is_none_or(|n| n > j as u64);
+            subscribers[r] |= info.role.subscribes();
+        }
     }
     let mut acked = vec![false; rooms];
     for send in index.sends.values() {

@@ -13,11 +13,13 @@
 //! cannot be resolved is itself a finding.
 
 pub mod delivery;
+pub mod freshness;
 pub mod generator;
 pub mod history;
 pub mod latency;
 pub mod liveness;
 pub mod ordering;
+pub mod routing;
 pub mod throughput;
 
 pub mod synthetic;
@@ -26,7 +28,7 @@ pub mod synthetic;
 mod seq_less_tests;
 
 use crate::scenario::Checks;
-use crate::trace::{ClientId, EventKind, FOREIGN_MSG, MsgNo, RoomIdx, Trace};
+use crate::trace::{BodyDigest, ClientId, EventKind, FOREIGN_MSG, Label, MsgNo, RoomIdx, Trace};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -44,10 +46,12 @@ pub enum Check {
     Drained,
     Progress,
     Recovery,
+    Routing,
+    Freshness,
 }
 
 impl Check {
-    pub const ALL: [Check; 11] = [
+    pub const ALL: [Check; 13] = [
         Check::ExactlyOnce,
         Check::PerRoomTotal,
         Check::PerSenderFifo,
@@ -59,6 +63,8 @@ impl Check {
         Check::Drained,
         Check::Progress,
         Check::Recovery,
+        Check::Routing,
+        Check::Freshness,
     ];
 
     /// The name reports and scenario files use (its key path under `checks`).
@@ -75,6 +81,8 @@ impl Check {
             Check::Drained => "liveness.drained",
             Check::Progress => "liveness.progress",
             Check::Recovery => "recovery",
+            Check::Routing => "routing",
+            Check::Freshness => "freshness",
         }
     }
 
@@ -93,6 +101,8 @@ impl Check {
             Check::Drained => &l.drained,
             Check::Progress => &l.progress,
             Check::Recovery => return checks.recovery.off.as_deref(),
+            Check::Routing => &checks.routing,
+            Check::Freshness => &checks.freshness,
         };
         switch.off_reason()
     }
@@ -148,10 +158,23 @@ pub enum FindingKind {
     /// After a fault, a client went without a delivery (subscribers) or an
     /// ack (senders) for longer than `recovery.within`.
     NotRecovered,
+    /// A delivered (or stored, or served) body differs from the one sent:
+    /// altered, truncated or another message's.
+    Corrupted,
+    /// A message reached a connection not subscribed to its room: it never
+    /// joined it, or its unsubscribe was confirmed.
+    Leak,
+    /// A delivery's routing labels (room, STOMP destination, subscription,
+    /// message-id) do not say the room it was sent to, as a real client
+    /// that dispatches by them needs.
+    Misrouted,
+    /// An owed message arrived later than `checks.fresh_within` after it
+    /// was due, outside any fault's window.
+    Stale,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 22] = [
+    pub const ALL: [FindingKind; 26] = [
         FindingKind::Lost,
         FindingKind::Duplicated,
         FindingKind::Phantom,
@@ -174,6 +197,10 @@ impl FindingKind {
         FindingKind::NoProgress,
         FindingKind::Outage,
         FindingKind::NotRecovered,
+        FindingKind::Corrupted,
+        FindingKind::Leak,
+        FindingKind::Misrouted,
+        FindingKind::Stale,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -200,6 +227,10 @@ impl FindingKind {
             FindingKind::NoProgress => "no_progress",
             FindingKind::Outage => "outage",
             FindingKind::NotRecovered => "not_recovered",
+            FindingKind::Corrupted => "corrupted",
+            FindingKind::Leak => "leak",
+            FindingKind::Misrouted => "misrouted",
+            FindingKind::Stale => "stale",
         }
     }
 
@@ -207,7 +238,7 @@ impl FindingKind {
     pub fn check(self) -> Check {
         use FindingKind::*;
         match self {
-            Lost | Duplicated | Phantom | Agreement | BeforeStart | StoredTwice => Check::ExactlyOnce,
+            Lost | Duplicated | Phantom | Agreement | BeforeStart | StoredTwice | Corrupted => Check::ExactlyOnce,
             OrderViolation | SeqConflict => Check::PerRoomTotal,
             FifoViolation => Check::PerSenderFifo,
             HistoryMismatch | HistoryGap | HistoryUnavailable => Check::LiveEqualsHistory,
@@ -218,6 +249,8 @@ impl FindingKind {
             DrainIncomplete => Check::Drained,
             NoProgress => Check::Progress,
             Outage | NotRecovered => Check::Recovery,
+            Leak | Misrouted => Check::Routing,
+            Stale => Check::Freshness,
         }
     }
 }
@@ -325,16 +358,25 @@ pub struct SendInfo {
     pub sender: ClientId,
     pub room: RoomIdx,
     pub first_sent_ns: u64,
+    /// The last attempt before its first ack (or the last of all, if
+    /// never acked): when the send that counted left the sender.
+    pub last_sent_ns: u64,
     pub scheduled_ns: u64,
     /// `(seq, t_ns)` of the first ack.
     pub ack: Option<(u64, u64)>,
     pub fate: Fate,
+    /// What every subscriber must receive.
+    pub body: BodyDigest,
 }
 
 /// A delivery as the checkers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
+    /// The room the message was sent to (its labels' room for messages
+    /// no client sent).
     pub room: RoomIdx,
+    /// The room its labels named.
+    pub label_room: RoomIdx,
     pub msg: MsgNo,
     pub seq: u64,
     pub t_ns: u64,
@@ -342,61 +384,137 @@ pub struct Delivery {
     pub first_copy: bool,
     /// A first copy the subscriber was never owed (see [`FindingKind::BeforeStart`]).
     pub unrequested: bool,
+    pub body: Option<BodyDigest>,
+    pub label: Label,
+    pub message_id: u64,
 }
 
-/// What one subscriber (or chatter) was owed and what it got.
 /// Systems without `seq`: a subscriber that stayed subscribed this long
 /// after a message's ack is owed it (1 s).
 pub const SEQ_LESS_GRACE_NS: u64 = 1_000_000_000;
 
+/// One membership of a subscriber in a room: from the confirmation of a
+/// subscribe (after joining, or rejoining after it left) until it leaves.
+/// Resubscribes after a reconnect continue the membership (they resume
+/// with `after`), so what it is owed does not shrink when a connection
+/// breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    /// Owed every `seq` above this: the `after`, else the `head`, of the
+    /// confirmation that began it.
+    pub start: u64,
+    /// When that confirmation came. Anything first sent later is owed
+    /// whatever `seq` it got (a bogus `head` cannot excuse a loss). None:
+    /// never confirmed (the plan's start stands, and everything above it
+    /// is owed).
+    pub confirmed_ns: Option<u64>,
+    pub end: EpochEnd,
+    /// Highest `seq` delivered in it (with `seq`, everything owed up to
+    /// it must have come: the room's sequence is gap-free).
+    pub max_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochEnd {
+    /// Still a member at the end of the run.
+    Open,
+    /// Left (unsubscribe sent) at this time: owed what was acked at least
+    /// the freshness window before, or is below `max_seq`.
+    Left(u64),
+    /// Gave up at this time: owed only up to `max_seq`.
+    GaveUp(u64),
+}
+
+/// What one subscriber (or chatter) was owed in one of its rooms, and what
+/// it got there.
 #[derive(Debug, Clone, Default)]
 pub struct SubscriberView {
     pub client: ClientId,
     pub node: u32,
     pub room: RoomIdx,
-    /// Owed every `seq` above this: its first subscription's `after` or
-    /// `head`; without any subscription, the plan's `after` (else 0).
-    pub start: u64,
-    /// When its first subscription was confirmed. Anything sent after that
-    /// is owed to it whatever `seq` it gets (so a bogus `head` cannot excuse a loss).
-    pub subscribed_ns: Option<u64>,
+    /// Memberships in time order (at least one: a subscriber that never
+    /// got a confirmation keeps the plan's start, owed everything above).
+    pub epochs: Vec<Epoch>,
+    /// Every subscription confirmation (resubscribes included), in time
+    /// order: a catch-up is judged fresh from the confirmation it follows.
+    pub confirmations: Vec<u64>,
     pub deliveries: Vec<Delivery>,
-    /// When it gave up, if it did: it is then owed only up to the highest
-    /// `seq` it got (and giving up is a finding of its own).
+    /// When it gave up, if it did (a finding of its own).
     pub gave_up_ns: Option<u64>,
     /// The system declared no `seq` (guarantees.order is not `seq`): what is
     /// owed is decided by time alone, by the subscription intervals.
     pub seq_less: bool,
     /// Seq-less systems: from each confirmed subscription to the end of its
-    /// connection (u64::MAX while open).
+    /// connection or membership (u64::MAX while open).
     pub intervals: Vec<(u64, u64)>,
+    /// How long before leaving a message must have been acked to be owed
+    /// (the freshness window: a fresh system delivered it by then).
+    pub leave_grace_ns: u64,
 }
 
 impl SubscriberView {
+    /// Owed every `seq` above this in its first membership.
+    pub fn start(&self) -> u64 {
+        self.epochs.first().map_or(0, |e| e.start)
+    }
+
+    /// When its first subscription was confirmed.
+    pub fn subscribed_ns(&self) -> Option<u64> {
+        self.epochs.first().and_then(|e| e.confirmed_ns)
+    }
+
     /// Whether this subscriber is owed `send`, stored at `seq`.
     pub fn owes(&self, send: &SendInfo, seq: u64) -> bool {
         if send.room != self.room {
             return false;
         }
+        let acked_ns = send.ack.map_or(send.first_sent_ns, |(_, t)| t);
         if self.seq_less {
             // Owed when it was sent within one subscription that lasted at
             // least SEQ_LESS_GRACE past its ack: a system without `seq`
             // cannot replay what a subscriber missed while it was away (and
             // does not promise to), and a broker delivers a moment after
             // its receipt, so a subscriber that left right then may miss it.
-            let acked_ns = send.ack.map_or(send.first_sent_ns, |(_, t)| t);
             return self.intervals.iter().any(|&(from, to)| send.first_sent_ns >= from && acked_ns.saturating_add(SEQ_LESS_GRACE_NS) <= to);
         }
-        let by_seq = seq > self.start;
-        let by_time = self.subscribed_ns.is_some_and(|t| send.first_sent_ns > t);
-        if !(by_seq || by_time) {
-            return false;
-        }
-        match self.gave_up_ns {
-            None => true,
-            Some(_) => self.deliveries.iter().any(|d| d.seq >= seq),
-        }
+        self.epochs.iter().any(|e| {
+            let by_seq = seq > e.start;
+            let by_time = e.confirmed_ns.is_some_and(|t| send.first_sent_ns > t);
+            (by_seq || by_time)
+                && match e.end {
+                    EpochEnd::Open => true,
+                    EpochEnd::GaveUp(_) => seq <= e.max_seq,
+                    EpochEnd::Left(at) => seq <= e.max_seq || acked_ns.saturating_add(self.leave_grace_ns) <= at,
+                }
+        })
     }
+
+    /// The membership a delivery at `t_ns` is judged by: the latest one
+    /// confirmed by then.
+    fn epoch_at(&self, t_ns: u64) -> Option<&Epoch> {
+        self.epochs.iter().rev().find(|e| e.confirmed_ns.is_some_and(|c| c <= t_ns))
+    }
+
+    /// The latest confirmation at or before `t_ns`.
+    pub fn confirmed_before(&self, t_ns: u64) -> Option<u64> {
+        let i = self.confirmations.partition_point(|&c| c <= t_ns);
+        i.checked_sub(1).map(|i| self.confirmations[i])
+    }
+}
+
+/// A delivery to a connection that was not subscribed to the message's
+/// room: it never joined it, or its unsubscribe was confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leak {
+    pub client: ClientId,
+    pub node: u32,
+    /// The message's room (where it was sent).
+    pub room: RoomIdx,
+    pub msg: MsgNo,
+    pub seq: u64,
+    pub t_ns: u64,
+    /// The client had been subscribed and its unsubscribe was confirmed.
+    pub after_left: bool,
 }
 
 /// The trace, indexed once for all checkers.
@@ -405,7 +523,9 @@ pub struct TraceIndex<'a> {
     pub sends: HashMap<MsgNo, SendInfo>,
     /// Messages in the order they were first sent.
     pub send_order: Vec<MsgNo>,
+    /// One per subscribing client and room it joins.
     pub subscribers: Vec<SubscriberView>,
+    pub leaks: Vec<Leak>,
     /// Per client: indexes of its events, in time order.
     pub events_of: Vec<Vec<u32>>,
 }
@@ -420,11 +540,23 @@ impl<'a> TraceIndex<'a> {
                 list.push(i as u32);
             }
             match event.kind {
-                EventKind::Send { room, msg, scheduled_ns } => {
-                    sends.entry(msg).or_insert_with(|| {
+                EventKind::Send { room, msg, scheduled_ns, body } => {
+                    let send = sends.entry(msg).or_insert_with(|| {
                         send_order.push(msg);
-                        SendInfo { sender: event.client, room, first_sent_ns: event.t_ns, scheduled_ns, ack: None, fate: Fate::Unknown }
+                        SendInfo {
+                            sender: event.client,
+                            room,
+                            first_sent_ns: event.t_ns,
+                            last_sent_ns: event.t_ns,
+                            scheduled_ns,
+                            ack: None,
+                            fate: Fate::Unknown,
+                            body,
+                        }
                     });
+                    if send.ack.is_none() {
+                        send.last_sent_ns = event.t_ns;
+                    }
                 }
                 EventKind::Ack { msg, seq, .. } => {
                     if let Some(send) = sends.get_mut(&msg) {
@@ -435,14 +567,14 @@ impl<'a> TraceIndex<'a> {
             }
         }
         resolve(trace, &mut sends);
-        let subscribers = trace
-            .clients
-            .iter()
-            .enumerate()
-            .filter(|(_, info)| info.role.subscribes())
-            .map(|(id, _)| subscriber_view(trace, id as ClientId, &events_of[id], &sends))
-            .collect();
-        Self { trace, sends, send_order, subscribers, events_of }
+        let mut subscribers = Vec::new();
+        let mut leaks = Vec::new();
+        for (id, events) in events_of.iter().enumerate() {
+            let (views, leaked) = client_views(trace, id as ClientId, events, &sends);
+            subscribers.extend(views);
+            leaks.extend(leaked);
+        }
+        Self { trace, sends, send_order, subscribers, leaks, events_of }
     }
 
     /// The node a client was planned on (for findings).
@@ -456,8 +588,8 @@ impl<'a> TraceIndex<'a> {
 fn resolve(trace: &Trace, sends: &mut HashMap<MsgNo, SendInfo>) {
     let mut stored: HashMap<MsgNo, u64> = HashMap::new();
     for history in trace.history.iter().filter(|h| h.complete) {
-        for &(seq, msg) in &history.entries {
-            stored.entry(msg).or_insert(seq);
+        for e in &history.entries {
+            stored.entry(e.msg).or_insert(e.seq);
         }
     }
     for (msg, send) in sends.iter_mut() {
@@ -472,53 +604,143 @@ fn resolve(trace: &Trace, sends: &mut HashMap<MsgNo, SendInfo>) {
     }
 }
 
-/// One subscriber's view: its starting point and its deliveries, each
-/// classified once (first copy, unrequested) for every checker.
-fn subscriber_view(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap<MsgNo, SendInfo>) -> SubscriberView {
+/// One client's views (one per room it joins, if it subscribes) and the
+/// deliveries it got for rooms it was not subscribed to. Each delivery is
+/// classified once (first copy, unrequested) for every checker, and
+/// counted in the room it was *sent* to, whatever its labels say (a
+/// wrong label is a finding of its own, not a loss).
+fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap<MsgNo, SendInfo>) -> (Vec<SubscriberView>, Vec<Leak>) {
     let info = &trace.clients[client as usize];
     let seq_less = !trace.meta.guarantees.seq();
-    let mut view =
-        SubscriberView { client, node: info.node, room: info.room, start: info.after.unwrap_or(0), seq_less, ..Default::default() };
-    let close = |view: &mut SubscriberView, t: u64| {
+    let plan_start = info.after.unwrap_or(0);
+    let leave_grace_ns = trace.meta.checks.fresh_within.0.as_nanos() as u64;
+    let rooms: Vec<RoomIdx> = if info.role.subscribes() { info.rooms().collect() } else { Vec::new() };
+    let mut views: Vec<SubscriberView> = rooms
+        .iter()
+        .map(|&room| SubscriberView { client, node: info.node, room, seq_less, leave_grace_ns, ..Default::default() })
+        .collect();
+    // Per view: currently a member (confirmed, not left since).
+    let mut member = vec![false; views.len()];
+    let mut seen: Vec<std::collections::HashSet<MsgNo>> = vec![Default::default(); views.len()];
+    // Rooms subscribed on the current connection, and rooms whose
+    // unsubscribe was confirmed (until they are joined again).
+    let mut on_wire: Vec<RoomIdx> = Vec::new();
+    let mut left: Vec<RoomIdx> = Vec::new();
+    let mut leaks = Vec::new();
+    let slot = |room: RoomIdx| rooms.iter().position(|&r| r == room);
+    let close_interval = |view: &mut SubscriberView, t: u64| {
         if let Some(last) = view.intervals.last_mut().filter(|i| i.1 == u64::MAX) {
             last.1 = t;
         }
     };
-    let mut seen: std::collections::HashSet<MsgNo> = std::collections::HashSet::new();
     for &i in events {
         let event = &trace.events[i as usize];
+        let t = event.t_ns;
         match event.kind {
-            EventKind::Subscribed { head, after, .. } => {
-                if view.subscribed_ns.is_none() {
-                    view.start = after.unwrap_or(head);
-                    view.subscribed_ns = Some(event.t_ns);
+            EventKind::Connected { .. } => on_wire.clear(),
+            EventKind::Subscribing { room, .. } => {
+                if !on_wire.contains(&room) {
+                    on_wire.push(room);
+                }
+                left.retain(|&r| r != room);
+            }
+            EventKind::Subscribed { room, head, after } => {
+                let Some(v) = slot(room) else { continue };
+                let view = &mut views[v];
+                view.confirmations.push(t);
+                if !member[v] {
+                    member[v] = true;
+                    view.epochs.push(Epoch { start: after.unwrap_or(head), confirmed_ns: Some(t), end: EpochEnd::Open, max_seq: 0 });
                 }
                 if view.intervals.last().is_none_or(|i| i.1 != u64::MAX) {
-                    view.intervals.push((event.t_ns, u64::MAX));
+                    view.intervals.push((t, u64::MAX));
                 }
             }
-            EventKind::Closed { .. } => close(&mut view, event.t_ns),
-            EventKind::Deliver { room, msg, seq } => {
-                let first_copy = seen.insert(msg);
-                let owed = match (view.subscribed_ns, sends.get(&msg)) {
+            EventKind::Leaving { room } => {
+                let Some(v) = slot(room) else { continue };
+                if std::mem::take(&mut member[v])
+                    && let Some(e) = views[v].epochs.last_mut()
+                {
+                    e.end = EpochEnd::Left(t);
+                }
+                close_interval(&mut views[v], t);
+            }
+            EventKind::Left { room } => {
+                on_wire.retain(|&r| r != room);
+                if !left.contains(&room) {
+                    left.push(room);
+                }
+            }
+            EventKind::Closed { .. } => {
+                for view in &mut views {
+                    close_interval(view, t);
+                }
+            }
+            EventKind::GaveUp { .. } => {
+                for (v, view) in views.iter_mut().enumerate() {
+                    view.gave_up_ns = Some(t);
+                    close_interval(view, t);
+                    if std::mem::take(&mut member[v])
+                        && let Some(e) = view.epochs.last_mut()
+                    {
+                        e.end = EpochEnd::GaveUp(t);
+                    }
+                }
+            }
+            EventKind::Deliver { room: label_room, msg, seq, body, label, message_id } => {
+                let send = sends.get(&msg);
+                let room = send.map_or(label_room, |s| s.room);
+                let subscribed_here = on_wire.contains(&room);
+                let v = slot(room).filter(|_| subscribed_here);
+                let Some(v) = v else {
+                    leaks.push(Leak { client, node: info.node, room, msg, seq, t_ns: t, after_left: left.contains(&room) });
+                    continue;
+                };
+                let view = &mut views[v];
+                let first_copy = seen[v].insert(msg);
+                let owed = match (view.epoch_at(t), send) {
                     // Without `seq` nothing tells a stray copy from one routed
                     // just before the confirmation: only duplicates count.
                     _ if seq_less => true,
                     (None, _) => false,
-                    (Some(t), Some(send)) => seq > view.start || send.first_sent_ns > t,
+                    (Some(e), Some(send)) => seq > e.start || e.confirmed_ns.is_some_and(|c| send.first_sent_ns > c),
                     // Foreign or unsent: judged as a phantom instead.
                     (Some(_), None) => true,
                 };
-                view.deliveries.push(Delivery { room, msg, seq, t_ns: event.t_ns, first_copy, unrequested: first_copy && !owed });
-            }
-            EventKind::GaveUp { .. } => {
-                view.gave_up_ns = Some(event.t_ns);
-                close(&mut view, event.t_ns);
+                if let Some(e) = view.epochs.last_mut() {
+                    e.max_seq = e.max_seq.max(seq);
+                }
+                view.deliveries.push(Delivery {
+                    room,
+                    label_room,
+                    msg,
+                    seq,
+                    t_ns: t,
+                    first_copy,
+                    unrequested: first_copy && !owed,
+                    body,
+                    label,
+                    message_id,
+                });
             }
             _ => {}
         }
     }
-    view
+    for view in &mut views {
+        if view.epochs.is_empty() {
+            // Never confirmed: owed everything above the plan's start.
+            let end = view.gave_up_ns.map_or(EpochEnd::Open, EpochEnd::GaveUp);
+            view.epochs.push(Epoch { start: plan_start, confirmed_ns: None, end, max_seq: 0 });
+        }
+        if let Some(max) = view.deliveries.iter().map(|d| d.seq).max()
+            && let Some(e) = view.epochs.iter_mut().rev().find(|e| matches!(e.end, EpochEnd::GaveUp(_)) && e.max_seq == 0)
+        {
+            // A subscriber that gave up before any confirmation is owed
+            // what it got up to (as before memberships existed).
+            e.max_seq = max;
+        }
+    }
+    (views, leaks)
 }
 
 /// Every checker's findings over one trace, sorted for stable output.
@@ -534,6 +756,8 @@ pub fn findings_of(index: &TraceIndex, checks: &Checks) -> Vec<Finding> {
     findings.extend(ordering::check_sender_fifo(index));
     findings.extend(history::check(index));
     findings.extend(liveness::check(index, checks));
+    findings.extend(routing::check(index));
+    findings.extend(freshness::check(index, checks));
     findings.sort_by_key(|f| (f.kind, f.room, f.seq, f.msg, f.client, f.fault));
     findings
 }

@@ -2,6 +2,7 @@
 //! `per_sender`, `total` or `none`; history `none`), on crafted traces:
 //! each asserts the exact findings.
 
+use super::synthetic::{body_of, delivery};
 use super::{FindingKind, all_findings};
 use crate::scenario::{Checks, Guarantees, HistoryGuarantee, OrderGuarantee};
 use crate::trace::{ClientInfo, Event, EventKind, Role, RoomHistory, Trace, TraceMeta, msg_no};
@@ -12,7 +13,7 @@ const MS: u64 = 1_000_000;
 fn base(order: OrderGuarantee) -> Trace {
     let guarantees = Guarantees { order, history: HistoryGuarantee::None, ..Guarantees::default() };
     let checks = guarantees.narrow(&Checks::default());
-    let client = |role| ClientInfo { role, node: 0, room: 0, join_at_ns: 0, after: None, planned_sends: None };
+    let client = |role| ClientInfo { role, node: 0, room: 0, also: Vec::new(), join_at_ns: 0, after: None, planned_sends: None };
     let mut t = Trace {
         version: crate::trace::TRACE_VERSION,
         meta: TraceMeta {
@@ -29,11 +30,13 @@ fn base(order: OrderGuarantee) -> Trace {
         clients: vec![client(Role::Sender), client(Role::Sender), client(Role::Subscriber), client(Role::Subscriber)],
         events: Vec::new(),
         history: vec![RoomHistory::default()],
+        api_history: Vec::new(),
     };
     for c in 0..4 {
         t.events.push(Event { t_ns: MS, client: c, kind: EventKind::Connected { node: 0 } });
     }
     for c in 2..4 {
+        t.events.push(Event { t_ns: 2 * MS, client: c, kind: EventKind::Subscribing { room: 0, after: None } });
         t.events.push(Event { t_ns: 2 * MS, client: c, kind: EventKind::Subscribed { room: 0, head: 0, after: None } });
     }
     t
@@ -41,13 +44,17 @@ fn base(order: OrderGuarantee) -> Trace {
 
 fn send(t: &mut Trace, at_ms: u64, sender: u32, k: u32) -> u64 {
     let msg = msg_no(sender, k);
-    t.events.push(Event { t_ns: at_ms * MS, client: sender, kind: EventKind::Send { room: 0, msg, scheduled_ns: at_ms * MS } });
+    t.events.push(Event {
+        t_ns: at_ms * MS,
+        client: sender,
+        kind: EventKind::Send { room: 0, msg, scheduled_ns: at_ms * MS, body: body_of(msg) },
+    });
     t.events.push(Event { t_ns: (at_ms + 1) * MS, client: sender, kind: EventKind::Ack { room: 0, msg, seq: 0 } });
     msg
 }
 
 fn deliver(t: &mut Trace, at_ms: u64, sub: u32, msg: u64) {
-    t.events.push(Event { t_ns: at_ms * MS, client: sub, kind: EventKind::Deliver { room: 0, msg, seq: 0 } });
+    t.events.push(Event { t_ns: at_ms * MS, client: sub, kind: delivery(0, msg, 0) });
 }
 
 fn kinds(mut t: Trace) -> Vec<(FindingKind, Option<u32>)> {
@@ -93,6 +100,7 @@ fn a_message_sent_while_a_subscriber_was_away_is_not_owed_to_it() {
     t.events.push(Event { t_ns: 15 * MS, client: 3, kind: EventKind::Closed { code: None } });
     let a = send(&mut t, 20, 0, 0);
     t.events.push(Event { t_ns: 25 * MS, client: 3, kind: EventKind::Connected { node: 0 } });
+    t.events.push(Event { t_ns: 26 * MS, client: 3, kind: EventKind::Subscribing { room: 0, after: None } });
     t.events.push(Event { t_ns: 26 * MS, client: 3, kind: EventKind::Subscribed { room: 0, head: 0, after: None } });
     let b = send(&mut t, 30, 0, 1);
     deliver(&mut t, 40, 2, a);

@@ -5,8 +5,9 @@
 //! Each room runs in 1 ms slots, one message per slot from a random sender
 //! (senders and chatters): sent at the slot's start, acked 0.4 ms later and
 //! delivered to every receiver (subscribers, chatters, joined late
-//! subscribers) 0.6 ms after the send. `seq` follows slot order, and
-//! history holds every stored message.
+//! subscribers) 0.6 ms after the send, with the body that was sent and
+//! labels naming its room. `seq` follows slot order, and history holds
+//! every stored message with its body.
 //!
 //! With [`TraceShape::trouble`] the trace also carries what real runs
 //! have and a correct checker must accept: sends answered with `error` and
@@ -14,12 +15,14 @@
 //! left indeterminate (its connection closed; stored and delivered, or never
 //! stored and delivered to no one), subscribers that reconnect and resubscribe
 //! with `after`, subscribes refused and retried, late subscribers that catch
-//! up from `after`, chatters (one connection sending and receiving), closed-
-//! loop senders (no planned count) and one fault.
+//! up from `after`, subscribers in two rooms on one connection, subscribers
+//! that leave a room and rejoin it (resuming with `after`, or live from the
+//! head), chatters (one connection sending and receiving), closed-loop
+//! senders (no planned count) and one fault.
 
 use crate::trace::{
-    ClientId, ClientInfo, DrainRecord, Event, EventKind, FaultRecord, MsgNo, Role, RoomHistory, RoomIdx, TRACE_VERSION, Trace, TraceMeta,
-    msg_no,
+    BodyDigest, ClientId, ClientInfo, DrainRecord, Event, EventKind, FaultRecord, Label, MsgNo, Role, RoomHistory, RoomIdx, Stored,
+    TRACE_VERSION, Trace, TraceMeta, id_hash, msg_no,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -50,6 +53,21 @@ pub const SENDING_STARTS_NS: u64 = 500 * US;
 const FIRST_SLOT_NS: u64 = MS;
 const SLOT_NS: u64 = MS;
 
+/// The body every synthetic message is sent (and delivered) with.
+pub fn body_of(msg: MsgNo) -> BodyDigest {
+    BodyDigest::of(format!("message {msg} ✓").as_bytes())
+}
+
+/// The `message-id` a synthetic delivery carries (one per message).
+pub fn message_id_of(room: RoomIdx, msg: MsgNo) -> u64 {
+    id_hash(format!("{room}-{msg}").as_bytes())
+}
+
+/// A correct delivery of `msg` at `seq` in `room`.
+pub fn delivery(room: RoomIdx, msg: MsgNo, seq: u64) -> EventKind {
+    EventKind::Deliver { room, msg, seq, body: Some(body_of(msg)), label: Label::Ok, message_id: message_id_of(room, msg) }
+}
+
 /// How one send goes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Outcome {
@@ -65,13 +83,36 @@ enum Outcome {
     },
 }
 
+/// A subscriber that leaves the room after slot `leave` and joins again
+/// after slot `back`, resuming with `after` or live from the head.
+#[derive(Debug, Clone, Copy)]
+struct Churn {
+    leave: u32,
+    back: u32,
+    with_after: bool,
+}
+
 struct Receiver {
     client: ClientId,
     /// Highest seq delivered so far.
     last_seq: u64,
     joined: bool,
+    /// Left the room (churn) and not back yet.
+    away: bool,
     reconnect_at: Option<u32>,
     refused_at: Option<u32>,
+    churn: Option<Churn>,
+}
+
+/// Who takes part in one room.
+#[derive(Default)]
+struct Cast {
+    subscribers: Vec<ClientId>,
+    senders: Vec<ClientId>,
+    chatters: Vec<ClientId>,
+    /// Subscribers of another room that also join this one on the same
+    /// connection (connected by their home room).
+    guests: Vec<ClientId>,
 }
 
 struct Gen {
@@ -94,45 +135,97 @@ impl Gen {
         id
     }
 
-    fn room(&mut self, room: RoomIdx, shape: &TraceShape) {
+    /// Subscribe (request, then confirmation `gap` later).
+    fn subscribe(&mut self, t: u64, client: ClientId, room: RoomIdx, head: u64, after: Option<u64>, gap: u64) {
+        self.push(t, client, EventKind::Subscribing { room, after });
+        self.push(t + gap, client, EventKind::Subscribed { room, head, after });
+    }
+
+    /// Everyone's clients first (a subscriber may also join the next room,
+    /// so every room's cast is known before any is generated).
+    fn casts(&mut self, shape: &TraceShape) -> Vec<Cast> {
+        let mut casts: Vec<Cast> = (0..shape.rooms).map(|_| Cast::default()).collect();
+        for room in 0..shape.rooms {
+            for _ in 0..shape.subscribers_per_room {
+                let c = self.client(Role::Subscriber, room);
+                casts[room as usize].subscribers.push(c);
+                if shape.trouble && shape.rooms >= 2 && self.rng.random_bool(0.3) {
+                    let other = (room + 1) % shape.rooms;
+                    self.clients[c as usize].also.push(other);
+                    casts[other as usize].guests.push(c);
+                }
+            }
+            for _ in 0..shape.senders_per_room {
+                let c = self.client(Role::Sender, room);
+                casts[room as usize].senders.push(c);
+            }
+            for _ in 0..shape.chatters_per_room {
+                let c = self.client(Role::Chatter, room);
+                casts[room as usize].chatters.push(c);
+            }
+        }
+        casts
+    }
+
+    fn room(&mut self, room: RoomIdx, shape: &TraceShape, cast: &Cast) {
         let trouble = shape.trouble;
-        let mut receivers: Vec<Receiver> = Vec::new();
-        let mut senders: Vec<ClientId> = Vec::new();
-        let new_receiver = |client, g: &mut Gen, total: u32| Receiver {
-            client,
-            last_seq: 0,
-            joined: true,
-            reconnect_at: (trouble && g.rng.random_bool(0.3)).then(|| g.rng.random_range(0..total)),
-            refused_at: (trouble && g.rng.random_bool(0.2)).then(|| g.rng.random_range(0..total)),
-        };
         let total = (shape.senders_per_room + shape.chatters_per_room) * shape.messages_per_sender;
-        for _ in 0..shape.subscribers_per_room {
-            let c = self.client(Role::Subscriber, room);
-            receivers.push(new_receiver(c, self, total));
+        let mut receivers: Vec<Receiver> = Vec::new();
+        // Multi-room subscribers keep their connection (no reconnects): a
+        // reconnect would take both rooms down at once.
+        let mut new_receiver = |client: ClientId, g: &mut Gen, simple: bool| {
+            let plain = trouble && !simple && g.clients[client as usize].also.is_empty();
+            let churn =
+                (plain && g.clients[client as usize].role == Role::Subscriber && total >= 4 && g.rng.random_bool(0.25)).then(|| {
+                    let leave = g.rng.random_range(0..total - 2);
+                    let back = g.rng.random_range(leave + 1..total - 1);
+                    Churn { leave, back, with_after: g.rng.random_bool(0.5) }
+                });
+            let plain = plain && churn.is_none();
+            receivers.push(Receiver {
+                client,
+                last_seq: 0,
+                joined: true,
+                away: false,
+                reconnect_at: (plain && g.rng.random_bool(0.3)).then(|| g.rng.random_range(0..total)),
+                refused_at: (plain && g.rng.random_bool(0.2)).then(|| g.rng.random_range(0..total)),
+                churn,
+            });
+        };
+        for &c in &cast.subscribers {
+            new_receiver(c, self, false);
         }
-        for _ in 0..shape.senders_per_room {
-            senders.push(self.client(Role::Sender, room));
+        for &c in &cast.chatters {
+            new_receiver(c, self, true);
         }
-        for _ in 0..shape.chatters_per_room {
-            let c = self.client(Role::Chatter, room);
-            senders.push(c);
-            receivers.push(new_receiver(c, self, total));
+        for &c in &cast.guests {
+            new_receiver(c, self, true);
         }
+        let senders: Vec<ClientId> = cast.senders.iter().chain(&cast.chatters).copied().collect();
         // A late subscriber joins at a slot and catches up from `after`.
         let late = (trouble && total >= 3 && self.rng.random_bool(0.5)).then(|| {
             let c = self.client(Role::Subscriber, room);
             let slot = self.rng.random_range(1..total);
             let t = FIRST_SLOT_NS + u64::from(slot) * SLOT_NS;
             self.clients[c as usize].join_at_ns = t - SENDING_STARTS_NS;
-            receivers.push(Receiver { client: c, last_seq: 0, joined: false, reconnect_at: None, refused_at: None });
+            receivers.push(Receiver {
+                client: c,
+                last_seq: 0,
+                joined: false,
+                away: false,
+                reconnect_at: None,
+                refused_at: None,
+                churn: None,
+            });
             (receivers.len() - 1, slot)
         });
         for r in receivers.iter().filter(|r| r.joined) {
-            self.push(0, r.client, EventKind::Connected { node: r.client % 3 });
-            self.push(100 * US, r.client, EventKind::Subscribed { room, head: 0, after: None });
+            if self.clients[r.client as usize].room == room {
+                self.push(0, r.client, EventKind::Connected { node: r.client % 3 });
+            }
+            self.subscribe(50 * US, r.client, room, 0, None, 50 * US);
         }
-        let pure_senders: Vec<ClientId> = senders.iter().copied().filter(|&s| self.clients[s as usize].role == Role::Sender).collect();
-        for s in pure_senders {
+        for &s in &cast.senders {
             self.push(0, s, EventKind::Connected { node: s % 3 });
         }
         // Outcomes per sender: trouble in the middle, maybe an
@@ -159,7 +252,7 @@ impl Gen {
             plans.push(plan);
         }
         let mut next_k = vec![0u32; senders.len()];
-        let mut entries: Vec<(u64, MsgNo)> = Vec::new();
+        let mut entries: Vec<Stored> = Vec::new();
         for slot in 0..total {
             let t = FIRST_SLOT_NS + u64::from(slot) * SLOT_NS;
             if let Some((i, join_slot)) = late
@@ -172,16 +265,17 @@ impl Gen {
             let (sender, k) = (senders[j], next_k[j]);
             next_k[j] += 1;
             let msg = msg_no(sender, k);
+            let body = body_of(msg);
             let outcome = plans[j][k as usize];
             let head = entries.len() as u64;
             let stored = !matches!(outcome, Outcome::Indeterminate { stored: false });
             let seq = head + u64::from(stored);
-            self.push(t, sender, EventKind::Send { room, msg, scheduled_ns: t });
+            self.push(t, sender, EventKind::Send { room, msg, scheduled_ns: t, body });
             match outcome {
                 Outcome::Acked => self.push(t + 400 * US, sender, EventKind::Ack { room, msg, seq }),
                 Outcome::ErrorThenAck => {
                     self.push(t + 100 * US, sender, EventKind::Error { msg: Some(msg) });
-                    self.push(t + 200 * US, sender, EventKind::Send { room, msg, scheduled_ns: t });
+                    self.push(t + 200 * US, sender, EventKind::Send { room, msg, scheduled_ns: t, body });
                     self.push(t + 400 * US, sender, EventKind::Ack { room, msg, seq });
                 }
                 Outcome::CloseThenAck | Outcome::Indeterminate { .. } => {
@@ -189,31 +283,61 @@ impl Gen {
                     self.push(t + 150 * US, sender, EventKind::Connected { node: (sender + 1) % 3 });
                     // A chatter resubscribes from the last seq it saw.
                     if let Some(r) = receivers.iter().find(|r| r.client == sender) {
-                        self.push(t + 180 * US, sender, EventKind::Subscribed { room, head, after: Some(r.last_seq) });
+                        self.subscribe(t + 170 * US, sender, room, head, Some(r.last_seq), 10 * US);
                     }
                     if outcome == Outcome::CloseThenAck {
-                        self.push(t + 200 * US, sender, EventKind::Send { room, msg, scheduled_ns: t });
+                        self.push(t + 200 * US, sender, EventKind::Send { room, msg, scheduled_ns: t, body });
                         self.push(t + 400 * US, sender, EventKind::Ack { room, msg, seq });
                     }
                 }
             }
             if stored {
-                entries.push((seq, msg));
-                for r in receivers.iter_mut().filter(|r| r.joined) {
-                    self.events.push(Event { t_ns: t + 600 * US, client: r.client, kind: EventKind::Deliver { room, msg, seq } });
+                entries.push(Stored::new(seq, msg, Some(body)));
+                for r in receivers.iter_mut().filter(|r| r.joined && !r.away) {
+                    self.events.push(Event { t_ns: t + 600 * US, client: r.client, kind: delivery(room, msg, seq) });
                     r.last_seq = seq;
                 }
             }
-            for r in receivers.iter().filter(|r| r.joined) {
+            let head = entries.len() as u64;
+            for r in receivers.iter_mut().filter(|r| r.joined) {
                 if r.reconnect_at == Some(slot) {
-                    self.push(t + 700 * US, r.client, EventKind::Closed { code: Some(1001) });
-                    self.push(t + 750 * US, r.client, EventKind::Connected { node: (r.client + 1) % 3 });
-                    self.push(t + 800 * US, r.client, EventKind::Subscribed { room, head: seq.max(head), after: Some(r.last_seq) });
+                    self.events.push(Event { t_ns: t + 700 * US, client: r.client, kind: EventKind::Closed { code: Some(1001) } });
+                    self.events.push(Event {
+                        t_ns: t + 750 * US,
+                        client: r.client,
+                        kind: EventKind::Connected { node: (r.client + 1) % 3 },
+                    });
+                    let (client, last) = (r.client, r.last_seq);
+                    self.subscribe(t + 780 * US, client, room, head, Some(last), 20 * US);
                 } else if r.refused_at == Some(slot) {
-                    self.push(t + 700 * US, r.client, EventKind::Closed { code: None });
-                    self.push(t + 750 * US, r.client, EventKind::Connected { node: r.client % 3 });
-                    self.push(t + 780 * US, r.client, EventKind::SubscribeRefused { room });
-                    self.push(t + 850 * US, r.client, EventKind::Subscribed { room, head: seq.max(head), after: Some(r.last_seq) });
+                    self.events.push(Event { t_ns: t + 700 * US, client: r.client, kind: EventKind::Closed { code: None } });
+                    self.events.push(Event { t_ns: t + 750 * US, client: r.client, kind: EventKind::Connected { node: r.client % 3 } });
+                    let (client, last) = (r.client, r.last_seq);
+                    self.push(t + 760 * US, client, EventKind::Subscribing { room, after: Some(last) });
+                    self.push(t + 780 * US, client, EventKind::SubscribeRefused { room });
+                    self.subscribe(t + 800 * US, client, room, head, Some(last), 50 * US);
+                }
+                match r.churn {
+                    Some(c) if c.leave == slot => {
+                        self.events.push(Event { t_ns: t + 650 * US, client: r.client, kind: EventKind::Leaving { room } });
+                        self.events.push(Event { t_ns: t + 660 * US, client: r.client, kind: EventKind::Left { room } });
+                        r.away = true;
+                    }
+                    Some(c) if c.back == slot => {
+                        let client = r.client;
+                        let after = c.with_after.then_some(r.last_seq);
+                        self.events.push(Event { t_ns: t + 650 * US, client, kind: EventKind::Subscribing { room, after } });
+                        self.events.push(Event { t_ns: t + 680 * US, client, kind: EventKind::Subscribed { room, head, after } });
+                        if let Some(after) = after {
+                            for (n, e) in entries.iter().filter(|e| e.seq > after).enumerate() {
+                                let kind = delivery(room, e.msg, e.seq);
+                                self.events.push(Event { t_ns: t + 690 * US + n as u64 * US, client, kind });
+                            }
+                        }
+                        r.last_seq = head;
+                        r.away = false;
+                    }
+                    _ => {}
                 }
             }
             self.end_ns = self.end_ns.max(t + SLOT_NS);
@@ -223,24 +347,45 @@ impl Gen {
 
     /// A late subscriber connects at `t`, subscribes with `after` below the
     /// head and gets the missing history first.
-    fn join_late(&mut self, room: RoomIdx, r: &mut Receiver, t: u64, entries: &[(u64, MsgNo)]) {
+    fn join_late(&mut self, room: RoomIdx, r: &mut Receiver, t: u64, entries: &[Stored]) {
         let head = entries.len() as u64;
         let after = if head == 0 { 0 } else { self.rng.random_range(0..head) };
         self.push(t, r.client, EventKind::Connected { node: r.client % 3 });
         self.clients[r.client as usize].after = Some(after);
-        self.push(t + 50 * US, r.client, EventKind::Subscribed { room, head, after: Some(after) });
-        for (n, &(seq, msg)) in entries.iter().filter(|(seq, _)| *seq > after).enumerate() {
-            self.push(t + 60 * US + n as u64 * US, r.client, EventKind::Deliver { room, msg, seq });
+        self.subscribe(t + 20 * US, r.client, room, head, Some(after), 30 * US);
+        for (n, e) in entries.iter().filter(|e| e.seq > after).enumerate() {
+            self.push(t + 60 * US + n as u64 * US, r.client, delivery(room, e.msg, e.seq));
         }
         r.last_seq = head;
         r.joined = true;
     }
 }
 
+/// The trace without its multi-room subscribers' other rooms (their
+/// membership events and deliveries there): what a room-affine split into
+/// shards can represent when the rooms a generated client shares fall in
+/// different shards (a planned sharded run keeps them in one).
+pub fn without_guests(mut trace: Trace) -> Trace {
+    let clients = trace.clients.clone();
+    let home = |c: ClientId| clients[c as usize].room;
+    trace.events.retain(|e| {
+        let room = match e.kind {
+            EventKind::Subscribing { room, .. } | EventKind::Subscribed { room, .. } | EventKind::Deliver { room, .. } => room,
+            _ => return true,
+        };
+        clients[e.client as usize].also.is_empty() || room == home(e.client)
+    });
+    for c in &mut trace.clients {
+        c.also.clear();
+    }
+    trace
+}
+
 pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
     let mut g = Gen { rng: StdRng::seed_from_u64(seed), clients: Vec::new(), events: Vec::new(), history: Vec::new(), end_ns: 0 };
-    for room in 0..shape.rooms {
-        g.room(room, shape);
+    let casts = g.casts(shape);
+    for (room, cast) in casts.iter().enumerate() {
+        g.room(room as RoomIdx, shape, cast);
     }
     g.events.sort_by_key(|e| (e.t_ns, e.client));
     let faults = if shape.trouble {
@@ -268,6 +413,7 @@ pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
         clients: g.clients,
         events: g.events,
         history: g.history,
+        api_history: Vec::new(),
     }
 }
 
@@ -332,9 +478,17 @@ mod tests {
         UnstoredDelivered,
         BogusHead,
         SubscriberGivesUp,
+        CorruptDelivery,
+        CorruptStored,
+        Mislabel,
+        ReusedMessageId,
+        Leak,
+        Stale,
+        ApiLeavesOut,
+        ApiCorrupt,
     }
 
-    const INJECTIONS: [Injection; 24] = [
+    const INJECTIONS: [Injection; 32] = [
         Injection::DropDelivery,
         Injection::DuplicateDelivery,
         Injection::Phantom,
@@ -359,6 +513,14 @@ mod tests {
         Injection::UnstoredDelivered,
         Injection::BogusHead,
         Injection::SubscriberGivesUp,
+        Injection::CorruptDelivery,
+        Injection::CorruptStored,
+        Injection::Mislabel,
+        Injection::ReusedMessageId,
+        Injection::Leak,
+        Injection::Stale,
+        Injection::ApiLeavesOut,
+        Injection::ApiCorrupt,
     ];
 
     fn injection() -> impl Strategy<Value = (Injection, u64)> {
@@ -375,9 +537,23 @@ mod tests {
         reserved: HashSet<MsgNo>,
         reserved_clients: HashSet<ClientId>,
         reserved_rooms: HashSet<RoomIdx>,
+        /// Clients in several rooms or that leave and rejoin: reserved
+        /// from the injections that remove or move deliveries (whose
+        /// owed-ness depends on one room and one membership); the
+        /// injections that only relabel or alter deliveries use them too.
+        special: HashSet<ClientId>,
+        /// Edits of the served history (the history API), applied to the
+        /// oracle's history after every injection.
+        api_edits: Vec<ApiEdit>,
         expected: Vec<Key>,
         next_phantom: u64,
         next_bogus_seq: u64,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum ApiEdit {
+        LeaveOut(RoomIdx, u64),
+        Corrupt(RoomIdx, u64),
     }
 
     fn pick_from<T: Copy>(items: &[T], pick: u64) -> Option<T> {
@@ -386,11 +562,16 @@ mod tests {
 
     impl Injector {
         fn new(trace: Trace) -> Self {
+            let churners = trace.events.iter().filter(|e| matches!(e.kind, EventKind::Leaving { .. })).map(|e| e.client);
+            let guests = (0..trace.clients.len() as ClientId).filter(|&c| !trace.clients[c as usize].also.is_empty());
+            let special: HashSet<ClientId> = churners.chain(guests).collect();
             Self {
                 trace,
                 reserved: HashSet::new(),
-                reserved_clients: HashSet::new(),
+                reserved_clients: special.clone(),
                 reserved_rooms: HashSet::new(),
+                special,
+                api_edits: Vec::new(),
                 expected: Vec::new(),
                 next_phantom: u64::MAX - 1_000,
                 next_bogus_seq: 1_000_000,
@@ -446,7 +627,7 @@ mod tests {
 
         fn deliver(&self, i: usize) -> (RoomIdx, MsgNo, u64) {
             match self.trace.events[i].kind {
-                EventKind::Deliver { room, msg, seq } => (room, msg, seq),
+                EventKind::Deliver { room, msg, seq, .. } => (room, msg, seq),
                 _ => unreachable!("index points at a delivery"),
             }
         }
@@ -463,7 +644,7 @@ mod tests {
         }
 
         fn stored_seq(&self, msg: MsgNo) -> Option<u64> {
-            self.trace.history.iter().flat_map(|h| &h.entries).find(|e| e.1 == msg).map(|e| e.0)
+            self.trace.history.iter().flat_map(|h| &h.entries).find(|e| e.msg == msg).map(|e| e.seq)
         }
 
         fn acks_of(&self, sender: ClientId) -> Vec<usize> {
@@ -495,6 +676,11 @@ mod tests {
             out
         }
 
+        /// How many times `msg` was sent.
+        fn sends_of(&self, msg: MsgNo) -> usize {
+            self.trace.events.iter().filter(|e| matches!(e.kind, EventKind::Send { msg: m, .. } if m == msg)).count()
+        }
+
         fn sender_of(&self, msg: MsgNo) -> ClientId {
             (msg >> 32) as ClientId
         }
@@ -513,8 +699,58 @@ mod tests {
             })
         }
 
+        /// Receivers that may be relabelled or altered (every subscribing
+        /// client not reserved by another injection, special ones too).
+        fn any_receivers(&self) -> Vec<ClientId> {
+            (0..self.trace.clients.len() as ClientId)
+                .filter(|&c| {
+                    self.trace.clients[c as usize].role.subscribes() && (!self.reserved_clients.contains(&c) || self.special.contains(&c))
+                })
+                .collect()
+        }
+
+        /// Deliveries of untouched, sent messages to `clients`.
+        fn free_deliveries(&self, clients: &[ClientId]) -> Vec<usize> {
+            (0..self.trace.events.len())
+                .filter(|&i| {
+                    let e = &self.trace.events[i];
+                    clients.contains(&e.client)
+                        && matches!(e.kind, EventKind::Deliver { msg, .. } if self.msg_free(msg) && msg < self.next_phantom - 1_000)
+                })
+                .collect()
+        }
+
+        /// The served history: the oracle's, with the bodies that were
+        /// sent, and the API edits.
+        fn serve_history(&mut self) {
+            if self.api_edits.is_empty() {
+                return;
+            }
+            let mut served: Vec<RoomHistory> = self
+                .trace
+                .history
+                .iter()
+                .map(|h| RoomHistory {
+                    entries: h.entries.iter().map(|e| Stored::new(e.seq, e.msg, Some(body_of(e.msg)))).collect(),
+                    complete: true,
+                })
+                .collect();
+            for edit in &self.api_edits {
+                match *edit {
+                    ApiEdit::LeaveOut(room, seq) => served[room as usize].entries.retain(|e| e.seq != seq),
+                    ApiEdit::Corrupt(room, seq) => {
+                        for e in served[room as usize].entries.iter_mut().filter(|e| e.seq == seq) {
+                            e.body = Some(BodyDigest::of(b"not what was sent"));
+                        }
+                    }
+                }
+            }
+            self.trace.api_history = served;
+        }
+
         fn apply(&mut self, injection: Injection, pick: u64) {
             self.inject(injection, pick);
+            self.serve_history();
             self.trace.events.sort_by_key(|e| (e.t_ns, e.client));
             self.trace.meta.ended_ns = self.trace.meta.ended_ns.max(self.trace.events.last().map_or(0, |e| e.t_ns));
         }
@@ -550,7 +786,7 @@ mod tests {
                     // Its history finding needs the room's history to stay readable.
                     self.reserved_rooms.insert(room);
                     let t = self.end();
-                    self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Deliver { room, msg, seq } });
+                    self.trace.events.push(Event { t_ns: t, client, kind: delivery(room, msg, seq) });
                     self.expected.push(Key::Msg(FindingKind::Phantom, msg, Some(client)));
                     self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
                 }
@@ -589,10 +825,10 @@ mod tests {
                     let entries = &self.trace.history[room].entries;
                     // Not the last entry (that would be no gap); an acked, untouched message.
                     let free: Vec<usize> = (0..entries.len().saturating_sub(1))
-                        .filter(|&i| self.msg_free(entries[i].1) && acked.contains(&entries[i].1))
+                        .filter(|&i| self.msg_free(entries[i].msg) && acked.contains(&entries[i].msg))
                         .collect();
                     let Some(i) = pick_from(&free, pick >> 8) else { return };
-                    let (seq, msg) = self.trace.history[room].entries.remove(i);
+                    let Stored { seq, msg, .. } = self.trace.history[room].entries.remove(i);
                     self.reserved.insert(msg);
                     self.expected.push(Key::Seq(FindingKind::HistoryGap, room as u32, seq));
                     self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room as u32, seq));
@@ -605,7 +841,7 @@ mod tests {
                     let seq = self.next_bogus_seq;
                     self.next_bogus_seq += 1;
                     let t = self.end();
-                    self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Deliver { room, msg, seq } });
+                    self.trace.events.push(Event { t_ns: t, client, kind: delivery(room, msg, seq) });
                     self.expected.push(Key::Msg(FindingKind::Duplicated, msg, Some(client)));
                     self.expected.push(Key::Msg(FindingKind::SeqConflict, msg, Some(client)));
                     self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
@@ -647,11 +883,11 @@ mod tests {
                     if !h.complete {
                         return;
                     }
-                    let free: Vec<MsgNo> = h.entries.iter().map(|e| e.1).filter(|&m| self.msg_free(m)).collect();
+                    let free: Vec<MsgNo> = h.entries.iter().map(|e| e.msg).filter(|&m| self.msg_free(m)).collect();
                     let Some(msg) = pick_from(&free, pick >> 8) else { return };
-                    let seq = h.entries.last().map_or(1, |e| e.0 + 1);
+                    let seq = h.entries.last().map_or(1, |e| e.seq + 1);
                     self.reserved.insert(msg);
-                    self.trace.history[room].entries.push((seq, msg));
+                    self.trace.history[room].entries.push(Stored::new(seq, msg, Some(body_of(msg))));
                     self.expected.push(Key::Seq(FindingKind::StoredTwice, room as u32, seq));
                 }
                 Injection::BeforeStart => {
@@ -661,7 +897,8 @@ mod tests {
                     let info = self.trace.clients[client as usize].clone();
                     let after = info.after.unwrap_or(0);
                     let entries = &self.trace.history[info.room as usize].entries;
-                    let below: Vec<(u64, MsgNo)> = entries.iter().copied().filter(|&(seq, m)| seq <= after && self.msg_free(m)).collect();
+                    let below: Vec<(u64, MsgNo)> =
+                        entries.iter().filter(|e| e.seq <= after && self.msg_free(e.msg)).map(|e| (e.seq, e.msg)).collect();
                     let Some((seq, msg)) = pick_from(&below, pick >> 8) else { return };
                     let Some(t) = self
                         .trace
@@ -675,7 +912,7 @@ mod tests {
                     self.reserved_clients.insert(client);
                     // At the end, below everything it got: not an order violation too.
                     let end = self.end().max(t);
-                    self.trace.events.push(Event { t_ns: end, client, kind: EventKind::Deliver { room: info.room, msg, seq } });
+                    self.trace.events.push(Event { t_ns: end, client, kind: delivery(info.room, msg, seq) });
                     self.expected.push(Key::Msg(FindingKind::BeforeStart, msg, Some(client)));
                 }
                 Injection::Unattempted => {
@@ -713,6 +950,7 @@ mod tests {
                         self.reserved_clients.insert(client);
                         self.trace.events.push(Event { t_ns: 0, client, kind: EventKind::Connected { node: 0 } });
                         if role == Role::Subscriber {
+                            self.trace.events.push(Event { t_ns: 50 * US, client, kind: EventKind::Subscribing { room, after: None } });
                             self.trace.events.push(Event {
                                 t_ns: 100 * US,
                                 client,
@@ -756,13 +994,36 @@ mod tests {
                     }
                     let subs = self.clients_where(|c| c.role == Role::Subscriber && c.join_at_ns == 0);
                     let Some(client) = pick_from(&subs, pick) else { return };
-                    // Every delivery arrives long after the fault, in order.
+                    // Every delivery arrives long after the fault, in order
+                    // (and each, long after it was due, is stale).
                     let delay = self.trace.meta.checks.recovery.within.0.as_nanos() as u64 + 5 * MS;
-                    for e in self.trace.events.iter_mut().filter(|e| e.client == client && matches!(e.kind, EventKind::Deliver { .. })) {
-                        e.t_ns += delay;
+                    let acked: HashSet<MsgNo> = self
+                        .trace
+                        .events
+                        .iter()
+                        .filter_map(|e| match e.kind {
+                            EventKind::Ack { msg, .. } => Some(msg),
+                            _ => None,
+                        })
+                        .collect();
+                    let owed = |inj: &Self, msg: MsgNo, room: RoomIdx| {
+                        acked.contains(&msg)
+                            || inj.trace.history[room as usize].complete
+                                && inj.trace.history[room as usize].entries.iter().any(|e| e.msg == msg)
+                    };
+                    let mut stale = Vec::new();
+                    let mut seen = HashSet::new();
+                    for i in self.deliveries_of(client) {
+                        let (room, msg, _) = self.deliver(i);
+                        if seen.insert(msg) && owed(self, msg, room) {
+                            stale.push(msg);
+                        }
+                        self.trace.events[i].t_ns += delay;
                     }
                     self.reserved_clients.insert(client);
+                    self.reserved.extend(stale.iter().copied());
                     self.expected.push(Key::Client(FindingKind::NotRecovered, client, Some(0)));
+                    self.expected.extend(stale.into_iter().map(|m| Key::Msg(FindingKind::Stale, m, Some(client))));
                 }
                 Injection::HistoryUnavailable => {
                     let room = (pick % self.trace.history.len() as u64) as RoomIdx;
@@ -863,9 +1124,146 @@ mod tests {
                     self.trace.events.remove(i);
                     self.expected.push(Key::Msg(FindingKind::Lost, msg, Some(client)));
                 }
+                Injection::CorruptDelivery => {
+                    // One delivery arrives with another body (truncated).
+                    let ds = self.free_deliveries(&self.any_receivers());
+                    let Some(i) = pick_from(&ds, pick) else { return };
+                    let client = self.trace.events[i].client;
+                    let EventKind::Deliver { msg, body: Some(body), .. } = &mut self.trace.events[i].kind else { return };
+                    *body = BodyDigest::of(format!("message {msg}").as_bytes());
+                    let msg = *msg;
+                    self.reserved.insert(msg);
+                    self.expected.push(Key::Msg(FindingKind::Corrupted, msg, Some(client)));
+                }
+                Injection::CorruptStored => {
+                    let room = (pick % self.trace.history.len() as u64) as usize;
+                    if !self.trace.history[room].complete {
+                        return;
+                    }
+                    let free: Vec<usize> = (0..self.trace.history[room].entries.len())
+                        .filter(|&i| self.msg_free(self.trace.history[room].entries[i].msg))
+                        .collect();
+                    let Some(i) = pick_from(&free, pick >> 8) else { return };
+                    let entry = &mut self.trace.history[room].entries[i];
+                    entry.body = Some(BodyDigest::of(b"stored wrong"));
+                    let msg = entry.msg;
+                    self.reserved.insert(msg);
+                    self.reserved_rooms.insert(room as RoomIdx);
+                    self.expected.push(Key::Msg(FindingKind::Corrupted, msg, None));
+                }
+                Injection::Mislabel => {
+                    // A delivery whose labels do not name its room: the
+                    // wrong subscription, none, an unknown room, or (with
+                    // two rooms) another room.
+                    let ds = self.free_deliveries(&self.any_receivers());
+                    let Some(i) = pick_from(&ds, pick) else { return };
+                    let client = self.trace.events[i].client;
+                    // Labels resolve to one of the client's own rooms (or
+                    // are flagged): another room only for a multi-room client.
+                    let other: Vec<RoomIdx> = self.trace.clients[client as usize].rooms().collect();
+                    let EventKind::Deliver { msg, room, label, .. } = &mut self.trace.events[i].kind else { return };
+                    let other = other.into_iter().find(|r| r != room);
+                    match ((pick >> 8) % 4, other) {
+                        (0, _) => *label = Label::WrongSubscription,
+                        (1, _) => *label = Label::Missing,
+                        (2, _) => *label = Label::UnknownRoom,
+                        (_, Some(other)) => *room = other,
+                        (_, None) => *label = Label::WrongSubscription,
+                    }
+                    let msg = *msg;
+                    self.reserved.insert(msg);
+                    self.expected.push(Key::Msg(FindingKind::Misrouted, msg, Some(client)));
+                }
+                Injection::ReusedMessageId => {
+                    // A later delivery carries the message-id of an earlier
+                    // one of another message (same client and room).
+                    let Some(client) = pick_from(&self.any_receivers(), pick) else { return };
+                    let ds = self.free_deliveries(&[client]);
+                    let pairs: Vec<(usize, usize)> = ds
+                        .iter()
+                        .flat_map(|&a| ds.iter().map(move |&b| (a, b)))
+                        .filter(|&(a, b)| a < b && self.deliver(a).0 == self.deliver(b).0 && self.deliver(a).1 != self.deliver(b).1)
+                        .collect();
+                    let Some((a, b)) = pick_from(&pairs, pick >> 8) else { return };
+                    let EventKind::Deliver { message_id: first, .. } = self.trace.events[a].kind else { return };
+                    let EventKind::Deliver { msg, message_id, .. } = &mut self.trace.events[b].kind else { return };
+                    *message_id = first;
+                    let msg = *msg;
+                    self.reserved.extend([msg, self.deliver(a).1]);
+                    self.expected.push(Key::Msg(FindingKind::Misrouted, msg, Some(client)));
+                }
+                Injection::Leak => {
+                    // A message reaches a connection not subscribed to its
+                    // room: a pure sender of that room, or a subscriber
+                    // between its confirmed unsubscribe and its rejoin.
+                    let after_left: Vec<(ClientId, u64, u64)> = self
+                        .trace
+                        .events
+                        .iter()
+                        .filter(|e| self.special.contains(&e.client))
+                        .filter_map(|e| match e.kind {
+                            EventKind::Left { room } => Some((e.client, e.t_ns, u64::from(room))),
+                            _ => None,
+                        })
+                        .collect();
+                    let (client, t, room) = if pick.is_multiple_of(2) && !after_left.is_empty() {
+                        let Some((client, t, room)) = pick_from(&after_left, pick >> 1) else { return };
+                        (client, t + US, room as RoomIdx)
+                    } else {
+                        let Some(client) = pick_from(&self.clients_where(|c| c.role == Role::Sender), pick >> 1) else { return };
+                        (client, self.end(), self.trace.clients[client as usize].room)
+                    };
+                    let entries: Vec<Stored> =
+                        self.trace.history[room as usize].entries.iter().copied().filter(|e| self.msg_free(e.msg)).collect();
+                    let Some(e) = pick_from(&entries, pick >> 9) else { return };
+                    if !self.trace.history[room as usize].complete || self.sends_of(e.msg) == 0 {
+                        return;
+                    }
+                    self.reserved.insert(e.msg);
+                    self.trace.events.push(Event { t_ns: t, client, kind: delivery(room, e.msg, e.seq) });
+                    self.expected.push(Key::Msg(FindingKind::Leak, e.msg, Some(client)));
+                }
+                Injection::Stale => {
+                    // A subscriber's last delivery arrives seconds after it was due.
+                    let Some(client) = pick_from(&self.receivers(), pick) else { return };
+                    let Some(&i) = self.deliveries_of(client).last() else { return };
+                    let (_, msg, _) = self.deliver(i);
+                    let copies = self
+                        .trace
+                        .events
+                        .iter()
+                        .filter(|e| e.client == client && matches!(e.kind, EventKind::Deliver { msg: m, .. } if m == msg))
+                        .count();
+                    if !self.msg_free(msg) || copies != 1 || self.deliveries_of(client).len() < 2 {
+                        return;
+                    }
+                    let late = self.trace.meta.checks.fresh_within.0.as_nanos() as u64 + 500 * MS;
+                    self.trace.events[i].t_ns = self.end() + late;
+                    self.reserved.insert(msg);
+                    self.reserved_clients.insert(client);
+                    self.expected.push(Key::Msg(FindingKind::Stale, msg, Some(client)));
+                }
+                Injection::ApiLeavesOut | Injection::ApiCorrupt => {
+                    let room = (pick % self.trace.history.len() as u64) as RoomIdx;
+                    if !self.trace.history[room as usize].complete {
+                        return;
+                    }
+                    let free: Vec<Stored> =
+                        self.trace.history[room as usize].entries.iter().copied().filter(|e| self.msg_free(e.msg)).collect();
+                    let Some(e) = pick_from(&free, pick >> 8) else { return };
+                    self.reserved.insert(e.msg);
+                    self.reserved_rooms.insert(room);
+                    if matches!(injection, Injection::ApiLeavesOut) {
+                        self.api_edits.push(ApiEdit::LeaveOut(room, e.seq));
+                        self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, e.seq));
+                    } else {
+                        self.api_edits.push(ApiEdit::Corrupt(room, e.seq));
+                        self.expected.push(Key::Msg(FindingKind::Corrupted, e.msg, None));
+                    }
+                }
                 Injection::UnstoredDelivered => {
                     // A send that was never stored reaches a subscriber anyway.
-                    let stored: HashSet<MsgNo> = self.trace.history.iter().flat_map(|h| h.entries.iter().map(|e| e.1)).collect();
+                    let stored: HashSet<MsgNo> = self.trace.history.iter().flat_map(|h| h.entries.iter().map(|e| e.msg)).collect();
                     let unstored: Vec<(RoomIdx, MsgNo)> = (0..self.trace.rooms.len() as RoomIdx)
                         .filter(|r| self.trace.history[*r as usize].complete)
                         .flat_map(|r| self.unacked_in(r).into_iter().map(move |m| (r, m)))
@@ -877,7 +1275,7 @@ mod tests {
                     let seq = self.next_bogus_seq;
                     self.next_bogus_seq += 1;
                     let t = self.end();
-                    self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Deliver { room, msg, seq } });
+                    self.trace.events.push(Event { t_ns: t, client, kind: delivery(room, msg, seq) });
                     self.expected.push(Key::Msg(FindingKind::Phantom, msg, Some(client)));
                     self.expected.push(Key::Seq(FindingKind::HistoryMismatch, room, seq));
                 }
@@ -940,10 +1338,12 @@ mod tests {
             }
             for h in &mut self.trace.history {
                 for entry in &mut h.entries {
-                    if entry.1 == a {
-                        entry.1 = b;
-                    } else if entry.1 == b {
-                        entry.1 = a;
+                    if entry.msg == a {
+                        entry.msg = b;
+                        entry.body = Some(body_of(b));
+                    } else if entry.msg == b {
+                        entry.msg = a;
+                        entry.body = Some(body_of(a));
                     }
                 }
             }
@@ -972,7 +1372,9 @@ mod tests {
             // Reconnected at once, but its subscription is answered (refused) only at `back`.
             self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Closed { code: None } });
             self.trace.events.push(Event { t_ns: t + 200 * US, client, kind: EventKind::Connected { node: 0 } });
+            self.trace.events.push(Event { t_ns: t + 300 * US, client, kind: EventKind::Subscribing { room, after: Some(last_seq) } });
             self.trace.events.push(Event { t_ns: back, client, kind: EventKind::SubscribeRefused { room } });
+            self.trace.events.push(Event { t_ns: back + 100 * US, client, kind: EventKind::Subscribing { room, after: Some(last_seq) } });
             self.trace.events.push(Event {
                 t_ns: back + 500 * US,
                 client,
@@ -1041,7 +1443,7 @@ mod tests {
             count in 1u32..4,
         ) {
             use crate::merge::{finding_names, merge, split};
-            let mut injector = Injector::new(correct_trace(&shape, seed));
+            let mut injector = Injector::new(without_guests(correct_trace(&shape, seed)));
             for (kind, pick) in injections {
                 injector.apply(kind, pick);
             }
@@ -1075,6 +1477,8 @@ mod tests {
                     EventKind::Error { .. } => "error",
                     EventKind::SubscribeRefused { .. } => "subscribe_refused",
                     EventKind::Subscribed { after: Some(_), .. } => "after",
+                    EventKind::Left { .. } => "left",
+                    EventKind::Subscribed { room, .. } if trace.clients[e.client as usize].room != room => "second_room",
                     _ => "other",
                 });
             }
@@ -1092,7 +1496,9 @@ mod tests {
                 });
             }
         }
-        for kind in ["closed", "connected", "error", "subscribe_refused", "after", "resend", "stored_unacked", "unstored"] {
+        for kind in
+            ["closed", "connected", "error", "subscribe_refused", "after", "resend", "stored_unacked", "unstored", "left", "second_room"]
+        {
             assert!(seen.contains(kind), "no {kind} in 20 trouble traces");
         }
     }

@@ -1,7 +1,10 @@
 //! One client connection, whatever its role: one loop, with the role
 //! deciding what it does (a sender sends on its schedule, a subscriber
 //! subscribes, a chatter does both on the same connection, as real chat
-//! clients do).
+//! clients do). A connection may be in several rooms
+//! (`rooms_per_client`): it subscribes to each, sends into them in turn,
+//! and, with `churn`, leaves one now and then and joins it again after a
+//! while, resuming with `after` or live from the new head.
 //!
 //! Clients recover like real ones and never silently give up:
 //! - connecting (also the first time) retries with backoff — first the
@@ -17,10 +20,10 @@
 //!   messages are resent in their original order (the server refuses later
 //!   sends until the failed one is back), so FIFO survives failures.
 
-use super::wire::{Incoming, Wire};
-use super::{ClientPlan, Schedule, Shared, Window};
-use crate::scenario::{MessageBytes, Workload};
-use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, msg_no};
+use super::wire::{Delivered, Incoming, Wire};
+use super::{ClientPlan, Schedule, Shared, Window, text};
+use crate::scenario::{MessageBytes, Rejoin, Workload};
+use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
@@ -36,7 +39,9 @@ pub(super) struct Context {
     pub plan: ClientPlan,
     /// Every node's WebSocket URL (reconnects may go elsewhere).
     pub urls: Vec<String>,
-    pub room: String,
+    /// Its rooms, home first: (trace index, name). A room's position here
+    /// is its slot.
+    pub rooms: Vec<(RoomIdx, String)>,
     pub workload: Workload,
     pub clock: Clock,
     pub start: watch::Receiver<Option<Window>>,
@@ -76,12 +81,64 @@ type Step = Result<(), Option<u16>>;
 
 struct Outstanding {
     scheduled_ns: u64,
-    body: String,
+    slot: usize,
+    text: String,
+}
+
+/// Where a connection is with one of its rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// To subscribe on this connection; nothing sent yet.
+    Idle,
+    /// Subscribe sent, no answer yet.
+    Requested,
+    /// Subscribe refused; retried at `retry_at`.
+    Refused,
+    Joined,
+    /// Unsubscribe sent (churn), confirmation not yet seen.
+    Leaving,
+    /// Left; joins again at `rejoin_at`.
+    Away,
+}
+
+/// One room of the connection: its subscription's state.
+struct Room {
+    phase: Phase,
+    /// A subscription was confirmed since it last joined: resubscribes
+    /// resume with `after` (the membership goes on).
+    joined_since_join: bool,
+    /// It left this room at least once.
+    rejoining: bool,
+    /// The next join after leaving resumes with `after`.
+    rejoin_with_after: bool,
+    /// The `after` of the subscribe in flight.
+    pending_after: Option<u64>,
+    /// Resume from here: the last `seq` seen (or the start).
+    resume_after: Option<u64>,
+    retry_at: Option<u64>,
+    backoff: Duration,
+    rejoin_at: Option<u64>,
+}
+
+impl Room {
+    fn new() -> Self {
+        Self {
+            phase: Phase::Idle,
+            joined_since_join: false,
+            rejoining: false,
+            rejoin_with_after: false,
+            pending_after: None,
+            resume_after: None,
+            retry_at: None,
+            backoff: FIRST_BACKOFF,
+            rejoin_at: None,
+        }
+    }
 }
 
 pub(super) async fn run(ctx: Context) -> Vec<Event> {
     let expected = expected_sends(&ctx);
-    let capacity = if ctx.plan.role.subscribes() { expected * 4 + 64 } else { 2 * expected + 16 };
+    let capacity = if ctx.plan.role.subscribes() { expected * 4 * ctx.rooms.len() + 64 } else { 2 * expected + 16 };
     let mut rec = Recorder::new(ctx.plan.id, ctx.clock, capacity.min(1 << 22));
     Client::new(&ctx).run(&mut rec).await;
     rec.into_events()
@@ -100,12 +157,12 @@ fn expected_sends(ctx: &Context) -> usize {
     }
 }
 
-fn body(rng: &mut StdRng, bytes: &MessageBytes) -> String {
-    let n = match *bytes {
+fn text_of(rng: &mut StdRng, workload: &Workload) -> String {
+    let n = match workload.message_bytes {
         MessageBytes::Fixed(n) => n,
         MessageBytes::Range { min, max } => rng.random_range(min..=max),
     };
-    "x".repeat(n as usize)
+    text::generate(rng, n as usize, workload.message_text)
 }
 
 fn close_code(message: &Message) -> Option<u16> {
@@ -135,18 +192,13 @@ struct Client<'a> {
     /// resent in order.
     resend_at: Option<u64>,
     next_k: u32,
-    // Subscribing.
-    /// Confirmed on the current connection.
-    subscribed: bool,
-    ever_subscribed: bool,
-    /// The `after` of the subscribe in flight.
-    pending_after: Option<u64>,
-    /// Resubscribe from here: the last `seq` seen (or the start).
-    resume_after: Option<u64>,
-    subscribe_retry_at: Option<u64>,
-    subscribe_backoff: Duration,
+    // Subscribing: one per room slot (empty for a pure sender).
+    rooms: Vec<Room>,
     subscribe_attempts: u64,
     ready_reported: bool,
+    /// Churn: the next time this client considers leaving a room, and
+    /// which tick that is.
+    next_churn: Option<(u64, u64)>,
     /// STOMP: send a heart-beat this often (the server asked for them).
     heartbeat: Option<Duration>,
     next_heartbeat: Option<u64>,
@@ -154,20 +206,17 @@ struct Client<'a> {
 
 impl<'a> Client<'a> {
     fn new(ctx: &'a Context) -> Self {
+        let rooms = if ctx.plan.role.subscribes() { ctx.rooms.iter().map(|_| Room::new()).collect() } else { Vec::new() };
         Self {
             ctx,
             rng: StdRng::seed_from_u64(ctx.seed ^ (u64::from(ctx.plan.id) << 20)),
             outstanding: BTreeMap::new(),
             resend_at: None,
             next_k: 0,
-            subscribed: false,
-            ever_subscribed: false,
-            pending_after: None,
-            resume_after: None,
-            subscribe_retry_at: None,
-            subscribe_backoff: FIRST_BACKOFF,
+            rooms,
             subscribe_attempts: 0,
             ready_reported: false,
+            next_churn: None,
             heartbeat: None,
             next_heartbeat: None,
         }
@@ -179,6 +228,15 @@ impl<'a> Client<'a> {
 
     fn now(&self) -> u64 {
         self.ctx.clock.now_ns()
+    }
+
+    fn room_idx(&self, slot: usize) -> RoomIdx {
+        self.ctx.rooms[slot].0
+    }
+
+    /// The room slot the `k`-th send goes to: its rooms in turn.
+    fn slot_of_send(&self, msg: MsgNo) -> usize {
+        ((msg & 0xffff_ffff) % self.ctx.rooms.len().max(1) as u64) as usize
     }
 
     async fn run(&mut self, rec: &mut Recorder) {
@@ -200,6 +258,13 @@ impl<'a> Client<'a> {
                     rec.record(EventKind::Closed { code });
                     self.shared().closed.fetch_add(1, Ordering::Relaxed);
                     self.set_settled(false);
+                    for room in &mut self.rooms {
+                        room.phase = match room.phase {
+                            Phase::Leaving | Phase::Away => Phase::Away,
+                            _ => Phase::Idle,
+                        };
+                        room.retry_at = None;
+                    }
                 }
             }
         }
@@ -273,11 +338,14 @@ impl<'a> Client<'a> {
     /// no longer waits for this client (nothing will change).
     fn give_up(&self, rec: &mut Recorder, http_status: Option<u16>, why: String) {
         rec.record(EventKind::GaveUp { http_status });
+        let id = self.ctx.plan.id as usize;
         self.shared().gave_up.fetch_add(1, Ordering::Relaxed);
         self.shared().refusals.lock().expect("refusals lock").push((self.ctx.plan.id, why));
         self.set_settled(true);
-        self.shared().sends_left[self.ctx.plan.id as usize].store(0, Ordering::Relaxed);
-        self.shared().client_last_seq[self.ctx.plan.id as usize].store(u64::MAX, Ordering::Relaxed);
+        self.shared().sends_left[id].store(0, Ordering::Relaxed);
+        for last in self.shared().client_last_seq[id].iter() {
+            last.store(u64::MAX, Ordering::Relaxed);
+        }
     }
 
     /// The WebSocket upgrade, with this client's credentials.
@@ -289,7 +357,7 @@ impl<'a> Client<'a> {
             url = format!("{url}{}{query}", if url.contains('?') { '&' } else { '?' });
         }
         let mut request = url.into_client_request()?;
-        if let Wire::Stomp(_) = self.ctx.wire {
+        if self.ctx.wire.is_stomp() {
             request.headers_mut().insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static("v12.stomp, v11.stomp"));
         }
         for (name, value) in &self.ctx.upgrade_headers {
@@ -324,15 +392,22 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// Connected and, if it subscribes, subscribed: the drain waits for it.
+    /// Connected and, if it subscribes, subscribed to every room it is in:
+    /// the drain waits for it.
     fn set_settled(&self, settled: bool) {
         self.shared().settled[self.ctx.plan.id as usize].store(settled, Ordering::Relaxed);
     }
 
-    /// The first time this client is fully up, before sending starts.
-    fn up(&mut self) {
-        self.set_settled(true);
-        if !self.ready_reported && self.ctx.plan.join_at.is_zero() {
+    fn all_joined(&self) -> bool {
+        self.rooms.iter().all(|r| r.phase == Phase::Joined)
+    }
+
+    /// Settled when fully up; the first time, before sending starts, it
+    /// counts as ready.
+    fn update_settled(&mut self) {
+        let up = self.all_joined();
+        self.set_settled(up);
+        if up && !self.ready_reported && self.ctx.plan.join_at.is_zero() {
             self.ready_reported = true;
             self.shared().ready.fetch_add(1, Ordering::Relaxed);
         }
@@ -340,16 +415,15 @@ impl<'a> Client<'a> {
 
     async fn session(&mut self, ws: Ws, rec: &mut Recorder) -> SessionEnd {
         let (mut write, mut read) = ws.split();
-        self.subscribed = false;
-        self.subscribe_retry_at = None;
         self.next_heartbeat = self.heartbeat.map(|h| self.now() + h.as_nanos() as u64);
-        if self.ctx.plan.role.subscribes() {
-            if let Err(code) = self.subscribe(&mut write).await {
+        for slot in 0..self.rooms.len() {
+            if self.rooms[slot].phase == Phase::Idle
+                && let Err(code) = self.subscribe(&mut write, slot, rec).await
+            {
                 return SessionEnd::Broken(code);
             }
-        } else {
-            self.up();
         }
+        self.update_settled();
         // Resend everything unacked with the same id, oldest first, before
         // anything new (the same path as after an error frame).
         if !self.outstanding.is_empty() {
@@ -362,7 +436,8 @@ impl<'a> Client<'a> {
         let mut start = self.ctx.start.clone();
         loop {
             let window = *start.borrow_and_update();
-            let wake = [self.next_send(window, self.now()), self.resend_at, self.subscribe_retry_at, self.next_heartbeat]
+            let now = self.now();
+            let wake = [self.next_send(window, now), self.resend_at, self.next_heartbeat, self.next_room_timer(), self.churn_due(window)]
                 .into_iter()
                 .flatten()
                 .min();
@@ -414,6 +489,31 @@ impl<'a> Client<'a> {
         }
     }
 
+    /// The earliest subscribe retry or rejoin due.
+    fn next_room_timer(&self) -> Option<u64> {
+        self.rooms
+            .iter()
+            .filter_map(|r| match r.phase {
+                Phase::Refused => r.retry_at,
+                Phase::Leaving | Phase::Away => r.rejoin_at,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// When this client next considers leaving a room (churn), while
+    /// sending runs.
+    fn churn_due(&mut self, window: Option<Window>) -> Option<u64> {
+        let churn = self.ctx.workload.churn.as_ref()?;
+        let window = window?;
+        if self.rooms.is_empty() {
+            return None;
+        }
+        let every = churn.every.0.as_nanos().max(1) as u64;
+        let (at, _) = *self.next_churn.get_or_insert((window.start_ns + every, 1));
+        (at < window.end_ns).then_some(at)
+    }
+
     async fn on_timer(&mut self, write: &mut Writer, window: Option<Window>, rec: &mut Recorder) -> Step {
         let now = self.now();
         if let (Some(due), Some(every)) = (self.next_heartbeat, self.heartbeat)
@@ -424,51 +524,104 @@ impl<'a> Client<'a> {
                 write.send(beat).await.map_err(|_| None)?;
             }
         }
-        if let Some(due) = self.subscribe_retry_at
-            && due <= now
+        for slot in 0..self.rooms.len() {
+            let room = &self.rooms[slot];
+            let due = match room.phase {
+                Phase::Refused => room.retry_at,
+                Phase::Leaving | Phase::Away => room.rejoin_at,
+                _ => None,
+            };
+            if due.is_some_and(|t| t <= now) {
+                self.subscribe(write, slot, rec).await?;
+            }
+        }
+        if let Some(at) = self.churn_due(window)
+            && at <= now
         {
-            self.subscribe_retry_at = None;
-            self.subscribe(write).await?;
+            self.churn(write, rec).await?;
         }
         if let Some(due) = self.resend_at
             && due <= now
         {
             self.resend_at = None;
-            let room = self.ctx.plan.room;
             for (&msg, o) in &self.outstanding {
-                rec.record(EventKind::Send { room, msg, scheduled_ns: o.scheduled_ns });
-                write.send(self.ctx.wire.send(&self.ctx.room, msg, &o.body)).await.map_err(|_| None)?;
+                let (frame, body) = self.ctx.wire.send(o.slot, msg, &o.text);
+                rec.record(EventKind::Send { room: self.room_idx(o.slot), msg, scheduled_ns: o.scheduled_ns, body });
+                write.send(frame).await.map_err(|_| None)?;
             }
         } else if let Some(due) = self.next_send(window, now)
             && due <= now
         {
             let msg = msg_no(self.ctx.plan.msg_client, self.next_k);
             self.next_k += 1;
-            let body = body(&mut self.rng, &self.ctx.workload.message_bytes);
-            rec.record(EventKind::Send { room: self.ctx.plan.room, msg, scheduled_ns: due });
+            let slot = self.slot_of_send(msg);
+            let text = text_of(&mut self.rng, &self.ctx.workload);
+            let (frame, body) = self.ctx.wire.send(slot, msg, &text);
+            rec.record(EventKind::Send { room: self.room_idx(slot), msg, scheduled_ns: due, body });
             self.shared().sent.fetch_add(1, Ordering::Relaxed);
             if let Schedule::Open { .. } = self.ctx.plan.schedule.expect("only a client with a schedule sends") {
                 self.shared().sends_left[self.ctx.plan.id as usize].fetch_sub(1, Ordering::Relaxed);
             }
             self.shared().outstanding.fetch_add(1, Ordering::Relaxed);
-            let frame = self.ctx.wire.send(&self.ctx.room, msg, &body);
-            self.outstanding.insert(msg, Outstanding { scheduled_ns: due, body });
+            self.outstanding.insert(msg, Outstanding { scheduled_ns: due, slot, text });
             write.send(frame).await.map_err(|_| None)?;
         }
         Ok(())
     }
 
-    async fn subscribe(&mut self, write: &mut Writer) -> Step {
+    /// A churn tick: with probability `share`, leave one joined room; it
+    /// joins again after `away`.
+    async fn churn(&mut self, write: &mut Writer, rec: &mut Recorder) -> Step {
+        let churn = self.ctx.workload.churn.clone().expect("churn_due only fires with churn");
+        let (at, tick) = self.next_churn.expect("churn_due set it");
+        self.next_churn = Some((at + churn.every.0.as_nanos().max(1) as u64, tick + 1));
+        let mut rng = StdRng::seed_from_u64(self.ctx.seed ^ 0x6368_7572_6e00 ^ (u64::from(self.ctx.plan.id) << 24) ^ tick);
+        if !rng.random_bool(churn.share.clamp(0.0, 1.0)) {
+            return Ok(());
+        }
+        let joined: Vec<usize> = (0..self.rooms.len()).filter(|&s| self.rooms[s].phase == Phase::Joined).collect();
+        if joined.is_empty() {
+            return Ok(());
+        }
+        let slot = joined[rng.random_range(0..joined.len())];
+        let with_after = self.ctx.seq
+            && match churn.rejoin {
+                Rejoin::After => true,
+                Rejoin::Head => false,
+                Rejoin::Either => rng.random_bool(0.5),
+            };
+        let now = self.now();
+        let room = &mut self.rooms[slot];
+        room.phase = Phase::Leaving;
+        room.joined_since_join = false;
+        room.rejoining = true;
+        room.rejoin_with_after = with_after;
+        room.rejoin_at = Some(now + churn.away.0.as_nanos() as u64);
+        self.subscribe_attempts += 1;
+        rec.record(EventKind::Leaving { room: self.room_idx(slot) });
+        self.set_settled(false);
+        write.send(self.ctx.wire.unsubscribe(slot, self.subscribe_attempts)).await.map_err(|_| None)
+    }
+
+    async fn subscribe(&mut self, write: &mut Writer, slot: usize, rec: &mut Recorder) -> Step {
+        let room = &self.rooms[slot];
         let after = if !self.ctx.seq {
             None
-        } else if self.ever_subscribed {
-            self.resume_after
+        } else if room.joined_since_join {
+            room.resume_after
+        } else if room.rejoining {
+            if room.rejoin_with_after { room.resume_after } else { None }
         } else {
             self.ctx.plan.after
         };
-        self.pending_after = after;
         self.subscribe_attempts += 1;
-        write.send(self.ctx.wire.subscribe(&self.ctx.room, after, self.subscribe_attempts)).await.map_err(|_| None)
+        let room = &mut self.rooms[slot];
+        room.pending_after = after;
+        room.phase = Phase::Requested;
+        room.retry_at = None;
+        room.rejoin_at = None;
+        rec.record(EventKind::Subscribing { room: self.ctx.rooms[slot].0, after });
+        write.send(self.ctx.wire.subscribe(slot, after, self.subscribe_attempts)).await.map_err(|_| None)
     }
 
     fn on_frame(&mut self, incoming: Option<Result<Message, tungstenite::Error>>, rec: &mut Recorder) -> Step {
@@ -477,60 +630,104 @@ impl<'a> Client<'a> {
             Some(Ok(m)) => m,
             Some(Err(_)) | None => return Err(None),
         };
-        let room = self.ctx.plan.room;
-        let shared = &self.ctx.shared;
         match self.ctx.wire.read(&message) {
-            Incoming::Ack { msg, seq } => {
-                rec.record(EventKind::Ack { room, msg, seq });
-                if self.outstanding.remove(&msg).is_some() {
-                    shared.acked.fetch_add(1, Ordering::Relaxed);
-                    shared.outstanding.fetch_sub(1, Ordering::Relaxed);
+            Incoming::Ack { msg, seq } => self.on_ack(msg, seq, rec),
+            Incoming::Msg(d) => self.on_msg(d, rec),
+            Incoming::Subscribed { slot, head } => self.on_subscribed(slot, head, rec),
+            Incoming::Unsubscribed { slot } => {
+                if let Some(slot) = slot.filter(|&s| self.rooms.get(s).is_some_and(|r| r.phase == Phase::Leaving)) {
+                    rec.record(EventKind::Left { room: self.room_idx(slot) });
+                    self.rooms[slot].phase = Phase::Away;
                 }
-                shared.room_max_acked[room as usize].fetch_max(seq, Ordering::Relaxed);
-            }
-            Incoming::Msg { msg, seq } => {
-                rec.record(EventKind::Deliver { room, msg: msg.unwrap_or(FOREIGN_MSG), seq });
-                shared.delivered.fetch_add(1, Ordering::Relaxed);
-                shared.last_delivery_ns.fetch_max(self.ctx.clock.now_ns(), Ordering::Relaxed);
-                shared.client_last_seq[self.ctx.plan.id as usize].fetch_max(seq, Ordering::Relaxed);
-                self.resume_after = Some(self.resume_after.map_or(seq, |a| a.max(seq)));
-            }
-            Incoming::Subscribed { head } if !self.subscribed && self.ctx.plan.role.subscribes() => {
-                let after = self.pending_after;
-                rec.record(EventKind::Subscribed { room, head, after });
-                if after.is_none() {
-                    shared.client_last_seq[self.ctx.plan.id as usize].fetch_max(head, Ordering::Relaxed);
-                }
-                self.resume_after.get_or_insert(after.unwrap_or(head));
-                self.subscribed = true;
-                self.ever_subscribed = true;
-                self.subscribe_backoff = FIRST_BACKOFF;
-                self.up();
             }
             Incoming::Error { msg: Some(msg), .. } => {
                 rec.record(EventKind::Error { msg: Some(msg) });
-                shared.errors.fetch_add(1, Ordering::Relaxed);
+                self.shared().errors.fetch_add(1, Ordering::Relaxed);
                 if self.outstanding.contains_key(&msg) && self.resend_at.is_none() {
                     self.resend_at = Some(self.now() + RESEND_AFTER_ERROR_NS);
                 }
             }
-            // An error without an id while a subscribe is in flight answers the subscribe.
-            Incoming::Error { msg: None, code }
-                if self.ctx.plan.role.subscribes() && !self.subscribed && self.subscribe_retry_at.is_none() =>
-            {
-                tracing::debug!(client = self.ctx.plan.id, code, "subscribe refused; retrying");
-                rec.record(EventKind::SubscribeRefused { room });
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-                self.subscribe_retry_at = Some(self.now() + self.subscribe_backoff.as_nanos() as u64);
-                self.subscribe_backoff = (self.subscribe_backoff * 2).min(MAX_BACKOFF);
+            Incoming::Error { msg: None, slot, code } => {
+                self.shared().errors.fetch_add(1, Ordering::Relaxed);
+                // An error without an id answers the subscribe in flight
+                // (of the room it names, else the first one waiting).
+                let requested = |s: &usize| self.rooms.get(*s).is_some_and(|r| r.phase == Phase::Requested);
+                let target = slot.filter(requested).or_else(|| (0..self.rooms.len()).find(requested));
+                match target {
+                    Some(slot) => {
+                        tracing::debug!(client = self.ctx.plan.id, code, "subscribe refused; retrying");
+                        rec.record(EventKind::SubscribeRefused { room: self.room_idx(slot) });
+                        let now = self.now();
+                        let room = &mut self.rooms[slot];
+                        room.phase = Phase::Refused;
+                        room.retry_at = Some(now + room.backoff.as_nanos() as u64);
+                        room.backoff = (room.backoff * 2).min(MAX_BACKOFF);
+                    }
+                    None => {
+                        rec.record(EventKind::Error { msg: None });
+                        // An unsubscribe the server does not know: left all the same.
+                        if let Some(slot) = slot.filter(|&s| self.rooms.get(s).is_some_and(|r| r.phase == Phase::Leaving)) {
+                            self.rooms[slot].phase = Phase::Away;
+                        }
+                    }
+                }
             }
-            Incoming::Error { msg: None, .. } => {
-                rec.record(EventKind::Error { msg: None });
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            Incoming::Subscribed { .. } | Incoming::Connected { .. } | Incoming::Nothing => {}
+            Incoming::Connected { .. } | Incoming::Nothing => {}
         }
         Ok(())
+    }
+
+    fn on_ack(&mut self, msg: MsgNo, seq: u64, rec: &mut Recorder) {
+        let room = self.room_idx(self.slot_of_send(msg));
+        rec.record(EventKind::Ack { room, msg, seq });
+        let shared = &self.ctx.shared;
+        if self.outstanding.remove(&msg).is_some() {
+            shared.acked.fetch_add(1, Ordering::Relaxed);
+            shared.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(max) = shared.room_max_acked.get(room as usize) {
+            max.fetch_max(seq, Ordering::Relaxed);
+        }
+    }
+
+    fn on_msg(&mut self, d: Delivered, rec: &mut Recorder) {
+        let Delivered { msg, seq, slot, label, body, message_id } = d;
+        rec.record(EventKind::Deliver { room: self.room_idx(slot), msg: msg.unwrap_or(FOREIGN_MSG), seq, body, label, message_id });
+        let shared = &self.ctx.shared;
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        shared.last_delivery_ns.fetch_max(self.ctx.clock.now_ns(), Ordering::Relaxed);
+        if let Some(last) = shared.client_last_seq[self.ctx.plan.id as usize].get(slot) {
+            last.fetch_max(seq, Ordering::Relaxed);
+        }
+        if let Some(room) = self.rooms.get_mut(slot) {
+            room.resume_after = Some(room.resume_after.map_or(seq, |a| a.max(seq)));
+        }
+    }
+
+    fn on_subscribed(&mut self, slot: Option<usize>, head: u64, rec: &mut Recorder) {
+        // An answer that names no room (a server without room labels on
+        // it) answers the first subscribe in flight.
+        let requested = |s: &usize| self.rooms.get(*s).is_some_and(|r| matches!(r.phase, Phase::Requested | Phase::Refused));
+        let Some(slot) = slot.filter(requested).or_else(|| (0..self.rooms.len()).find(requested)) else { return };
+        let room_idx = self.room_idx(slot);
+        let room = &mut self.rooms[slot];
+        let after = room.pending_after;
+        rec.record(EventKind::Subscribed { room: room_idx, head, after });
+        match after {
+            None => {
+                room.resume_after = Some(room.resume_after.map_or(head, |a| a.max(head)));
+                if let Some(last) = self.ctx.shared.client_last_seq[self.ctx.plan.id as usize].get(slot) {
+                    last.fetch_max(head, Ordering::Relaxed);
+                }
+            }
+            Some(a) => {
+                room.resume_after.get_or_insert(a);
+            }
+        }
+        room.phase = Phase::Joined;
+        room.joined_since_join = true;
+        room.backoff = FIRST_BACKOFF;
+        self.update_settled();
     }
 
     /// Whether the current `drop_clients` fault picks this client.

@@ -4,6 +4,7 @@
 
 mod connection;
 mod plan;
+pub mod text;
 pub mod wire;
 
 pub use plan::{ClientPlan, Schedule, plan_clients, rooms_of, shard_plans};
@@ -33,8 +34,9 @@ pub struct Shared {
     pub gave_up: AtomicU64,
     /// Per room: highest acked `seq`.
     pub room_max_acked: Vec<AtomicU64>,
-    /// Per client: highest delivered `seq` (subscribers), or u64::MAX once it gave up.
-    pub client_last_seq: Vec<AtomicU64>,
+    /// Per client and room slot: highest delivered `seq` (subscribers), or
+    /// u64::MAX once it gave up.
+    pub client_last_seq: Vec<Box<[AtomicU64]>>,
     /// Per client: up right now (connected, and subscribed if it subscribes),
     /// or gave up. The drain waits for every client to be settled.
     pub settled: Vec<AtomicBool>,
@@ -62,7 +64,7 @@ impl Shared {
             ready: AtomicU64::new(0),
             gave_up: AtomicU64::new(0),
             room_max_acked: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
-            client_last_seq: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            client_last_seq: plans.iter().map(|p| p.rooms().map(|_| AtomicU64::new(0)).collect()).collect(),
             settled: (0..clients).map(|_| AtomicBool::new(false)).collect(),
             refusals: std::sync::Mutex::new(Vec::new()),
             sends_left: plans.iter().map(|p| AtomicU64::new(p.schedule.and_then(|s| s.planned(duration)).unwrap_or(0))).collect(),
@@ -81,7 +83,9 @@ impl Shared {
                     && self.sends_left[id].load(Ordering::Relaxed) == 0
                     && (!p.role.subscribes()
                         || !seq
-                        || self.client_last_seq[id].load(Ordering::Relaxed) >= self.room_max_acked[p.room as usize].load(Ordering::Relaxed))
+                        || p.rooms()
+                            .zip(self.client_last_seq[id].iter())
+                            .all(|(room, last)| last.load(Ordering::Relaxed) >= self.room_max_acked[room as usize].load(Ordering::Relaxed)))
             })
     }
 }
@@ -153,15 +157,16 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
         let room = &rooms[plan.room as usize];
         let token = tokens.get(plan.id as usize).map_or("", String::as_str);
         let (upgrade_headers, upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
+        let client_rooms: Vec<(crate::trace::RoomIdx, String)> = plan.rooms().map(|r| (r, rooms[r as usize].clone())).collect();
         let ctx = connection::Context {
-            wire: wire::Wire::new(system, plan.msg_client, room, token),
+            wire: wire::Wire::new(system, plan.msg_client, client_rooms.iter().map(|(_, name)| name.clone()).collect(), token),
             seq,
             upgrade_headers,
             upgrade_query,
             plan: plan.clone(),
             urls: urls.to_vec(),
             drops: drops.clone(),
-            room: rooms[plan.room as usize].clone(),
+            rooms: client_rooms,
             workload: workload.clone(),
             clock,
             start: start_rx.clone(),
@@ -232,6 +237,7 @@ mod tests {
             role: Role::Sender,
             node: 0,
             room: 0,
+            also: Vec::new(),
             join_at: Duration::ZERO,
             after: None,
             schedule: Some(schedule),

@@ -16,7 +16,10 @@ pub struct ClientPlan {
     pub msg_client: ClientId,
     pub role: Role,
     pub node: u32,
+    /// Its home room.
     pub room: RoomIdx,
+    /// The other rooms it joins and sends into (`rooms_per_client`).
+    pub also: Vec<RoomIdx>,
     /// When the client connects, from the workload start.
     pub join_at: Duration,
     /// `after` for the subscription (late subscribers).
@@ -26,11 +29,17 @@ pub struct ClientPlan {
 }
 
 impl ClientPlan {
+    /// Every room it joins or sends into: its home room first.
+    pub fn rooms(&self) -> impl Iterator<Item = RoomIdx> + '_ {
+        std::iter::once(self.room).chain(self.also.iter().copied())
+    }
+
     pub fn info(&self, duration: Duration) -> ClientInfo {
         ClientInfo {
             role: self.role,
             node: self.node,
             room: self.room,
+            also: self.also.clone(),
             join_at_ns: self.join_at.as_nanos() as u64,
             after: self.after,
             planned_sends: self.schedule.and_then(|s| s.planned(duration)),
@@ -87,9 +96,20 @@ impl Schedule {
     }
 }
 
+/// The rooms a client with home room `home` also joins: the next ones of
+/// the rooms that share its shard (`r % shard_count`), so a sharded run
+/// keeps each client's rooms in one shard.
+fn also_rooms(home: RoomIdx, rooms: u32, per_client: u32, shard_count: u32) -> Vec<RoomIdx> {
+    let class: Vec<RoomIdx> = (0..rooms).filter(|r| r % shard_count == home % shard_count).collect();
+    let at = class.iter().position(|&r| r == home).unwrap_or(0);
+    let extra = (per_client.max(1) as usize - 1).min(class.len().saturating_sub(1));
+    (1..=extra).map(|j| class[(at + j) % class.len()]).collect()
+}
+
 /// Per room: subscribers, then senders, then chatters, then late
 /// subscribers; placed on nodes (chatters follow the senders' placement).
-pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64) -> Vec<ClientPlan> {
+/// `shard_count`: how many shards the rooms will be split into (1: none).
+pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64, shard_count: u32) -> Vec<ClientPlan> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut plans: Vec<ClientPlan> = Vec::new();
     let (mut senders_placed, mut subscribers_placed) = (0usize, 0usize);
@@ -100,7 +120,9 @@ pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64) -> Vec<ClientPla
         let roles = std::iter::repeat_n((Role::Subscriber, Duration::ZERO, None), workload.subscribers_per_room as usize)
             .chain(std::iter::repeat_n((Role::Sender, Duration::ZERO, None), workload.senders_per_room as usize))
             .chain(std::iter::repeat_n((Role::Chatter, Duration::ZERO, None), workload.chatters_per_room as usize))
-            .chain(late.into_iter().flat_map(|l| std::iter::repeat_n((Role::Subscriber, l.join_at.0, Some(l.after)), l.per_room as usize)));
+            .chain(
+                late.into_iter().flat_map(|l| std::iter::repeat_n((Role::Subscriber, l.join_at.0, l.after.after()), l.per_room as usize)),
+            );
         for (role, join_at, after) in roles {
             let id = plans.len() as ClientId;
             let node = match &workload.placement {
@@ -120,7 +142,8 @@ pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64) -> Vec<ClientPla
                 sender_index += 1;
                 Schedule::new(workload.load, senders_total, sender_index - 1)
             });
-            plans.push(ClientPlan { id, msg_client: id, role, node, room, join_at, after, schedule });
+            let also = also_rooms(room, workload.rooms, workload.rooms_per_client, shard_count.max(1));
+            plans.push(ClientPlan { id, msg_client: id, role, node, room, also, join_at, after, schedule });
         }
     }
     plans
@@ -138,6 +161,9 @@ pub fn shard_plans(plans: Vec<ClientPlan>, shard: crate::trace::ShardOf) -> Vec<
         .map(|(i, mut p)| {
             p.id = i as ClientId;
             p.room /= shard.count;
+            for r in &mut p.also {
+                *r /= shard.count;
+            }
             p
         })
         .collect()
@@ -163,7 +189,7 @@ mod tests {
 
     #[test]
     fn round_robin_spreads_each_room_over_nodes() {
-        let plans = plan_clients(&workload(""), 2, 1);
+        let plans = plan_clients(&workload(""), 2, 1, 1);
         assert_eq!(plans.len(), 6);
         let room0: Vec<(Role, u32)> = plans.iter().filter(|p| p.room == 0).map(|p| (p.role, p.node)).collect();
         assert_eq!(room0, vec![(Role::Subscriber, 0), (Role::Subscriber, 1), (Role::Sender, 0)]);
@@ -171,18 +197,18 @@ mod tests {
 
     #[test]
     fn pinned_puts_senders_and_subscribers_where_told() {
-        let plans = plan_clients(&workload("  placement: {pinned: {senders: [0], subscribers: [1]}}\n"), 2, 1);
+        let plans = plan_clients(&workload("  placement: {pinned: {senders: [0], subscribers: [1]}}\n"), 2, 1, 1);
         assert!(plans.iter().all(|p| (p.role == Role::Sender) == (p.node == 0)));
     }
 
     #[test]
     fn open_loop_schedules_add_up_to_the_rate_and_chatters_send() {
         let w = workload("  chatters_per_room: 1\n").clone();
-        let plans = plan_clients(&w, 2, 1);
+        let plans = plan_clients(&w, 2, 1, 1);
         assert_eq!(plans.iter().filter(|p| p.role == Role::Chatter).count(), 2);
         let mut open = w.clone();
         open.load = Load::Open { rate_per_s: 100.0 };
-        let plans = plan_clients(&open, 2, 1);
+        let plans = plan_clients(&open, 2, 1, 1);
         // 4 senders (2 per room incl. chatters) at 100/s for 1 s: 100 sends.
         let planned: u64 = plans.iter().filter_map(|p| p.info(Duration::from_secs(1)).planned_sends).sum();
         assert_eq!(planned, 100);
@@ -193,8 +219,9 @@ mod tests {
     fn shards_split_by_room_and_keep_global_message_numbers_and_schedules() {
         let mut w = workload("");
         w.rooms = 5;
+        w.rooms_per_client = 2;
         w.load = Load::Open { rate_per_s: 100.0 };
-        let all = plan_clients(&w, 2, 1);
+        let all = plan_clients(&w, 2, 1, 2);
         let mut seen = Vec::new();
         let mut planned = 0;
         for index in 0..2 {
@@ -203,7 +230,7 @@ mod tests {
             let part = shard_plans(all.clone(), shard);
             assert!(part.iter().enumerate().all(|(i, p)| p.id == i as u32), "renumbered from 0");
             for p in &part {
-                assert!(shard.owns_room(rooms[p.room as usize]), "a client lives with its room");
+                assert!(p.rooms().all(|r| shard.owns_room(rooms[r as usize])), "a client lives with its rooms");
                 seen.push(p.msg_client);
                 planned += p.info(Duration::from_secs(1)).planned_sends.unwrap_or(0);
             }
@@ -255,9 +282,19 @@ mod tests {
 
     #[test]
     fn late_subscribers_join_later_with_after() {
-        let plans = plan_clients(&workload("  late_subscribers: {per_room: 1, join_at: 500ms, after: 0}\n"), 2, 1);
+        let plans = plan_clients(&workload("  late_subscribers: {per_room: 1, join_at: 500ms, after: 0}\n"), 2, 1, 1);
         let late: Vec<&ClientPlan> = plans.iter().filter(|p| p.after.is_some()).collect();
         assert_eq!(late.len(), 2);
         assert!(late.iter().all(|p| p.join_at == Duration::from_millis(500) && p.role == Role::Subscriber));
+        let live = plan_clients(&workload("  late_subscribers: {per_room: 1, join_at: 500ms, after: head}\n"), 2, 1, 1);
+        assert_eq!(live.iter().filter(|p| !p.join_at.is_zero() && p.after.is_none()).count(), 2, "after: head subscribes without after");
+    }
+
+    #[test]
+    fn clients_in_several_rooms_take_the_next_rooms_of_their_shard() {
+        assert_eq!(also_rooms(0, 5, 1, 1), Vec::<u32>::new());
+        assert_eq!(also_rooms(3, 5, 3, 1), vec![4, 0]);
+        assert_eq!(also_rooms(1, 6, 2, 2), vec![3], "rooms 1, 3, 5 are shard 1's of 2");
+        assert_eq!(also_rooms(5, 6, 9, 2), vec![1, 3], "capped at the rooms a shard has");
     }
 }

@@ -10,34 +10,61 @@
 //!   when its receipt arrives, a send acked when its receipt arrives);
 //!   heart-beats are sent when the server asks for them.
 
-use crate::scenario::{Credentials, IdLocation, Protocol, StompSettings, System};
-use crate::trace::{MsgNo, parse_wire_id, wire_id};
+use crate::scenario::{Credentials, IdLocation, Protocol, StompSettings, System, TextLocation};
+use crate::trace::{BodyDigest, Label, MsgNo, id_hash, parse_wire_id, wire_id};
 use chatbench_stomp::{Command, Frame as StompFrame, Incoming as StompIncoming};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-/// What one server message means to a client.
+/// What one server message means to a client. Rooms are the client's
+/// room slots (indexes into the rooms it was built with; 0 is its home).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     /// A send was acked (stored) with this `seq`.
     Ack { msg: MsgNo, seq: u64 },
-    /// A chat message (`msg` None: not one of the harness's ids).
-    Msg { msg: Option<MsgNo>, seq: u64 },
-    /// The subscription is live from `head`.
-    Subscribed { head: u64 },
-    /// An error; `msg` when it names one of our sends.
-    Error { msg: Option<MsgNo>, code: String },
+    /// A chat message.
+    Msg(Delivered),
+    /// The subscription of this room slot is live from `head` (None: the
+    /// answer names no room this client asked for).
+    Subscribed { slot: Option<usize>, head: u64 },
+    /// The unsubscribe of this room slot was confirmed.
+    Unsubscribed { slot: Option<usize> },
+    /// An error; `msg` when it names one of our sends, `slot` when it
+    /// names one of our rooms.
+    Error { msg: Option<MsgNo>, slot: Option<usize>, code: String },
     /// The session is open (STOMP CONNECTED): send heart-beats this often.
     Connected { heartbeat: Option<Duration> },
     /// A heart-beat, or a frame with nothing for the client.
     Nothing,
 }
 
+/// One delivered chat message, with what its labels said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// None: not one of the harness's ids.
+    pub msg: Option<MsgNo>,
+    pub seq: u64,
+    /// The room slot its labels name (the home room, 0, when they name none).
+    pub slot: usize,
+    pub label: Label,
+    /// None when the settings give no way to read the text.
+    pub body: Option<BodyDigest>,
+    /// STOMP `message-id`, hashed (0: none).
+    pub message_id: u64,
+}
+
 /// Everything a client needs to speak its protocol, for one client.
 #[derive(Debug, Clone)]
-pub enum Wire {
+pub struct Wire {
+    protocol: Speaks,
+    /// The client's room names, by slot (home first).
+    rooms: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Speaks {
     Json,
     Stomp(Box<Stomp>),
 }
@@ -47,6 +74,10 @@ pub struct Stomp {
     settings: StompSettings,
     /// CONNECT headers, templates already filled in for this client.
     connect_headers: BTreeMap<String, String>,
+    /// The SUBSCRIBE destination template split around `{room}`.
+    destination: (String, String),
+    /// The SEND body template is JSON.
+    json_body: bool,
 }
 
 /// Fill `{client}`, `{room}` and `{token}` in a credentials template.
@@ -54,20 +85,55 @@ pub fn fill(template: &str, client: u32, room: &str, token: &str) -> String {
     template.replace("{client}", &client.to_string()).replace("{room}", room).replace("{token}", token)
 }
 
+/// The STOMP `id` of a room slot's subscription (as stomp.js numbers them).
+pub fn subscription_id(slot: usize) -> String {
+    format!("sub-{slot}")
+}
+
+/// Whether a SEND body template is JSON (it parses as JSON with its
+/// placeholders filled): `{text}` then goes in JSON-escaped.
+pub fn is_json_template(template: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(&template.replace("{id}", "x").replace("{text}", "x")).is_ok()
+}
+
+/// Fill a SEND body template: `{id}` as is, `{text}` JSON-escaped in a
+/// JSON template, so any text keeps it valid JSON.
+pub fn fill_body(template: &str, json: bool, id: &str, text: &str) -> String {
+    let text: Cow<str> = if json {
+        let quoted = serde_json::to_string(text).expect("a string always serializes");
+        Cow::Owned(quoted[1..quoted.len() - 1].to_owned())
+    } else {
+        Cow::Borrowed(text)
+    };
+    template.replace("{id}", id).replace("{text}", &text)
+}
+
 impl Wire {
-    pub fn new(system: &System, client: u32, room: &str, token: &str) -> Self {
-        match system.protocol {
-            Protocol::Json => Wire::Json,
-            Protocol::Stomp => Wire::Stomp(Box::new(Stomp {
-                settings: system.stomp.clone(),
-                connect_headers: system
-                    .credentials
-                    .connect_headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), fill(v, client, room, token)))
-                    .collect(),
-            })),
-        }
+    /// `rooms`: the client's room names, home room first.
+    pub fn new(system: &System, client: u32, rooms: Vec<String>, token: &str) -> Self {
+        let home = rooms.first().map_or("", String::as_str);
+        let protocol = match system.protocol {
+            Protocol::Json => Speaks::Json,
+            Protocol::Stomp => {
+                let template = &system.stomp.subscribe;
+                let destination = match template.split_once("{room}") {
+                    Some((before, after)) => (before.to_owned(), after.to_owned()),
+                    None => (template.clone(), String::new()),
+                };
+                Speaks::Stomp(Box::new(Stomp {
+                    settings: system.stomp.clone(),
+                    connect_headers: system
+                        .credentials
+                        .connect_headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), fill(v, client, home, token)))
+                        .collect(),
+                    destination,
+                    json_body: is_json_template(&system.stomp.body),
+                }))
+            }
+        };
+        Wire { protocol, rooms }
     }
 
     /// The WebSocket path clients connect to on nodes the harness starts.
@@ -79,9 +145,17 @@ impl Wire {
         }
     }
 
+    pub fn is_stomp(&self) -> bool {
+        matches!(self.protocol, Speaks::Stomp(_))
+    }
+
+    fn slot_of(&self, room: &str) -> Option<usize> {
+        self.rooms.iter().position(|r| r == room)
+    }
+
     /// The first message of a session (STOMP `CONNECT`), if the protocol has one.
     pub fn hello(&self, host: &str) -> Option<Message> {
-        let Wire::Stomp(s) = self else { return None };
+        let Speaks::Stomp(s) = &self.protocol else { return None };
         let mut f = StompFrame::new(Command::Connect)
             .header("accept-version", "1.2,1.1")
             .header("host", s.settings.host.as_deref().unwrap_or(host))
@@ -92,21 +166,22 @@ impl Wire {
         Some(stomp_message(&f))
     }
 
-    pub fn subscribe(&self, room: &str, after: Option<u64>, attempt: u64) -> Message {
-        match self {
-            Wire::Json => {
+    pub fn subscribe(&self, slot: usize, after: Option<u64>, attempt: u64) -> Message {
+        let room = &self.rooms[slot];
+        match &self.protocol {
+            Speaks::Json => {
                 let mut frame = serde_json::json!({"op": "subscribe", "room": room});
                 if let Some(after) = after {
                     frame["after"] = after.into();
                 }
                 Message::text(frame.to_string())
             }
-            Wire::Stomp(s) => {
+            Speaks::Stomp(s) => {
                 let mut f = StompFrame::new(Command::Subscribe)
-                    .header("id", "0")
+                    .header("id", subscription_id(slot))
                     .header("destination", s.settings.subscribe.replace("{room}", room))
                     .header("ack", "auto")
-                    .header("receipt", format!("sub-{attempt}"));
+                    .header("receipt", format!("sub-{slot}-{attempt}"));
                 if let Some(after) = after {
                     f = f.header("after", after.to_string());
                 }
@@ -115,12 +190,34 @@ impl Wire {
         }
     }
 
-    pub fn send(&self, room: &str, msg: MsgNo, text: &str) -> Message {
+    pub fn unsubscribe(&self, slot: usize, attempt: u64) -> Message {
+        match &self.protocol {
+            Speaks::Json => Message::text(serde_json::json!({"op": "unsubscribe", "room": self.rooms[slot]}).to_string()),
+            Speaks::Stomp(_) => stomp_message(
+                &StompFrame::new(Command::Unsubscribe)
+                    .header("id", subscription_id(slot))
+                    .header("receipt", format!("unsub-{slot}-{attempt}")),
+            ),
+        }
+    }
+
+    /// A send of `text` to a room slot, and the digest of what every
+    /// subscriber must receive (the text; on STOMP with `text: body`, the
+    /// whole SEND body).
+    pub fn send(&self, slot: usize, msg: MsgNo, text: &str) -> (Message, BodyDigest) {
+        let room = &self.rooms[slot];
         let id = wire_id(msg);
-        match self {
-            Wire::Json => Message::text(serde_json::json!({"op": "send", "room": room, "id": id, "body": text}).to_string()),
-            Wire::Stomp(s) => {
-                let body = s.settings.body.replace("{id}", &id).replace("{text}", text);
+        match &self.protocol {
+            Speaks::Json => (
+                Message::text(serde_json::json!({"op": "send", "room": room, "id": id, "body": text}).to_string()),
+                BodyDigest::of(text.as_bytes()),
+            ),
+            Speaks::Stomp(s) => {
+                let body = fill_body(&s.settings.body, s.json_body, &id, text);
+                let digest = match s.settings.text {
+                    TextLocation::Body => BodyDigest::of(body.as_bytes()),
+                    TextLocation::Json(_) => BodyDigest::of(text.as_bytes()),
+                };
                 let mut f = StompFrame::new(Command::Send)
                     .header("destination", s.settings.send.replace("{room}", room))
                     .header("receipt", id.clone())
@@ -128,14 +225,14 @@ impl Wire {
                 if let IdLocation::Header(name) = &s.settings.id {
                     f = f.header(name.clone(), id);
                 }
-                stomp_message(&f.body(body.into_bytes()))
+                (stomp_message(&f.body(body.into_bytes())), digest)
             }
         }
     }
 
     /// A heart-beat (STOMP: an end-of-line).
     pub fn heartbeat(&self) -> Option<Message> {
-        matches!(self, Wire::Stomp(_)).then(|| Message::text("\n"))
+        self.is_stomp().then(|| Message::text("\n"))
     }
 
     /// What a text or binary server message means.
@@ -145,76 +242,95 @@ impl Wire {
             Message::Binary(b) => b,
             _ => return Incoming::Nothing,
         };
-        match self {
-            Wire::Json => read_json(bytes),
-            Wire::Stomp(s) => s.read(bytes),
+        match &self.protocol {
+            Speaks::Json => self.read_json(bytes),
+            Speaks::Stomp(s) => self.read_stomp(s, bytes),
         }
     }
-}
 
-fn stomp_message(f: &StompFrame) -> Message {
-    // Every header and body the harness writes is UTF-8 text.
-    Message::text(f.encode_text().ok().flatten().expect("harness STOMP frames are UTF-8 and escapable"))
-}
-
-/// A protocol-v1 server frame (lenient: unknown fields ignored). Strings
-/// borrow from the frame text: no allocation per delivery.
-#[derive(Debug, serde::Deserialize)]
-struct JsonFrame<'a> {
-    #[serde(borrow)]
-    op: Cow<'a, str>,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    seq: Option<u64>,
-    #[serde(default)]
-    head: Option<u64>,
-    #[serde(borrow, default)]
-    code: Option<Cow<'a, str>>,
-}
-
-fn read_json(bytes: &[u8]) -> Incoming {
-    let Ok(frame) = serde_json::from_slice::<JsonFrame>(bytes) else { return Incoming::Nothing };
-    let msg = frame.id.as_deref().and_then(parse_wire_id);
-    match (&*frame.op, msg, frame.seq) {
-        ("ack", Some(msg), Some(seq)) => Incoming::Ack { msg, seq },
-        ("msg", msg, seq) => Incoming::Msg { msg, seq: seq.unwrap_or(0) },
-        ("subscribed", _, _) => Incoming::Subscribed { head: frame.head.unwrap_or(0) },
-        ("error", msg, _) => Incoming::Error { msg, code: frame.code.as_deref().unwrap_or("").to_owned() },
-        _ => Incoming::Nothing,
+    fn read_json(&self, bytes: &[u8]) -> Incoming {
+        let Ok(frame) = serde_json::from_slice::<JsonFrame>(bytes) else { return Incoming::Nothing };
+        let msg = frame.id.as_deref().and_then(parse_wire_id);
+        let slot = frame.room.as_deref().and_then(|r| self.slot_of(r));
+        match (&*frame.op, msg, frame.seq) {
+            ("ack", Some(msg), Some(seq)) => Incoming::Ack { msg, seq },
+            ("msg", msg, seq) => {
+                let label = match (&frame.room, slot) {
+                    (None, _) => Label::Missing,
+                    (Some(_), None) => Label::UnknownRoom,
+                    (Some(_), Some(_)) => Label::Ok,
+                };
+                Incoming::Msg(Delivered {
+                    msg,
+                    seq: seq.unwrap_or(0),
+                    slot: slot.unwrap_or(0),
+                    label,
+                    body: frame.body.as_deref().map(|b| BodyDigest::of(b.as_bytes())),
+                    message_id: 0,
+                })
+            }
+            ("subscribed", _, _) => Incoming::Subscribed { slot, head: frame.head.unwrap_or(0) },
+            ("unsubscribed", _, _) => Incoming::Unsubscribed { slot },
+            ("error", msg, _) => Incoming::Error { msg, slot, code: frame.code.as_deref().unwrap_or("").to_owned() },
+            _ => Incoming::Nothing,
+        }
     }
-}
 
-impl Stomp {
-    fn read(&self, bytes: &[u8]) -> Incoming {
+    fn read_stomp(&self, s: &Stomp, bytes: &[u8]) -> Incoming {
         let frame = match chatbench_stomp::parse(bytes) {
             Ok(StompIncoming::Frame(f)) => f,
             Ok(StompIncoming::HeartBeat) | Err(_) => return Incoming::Nothing,
         };
-        let seq = || frame.get(&self.settings.seq_header).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let seq = || frame.get(&s.settings.seq_header).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // `sub-{slot}-{attempt}` / `unsub-{slot}-{attempt}`.
+        let receipt_slot = |r: &str, prefix: &str| -> Option<usize> {
+            r.strip_prefix(prefix)?.split('-').next()?.parse().ok().filter(|&slot: &usize| slot < self.rooms.len())
+        };
         match frame.command {
             Command::Connected => {
                 // heart-beat sx,sy: the server wants one from us every sy ms.
                 let wants =
                     frame.get("heart-beat").and_then(|h| h.split(',').nth(1)).and_then(|y| y.trim().parse::<u64>().ok()).unwrap_or(0);
                 let heartbeat =
-                    (wants > 0 && self.settings.heartbeat_ms > 0).then(|| Duration::from_millis(wants.max(self.settings.heartbeat_ms)));
+                    (wants > 0 && s.settings.heartbeat_ms > 0).then(|| Duration::from_millis(wants.max(s.settings.heartbeat_ms)));
                 Incoming::Connected { heartbeat }
             }
             Command::Message => {
-                let id = match &self.settings.id {
+                let id = match &s.settings.id {
                     IdLocation::Header(name) => frame.get(name).map(str::to_owned),
-                    IdLocation::Json(field) => frame
-                        .body_text()
-                        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-                        .and_then(|v| v.get(field).and_then(|x| x.as_str()).map(str::to_owned)),
+                    IdLocation::Json(field) => json_field(frame.body_text(), field),
                 };
-                Incoming::Msg { msg: id.as_deref().and_then(parse_wire_id), seq: seq() }
+                let body = match &s.settings.text {
+                    TextLocation::Body => Some(BodyDigest::of(&frame.body)),
+                    TextLocation::Json(field) => json_field(frame.body_text(), field).map(|t| BodyDigest::of(t.as_bytes())),
+                };
+                let by_destination = frame.get("destination").map(|d| {
+                    d.strip_prefix(s.destination.0.as_str())
+                        .and_then(|r| r.strip_suffix(s.destination.1.as_str()))
+                        .and_then(|r| self.slot_of(r))
+                });
+                let by_subscription = frame
+                    .get("subscription")
+                    .map(|id| id.strip_prefix("sub-").and_then(|n| n.parse::<usize>().ok()).filter(|&slot| slot < self.rooms.len()));
+                let (slot, label) = match (by_destination, by_subscription) {
+                    (Some(Some(d)), Some(Some(sub))) if d == sub => (d, Label::Ok),
+                    (Some(Some(d)), Some(_)) => (d, Label::WrongSubscription),
+                    (Some(Some(d)), None) => (d, Label::Missing),
+                    (Some(None), sub) => (sub.flatten().unwrap_or(0), Label::UnknownRoom),
+                    (None, sub) => (sub.flatten().unwrap_or(0), Label::Missing),
+                };
+                let message_id = frame.get("message-id").map_or(0, |m| id_hash(m.as_bytes()));
+                Incoming::Msg(Delivered { msg: id.as_deref().and_then(parse_wire_id), seq: seq(), slot, label, body, message_id })
             }
             Command::Receipt => {
                 let receipt = frame.get("receipt-id").unwrap_or("");
                 if receipt.starts_with("sub-") {
-                    Incoming::Subscribed { head: frame.get("head").and_then(|h| h.parse().ok()).unwrap_or(0) }
+                    Incoming::Subscribed {
+                        slot: receipt_slot(receipt, "sub-"),
+                        head: frame.get("head").and_then(|h| h.parse().ok()).unwrap_or(0),
+                    }
+                } else if receipt.starts_with("unsub-") {
+                    Incoming::Unsubscribed { slot: receipt_slot(receipt, "unsub-") }
                 } else {
                     match parse_wire_id(receipt) {
                         Some(msg) => Incoming::Ack { msg, seq: seq() },
@@ -223,20 +339,54 @@ impl Stomp {
                 }
             }
             Command::Error => {
-                let named = frame.get("receipt-id").filter(|r| !r.starts_with("sub-")).or(match &self.settings.id {
+                let receipt = frame.get("receipt-id");
+                let named = receipt.filter(|r| !r.starts_with("sub-") && !r.starts_with("unsub-")).or(match &s.settings.id {
                     IdLocation::Header(name) => frame.get(name),
                     IdLocation::Json(_) => None,
                 });
+                let slot = receipt.and_then(|r| receipt_slot(r, "sub-").or_else(|| receipt_slot(r, "unsub-")));
                 let code = frame.get("message").unwrap_or("").to_owned();
                 let detail = frame.body_text().unwrap_or("").trim().to_owned();
                 Incoming::Error {
                     msg: named.and_then(parse_wire_id),
+                    slot,
                     code: if detail.is_empty() { code } else { format!("{code}: {detail}") },
                 }
             }
             _ => Incoming::Nothing,
         }
     }
+}
+
+/// A top-level string field of a JSON body.
+fn json_field(body: Option<&str>, field: &str) -> Option<String> {
+    body.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .and_then(|v| v.get(field).and_then(|x| x.as_str()).map(str::to_owned))
+}
+
+fn stomp_message(f: &StompFrame) -> Message {
+    // Every header and body the harness writes is UTF-8 text.
+    Message::text(f.encode_text().ok().flatten().expect("harness STOMP frames are UTF-8 and escapable"))
+}
+
+/// A protocol-v1 server frame (lenient: unknown fields ignored). Strings
+/// borrow from the frame text where they need no unescaping.
+#[derive(Debug, serde::Deserialize)]
+struct JsonFrame<'a> {
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    room: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    body: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    head: Option<u64>,
+    #[serde(borrow, default)]
+    code: Option<Cow<'a, str>>,
 }
 
 /// Name-value pairs (headers, query parameters).
@@ -255,7 +405,11 @@ mod tests {
 
     fn stomp() -> Wire {
         let system = System { protocol: Protocol::Stomp, ..Default::default() };
-        Wire::new(&system, 3, "room-1", "tok")
+        Wire::new(&system, 3, vec!["room-1".into(), "room-2".into()], "tok")
+    }
+
+    fn json() -> Wire {
+        Wire::new(&System::default(), 3, vec!["room-1".into(), "room-2".into()], "tok")
     }
 
     fn text(m: Message) -> String {
@@ -263,18 +417,28 @@ mod tests {
     }
 
     #[test]
-    fn stomp_frames_carry_receipts_and_the_message_id() {
+    fn stomp_frames_carry_receipts_ids_per_room_and_the_message_id() {
         let w = stomp();
-        let sub = text(w.subscribe("room-1", Some(7), 2));
-        assert!(sub.starts_with("SUBSCRIBE\n") && sub.contains("destination:/sub/room-1\n") && sub.contains("receipt:sub-2\n"), "{sub}");
+        let sub = text(w.subscribe(1, Some(7), 2));
+        assert!(
+            sub.starts_with("SUBSCRIBE\n")
+                && sub.contains("destination:/sub/room-2\n")
+                && sub.contains("id:sub-1\n")
+                && sub.contains("receipt:sub-1-2\n"),
+            "{sub}"
+        );
         assert!(sub.contains("after:7\n"), "{sub}");
+        let unsub = text(w.unsubscribe(1, 3));
+        assert!(unsub.starts_with("UNSUBSCRIBE\n") && unsub.contains("id:sub-1\n") && unsub.contains("receipt:unsub-1-3\n"), "{unsub}");
         let msg = msg_no(3, 9);
-        let send = text(w.send("room-1", msg, "hello"));
+        let (send, digest) = w.send(0, msg, "hello");
+        let send = text(send);
         let id = wire_id(msg);
         assert!(
             send.contains(&format!("msg-id:{id}\n")) && send.contains(&format!("receipt:{id}\n")) && send.ends_with("hello\0"),
             "{send}"
         );
+        assert_eq!(digest, BodyDigest::of(b"hello"));
     }
 
     #[test]
@@ -284,20 +448,70 @@ mod tests {
         let id = wire_id(msg);
         let read = |s: &str| w.read(&Message::text(s.to_owned()));
         assert_eq!(read(&format!("RECEIPT\nreceipt-id:{id}\nseq:12\n\n\0")), Incoming::Ack { msg, seq: 12 });
-        assert_eq!(read("RECEIPT\nreceipt-id:sub-0\nhead:4\n\n\0"), Incoming::Subscribed { head: 4 });
+        assert_eq!(read("RECEIPT\nreceipt-id:sub-1-0\nhead:4\n\n\0"), Incoming::Subscribed { slot: Some(1), head: 4 });
+        assert_eq!(read("RECEIPT\nreceipt-id:unsub-0-3\n\n\0"), Incoming::Unsubscribed { slot: Some(0) });
+        let message = |dest: &str, sub: &str| {
+            read(&format!("MESSAGE\ndestination:{dest}\nsubscription:{sub}\nmessage-id:x\nmsg-id:{id}\nseq:13\n\nhello\0"))
+        };
+        let delivered = |slot, label| {
+            Incoming::Msg(Delivered {
+                msg: Some(msg),
+                seq: 13,
+                slot,
+                label,
+                body: Some(BodyDigest::of(b"hello")),
+                message_id: id_hash(b"x"),
+            })
+        };
+        assert_eq!(message("/sub/room-2", "sub-1"), delivered(1, Label::Ok));
+        assert_eq!(message("/sub/room-2", "sub-0"), delivered(1, Label::WrongSubscription));
+        assert_eq!(message("/sub/room-2", "0"), delivered(1, Label::WrongSubscription));
+        assert_eq!(message("/sub/room-9", "sub-1"), delivered(1, Label::UnknownRoom));
         assert_eq!(
-            read(&format!("MESSAGE\ndestination:/sub/room-1\nsubscription:0\nmessage-id:x\nmsg-id:{id}\nseq:13\n\nhello\0")),
-            Incoming::Msg { msg: Some(msg), seq: 13 }
+            read(&format!("MESSAGE\nmessage-id:x\nmsg-id:{id}\nseq:13\n\nhello\0")),
+            delivered(0, Label::Missing),
+            "no destination, no subscription"
         );
         assert_eq!(
             read(&format!("ERROR\nmessage:store_unavailable\nmsg-id:{id}\n\ndown\0")),
-            Incoming::Error { msg: Some(msg), code: "store_unavailable: down".into() }
+            Incoming::Error { msg: Some(msg), slot: None, code: "store_unavailable: down".into() }
+        );
+        assert_eq!(
+            read("ERROR\nmessage:bad_room\nreceipt-id:sub-1-4\n\n\0"),
+            Incoming::Error { msg: None, slot: Some(1), code: "bad_room".into() }
         );
         assert_eq!(
             read("CONNECTED\nversion:1.2\nheart-beat:0,20000\n\n\0"),
             Incoming::Connected { heartbeat: Some(Duration::from_secs(20)) }
         );
         assert_eq!(read("\n"), Incoming::Nothing);
+    }
+
+    #[test]
+    fn json_deliveries_carry_the_room_label_and_the_body_digest() {
+        let w = json();
+        let msg = msg_no(3, 9);
+        let read = |s: String| w.read(&Message::text(s));
+        let frame =
+            |room: &str| format!(r#"{{"op":"msg","room":"{room}","seq":4,"id":"{}","body":"a \"b\"\nc","node":"n0"}}"#, wire_id(msg));
+        let Incoming::Msg(d) = read(frame("room-2")) else { panic!("a msg frame") };
+        assert_eq!((d.slot, d.label, d.body), (1, Label::Ok, Some(BodyDigest::of("a \"b\"\nc".as_bytes()))));
+        let Incoming::Msg(d) = read(frame("room-7")) else { panic!("a msg frame") };
+        assert_eq!((d.slot, d.label), (0, Label::UnknownRoom));
+        assert_eq!(read(r#"{"op":"subscribed","room":"room-2","head":3}"#.into()), Incoming::Subscribed { slot: Some(1), head: 3 });
+        assert_eq!(read(r#"{"op":"unsubscribed","room":"room-1"}"#.into()), Incoming::Unsubscribed { slot: Some(0) });
+    }
+
+    #[test]
+    fn json_body_templates_get_escaped_text_and_others_raw_text() {
+        let text = "say \"hi\"\\\n";
+        let template = r#"{"msgId":"{id}","content":"{text}"}"#;
+        assert!(is_json_template(template));
+        let filled = fill_body(template, true, "m1", text);
+        let v: serde_json::Value = serde_json::from_str(&filled).unwrap();
+        assert_eq!(v["content"], text);
+        assert!(!is_json_template("{text}") && !is_json_template("{text} ({id})"));
+        assert_eq!(fill_body("{text}", false, "m1", text), text, "a bare {{text}} template is the text itself");
     }
 
     #[test]

@@ -258,8 +258,16 @@ pub struct StompSettings {
     pub id: IdLocation,
     /// SEND body template. Default `{text}`; with `id: {json: field}` give a
     /// JSON body carrying `{id}`, e.g. `'{"msgId":"{id}","content":"{text}"}'`.
+    /// In a template that is JSON (it starts with `{`), `{text}` is written
+    /// JSON-escaped, so quotes, backslashes and newlines stay valid JSON.
     #[serde(default = "default_body")]
     pub body: String,
+    /// Where a MESSAGE carries the text the body check compares: `body`
+    /// (default: the whole MESSAGE body must equal the SEND body the
+    /// harness wrote) or `{json: field}` (a top-level string field of a
+    /// JSON body must equal the generated text).
+    #[serde(default)]
+    pub text: TextLocation,
     /// The MESSAGE (and SEND RECEIPT) header carrying the room's gap-free
     /// sequence number. Required: the checks judge order and resumption by
     /// it (servers without one need declared guarantees, not built yet).
@@ -301,6 +309,7 @@ impl Default for StompSettings {
             send: default_pub_destination(),
             id: IdLocation::default(),
             body: default_body(),
+            text: TextLocation::default(),
             seq_header: default_seq_header(),
             host: None,
             heartbeat_ms: default_heartbeat_ms(),
@@ -314,6 +323,17 @@ pub enum IdLocation {
     /// A header, e.g. `msg-id`.
     Header(String),
     /// A top-level string field of a JSON body.
+    Json(String),
+}
+
+/// Where a delivered STOMP MESSAGE carries the text it is checked by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum TextLocation {
+    /// The whole body, compared with the whole SEND body.
+    #[default]
+    Body,
+    /// A top-level string field of a JSON body, compared with the text.
     Json(String),
 }
 
@@ -465,9 +485,25 @@ pub struct Workload {
     /// How long to wait after the last send for deliveries to arrive.
     #[serde(default = "default_drain")]
     pub drain_timeout: HumanDuration,
-    /// Subscribers that join after the start and catch up with `after`.
+    /// Subscribers that join after the start: catching up with `after`,
+    /// or live from the head they are told (`after: head`).
     #[serde(default)]
     pub late_subscribers: Option<LateSubscribers>,
+    /// Rooms each connection is in (default 1): a subscriber or chatter
+    /// joins its home room and the next `rooms_per_client - 1` rooms on the
+    /// same connection, and a sender (or chatter) sends into them in turn.
+    #[serde(default = "one")]
+    pub rooms_per_client: u32,
+    /// Subscribers and chatters that leave a room and join it again while
+    /// sending runs, as chat users switch rooms.
+    #[serde(default)]
+    pub churn: Option<Churn>,
+    /// What generated message text looks like: `chat` (default: words,
+    /// Hangul, emoji, quotes, backslashes and newlines, exactly
+    /// `message_bytes` UTF-8 bytes) or `ascii` (printable ASCII words only,
+    /// for a server that takes nothing else; every report says so).
+    #[serde(default)]
+    pub message_text: MessageText,
     /// How long sending waits for every client to connect (and subscribe);
     /// a client not ready by then is a finding (`not_ready`).
     #[serde(default = "default_connect_timeout")]
@@ -554,9 +590,95 @@ pub struct LateSubscribers {
     pub per_room: u32,
     /// When they join, from the start of the workload.
     pub join_at: HumanDuration,
-    /// They subscribe with `after: this` (0 = replay the whole room).
+    /// They subscribe with `after: N` (0 = replay the whole room), or with
+    /// `after: head`: no `after`, live from the head the server tells them
+    /// (owed exactly what follows it).
     #[serde(default)]
-    pub after: u64,
+    pub after: LateStart,
+}
+
+/// Where a late subscriber starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LateStart {
+    /// `after: N`.
+    After(u64),
+    /// `after: head`.
+    Head(HeadKeyword),
+}
+
+impl Default for LateStart {
+    fn default() -> Self {
+        LateStart::After(0)
+    }
+}
+
+impl LateStart {
+    /// The `after` of the first subscribe (None: live from the head).
+    pub fn after(self) -> Option<u64> {
+        match self {
+            LateStart::After(n) => Some(n),
+            LateStart::Head(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKeyword {
+    Head,
+}
+
+/// Leaving and rejoining rooms while sending runs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// How often each subscriber considers leaving one of its rooms.
+    pub every: HumanDuration,
+    /// The chance (0..1) that it does, each time.
+    pub share: f64,
+    /// How long it stays away before joining again (default 500ms).
+    #[serde(default = "half_a_second")]
+    pub away: HumanDuration,
+    /// How it joins again: `after` (resume after the last `seq` it saw:
+    /// owed everything it missed), `head` (live from the new head: owed
+    /// only what follows), or `either` (picked from the seed each time,
+    /// the default). Systems without `seq` always rejoin at the head.
+    #[serde(default)]
+    pub rejoin: Rejoin,
+}
+
+fn half_a_second() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Rejoin {
+    After,
+    Head,
+    #[default]
+    Either,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageText {
+    /// Realistic chat text: multi-byte UTF-8 (Hangul, emoji) and
+    /// JSON-special characters (quotes, backslash, newline).
+    #[default]
+    Chat,
+    /// Printable ASCII words only.
+    Ascii,
+}
+
+impl MessageText {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageText::Chat => "chat (UTF-8: Hangul, emoji, quotes, backslashes, newlines)",
+            MessageText::Ascii => "ascii (declared: the system takes printable ASCII only)",
+        }
+    }
 }
 
 /// A timed fault (Jepsen's nemesis): an action at a time from the start of
@@ -856,13 +978,30 @@ impl JsonSchema for Switch {
 
 /// What a run is judged on. Every check is on unless turned off with a
 /// reason; each is a pure function of the recorded trace (see `check/`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checks {
-    /// Every owed message reaches every covering subscriber once; nothing
-    /// unsent, unstored or unrequested is delivered.
+    /// Every owed message reaches every covering subscriber once, with the
+    /// body that was sent; nothing unsent, unstored or unrequested is
+    /// delivered.
     #[serde(default)]
     pub exactly_once: Switch,
+    /// Every delivery reaches only a connection subscribed to its room
+    /// (never one that did not join it, nor one whose unsubscribe was
+    /// confirmed: `leak`), labelled with that room as a real client
+    /// dispatches it (JSON `room`; STOMP `destination`, the client's own
+    /// `subscription` id, a `message-id` not reused: `misrouted`).
+    #[serde(default)]
+    pub routing: Switch,
+    /// Every owed delivery arrives within `fresh_within` of when it was due
+    /// (sent, or the subscription it was caught up after was confirmed);
+    /// deliveries due during a fault are left to `recovery`.
+    #[serde(default)]
+    pub freshness: Switch,
+    /// The freshness window (default 2s). Also how long before leaving a
+    /// room a message must have been acked to be owed there.
+    #[serde(default = "two_seconds")]
+    pub fresh_within: HumanDuration,
     #[serde(default)]
     pub ordering: OrderingChecks,
     /// Stored history (read from MongoDB, not through the server) is
@@ -941,6 +1080,27 @@ impl Default for RecoveryCheck {
 
 fn ten_seconds() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
+}
+
+fn two_seconds() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Self {
+            exactly_once: Switch::On,
+            routing: Switch::On,
+            freshness: Switch::On,
+            fresh_within: two_seconds(),
+            ordering: OrderingChecks::default(),
+            live_equals_history: Switch::On,
+            liveness: LivenessChecks::default(),
+            recovery: RecoveryCheck::default(),
+            latency: LatencyChecks::default(),
+            min_throughput: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

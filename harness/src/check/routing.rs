@@ -1,0 +1,72 @@
+//! Routing: a message reaches only connections subscribed to its room, and
+//! each delivery is labelled so that a real client files it under that
+//! room.
+//!
+//! - `leak`: a delivery to a connection that was not subscribed to the
+//!   message's room: it never sent a subscribe for it on that connection,
+//!   or the server had confirmed its unsubscribe. (Between sending an
+//!   unsubscribe and its confirmation deliveries are allowed.)
+//! - `misrouted`: the labels a client dispatches by — protocol v1's
+//!   `room`; STOMP's `destination`, `subscription` (the id this client
+//!   gave that room's SUBSCRIBE) and `message-id` — are missing, name
+//!   another room, or (`message-id`) were used before for another message.
+//!   stomp.js and Spring clients route a MESSAGE by its `subscription`: a
+//!   wrong one means the message shows up nowhere.
+//!
+//! A delivery is counted for exactly-once in the room it was sent to,
+//! whatever its labels say, so one wrong label is one finding here and
+//! not also a loss.
+
+use super::{Finding, FindingKind, TraceIndex};
+use crate::trace::{ClientId, Label, MsgNo};
+use std::collections::HashMap;
+
+pub fn check(index: &TraceIndex) -> Vec<Finding> {
+    let rooms = &index.trace.rooms;
+    let name = |r: u32| rooms.get(r as usize).map_or("?", String::as_str);
+    let mut findings: Vec<Finding> = index
+        .leaks
+        .iter()
+        .map(|l| {
+            let detail = if l.after_left {
+                format!("delivered after the server confirmed this connection's unsubscribe from {}", name(l.room))
+            } else {
+                format!("delivered to a connection that never subscribed to {}", name(l.room))
+            };
+            Finding::new(FindingKind::Leak, detail).room(l.room).msg(l.msg).seq(l.seq).client(l.client, l.node).observed(l.t_ns)
+        })
+        .collect();
+    // Per client: which message each message-id was first used for.
+    let mut ids: HashMap<(ClientId, u64), MsgNo> = HashMap::new();
+    for sub in &index.subscribers {
+        for d in &sub.deliveries {
+            let mut wrong: Vec<String> = Vec::new();
+            match d.label {
+                Label::Ok if d.label_room != d.room => wrong.push(format!("labelled {} but sent to {}", name(d.label_room), name(d.room))),
+                Label::Ok => {}
+                Label::Missing => wrong.push("carries no room label (JSON room; STOMP destination and subscription)".to_owned()),
+                Label::UnknownRoom => wrong.push("its room label names no room this client subscribed to".to_owned()),
+                Label::WrongSubscription => {
+                    wrong.push(format!("its STOMP subscription is not the id this client subscribed to {} with", name(d.label_room)))
+                }
+            }
+            if d.message_id != 0 {
+                let first = *ids.entry((sub.client, d.message_id)).or_insert(d.msg);
+                if first != d.msg {
+                    wrong.push("its message-id was already used for another message".to_owned());
+                }
+            }
+            if !wrong.is_empty() {
+                findings.push(
+                    Finding::new(FindingKind::Misrouted, format!("delivery {}", wrong.join("; ")))
+                        .room(d.room)
+                        .msg(d.msg)
+                        .seq(d.seq)
+                        .client(sub.client, sub.node)
+                        .observed(d.t_ns),
+                );
+            }
+        }
+    }
+    findings
+}

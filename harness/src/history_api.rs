@@ -1,0 +1,133 @@
+//! The system's own history API, read the way a chat client loads history:
+//! page by page (`after` = the last `seq` of the previous page) until the
+//! server says there is no more. What it serves is compared with the
+//! oracle's history (`check::history`), so a server whose history endpoint
+//! leaves out, repeats or alters messages fails even though MongoDB holds
+//! them right.
+//!
+//! The reference server's layout: `GET /rooms/{room}/messages?after=N&limit=L`
+//! → `{"room", "messages": [{seq, id, body, …}], "more"}`. Every read is
+//! bounded: [`PAGE_LIMIT`] messages a page, at most [`MAX_ENTRIES_PER_ROOM`]
+//! a room, [`READ_TIMEOUT`] in all; a room that cannot be read completely
+//! is marked incomplete (a finding), never guessed.
+
+use crate::trace::{BodyDigest, FOREIGN_MSG, RoomHistory, Stored, parse_wire_id};
+use std::time::Duration;
+
+/// Messages asked for per page.
+pub const PAGE_LIMIT: u32 = 1000;
+/// A room with more messages than this is reported incomplete.
+pub const MAX_ENTRIES_PER_ROOM: usize = 2_000_000;
+/// How long reading every room may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// One page request's timeout.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(serde::Deserialize)]
+struct Page {
+    messages: Vec<PageMessage>,
+    #[serde(default)]
+    more: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct PageMessage {
+    seq: u64,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// Every room's history as served by the nodes at `bases` (HTTP base URLs,
+/// e.g. `http://127.0.0.1:4100`): room `i` is read from node `i % n`, and
+/// from the next node if that one does not answer.
+pub async fn read(bases: &[String], rooms: &[String]) -> Vec<RoomHistory> {
+    let incomplete = || rooms.iter().map(|_| RoomHistory { entries: Vec::new(), complete: false }).collect();
+    let client = match reqwest::Client::builder().timeout(PAGE_TIMEOUT).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "history API: no HTTP client");
+            return incomplete();
+        }
+    };
+    let read_all = async {
+        let mut out = Vec::with_capacity(rooms.len());
+        for (i, room) in rooms.iter().enumerate() {
+            let mut history = RoomHistory::default();
+            for attempt in 0..bases.len() {
+                history = read_room(&client, &bases[(i + attempt) % bases.len()], room).await;
+                if history.complete {
+                    break;
+                }
+            }
+            out.push(history);
+        }
+        out
+    };
+    if bases.is_empty() {
+        return incomplete();
+    }
+    match tokio::time::timeout(READ_TIMEOUT, read_all).await {
+        Ok(histories) => histories,
+        Err(_) => {
+            tracing::warn!(?READ_TIMEOUT, "history API: reading timed out; every room's served history is unavailable");
+            incomplete()
+        }
+    }
+}
+
+async fn read_room(client: &reqwest::Client, base: &str, room: &str) -> RoomHistory {
+    let mut entries: Vec<Stored> = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let url = format!("{base}/rooms/{room}/messages?after={after}&limit={PAGE_LIMIT}");
+        let page = match fetch(client, &url).await {
+            Ok(page) => page,
+            Err(why) => {
+                tracing::warn!(url, %why, "history API: a page could not be read");
+                return RoomHistory { entries, complete: false };
+            }
+        };
+        let last = page.messages.last().map(|m| m.seq);
+        entries.extend(page.messages.into_iter().map(|m| {
+            let msg = m.id.as_deref().and_then(parse_wire_id).unwrap_or(FOREIGN_MSG);
+            Stored::new(m.seq, msg, m.body.map(|b| BodyDigest::of(b.as_bytes())))
+        }));
+        if entries.len() > MAX_ENTRIES_PER_ROOM {
+            tracing::warn!(room, MAX_ENTRIES_PER_ROOM, "history API: room serves more messages than are read");
+            return RoomHistory { entries, complete: false };
+        }
+        match (page.more, last) {
+            // A page that says "more" must move on, or it would loop.
+            (true, Some(seq)) if seq > after => after = seq,
+            (true, _) => {
+                tracing::warn!(url, "history API: a page says there is more but does not advance");
+                return RoomHistory { entries, complete: false };
+            }
+            (false, _) => return RoomHistory { entries, complete: true },
+        }
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<Page, String> {
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    response.json::<Page>().await.map_err(|e| format!("not a history page: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_server_gives_incomplete_history_not_a_hang() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let h = read(&[format!("http://127.0.0.1:{port}")], &["a".to_owned()]).await;
+        assert_eq!(h.len(), 1);
+        assert!(!h[0].complete);
+    }
+}
