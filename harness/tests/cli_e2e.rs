@@ -114,12 +114,18 @@ fn sabotaged(spec: &str) -> (Option<i32>, BTreeSet<String>, String) {
 }
 
 fn sabotaged_with(spec: &str, extra: &str) -> (Option<i32>, BTreeSet<String>, String) {
+    sabotaged_drain(spec, "3s", extra)
+}
+
+fn sabotaged_drain(spec: &str, drain: &str, extra: &str) -> (Option<i32>, BTreeSet<String>, String) {
     // Over protocol v1 (JSON) and over STOMP (the reference server's
     // /stomp endpoint): a sabotage must break both the same way.
     let over = |protocol: &str| {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let file = scenario(dir.path(), "2s", &format!("{extra}system:\n  protocol: {protocol}\n"));
+        let text = std::fs::read_to_string(&file).unwrap().replace("drain_timeout: 3s", &format!("drain_timeout: {drain}"));
+        std::fs::write(&file, text).unwrap();
         let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--sabotage", spec, "--seed", "7"]);
         let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
         (o.status.code(), finding_kinds(&report(&out)), stdout)
@@ -217,6 +223,60 @@ fn reordered_deliveries_are_reported_as_order_violations_and_nothing_else() {
     assert_eq!(code, Some(1), "{stdout}");
     assert_eq!(kinds, BTreeSet::from(["order_violation".to_owned()]), "{stdout}");
     assert!(stdout.contains("ordering.per_room_total"), "{stdout}");
+}
+
+#[test]
+fn bodies_cut_short_on_delivery_are_corrupted_and_nothing_else() {
+    // MongoDB keeps the full body; what subscribers get is 8 characters.
+    let (code, found, stdout) = sabotaged("truncate");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["corrupted"]), "{stdout}");
+    assert!(stdout.contains("FAILED changestream: exactly_once"), "{stdout}");
+}
+
+#[test]
+fn deliveries_labelled_for_another_room_are_misrouted_and_nothing_else() {
+    // JSON: the `room` names a room the client never joined; STOMP: the
+    // `subscription` is not the client's id (stomp.js would drop it).
+    let (code, found, stdout) = sabotaged("mislabel");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["misrouted"]), "{stdout}");
+    assert!(stdout.contains("FAILED changestream: routing"), "{stdout}");
+}
+
+#[test]
+fn a_fan_out_three_seconds_late_is_stale_and_nothing_else() {
+    // Nothing lost, nothing out of order, every body right: only late.
+    let (code, found, stdout) = sabotaged_drain("late=3s", "10s", "");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["stale"]), "{stdout}");
+    assert!(stdout.contains("FAILED changestream: freshness"), "{stdout}");
+}
+
+#[test]
+fn a_server_that_confirms_unsubscribe_and_keeps_delivering_leaks() {
+    let churn = "  churn: {every: 400ms, share: 0.6, away: 300ms}\n";
+    let (code, found, stdout) = sabotaged_with("ignore_unsubscribe", churn);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["leak"]), "{stdout}");
+}
+
+#[test]
+fn a_server_that_hands_every_room_to_every_connection_leaks() {
+    let (code, found, stdout) = sabotaged("leak");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(found, kinds(&["leak"]), "{stdout}");
+}
+
+#[test]
+fn clients_in_several_rooms_that_leave_and_rejoin_pass_on_a_healthy_server() {
+    // Multi-room connections, churn resuming with `after` and at the head,
+    // late joiners at the head, random placement, realistic text: over
+    // both protocols, the reference server passes every check.
+    let extra = "  rooms_per_client: 2\n  placement: random\n  message_bytes: {min: 1, max: 400}\n  churn: {every: 400ms, share: 0.5, away: 200ms}\n  late_subscribers: {per_room: 1, join_at: 700ms, after: head}\n";
+    let (code, found, stdout) = sabotaged_with("drop=0", extra);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(found.is_empty(), "{found:?}\n{stdout}");
 }
 
 #[test]

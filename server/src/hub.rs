@@ -140,6 +140,21 @@ impl Hub {
         count
     }
 
+    /// `--sabotage leak` (test only): hand the message to every connection
+    /// of the node, whatever it subscribed to.
+    pub fn fanout_to_all(&self, room: &str, seq: u64, frame: &Utf8Bytes) -> FanoutCount {
+        let rooms = self.rooms.read().expect("hub lock is never held across a panic");
+        let key: Arc<str> = Arc::from(room);
+        let mut seen = std::collections::HashSet::new();
+        let mut count = FanoutCount::default();
+        for (conn, handle) in rooms.by_room.values().flat_map(|m| m.iter()) {
+            if seen.insert(*conn) && handle.push(Outbound { room: key.clone(), seq, frame: frame.clone() }).is_ok() {
+                count.queued += 1;
+            }
+        }
+        count
+    }
+
     pub fn request_resync(&self) {
         self.resync.send_modify(|epoch| *epoch += 1);
     }

@@ -118,6 +118,8 @@ pub struct AppState {
     pub stomp_login: Option<(String, String)>,
     /// Set in `kafka` mode: every stored send is also produced here.
     pub kafka: Option<fanout::kafka::Producer>,
+    /// `--sabotage late` only: messages wait here before the hub.
+    pub late_fanout: Option<tokio::sync::mpsc::Sender<fanout::Delayed>>,
     /// Every connection task is tracked: shutdown waits for all of them
     /// (a barrier, not a gauge).
     pub connections: TaskTracker,
@@ -162,6 +164,13 @@ pub async fn serve(
     };
     let (stop, _) = broadcast::channel(1);
     let connections = TaskTracker::new();
+    let (late_fanout, late_queue) = match config.sabotage.late.is_zero() {
+        true => (None, None),
+        false => {
+            let (tx, rx) = tokio::sync::mpsc::channel(fanout::LATE_QUEUE);
+            (Some(tx), Some(rx))
+        }
+    };
     let state = Arc::new(AppState {
         node_id: config.node_id.clone(),
         mode: config.fanout.mode(),
@@ -176,8 +185,12 @@ pub async fn serve(
         sabotage_seed: config.sabotage_seed,
         stomp_login: config.stomp_login.clone(),
         kafka,
+        late_fanout,
         connections: connections.clone(),
     });
+    if let Some(queue) = late_queue {
+        tokio::spawn(fanout::late_fanout(Arc::downgrade(&state), queue));
+    }
     if !state.sabotage.is_off() {
         tracing::warn!(sabotage = ?state.sabotage, "SABOTAGE ENABLED: this node breaks guarantees on purpose (test only)");
     }

@@ -12,6 +12,14 @@
 //! every send but never acks it; `refuse_after` answers every `subscribe`
 //! with `after` with an error; `stop_fanout` hands nothing to local
 //! subscribers (the fan-out source stays open).
+//!
+//! What a real client sees (flags, and one duration), each leaving
+//! MongoDB's copy intact: `truncate` cuts every delivered body to 8
+//! characters; `mislabel` names the wrong room on every delivery (protocol
+//! v1's `room`; STOMP's `subscription` id); `ignore_unsubscribe` answers
+//! `unsubscribed` and keeps delivering; `leak` hands every message to every
+//! connection of the node, subscribed or not; `late=3s` fans every message
+//! out that much later.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -26,6 +34,20 @@ pub struct Sabotage {
     pub no_ack: bool,
     pub refuse_after: bool,
     pub stop_fanout: bool,
+    pub truncate: bool,
+    pub mislabel: bool,
+    pub ignore_unsubscribe: bool,
+    pub leak: bool,
+    /// Zero: off.
+    pub late: std::time::Duration,
+}
+
+/// Characters `truncate` keeps of a body.
+pub const TRUNCATE_TO_CHARS: usize = 8;
+
+/// A body as `--sabotage truncate` delivers it.
+pub fn truncated(body: &str) -> &str {
+    body.char_indices().nth(TRUNCATE_TO_CHARS).map_or(body, |(i, _)| &body[..i])
 }
 
 impl Sabotage {
@@ -47,7 +69,9 @@ impl FromStr for Sabotage {
     type Err = SabotageError;
 
     /// `drop=0.02,dup=0.01,reorder=0.01` (probabilities per delivered
-    /// frame) and/or flags: `refuse_upgrade,no_ack,refuse_after,stop_fanout`.
+    /// frame), `late=3s`, and/or flags: `refuse_upgrade`, `no_ack`,
+    /// `refuse_after`, `stop_fanout`, `truncate`, `mislabel`,
+    /// `ignore_unsubscribe`, `leak`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = Sabotage::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -56,15 +80,24 @@ impl FromStr for Sabotage {
                 "no_ack" => Some(&mut out.no_ack),
                 "refuse_after" => Some(&mut out.refuse_after),
                 "stop_fanout" => Some(&mut out.stop_fanout),
+                "truncate" => Some(&mut out.truncate),
+                "mislabel" => Some(&mut out.mislabel),
+                "ignore_unsubscribe" => Some(&mut out.ignore_unsubscribe),
+                "leak" => Some(&mut out.leak),
                 _ => None,
             };
             if let Some(flag) = flag {
                 *flag = true;
                 continue;
             }
+            if let Some(late) = part.strip_prefix("late=") {
+                out.late = humantime::parse_duration(late.trim())
+                    .map_err(|e| SabotageError(format!("sabotage late: {late:?} is not a duration like 3s: {e}")))?;
+                continue;
+            }
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 SabotageError(format!(
-                    "sabotage {part:?}: expected key=probability (drop, dup, reorder) or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout)"
+                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak)"
                 ))
             })?;
             let p: f64 = value.trim().parse().map_err(|_| SabotageError(format!("sabotage {key}: {value:?} is not a number")))?;
@@ -77,7 +110,7 @@ impl FromStr for Sabotage {
                 "reorder" => out.reorder = p,
                 other => {
                     return Err(SabotageError(format!(
-                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, refuse_upgrade, no_ack, refuse_after or stop_fanout)"
+                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe or leak)"
                     )));
                 }
             }
@@ -138,6 +171,16 @@ mod tests {
         assert!("drop=2".parse::<Sabotage>().is_err());
         assert!("lose=0.1".parse::<Sabotage>().is_err());
         assert!("drop".parse::<Sabotage>().is_err());
+        let s: Sabotage = "truncate,mislabel,ignore_unsubscribe,leak,late=3s".parse().unwrap();
+        assert!(s.truncate && s.mislabel && s.ignore_unsubscribe && s.leak);
+        assert_eq!(s.late, std::time::Duration::from_secs(3));
+        assert!("late=soon".parse::<Sabotage>().is_err());
+    }
+
+    #[test]
+    fn truncate_keeps_eight_characters_not_bytes() {
+        assert_eq!(truncated("안녕하세요 여러분 반가워요"), "안녕하세요 여러");
+        assert_eq!(truncated("short"), "short");
     }
 
     #[test]

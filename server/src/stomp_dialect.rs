@@ -85,6 +85,15 @@ pub struct Session {
     unsub_receipts: HashMap<RoomId, String>,
     /// msg-id → the receipt its SEND asked for.
     send_receipts: HashMap<String, String>,
+    /// `--sabotage mislabel` (test only): MESSAGE frames name a subscription
+    /// id this client never used.
+    wrong_subscription: bool,
+    /// `--sabotage ignore_unsubscribe` (test only): UNSUBSCRIBE is receipted
+    /// but the subscription stays.
+    keep_on_unsubscribe: bool,
+    /// `--sabotage leak` (test only): messages of rooms never subscribed
+    /// are written too.
+    leak: bool,
 }
 
 fn encode(frame: Frame) -> String {
@@ -121,6 +130,13 @@ fn room_of(frame: &Frame, prefix: &str) -> Result<RoomId, FrameError> {
 impl Session {
     pub fn new(login: Option<(String, String)>) -> Self {
         Self { login, ..Default::default() }
+    }
+
+    /// Test-only sabotage of what clients see (see `sabotage`).
+    pub fn sabotage(&mut self, sabotage: crate::sabotage::Sabotage) {
+        self.wrong_subscription = sabotage.mislabel;
+        self.keep_on_unsubscribe = sabotage.ignore_unsubscribe;
+        self.leak = sabotage.leak;
     }
 
     /// Translate one client WebSocket text message.
@@ -171,6 +187,19 @@ impl Session {
                 frame_error(&FrameError::new(ErrorCode::UnknownOp, "CONNECT on a connected session"), None, receipt.as_deref())
             }
             (true, Command::Subscribe) => self.subscribe(&frame, receipt),
+            (true, Command::Unsubscribe) if self.keep_on_unsubscribe => {
+                let Some(room) = frame.get("id").and_then(|id| self.subs.get(id)).cloned() else {
+                    return frame_error(
+                        &FrameError::new(ErrorCode::NotSubscribed, "UNSUBSCRIBE id names no subscription"),
+                        None,
+                        receipt.as_deref(),
+                    );
+                };
+                if let Some(r) = receipt {
+                    self.unsub_receipts.insert(room.clone(), r);
+                }
+                Inbound::Request(Request::Unsubscribe { room })
+            }
             (true, Command::Unsubscribe) => {
                 let Some(room) = frame.get("id").and_then(|id| self.subs.remove(id)) else {
                     return frame_error(
@@ -278,7 +307,22 @@ impl Session {
         match &*v.op {
             "msg" => {
                 let (room, seq) = (s("room"), n("seq"));
-                let Some(sub) = room_of(&room).and_then(|r| self.rooms.get(&r)) else { return Outbound::Skip };
+                let Some(sub) = room_of(&room).and_then(|r| self.rooms.get(&r)) else {
+                    if !self.leak {
+                        return Outbound::Skip;
+                    }
+                    // `--sabotage leak` (test only) writes rooms never subscribed.
+                    return Outbound::Write(encode(
+                        Frame::new(Command::Message)
+                            .header("destination", format!("{SUB_PREFIX}{room}"))
+                            .header("subscription", "none")
+                            .header("message-id", format!("{room}-{seq}"))
+                            .header("msg-id", s("id"))
+                            .header("seq", seq.to_string())
+                            .body(s("body").into_bytes()),
+                    ));
+                };
+                let sub = if self.wrong_subscription { format!("{sub}-mislabelled") } else { sub.clone() };
                 Outbound::Write(encode(
                     Frame::new(Command::Message)
                         .header("destination", format!("{SUB_PREFIX}{room}"))

@@ -185,7 +185,11 @@ pub async fn handle(socket: WebSocket, state: Arc<AppState>, dialect: Dialect) {
         last_heard: now,
         last_ping: now,
         held_back: None,
-        stomp: (dialect == Dialect::Stomp).then(|| StompSession::new(state.stomp_login.clone())),
+        stomp: (dialect == Dialect::Stomp).then(|| {
+            let mut session = StompSession::new(state.stomp_login.clone());
+            session.sabotage(state.sabotage);
+            session
+        }),
     };
     let end = conn.run(stream, inbox, replies).await;
     tracing::debug!(conn_id, ?end, "connection ended");
@@ -368,6 +372,7 @@ impl Connection {
     /// Write a `msg` frame, through the saboteur (a no-op unless enabled).
     async fn write_msg(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
         self.state.metrics.deliveries.inc();
+        let frame = self.altered(frame);
         match self.saboteur.judge() {
             Verdict::Write => self.write_text(frame).await?,
             Verdict::Drop => {}
@@ -387,6 +392,27 @@ impl Connection {
         Ok(())
     }
 
+    /// `--sabotage truncate` / `mislabel` (test only): the body cut short, or
+    /// protocol v1's `room` label wrong (STOMP's session mislabels the
+    /// `subscription` instead).
+    fn altered(&self, frame: Utf8Bytes) -> Utf8Bytes {
+        let sabotage = self.state.sabotage;
+        let mislabel = sabotage.mislabel && self.stomp.is_none();
+        if !sabotage.truncate && !mislabel {
+            return frame;
+        }
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(frame.as_str()) else { return frame };
+        if sabotage.truncate
+            && let Some(body) = v.get("body").and_then(|b| b.as_str()).map(|b| crate::sabotage::truncated(b).to_owned())
+        {
+            v["body"] = body.into();
+        }
+        if mislabel && let Some(room) = v.get("room").and_then(|r| r.as_str()).map(|r| format!("{r}-mislabelled")) {
+            v["room"] = room.into();
+        }
+        Utf8Bytes::from(v.to_string())
+    }
+
     async fn on_reply(&mut self, reply: Reply) -> Result<(), Stop> {
         self.queued_send_bytes = self.queued_send_bytes.saturating_sub(reply.bytes);
         match reply.frame {
@@ -397,6 +423,9 @@ impl Connection {
 
     async fn on_live(&mut self, out: Outbound) -> Result<(), Stop> {
         let Some(sub) = self.rooms.get_mut(&*out.room) else {
+            if self.state.sabotage.leak {
+                return self.write_msg(out.frame).await; // test only: a room it never joined
+            }
             return Ok(()); // unsubscribed meanwhile
         };
         let step = match &mut sub.phase {
@@ -579,6 +608,10 @@ impl Connection {
                 Ok(())
             }
             Request::Subscribe { room, after } => self.subscribe(room, after).await,
+            Request::Unsubscribe { room } if self.state.sabotage.ignore_unsubscribe && self.rooms.contains_key(&room) => {
+                // Test only: confirm, and keep delivering.
+                self.reply(ServerFrame::Unsubscribed { room: room.as_str() }).await
+            }
             Request::Unsubscribe { room } => {
                 if self.rooms.remove(&room).is_some() {
                     if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {

@@ -18,12 +18,25 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
     for sub in &index.subscribers {
         let mut counts: HashMap<MsgNo, u32> = HashMap::with_capacity(sub.deliveries.len());
         for d in &sub.deliveries {
-            let count = counts.entry(d.msg).or_insert(0);
-            *count += 1;
             let at = |kind, detail: String| {
                 Finding::new(kind, detail).room(d.room).msg(d.msg).seq(d.seq).client(sub.client, sub.node).observed(d.t_ns)
             };
             let send = index.sends.get(&d.msg);
+            if d.ignored {
+                // In flight after an unsubscribe: only what it carries is judged.
+                match send {
+                    Some(send) if send.fate != Fate::NotStored => {
+                        if let Some(body) = d.body.filter(|b| *b != send.body) {
+                            let detail = format!("delivered a body of {body}; the sender sent {}", send.body);
+                            findings.push(at(FindingKind::Corrupted, detail).sent(send.first_sent_ns));
+                        }
+                    }
+                    _ => findings.push(at(FindingKind::Phantom, format!("delivered as seq {}, but no stored message is it", d.seq))),
+                }
+                continue;
+            }
+            let count = counts.entry(d.msg).or_insert(0);
+            *count += 1;
             let phantom = match send.map(|s| s.fate) {
                 _ if d.msg == FOREIGN_MSG => Some("no client sent it".to_owned()),
                 None => Some("no client sent it".to_owned()),
@@ -71,7 +84,9 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             _ => continue,
         };
         for (sub, got) in index.subscribers.iter().zip(&delivered) {
-            if got.contains(&msg) || !sub.owes(send, seq) {
+            // Owed only because it stayed the freshness window and left
+            // without it: `stale` (see `freshness`), not proof of a loss.
+            if got.contains(&msg) || !sub.owes_surely(send, seq) {
                 continue;
             }
             let detail = match send.fate {

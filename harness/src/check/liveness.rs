@@ -292,8 +292,10 @@ fn fault_recovery(index: &TraceIndex, within_ns: u64) -> Vec<Finding> {
             if sub.gave_up_ns.is_some_and(|t| t <= deadline) {
                 continue;
             }
-            let recovered =
-                sub.deliveries.iter().any(|d| d.t_ns <= deadline && index.sends.get(&d.msg).is_some_and(|send| send.first_sent_ns >= s));
+            let recovered = sub
+                .deliveries
+                .iter()
+                .any(|d| !d.ignored && d.t_ns <= deadline && index.sends.get(&d.msg).is_some_and(|send| send.first_sent_ns >= s));
             if !recovered {
                 let detail = format!("{what}: no message sent after it started was delivered within {} of its end", ms(within_ns));
                 findings.push(

@@ -384,6 +384,11 @@ pub struct Delivery {
     pub first_copy: bool,
     /// A first copy the subscriber was never owed (see [`FindingKind::BeforeStart`]).
     pub unrequested: bool,
+    /// It came after the subscriber sent an unsubscribe and before it
+    /// joined again: in flight, allowed, and not its business (a copy the
+    /// next membership gets again is not a duplicate). Bodies, labels and
+    /// `seq`s are still judged.
+    pub ignored: bool,
     pub body: Option<BodyDigest>,
     pub label: Label,
     pub message_id: u64,
@@ -463,8 +468,24 @@ impl SubscriberView {
         self.epochs.first().and_then(|e| e.confirmed_ns)
     }
 
-    /// Whether this subscriber is owed `send`, stored at `seq`.
+    /// Whether this subscriber is owed `send`, stored at `seq`: surely, or
+    /// because it stayed in the room for the freshness window after the
+    /// ack (see [`Self::owes_surely`]).
     pub fn owes(&self, send: &SendInfo, seq: u64) -> bool {
+        self.owed(send, seq, true)
+    }
+
+    /// Owed whatever the system's speed: it was a member when the message
+    /// was stored and still is at the end (or got a later `seq` in that
+    /// membership). A message owed only because the subscriber stayed the
+    /// freshness window past its ack, and then left without it, was not
+    /// necessarily lost: it may have been on its way (a `stale` finding,
+    /// not `lost`).
+    pub fn owes_surely(&self, send: &SendInfo, seq: u64) -> bool {
+        self.owed(send, seq, false)
+    }
+
+    fn owed(&self, send: &SendInfo, seq: u64, in_time: bool) -> bool {
         if send.room != self.room {
             return false;
         }
@@ -484,7 +505,7 @@ impl SubscriberView {
                 && match e.end {
                     EpochEnd::Open => true,
                     EpochEnd::GaveUp(_) => seq <= e.max_seq,
-                    EpochEnd::Left(at) => seq <= e.max_seq || acked_ns.saturating_add(self.leave_grace_ns) <= at,
+                    EpochEnd::Left(at) => seq <= e.max_seq || (in_time && acked_ns.saturating_add(self.leave_grace_ns) <= at),
                 }
         })
     }
@@ -619,8 +640,10 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
         .iter()
         .map(|&room| SubscriberView { client, node: info.node, room, seq_less, leave_grace_ns, ..Default::default() })
         .collect();
-    // Per view: currently a member (confirmed, not left since).
+    // Per view: currently a member (confirmed, not left since), and
+    // leaving (unsubscribe sent, not subscribing again yet).
     let mut member = vec![false; views.len()];
+    let mut leaving = vec![false; views.len()];
     let mut seen: Vec<std::collections::HashSet<MsgNo>> = vec![Default::default(); views.len()];
     // Rooms subscribed on the current connection, and rooms whose
     // unsubscribe was confirmed (until they are joined again).
@@ -643,6 +666,9 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     on_wire.push(room);
                 }
                 left.retain(|&r| r != room);
+                if let Some(v) = slot(room) {
+                    leaving[v] = false;
+                }
             }
             EventKind::Subscribed { room, head, after } => {
                 let Some(v) = slot(room) else { continue };
@@ -658,6 +684,7 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
             }
             EventKind::Leaving { room } => {
                 let Some(v) = slot(room) else { continue };
+                leaving[v] = true;
                 if std::mem::take(&mut member[v])
                     && let Some(e) = views[v].epochs.last_mut()
                 {
@@ -697,6 +724,22 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     continue;
                 };
                 let view = &mut views[v];
+                if leaving[v] {
+                    view.deliveries.push(Delivery {
+                        room,
+                        label_room,
+                        msg,
+                        seq,
+                        t_ns: t,
+                        first_copy: false,
+                        unrequested: false,
+                        ignored: true,
+                        body,
+                        label,
+                        message_id,
+                    });
+                    continue;
+                }
                 let first_copy = seen[v].insert(msg);
                 let owed = match (view.epoch_at(t), send) {
                     // Without `seq` nothing tells a stray copy from one routed
@@ -707,7 +750,10 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     // Foreign or unsent: judged as a phantom instead.
                     (Some(_), None) => true,
                 };
-                if let Some(e) = view.epochs.last_mut() {
+                // Only a current membership's deliveries say how far it got.
+                if member[v]
+                    && let Some(e) = view.epochs.last_mut()
+                {
                     e.max_seq = e.max_seq.max(seq);
                 }
                 view.deliveries.push(Delivery {
@@ -718,6 +764,7 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     t_ns: t,
                     first_copy,
                     unrequested: first_copy && !owed,
+                    ignored: false,
                     body,
                     label,
                     message_id,

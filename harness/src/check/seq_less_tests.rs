@@ -238,10 +238,14 @@ mod generated {
         let mut out = Vec::new();
         for (i, e) in t.events.iter().enumerate() {
             let EventKind::Deliver { msg, .. } = e.kind else { continue };
-            let Some(sub) = index.subscribers.iter().find(|s| s.client == e.client) else { continue };
             let Some(send) = index.sends.get(&msg) else { continue };
+            let Some(sub) = index.subscribers.iter().find(|s| s.client == e.client && s.room == send.room) else { continue };
+            // Deliveries in flight after an unsubscribe are not the view's.
             let copies = sub.deliveries.iter().filter(|d| d.msg == msg).count();
-            let later = sub.deliveries.iter().any(|d| d.msg != msg && d.t_ns > e.t_ns);
+            if sub.deliveries.iter().any(|d| d.msg == msg && d.ignored) {
+                continue;
+            }
+            let later = sub.deliveries.iter().any(|d| d.msg != msg && d.t_ns > e.t_ns && !d.ignored);
             if copies == 1 && later && send.ack.is_some() && sub.owes(send, 0) {
                 out.push(i);
             }
@@ -291,13 +295,14 @@ mod generated {
             let index = TraceIndex::build(&t);
             let mut pairs = Vec::new();
             for sub in &index.subscribers {
+                let judged = |m: u64| sub.deliveries.iter().any(|d| d.msg == m && !d.ignored);
                 let mine: Vec<usize> = t.events.iter().enumerate()
-                    .filter(|(_, e)| e.client == sub.client && matches!(e.kind, EventKind::Deliver { .. }))
+                    .filter(|(_, e)| e.client == sub.client && matches!(e.kind, EventKind::Deliver { msg, .. } if judged(msg)))
                     .map(|(i, _)| i).collect();
                 for w in mine.windows(2) {
                     let (EventKind::Deliver { msg: a, .. }, EventKind::Deliver { msg: b, .. }) = (t.events[w[0]].kind, t.events[w[1]].kind) else { continue };
                     let (Some(sa), Some(sb)) = (index.sends.get(&a), index.sends.get(&b)) else { continue };
-                    let once = |m| sub.deliveries.iter().filter(|d| d.msg == m).count() == 1;
+                    let once = |m| sub.deliveries.iter().filter(|d| d.msg == m).count() == 1 && judged(m);
                     if a != b && sa.sender == sb.sender && once(a) && once(b) {
                         pairs.push((w[0], w[1], a));
                     }

@@ -291,6 +291,14 @@ impl Gen {
                     }
                 }
             }
+            // A churner sends its unsubscribe just before this slot's
+            // delivery, which is then in flight: it arrives, is ignored,
+            // and a rejoin with `after` gets it again.
+            let mut before_leaving: Vec<(ClientId, u64)> = Vec::new();
+            for r in receivers.iter().filter(|r| r.joined && r.churn.is_some_and(|c| c.leave == slot)) {
+                self.events.push(Event { t_ns: t + 550 * US, client: r.client, kind: EventKind::Leaving { room } });
+                before_leaving.push((r.client, r.last_seq));
+            }
             if stored {
                 entries.push(Stored::new(seq, msg, Some(body)));
                 for r in receivers.iter_mut().filter(|r| r.joined && !r.away) {
@@ -319,9 +327,9 @@ impl Gen {
                 }
                 match r.churn {
                     Some(c) if c.leave == slot => {
-                        self.events.push(Event { t_ns: t + 650 * US, client: r.client, kind: EventKind::Leaving { room } });
                         self.events.push(Event { t_ns: t + 660 * US, client: r.client, kind: EventKind::Left { room } });
                         r.away = true;
+                        r.last_seq = before_leaving.iter().find(|(c, _)| *c == r.client).map_or(r.last_seq, |&(_, seq)| seq);
                     }
                     Some(c) if c.back == slot => {
                         let client = r.client;

@@ -57,6 +57,11 @@ pub(super) struct Context {
     /// Credentials on the WebSocket upgrade: headers, query parameters.
     pub upgrade_headers: Vec<(String, String)>,
     pub upgrade_query: Vec<(String, String)>,
+    /// Every sender's rooms, by its message-number client (`msg_client`):
+    /// a delivery's own room is known from its message id, whatever its
+    /// labels say, so a mislabelled delivery still counts where it belongs
+    /// (the labels are judged from the trace).
+    pub sender_rooms: Arc<Vec<Vec<RoomIdx>>>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -690,17 +695,29 @@ impl<'a> Client<'a> {
         }
     }
 
+    /// The slot of the room a message was sent to (from its id), if this
+    /// client is in that room; else the slot its labels name.
+    fn own_slot(&self, msg: Option<MsgNo>, label_slot: usize) -> Option<usize> {
+        let Some(msg) = msg else { return Some(label_slot) };
+        let sender_rooms = self.ctx.sender_rooms.get((msg >> 32) as usize).filter(|r| !r.is_empty());
+        let Some(rooms) = sender_rooms else { return Some(label_slot) };
+        let room = rooms[((msg & 0xffff_ffff) % rooms.len() as u64) as usize];
+        self.ctx.rooms.iter().position(|&(r, _)| r == room)
+    }
+
     fn on_msg(&mut self, d: Delivered, rec: &mut Recorder) {
         let Delivered { msg, seq, slot, label, body, message_id } = d;
         rec.record(EventKind::Deliver { room: self.room_idx(slot), msg: msg.unwrap_or(FOREIGN_MSG), seq, body, label, message_id });
         let shared = &self.ctx.shared;
         shared.delivered.fetch_add(1, Ordering::Relaxed);
         shared.last_delivery_ns.fetch_max(self.ctx.clock.now_ns(), Ordering::Relaxed);
+        let Some(slot) = self.own_slot(msg, slot) else { return };
+        // A room it left is not its business any more (what still arrives
+        // is recorded, and judged, but does not move where it resumes).
+        let Some(room) = self.rooms.get_mut(slot).filter(|r| !matches!(r.phase, Phase::Leaving | Phase::Away)) else { return };
+        room.resume_after = Some(room.resume_after.map_or(seq, |a| a.max(seq)));
         if let Some(last) = shared.client_last_seq[self.ctx.plan.id as usize].get(slot) {
             last.fetch_max(seq, Ordering::Relaxed);
-        }
-        if let Some(room) = self.rooms.get_mut(slot) {
-            room.resume_after = Some(room.resume_after.map_or(seq, |a| a.max(seq)));
         }
     }
 

@@ -152,6 +152,12 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
     let (stop_tx, stop_rx) = watch::channel(false);
     let Controls { window: start_tx, drops } = controls;
     let start_rx = start_tx.subscribe();
+    let mut sender_rooms: Vec<Vec<crate::trace::RoomIdx>> =
+        vec![Vec::new(); plans.iter().map(|p| p.msg_client as usize + 1).max().unwrap_or(0)];
+    for p in plans.iter().filter(|p| p.role.sends()) {
+        sender_rooms[p.msg_client as usize] = p.rooms().collect();
+    }
+    let sender_rooms = Arc::new(sender_rooms);
     let mut tasks = Vec::with_capacity(plans.len());
     for plan in plans {
         let room = &rooms[plan.room as usize];
@@ -173,6 +179,7 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
             seed,
             shared: shared.clone(),
             stop: stop_rx.clone(),
+            sender_rooms: sender_rooms.clone(),
         };
         tasks.push(tokio::spawn(connection::run(ctx)));
     }

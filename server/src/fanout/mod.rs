@@ -63,12 +63,49 @@ fn set_open(state: &AppState, open: bool) {
 }
 
 /// Hand one serialized message to the node's hub (both fan-out modes end
-/// here). `--sabotage stop_fanout` drops it, test only.
+/// here). Test-only sabotage: `stop_fanout` drops it, `late` hands it over
+/// that much later (in order), `leak` hands it to every connection.
 pub fn hand_to_hub(state: &AppState, room: &str, seq: u64, frame: &Utf8Bytes) {
     if state.sabotage.stop_fanout {
         return;
     }
-    state.hub.fanout(room, seq, frame);
+    if let Some(late) = &state.late_fanout {
+        let item = Delayed { due: tokio::time::Instant::now() + state.sabotage.late, room: room.to_owned(), seq, frame: frame.clone() };
+        if late.try_send(item).is_err() {
+            tracing::error!(room, seq, "sabotage late: the delay queue is full; message dropped");
+        }
+        return;
+    }
+    fan_out(state, room, seq, frame);
+}
+
+fn fan_out(state: &AppState, room: &str, seq: u64, frame: &Utf8Bytes) {
+    if state.sabotage.leak {
+        state.hub.fanout_to_all(room, seq, frame);
+    } else {
+        state.hub.fanout(room, seq, frame);
+    }
+}
+
+/// A message held back by `--sabotage late`.
+pub struct Delayed {
+    due: tokio::time::Instant,
+    room: String,
+    seq: u64,
+    frame: Utf8Bytes,
+}
+
+/// Messages `--sabotage late` holds back (test only).
+pub const LATE_QUEUE: usize = 65_536;
+
+/// Hand each held-back message to the hub when it is due, in order; ends
+/// when the node's state is gone.
+pub async fn late_fanout(state: std::sync::Weak<AppState>, mut queue: tokio::sync::mpsc::Receiver<Delayed>) {
+    while let Some(item) = queue.recv().await {
+        tokio::time::sleep_until(item.due).await;
+        let Some(state) = state.upgrade() else { return };
+        fan_out(&state, &item.room, item.seq, &item.frame);
+    }
 }
 
 /// Exponential backoff between re-opens of a fan-out source. It is reset
