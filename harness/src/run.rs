@@ -295,6 +295,7 @@ fn assemble(scenario: &Scenario, options: &RunOptions, checks: &crate::scenario:
             refusals: outcome.refusals,
             protocol: protocol_name(scenario),
             guarantees: scenario.system.guarantees.clone(),
+            message_text: scenario.workload.message_text.as_str().to_owned(),
         },
         rooms: r.rooms,
         clients: r.plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),

@@ -323,6 +323,8 @@ pub struct TraceMeta {
     pub protocol: String,
     /// What the system under test declared it promises (what is checked).
     pub guarantees: crate::scenario::Guarantees,
+    /// What the generated message text looked like (`workload.message_text`).
+    pub message_text: String,
 }
 
 /// One shard of a sharded run.

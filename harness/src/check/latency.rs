@@ -14,7 +14,7 @@ use super::TraceIndex;
 use crate::trace::MsgNo;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 /// Percentiles of one latency, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -59,11 +59,21 @@ impl LatencySummary {
 pub struct Latencies {
     pub ack: Histogram<u64>,
     pub delivery: Histogram<u64>,
+    /// Per owed message: until the *last* subscriber that owed it had it
+    /// (Maelstrom's "stable latency"); censored at the end of the run when
+    /// one never did.
+    pub stable: Histogram<u64>,
     /// Sends never acked (their samples are censored at the end of the run).
     pub incomplete_acks: u64,
     /// Owed deliveries that never happened (censored likewise).
     pub incomplete_deliveries: u64,
+    /// Owed (message, subscriber) pairs acked but not yet delivered, over
+    /// time (Jepsen's "unseen"): (ms from the start of sending, count).
+    pub unseen: Vec<(u64, u64)>,
 }
+
+/// At most this many points in the unseen-over-time series.
+const UNSEEN_POINTS: u64 = 300;
 
 impl Latencies {
     /// Share of all samples that are censored, in percent.
@@ -80,7 +90,18 @@ pub(crate) fn histogram() -> Histogram<u64> {
 pub fn measure(index: &TraceIndex) -> Latencies {
     let warmup = index.trace.meta.warmup_ns;
     let end = index.trace.meta.ended_ns;
-    let mut out = Latencies { ack: histogram(), delivery: histogram(), incomplete_acks: 0, incomplete_deliveries: 0 };
+    let mut out = Latencies {
+        ack: histogram(),
+        delivery: histogram(),
+        stable: histogram(),
+        incomplete_acks: 0,
+        incomplete_deliveries: 0,
+        unseen: Vec::new(),
+    };
+    // Per owed message: when its last owing subscriber got it (None: one never did).
+    let mut last_delivery: std::collections::HashMap<MsgNo, Option<u64>> = std::collections::HashMap::new();
+    // (time, +1 / -1) as owed pairs become unseen and seen.
+    let mut unseen_steps: Vec<(u64, i64)> = Vec::new();
     let mut owed_by_room: Vec<Vec<MsgNo>> = vec![Vec::new(); index.trace.rooms.len()];
     for (&msg, send) in &index.sends {
         if send.scheduled_ns < warmup {
@@ -98,20 +119,59 @@ pub fn measure(index: &TraceIndex) -> Latencies {
         }
     }
     for sub in &index.subscribers {
-        let mut got = HashSet::with_capacity(sub.deliveries.len());
+        let mut got: HashMap<MsgNo, u64> = HashMap::with_capacity(sub.deliveries.len());
         for d in sub.deliveries.iter().filter(|d| d.first_copy && !d.unrequested) {
-            got.insert(d.msg);
+            got.insert(d.msg, d.t_ns);
             if let Some(send) = index.sends.get(&d.msg).filter(|s| s.scheduled_ns >= warmup) {
                 out.delivery.saturating_record(micros(d.t_ns.saturating_sub(send.scheduled_ns)));
             }
         }
+        let joined = sub.subscribed_ns().unwrap_or(0);
         for msg in &owed_by_room[sub.room as usize] {
             let send = &index.sends[msg];
-            if !got.contains(msg) && send.fate.owed_seq().is_some_and(|seq| sub.owes(send, seq)) {
+            if !send.fate.owed_seq().is_some_and(|seq| sub.owes(send, seq)) {
+                continue;
+            }
+            let delivered = got.get(msg).copied();
+            let last = last_delivery.entry(*msg).or_insert(Some(0));
+            *last = last.zip(delivered).map(|(a, b)| a.max(b));
+            let appears = send.ack.map_or(send.last_sent_ns, |(_, t)| t).max(joined);
+            unseen_steps.push((appears, 1));
+            unseen_steps.push((delivered.unwrap_or(u64::MAX).max(appears), -1));
+            if delivered.is_none() {
                 out.delivery.saturating_record(micros(end.saturating_sub(send.scheduled_ns)));
                 out.incomplete_deliveries += 1;
             }
         }
+    }
+    for (msg, last) in &last_delivery {
+        let send = &index.sends[msg];
+        if send.scheduled_ns >= warmup {
+            out.stable.saturating_record(micros(last.unwrap_or(end).saturating_sub(send.scheduled_ns)));
+        }
+    }
+    out.unseen = unseen_series(unseen_steps, index.trace.meta.sending_started_ns, end);
+    out
+}
+
+/// The number of unseen pairs sampled at the end of each of at most
+/// [`UNSEEN_POINTS`] equal steps from the start of sending to the end.
+fn unseen_series(mut steps: Vec<(u64, i64)>, start: u64, end: u64) -> Vec<(u64, u64)> {
+    if end <= start {
+        return Vec::new();
+    }
+    steps.sort_unstable();
+    let step = ((end - start) / UNSEEN_POINTS).max(10_000_000);
+    let mut out = Vec::new();
+    let (mut level, mut i) = (0i64, 0usize);
+    let mut t = start + step;
+    while t < end + step {
+        while i < steps.len() && steps[i].0 <= t {
+            level += steps[i].1;
+            i += 1;
+        }
+        out.push(((t - start) / 1_000_000, level.max(0) as u64));
+        t += step;
     }
     out
 }
@@ -169,5 +229,28 @@ mod tests {
         assert_eq!(l.delivery.len(), clean.delivery.len(), "censored samples keep the count");
         assert!(LatencySummary::from_histogram(&l.delivery).p99_us > clean_p99 * 100, "p99 grows when messages go missing");
         assert!(l.incomplete_percent() > 0.0);
+        assert!(
+            LatencySummary::from_histogram(&l.stable).max_us > LatencySummary::from_histogram(&clean.stable).max_us * 100,
+            "the last subscriber's wait is censored at the end too"
+        );
+        assert!(l.unseen.last().is_some_and(|&(_, n)| n == 10), "10 owed pairs stay unseen: {:?}", l.unseen.last());
+        assert!(clean.unseen.last().is_some_and(|&(_, n)| n == 0), "a clean run ends with nothing unseen");
+    }
+
+    #[test]
+    fn stable_latency_is_the_last_subscribers_wait() {
+        let shape = TraceShape::plain(1, 1, 3, 5);
+        let mut trace = correct_trace(&shape, 1);
+        // One subscriber gets everything 50 ms late.
+        let late = trace.clients.iter().position(|c| c.role == crate::trace::Role::Subscriber).unwrap() as u32;
+        for e in trace.events.iter_mut().filter(|e| e.client == late && matches!(e.kind, crate::trace::EventKind::Deliver { .. })) {
+            e.t_ns += 50_000_000;
+        }
+        trace.meta.ended_ns += 100_000_000;
+        trace.events.sort_by_key(|e| e.t_ns);
+        let l = measure(&TraceIndex::build(&trace));
+        let stable = LatencySummary::from_histogram(&l.stable);
+        let delivery = LatencySummary::from_histogram(&l.delivery);
+        assert!(stable.p50_us >= 50_000 && delivery.p50_us < 1_000, "stable {stable:?}, per delivery {delivery:?}");
     }
 }

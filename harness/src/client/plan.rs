@@ -269,6 +269,79 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// A healthy run at any rate, sender count, duration and warmup,
+        /// whose clients send exactly the slots `due_in` gives them (each
+        /// acked and delivered), is judged clean: never `unattempted`,
+        /// `unanswered` or `drain_incomplete` at the window's edges.
+        #[test]
+        fn a_healthy_trace_is_clean_at_window_edges(
+            rate_per_s in 0.5f64..2_000.0,
+            senders in 1u32..12,
+            duration_ms in 50u64..3_000,
+            edge_ns in 0u64..5,
+            warmup_ms in 0u64..1_000,
+        ) {
+            use crate::trace::*;
+            let load = Load::Open { rate_per_s };
+            // End the window a few ns after some sender's slot, where the
+            // false failure was.
+            let probe = Schedule::new(load, senders, senders - 1);
+            let k = (Duration::from_millis(duration_ms).as_nanos() as u64 / probe.slot_ns(1).unwrap().max(1)).max(1) as u32;
+            let duration = Duration::from_nanos(probe.slot_ns(k).unwrap() + edge_ns + 1);
+            let start = 1_000_000u64;
+            let mut clients = vec![ClientInfo { role: Role::Subscriber, ..Default::default() }];
+            let mut sends: Vec<(u64, ClientId, MsgNo)> = Vec::new();
+            for index in 0..senders {
+                let schedule = Schedule::new(load, senders, index);
+                let id = clients.len() as ClientId;
+                clients.push(ClientInfo { role: Role::Sender, planned_sends: schedule.planned(duration), ..Default::default() });
+                for k in (0u32..).map_while(|k| schedule.due_in(k, duration).map(|t| (k, t))) {
+                    sends.push((start + k.1, id, msg_no(id, k.0)));
+                }
+            }
+            sends.sort();
+            let mut events = Vec::new();
+            for c in 0..clients.len() as ClientId {
+                events.push(Event { t_ns: 0, client: c, kind: EventKind::Connected { node: 0 } });
+            }
+            events.push(Event { t_ns: 10, client: 0, kind: EventKind::Subscribing { room: 0, after: None } });
+            events.push(Event { t_ns: 20, client: 0, kind: EventKind::Subscribed { room: 0, head: 0, after: None } });
+            let mut history = RoomHistory { entries: Vec::new(), complete: true };
+            for (i, &(t, sender, msg)) in sends.iter().enumerate() {
+                let seq = i as u64 + 1;
+                let body = crate::check::synthetic::body_of(msg);
+                events.push(Event { t_ns: t, client: sender, kind: EventKind::Send { room: 0, msg, scheduled_ns: t, body } });
+                events.push(Event { t_ns: t + 100, client: sender, kind: EventKind::Ack { room: 0, msg, seq } });
+                events.push(Event { t_ns: t + 200, client: 0, kind: crate::check::synthetic::delivery(0, msg, seq) });
+                history.entries.push(Stored::new(seq, msg, Some(body)));
+            }
+            events.sort_by_key(|e| (e.t_ns, e.client));
+            let end = start + duration.as_nanos() as u64;
+            let trace = Trace {
+                version: TRACE_VERSION,
+                meta: TraceMeta {
+                    warmup_ns: start + warmup_ms * 1_000_000,
+                    sending_started_ns: start,
+                    sending_ended_ns: end,
+                    ended_ns: end + 1_000,
+                    load: Some(load),
+                    drain: DrainRecord { completed: true, took_ns: 1_000 },
+                    ..Default::default()
+                },
+                rooms: vec!["r".into()],
+                clients,
+                events,
+                history: vec![history],
+                api_history: Vec::new(),
+            };
+            let findings = crate::check::all_findings(&trace, &crate::scenario::Checks::default());
+            proptest::prop_assert!(findings.is_empty(), "{findings:#?}");
+        }
+    }
+
     #[test]
     fn a_slot_nanoseconds_before_the_end_is_planned_and_due() {
         // The reported false failure: 7.5 msgs/s from one sender for 8 s is

@@ -50,6 +50,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
     let latency = LatencyReport {
         ack: LatencySummary::from_histogram(&lat.ack),
         delivery: LatencySummary::from_histogram(&lat.delivery),
+        stable: LatencySummary::from_histogram(&lat.stable),
         incomplete_acks: lat.incomplete_acks,
         incomplete_deliveries: lat.incomplete_deliveries,
         incomplete_percent: lat.incomplete_percent(),
@@ -96,6 +97,8 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         server: ctx.server,
         timeline,
         delivery_curve,
+        unseen: lat.unseen,
+        message_text: meta.message_text.clone(),
         faults: fault_figures(trace, &index),
         generator: crate::check::generator::measure(&index),
         resources: super::ResourceSummary::from_samples(&meta.resources),

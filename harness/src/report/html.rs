@@ -135,6 +135,37 @@ fn timeline_chart(modes: &[ModeReport], title: &str, y_desc: &str, series: &[Ser
     })
 }
 
+/// Owed deliveries acked but not yet delivered, over time, per mode
+/// (Jepsen's "unseen"): a healthy run keeps it near zero between bursts;
+/// a stall or a loss leaves it up.
+fn unseen_chart(modes: &[ModeReport]) -> Result<String, String> {
+    svg_chart(|root| {
+        let max_t = modes.iter().flat_map(|m| m.unseen.iter().map(|p| p.0 as f64 / 1000.0)).fold(1.0, f64::max);
+        let max_y = modes.iter().flat_map(|m| m.unseen.iter().map(|p| p.1 as f64)).fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(root)
+            .caption("Unseen: owed deliveries acked but not yet delivered", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..max_t, 0f64..max_y * 1.1)?;
+        chart.configure_mesh().x_desc("seconds from start of sending").y_desc("(message, subscriber) pairs").draw()?;
+        for f in modes.first().map_or(&[][..], |m| &m.faults[..]) {
+            let (from, to) = (f.at_s, f.at_s + (f.duration_ms as f64 / 1000.0).max(0.05));
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(from, 0.0), (to, max_y * 1.1)],
+                RGBColor(255, 200, 120).mix(0.35).filled(),
+            )))?;
+        }
+        for (i, mode) in modes.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> = mode.unseen.iter().map(|&(ms, n)| (ms as f64 / 1000.0, n as f64)).collect();
+            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?.label(mode.mode.clone()).legend(legend(color));
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        Ok(())
+    })
+}
+
 /// CPU per process over a mode's run (percent of one core).
 fn resource_chart(mode: &ModeReport) -> Result<String, String> {
     svg_chart(|root| {
@@ -216,6 +247,9 @@ pub fn render(report: &RunReport) -> String {
         "latency (ms)",
         &[("p50", |b| b.delivery_p50_us as f64 / 1000.0), ("p99", |b| b.delivery_p99_us as f64 / 1000.0)],
     )));
+    if report.modes.iter().any(|m| !m.unseen.is_empty()) {
+        html.push_str(&chart_or_note(unseen_chart(&report.modes)));
+    }
     html.push_str("<h2>Throughput</h2>\n");
     html.push_str(&chart_or_note(timeline_chart(
         &report.modes,

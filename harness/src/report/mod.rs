@@ -68,6 +68,13 @@ pub struct ModeReport {
     /// Delivery latency percentile curve: (percentile, µs), for plots.
     #[serde(default)]
     pub delivery_curve: Vec<(f64, u64)>,
+    /// Owed deliveries acked but not yet delivered, over time: (ms from
+    /// the start of sending, count), Jepsen's "unseen".
+    #[serde(default)]
+    pub unseen: Vec<(u64, u64)>,
+    /// What the generated message text looked like (`message_text`).
+    #[serde(default)]
+    pub message_text: String,
     /// One entry per applied fault.
     #[serde(default)]
     pub faults: Vec<FaultFigures>,
@@ -264,6 +271,10 @@ pub struct Counts {
 pub struct LatencyReport {
     pub ack: LatencySummary,
     pub delivery: LatencySummary,
+    /// Per owed message, until the last subscriber that owed it had it
+    /// (Maelstrom's stable latency), from the scheduled send.
+    #[serde(default)]
+    pub stable: LatencySummary,
     /// Sends never acked: their ack samples are censored at the end of the run.
     #[serde(default)]
     pub incomplete_acks: u64,

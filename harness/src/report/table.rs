@@ -46,6 +46,10 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
             if m.backend_is_real { m.backend.clone() } else { format!("{} (compat)", m.backend) }
         }),
         text("protocol", &|m| m.protocol.clone()),
+        text("message text", &|m| match m.message_text.split(' ').next().unwrap_or_default() {
+            "ascii" => "ascii (declared)".to_owned(),
+            other => other.to_owned(),
+        }),
         text("load", &|m| m.load.clone()),
         text("nodes / clients", &|m| format!("{} / {}", m.nodes, m.counts.clients)),
         num("sent", &|m| m.counts.sent as f64, &count),
@@ -61,6 +65,9 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         }),
         text("order violations", &|m| {
             (m.count(FindingKind::OrderViolation) + m.count(FindingKind::SeqConflict) + m.count(FindingKind::FifoViolation)).to_string()
+        }),
+        text("corrupted / leak / misrouted / stale", &|m| {
+            kinds(m, &[FindingKind::Corrupted, FindingKind::Leak, FindingKind::Misrouted, FindingKind::Stale])
         }),
         text("live ≠ history", &|m| {
             [FindingKind::HistoryMismatch, FindingKind::HistoryGap, FindingKind::HistoryUnavailable, FindingKind::StoredTwice]
@@ -83,6 +90,8 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         num("delivery p99", &|m| m.latency.delivery.p99_us as f64, &us),
         num("delivery p999", &|m| m.latency.delivery.p999_us as f64, &us),
         num("delivery max", &|m| m.latency.delivery.max_us as f64, &us),
+        num("last subscriber p50 (stable)", &|m| m.latency.stable.p50_us as f64, &us),
+        num("last subscriber p99 (stable)", &|m| m.latency.stable.p99_us as f64, &us),
         num("incomplete (censored) %", &|m| m.latency.incomplete_percent, &|v| format!("{v:.2}")),
         text("msgs/s offered", &|m| m.throughput.offered_per_s.map_or("- (closed loop)".to_owned(), |r| format!("{r:.1}"))),
         num("msgs/s attempted", &|m| m.throughput.attempted_per_s, &rate),
