@@ -209,8 +209,37 @@ fn progress(index: &TraceIndex) -> Vec<Finding> {
         .collect()
 }
 
+/// How much of `[from, until]` lies outside every fault that concerns
+/// `client` (while it lasted: a node down until it is healthy again, a
+/// backend until it answers). The system is given `within` to recover
+/// from a fault's end, however long the fault itself took: a third-party
+/// node that needs 10 s to restart is not an outage of the clients'
+/// making (the fault's duration is reported on its own).
+fn down_outside_faults(index: &TraceIndex, client: ClientId, from: u64, until: u64) -> u64 {
+    let mut spans: Vec<(u64, u64)> = index
+        .trace
+        .meta
+        .faults
+        .iter()
+        .filter(|f| f.error.is_none() && f.concerns(client))
+        .map(|f| (f.start_ns.max(from), f.end_ns.min(until)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    spans.sort_unstable();
+    let (mut covered, mut reach) = (0u64, from);
+    for (a, b) in spans {
+        let a = a.max(reach);
+        if b > a {
+            covered += b - a;
+            reach = b;
+        }
+    }
+    (until - from).saturating_sub(covered)
+}
+
 /// Spans in which a client was disconnected (or, for a subscriber,
-/// unsubscribed) after sending started; longer than `within` is a finding.
+/// unsubscribed) after sending started; longer than `within` (not
+/// counting time a fault concerning it still lasted) is a finding.
 fn outages(index: &TraceIndex, within_ns: u64) -> Vec<Finding> {
     let start = index.trace.meta.sending_started_ns;
     let mut findings = Vec::new();
@@ -245,7 +274,7 @@ fn outages(index: &TraceIndex, within_ns: u64) -> Vec<Finding> {
                 down_since = Some(e.t_ns);
             } else if restores
                 && let Some(from) = down_since.take()
-                && e.t_ns.saturating_sub(from) > within_ns
+                && down_outside_faults(index, client, from, e.t_ns) > within_ns
             {
                 report(from, Some(e.t_ns));
             }
@@ -323,4 +352,46 @@ fn fault_recovery(index: &TraceIndex, within_ns: u64) -> Vec<Finding> {
         }
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::synthetic::{TraceShape, correct_trace};
+    use crate::trace::{Event, FaultRecord};
+
+    /// A subscriber down for 12 s while a node restart took 11 s of it:
+    /// 1 s outside the fault, no outage; the same 12 s without the fault
+    /// (or with a 1 s fault) is one.
+    #[test]
+    fn time_a_fault_still_lasted_does_not_count_toward_an_outage() {
+        let ms = 1_000_000u64;
+        for (fault_ms, outage) in [(11_000u64, false), (1_000, true), (0, true)] {
+            let mut t = correct_trace(&TraceShape::plain(1, 1, 1, 3), 1);
+            let sub = t.clients.iter().position(|c| c.role == crate::trace::Role::Subscriber).unwrap() as ClientId;
+            let down = t.meta.sending_ended_ns + ms;
+            t.events.push(Event { t_ns: down, client: sub, kind: EventKind::Closed { code: None } });
+            t.events.push(Event { t_ns: down + 12_000 * ms, client: sub, kind: EventKind::Connected { node: 0 } });
+            t.events.push(Event { t_ns: down + 12_000 * ms + 1, client: sub, kind: EventKind::Subscribing { room: 0, after: Some(3) } });
+            t.events.push(Event {
+                t_ns: down + 12_000 * ms + 2,
+                client: sub,
+                kind: EventKind::Subscribed { room: 0, head: 3, after: Some(3) },
+            });
+            t.meta.ended_ns = down + 13_000 * ms;
+            if fault_ms > 0 {
+                t.meta.faults.push(FaultRecord {
+                    action: "kill_node".into(),
+                    node: Some(0),
+                    start_ns: down,
+                    end_ns: down + fault_ms * ms,
+                    error: None,
+                    clients: None,
+                });
+            }
+            let index = TraceIndex::build(&t);
+            let found = outages(&index, 10_000 * ms);
+            assert_eq!(!found.is_empty(), outage, "fault of {fault_ms} ms: {found:?}");
+        }
+    }
 }
