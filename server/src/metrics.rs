@@ -31,6 +31,7 @@ pub struct Metrics {
     pub skipped_events: Counter,
     pub idle_closes: Counter,
     pub seq_clashes: Counter,
+    pub head_reads: Counter,
     pub insert_to_fanout_seconds: Histogram,
 }
 
@@ -58,6 +59,7 @@ impl Default for Metrics {
             skipped_events: Counter::default(),
             idle_closes: Counter::default(),
             seq_clashes: Counter::default(),
+            head_reads: Counter::default(),
             insert_to_fanout_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
             registry: Registry::default(),
         };
@@ -72,7 +74,8 @@ impl Default for Metrics {
         registry.register("slow_consumer_closes", "Connections closed because their queue was full", m.slow_consumer_closes.clone());
         registry.register("changestream_events", "Insert events received from the change stream", m.changestream_events.clone());
         registry.register("changestream_reopens", "Times the change stream was (re)opened after a failure", m.changestream_reopens.clone());
-        registry.register("mongo_writes", "MongoDB insert operations issued", m.mongo_writes.clone());
+        registry.register("mongo_writes", "MongoDB insert operations issued (every attempt, clashes included)", m.mongo_writes.clone());
+        registry.register("head_reads", "Reads of a room's head to allocate a seq", m.head_reads.clone());
         registry.register("kafka_produces", "Kafka produce requests issued (kafka mode)", m.kafka_produces.clone());
         registry.register("kafka_events", "Messages consumed from Kafka (kafka mode)", m.kafka_events.clone());
         registry.register(

@@ -71,8 +71,17 @@ impl MessageDoc {
     }
 }
 
-/// A room's send lock and its head hint (the last `seq` this node knows).
-type RoomHead = Arc<tokio::sync::Mutex<Option<u64>>>;
+/// A room's send lock and its head hint: the highest `seq` this node knows
+/// exists (0: none), from its own inserts *and* from every message its
+/// fan-out sees (change events, Kafka records) — so a room written from
+/// several nodes clashes only in true races, not on nearly every message.
+/// A hint is always a `seq` that exists, so `hint + 1` keeps the sequence
+/// gap-free.
+#[derive(Default)]
+struct RoomHead {
+    lock: tokio::sync::Mutex<()>,
+    hint: std::sync::atomic::AtomicU64,
+}
 
 /// Result of storing a send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +89,10 @@ pub struct Stored {
     pub seq: Seq,
     /// Inserts that hit a taken `seq` on the way (another node won it).
     pub clashes: u32,
+    /// Insert operations issued for it (clashes included).
+    pub attempts: u32,
+    /// Reads of the room's head it needed.
+    pub head_reads: u32,
     /// False when the `id` was already stored and this was a resend.
     pub fresh: bool,
     /// The message as stored (the original, for a resend).
@@ -112,7 +125,7 @@ pub struct Store {
     messages: Collection<MessageDoc>,
     /// Per-room async lock and head hint, so sends to one room on one node
     /// do not race each other for the same `seq`.
-    heads: Arc<Mutex<HashMap<RoomId, RoomHead>>>,
+    heads: Arc<Mutex<HashMap<RoomId, Arc<RoomHead>>>>,
     limits: StoreLimits,
     pub majority: bool,
 }
@@ -192,43 +205,67 @@ impl Store {
         self.messages.find_one(doc! {"room": room.as_str(), "id": id.as_str()}).await.map_err(|e| self.err(e))
     }
 
+    fn room_head(&self, room: &RoomId) -> Arc<RoomHead> {
+        let mut heads = self.heads.lock().expect("heads lock is never held across a panic");
+        if heads.len() >= self.limits.max_room_heads && !heads.contains_key(room) {
+            // Drop idle hints (nobody holds them): they are only hints.
+            heads.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        heads.entry(room.clone()).or_default().clone()
+    }
+
+    /// A message of `room` at `seq` exists (the fan-out saw it): later sends
+    /// to the room start after it. Cheap: no lock is awaited.
+    pub fn observe(&self, room: &str, seq: u64) {
+        let heads = self.heads.lock().expect("heads lock is never held across a panic");
+        if let Some(slot) = heads.get(room) {
+            slot.hint.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+        } else if heads.len() < self.limits.max_room_heads {
+            drop(heads);
+            if let Ok(room) = RoomId::parse(room) {
+                self.room_head(&room).hint.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Forget every hint (the collection was dropped: old `seq`s are gone).
+    pub fn forget_heads(&self) {
+        self.heads.lock().expect("heads lock is never held across a panic").clear();
+    }
+
     /// Store a send once. A resend of a stored `id` returns its original `seq`.
     pub async fn insert(&self, room: &RoomId, id: &MsgId, body: &str, node: &str) -> Result<Stored, StoreError> {
-        let slot = {
-            let mut heads = self.heads.lock().expect("heads lock is never held across a panic");
-            if heads.len() >= self.limits.max_room_heads && !heads.contains_key(room) {
-                // Drop idle hints (nobody holds their lock): they are only hints.
-                heads.retain(|_, slot| Arc::strong_count(slot) > 1);
-            }
-            heads.entry(room.clone()).or_default().clone()
-        };
-        let mut head_hint = slot.lock().await;
-        let result = self.insert_locked(&mut head_hint, room, id, body, node).await;
-        if result.is_err() {
-            *head_hint = None;
-        }
-        result
+        let slot = self.room_head(room);
+        let _serialized = slot.lock.lock().await;
+        self.insert_locked(&slot.hint, room, id, body, node).await
     }
 
     async fn insert_locked(
         &self,
-        head_hint: &mut Option<u64>,
+        hint: &std::sync::atomic::AtomicU64,
         room: &RoomId,
         id: &MsgId,
         body: &str,
         node: &str,
     ) -> Result<Stored, StoreError> {
-        let mut next: Option<u64> = head_hint.map(|h| h + 1);
+        use std::sync::atomic::Ordering::Relaxed;
+        let known = hint.load(Relaxed);
+        let mut next: Option<u64> = (known > 0).then_some(known + 1);
         let mut walked = 0u32;
+        let mut head_reads = 0u32;
         // Every pass after the first follows a clash.
         for race in 0..MAX_SEQ_RACES {
             let clashes = race as u32;
+            let attempts = clashes + 1;
             if race >= RACES_BEFORE_BACKOFF && walked == 0 {
                 tokio::time::sleep(Duration::from_millis((race as u64).min(50))).await;
             }
             let seq = match next {
                 Some(seq) => seq,
-                None => self.head(room).await?.0 + 1,
+                None => {
+                    head_reads += 1;
+                    self.head(room).await?.0 + 1
+                }
             };
             let doc = MessageDoc {
                 key: format!("{room}/{seq}"),
@@ -241,19 +278,20 @@ impl Store {
             };
             let error = match self.messages.insert_one(&doc).await {
                 Ok(_) => {
-                    *head_hint = Some(seq);
-                    return Ok(Stored { seq: Seq(seq), clashes, fresh: true, message: doc.into_message() });
+                    hint.fetch_max(seq, Relaxed);
+                    return Ok(Stored { seq: Seq(seq), clashes, attempts, head_reads, fresh: true, message: doc.into_message() });
                 }
                 Err(e) if is_duplicate_key(&e) => e,
                 Err(e) => return Err(self.err(e)),
             };
-            *head_hint = None;
             match after_clash(clash_of(&error.to_string()), seq, walked) {
                 Retry::At(following) => {
                     // Another node stored `seq`: it exists, so the next one
-                    // is ours to try — no read needed.
+                    // is ours to try — no read needed (and never below what
+                    // the fan-out has shown since).
+                    hint.fetch_max(seq, Relaxed);
                     walked += 1;
-                    next = Some(following);
+                    next = Some(following.max(hint.load(Relaxed) + 1));
                 }
                 Retry::ReadHead => {
                     walked = 0;
@@ -263,7 +301,7 @@ impl Store {
                     walked = 0;
                     if let Some(existing) = self.find_by_id(room, id).await? {
                         let seq = Seq(existing.seq.max(0) as u64);
-                        return Ok(Stored { seq, clashes, fresh: false, message: existing.into_message() });
+                        return Ok(Stored { seq, clashes, attempts, head_reads, fresh: false, message: existing.into_message() });
                     }
                     // Not visible yet (a majority read trails the first
                     // insert of a resend), or another node took `seq`.

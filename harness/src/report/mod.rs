@@ -146,10 +146,14 @@ pub struct ServerCounters {
     /// Inserts that found their `seq` taken by another node (seq allocation's cost).
     #[serde(default)]
     pub seq_clashes: u64,
+    /// Reads of a room's head to allocate a `seq`.
+    #[serde(default)]
+    pub head_reads: u64,
 }
 
 impl ServerCounters {
-    /// External write operations (MongoDB inserts + Kafka produces) per acked message.
+    /// External write operations (every MongoDB insert attempt + Kafka
+    /// produces) per acked message.
     pub fn external_ops_per_ack(&self) -> Option<f64> {
         (self.acks > 0).then(|| (self.mongo_writes + self.kafka_produces) as f64 / self.acks as f64)
     }
@@ -172,6 +176,7 @@ impl ServerCounters {
         self.fanout_reopens += o.fanout_reopens;
         self.kafka_producer_resets += o.kafka_producer_resets;
         self.seq_clashes += o.seq_clashes;
+        self.head_reads += o.head_reads;
     }
 
     /// Read the counters out of Prometheus text (summing over calls).
@@ -196,6 +201,7 @@ impl ServerCounters {
                 "chat_changestream_reopens_total" | "chat_kafka_reconnects_total" => &mut self.fanout_reopens,
                 "chat_kafka_producer_resets_total" => &mut self.kafka_producer_resets,
                 "chat_seq_clashes_total" => &mut self.seq_clashes,
+                "chat_head_reads_total" => &mut self.head_reads,
                 _ => continue,
             };
             *slot += value as u64;

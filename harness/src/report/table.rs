@@ -116,6 +116,9 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         num("seq clashes / msg", &|m| if m.server.acks > 0 { m.server.seq_clashes as f64 / m.server.acks as f64 } else { 0.0 }, &|v| {
             format!("{v:.2}")
         }),
+        num("head reads / msg", &|m| if m.server.acks > 0 { m.server.head_reads as f64 / m.server.acks as f64 } else { 0.0 }, &|v| {
+            format!("{v:.2}")
+        }),
         num("from history (%)", &|m| m.server.history_share().unwrap_or(0.0) * 100.0, &|v| format!("{v:.1}")),
         text("fan-out re-opens / producer resets", &|m| format!("{} / {}", m.server.fanout_reopens, m.server.kafka_producer_resets)),
         text("checks", &|m| {

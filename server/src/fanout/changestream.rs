@@ -115,6 +115,10 @@ pub async fn run(state: Arc<AppState>, config: ChangeStreamConfig, mut shutdown:
         if recovery.from_now {
             token = None;
         }
+        if recovery.recreate_indexes {
+            // The collection is gone: the `seq`s the hints name no longer exist.
+            state.store.forget_heads();
+        }
         if recovery.recreate_indexes
             && let Err(e) = state.store.ensure_indexes().await
         {
@@ -168,6 +172,7 @@ fn fan_out(state: &AppState, document: Document) {
     let lag_ms = (now_ms() - doc.ts_ms).max(0);
     state.metrics.insert_to_fanout_seconds.observe(lag_ms as f64 / 1000.0);
     let message = doc.into_message();
+    state.store.observe(&message.room, message.seq);
     tracing::debug!(room = %message.room, seq = message.seq, lag_ms, "change event");
     let frame = Utf8Bytes::from(ServerFrame::Msg(&message).to_json());
     hand_to_hub(state, &message.room, message.seq, &frame);

@@ -358,5 +358,6 @@ fn fan_out(state: &AppState, payload: &[u8]) {
     let lag_ms = (crate::store::now_ms() - route.ts_ms).max(0);
     state.metrics.insert_to_fanout_seconds.observe(lag_ms as f64 / 1000.0);
     let frame = axum::extract::ws::Utf8Bytes::from(text.to_owned());
+    state.store.observe(route.room, route.seq);
     hand_to_hub(state, route.room, route.seq, &frame);
 }
