@@ -390,6 +390,13 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
             args.scenario.display()
         ));
     }
+    // Each connection is a socket, and a second one in the harness's proxy
+    // when the scenario faults the clients' links.
+    let per_connection = if scenario.needs_link_proxies(crate::scenario::LinkTarget::Clients) { 3 } else { 1 };
+    if let Err(e) = crate::resources::ensure_fd_limit(scenario.workload.connections() * per_connection) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_INFRA);
+    }
     match run(&scenario, &options).await {
         Ok(report) => {
             print!("{}", crate::report::table::render(&report));

@@ -162,6 +162,25 @@ fn expected_sends(ctx: &Context) -> usize {
     }
 }
 
+/// A client's WebSocket buffers: 4 KiB to read into (it grows for a larger
+/// frame), writes go out as they are made (no write buffer to fill), and a
+/// server frame over [`MAX_SERVER_MESSAGE`] ends the connection. The
+/// library's defaults (128 KiB each way) made the harness's memory per
+/// idle connection ~150 KiB; thousands of connections are the point.
+pub(super) fn ws_config() -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_SERVER_MESSAGE))
+        .max_frame_size(Some(MAX_SERVER_MESSAGE))
+}
+
+/// Initial read buffer per connection.
+const READ_BUFFER: usize = 4 * 1024;
+/// The largest server message a client accepts (a history page of the
+/// reference server is about 1 MiB at most).
+pub(super) const MAX_SERVER_MESSAGE: usize = 4 << 20;
+
 fn text_of(rng: &mut StdRng, workload: &Workload) -> String {
     let n = match workload.message_bytes {
         MessageBytes::Fixed(n) => n,
@@ -370,7 +389,7 @@ impl<'a> Client<'a> {
             let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
             request.headers_mut().insert(name, value);
         }
-        tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+        tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await.map(|(ws, _)| ws)
     }
 
     /// Open the protocol session (STOMP: CONNECT, then CONNECTED). Err(Some)

@@ -523,6 +523,12 @@ fn default_drain() -> HumanDuration {
 }
 
 impl Workload {
+    /// Client connections the workload opens (all rooms, late ones too).
+    pub fn connections(&self) -> u64 {
+        let late = self.late_subscribers.as_ref().map_or(0, |l| l.per_room);
+        u64::from(self.rooms) * u64::from(self.subscribers_per_room + self.senders_per_room + self.chatters_per_room + late)
+    }
+
     /// Whether pinned placement names a node index that `nodes` lacks.
     pub fn placement_needs_more_nodes(&self, nodes: u32) -> bool {
         match &self.placement {
