@@ -70,7 +70,9 @@ pub fn merge_runs(dirs: &[PathBuf], out: &Path) -> Result<Merged, MergeRunError>
     let mut modes = Vec::new();
     let mut events = 0u64;
     let (mut scenario, mut seed) = (String::new(), 0);
-    for mode in ["changestream", "kafka"] {
+    // An external system's run is one run labelled `external` (issue: it
+    // was never looked for, so its shards could not be merged).
+    for mode in ["changestream", "kafka", "external"] {
         let mut notes = Vec::new();
         let mut shards = Vec::new();
         let mut server = ServerCounters::default();
@@ -391,6 +393,26 @@ mod tests {
             prop_assert_eq!(merged.events.len(), whole.events.len());
             prop_assert_eq!(finding_names(&merged), finding_names(&whole));
         }
+    }
+
+    #[test]
+    fn the_shards_of_an_external_systems_run_merge() {
+        let mut whole = correct_trace(&TraceShape::plain(4, 1, 1, 3), 1);
+        whole.meta.mode = "external".into();
+        whole.meta.origin_unix_ns = 1 << 60;
+        let dir = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        for index in 0..2 {
+            let shard_dir = dir.path().join(format!("shard-{index}"));
+            std::fs::create_dir_all(shard_dir.join("external")).unwrap();
+            split(&whole, ShardOf { index, count: 2 }, 1_000 * u64::from(index)).write(&shard_dir.join("external/trace.bin")).unwrap();
+            dirs.push(shard_dir);
+        }
+        let merged = merge_runs(&dirs, &dir.path().join("merged")).expect("external shards merge");
+        assert_eq!(merged.report.modes.len(), 1);
+        assert_eq!(merged.report.modes[0].mode, "external");
+        assert!(merged.report.passed, "{:?}", merged.report.modes[0].findings_by_kind);
+        assert!(dir.path().join("merged/external/trace.bin").exists());
     }
 
     #[test]
