@@ -384,7 +384,14 @@ async fn run_point(scenario: &Scenario, options: &SweepOptions, values: Vec<(Par
                         p50_us: m.latency.delivery.p50_us,
                         p99_us: m.latency.delivery.p99_us,
                         passed: m.failed_checks().next().is_none(),
-                        generator_behind: m.generator.behind,
+                        // Judged against the knee's ceiling, not this run's own p99.
+                        generator_behind: !crate::check::generator::behind(
+                            &m.generator,
+                            &m.throughput,
+                            options.knee.max_p99_us,
+                            std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                        )
+                        .is_empty(),
                         report: path.clone(),
                     })
                 })

@@ -73,6 +73,8 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
             }
         }
     }
+    // What the generator's lateness is judged against: the delivery p99 it measured.
+    let generator_reference_us = latency.delivery.p99_us;
     let counts = count(trace, &index);
     let timeline = timeline(trace, &index);
     let delivery_curve =
@@ -100,7 +102,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         unseen: lat.unseen,
         message_text: meta.message_text.clone(),
         faults: fault_figures(trace, &index),
-        generator: crate::check::generator::measure(&index),
+        generator: crate::check::generator::measure(&index, generator_reference_us, &throughput),
         resources: super::ResourceSummary::from_samples(&meta.resources),
         resource_samples: meta.resources.clone(),
         notes: ctx.notes,
