@@ -143,7 +143,9 @@ impl Room {
 
 pub(super) async fn run(ctx: Context) -> Vec<Event> {
     let expected = expected_sends(&ctx);
-    let capacity = if ctx.plan.role.subscribes() { expected * 4 * ctx.rooms.len() + 64 } else { 2 * expected + 16 };
+    // Pre-sized from the plan (a delivery per message of its rooms, with
+    // room for reconnects); an idle connection keeps a small buffer.
+    let capacity = if ctx.plan.role.subscribes() { expected * 2 * ctx.rooms.len() + 16 } else { 2 * expected + 16 };
     let mut rec = Recorder::new(ctx.plan.id, ctx.clock, capacity.min(1 << 22));
     Client::new(&ctx).run(&mut rec).await;
     rec.into_events()
@@ -162,7 +164,7 @@ fn expected_sends(ctx: &Context) -> usize {
     }
 }
 
-/// A client's WebSocket buffers: 4 KiB to read into (it grows for a larger
+/// A client's WebSocket buffers: 2 KiB to read into (it grows for a larger
 /// frame), writes go out as they are made (no write buffer to fill), and a
 /// server frame over [`MAX_SERVER_MESSAGE`] ends the connection. The
 /// library's defaults (128 KiB each way) made the harness's memory per
@@ -176,7 +178,7 @@ pub(super) fn ws_config() -> tungstenite::protocol::WebSocketConfig {
 }
 
 /// Initial read buffer per connection.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 2 * 1024;
 /// The largest server message a client accepts (a history page of the
 /// reference server is about 1 MiB at most).
 pub(super) const MAX_SERVER_MESSAGE: usize = 4 << 20;

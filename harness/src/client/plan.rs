@@ -128,6 +128,7 @@ pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64, shard_count: u32
             let node = match &workload.placement {
                 Placement::RoundRobin => id % nodes,
                 Placement::Random => rng.random_range(0..nodes),
+                Placement::ByRoom => room % nodes,
                 Placement::Pinned { senders, subscribers } => {
                     if role.sends() {
                         senders_placed += 1;

@@ -549,6 +549,10 @@ pub enum Placement {
     Random,
     /// Senders go to the listed nodes, subscribers to theirs (each cycled).
     Pinned { senders: Vec<u32>, subscribers: Vec<u32> },
+    /// Every client of room `r` on node `r mod nodes` (sticky rooms, as a
+    /// load balancer hashing the room would place them): each room is
+    /// written from one node, so nodes never race for a room's `seq`.
+    ByRoom,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
