@@ -205,11 +205,16 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     tracing::info!("reading history back from MongoDB (the oracle)");
     let history = oracle::read_history(&mongo.uri, &db, &rooms).await;
     // The reference server's own history API, read as a client would.
-    let api_history = if scenario.system.command.is_none() {
-        let live: Vec<String> = cluster.nodes.iter().enumerate().filter(|(i, _)| !down.contains(i)).map(|(_, n)| n.http_url("")).collect();
-        crate::history_api::read(&live, &rooms).await
-    } else {
+    let live: Vec<String> = cluster.nodes.iter().enumerate().filter(|(i, _)| !down.contains(i)).map(|(_, n)| n.http_url("")).collect();
+    let api_history = if scenario.system.command.is_some() {
         Vec::new()
+    } else if live.is_empty() {
+        // Nothing to ask (every node is down at the end, by the nemesis):
+        // the API is not judged, and the run's liveness findings say why.
+        tracing::warn!("no node is up at the end of the run: the history API is not read");
+        Vec::new()
+    } else {
+        crate::history_api::read(&live, &rooms).await
     };
     let server = scrape_counters(&cluster).await;
     for problem in cluster.stop(Duration::from_secs(5)).await {
