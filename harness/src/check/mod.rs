@@ -384,10 +384,11 @@ pub struct Delivery {
     pub first_copy: bool,
     /// A first copy the subscriber was never owed (see [`FindingKind::BeforeStart`]).
     pub unrequested: bool,
-    /// It came after the subscriber sent an unsubscribe and before it
-    /// joined again: in flight, allowed, and not its business (a copy the
-    /// next membership gets again is not a duplicate). Bodies, labels and
-    /// `seq`s are still judged.
+    /// It came after the subscriber sent an unsubscribe and before its
+    /// rejoin was confirmed (but not after the server confirmed the
+    /// unsubscribe: that is a leak): in flight, allowed, and not its
+    /// business (a copy the next membership gets again is not a
+    /// duplicate). Bodies, labels and `seq`s are still judged.
     pub ignored: bool,
     pub body: Option<BodyDigest>,
     pub label: Label,
@@ -666,14 +667,14 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     on_wire.push(room);
                 }
                 left.retain(|&r| r != room);
-                if let Some(v) = slot(room) {
-                    leaving[v] = false;
-                }
             }
             EventKind::Subscribed { room, head, after } => {
                 let Some(v) = slot(room) else { continue };
                 let view = &mut views[v];
                 view.confirmations.push(t);
+                // A rejoin is live from its confirmation: what came while it
+                // was being requested was the old subscription's, in flight.
+                leaving[v] = false;
                 if !member[v] {
                     member[v] = true;
                     view.epochs.push(Epoch { start: after.unwrap_or(head), confirmed_ns: Some(t), end: EpochEnd::Open, max_seq: 0 });
