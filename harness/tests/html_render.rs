@@ -1,6 +1,7 @@
 //! `report.html` renders in headless Chromium (Debian's `chromium`, which
-//! ci/setup installs): the DOM after load holds the three SVG charts with
-//! drawn series, and a screenshot is taken.
+//! ci/setup installs): the DOM after load holds the four SVG charts with
+//! drawn series (latency by percentile and over time, unseen over time,
+//! throughput), and a screenshot is taken.
 
 use chatbench::check::synthetic::{TraceShape, correct_trace};
 use chatbench::report::RunReport;
@@ -55,11 +56,11 @@ fn report_html_renders_its_charts_in_headless_chromium() {
 
     let dom = headless(&["--dump-dom", &page], &dir.path().join("profile-dom"));
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert_eq!(dom.matches("<svg").count(), 3, "three charts in the rendered DOM");
-    for title in ["Delivery latency by percentile", "Delivery latency over time", "Throughput over time"] {
+    assert_eq!(dom.matches("<svg").count(), 4, "four charts in the rendered DOM");
+    for title in ["Delivery latency by percentile", "Delivery latency over time", "Unseen: owed deliveries", "Throughput over time"] {
         assert!(dom.contains(title), "chart {title:?} missing");
     }
-    assert!(dom.matches("<polyline").count() >= 2 + 4 + 4, "every mode's series is drawn");
+    assert!(dom.matches("<polyline").count() >= 2 + 4 + 2 + 4, "every mode's series is drawn");
     assert!(dom.contains("not MongoDB"), "the compat warning is on the page");
 
     let shot = dir.path().join("report.png");

@@ -725,20 +725,21 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     continue;
                 };
                 let view = &mut views[v];
-                if leaving[v] {
-                    view.deliveries.push(Delivery {
-                        room,
-                        label_room,
-                        msg,
-                        seq,
-                        t_ns: t,
-                        first_copy: false,
-                        unrequested: false,
-                        ignored: true,
-                        body,
-                        label,
-                        message_id,
-                    });
+                let mut delivery = Delivery {
+                    room,
+                    label_room,
+                    msg,
+                    seq,
+                    t_ns: t,
+                    first_copy: false,
+                    unrequested: false,
+                    ignored: leaving[v],
+                    body,
+                    label,
+                    message_id,
+                };
+                if delivery.ignored {
+                    view.deliveries.push(delivery);
                     continue;
                 }
                 let first_copy = seen[v].insert(msg);
@@ -757,19 +758,9 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                 {
                     e.max_seq = e.max_seq.max(seq);
                 }
-                view.deliveries.push(Delivery {
-                    room,
-                    label_room,
-                    msg,
-                    seq,
-                    t_ns: t,
-                    first_copy,
-                    unrequested: first_copy && !owed,
-                    ignored: false,
-                    body,
-                    label,
-                    message_id,
-                });
+                delivery.first_copy = first_copy;
+                delivery.unrequested = first_copy && !owed;
+                view.deliveries.push(delivery);
             }
             _ => {}
         }

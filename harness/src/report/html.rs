@@ -109,11 +109,7 @@ fn timeline_chart(modes: &[ModeReport], title: &str, y_desc: &str, series: &[Ser
         chart.configure_mesh().x_desc("seconds from start of sending").y_desc(y_desc).draw()?;
         // Faults: a shaded band while each lasted and a line where it began.
         for f in modes.first().map_or(&[][..], |m| &m.faults[..]) {
-            let (from, to) = (f.at_s, f.at_s + (f.duration_ms as f64 / 1000.0).max(0.05));
-            chart.draw_series(std::iter::once(Rectangle::new(
-                [(from, 0.0), (to, max_y * 1.1)],
-                RGBColor(255, 200, 120).mix(0.35).filled(),
-            )))?;
+            let from = shade_fault(&mut chart, f, max_y * 1.1)?;
             chart.draw_series(std::iter::once(PathElement::new(
                 vec![(from, 0.0), (from, max_y * 1.1)],
                 RGBColor(230, 120, 0).stroke_width(1),
@@ -135,6 +131,18 @@ fn timeline_chart(modes: &[ModeReport], title: &str, y_desc: &str, series: &[Ser
     })
 }
 
+/// A shaded band while a fault lasted (seconds from the start of
+/// sending); returns where it began.
+fn shade_fault<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    f: &super::FaultFigures,
+    top: f64,
+) -> Result<f64, DrawingAreaErrorKind<DB::ErrorType>> {
+    let (from, to) = (f.at_s, f.at_s + (f.duration_ms as f64 / 1000.0).max(0.05));
+    chart.draw_series(std::iter::once(Rectangle::new([(from, 0.0), (to, top)], RGBColor(255, 200, 120).mix(0.35).filled())))?;
+    Ok(from)
+}
+
 /// Owed deliveries acked but not yet delivered, over time, per mode
 /// (Jepsen's "unseen"): a healthy run keeps it near zero between bursts;
 /// a stall or a loss leaves it up.
@@ -150,11 +158,7 @@ fn unseen_chart(modes: &[ModeReport]) -> Result<String, String> {
             .build_cartesian_2d(0f64..max_t, 0f64..max_y * 1.1)?;
         chart.configure_mesh().x_desc("seconds from start of sending").y_desc("(message, subscriber) pairs").draw()?;
         for f in modes.first().map_or(&[][..], |m| &m.faults[..]) {
-            let (from, to) = (f.at_s, f.at_s + (f.duration_ms as f64 / 1000.0).max(0.05));
-            chart.draw_series(std::iter::once(Rectangle::new(
-                [(from, 0.0), (to, max_y * 1.1)],
-                RGBColor(255, 200, 120).mix(0.35).filled(),
-            )))?;
+            shade_fault(&mut chart, f, max_y * 1.1)?;
         }
         for (i, mode) in modes.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
