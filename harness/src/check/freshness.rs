@@ -1,8 +1,9 @@
 //! Freshness: every owed delivery arrives within `checks.fresh_within`
 //! (default 2 s) of when it was due — when its successful send left the
-//! sender, or, for a catch-up, when the subscription it followed was
-//! confirmed. A server that fans everything out seconds late loses nothing
-//! and keeps order, and still fails its users: `stale`.
+//! sender — and a catch-up (a late joiner replaying a room, a reconnect
+//! resuming with `after`) within `recovery.within` of the confirmation of
+//! the subscription it follows. A server that fans everything out seconds
+//! late loses nothing and keeps order, and still fails its users: `stale`.
 //!
 //! A delivery due during a fault (from `fresh_within` before the fault
 //! starts until it ends) is left to the `recovery` check, which bounds how
@@ -17,6 +18,7 @@ use std::collections::HashSet;
 
 pub fn check(index: &TraceIndex, checks: &Checks) -> Vec<Finding> {
     let fresh = checks.fresh_within.0.as_nanos() as u64;
+    let recovery = checks.recovery.within.0.as_nanos() as u64;
     let faults = &index.trace.meta.faults;
     let during_fault = |client, due: u64| {
         faults.iter().any(|f| f.error.is_none() && f.concerns(client) && f.start_ns.saturating_sub(fresh) <= due && due <= f.end_ns)
@@ -59,15 +61,20 @@ pub fn check(index: &TraceIndex, checks: &Checks) -> Vec<Finding> {
             if !sub.owes(send, seq) {
                 continue;
             }
-            let due = send.last_sent_ns.max(sub.confirmed_before(d.t_ns).unwrap_or(0));
+            let confirmed = sub.confirmed_before(d.t_ns).unwrap_or(0);
+            let due = send.last_sent_ns.max(confirmed);
+            // A catch-up (sent before the subscription it follows was
+            // confirmed: a late joiner replaying a room, a reconnect) is
+            // recovery, and gets its window: a big backlog is paged in.
+            let limit = if send.last_sent_ns < confirmed { fresh.max(recovery) } else { fresh };
             let late = d.t_ns.saturating_sub(due);
-            if late <= fresh {
+            if late <= limit {
                 continue;
             }
             if during_fault(sub.client, due) {
                 continue;
             }
-            let detail = format!("delivered {:.2}s after it was due (limit {:.2}s)", late as f64 / 1e9, fresh as f64 / 1e9);
+            let detail = format!("delivered {:.2}s after it was due (limit {:.2}s)", late as f64 / 1e9, limit as f64 / 1e9);
             findings.push(
                 Finding::new(FindingKind::Stale, detail)
                     .room(d.room)
@@ -80,4 +87,43 @@ pub fn check(index: &TraceIndex, checks: &Checks) -> Vec<Finding> {
         }
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::synthetic::{TraceShape, correct_trace};
+    use crate::trace::EventKind;
+
+    fn stale(trace: &crate::trace::Trace) -> usize {
+        check(&TraceIndex::build(trace), &Checks::default()).len()
+    }
+
+    /// A live delivery 3 s late is stale; a catch-up 3 s after its
+    /// subscription was confirmed is recovery, and judged by its window.
+    #[test]
+    fn live_deliveries_get_the_freshness_window_and_catch_ups_the_recovery_window() {
+        let trace = correct_trace(&TraceShape::plain(1, 1, 1, 6), 1);
+        assert_eq!(stale(&trace), 0);
+        let s = 1_000_000_000u64;
+        let sub = trace.clients.iter().position(|c| c.role == crate::trace::Role::Subscriber).unwrap() as u32;
+        let mut late = trace.clone();
+        let last = late.events.iter().rposition(|e| e.client == sub && matches!(e.kind, EventKind::Deliver { .. })).unwrap();
+        late.events[last].t_ns += 3 * s;
+        late.meta.ended_ns += 4 * s;
+        assert_eq!(stale(&late), 1, "3 s late, live");
+        // The same delivery, but the subscriber reconnected and resubscribed
+        // (after the send) just before it: a catch-up, 3 s < 10 s.
+        let t = late.events[last].t_ns - 3 * s + 1;
+        late.events.push(crate::trace::Event { t_ns: t, client: sub, kind: EventKind::Closed { code: None } });
+        late.events.push(crate::trace::Event { t_ns: t + 1, client: sub, kind: EventKind::Connected { node: 0 } });
+        late.events.push(crate::trace::Event { t_ns: t + 2, client: sub, kind: EventKind::Subscribing { room: 0, after: Some(5) } });
+        late.events.push(crate::trace::Event {
+            t_ns: t + 3,
+            client: sub,
+            kind: EventKind::Subscribed { room: 0, head: 6, after: Some(5) },
+        });
+        late.events.sort_by_key(|e| (e.t_ns, e.client));
+        assert_eq!(stale(&late), 0, "a catch-up 3 s after its confirmation is within the recovery window");
+    }
 }

@@ -1004,7 +1004,10 @@ mod tests {
                     let Some(client) = pick_from(&subs, pick) else { return };
                     // Every delivery arrives long after the fault, in order
                     // (and each, long after it was due, is stale).
-                    let delay = self.trace.meta.checks.recovery.within.0.as_nanos() as u64 + 5 * MS;
+                    // Past the recovery window even for a catch-up (which
+                    // freshness judges by it), so every one is stale.
+                    let checks = &self.trace.meta.checks;
+                    let delay = (checks.recovery.within.0 + checks.fresh_within.0).as_nanos() as u64 + 5 * MS;
                     let acked: HashSet<MsgNo> = self
                         .trace
                         .events
@@ -1245,7 +1248,9 @@ mod tests {
                     if !self.msg_free(msg) || copies != 1 || self.deliveries_of(client).len() < 2 {
                         return;
                     }
-                    let late = self.trace.meta.checks.fresh_within.0.as_nanos() as u64 + 500 * MS;
+                    // Past the recovery window too: a catch-up is judged by it.
+                    let checks = &self.trace.meta.checks;
+                    let late = (checks.fresh_within.0 + checks.recovery.within.0).as_nanos() as u64 + 500 * MS;
                     self.trace.events[i].t_ns = self.end() + late;
                     self.reserved.insert(msg);
                     self.reserved_clients.insert(client);
