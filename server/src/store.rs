@@ -87,10 +87,9 @@ struct RoomHead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub seq: Seq,
-    /// Inserts that hit a taken `seq` on the way (another node won it).
+    /// Inserts that hit a taken `seq` on the way (another node won it);
+    /// the insert operations issued for it are one more.
     pub clashes: u32,
-    /// Insert operations issued for it (clashes included).
-    pub attempts: u32,
     /// Reads of the room's head it needed.
     pub head_reads: u32,
     /// False when the `id` was already stored and this was a resend.
@@ -256,7 +255,6 @@ impl Store {
         // Every pass after the first follows a clash.
         for race in 0..MAX_SEQ_RACES {
             let clashes = race as u32;
-            let attempts = clashes + 1;
             if race >= RACES_BEFORE_BACKOFF && walked == 0 {
                 tokio::time::sleep(Duration::from_millis((race as u64).min(50))).await;
             }
@@ -279,7 +277,7 @@ impl Store {
             let error = match self.messages.insert_one(&doc).await {
                 Ok(_) => {
                     hint.fetch_max(seq, Relaxed);
-                    return Ok(Stored { seq: Seq(seq), clashes, attempts, head_reads, fresh: true, message: doc.into_message() });
+                    return Ok(Stored { seq: Seq(seq), clashes, head_reads, fresh: true, message: doc.into_message() });
                 }
                 Err(e) if is_duplicate_key(&e) => e,
                 Err(e) => return Err(self.err(e)),
@@ -301,7 +299,7 @@ impl Store {
                     walked = 0;
                     if let Some(existing) = self.find_by_id(room, id).await? {
                         let seq = Seq(existing.seq.max(0) as u64);
-                        return Ok(Stored { seq, clashes, attempts, head_reads, fresh: false, message: existing.into_message() });
+                        return Ok(Stored { seq, clashes, head_reads, fresh: false, message: existing.into_message() });
                     }
                     // Not visible yet (a majority read trails the first
                     // insert of a resend), or another node took `seq`.

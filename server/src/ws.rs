@@ -713,7 +713,7 @@ enum SendError {
 /// Store (and in kafka mode publish) one send: the ack frame.
 async fn store_and_publish(state: &AppState, job: &SendJob) -> Result<Utf8Bytes, SendError> {
     let stored = state.store.insert(&job.room, &job.id, &job.body, &state.node_id).await?;
-    state.metrics.mongo_writes.inc_by(u64::from(stored.attempts));
+    state.metrics.mongo_writes.inc_by(u64::from(stored.clashes) + 1);
     state.metrics.head_reads.inc_by(u64::from(stored.head_reads));
     if let Some(kafka) = &state.kafka {
         // Also for a resend: the first produce may be the one that failed.

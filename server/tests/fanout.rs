@@ -96,3 +96,30 @@ async fn ws_is_refused_until_the_fanout_has_opened() {
     }
     node.stop().await.expect("stops cleanly while the broker is unreachable");
 }
+
+/// Was: a node's head hint for a room was its own last insert, never the
+/// inserts its fan-out showed it from other nodes, so a room written from
+/// two nodes in turn lost the race for the next `seq` on nearly every
+/// message (0.99 clashes per message at 100 msgs/s on 2 nodes).
+#[tokio::test]
+async fn a_room_written_from_two_nodes_in_turn_does_not_clash() {
+    let env = start(2, Limits::default()).await;
+    let mut senders = [Client::connect(&env.nodes[0]).await, Client::connect(&env.nodes[1]).await];
+    let mut subscribers = [Client::connect(&env.nodes[0]).await, Client::connect(&env.nodes[1]).await];
+    for s in &mut subscribers {
+        s.subscribe("turns", None).await;
+    }
+    for i in 0..10u64 {
+        let sender = &mut senders[(i % 2) as usize];
+        sender.send("turns", &format!("m{i}"), "hello").await;
+        assert_eq!(sender.next_op("ack").await["seq"], i + 1);
+        // Both nodes' fan-outs have seen it once both subscribers have it.
+        for s in &mut subscribers {
+            assert_eq!(s.msgs(1).await, vec![(i + 1, format!("m{i}"))]);
+        }
+    }
+    for node in &env.nodes {
+        assert_eq!(metric(node, "chat_seq_clashes_total").await, 0.0, "each node learned the other's inserts from its fan-out");
+        assert_eq!(metric(node, "chat_mongo_writes_total").await, 5.0, "one insert attempt per message");
+    }
+}
