@@ -36,6 +36,17 @@ pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
     (u64::from(client) << 32) | u64::from(k)
 }
 
+/// The client (its `msg_client`) and `k` a message number was made from.
+pub fn msg_parts(msg: MsgNo) -> (ClientId, u32) {
+    ((msg >> 32) as ClientId, msg as u32)
+}
+
+/// Which of its `rooms` rooms a sender's message goes to: its rooms in
+/// turn, the `k`-th send to room `k mod rooms` (its home room first).
+pub fn send_slot(msg: MsgNo, rooms: usize) -> usize {
+    msg_parts(msg).1 as usize % rooms.max(1)
+}
+
 /// Bump when the trace layout changes; `chatbench check` refuses others.
 pub const TRACE_VERSION: u32 = 6;
 

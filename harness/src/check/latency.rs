@@ -100,8 +100,7 @@ pub fn measure(index: &TraceIndex) -> Latencies {
     };
     // Per owed message: when its last owing subscriber got it (None: one never did).
     let mut last_delivery: std::collections::HashMap<MsgNo, Option<u64>> = std::collections::HashMap::new();
-    // (time, +1 / -1) as owed pairs become unseen and seen.
-    let mut unseen_steps: Vec<(u64, i64)> = Vec::new();
+    let mut unseen = Unseen::new(index.trace.meta.sending_started_ns, end);
     let mut owed_by_room: Vec<Vec<MsgNo>> = vec![Vec::new(); index.trace.rooms.len()];
     for (&msg, send) in &index.sends {
         if send.scheduled_ns < warmup {
@@ -136,8 +135,7 @@ pub fn measure(index: &TraceIndex) -> Latencies {
             let last = last_delivery.entry(*msg).or_insert(Some(0));
             *last = last.zip(delivered).map(|(a, b)| a.max(b));
             let appears = send.ack.map_or(send.last_sent_ns, |(_, t)| t).max(joined);
-            unseen_steps.push((appears, 1));
-            unseen_steps.push((delivered.unwrap_or(u64::MAX).max(appears), -1));
+            unseen.add(appears, delivered);
             if delivered.is_none() {
                 out.delivery.saturating_record(micros(end.saturating_sub(send.scheduled_ns)));
                 out.incomplete_deliveries += 1;
@@ -150,30 +148,53 @@ pub fn measure(index: &TraceIndex) -> Latencies {
             out.stable.saturating_record(micros(last.unwrap_or(end).saturating_sub(send.scheduled_ns)));
         }
     }
-    out.unseen = unseen_series(unseen_steps, index.trace.meta.sending_started_ns, end);
+    out.unseen = unseen.series();
     out
 }
 
-/// The number of unseen pairs sampled at the end of each of at most
-/// [`UNSEEN_POINTS`] equal steps from the start of sending to the end.
-fn unseen_series(mut steps: Vec<(u64, i64)>, start: u64, end: u64) -> Vec<(u64, u64)> {
-    if end <= start {
-        return Vec::new();
+/// Unseen pairs sampled at the end of each of at most [`UNSEEN_POINTS`]
+/// equal steps from the start of sending to the end: a pair counts at
+/// sample time `t` when it appeared at or before `t` and was not
+/// delivered by `t`. Kept as a difference array, one slot per sample, so
+/// it costs the same whatever the number of pairs.
+struct Unseen {
+    start: u64,
+    step: u64,
+    diff: Vec<i64>,
+}
+
+impl Unseen {
+    fn new(start: u64, end: u64) -> Self {
+        let span = end.saturating_sub(start);
+        let step = (span / UNSEEN_POINTS).max(10_000_000);
+        Self { start, step, diff: vec![0; span.div_ceil(step) as usize + 1] }
     }
-    steps.sort_unstable();
-    let step = ((end - start) / UNSEEN_POINTS).max(10_000_000);
-    let mut out = Vec::new();
-    let (mut level, mut i) = (0i64, 0usize);
-    let mut t = start + step;
-    while t < end + step {
-        while i < steps.len() && steps[i].0 <= t {
-            level += steps[i].1;
-            i += 1;
+
+    /// The first sample (time `start + (k + 1) * step`) at or after `t`.
+    fn sample_at_or_after(&self, t: u64) -> usize {
+        let k = t.saturating_sub(self.start).div_ceil(self.step).saturating_sub(1) as usize;
+        k.min(self.diff.len() - 1)
+    }
+
+    fn add(&mut self, appears: u64, delivered: Option<u64>) {
+        let from = self.sample_at_or_after(appears);
+        let to = delivered.map_or(self.diff.len() - 1, |t| self.sample_at_or_after(t.max(appears)));
+        if to > from {
+            self.diff[from] += 1;
+            self.diff[to] -= 1;
         }
-        out.push(((t - start) / 1_000_000, level.max(0) as u64));
-        t += step;
     }
-    out
+
+    fn series(self) -> Vec<(u64, u64)> {
+        let samples = self.diff.len() - 1;
+        let mut level = 0i64;
+        (0..samples)
+            .map(|k| {
+                level += self.diff[k];
+                ((k as u64 + 1) * self.step / 1_000_000, level.max(0) as u64)
+            })
+            .collect()
+    }
 }
 
 fn micros(ns: u64) -> u64 {

@@ -668,17 +668,21 @@ mod tests {
             }
         }
 
-        /// Never-acked messages (by first send order) of a room.
-        fn unacked_in(&self, room: RoomIdx) -> Vec<MsgNo> {
-            let acked: HashSet<MsgNo> = self
-                .trace
+        /// Every message acked at least once.
+        fn acked(&self) -> HashSet<MsgNo> {
+            self.trace
                 .events
                 .iter()
                 .filter_map(|e| match e.kind {
                     EventKind::Ack { msg, .. } => Some(msg),
                     _ => None,
                 })
-                .collect();
+                .collect()
+        }
+
+        /// Never-acked messages (by first send order) of a room.
+        fn unacked_in(&self, room: RoomIdx) -> Vec<MsgNo> {
+            let acked = self.acked();
             let mut out: Vec<MsgNo> = self.room_msgs(room).into_iter().filter(|m| !acked.contains(m)).collect();
             out.dedup();
             out
@@ -690,7 +694,7 @@ mod tests {
         }
 
         fn sender_of(&self, msg: MsgNo) -> ClientId {
-            (msg >> 32) as ClientId
+            crate::trace::msg_parts(msg).0
         }
 
         /// Whether the connection `msg` was last sent on stays open to the
@@ -817,15 +821,7 @@ mod tests {
                 }
                 Injection::FifoSwap => self.fifo_swap(pick),
                 Injection::HistoryDrop => {
-                    let acked: HashSet<MsgNo> = self
-                        .trace
-                        .events
-                        .iter()
-                        .filter_map(|e| match e.kind {
-                            EventKind::Ack { msg, .. } => Some(msg),
-                            _ => None,
-                        })
-                        .collect();
+                    let acked = self.acked();
                     let room = (pick % self.trace.history.len() as u64) as usize;
                     if !self.trace.history[room].complete {
                         return;
@@ -1008,15 +1004,7 @@ mod tests {
                     // freshness judges by it), so every one is stale.
                     let checks = &self.trace.meta.checks;
                     let delay = (checks.recovery.within.0 + checks.fresh_within.0).as_nanos() as u64 + 5 * MS;
-                    let acked: HashSet<MsgNo> = self
-                        .trace
-                        .events
-                        .iter()
-                        .filter_map(|e| match e.kind {
-                            EventKind::Ack { msg, .. } => Some(msg),
-                            _ => None,
-                        })
-                        .collect();
+                    let acked = self.acked();
                     let owed = |inj: &Self, msg: MsgNo, room: RoomIdx| {
                         acked.contains(&msg)
                             || inj.trace.history[room as usize].complete

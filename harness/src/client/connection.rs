@@ -23,7 +23,7 @@
 use super::wire::{Delivered, Incoming, Wire};
 use super::{ClientPlan, Schedule, Shared, Window, text};
 use crate::scenario::{MessageBytes, Rejoin, Workload};
-use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no};
+use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no, msg_parts, send_slot};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
@@ -106,16 +106,22 @@ enum Phase {
     Away,
 }
 
+/// Where the next subscribe to a room starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JoinFrom {
+    /// The plan's `after` (the first join).
+    Plan,
+    /// After the last `seq` seen: a resubscribe within a membership, or a
+    /// rejoin that resumes.
+    LastSeen,
+    /// No `after`: a rejoin live from the new head.
+    Head,
+}
+
 /// One room of the connection: its subscription's state.
 struct Room {
     phase: Phase,
-    /// A subscription was confirmed since it last joined: resubscribes
-    /// resume with `after` (the membership goes on).
-    joined_since_join: bool,
-    /// It left this room at least once.
-    rejoining: bool,
-    /// The next join after leaving resumes with `after`.
-    rejoin_with_after: bool,
+    join_from: JoinFrom,
     /// The `after` of the subscribe in flight.
     pending_after: Option<u64>,
     /// Resume from here: the last `seq` seen (or the start).
@@ -126,12 +132,20 @@ struct Room {
 }
 
 impl Room {
+    /// When this room next needs a subscribe: a refused one's retry, or a
+    /// rejoin after leaving.
+    fn subscribe_due(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Refused => self.retry_at,
+            Phase::Leaving | Phase::Away => self.rejoin_at,
+            _ => None,
+        }
+    }
+
     fn new() -> Self {
         Self {
             phase: Phase::Idle,
-            joined_since_join: false,
-            rejoining: false,
-            rejoin_with_after: false,
+            join_from: JoinFrom::Plan,
             pending_after: None,
             resume_after: None,
             retry_at: None,
@@ -169,7 +183,7 @@ fn expected_sends(ctx: &Context) -> usize {
 /// server frame over [`MAX_SERVER_MESSAGE`] ends the connection. The
 /// library's defaults (128 KiB each way) made the harness's memory per
 /// idle connection ~150 KiB; thousands of connections are the point.
-pub(super) fn ws_config() -> tungstenite::protocol::WebSocketConfig {
+fn ws_config() -> tungstenite::protocol::WebSocketConfig {
     tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
@@ -181,7 +195,7 @@ pub(super) fn ws_config() -> tungstenite::protocol::WebSocketConfig {
 const READ_BUFFER: usize = 2 * 1024;
 /// The largest server message a client accepts (a history page of the
 /// reference server is about 1 MiB at most).
-pub(super) const MAX_SERVER_MESSAGE: usize = 4 << 20;
+const MAX_SERVER_MESSAGE: usize = 4 << 20;
 
 fn text_of(rng: &mut StdRng, workload: &Workload) -> String {
     let n = match workload.message_bytes {
@@ -260,9 +274,9 @@ impl<'a> Client<'a> {
         self.ctx.rooms[slot].0
     }
 
-    /// The room slot the `k`-th send goes to: its rooms in turn.
+    /// The room slot one of its own sends goes to.
     fn slot_of_send(&self, msg: MsgNo) -> usize {
-        ((msg & 0xffff_ffff) % self.ctx.rooms.len().max(1) as u64) as usize
+        send_slot(msg, self.ctx.rooms.len())
     }
 
     async fn run(&mut self, rec: &mut Recorder) {
@@ -517,14 +531,7 @@ impl<'a> Client<'a> {
 
     /// The earliest subscribe retry or rejoin due.
     fn next_room_timer(&self) -> Option<u64> {
-        self.rooms
-            .iter()
-            .filter_map(|r| match r.phase {
-                Phase::Refused => r.retry_at,
-                Phase::Leaving | Phase::Away => r.rejoin_at,
-                _ => None,
-            })
-            .min()
+        self.rooms.iter().filter_map(Room::subscribe_due).min()
     }
 
     /// When this client next considers leaving a room (churn), while
@@ -551,13 +558,7 @@ impl<'a> Client<'a> {
             }
         }
         for slot in 0..self.rooms.len() {
-            let room = &self.rooms[slot];
-            let due = match room.phase {
-                Phase::Refused => room.retry_at,
-                Phase::Leaving | Phase::Away => room.rejoin_at,
-                _ => None,
-            };
-            if due.is_some_and(|t| t <= now) {
+            if self.rooms[slot].subscribe_due().is_some_and(|t| t <= now) {
                 self.subscribe(write, slot, rec).await?;
             }
         }
@@ -598,7 +599,8 @@ impl<'a> Client<'a> {
     /// A churn tick: with probability `share`, leave one joined room; it
     /// joins again after `away`.
     async fn churn(&mut self, write: &mut Writer, rec: &mut Recorder) -> Step {
-        let churn = self.ctx.workload.churn.clone().expect("churn_due only fires with churn");
+        let ctx = self.ctx;
+        let churn = ctx.workload.churn.as_ref().expect("churn_due only fires with churn");
         let (at, tick) = self.next_churn.expect("churn_due set it");
         self.next_churn = Some((at + churn.every.0.as_nanos().max(1) as u64, tick + 1));
         let mut rng = StdRng::seed_from_u64(self.ctx.seed ^ 0x6368_7572_6e00 ^ (u64::from(self.ctx.plan.id) << 24) ^ tick);
@@ -619,9 +621,7 @@ impl<'a> Client<'a> {
         let now = self.now();
         let room = &mut self.rooms[slot];
         room.phase = Phase::Leaving;
-        room.joined_since_join = false;
-        room.rejoining = true;
-        room.rejoin_with_after = with_after;
+        room.join_from = if with_after { JoinFrom::LastSeen } else { JoinFrom::Head };
         room.rejoin_at = Some(now + churn.away.0.as_nanos() as u64);
         self.subscribe_attempts += 1;
         rec.record(EventKind::Leaving { room: self.room_idx(slot) });
@@ -631,14 +631,11 @@ impl<'a> Client<'a> {
 
     async fn subscribe(&mut self, write: &mut Writer, slot: usize, rec: &mut Recorder) -> Step {
         let room = &self.rooms[slot];
-        let after = if !self.ctx.seq {
-            None
-        } else if room.joined_since_join {
-            room.resume_after
-        } else if room.rejoining {
-            if room.rejoin_with_after { room.resume_after } else { None }
-        } else {
-            self.ctx.plan.after
+        let after = match room.join_from {
+            _ if !self.ctx.seq => None,
+            JoinFrom::Plan => self.ctx.plan.after,
+            JoinFrom::LastSeen => room.resume_after,
+            JoinFrom::Head => None,
         };
         self.subscribe_attempts += 1;
         let room = &mut self.rooms[slot];
@@ -720,9 +717,9 @@ impl<'a> Client<'a> {
     /// client is in that room; else the slot its labels name.
     fn own_slot(&self, msg: Option<MsgNo>, label_slot: usize) -> Option<usize> {
         let Some(msg) = msg else { return Some(label_slot) };
-        let sender_rooms = self.ctx.sender_rooms.get((msg >> 32) as usize).filter(|r| !r.is_empty());
+        let sender_rooms = self.ctx.sender_rooms.get(msg_parts(msg).0 as usize).filter(|r| !r.is_empty());
         let Some(rooms) = sender_rooms else { return Some(label_slot) };
-        let room = rooms[((msg & 0xffff_ffff) % rooms.len() as u64) as usize];
+        let room = rooms[send_slot(msg, rooms.len())];
         self.ctx.rooms.iter().position(|&(r, _)| r == room)
     }
 
@@ -763,7 +760,8 @@ impl<'a> Client<'a> {
             }
         }
         room.phase = Phase::Joined;
-        room.joined_since_join = true;
+        // Resubscribes within this membership resume where it got to.
+        room.join_from = JoinFrom::LastSeen;
         room.backoff = FIRST_BACKOFF;
         self.update_settled();
     }
