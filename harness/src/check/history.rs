@@ -154,3 +154,48 @@ fn gap(room: RoomIdx, from: u64, to: u64) -> Vec<Finding> {
     }
     (from..to).map(|seq| Finding::new(FindingKind::HistoryGap, format!("history has no seq {seq}")).room(room).seq(seq)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::synthetic::{TraceShape, body_of, correct_trace};
+    use crate::trace::{BodyDigest, Stored};
+
+    fn api_findings(edit: impl FnOnce(&mut Vec<Stored>, &mut bool)) -> Vec<(FindingKind, Option<u64>)> {
+        let mut trace = correct_trace(&TraceShape::plain(1, 1, 1, 5), 1);
+        let mut served = trace.history[0].clone();
+        edit(&mut served.entries, &mut served.complete);
+        trace.api_history = vec![served];
+        let mut v: Vec<_> = check(&TraceIndex::build(&trace)).into_iter().map(|f| (f.kind, f.seq)).collect();
+        v.sort();
+        v
+    }
+
+    /// Every way a history API can disagree with MongoDB is a finding of
+    /// its own, and serving exactly what MongoDB holds is none.
+    #[test]
+    fn the_history_api_must_serve_what_mongodb_holds() {
+        use FindingKind::*;
+        assert_eq!(api_findings(|_, _| {}), vec![]);
+        assert_eq!(
+            api_findings(|e, _| {
+                e.remove(2);
+            }),
+            vec![(HistoryMismatch, Some(3))],
+            "left out"
+        );
+        assert_eq!(
+            api_findings(|e, _| {
+                let other = e[0].msg;
+                e[2].msg = other;
+                e[2].body = Some(body_of(other));
+            }),
+            vec![(HistoryMismatch, Some(3))],
+            "another message at a seq"
+        );
+        assert_eq!(api_findings(|e, _| e.push(Stored::new(99, e[0].msg, None))), vec![(HistoryMismatch, Some(99))], "a seq MongoDB lacks");
+        assert_eq!(api_findings(|e, _| e.swap(1, 2)), vec![(HistoryMismatch, Some(2))], "out of order");
+        assert_eq!(api_findings(|e, _| e[4].body = Some(BodyDigest::of(b"cut"))), vec![(Corrupted, Some(5))], "another body");
+        assert_eq!(api_findings(|_, complete| *complete = false), vec![(HistoryUnavailable, None)], "unreadable");
+    }
+}

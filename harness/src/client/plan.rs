@@ -197,6 +197,14 @@ mod tests {
     }
 
     #[test]
+    fn by_room_puts_every_client_of_a_room_on_one_node() {
+        let mut w = workload("  placement: by_room\n");
+        w.rooms = 5;
+        let plans = plan_clients(&w, 2, 1, 1);
+        assert!(plans.iter().all(|p| p.node == p.room % 2), "{plans:?}");
+    }
+
+    #[test]
     fn pinned_puts_senders_and_subscribers_where_told() {
         let plans = plan_clients(&workload("  placement: {pinned: {senders: [0], subscribers: [1]}}\n"), 2, 1, 1);
         assert!(plans.iter().all(|p| (p.role == Role::Sender) == (p.node == 0)));

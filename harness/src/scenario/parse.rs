@@ -172,6 +172,18 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
             }
         }
     }
+    check(w.rooms_per_client >= 1 && w.rooms_per_client <= w.rooms, &["workload", "rooms_per_client"], || {
+        format!("{} rooms per client: need 1 to the {} rooms the workload has", w.rooms_per_client, w.rooms)
+    })?;
+    if let Some(churn) = &w.churn {
+        check(!churn.every.0.is_zero(), &["workload", "churn", "every"], || "must be longer than 0s".into())?;
+        check((0.0..=1.0).contains(&churn.share), &["workload", "churn", "share"], || {
+            format!("{} is not a share from 0 to 1", churn.share)
+        })?;
+    }
+    check(!s.checks.fresh_within.0.is_zero(), &["checks", "fresh_within"], || {
+        "must be longer than 0s (to stop judging freshness, write freshness: {off: \"why\"})".into()
+    })?;
     if let Some(late) = &w.late_subscribers {
         check(late.join_at < w.duration, &["workload", "late_subscribers", "join_at"], || {
             "late subscribers must join before the workload ends".into()
@@ -312,6 +324,22 @@ workload:
         let (line, message) = err(&GOOD.replace("duration: 2s", "duration: soon"));
         assert_eq!(line, 9, "{message}");
         assert!(message.contains("soon"), "{message}");
+    }
+
+    #[test]
+    fn client_shapes_and_the_freshness_window_are_checked() {
+        for (text, needle) in [
+            (GOOD.replace("duration: 2s", "duration: 2s\n  rooms_per_client: 3"), "workload.rooms_per_client"),
+            (GOOD.replace("duration: 2s", "duration: 2s\n  rooms_per_client: 0"), "workload.rooms_per_client"),
+            (GOOD.replace("duration: 2s", "duration: 2s\n  churn: {every: 0s, share: 0.5}"), "workload.churn.every"),
+            (GOOD.replace("duration: 2s", "duration: 2s\n  churn: {every: 1s, share: 1.5}"), "workload.churn.share"),
+            (format!("{GOOD}checks: {{fresh_within: 0s}}\n"), "checks.fresh_within"),
+        ] {
+            let (_, message) = err(&text);
+            assert!(message.contains(needle), "{needle}: {message}");
+        }
+        let fine = GOOD.replace("duration: 2s", "duration: 2s\n  rooms_per_client: 2\n  churn: {every: 1s, share: 0.3, rejoin: head}");
+        assert!(parse_str(&format!("{fine}checks: {{fresh_within: 500ms}}\n"), "t.yaml").is_ok());
     }
 
     #[test]
