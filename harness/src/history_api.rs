@@ -130,4 +130,33 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert!(!h[0].complete);
     }
+
+    /// A server that answers every page with the same "more" page would
+    /// be read for ever: it is incomplete after one repeat, not a hang.
+    #[tokio::test]
+    async fn a_page_that_says_more_but_does_not_advance_is_incomplete() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let body = r#"{"room":"a","messages":[{"seq":0,"id":"m1","body":"x"}],"more":true}"#;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let reply =
+                            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        if socket.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let h = tokio::time::timeout(Duration::from_secs(10), read(&[base], &["a".to_owned()])).await.expect("no hang");
+        assert!(!h[0].complete, "{h:?}");
+    }
 }

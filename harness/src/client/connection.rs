@@ -772,3 +772,26 @@ impl<'a> Client<'a> {
         rng.random::<f64>() < share
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server message over the client's limit ends the connection with
+    /// an error instead of being buffered (a hostile or broken server
+    /// cannot make the harness hold megabytes per connection).
+    #[tokio::test]
+    async fn a_server_message_over_the_limit_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+            let _ = ws.send(Message::text("x".repeat(MAX_SERVER_MESSAGE / 2))).await;
+            let _ = ws.send(Message::text("x".repeat(MAX_SERVER_MESSAGE + 1))).await;
+        });
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true).await.unwrap();
+        assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))), "a message under the limit is read");
+        assert!(matches!(ws.next().await, Some(Err(tungstenite::Error::Capacity(_)))), "one over it is an error");
+    }
+}
