@@ -412,6 +412,8 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
             }
             ExitCode::from(if gated_pass { EXIT_PASS } else { EXIT_CHECK_FAILED })
         }
+        // A declaration that does not fit the system is the scenario's error.
+        Err(e @ crate::run::InfraError::Store(_)) => usage_error(e),
         Err(e) => {
             eprintln!("error: infrastructure failed: {e}");
             ExitCode::from(EXIT_INFRA)

@@ -14,7 +14,7 @@ use crate::provider::mongo::{self, MongoBackend, MongoRequest};
 use crate::proxy::FaultProxy;
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
-use crate::scenario::{LinkTarget, Mode, ProviderChoice, Scenario};
+use crate::scenario::{HistoryGuarantee, LinkTarget, Mode, ProviderChoice, Scenario};
 use crate::trace::{Clock, DrainRecord, TRACE_VERSION, Trace, TraceMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeSet;
@@ -57,6 +57,9 @@ pub enum InfraError {
     NodeDied { node: usize, status: String, log: String },
     #[error("fault {action} could not be applied: {why}")]
     Fault { action: String, why: String },
+    /// The scenario's declaration does not fit the system (exit 2).
+    #[error(transparent)]
+    Store(#[from] oracle::StoreMismatch),
     #[error("credentials.token_command for client {client}: {why}")]
     TokenCommand { client: u32, why: String },
     #[error("writing results to {path}: {source}")]
@@ -135,6 +138,7 @@ async fn run_external(
         start_at_unix_ns: options.start_at_unix_ns,
         system: &scenario.system,
         tokens: &tokens,
+        confirm_after: scenario.checks.confirm_after.0,
     };
     let (lag_stop, lag) = crate::resources::spawn_loop_lag();
     let (sampler_stop, sampler) = crate::resources::spawn_sampler();
@@ -149,7 +153,7 @@ async fn run_external(
     if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
         return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
     }
-    let checks = scenario.system.guarantees.narrow(&scenario.checks);
+    let checks = scenario.system.guarantees.narrow(&scenario.checks, scenario.system.store.is_some());
     let recorded = Recorded {
         mode: "external".to_owned(),
         provider: "external system".to_owned(),
@@ -202,8 +206,22 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
         return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
     }
-    tracing::info!("reading history back from MongoDB (the oracle)");
-    let history = oracle::read_history(&mongo.uri, &db, &rooms).await;
+    let delivered = outcome.buffers.iter().flatten().filter(|e| matches!(e.kind, crate::trace::EventKind::Deliver { .. })).count();
+    let (history, history_source) = match (&scenario.system.store, scenario.system.guarantees.history) {
+        (Some(store), _) => {
+            tracing::info!(collection = store.collection, "reading the system's store back from MongoDB (the store oracle)");
+            (oracle::read_store(&mongo.uri, &db, store, &rooms, delivered as u64).await?, oracle::store_source(&db, store))
+        }
+        // Its history is not in the reference layout: nothing to read.
+        (None, HistoryGuarantee::None) => (
+            rooms.iter().map(|_| crate::trace::RoomHistory::default()).collect(),
+            "none (the system declares no history and no store)".to_owned(),
+        ),
+        (None, HistoryGuarantee::Reference) => {
+            tracing::info!("reading history back from MongoDB (the oracle)");
+            (oracle::read_history(&mongo.uri, &db, &rooms).await, oracle::source(&db))
+        }
+    };
     // The reference server's own history API, read as a client would.
     let live: Vec<String> = cluster.nodes.iter().enumerate().filter(|(i, _)| !down.contains(i)).map(|(_, n)| n.http_url("")).collect();
     let api_history = if scenario.system.command.is_some() {
@@ -226,13 +244,13 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     drop(kafka);
     drop(mongo);
     // What the system does not promise is not checked (each with its reason).
-    let checks = scenario.system.guarantees.narrow(&scenario.checks);
+    let checks = scenario.system.guarantees.narrow(&scenario.checks, scenario.system.store.is_some());
     let recorded = Recorded {
         mode: mode.as_str().to_owned(),
         provider,
         backend,
         backend_is_real,
-        history_source: oracle::source(&db),
+        history_source,
         nodes: scenario.topology.nodes,
         rooms,
         plans: &plans,
@@ -544,6 +562,7 @@ async fn drive(
         start_at_unix_ns: options.start_at_unix_ns,
         system: &scenario.system,
         tokens,
+        confirm_after: scenario.checks.confirm_after.0,
     };
     let workload = client::run(force, controls);
     let mut schedule = scenario.fault_schedule(options.seed);

@@ -79,7 +79,8 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
     for &msg in &index.send_order {
         let send = &index.sends[&msg];
         let (kind, seq) = match (send.fate, unknown_delivered.get(&msg)) {
-            (Fate::Acked(seq) | Fate::Stored(seq), _) => (FindingKind::Lost, seq),
+            (Fate::Acked(seq) | Fate::Stored(seq) | Fate::Delivered(seq), _) => (FindingKind::Lost, seq),
+            (Fate::Unconfirmed, _) => (FindingKind::Lost, 0),
             (Fate::Unknown, Some(&seq)) => (FindingKind::Agreement, seq),
             _ => continue,
         };
@@ -93,10 +94,16 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
                 Fate::Acked(_) if sub.seq_less => "sent and acked while this subscriber was subscribed, never delivered to it".to_owned(),
                 Fate::Acked(_) => format!("acked as seq {seq}, never delivered to this subscriber"),
                 Fate::Stored(_) => format!("never acked but stored as seq {seq}, never delivered to this subscriber"),
+                Fate::Delivered(_) => {
+                    "sent while this subscriber was subscribed (no ack by design); delivered to others, never to it".to_owned()
+                }
+                Fate::Unconfirmed => {
+                    "unconfirmed: sent while this subscriber was subscribed (no ack by design), and delivered to no one although the sender's connection stayed open past confirm_after".to_owned()
+                }
                 _ => format!("never acked (history unknown), delivered to others as seq {seq}, not to this subscriber"),
             };
-            findings
-                .push(Finding::new(kind, detail).room(send.room).msg(msg).seq(seq).client(sub.client, sub.node).sent(send.first_sent_ns));
+            let finding = Finding::new(kind, detail).room(send.room).msg(msg).client(sub.client, sub.node).sent(send.first_sent_ns);
+            findings.push(if send.fate == Fate::Unconfirmed { finding } else { finding.seq(seq) });
         }
     }
     findings

@@ -188,9 +188,12 @@ fn progress(index: &TraceIndex) -> Vec<Finding> {
             subscribers[r] |= info.role.subscribes();
         }
     }
+    // Without acks (`ack: none`) a send has nothing to wait for: a room
+    // progresses when its messages are delivered.
+    let no_acks = index.trace.meta.guarantees.ack == crate::scenario::AckGuarantee::None;
     let mut acked = vec![false; rooms];
     for send in index.sends.values() {
-        acked[send.room as usize] |= send.ack.is_some();
+        acked[send.room as usize] |= send.ack.is_some() || no_acks;
     }
     let mut delivered = vec![false; rooms];
     for sub in &index.subscribers {
@@ -332,9 +335,12 @@ fn fault_recovery(index: &TraceIndex, within_ns: u64) -> Vec<Finding> {
                 );
             }
         }
+        // Senders recover by their acks; without acks (`ack: none`) only
+        // the subscribers' deliveries tell.
+        let no_acks = index.trace.meta.guarantees.ack == crate::scenario::AckGuarantee::None;
         for (id, info) in index.trace.clients.iter().enumerate() {
             let client = id as ClientId;
-            if !info.role.sends() || !fault.concerns(client) {
+            if no_acks || !info.role.sends() || !fault.concerns(client) {
                 continue;
             }
             let Some(x) =

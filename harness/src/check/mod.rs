@@ -25,6 +25,8 @@ pub mod throughput;
 pub mod synthetic;
 
 #[cfg(test)]
+mod no_ack_tests;
+#[cfg(test)]
 mod seq_less_tests;
 
 use crate::scenario::Checks;
@@ -338,7 +340,17 @@ pub enum Fate {
     Stored(u64),
     /// Never acked and not in (complete) history: must reach no one.
     NotStored,
-    /// Never acked and its room's history could not be read.
+    /// Never acked (`ack: none`), no store to read, but delivered to some
+    /// subscriber (with this `seq`): it happened, so it is owed like an
+    /// acked one (the evidence rule).
+    Delivered(u64),
+    /// Never acked (`ack: none`), no store to read, delivered to no one
+    /// although its connection stayed open `checks.confirm_after` past it:
+    /// owed to every covering subscriber, so each of them lost it.
+    Unconfirmed,
+    /// Never acked and nothing tells whether it happened: its room's
+    /// history could not be read, or (`ack: none`) it reached no one and
+    /// its connection closed within `confirm_after`.
     Unknown,
 }
 
@@ -346,9 +358,15 @@ impl Fate {
     /// The `seq` the message is owed at, if it is owed.
     pub fn owed_seq(self) -> Option<u64> {
         match self {
-            Fate::Acked(seq) | Fate::Stored(seq) => Some(seq),
-            Fate::NotStored | Fate::Unknown => None,
+            Fate::Acked(seq) | Fate::Stored(seq) | Fate::Delivered(seq) => Some(seq),
+            Fate::NotStored | Fate::Unconfirmed | Fate::Unknown => None,
         }
+    }
+
+    /// Owed to every covering subscriber (acked, stored, delivered
+    /// somewhere, or unconfirmed).
+    pub fn is_owed(self) -> bool {
+        !matches!(self, Fate::NotStored | Fate::Unknown)
     }
 }
 
@@ -556,6 +574,8 @@ impl<'a> TraceIndex<'a> {
     pub fn build(trace: &'a Trace) -> Self {
         let mut sends: HashMap<MsgNo, SendInfo> = HashMap::new();
         let mut send_order = Vec::new();
+        // The first delivery of each message, to anyone: evidence it happened.
+        let mut delivered: HashMap<MsgNo, u64> = HashMap::new();
         let mut events_of: Vec<Vec<u32>> = vec![Vec::new(); trace.clients.len()];
         for (i, event) in trace.events.iter().enumerate() {
             if let Some(list) = events_of.get_mut(event.client as usize) {
@@ -585,10 +605,13 @@ impl<'a> TraceIndex<'a> {
                         send.ack.get_or_insert((seq, event.t_ns));
                     }
                 }
+                EventKind::Deliver { msg, seq, .. } => {
+                    delivered.entry(msg).or_insert(seq);
+                }
                 _ => {}
             }
         }
-        resolve(trace, &mut sends);
+        resolve(trace, &mut sends, &delivered, &events_of);
         let mut subscribers = Vec::new();
         let mut leaks = Vec::new();
         for (id, events) in events_of.iter().enumerate() {
@@ -606,14 +629,20 @@ impl<'a> TraceIndex<'a> {
 }
 
 /// Settle every send's [`Fate`]: acked, or else whatever the history of its
-/// room says (a message's first stored `seq`), or unknown without history.
-fn resolve(trace: &Trace, sends: &mut HashMap<MsgNo, SendInfo>) {
+/// room says (a message's first stored `seq`); without history, for a
+/// system that sends no acks, the evidence rule (delivered somewhere, or
+/// unconfirmed after `confirm_after` on an open connection); else unknown.
+fn resolve(trace: &Trace, sends: &mut HashMap<MsgNo, SendInfo>, delivered: &HashMap<MsgNo, u64>, events_of: &[Vec<u32>]) {
     let mut stored: HashMap<MsgNo, u64> = HashMap::new();
     for history in trace.history.iter().filter(|h| h.complete) {
         for e in &history.entries {
             stored.entry(e.msg).or_insert(e.seq);
         }
     }
+    let no_acks = trace.meta.guarantees.ack == crate::scenario::AckGuarantee::None;
+    let confirm_ns = trace.meta.checks.confirm_after.0.as_nanos() as u64;
+    // The end of what was observed: the run stopped when the drain ended.
+    let observed_until = trace.meta.sending_ended_ns.saturating_add(trace.meta.drain.took_ns);
     for (msg, send) in sends.iter_mut() {
         send.fate = match send.ack {
             Some((seq, _)) => Fate::Acked(seq),
@@ -621,9 +650,28 @@ fn resolve(trace: &Trace, sends: &mut HashMap<MsgNo, SendInfo>) {
             None if trace.history.get(send.room as usize).is_some_and(|h| h.complete) => {
                 stored.get(msg).map_or(Fate::NotStored, |&seq| Fate::Stored(seq))
             }
+            None if no_acks => match delivered.get(msg) {
+                Some(&seq) => Fate::Delivered(seq),
+                None => {
+                    let until = send.last_sent_ns.saturating_add(confirm_ns);
+                    let open_until = connection_end(trace, &events_of[send.sender as usize], send.last_sent_ns).min(observed_until);
+                    if open_until >= until { Fate::Unconfirmed } else { Fate::Unknown }
+                }
+            },
             None => Fate::Unknown,
         };
     }
+}
+
+/// When the connection a client had at `t_ns` ended: its next close (or
+/// giving up), else never (u64::MAX).
+fn connection_end(trace: &Trace, events: &[u32], t_ns: u64) -> u64 {
+    let from = events.partition_point(|&i| trace.events[i as usize].t_ns <= t_ns);
+    events[from..]
+        .iter()
+        .map(|&i| &trace.events[i as usize])
+        .find(|e| matches!(e.kind, EventKind::Closed { .. } | EventKind::GaveUp { .. }))
+        .map_or(u64::MAX, |e| e.t_ns)
 }
 
 /// One client's views (one per room it joins, if it subscribes) and the

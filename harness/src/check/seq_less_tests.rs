@@ -12,7 +12,7 @@ const MS: u64 = 1_000_000;
 /// Client 0 and 1 send, 2 and 3 subscribe, one room; sending from 10 ms.
 fn base(order: OrderGuarantee) -> Trace {
     let guarantees = Guarantees { order, history: HistoryGuarantee::None, ..Guarantees::default() };
-    let checks = guarantees.narrow(&Checks::default());
+    let checks = guarantees.narrow(&Checks::default(), false);
     let client = |role| ClientInfo { role, node: 0, room: 0, also: Vec::new(), join_at_ns: 0, after: None, planned_sends: None };
     let mut t = Trace {
         version: crate::trace::TRACE_VERSION,
@@ -190,7 +190,7 @@ mod generated {
 
     fn seq_less(mut t: Trace, order: OrderGuarantee) -> Trace {
         t.meta.guarantees = Guarantees { order, history: HistoryGuarantee::None, ..Guarantees::default() };
-        t.meta.checks = t.meta.guarantees.narrow(&t.meta.checks);
+        t.meta.checks = t.meta.guarantees.narrow(&t.meta.checks, false);
         for e in &mut t.events {
             match &mut e.kind {
                 EventKind::Ack { seq, .. } | EventKind::Deliver { seq, .. } => *seq = 0,

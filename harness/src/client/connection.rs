@@ -54,6 +54,9 @@ pub(super) struct Context {
     pub wire: Wire,
     /// The system has a per-room `seq` (subscriptions resume with `after`).
     pub seq: bool,
+    /// Sends are answered (not `ack: none`): unanswered ones are resent
+    /// after a reconnect or an error, and the drain waits for them.
+    pub acks: bool,
     /// Credentials on the WebSocket upgrade: headers, query parameters.
     pub upgrade_headers: Vec<(String, String)>,
     pub upgrade_query: Vec<(String, String)>,
@@ -129,6 +132,9 @@ struct Room {
     retry_at: Option<u64>,
     backoff: Duration,
     rejoin_at: Option<u64>,
+    /// A server without receipts: when the subscribe (or unsubscribe) in
+    /// flight counts as done.
+    done_at: Option<u64>,
 }
 
 impl Room {
@@ -151,6 +157,7 @@ impl Room {
             retry_at: None,
             backoff: FIRST_BACKOFF,
             rejoin_at: None,
+            done_at: None,
         }
     }
 }
@@ -304,6 +311,7 @@ impl<'a> Client<'a> {
                             _ => Phase::Idle,
                         };
                         room.retry_at = None;
+                        room.done_at = None;
                     }
                 }
             }
@@ -529,9 +537,9 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// The earliest subscribe retry or rejoin due.
+    /// The earliest subscribe retry, rejoin or receipt-less confirmation due.
     fn next_room_timer(&self) -> Option<u64> {
-        self.rooms.iter().filter_map(Room::subscribe_due).min()
+        self.rooms.iter().flat_map(|r| [r.subscribe_due(), r.done_at]).flatten().min()
     }
 
     /// When this client next considers leaving a room (churn), while
@@ -558,6 +566,14 @@ impl<'a> Client<'a> {
             }
         }
         for slot in 0..self.rooms.len() {
+            if self.rooms[slot].done_at.is_some_and(|t| t <= now) {
+                self.rooms[slot].done_at = None;
+                match self.rooms[slot].phase {
+                    Phase::Requested => self.on_subscribed(Some(slot), 0, rec),
+                    Phase::Leaving => self.on_unsubscribed(Some(slot), rec),
+                    _ => {}
+                }
+            }
             if self.rooms[slot].subscribe_due().is_some_and(|t| t <= now) {
                 self.subscribe(write, slot, rec).await?;
             }
@@ -589,8 +605,11 @@ impl<'a> Client<'a> {
             if let Schedule::Open { .. } = self.ctx.plan.schedule.expect("only a client with a schedule sends") {
                 self.shared().sends_left[self.ctx.plan.id as usize].fetch_sub(1, Ordering::Relaxed);
             }
-            self.shared().outstanding.fetch_add(1, Ordering::Relaxed);
-            self.outstanding.insert(msg, Outstanding { scheduled_ns: due, slot, text });
+            // Fire-and-forget (`ack: none`): nothing to wait for or resend.
+            if self.ctx.acks {
+                self.shared().outstanding.fetch_add(1, Ordering::Relaxed);
+                self.outstanding.insert(msg, Outstanding { scheduled_ns: due, slot, text });
+            }
             write.send(frame).await.map_err(|_| None)?;
         }
         Ok(())
@@ -623,6 +642,7 @@ impl<'a> Client<'a> {
         room.phase = Phase::Leaving;
         room.join_from = if with_after { JoinFrom::LastSeen } else { JoinFrom::Head };
         room.rejoin_at = Some(now + churn.away.0.as_nanos() as u64);
+        room.done_at = self.ctx.wire.done_after().map(|d| now + d.as_nanos() as u64);
         self.subscribe_attempts += 1;
         rec.record(EventKind::Leaving { room: self.room_idx(slot) });
         self.set_settled(false);
@@ -638,11 +658,13 @@ impl<'a> Client<'a> {
             JoinFrom::Head => None,
         };
         self.subscribe_attempts += 1;
+        let done_at = self.ctx.wire.done_after().map(|d| self.now() + d.as_nanos() as u64);
         let room = &mut self.rooms[slot];
         room.pending_after = after;
         room.phase = Phase::Requested;
         room.retry_at = None;
         room.rejoin_at = None;
+        room.done_at = done_at;
         rec.record(EventKind::Subscribing { room: self.ctx.rooms[slot].0, after });
         write.send(self.ctx.wire.subscribe(slot, after, self.subscribe_attempts)).await.map_err(|_| None)
     }
@@ -657,12 +679,7 @@ impl<'a> Client<'a> {
             Incoming::Ack { msg, seq } => self.on_ack(msg, seq, rec),
             Incoming::Msg(d) => self.on_msg(d, rec),
             Incoming::Subscribed { slot, head } => self.on_subscribed(slot, head, rec),
-            Incoming::Unsubscribed { slot } => {
-                if let Some(slot) = slot.filter(|&s| self.rooms.get(s).is_some_and(|r| r.phase == Phase::Leaving)) {
-                    rec.record(EventKind::Left { room: self.room_idx(slot) });
-                    self.rooms[slot].phase = Phase::Away;
-                }
-            }
+            Incoming::Unsubscribed { slot } => self.on_unsubscribed(slot, rec),
             Incoming::Error { msg: Some(msg), .. } => {
                 rec.record(EventKind::Error { msg: Some(msg) });
                 self.shared().errors.fetch_add(1, Ordering::Relaxed);
@@ -698,6 +715,14 @@ impl<'a> Client<'a> {
             Incoming::Connected { .. } | Incoming::Nothing => {}
         }
         Ok(())
+    }
+
+    fn on_unsubscribed(&mut self, slot: Option<usize>, rec: &mut Recorder) {
+        if let Some(slot) = slot.filter(|&s| self.rooms.get(s).is_some_and(|r| r.phase == Phase::Leaving)) {
+            rec.record(EventKind::Left { room: self.room_idx(slot) });
+            self.rooms[slot].phase = Phase::Away;
+            self.rooms[slot].done_at = None;
+        }
     }
 
     fn on_ack(&mut self, msg: MsgNo, seq: u64, rec: &mut Recorder) {
@@ -760,6 +785,7 @@ impl<'a> Client<'a> {
             }
         }
         room.phase = Phase::Joined;
+        room.done_at = None;
         // Resubscribes within this membership resume where it got to.
         room.join_from = JoinFrom::LastSeen;
         room.backoff = FIRST_BACKOFF;

@@ -142,13 +142,21 @@ pub struct Workforce<'a> {
     pub system: &'a crate::scenario::System,
     /// Per client id: its `{token}` (empty without a token command).
     pub tokens: &'a [String],
+    /// With `ack: none`: how long a send is given to show up somewhere
+    /// (the drain lasts at least this long after sending ends).
+    pub confirm_after: Duration,
 }
 
 /// Run every client against its node until the sending window ends, then
 /// drain until the system settles (or `drain_timeout`).
 pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
-    let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens } = force;
+    let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens, confirm_after } = force;
     let seq = system.guarantees.seq();
+    let acks = system.guarantees.ack != crate::scenario::AckGuarantee::None;
+    // Without acks the drain cannot tell what is still on its way: it
+    // waits until deliveries stopped, and at least `confirm_after` past
+    // the last send.
+    let quiet_for = if acks { QUIET } else { QUIET.max(confirm_after) };
     let (stop_tx, stop_rx) = watch::channel(false);
     let Controls { window: start_tx, drops } = controls;
     let start_rx = start_tx.subscribe();
@@ -167,6 +175,7 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
         let ctx = connection::Context {
             wire: wire::Wire::new(system, plan.msg_client, client_rooms.iter().map(|(_, name)| name.clone()).collect(), token),
             seq,
+            acks,
             upgrade_headers,
             upgrade_query,
             plan: plan.clone(),
@@ -212,7 +221,8 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
         // An error frame does not settle a send (it is resent); only an ack does.
         // Without `seq` nothing says what a subscriber still lacks: the drain
         // also waits until deliveries have stopped for QUIET.
-        let quiet = seq || clock.now_ns().saturating_sub(shared.last_delivery_ns.load(Ordering::Relaxed)) >= QUIET.as_nanos() as u64;
+        let last = shared.last_delivery_ns.load(Ordering::Relaxed).max(if acks { 0 } else { sending_ended_ns });
+        let quiet = (seq && acks) || clock.now_ns().saturating_sub(last) >= quiet_for.as_nanos() as u64;
         if quiet && shared.drained(plans, seq) {
             drained = true;
             break;

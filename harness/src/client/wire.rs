@@ -10,7 +10,7 @@
 //!   when its receipt arrives, a send acked when its receipt arrives);
 //!   heart-beats are sent when the server asks for them.
 
-use crate::scenario::{Credentials, IdLocation, Protocol, StompSettings, System, TextLocation};
+use crate::scenario::{AckGuarantee, Credentials, IdLocation, JsonId, Protocol, StompSettings, Subscribed, System, TextLocation};
 use crate::trace::{BodyDigest, Label, MsgNo, id_hash, parse_wire_id, wire_id};
 use chatbench_stomp::{Command, Frame as StompFrame, Incoming as StompIncoming};
 use std::borrow::Cow;
@@ -78,6 +78,52 @@ pub struct Stomp {
     destination: (String, String),
     /// The SEND body template is JSON.
     json_body: bool,
+    /// SENDs ask for a RECEIPT (not with `ack: none`).
+    send_receipts: bool,
+    /// Where MESSAGE frames carry the harness's id.
+    id: IdReader,
+}
+
+/// How a delivered frame's id is read: a header, or a JSON field path with
+/// an optional pattern inside its text.
+#[derive(Debug, Clone)]
+pub enum IdReader {
+    Header(String),
+    Json { path: String, pattern: Option<regex::Regex> },
+}
+
+impl IdReader {
+    /// From a declaration already validated (a pattern that does not
+    /// compile is refused when the scenario is read).
+    pub fn new(location: &IdLocation) -> Result<Self, regex::Error> {
+        Ok(match location {
+            IdLocation::Header { header } => IdReader::Header(header.clone()),
+            IdLocation::Json(id) => Self::json(id)?,
+        })
+    }
+
+    pub fn json(id: &JsonId) -> Result<Self, regex::Error> {
+        Ok(IdReader::Json { path: id.json.clone(), pattern: id.pattern.as_deref().map(regex::Regex::new).transpose()? })
+    }
+
+    /// The id in a JSON document's text at this reader's path (None for a
+    /// header reader, a missing path, a non-string or no match).
+    pub fn from_json(&self, doc: &serde_json::Value) -> Option<String> {
+        let IdReader::Json { path, pattern } = self else { return None };
+        let text = json_path(doc, path)?.as_str()?;
+        match pattern {
+            None => Some(text.to_owned()),
+            Some(re) => {
+                let caps = re.captures(text)?;
+                caps.get(1).or_else(|| caps.get(0)).map(|m| m.as_str().to_owned())
+            }
+        }
+    }
+}
+
+/// The value at a dotted path (`payload.content`) of a JSON document.
+pub fn json_path<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    path.split('.').try_fold(doc, |v, key| v.get(key))
 }
 
 /// Fill `{client}`, `{room}` and `{token}` in a credentials template.
@@ -130,6 +176,8 @@ impl Wire {
                         .collect(),
                     destination,
                     json_body: is_json_template(&system.stomp.body),
+                    send_receipts: system.guarantees.ack != AckGuarantee::None,
+                    id: IdReader::new(&system.stomp.id).expect("id patterns are checked when the scenario is read"),
                 }))
             }
         };
@@ -142,6 +190,18 @@ impl Wire {
             (Protocol::Json, Some(command)) => &command.ws_path,
             (Protocol::Json, None) => "/ws",
             (Protocol::Stomp, _) => &system.stomp.path,
+        }
+    }
+
+    /// How long after a SUBSCRIBE or UNSUBSCRIBE it counts as done, for a
+    /// server that sends no receipts (None: wait for the RECEIPT).
+    pub fn done_after(&self) -> Option<Duration> {
+        match &self.protocol {
+            Speaks::Stomp(s) => match s.settings.subscribed {
+                Subscribed::After(d) => Some(d.0),
+                Subscribed::Receipt => None,
+            },
+            Speaks::Json => None,
         }
     }
 
@@ -180,8 +240,10 @@ impl Wire {
                 let mut f = StompFrame::new(Command::Subscribe)
                     .header("id", subscription_id(slot))
                     .header("destination", s.settings.subscribe.replace("{room}", room))
-                    .header("ack", "auto")
-                    .header("receipt", format!("sub-{slot}-{attempt}"));
+                    .header("ack", "auto");
+                if s.settings.subscribed == Subscribed::Receipt {
+                    f = f.header("receipt", format!("sub-{slot}-{attempt}"));
+                }
                 if let Some(after) = after {
                     f = f.header("after", after.to_string());
                 }
@@ -193,11 +255,13 @@ impl Wire {
     pub fn unsubscribe(&self, slot: usize, attempt: u64) -> Message {
         match &self.protocol {
             Speaks::Json => Message::text(serde_json::json!({"op": "unsubscribe", "room": self.rooms[slot]}).to_string()),
-            Speaks::Stomp(_) => stomp_message(
-                &StompFrame::new(Command::Unsubscribe)
-                    .header("id", subscription_id(slot))
-                    .header("receipt", format!("unsub-{slot}-{attempt}")),
-            ),
+            Speaks::Stomp(s) => {
+                let mut f = StompFrame::new(Command::Unsubscribe).header("id", subscription_id(slot));
+                if s.settings.subscribed == Subscribed::Receipt {
+                    f = f.header("receipt", format!("unsub-{slot}-{attempt}"));
+                }
+                stomp_message(&f)
+            }
         }
     }
 
@@ -214,16 +278,29 @@ impl Wire {
             ),
             Speaks::Stomp(s) => {
                 let body = fill_body(&s.settings.body, s.json_body, &id, text);
-                let digest = match s.settings.text {
+                let digest = match &s.settings.text {
                     TextLocation::Body => BodyDigest::of(body.as_bytes()),
-                    TextLocation::Json(_) => BodyDigest::of(text.as_bytes()),
+                    // What the harness wrote at that path, else the text.
+                    TextLocation::Json(path) => {
+                        let sent = s.json_body.then(|| serde_json::from_str::<serde_json::Value>(&body).ok()).flatten();
+                        // A server that wraps what it echoes (`payload.content`)
+                        // got it at the path's last name (`content`).
+                        let last = path.rsplit('.').next().unwrap_or(path);
+                        let at = |p: &str| sent.as_ref().and_then(|v| json_path(v, p)).and_then(|v| v.as_str());
+                        match at(path).or_else(|| at(last)) {
+                            Some(at_path) => BodyDigest::of(at_path.as_bytes()),
+                            None => BodyDigest::of(text.as_bytes()),
+                        }
+                    }
                 };
                 let mut f = StompFrame::new(Command::Send)
                     .header("destination", s.settings.send.replace("{room}", room))
-                    .header("receipt", id.clone())
-                    .header("content-type", "text/plain;charset=UTF-8");
-                if let IdLocation::Header(name) = &s.settings.id {
-                    f = f.header(name.clone(), id);
+                    .header("content-type", if s.json_body { "application/json" } else { "text/plain;charset=UTF-8" });
+                if s.send_receipts {
+                    f = f.header("receipt", id.clone());
+                }
+                if let IdLocation::Header { header } = &s.settings.id {
+                    f = f.header(header.clone(), id);
                 }
                 (stomp_message(&f.body(body.into_bytes())), digest)
             }
@@ -296,13 +373,20 @@ impl Wire {
                 Incoming::Connected { heartbeat }
             }
             Command::Message => {
-                let id = match &s.settings.id {
-                    IdLocation::Header(name) => frame.get(name).map(str::to_owned),
-                    IdLocation::Json(field) => json_field(frame.body_text(), field),
+                let doc = || frame.body_text().and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
+                let parsed = match (&s.id, &s.settings.text) {
+                    (IdReader::Header(_), TextLocation::Body) => None,
+                    _ => doc(),
+                };
+                let id = match &s.id {
+                    IdReader::Header(name) => frame.get(name).map(str::to_owned),
+                    json => parsed.as_ref().and_then(|d| json.from_json(d)),
                 };
                 let body = match &s.settings.text {
                     TextLocation::Body => Some(BodyDigest::of(&frame.body)),
-                    TextLocation::Json(field) => json_field(frame.body_text(), field).map(|t| BodyDigest::of(t.as_bytes())),
+                    TextLocation::Json(path) => {
+                        parsed.as_ref().and_then(|d| json_path(d, path)).and_then(|v| v.as_str()).map(|t| BodyDigest::of(t.as_bytes()))
+                    }
                 };
                 let by_destination = frame.get("destination").map(|d| {
                     d.strip_prefix(s.destination.0.as_str())
@@ -340,9 +424,9 @@ impl Wire {
             }
             Command::Error => {
                 let receipt = frame.get("receipt-id");
-                let named = receipt.filter(|r| !r.starts_with("sub-") && !r.starts_with("unsub-")).or(match &s.settings.id {
-                    IdLocation::Header(name) => frame.get(name),
-                    IdLocation::Json(_) => None,
+                let named = receipt.filter(|r| !r.starts_with("sub-") && !r.starts_with("unsub-")).or(match &s.id {
+                    IdReader::Header(name) => frame.get(name),
+                    IdReader::Json { .. } => None,
                 });
                 let slot = receipt.and_then(|r| receipt_slot(r, "sub-").or_else(|| receipt_slot(r, "unsub-")));
                 let code = frame.get("message").unwrap_or("").to_owned();
@@ -356,12 +440,6 @@ impl Wire {
             _ => Incoming::Nothing,
         }
     }
-}
-
-/// A top-level string field of a JSON body.
-fn json_field(body: Option<&str>, field: &str) -> Option<String> {
-    body.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-        .and_then(|v| v.get(field).and_then(|x| x.as_str()).map(str::to_owned))
 }
 
 fn stomp_message(f: &StompFrame) -> Message {
@@ -414,6 +492,64 @@ mod tests {
 
     fn text(m: Message) -> String {
         m.into_text().unwrap().to_string()
+    }
+
+    /// The seed's kind of server: no receipts, the id only inside the
+    /// echoed `content`, the body the server's own DTO around it.
+    fn seed_like() -> Wire {
+        let mut system = System { protocol: Protocol::Stomp, ..Default::default() };
+        system.guarantees.ack = AckGuarantee::None;
+        system.stomp.subscribed = Subscribed::After(crate::scenario::HumanDuration(Duration::from_millis(300)));
+        system.stomp.body = r#"{"content":"{text} [{id}]"}"#.into();
+        system.stomp.id = IdLocation::Json(JsonId { json: "payload.content".into(), pattern: Some(r"\[(m\d+)\]$".into()) });
+        system.stomp.text = TextLocation::Json("payload.content".into());
+        Wire::new(&system, 3, vec!["room-1".into()], "")
+    }
+
+    #[test]
+    fn without_receipts_frames_ask_for_none_and_subscriptions_count_after_the_wait() {
+        let w = seed_like();
+        assert_eq!(w.done_after(), Some(Duration::from_millis(300)));
+        assert!(!text(w.subscribe(0, None, 1)).contains("receipt:"));
+        assert!(!text(w.unsubscribe(0, 2)).contains("receipt:"));
+        let (send, _) = w.send(0, msg_no(3, 1), "hi");
+        let send = text(send);
+        assert!(!send.contains("receipt:") && send.contains("content-type:application/json\n"), "{send}");
+        assert_eq!(stomp().done_after(), None);
+    }
+
+    #[test]
+    fn ids_and_text_are_found_in_nested_fields_and_inside_text() {
+        let w = seed_like();
+        let msg = msg_no(3, 9);
+        let (send, digest) = w.send(0, msg, "say \"hi\"");
+        let send = text(send);
+        let body = send.split("\n\n").nth(1).unwrap().trim_end_matches('\0');
+        let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+        let content = sent["content"].as_str().unwrap();
+        assert_eq!(content, format!("say \"hi\" [{}]", wire_id(msg)));
+        // The expected digest is what went into that path, id included.
+        assert_eq!(digest, BodyDigest::of(content.as_bytes()));
+        let dto = serde_json::json!({"id": "65f0c0ffee", "payload": {"content": content, "groupId": "room-1"}});
+        let frame = format!("MESSAGE\ndestination:/sub/room-1\nsubscription:sub-0\nmessage-id:1\n\n{dto}\0");
+        let Incoming::Msg(d) = w.read(&Message::text(frame)) else { panic!("not a delivery") };
+        assert_eq!((d.msg, d.body), (Some(msg), Some(digest)));
+        // A pattern that does not match, or a missing path: no id, so a
+        // foreign message (a phantom), never a guess.
+        let other = serde_json::json!({"payload": {"content": "say hi"}});
+        let frame = format!("MESSAGE\ndestination:/sub/room-1\nsubscription:sub-0\nmessage-id:2\n\n{other}\0");
+        let Incoming::Msg(d) = w.read(&Message::text(frame)) else { panic!("not a delivery") };
+        assert_eq!(d.msg, None);
+    }
+
+    #[test]
+    fn json_paths_walk_nested_objects_only() {
+        let v = serde_json::json!({"a": {"b": {"c": "x"}}, "n": 1});
+        assert_eq!(json_path(&v, "a.b.c"), Some(&serde_json::json!("x")));
+        assert_eq!(json_path(&v, "a.x"), None);
+        assert_eq!(json_path(&v, "n.b"), None);
+        let reader = IdReader::json(&JsonId { json: "n".into(), pattern: None }).unwrap();
+        assert_eq!(reader.from_json(&v), None, "a number is not an id");
     }
 
     #[test]

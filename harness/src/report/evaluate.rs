@@ -257,6 +257,8 @@ fn count(trace: &Trace, index: &TraceIndex) -> Counts {
         match send.fate {
             Fate::Stored(_) => c.resolved_stored += 1,
             Fate::NotStored => c.resolved_not_stored += 1,
+            Fate::Delivered(_) => c.resolved_delivered += 1,
+            Fate::Unconfirmed => c.unconfirmed += 1,
             Fate::Unknown => c.unresolved += 1,
             Fate::Acked(_) => {}
         }

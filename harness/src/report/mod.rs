@@ -261,7 +261,18 @@ pub struct Counts {
     /// Unacked sends history does not hold (must reach no one).
     #[serde(default)]
     pub resolved_not_stored: u64,
-    /// Unacked sends whose room's history could not be read.
+    /// Unacked sends (`ack: none`, no store) delivered to some subscriber:
+    /// owed to every covering one (the evidence rule).
+    #[serde(default)]
+    pub resolved_delivered: u64,
+    /// Unacked sends (`ack: none`, no store) that reached no one although
+    /// their connection stayed open `confirm_after`: each covering
+    /// subscriber lost them (counted among `lost` findings too).
+    #[serde(default)]
+    pub unconfirmed: u64,
+    /// Unacked sends nothing resolves: their room's history could not be
+    /// read, or (`ack: none`) they reached no one and their connection
+    /// closed within `confirm_after`.
     #[serde(default)]
     pub unresolved: u64,
     /// Deliveries received (every copy).

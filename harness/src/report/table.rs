@@ -57,6 +57,7 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         text("unacked: stored / not stored / unresolved", &|m| {
             format!("{} / {} / {}", m.counts.resolved_stored, m.counts.resolved_not_stored, m.counts.unresolved)
         }),
+        text("unacked by evidence: delivered / unconfirmed", &|m| format!("{} / {}", m.counts.resolved_delivered, m.counts.unconfirmed)),
         num("delivered", &|m| m.counts.delivered as f64, &count),
         text("lost", &|m| m.count(FindingKind::Lost).to_string()),
         text("duplicated", &|m| m.count(FindingKind::Duplicated).to_string()),

@@ -90,6 +90,42 @@ pub struct System {
     /// server promises everything, the default).
     #[serde(default)]
     pub guarantees: Guarantees,
+    /// The system's own MongoDB collection, read back after the run to
+    /// resolve every unacked send as stored or not (the *store oracle*):
+    /// for servers that send no acks (`ack: none`) or no `seq`, started as
+    /// a `system.command` on the harness's MongoDB (`{mongo_uri}`, `{db}`).
+    #[serde(default)]
+    pub store: Option<StoreOracle>,
+}
+
+/// Where a system stores its messages: one document per message, in
+/// `collection` of the run's database, naming its room in `room` and
+/// carrying the harness's message id in `id` (a field, or a pattern inside
+/// a text field). Read with majority read concern after the run.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreOracle {
+    /// The collection, e.g. `chat_messages`.
+    pub collection: String,
+    /// The field holding the room's name (dotted for nested: `group.id`).
+    pub room: String,
+    /// Where the harness's message id is: `{json: field}` (dotted for
+    /// nested) or `{json: field, pattern: REGEX}` (inside a text field;
+    /// the first capture group, else the whole match, is the id).
+    pub id: JsonId,
+}
+
+/// An id inside a JSON document: a (dotted) field, optionally a pattern
+/// inside its text.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonId {
+    /// A field path, dots between names: `msgId`, `payload.content`.
+    pub json: String,
+    /// A regular expression (Rust `regex` syntax) applied to the field's
+    /// text: its first capture group (else the whole match) is the id.
+    #[serde(default)]
+    pub pattern: Option<String>,
 }
 
 /// Nodes started by a command. Placeholders: `{port}` (a free port; the
@@ -142,7 +178,10 @@ pub struct ExternalSystem {
 pub struct Guarantees {
     /// `durable`: the ack (RECEIPT) comes after the message is stored;
     /// `receipt`: after it is accepted. Both are judged alike (an acked
-    /// message is owed); the declaration is reported.
+    /// message is owed); the declaration is reported. `none`: sends get no
+    /// answer (fire-and-forget, e.g. Spring's simple broker): each send is
+    /// resolved by `system.store` if declared, else by evidence (see
+    /// `checks.confirm_after`).
     #[serde(default)]
     pub ack: AckGuarantee,
     /// `seq`: a gap-free per-room sequence on every message, resumable
@@ -173,19 +212,29 @@ impl Guarantees {
     /// `checks` with what these guarantees do not promise turned off, each
     /// with the reason (printed in every report). Checks a scenario turned
     /// off itself keep its reason.
-    pub fn narrow(&self, checks: &Checks) -> Checks {
+    /// `store`: the system declares a store oracle, which resolves unacked
+    /// sends without history.
+    pub fn narrow(&self, checks: &Checks, store: bool) -> Checks {
         let mut c = checks.clone();
         let off = |s: &mut Switch, why: String| {
             if s.is_on() {
                 *s = Switch::Off(why);
             }
         };
+        if self.ack == AckGuarantee::None {
+            off(&mut c.liveness.answered, "declared ack: none (sends get no answer to wait for)".into());
+        }
         if self.history == HistoryGuarantee::None {
             off(&mut c.live_equals_history, "declared history: none (nothing to compare live deliveries with)".into());
+        }
+        if self.history == HistoryGuarantee::None && !store {
             off(
                 &mut c.liveness.resolved,
-                "declared history: none (an unacked send is judged by the agreement rule: delivered to every covering subscriber or to none)"
-                    .into(),
+                if self.ack == AckGuarantee::None {
+                    "declared ack: none without a store (an unanswered send is judged by evidence: delivered to some subscriber, so owed to every covering one; or unconfirmed after confirm_after, so lost)".into()
+                } else {
+                    "declared history: none (an unacked send is judged by the agreement rule: delivered to every covering subscriber or to none)".into()
+                },
             );
         }
         match self.order {
@@ -208,6 +257,8 @@ pub enum AckGuarantee {
     #[default]
     Durable,
     Receipt,
+    /// No ack at all (fire-and-forget sends).
+    None,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -264,8 +315,11 @@ pub struct StompSettings {
     pub body: String,
     /// Where a MESSAGE carries the text the body check compares: `body`
     /// (default: the whole MESSAGE body must equal the SEND body the
-    /// harness wrote) or `{json: field}` (a top-level string field of a
-    /// JSON body must equal the generated text).
+    /// harness wrote) or `{json: PATH}` (a string field, dotted for nested
+    /// ones, must equal what the harness wrote at that path of its SEND
+    /// body; else at the path's last name, top level, for a server that
+    /// wraps what it echoes (`payload.content` ← `content`); else the
+    /// generated text).
     #[serde(default)]
     pub text: TextLocation,
     /// The MESSAGE (and SEND RECEIPT) header carrying the room's gap-free
@@ -273,6 +327,12 @@ pub struct StompSettings {
     /// it (servers without one need declared guarantees, not built yet).
     #[serde(default = "default_seq_header")]
     pub seq_header: String,
+    /// When a SUBSCRIBE (and UNSUBSCRIBE) counts as done: `receipt` (the
+    /// default: its RECEIPT arrived) or `{after: DURATION}` for servers
+    /// that send no receipts (Spring's simple broker): that long after it
+    /// was sent. A subscription is owed messages from then on.
+    #[serde(default)]
+    pub subscribed: Subscribed,
     /// The `host` header of CONNECT (RabbitMQ: the virtual host, `/`).
     #[serde(default)]
     pub host: Option<String>,
@@ -311,19 +371,37 @@ impl Default for StompSettings {
             body: default_body(),
             text: TextLocation::default(),
             seq_header: default_seq_header(),
+            subscribed: Subscribed::default(),
             host: None,
             heartbeat_ms: default_heartbeat_ms(),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+/// When a STOMP SUBSCRIBE or UNSUBSCRIBE counts as done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Subscribed {
+    /// Its RECEIPT arrived.
+    #[default]
+    Receipt,
+    /// This long after it was sent (the server sends no receipts).
+    After(HumanDuration),
+}
+
+/// Where the harness's message id travels: `{header: NAME}` (sent on SEND,
+/// read from MESSAGE) or `{json: PATH}` / `{json: PATH, pattern: REGEX}`
+/// inside a JSON body (the SEND body template must carry `{id}` there).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
 pub enum IdLocation {
     /// A header, e.g. `msg-id`.
-    Header(String),
-    /// A top-level string field of a JSON body.
-    Json(String),
+    Header {
+        /// The header's name.
+        header: String,
+    },
+    /// A string field of a JSON body, or a pattern inside it.
+    Json(JsonId),
 }
 
 /// Where a delivered STOMP MESSAGE carries the text it is checked by.
@@ -333,13 +411,14 @@ pub enum TextLocation {
     /// The whole body, compared with the whole SEND body.
     #[default]
     Body,
-    /// A top-level string field of a JSON body, compared with the text.
+    /// A string field of a JSON body (dotted path), compared with what the
+    /// harness sent there (else with the generated text).
     Json(String),
 }
 
 impl Default for IdLocation {
     fn default() -> Self {
-        IdLocation::Header("msg-id".into())
+        IdLocation::Header { header: "msg-id".into() }
     }
 }
 
@@ -1012,6 +1091,11 @@ pub struct Checks {
     /// room a message must have been acked to be owed there.
     #[serde(default = "two_seconds")]
     pub fresh_within: HumanDuration,
+    /// With `ack: none` and no store oracle: a send that reached no
+    /// covering subscriber although its connection stayed open this long
+    /// after it (default 2s) is `lost` (counted as *unconfirmed*).
+    #[serde(default = "two_seconds")]
+    pub confirm_after: HumanDuration,
     #[serde(default)]
     pub ordering: OrderingChecks,
     /// Stored history (read from MongoDB, not through the server) is
@@ -1103,6 +1187,7 @@ impl Default for Checks {
             routing: Switch::On,
             freshness: Switch::On,
             fresh_within: two_seconds(),
+            confirm_after: two_seconds(),
             ordering: OrderingChecks::default(),
             live_equals_history: Switch::On,
             liveness: LivenessChecks::default(),

@@ -222,6 +222,7 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
             }
         }
     }
+    validate_declarations(s)?;
     check(!s.checks.recovery.within.0.is_zero(), &["checks", "recovery", "within"], || "must be longer than 0s".into())?;
     if let Some(why) = &s.checks.recovery.off {
         check(!why.trim().is_empty(), &["checks", "recovery", "off"], || "`off` needs a reason".into())?;
@@ -235,6 +236,90 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+/// What the system declares about its wire and its store must be able to
+/// work: a pattern that compiles, an id the harness writes where the
+/// declaration reads it, a store the harness can read.
+fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
+    let sys = &s.system;
+    if sys.protocol == Protocol::Stomp
+        && let IdLocation::Json(id) = &sys.stomp.id
+    {
+        let path = &["system", "stomp", "id"];
+        id_findable(id, &sys.stomp.body).map_err(|why| (path.to_vec(), why))?;
+    }
+    if let Subscribed::After(d) = sys.stomp.subscribed {
+        check(!d.0.is_zero(), &["system", "stomp", "subscribed"], || "after: must be longer than 0s".into())?;
+    }
+    check(!s.checks.confirm_after.0.is_zero(), &["checks", "confirm_after"], || "must be longer than 0s".into())?;
+    if let Some(store) = &sys.store {
+        let path = &["system", "store"];
+        check(sys.command.is_some(), path, || {
+            "the store oracle reads the run's database ({db} on {mongo_uri}), which the harness provides only to a system.command".into()
+        })?;
+        check(!store.collection.trim().is_empty(), path, || "collection: name the collection the system writes messages to".into())?;
+        check(!store.room.trim().is_empty() && !store.id.json.trim().is_empty(), path, || "room and id.json need a field path".into())?;
+        if let Some(p) = &store.id.pattern {
+            regex::Regex::new(p).map_err(|e| (path.to_vec(), format!("id.pattern does not compile: {e}")))?;
+        }
+        check(!sys.guarantees.seq(), &["system", "guarantees", "order"], || {
+            "a store oracle numbers a room's documents itself; a system with a gap-free seq declares history: reference instead (or order: total / per_sender / none)".into()
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether a JSON id declaration finds the harness's id in a SEND body
+/// filled from `template` (a sample id and text). Servers may wrap what
+/// they echo in their own object, so the path is only checked where the
+/// template has it; the pattern must find the id in some string of it.
+fn id_findable(id: &JsonId, template: &str) -> Result<(), String> {
+    use crate::client::wire::{IdReader, fill_body, is_json_template, json_path};
+    let reader = IdReader::json(id).map_err(|e| format!("pattern does not compile: {e}"))?;
+    check_id_template(template)?;
+    if !is_json_template(template) {
+        return Err(format!("the id travels in JSON field {:?}, but the SEND body template {template:?} is not JSON", id.json));
+    }
+    let sample = "m4294967297";
+    let body = fill_body(template, true, sample, "hello [x] 42");
+    let doc: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("the filled SEND body is not JSON: {e}"))?;
+    let mut strings = Vec::new();
+    collect_strings(&doc, &mut strings);
+    let found = match json_path(&doc, &id.json) {
+        Some(_) => reader.from_json(&doc).as_deref() == Some(sample),
+        None => strings.iter().filter(|t| t.contains(sample)).any(|t| {
+            let one = serde_json::json!({ "x": t });
+            IdReader::json(&JsonId { json: "x".into(), pattern: id.pattern.clone() })
+                .is_ok_and(|r| r.from_json(&one).as_deref() == Some(sample))
+        }),
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{{json: {:?}{}}} does not find the id the harness writes with the SEND body template {template:?} (filled: {body})",
+            id.json,
+            id.pattern.as_deref().map(|p| format!(", pattern: {p:?}")).unwrap_or_default()
+        ))
+    }
+}
+
+fn check_id_template(template: &str) -> Result<(), String> {
+    if template.contains("{id}") {
+        Ok(())
+    } else {
+        Err(format!("the id travels in the JSON body, but the SEND body template {template:?} has no {{id}}"))
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
 }
 
 /// The 1-based line where a key path (e.g. `workload.rooms`) is written,
@@ -295,6 +380,60 @@ workload:
             ScenarioError::Invalid { line, message, .. } => (line, message),
             other => panic!("unexpected {other}"),
         }
+    }
+
+    /// A seed-shaped system: STOMP, no receipts, ids inside `content`.
+    fn seed(extra_stomp: &str, extra_system: &str) -> String {
+        format!(
+            "{GOOD}system:\n  protocol: stomp\n  command: {{run: [node, s.js, '{{port}}']}}\n  guarantees: {{ack: none, order: per_sender, history: none}}\n  stomp:\n    body: '{{\"content\":\"{{text}} [{{id}}]\"}}'\n{extra_stomp}{extra_system}"
+        )
+    }
+
+    #[test]
+    fn a_seed_shaped_declaration_parses() {
+        let text = seed(
+            "    id: {json: content, pattern: '\\[(m\\d+)\\]$'}\n    text: {json: content}\n    subscribed: {after: 300ms}\n",
+            "  store: {collection: chat_messages, room: groupId, id: {json: content, pattern: '\\[(m\\d+)\\]$'}}\n",
+        );
+        let s = parse_str(&text, "t.yaml").unwrap();
+        assert_eq!(s.system.guarantees.ack, AckGuarantee::None);
+        assert!(s.system.store.is_some());
+    }
+
+    /// Declarations that cannot work fail when the scenario is read,
+    /// naming the key, never as a run full of phantoms.
+    #[test]
+    fn declarations_that_cannot_find_the_id_fail_early() {
+        let bad_pattern = seed("    id: {json: content, pattern: '[(m'}\n", "");
+        let (_, m) = err(&bad_pattern);
+        assert!(m.starts_with("system.stomp.id: pattern does not compile"), "{m}");
+        let never_matches = seed("    id: {json: content, pattern: '<(m\\d+)>'}\n", "");
+        let (_, m) = err(&never_matches);
+        assert!(m.starts_with("system.stomp.id: {json: \"content\", pattern: \"<(m\\\\d+)>\"} does not find the id"), "{m}");
+        let whole_field = seed("    id: {json: content}\n", "");
+        let (_, m) = err(&whole_field);
+        assert!(m.contains("does not find the id"), "{m}");
+        let no_id = format!("{GOOD}system:\n  protocol: stomp\n  stomp:\n    id: {{json: msgId}}\n    body: '{{\"c\":\"{{text}}\"}}'\n");
+        let (_, m) = err(&no_id);
+        assert!(m.contains("has no {id}"), "{m}");
+        let not_json = format!("{GOOD}system:\n  protocol: stomp\n  stomp:\n    id: {{json: msgId}}\n    body: '{{id}} {{text}}'\n");
+        let (_, m) = err(&not_json);
+        assert!(m.contains("is not JSON"), "{m}");
+    }
+
+    #[test]
+    fn a_store_needs_a_started_system_and_no_seq() {
+        let on_external = format!(
+            "{GOOD}system:\n  protocol: stomp\n  external: {{urls: [ws://a/ws, ws://b/ws]}}\n  guarantees: {{ack: none, order: per_sender, history: none}}\n  store: {{collection: c, room: r, id: {{json: i}}}}\n"
+        );
+        let (_, m) = err(&on_external);
+        assert!(m.starts_with("system.store: the store oracle reads the run's database"), "{m}");
+        let with_seq = seed("", "  store: {collection: c, room: r, id: {json: i}}\n").replace("order: per_sender, ", "");
+        let (_, m) = err(&with_seq);
+        assert!(m.starts_with("system.guarantees.order: a store oracle numbers"), "{m}");
+        let bad = seed("", "  store: {collection: c, room: r, id: {json: i, pattern: '(('}}\n");
+        let (_, m) = err(&bad);
+        assert!(m.starts_with("system.store: id.pattern does not compile"), "{m}");
     }
 
     #[test]
