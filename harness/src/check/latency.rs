@@ -102,12 +102,15 @@ pub fn measure(index: &TraceIndex) -> Latencies {
     let mut last_delivery: std::collections::HashMap<MsgNo, Option<u64>> = std::collections::HashMap::new();
     let mut unseen = Unseen::new(index.trace.meta.sending_started_ns, end);
     let mut owed_by_room: Vec<Vec<MsgNo>> = vec![Vec::new(); index.trace.rooms.len()];
+    // Fire-and-forget sends (`ack: none`) have no ack latency to censor.
+    let no_acks = index.trace.meta.guarantees.ack == crate::scenario::AckGuarantee::None;
     for (&msg, send) in &index.sends {
         if send.scheduled_ns < warmup {
             continue;
         }
         match send.ack {
             Some((_, t)) => out.ack.saturating_record(micros(t.saturating_sub(send.scheduled_ns))),
+            None if no_acks => {}
             None => {
                 out.ack.saturating_record(micros(end.saturating_sub(send.scheduled_ns)));
                 out.incomplete_acks += 1;
