@@ -89,6 +89,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         nodes: meta.nodes,
         load: meta.load.map(|l| l.label()).unwrap_or_default(),
         history_source: meta.history_source.clone(),
+        guarantees: meta.guarantees.label(),
         counts,
         findings_by_kind,
         findings: findings.into_iter().take(MAX_LISTED_FINDINGS).collect(),

@@ -52,6 +52,10 @@ pub struct ModeReport {
     /// live = history).
     #[serde(default)]
     pub history_source: String,
+    /// What the system declared (`ack`, `order`, `history`), e.g.
+    /// `ack: none, order: per_sender, history: none`.
+    #[serde(default)]
+    pub guarantees: String,
     pub counts: Counts,
     pub findings_by_kind: BTreeMap<FindingKind, u64>,
     pub findings: Vec<Finding>,

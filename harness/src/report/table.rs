@@ -50,6 +50,8 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
             "ascii" => "ascii (declared)".to_owned(),
             other => other.to_owned(),
         }),
+        text("guarantees (declared)", &|m| m.guarantees.clone()),
+        text("unacked sends resolved by", &|m| m.history_source.split([',', '(']).next().unwrap_or_default().trim().to_owned()),
         text("load", &|m| m.load.clone()),
         text("nodes / clients", &|m| format!("{} / {}", m.nodes, m.counts.clients)),
         num("sent", &|m| m.counts.sent as f64, &count),

@@ -204,6 +204,17 @@ impl Default for Guarantees {
 }
 
 impl Guarantees {
+    /// As a report prints it: `ack: none, order: per_sender, history: none`.
+    pub fn label(&self) -> String {
+        let name = |v: Result<serde_json::Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        format!(
+            "ack: {}, order: {}, history: {}",
+            name(serde_json::to_value(self.ack)),
+            name(serde_json::to_value(self.order)),
+            name(serde_json::to_value(self.history))
+        )
+    }
+
     /// Messages carry a gap-free per-room `seq`, and subscriptions resume.
     pub fn seq(&self) -> bool {
         self.order == OrderGuarantee::Seq
