@@ -144,7 +144,8 @@ async fn run_external(
     let (sampler_stop, sampler) = crate::resources::spawn_sampler();
     let schedule = scenario.fault_schedule(options.seed);
     let faults = nemesis::run_client_faults(schedule, window, clock, &drops, &client_links);
-    let (outcome, faults) = tokio::join!(client::run(force, controls), faults);
+    let (mut outcome, faults) = tokio::join!(client::run(force, controls), faults);
+    let unmatched = std::mem::take(&mut outcome.unmatched);
     let _ = (lag_stop.send(()), sampler_stop.send(()));
     let (loop_lag, resources) = (lag.await.unwrap_or_default(), sampler.await.unwrap_or_default());
     ticker.abort();
@@ -173,7 +174,7 @@ async fn run_external(
         loop_lag,
         resources,
     };
-    judge(&assemble(scenario, options, &checks, recorded), &checks, dir, Default::default())
+    judge(&assemble(scenario, options, &checks, recorded), &checks, dir, Default::default(), unmatched)
 }
 
 /// One mode, in named phases: backends → nodes → workload and nemesis →
@@ -196,7 +197,8 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let planned = Planned { rooms: &rooms, plans: &plans, tokens: &tokens, urls: &urls, client_links, clock };
     let driven = drive(scenario, options, mode, cluster, backends, planned).await;
     let ended_ns = clock.now_ns();
-    let Driven { outcome, faults, targets, loop_lag, resources } = driven;
+    let Driven { mut outcome, faults, targets, loop_lag, resources } = driven;
+    let unmatched = std::mem::take(&mut outcome.unmatched);
     let Targets { cluster, mongo, down, kafka, kafka_links, .. } = targets;
     let (mut cluster, mongo, down) = (cluster.into_inner(), mongo.into_inner(), down.into_inner());
     // A node that died outside a planned fault makes the run's verdict void.
@@ -263,7 +265,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         loop_lag,
         resources,
     };
-    judge(&assemble(scenario, options, &checks, recorded), &checks, dir, server)
+    judge(&assemble(scenario, options, &checks, recorded), &checks, dir, server, unmatched)
 }
 
 /// What one run recorded, and the parts of its trace that differ between
@@ -329,20 +331,30 @@ fn assemble(scenario: &Scenario, options: &RunOptions, checks: &crate::scenario:
 }
 
 /// Write the trace next to the reports, then judge it.
-fn judge(trace: &Trace, checks: &crate::scenario::Checks, dir: &std::path::Path, server: ServerCounters) -> Result<ModeReport, InfraError> {
+fn judge(
+    trace: &Trace,
+    checks: &crate::scenario::Checks,
+    dir: &std::path::Path,
+    server: ServerCounters,
+    unmatched: (u64, Option<String>),
+) -> Result<ModeReport, InfraError> {
     let trace_path = dir.join("trace.bin");
     trace
         .write(&trace_path)
         .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
-    let ctx = evaluate::Context { server, notes: vec![format!("trace: {}", trace_path.display())] };
+    let mut notes = vec![format!("trace: {}", trace_path.display())];
+    if let (n @ 1.., example) = unmatched {
+        notes.push(format!(
+            "{n} server frames matched no system.json_frames.frames matcher and were ignored; the first: {}",
+            example.unwrap_or_default()
+        ));
+    }
+    let ctx = evaluate::Context { server, notes };
     Ok(evaluate(trace, checks, ctx))
 }
 
 fn protocol_name(scenario: &Scenario) -> String {
-    match scenario.system.protocol {
-        crate::scenario::Protocol::Json => "json".to_owned(),
-        crate::scenario::Protocol::Stomp => "stomp".to_owned(),
-    }
+    scenario.system.protocol.as_str().to_owned()
 }
 
 /// With network faults on the clients' link: a fault proxy in front of each

@@ -123,7 +123,12 @@ fn sabotaged_drain(spec: &str, drain: &str, extra: &str) -> (Option<i32>, BTreeS
     let over = |protocol: &str| {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let file = scenario(dir.path(), "2s", &format!("{extra}system:\n  protocol: {protocol}\n"));
+        let system = if protocol == "json_frames" {
+            format!("system:\n  protocol: json_frames\n  json_frames:\n{}", indent(V1_FRAMES, 4))
+        } else {
+            format!("system:\n  protocol: {protocol}\n")
+        };
+        let file = scenario(dir.path(), "2s", &format!("{extra}{system}"));
         let text = std::fs::read_to_string(&file).unwrap().replace("drain_timeout: 3s", &format!("drain_timeout: {drain}"));
         std::fs::write(&file, text).unwrap();
         let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--sabotage", spec, "--seed", "7"]);
@@ -133,7 +138,45 @@ fn sabotaged_drain(spec: &str, drain: &str, extra: &str) -> (Option<i32>, BTreeS
     let json = over("json");
     let stomp = over("stomp");
     assert_eq!((&stomp.0, &stomp.1), (&json.0, &json.1), "{spec} over STOMP vs JSON:\n{}\n{}", stomp.2, json.2);
+    // Protocol v1 declared as json_frames must be judged as the built-in adapter.
+    let frames = over("json_frames");
+    assert_eq!((&frames.0, &frames.1), (&json.0, &json.1), "{spec} over json_frames vs JSON:\n{}\n{}", frames.2, json.2);
     json
+}
+
+/// Protocol v1 (server/PROTOCOL.md) as a `json_frames` declaration.
+const V1_FRAMES: &str = r#"path: /ws
+join: '{"op":"subscribe","room":"{room}"}'
+join_after: '{"op":"subscribe","room":"{room}","after":{after}}'
+leave: '{"op":"unsubscribe","room":"{room}"}'
+send: '{"op":"send","room":"{room}","id":"{id}","body":"{text}"}'
+frames:
+  - {match: {op: ack}, is: ack, id: {json: id}, seq: seq}
+  - {match: {op: msg}, is: delivery, id: {json: id}, room: room, seq: seq, text: body}
+  - {match: {op: subscribed}, is: joined, room: room, head: head}
+  - {match: {op: unsubscribed}, is: left, room: room}
+  - {match: {op: error}, is: error, id: {json: id}, room: room, code: code}
+"#;
+
+/// A json_frames declaration that does not fit the server (its delivery
+/// matcher waits for `op: message`, the server says `op: msg`) fails, and
+/// the report says which frames nothing took, quoting one.
+#[test]
+fn a_json_frames_matcher_that_never_matches_fails_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let frames = V1_FRAMES.replace("{match: {op: msg}", "{match: {op: message}");
+    let file = scenario(dir.path(), "2s", &format!("system:\n  protocol: json_frames\n  json_frames:\n{}", indent(&frames, 4)));
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    let r = report(&out);
+    let notes = r["modes"][0]["notes"].to_string();
+    assert!(notes.contains("matched no system.json_frames.frames matcher") && notes.contains(r#"\"op\":\"msg\""#), "{notes}");
+}
+
+fn indent(text: &str, by: usize) -> String {
+    text.lines().map(|l| format!("{}{l}\n", " ".repeat(by))).collect()
 }
 
 fn kinds(names: &[&str]) -> BTreeSet<String> {

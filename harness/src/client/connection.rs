@@ -712,6 +712,16 @@ impl<'a> Client<'a> {
                     }
                 }
             }
+            Incoming::Unmatched => {
+                let shared = self.shared();
+                if shared.unmatched.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let text = match &message {
+                        Message::Text(t) => t.chars().take(300).collect(),
+                        other => format!("{} bytes of {}", other.len(), if other.is_binary() { "binary" } else { "control" }),
+                    };
+                    *shared.unmatched_example.lock().expect("unmatched lock") = Some(text);
+                }
+            }
             Incoming::Connected { .. } | Incoming::Nothing => {}
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! trace buffer. Shared atomics only feed the progress bar and the drain.
 
 mod connection;
+pub mod frames;
 mod plan;
 pub mod text;
 pub mod wire;
@@ -42,6 +43,10 @@ pub struct Shared {
     pub settled: Vec<AtomicBool>,
     /// Clients the server refused for good, with its answer.
     pub refusals: std::sync::Mutex<Vec<(u32, String)>>,
+    /// json_frames: server frames no matcher took, and the first of them
+    /// (a declaration that does not fit the server shows up here).
+    pub unmatched: AtomicU64,
+    pub unmatched_example: std::sync::Mutex<Option<String>>,
     /// Per client: open-loop sends its schedule still holds (it has not
     /// attempted yet). The drain waits for every one of them, so the run
     /// never stops a client before its last due slot.
@@ -67,6 +72,8 @@ impl Shared {
             client_last_seq: plans.iter().map(|p| p.rooms().map(|_| AtomicU64::new(0)).collect()).collect(),
             settled: (0..clients).map(|_| AtomicBool::new(false)).collect(),
             refusals: std::sync::Mutex::new(Vec::new()),
+            unmatched: AtomicU64::new(0),
+            unmatched_example: std::sync::Mutex::new(None),
             sends_left: plans.iter().map(|p| AtomicU64::new(p.schedule.and_then(|s| s.planned(duration)).unwrap_or(0))).collect(),
             last_delivery_ns: AtomicU64::new(0),
         }
@@ -123,6 +130,8 @@ pub struct WorkloadOutcome {
     pub drain_took: Duration,
     /// Clients the server refused for good, with its answer.
     pub refusals: Vec<(u32, String)>,
+    /// json_frames: frames no matcher took, with the first one.
+    pub unmatched: (u64, Option<String>),
 }
 
 /// What the clients run against: the plan, the nodes and the rooms.
@@ -239,7 +248,8 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
         }
     }
     let refusals = std::mem::take(&mut *shared.refusals.lock().expect("refusals lock"));
-    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took, refusals }
+    let unmatched = (shared.unmatched.load(Ordering::Relaxed), shared.unmatched_example.lock().expect("unmatched lock").take());
+    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took, refusals, unmatched }
 }
 
 #[cfg(test)]

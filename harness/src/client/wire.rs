@@ -38,6 +38,8 @@ pub enum Incoming {
     Connected { heartbeat: Option<Duration> },
     /// A heart-beat, or a frame with nothing for the client.
     Nothing,
+    /// json_frames: a frame no declared matcher takes.
+    Unmatched,
 }
 
 /// One delivered chat message, with what its labels said.
@@ -67,6 +69,7 @@ pub struct Wire {
 enum Speaks {
     Json,
     Stomp(Box<Stomp>),
+    Frames(Box<super::frames::Frames>),
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +163,10 @@ impl Wire {
         let home = rooms.first().map_or("", String::as_str);
         let protocol = match system.protocol {
             Protocol::Json => Speaks::Json,
+            Protocol::JsonFrames => Speaks::Frames(Box::new(
+                super::frames::Frames::new(system.json_frames.as_ref().expect("json_frames is checked when the scenario is read"))
+                    .expect("id patterns are checked when the scenario is read"),
+            )),
             Protocol::Stomp => {
                 let template = &system.stomp.subscribe;
                 let destination = match template.split_once("{room}") {
@@ -190,6 +197,7 @@ impl Wire {
             (Protocol::Json, Some(command)) => &command.ws_path,
             (Protocol::Json, None) => "/ws",
             (Protocol::Stomp, _) => &system.stomp.path,
+            (Protocol::JsonFrames, _) => system.json_frames.as_ref().map_or("/ws", |f| &f.path),
         }
     }
 
@@ -200,6 +208,10 @@ impl Wire {
             Speaks::Stomp(s) => match s.settings.subscribed {
                 Subscribed::After(d) => Some(d.0),
                 Subscribed::Receipt => None,
+            },
+            Speaks::Frames(f) => match f.confirm() {
+                crate::scenario::FrameConfirm::After(d) => Some(d.0),
+                crate::scenario::FrameConfirm::Frame => None,
             },
             Speaks::Json => None,
         }
@@ -236,6 +248,7 @@ impl Wire {
                 }
                 Message::text(frame.to_string())
             }
+            Speaks::Frames(f) => Message::text(f.join(room, after)),
             Speaks::Stomp(s) => {
                 let mut f = StompFrame::new(Command::Subscribe)
                     .header("id", subscription_id(slot))
@@ -255,6 +268,8 @@ impl Wire {
     pub fn unsubscribe(&self, slot: usize, attempt: u64) -> Message {
         match &self.protocol {
             Speaks::Json => Message::text(serde_json::json!({"op": "unsubscribe", "room": self.rooms[slot]}).to_string()),
+            // A declaration without `leave` is refused with churn.
+            Speaks::Frames(f) => Message::text(f.leave(&self.rooms[slot]).unwrap_or_default()),
             Speaks::Stomp(s) => {
                 let mut f = StompFrame::new(Command::Unsubscribe).header("id", subscription_id(slot));
                 if s.settings.subscribed == Subscribed::Receipt {
@@ -276,6 +291,10 @@ impl Wire {
                 Message::text(serde_json::json!({"op": "send", "room": room, "id": id, "body": text}).to_string()),
                 BodyDigest::of(text.as_bytes()),
             ),
+            Speaks::Frames(f) => {
+                let (frame, digest) = f.send(room, msg, text);
+                (Message::text(frame), digest)
+            }
             Speaks::Stomp(s) => {
                 let body = fill_body(&s.settings.body, s.json_body, &id, text);
                 let digest = match &s.settings.text {
@@ -321,6 +340,7 @@ impl Wire {
         };
         match &self.protocol {
             Speaks::Json => self.read_json(bytes),
+            Speaks::Frames(f) => f.read(bytes, |r| self.slot_of(r)),
             Speaks::Stomp(s) => self.read_stomp(s, bytes),
         }
     }

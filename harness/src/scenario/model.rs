@@ -75,6 +75,9 @@ pub struct System {
     /// reference server's `/stomp` endpoint.
     #[serde(default)]
     pub stomp: StompSettings,
+    /// The frames of `protocol: json_frames`.
+    #[serde(default)]
+    pub json_frames: Option<JsonFrames>,
     /// Per-client credentials on the upgrade and in STOMP CONNECT.
     #[serde(default)]
     pub credentials: Credentials,
@@ -298,6 +301,109 @@ pub enum Protocol {
     Json,
     /// STOMP 1.2 over WebSocket.
     Stomp,
+    /// JSON frames of the team's own shapes, declared in `json_frames`:
+    /// templates for what clients send, matchers for what they receive.
+    #[serde(rename = "json_frames")]
+    JsonFrames,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Json => "json",
+            Protocol::Stomp => "stomp",
+            Protocol::JsonFrames => "json_frames",
+        }
+    }
+}
+
+/// A JSON-over-WebSocket protocol declared in YAML (`protocol:
+/// json_frames`). Templates are JSON with placeholders: `{room}`, `{id}`,
+/// `{text}` (written JSON-escaped), `{after}` (a number). Matchers say
+/// which server frames are acks, deliveries, join and leave confirmations
+/// and errors, and at which (dotted) JSON paths they carry the room, id,
+/// seq and text. The first matcher whose `match` holds wins; a frame no
+/// matcher takes is counted and ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonFrames {
+    /// WebSocket path on nodes the harness starts.
+    #[serde(default = "default_ws_path")]
+    pub path: String,
+    /// Join a room, e.g. `'{"op":"subscribe","room":"{room}"}'`.
+    pub join: String,
+    /// Join resuming after a `seq` (`{after}`), for systems with `seq`.
+    #[serde(default)]
+    pub join_after: Option<String>,
+    /// Leave a room (needed for `churn`).
+    #[serde(default)]
+    pub leave: Option<String>,
+    /// Send a message: must carry `{id}` and `{text}`.
+    pub send: String,
+    /// When a join or leave counts as done: `frame` (a `joined` / `left`
+    /// frame answers it, the default) or `{after: DURATION}`.
+    #[serde(default)]
+    pub confirmed: FrameConfirm,
+    /// Server frames, tried in order.
+    pub frames: Vec<FrameMatcher>,
+}
+
+/// When a json_frames join or leave counts as done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum FrameConfirm {
+    /// A `joined` (or `left`) frame names it.
+    #[default]
+    Frame,
+    /// This long after it was sent.
+    After(HumanDuration),
+}
+
+/// One kind of server frame: when it applies and where its parts are.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrameMatcher {
+    /// Dotted JSON path → the value it must have, e.g. `{op: msg}`; all
+    /// must hold (empty: every frame).
+    #[serde(rename = "match", default)]
+    pub when: std::collections::BTreeMap<String, serde_json::Value>,
+    /// What such a frame means.
+    pub is: FrameKind,
+    /// Path of the room's name.
+    #[serde(default)]
+    pub room: Option<String>,
+    /// Where the harness's message id is (deliveries, acks, errors).
+    #[serde(default)]
+    pub id: Option<JsonId>,
+    /// Path of the room's `seq` (deliveries, acks).
+    #[serde(default)]
+    pub seq: Option<String>,
+    /// Path of the head a join starts after (`joined`).
+    #[serde(default)]
+    pub head: Option<String>,
+    /// Path of the delivered text, compared with what was sent there.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Path of an error's code.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    /// A send was accepted (`id`, optional `seq`).
+    Ack,
+    /// A chat message (`id`, `room`, optional `seq`, `text`).
+    Delivery,
+    /// A join took effect (`room`, optional `head`).
+    Joined,
+    /// A leave took effect (`room`).
+    Left,
+    /// A refusal (`id` for a send, `room` for a join, `code`).
+    Error,
+    /// Nothing for the client (pings, presence).
+    Ignore,
 }
 
 /// Templates take `{room}` (the room name) and, for bodies, `{id}` (the

@@ -249,6 +249,15 @@ fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
         let path = &["system", "stomp", "id"];
         id_findable(id, &sys.stomp.body).map_err(|why| (path.to_vec(), why))?;
     }
+    check(sys.protocol == Protocol::JsonFrames || sys.json_frames.is_none(), &["system", "json_frames"], || {
+        "json_frames is read only with protocol: json_frames".into()
+    })?;
+    if sys.protocol == Protocol::JsonFrames {
+        let Some(frames) = &sys.json_frames else {
+            return Err((vec!["system", "protocol"], "protocol: json_frames needs a system.json_frames declaration".into()));
+        };
+        validate_frames(s, frames).map_err(|why| (vec!["system", "json_frames"], why))?;
+    }
     if let Subscribed::After(d) = sys.stomp.subscribed {
         check(!d.0.is_zero(), &["system", "stomp", "subscribed"], || "after: must be longer than 0s".into())?;
     }
@@ -303,6 +312,73 @@ fn id_findable(id: &JsonId, template: &str) -> Result<(), String> {
             id.pattern.as_deref().map(|p| format!(", pattern: {p:?}")).unwrap_or_default()
         ))
     }
+}
+
+/// A json_frames declaration must be able to do what the scenario asks:
+/// templates that are JSON, a delivery matcher that finds the id the send
+/// template carries, and the confirmations, acks and `seq` it relies on.
+fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
+    use crate::client::frames::fill;
+    check_template_is_json("join", &fill(&f.join, "room-1", "", ""))?;
+    if let Some(t) = &f.join_after {
+        if !t.contains("{after}") {
+            return Err(format!("join_after {t:?} has no {{after}}"));
+        }
+        check_template_is_json("join_after", &fill(t, "room-1", "", "").replace("{after}", "7"))?;
+    }
+    if let Some(t) = &f.leave {
+        check_template_is_json("leave", &fill(t, "room-1", "", ""))?;
+    }
+    check_template_is_json("send", &fill(&f.send, "room-1", "m1", "hi"))?;
+    if !f.send.contains("{id}") {
+        return Err(format!("send {:?} has no {{id}}: deliveries could not be told apart", f.send));
+    }
+    if !f.path.starts_with('/') {
+        return Err(format!("path {:?} must start with /", f.path));
+    }
+    let of = |kind: FrameKind| f.frames.iter().find(|m| m.is == kind);
+    let Some(delivery) = of(FrameKind::Delivery) else {
+        return Err("frames: declare which frames are deliveries (is: delivery)".into());
+    };
+    let Some(id) = &delivery.id else { return Err("frames: the delivery matcher needs id: {json: PATH}".into()) };
+    id_findable(id, &f.send).map_err(|why| format!("the delivery matcher's id: {why}"))?;
+    for (i, m) in f.frames.iter().enumerate() {
+        if let Some(id) = &m.id
+            && let Some(p) = &id.pattern
+        {
+            regex::Regex::new(p).map_err(|e| format!("frames[{i}].id.pattern does not compile: {e}"))?;
+        }
+        if matches!(m.is, FrameKind::Joined | FrameKind::Left | FrameKind::Delivery) && m.room.is_none() {
+            return Err(format!("frames[{i}] ({:?}) needs room: PATH (where the frame names its room)", m.is));
+        }
+    }
+    if s.system.guarantees.ack != AckGuarantee::None && of(FrameKind::Ack).is_none_or(|m| m.id.is_none()) {
+        return Err("the system declares acks: add a matcher with is: ack and id: {json: PATH} (or declare guarantees.ack: none)".into());
+    }
+    if f.confirmed == FrameConfirm::Frame && of(FrameKind::Joined).is_none() {
+        return Err("confirmed: frame needs a matcher with is: joined (or confirmed: {after: DURATION})".into());
+    }
+    if let FrameConfirm::After(d) = f.confirmed
+        && d.0.is_zero()
+    {
+        return Err("confirmed: after must be longer than 0s".into());
+    }
+    if s.workload.churn.is_some() {
+        if f.leave.is_none() {
+            return Err("workload.churn needs a leave template".into());
+        }
+        if f.confirmed == FrameConfirm::Frame && of(FrameKind::Left).is_none() {
+            return Err("workload.churn with confirmed: frame needs a matcher with is: left".into());
+        }
+    }
+    if s.system.guarantees.seq() && (delivery.seq.is_none() || f.join_after.is_none()) {
+        return Err("order: seq needs the delivery matcher's seq: PATH and a join_after template (to resume after a reconnect)".into());
+    }
+    Ok(())
+}
+
+fn check_template_is_json(name: &str, filled: &str) -> Result<(), String> {
+    serde_json::from_str::<serde_json::Value>(filled).map(|_| ()).map_err(|e| format!("{name} is not JSON once filled ({e}): {filled}"))
 }
 
 fn check_id_template(template: &str) -> Result<(), String> {
@@ -419,6 +495,43 @@ workload:
         let not_json = format!("{GOOD}system:\n  protocol: stomp\n  stomp:\n    id: {{json: msgId}}\n    body: '{{id}} {{text}}'\n");
         let (_, m) = err(&not_json);
         assert!(m.contains("is not JSON"), "{m}");
+    }
+
+    const V1_FRAMES: &str = "  json_frames:\n    join: '{\"op\":\"subscribe\",\"room\":\"{room}\"}'\n    join_after: '{\"op\":\"subscribe\",\"room\":\"{room}\",\"after\":{after}}'\n    send: '{\"op\":\"send\",\"room\":\"{room}\",\"id\":\"{id}\",\"body\":\"{text}\"}'\n    frames:\n      - {match: {op: ack}, is: ack, id: {json: id}, seq: seq}\n      - {match: {op: msg}, is: delivery, id: {json: id}, room: room, seq: seq, text: body}\n      - {match: {op: subscribed}, is: joined, room: room, head: head}\n";
+
+    fn frames(decl: &str) -> String {
+        format!("{GOOD}system:\n  protocol: json_frames\n{decl}")
+    }
+
+    #[test]
+    fn json_frames_declarations_are_checked_before_the_run() {
+        parse_str(&frames(V1_FRAMES), "t.yaml").unwrap();
+        let cases = [
+            (V1_FRAMES.replace("\"id\":\"{id}\",", ""), "has no {id}"),
+            (V1_FRAMES.replace("is: delivery", "is: ignore"), "declare which frames are deliveries"),
+            (V1_FRAMES.replace("is: delivery, id: {json: id},", "is: delivery,"), "the delivery matcher needs id"),
+            (
+                V1_FRAMES.replace("is: delivery, id: {json: id}", "is: delivery, id: {json: id, pattern: 'x(m[0-9]+)'}"),
+                "the delivery matcher's id",
+            ),
+            (V1_FRAMES.replace("      - {match: {op: ack}, is: ack, id: {json: id}, seq: seq}\n", ""), "add a matcher with is: ack"),
+            (
+                V1_FRAMES.replace("      - {match: {op: subscribed}, is: joined, room: room, head: head}\n", ""),
+                "needs a matcher with is: joined",
+            ),
+            (V1_FRAMES.replace("    join_after: '{\"op\":\"subscribe\",\"room\":\"{room}\",\"after\":{after}}'\n", ""), "join_after"),
+            (V1_FRAMES.replace("\"room\":\"{room}\"}'", "\"room\":{room}}'"), "join is not JSON once filled"),
+            (V1_FRAMES.replace("is: joined, room: room,", "is: joined,"), "needs room: PATH"),
+        ];
+        for (decl, want) in cases {
+            let (_, m) = err(&frames(&decl));
+            assert!(m.starts_with("system.json_frames: ") && m.contains(want), "{want}: {m}");
+        }
+        let (_, m) = err(&format!("{GOOD}system:\n  protocol: json_frames\n"));
+        assert!(m.contains("needs a system.json_frames declaration"), "{m}");
+        let churn = frames(V1_FRAMES).replace("  duration: 2s", "  duration: 2s\n  churn: {every: 1s, share: 0.5, away: 100ms}");
+        let (_, m) = err(&churn);
+        assert!(m.contains("churn needs a leave template"), "{m}");
     }
 
     #[test]
