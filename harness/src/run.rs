@@ -345,7 +345,7 @@ fn judge(
     let mut notes = vec![format!("trace: {}", trace_path.display())];
     if let (n @ 1.., example) = unmatched {
         notes.push(format!(
-            "{n} server frames matched no system.json_frames.frames matcher and were ignored; the first: {}",
+            "{n} server frames matched no system.json_frames.frames matcher (socketio: no declared event) and were ignored; the first: {}",
             example.unwrap_or_default()
         ));
     }

@@ -249,6 +249,8 @@ struct Client<'a> {
     /// STOMP: send a heart-beat this often (the server asked for them).
     heartbeat: Option<Duration>,
     next_heartbeat: Option<u64>,
+    /// Frames to write back (Engine.IO pongs), sent after the frame that asked.
+    replies: Vec<Message>,
 }
 
 impl<'a> Client<'a> {
@@ -266,6 +268,7 @@ impl<'a> Client<'a> {
             next_churn: None,
             heartbeat: None,
             next_heartbeat: None,
+            replies: Vec::new(),
         }
     }
 
@@ -433,7 +436,10 @@ impl<'a> Client<'a> {
                     self.heartbeat = heartbeat;
                     return Ok(ws);
                 }
-                Incoming::Error { code, .. } => return Err(Some(format!("the STOMP CONNECT was refused: ERROR {code}"))),
+                Incoming::Error { code, .. } if self.ctx.wire.is_stomp() => {
+                    return Err(Some(format!("the STOMP CONNECT was refused: ERROR {code}")));
+                }
+                Incoming::Error { code, .. } => return Err(Some(format!("the session's CONNECT was refused: {code}"))),
                 _ if message.is_close() => return Err(None),
                 _ => {}
             }
@@ -516,6 +522,11 @@ impl<'a> Client<'a> {
             };
             if let Err(code) = step {
                 return SessionEnd::Broken(code);
+            }
+            for reply in std::mem::take(&mut self.replies) {
+                if write.send(reply).await.is_err() {
+                    return SessionEnd::Broken(None);
+                }
             }
         }
     }
@@ -712,6 +723,7 @@ impl<'a> Client<'a> {
                     }
                 }
             }
+            Incoming::Reply(text) => self.replies.push(Message::text(text)),
             Incoming::Unmatched => {
                 let shared = self.shared();
                 if shared.unmatched.fetch_add(1, Ordering::Relaxed) == 0 {

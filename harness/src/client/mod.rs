@@ -5,6 +5,7 @@
 mod connection;
 pub mod frames;
 mod plan;
+pub mod socketio;
 pub mod text;
 pub mod wire;
 
@@ -179,10 +180,16 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
     for plan in plans {
         let room = &rooms[plan.room as usize];
         let token = tokens.get(plan.id as usize).map_or("", String::as_str);
-        let (upgrade_headers, upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
+        let (upgrade_headers, mut upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
         let client_rooms: Vec<(crate::trace::RoomIdx, String)> = plan.rooms().map(|r| (r, rooms[r as usize].clone())).collect();
+        let wire = wire::Wire::new(system, plan.msg_client, client_rooms.iter().map(|(_, name)| name.clone()).collect(), token);
+        for &(k, v) in wire.upgrade_query() {
+            if !urls.iter().any(|u| u.contains(&format!("{k}="))) {
+                upgrade_query.push((k.to_owned(), v.to_owned()));
+            }
+        }
         let ctx = connection::Context {
-            wire: wire::Wire::new(system, plan.msg_client, client_rooms.iter().map(|(_, name)| name.clone()).collect(), token),
+            wire,
             seq,
             acks,
             upgrade_headers,

@@ -38,8 +38,10 @@ pub enum Incoming {
     Connected { heartbeat: Option<Duration> },
     /// A heart-beat, or a frame with nothing for the client.
     Nothing,
-    /// json_frames: a frame no declared matcher takes.
+    /// json_frames / socketio: a frame no declaration takes.
     Unmatched,
+    /// Write this back (an Engine.IO pong).
+    Reply(String),
 }
 
 /// One delivered chat message, with what its labels said.
@@ -70,6 +72,7 @@ enum Speaks {
     Json,
     Stomp(Box<Stomp>),
     Frames(Box<super::frames::Frames>),
+    SocketIo(Box<super::socketio::SocketIo>),
 }
 
 #[derive(Debug, Clone)]
@@ -124,9 +127,13 @@ impl IdReader {
     }
 }
 
-/// The value at a dotted path (`payload.content`) of a JSON document.
+/// The value at a dotted path (`payload.content`; a number indexes an
+/// array: `0.room`) of a JSON document.
 pub fn json_path<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
-    path.split('.').try_fold(doc, |v, key| v.get(key))
+    path.split('.').try_fold(doc, |v, key| match v {
+        serde_json::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => v.get(key),
+    })
 }
 
 /// Fill `{client}`, `{room}` and `{token}` in a credentials template.
@@ -163,6 +170,13 @@ impl Wire {
         let home = rooms.first().map_or("", String::as_str);
         let protocol = match system.protocol {
             Protocol::Json => Speaks::Json,
+            Protocol::SocketIo => {
+                let decl = system.socketio.as_ref().expect("socketio is checked when the scenario is read");
+                let auth = decl.auth.as_deref().map(|t| super::socketio::fill_auth(t, client, home, token));
+                Speaks::SocketIo(Box::new(
+                    super::socketio::SocketIo::new(decl, auth).expect("id patterns are checked when the scenario is read"),
+                ))
+            }
             Protocol::JsonFrames => Speaks::Frames(Box::new(
                 super::frames::Frames::new(system.json_frames.as_ref().expect("json_frames is checked when the scenario is read"))
                     .expect("id patterns are checked when the scenario is read"),
@@ -198,6 +212,7 @@ impl Wire {
             (Protocol::Json, None) => "/ws",
             (Protocol::Stomp, _) => &system.stomp.path,
             (Protocol::JsonFrames, _) => system.json_frames.as_ref().map_or("/ws", |f| &f.path),
+            (Protocol::SocketIo, _) => system.socketio.as_ref().map_or("/socket.io/", |s| &s.path),
         }
     }
 
@@ -213,7 +228,16 @@ impl Wire {
                 crate::scenario::FrameConfirm::After(d) => Some(d.0),
                 crate::scenario::FrameConfirm::Frame => None,
             },
+            Speaks::SocketIo(s) => (!s.join_acked()).then(|| s.settle()).flatten(),
             Speaks::Json => None,
+        }
+    }
+
+    /// Query parameters the protocol needs on the upgrade URL (Engine.IO's).
+    pub fn upgrade_query(&self) -> &'static [(&'static str, &'static str)] {
+        match self.protocol {
+            Speaks::SocketIo(_) => &[("EIO", "4"), ("transport", "websocket")],
+            _ => &[],
         }
     }
 
@@ -227,6 +251,9 @@ impl Wire {
 
     /// The first message of a session (STOMP `CONNECT`), if the protocol has one.
     pub fn hello(&self, host: &str) -> Option<Message> {
+        if let Speaks::SocketIo(s) = &self.protocol {
+            return Some(Message::text(s.connect()));
+        }
         let Speaks::Stomp(s) = &self.protocol else { return None };
         let mut f = StompFrame::new(Command::Connect)
             .header("accept-version", "1.2,1.1")
@@ -249,6 +276,7 @@ impl Wire {
                 Message::text(frame.to_string())
             }
             Speaks::Frames(f) => Message::text(f.join(room, after)),
+            Speaks::SocketIo(s) => Message::text(s.join(slot, attempt, room)),
             Speaks::Stomp(s) => {
                 let mut f = StompFrame::new(Command::Subscribe)
                     .header("id", subscription_id(slot))
@@ -270,6 +298,7 @@ impl Wire {
             Speaks::Json => Message::text(serde_json::json!({"op": "unsubscribe", "room": self.rooms[slot]}).to_string()),
             // A declaration without `leave` is refused with churn.
             Speaks::Frames(f) => Message::text(f.leave(&self.rooms[slot]).unwrap_or_default()),
+            Speaks::SocketIo(s) => Message::text(s.leave(slot, attempt, &self.rooms[slot])),
             Speaks::Stomp(s) => {
                 let mut f = StompFrame::new(Command::Unsubscribe).header("id", subscription_id(slot));
                 if s.settings.subscribed == Subscribed::Receipt {
@@ -294,6 +323,10 @@ impl Wire {
             Speaks::Frames(f) => {
                 let (frame, digest) = f.send(room, msg, text);
                 (Message::text(frame), digest)
+            }
+            Speaks::SocketIo(s) => {
+                let (packet, digest) = s.send(msg, room, text);
+                (Message::text(packet), digest)
             }
             Speaks::Stomp(s) => {
                 let body = fill_body(&s.settings.body, s.json_body, &id, text);
@@ -341,6 +374,10 @@ impl Wire {
         match &self.protocol {
             Speaks::Json => self.read_json(bytes),
             Speaks::Frames(f) => f.read(bytes, |r| self.slot_of(r)),
+            Speaks::SocketIo(s) => match std::str::from_utf8(bytes) {
+                Ok(text) => s.read(text, |r| self.slot_of(r)),
+                Err(_) => Incoming::Unmatched,
+            },
             Speaks::Stomp(s) => self.read_stomp(s, bytes),
         }
     }

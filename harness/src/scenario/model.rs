@@ -78,6 +78,9 @@ pub struct System {
     /// The frames of `protocol: json_frames`.
     #[serde(default)]
     pub json_frames: Option<JsonFrames>,
+    /// The events of `protocol: socketio`.
+    #[serde(default)]
+    pub socketio: Option<SocketIoSettings>,
     /// Per-client credentials on the upgrade and in STOMP CONNECT.
     #[serde(default)]
     pub credentials: Credentials,
@@ -305,6 +308,10 @@ pub enum Protocol {
     /// templates for what clients send, matchers for what they receive.
     #[serde(rename = "json_frames")]
     JsonFrames,
+    /// Socket.IO v5 over Engine.IO v4, WebSocket transport, declared in
+    /// `socketio` (events for join, leave, send and delivery).
+    #[serde(rename = "socketio")]
+    SocketIo,
 }
 
 impl Protocol {
@@ -313,6 +320,7 @@ impl Protocol {
             Protocol::Json => "json",
             Protocol::Stomp => "stomp",
             Protocol::JsonFrames => "json_frames",
+            Protocol::SocketIo => "socketio",
         }
     }
 }
@@ -346,6 +354,91 @@ pub struct JsonFrames {
     pub confirmed: FrameConfirm,
     /// Server frames, tried in order.
     pub frames: Vec<FrameMatcher>,
+}
+
+/// A Socket.IO server's events (Socket.IO v5 packets over Engine.IO v4
+/// on a WebSocket). Arguments are JSON templates: `{room}`, `{id}`,
+/// `{text}` written JSON-escaped (`'"{room}"'` is a bare string argument).
+/// Delivery paths are dotted paths into the event's argument list
+/// (`0.room`: the first argument's `room`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SocketIoSettings {
+    /// Engine.IO path on nodes the harness starts (`?EIO=4&transport=websocket` is added).
+    #[serde(default = "default_socketio_path")]
+    pub path: String,
+    /// The namespace clients connect to.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The CONNECT packet's auth payload, a JSON template taking
+    /// `{token}`, `{client}` and `{room}` (none: no payload).
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// Joining a room, e.g. `{event: join, args: ['"{room}"']}`.
+    pub join: SocketIoEmit,
+    /// Leaving a room (needed for `churn`).
+    #[serde(default)]
+    pub leave: Option<SocketIoEmit>,
+    /// Sending a message: an argument must carry `{id}`. With `ack: true`
+    /// the server's acknowledgement is the send's ack (declare
+    /// `guarantees.ack: receipt`); without, declare `ack: none`.
+    pub send: SocketIoEmit,
+    /// How messages arrive.
+    pub delivery: SocketIoDelivery,
+    /// For a join or leave emitted without `ack`: it counts as done this
+    /// long after it was sent (default 300ms).
+    #[serde(default = "default_socketio_settle")]
+    pub settle: HumanDuration,
+}
+
+fn default_socketio_path() -> String {
+    "/socket.io/".into()
+}
+fn default_namespace() -> String {
+    "/".into()
+}
+fn default_socketio_settle() -> HumanDuration {
+    HumanDuration(Duration::from_millis(300))
+}
+
+/// An event the client emits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SocketIoEmit {
+    pub event: String,
+    /// Arguments, each a JSON template.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Ask for an acknowledgement (the server calls the callback).
+    #[serde(default = "yes")]
+    pub ack: bool,
+    /// With `ack`: a dotted path into the acknowledgement's arguments that
+    /// is present (and not false or null) when the server refused, e.g.
+    /// `0.error`.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The event that carries chat messages to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SocketIoDelivery {
+    pub event: String,
+    /// Path of the room's name in the arguments (e.g. `0.room`).
+    #[serde(default)]
+    pub room: Option<String>,
+    /// Where the harness's id is (e.g. `{json: 0.id}`).
+    pub id: JsonId,
+    /// Path of a per-room `seq`, if the server has one.
+    #[serde(default)]
+    pub seq: Option<String>,
+    /// Path of the text, compared with what was sent there.
+    #[serde(default)]
+    pub text: Option<String>,
 }
 
 /// When a json_frames join or leave counts as done.

@@ -258,6 +258,15 @@ fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
         };
         validate_frames(s, frames).map_err(|why| (vec!["system", "json_frames"], why))?;
     }
+    check(sys.protocol == Protocol::SocketIo || sys.socketio.is_none(), &["system", "socketio"], || {
+        "socketio is read only with protocol: socketio".into()
+    })?;
+    if sys.protocol == Protocol::SocketIo {
+        let Some(sio) = &sys.socketio else {
+            return Err((vec!["system", "protocol"], "protocol: socketio needs a system.socketio declaration".into()));
+        };
+        validate_socketio(s, sio).map_err(|why| (vec!["system", "socketio"], why))?;
+    }
     if let Subscribed::After(d) = sys.stomp.subscribed {
         check(!d.0.is_zero(), &["system", "stomp", "subscribed"], || "after: must be longer than 0s".into())?;
     }
@@ -373,6 +382,61 @@ fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
     }
     if s.system.guarantees.seq() && (delivery.seq.is_none() || f.join_after.is_none()) {
         return Err("order: seq needs the delivery matcher's seq: PATH and a join_after template (to resume after a reconnect)".into());
+    }
+    Ok(())
+}
+
+/// A socketio declaration must be able to do what the scenario asks.
+fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), String> {
+    use crate::client::socketio::fill;
+    let emits = [("join", Some(&sio.join)), ("leave", sio.leave.as_ref()), ("send", Some(&sio.send))];
+    for (name, emit) in emits {
+        let Some(emit) = emit else { continue };
+        if emit.event.is_empty() {
+            return Err(format!("{name}.event must name an event"));
+        }
+        for (i, t) in emit.args.iter().enumerate() {
+            check_template_is_json(&format!("{name}.args[{i}]"), &fill(t, "room-1", "m1", "hi"))?;
+        }
+    }
+    if let Some(auth) = &sio.auth {
+        check_template_is_json("auth", &crate::client::socketio::fill_auth(auth, 0, "room-1", "token"))?;
+    }
+    if !sio.path.starts_with('/') {
+        return Err(format!("path {:?} must start with /", sio.path));
+    }
+    if !sio.namespace.starts_with('/') {
+        return Err(format!("namespace {:?} must start with /", sio.namespace));
+    }
+    let args = format!("[{}]", sio.send.args.join(","));
+    id_findable(&sio.delivery.id, &args).map_err(|why| format!("delivery.id: {why}"))?;
+    let no_acks = s.system.guarantees.ack == AckGuarantee::None;
+    if sio.send.ack == no_acks {
+        return Err(if no_acks {
+            "send.ack asks for acknowledgements, but guarantees.ack is none: declare ack: receipt, or send.ack: false".into()
+        } else {
+            "send.ack is false: the server never acknowledges a send, so declare guarantees.ack: none".into()
+        });
+    }
+    if let Some(leave) = &sio.leave
+        && leave.ack != sio.join.ack
+    {
+        return Err("join.ack and leave.ack must agree (both acknowledged, or both settled after `settle`)".into());
+    }
+    if s.workload.churn.is_some() && sio.leave.is_none() {
+        return Err("workload.churn needs a leave event".into());
+    }
+    if s.system.guarantees.seq() {
+        return Err("Socket.IO rooms have no resumable per-room seq: declare guarantees.order: total, per_sender or none".into());
+    }
+    if sio.settle.0.is_zero() {
+        return Err("settle must be longer than 0s".into());
+    }
+    if s.system.command.is_none() && s.system.external.is_none() {
+        return Err("the reference server does not speak Socket.IO: give system.command (or system.external)".into());
+    }
+    if s.system.guarantees.history != HistoryGuarantee::None {
+        return Err("a Socket.IO server keeps no history in the reference layout: declare guarantees.history: none".into());
     }
     Ok(())
 }
@@ -532,6 +596,29 @@ workload:
         let churn = frames(V1_FRAMES).replace("  duration: 2s", "  duration: 2s\n  churn: {every: 1s, share: 0.5, away: 100ms}");
         let (_, m) = err(&churn);
         assert!(m.contains("churn needs a leave template"), "{m}");
+    }
+
+    const SIO: &str = "  command: {run: [node, s.js]}\n  guarantees: {ack: receipt, order: per_sender, history: none}\n  socketio:\n    join: {event: join, args: ['\"{room}\"']}\n    send: {event: chat, args: ['{\"room\":\"{room}\",\"id\":\"{id}\",\"text\":\"{text}\"}']}\n    delivery: {event: chat, room: 0.room, id: {json: 0.id}, text: 0.text}\n";
+
+    #[test]
+    fn socketio_declarations_are_checked_before_the_run() {
+        let sio = |decl: &str| format!("{GOOD}system:\n  protocol: socketio\n{decl}");
+        parse_str(&sio(SIO), "t.yaml").unwrap();
+        let cases = [
+            (SIO.replace("\"id\":\"{id}\",", ""), "has no {id}"),
+            (SIO.replace("id: {json: 0.id}", "id: {json: 0.id, pattern: 'x(m[0-9]+)'}"), "delivery.id"),
+            (SIO.replace("ack: receipt", "ack: none"), "send.ack asks for acknowledgements"),
+            (SIO.replace("order: per_sender, ", ""), "no resumable per-room seq"),
+            (SIO.replace(", history: none", ""), "declare guarantees.history: none"),
+            (SIO.replace("  command: {run: [node, s.js]}\n", ""), "does not speak Socket.IO"),
+            (SIO.replace("args: ['\"{room}\"']", "args: ['{room}']"), "join.args[0] is not JSON once filled"),
+        ];
+        for (decl, want) in cases {
+            let (_, m) = err(&sio(&decl));
+            assert!(m.starts_with("system.socketio: ") && m.contains(want), "{want}: {m}");
+        }
+        let (_, m) = err(&format!("{GOOD}system:\n  protocol: socketio\n"));
+        assert!(m.contains("needs a system.socketio declaration"), "{m}");
     }
 
     #[test]

@@ -1,0 +1,304 @@
+//! `protocol: socketio`: Socket.IO v5 packets over Engine.IO v4 on a
+//! WebSocket (no HTTP long-polling), as the official clients speak it with
+//! `transports: ["websocket"]`. Written here (about 200 lines, with its own
+//! tests) rather than taken from `rust_socketio`, whose client owns its
+//! transport and event loop: the harness needs the packets inside its own
+//! connection loop (reconnects, resends, churn are the same for every
+//! protocol).
+//!
+//! - Engine.IO: `0{…}` open (server), `2` ping (server) answered by `3`
+//!   pong, `1` close, `4` message carrying a Socket.IO packet.
+//! - Socket.IO: `0` CONNECT (client `40/ns,{auth}`; server `40{sid}`),
+//!   `4` CONNECT_ERROR, `2` EVENT `42/ns,ID["event",args…]`, `3` ACK
+//!   `43/ns,ID[args…]`, `1` DISCONNECT. Binary packets (5, 6) are not
+//!   chat messages here and are ignored.
+//!
+//! Acknowledgement ids say what they acknowledge: a send's id is its
+//! message number; joins and leaves are numbered above 2^52 by room slot
+//! (all below 2^53, exact in JavaScript).
+
+use super::wire::{Delivered, IdReader, Incoming, fill_body, json_path};
+use crate::scenario::SocketIoSettings;
+use crate::trace::{BodyDigest, Label, MsgNo, wire_id};
+
+const JOIN_BASE: u64 = 1 << 52;
+const LEAVE_BASE: u64 = JOIN_BASE + (1 << 51);
+const SLOTS: u64 = 1 << 16;
+
+#[derive(Debug, Clone)]
+pub struct SocketIo {
+    decl: SocketIoSettings,
+    /// `/ns,` for a namespace other than `/`.
+    ns: String,
+    /// The CONNECT payload, filled for this client.
+    auth: Option<String>,
+    delivery_id: IdReader,
+}
+
+impl SocketIo {
+    /// Err: the delivery id pattern does not compile (refused when the scenario is read).
+    pub fn new(decl: &SocketIoSettings, auth: Option<String>) -> Result<Self, regex::Error> {
+        let ns = if decl.namespace == "/" || decl.namespace.is_empty() { String::new() } else { format!("{},", decl.namespace) };
+        Ok(Self { delivery_id: IdReader::json(&decl.delivery.id)?, decl: decl.clone(), ns, auth })
+    }
+
+    /// The client's CONNECT to its namespace.
+    pub fn connect(&self) -> String {
+        format!("40{}{}", self.ns, self.auth.as_deref().unwrap_or(""))
+    }
+
+    /// How long a join or leave without `ack` takes to count as done.
+    pub fn settle(&self) -> Option<std::time::Duration> {
+        (!self.decl.join.ack || self.decl.leave.as_ref().is_some_and(|l| !l.ack)).then_some(self.decl.settle.0)
+    }
+
+    pub fn join_acked(&self) -> bool {
+        self.decl.join.ack
+    }
+
+    pub fn join(&self, slot: usize, attempt: u64, room: &str) -> String {
+        let id = self.decl.join.ack.then(|| JOIN_BASE + slot as u64 * SLOTS + attempt % SLOTS);
+        self.event(&self.decl.join.event, &self.decl.join.args, id, room, "", "")
+    }
+
+    pub fn leave(&self, slot: usize, attempt: u64, room: &str) -> String {
+        let Some(leave) = &self.decl.leave else { return String::new() };
+        let id = leave.ack.then(|| LEAVE_BASE + slot as u64 * SLOTS + attempt % SLOTS);
+        self.event(&leave.event, &leave.args, id, room, "", "")
+    }
+
+    /// The send event, and the digest of the text subscribers must get
+    /// (what went to the delivery's `text` path, or its last name; else
+    /// the generated text).
+    pub fn send(&self, msg: MsgNo, room: &str, text: &str) -> (String, BodyDigest) {
+        let send = &self.decl.send;
+        let id = wire_id(msg);
+        let packet = self.event(&send.event, &send.args, send.ack.then_some(msg), room, &id, text);
+        let args: Vec<serde_json::Value> = send.args.iter().filter_map(|t| serde_json::from_str(&fill(t, room, &id, text)).ok()).collect();
+        let args = serde_json::Value::Array(args);
+        let at = |p: &str| json_path(&args, p).and_then(|v| v.as_str());
+        let expected =
+            self.decl.delivery.text.as_deref().and_then(|p| at(p).or_else(|| at(&format!("0.{}", p.rsplit('.').next().unwrap_or(p)))));
+        (packet, BodyDigest::of(expected.unwrap_or(text).as_bytes()))
+    }
+
+    fn event(&self, event: &str, args: &[String], ack: Option<u64>, room: &str, id: &str, text: &str) -> String {
+        let mut list = vec![serde_json::Value::String(event.to_owned()).to_string()];
+        list.extend(args.iter().map(|t| fill(t, room, id, text)));
+        format!("42{}{}[{}]", self.ns, ack.map(|a| a.to_string()).unwrap_or_default(), list.join(","))
+    }
+
+    /// What an Engine.IO packet means.
+    pub fn read(&self, text: &str, slot_of: impl Fn(&str) -> Option<usize>) -> Incoming {
+        let mut chars = text.chars();
+        match chars.next() {
+            Some('2') => return Incoming::Reply(format!("3{}", chars.as_str())),
+            Some('4') => {}
+            // Open, close, pong, noop, upgrade: nothing for the client.
+            _ => return Incoming::Nothing,
+        }
+        let Some(packet) = Packet::parse(chars.as_str()) else { return Incoming::Unmatched };
+        if packet.ns != self.ns.trim_end_matches(',') && !(packet.ns.is_empty() && self.ns.is_empty()) {
+            return Incoming::Nothing;
+        }
+        match packet.kind {
+            '0' => Incoming::Connected { heartbeat: None },
+            '4' => {
+                let why = packet.data.as_ref().and_then(|d| d.get("message")).and_then(|m| m.as_str()).unwrap_or("refused");
+                Incoming::Error { msg: None, slot: None, code: format!("CONNECT_ERROR {why}") }
+            }
+            '1' => Incoming::Error { msg: None, slot: None, code: "the server disconnected the namespace".into() },
+            '3' => self.read_ack(packet.ack, packet.data),
+            '2' => self.read_event(packet.data, slot_of),
+            _ => Incoming::Nothing,
+        }
+    }
+
+    fn read_ack(&self, ack: Option<u64>, data: Option<serde_json::Value>) -> Incoming {
+        let Some(id) = ack else { return Incoming::Nothing };
+        let args = data.unwrap_or(serde_json::Value::Array(Vec::new()));
+        let refused = |path: &Option<String>| {
+            path.as_deref().and_then(|p| json_path(&args, p)).is_some_and(|v| !v.is_null() && v != &serde_json::Value::Bool(false))
+        };
+        let code = || args.to_string().chars().take(200).collect::<String>();
+        if id >= LEAVE_BASE {
+            let slot = Some(((id - LEAVE_BASE) / SLOTS) as usize);
+            let leave = self.decl.leave.as_ref();
+            return if refused(&leave.and_then(|l| l.error.clone())) {
+                Incoming::Error { msg: None, slot, code: code() }
+            } else {
+                Incoming::Unsubscribed { slot }
+            };
+        }
+        if id >= JOIN_BASE {
+            let slot = Some(((id - JOIN_BASE) / SLOTS) as usize);
+            return if refused(&self.decl.join.error) {
+                Incoming::Error { msg: None, slot, code: code() }
+            } else {
+                Incoming::Subscribed { slot, head: 0 }
+            };
+        }
+        if refused(&self.decl.send.error) {
+            Incoming::Error { msg: Some(id), slot: None, code: code() }
+        } else {
+            Incoming::Ack { msg: id, seq: 0 }
+        }
+    }
+
+    fn read_event(&self, data: Option<serde_json::Value>, slot_of: impl Fn(&str) -> Option<usize>) -> Incoming {
+        let Some(serde_json::Value::Array(mut list)) = data else { return Incoming::Unmatched };
+        if list.first().and_then(|e| e.as_str()) != Some(self.decl.delivery.event.as_str()) {
+            return Incoming::Unmatched;
+        }
+        let args = serde_json::Value::Array(list.split_off(1));
+        let d = &self.decl.delivery;
+        let str_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&args, p)).and_then(|v| v.as_str());
+        let room = str_at(&d.room);
+        let slot = room.and_then(&slot_of);
+        let label = match (room, slot) {
+            (None, _) => Label::Missing,
+            (Some(_), None) => Label::UnknownRoom,
+            (Some(_), Some(_)) => Label::Ok,
+        };
+        let seq = d.seq.as_deref().and_then(|p| json_path(&args, p)).and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
+        Incoming::Msg(Delivered {
+            msg: self.delivery_id.from_json(&args).as_deref().and_then(crate::trace::parse_wire_id),
+            seq: seq.unwrap_or(0),
+            slot: slot.unwrap_or(0),
+            label,
+            body: str_at(&d.text).map(|t| BodyDigest::of(t.as_bytes())),
+            message_id: 0,
+        })
+    }
+}
+
+/// Fill an argument template: `{room}`, `{id}`, `{text}`, JSON-escaped.
+pub fn fill(template: &str, room: &str, id: &str, text: &str) -> String {
+    super::frames::fill(template, room, id, text)
+}
+
+/// Fill the CONNECT auth template (`{token}`, `{client}`, `{room}`, JSON-escaped).
+pub fn fill_auth(template: &str, client: u32, room: &str, token: &str) -> String {
+    let esc = |s: &str| fill_body("{text}", true, "", s);
+    template.replace("{client}", &client.to_string()).replace("{room}", &esc(room)).replace("{token}", &esc(token))
+}
+
+/// A Socket.IO packet: type, namespace (`/chat`, or empty for `/`), ack
+/// id, JSON data.
+#[derive(Debug, PartialEq)]
+struct Packet {
+    kind: char,
+    ns: String,
+    ack: Option<u64>,
+    data: Option<serde_json::Value>,
+}
+
+impl Packet {
+    fn parse(s: &str) -> Option<Packet> {
+        let mut chars = s.chars();
+        let kind = chars.next()?;
+        let mut rest = chars.as_str();
+        // Binary packets carry an attachment count first: `51-…`.
+        if matches!(kind, '5' | '6') {
+            return Some(Packet { kind, ns: String::new(), ack: None, data: None });
+        }
+        let mut ns = String::new();
+        if rest.starts_with('/') {
+            let end = rest.find(',').unwrap_or(rest.len());
+            ns = rest[..end].to_owned();
+            rest = rest.get(end + 1..).unwrap_or("");
+        }
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let ack = if digits > 0 { Some(rest[..digits].parse().ok()?) } else { None };
+        let body = &rest[digits..];
+        let data = if body.is_empty() { None } else { Some(serde_json::from_str(body).ok()?) };
+        Some(Packet { kind, ns, ack, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::msg_no;
+
+    fn decl(ns: &str) -> SocketIoSettings {
+        serde_saphyr::from_str(&format!(
+            r#"
+namespace: {ns}
+join: {{event: join, args: ['"{{room}}"']}}
+leave: {{event: leave, args: ['"{{room}}"']}}
+send: {{event: chat, args: ['{{"room":"{{room}}","id":"{{id}}","text":"{{text}}"}}'], error: 0.error}}
+delivery: {{event: chat, room: 0.room, id: {{json: 0.id}}, text: 0.text}}
+"#
+        ))
+        .unwrap()
+    }
+
+    fn slot(r: &str) -> Option<usize> {
+        ["room-1", "room-2"].iter().position(|x| *x == r)
+    }
+
+    #[test]
+    fn packets_parse_with_and_without_namespace_ack_and_data() {
+        assert_eq!(
+            Packet::parse("0{\"sid\":\"x\"}"),
+            Some(Packet { kind: '0', ns: String::new(), ack: None, data: Some(serde_json::json!({"sid":"x"})) })
+        );
+        assert_eq!(
+            Packet::parse("3/chat,17[1]"),
+            Some(Packet { kind: '3', ns: "/chat".into(), ack: Some(17), data: Some(serde_json::json!([1])) })
+        );
+        assert_eq!(Packet::parse("2[\"a\"]").map(|p| p.ack), Some(None));
+        assert_eq!(Packet::parse("1/chat,"), Some(Packet { kind: '1', ns: "/chat".into(), ack: None, data: None }));
+        assert_eq!(Packet::parse("2[broken"), None);
+        assert_eq!(Packet::parse(""), None);
+        assert_eq!(Packet::parse("299999999999999999999999[1]"), None, "an ack id past u64 is malformed, not a panic");
+    }
+
+    #[test]
+    fn the_client_side_speaks_what_socket_io_clients_send() {
+        let s = SocketIo::new(&decl("/"), Some(r#"{"token":"t"}"#.into())).unwrap();
+        assert_eq!(s.connect(), r#"40{"token":"t"}"#);
+        assert_eq!(s.join(1, 3, "room-2"), format!(r#"42{}["join","room-2"]"#, JOIN_BASE + SLOTS + 3));
+        let msg = msg_no(2, 5);
+        let (packet, digest) = s.send(msg, "room-1", "say \"hi\"");
+        assert_eq!(packet, format!(r#"42{msg}["chat",{{"room":"room-1","id":"{}","text":"say \"hi\""}}]"#, wire_id(msg)));
+        assert_eq!(digest, BodyDigest::of(b"say \"hi\""));
+        let chat = SocketIo::new(&decl("/chat"), None).unwrap();
+        assert_eq!(chat.connect(), "40/chat,");
+        assert!(chat.join(0, 0, "room-1").starts_with("42/chat,4503599627370496[\"join\""));
+    }
+
+    #[test]
+    fn server_packets_mean_what_the_other_protocols_mean() {
+        let s = SocketIo::new(&decl("/"), None).unwrap();
+        let read = |t: &str| s.read(t, slot);
+        let msg = msg_no(2, 5);
+        assert_eq!(read("2"), Incoming::Reply("3".into()), "a ping is answered");
+        assert_eq!(read("0{\"sid\":\"a\",\"pingInterval\":25000}"), Incoming::Nothing);
+        assert_eq!(read("40{\"sid\":\"b\"}"), Incoming::Connected { heartbeat: None });
+        assert!(matches!(read("44{\"message\":\"Not authorized\"}"), Incoming::Error { code, .. } if code.contains("Not authorized")));
+        assert_eq!(read(&format!("43{msg}[{{\"ok\":true}}]")), Incoming::Ack { msg, seq: 0 });
+        assert_eq!(
+            read(&format!("43{msg}[{{\"error\":\"full\"}}]")),
+            Incoming::Error { msg: Some(msg), slot: None, code: r#"[{"error":"full"}]"#.into() }
+        );
+        assert_eq!(read(&format!("43{}[{{\"ok\":true}}]", JOIN_BASE + SLOTS + 9)), Incoming::Subscribed { slot: Some(1), head: 0 });
+        assert_eq!(read(&format!("43{}[]", LEAVE_BASE)), Incoming::Unsubscribed { slot: Some(0) });
+        let event = format!(r#"42["chat",{{"room":"room-2","id":"{}","text":"hey"}}]"#, wire_id(msg));
+        assert_eq!(
+            read(&event),
+            Incoming::Msg(Delivered {
+                msg: Some(msg),
+                seq: 0,
+                slot: 1,
+                label: Label::Ok,
+                body: Some(BodyDigest::of(b"hey")),
+                message_id: 0
+            })
+        );
+        assert_eq!(read(r#"42["typing","room-1"]"#), Incoming::Unmatched, "another event is counted, not taken for a message");
+        assert_eq!(read("42/other,[\"chat\",{}]"), Incoming::Nothing, "another namespace's packets are not ours");
+        assert_eq!(read("4garbage"), Incoming::Unmatched);
+    }
+}
