@@ -13,7 +13,7 @@
 //
 // Usage: node server.js --port P --mongo URI --db DB
 //        [--collection socket_io_events] [--max-payload BYTES (default 1e6)]
-//        [--lose-every N]
+//        [--lose-every N] [--recovery]   (connection state recovery, 2 min)
 // GET /health answers 200 once MongoDB and the adapter are up.
 'use strict';
 
@@ -26,6 +26,11 @@ function parseArgs(argv) {
   // nx-27017 (the compat MongoDB) refuses collection names with '.' or '-'.
   const opts = { collection: 'socket_io_events', maxPayload: 1e6, loseEvery: 0 };
   for (let i = 0; i < argv.length; i += 2) {
+    if (argv[i] === '--recovery') {
+      opts.recovery = true;
+      i -= 1;
+      continue;
+    }
     const [key, value] = [argv[i], argv[i + 1]];
     if (value === undefined) fail(`${key} needs a value`);
     switch (key) {
@@ -63,7 +68,13 @@ async function main() {
     if (req.url === '/health') res.writeHead(ready ? 200 : 503).end(ready ? 'ok' : 'starting');
     else if (!req.url.startsWith('/socket.io/')) res.writeHead(404).end();
   });
-  const io = new Server(server, { maxHttpBufferSize: opts.maxPayload, transports: ['websocket'] });
+  const io = new Server(server, {
+    maxHttpBufferSize: opts.maxPayload,
+    transports: ['websocket'],
+    // Missed broadcasts are replayed from the adapter's collection to a
+    // client that reconnects within 2 minutes with its pid and offset.
+    ...(opts.recovery ? { connectionStateRecovery: { maxDisconnectionDuration: 120000, skipMiddlewares: true } } : {}),
+  });
   io.adapter(createAdapter(events, { addCreatedAtField: true }));
   let chats = 0;
   io.on('connection', (socket) => {

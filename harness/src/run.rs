@@ -215,7 +215,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
             (oracle::read_store(&mongo.uri, &db, store, &rooms, delivered as u64).await?, oracle::store_source(&db, store))
         }
         // Its history is not in the reference layout: nothing to read.
-        (None, HistoryGuarantee::None) => (
+        (None, HistoryGuarantee::None | HistoryGuarantee::Recovery) => (
             rooms.iter().map(|_| crate::trace::RoomHistory::default()).collect(),
             "none (the system declares no history and no store)".to_owned(),
         ),

@@ -682,6 +682,7 @@ fn connection_end(trace: &Trace, events: &[u32], t_ns: u64) -> u64 {
 fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap<MsgNo, SendInfo>) -> (Vec<SubscriberView>, Vec<Leak>) {
     let info = &trace.clients[client as usize];
     let seq_less = !trace.meta.guarantees.seq();
+    let recovers = trace.meta.guarantees.history == crate::scenario::HistoryGuarantee::Recovery;
     let plan_start = info.after.unwrap_or(0);
     let leave_grace_ns = trace.meta.checks.fresh_within.0.as_nanos() as u64;
     let rooms: Vec<RoomIdx> = if info.role.subscribes() { info.rooms().collect() } else { Vec::new() };
@@ -747,7 +748,9 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     left.push(room);
                 }
             }
-            EventKind::Closed { .. } => {
+            // With connection state recovery a subscription outlives its
+            // connection: what was sent while it was away is owed.
+            EventKind::Closed { .. } if !recovers => {
                 for view in &mut views {
                     close_interval(view, t);
                 }

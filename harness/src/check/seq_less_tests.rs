@@ -113,6 +113,28 @@ fn a_message_sent_while_a_subscriber_was_away_is_not_owed_to_it() {
     assert_eq!(kinds(t2), vec![(FindingKind::Lost, Some(3))]);
 }
 
+/// With connection state recovery declared (`history: recovery`), a
+/// subscription outlives its connection: what was sent while it was away
+/// is owed after it reconnects (the server replays it).
+#[test]
+fn with_recovery_a_message_sent_while_a_subscriber_was_away_is_owed() {
+    for (history, owed) in [(HistoryGuarantee::None, false), (HistoryGuarantee::Recovery, true)] {
+        let mut t = base(OrderGuarantee::PerSender);
+        t.meta.guarantees.history = history;
+        t.events.push(Event { t_ns: 15 * MS, client: 3, kind: EventKind::Closed { code: None } });
+        let a = send(&mut t, 20, 0, 0);
+        t.events.push(Event { t_ns: 25 * MS, client: 3, kind: EventKind::Connected { node: 0 } });
+        t.events.push(Event { t_ns: 26 * MS, client: 3, kind: EventKind::Subscribing { room: 0, after: None } });
+        t.events.push(Event { t_ns: 26 * MS, client: 3, kind: EventKind::Subscribed { room: 0, head: 0, after: None } });
+        deliver(&mut t, 40, 2, a);
+        let expected = if owed { vec![(FindingKind::Lost, Some(3))] } else { vec![] };
+        assert_eq!(kinds(t.clone()), expected, "{history:?}");
+        // Replayed after the reconnect: nothing to find either way.
+        deliver(&mut t, 30, 3, a);
+        assert_eq!(kinds(t), vec![], "{history:?}");
+    }
+}
+
 #[test]
 fn a_second_copy_is_a_duplicate_and_an_unsent_message_a_phantom() {
     let mut t = base(OrderGuarantee::PerSender);

@@ -25,7 +25,7 @@ const JOIN_BASE: u64 = 1 << 52;
 const LEAVE_BASE: u64 = JOIN_BASE + (1 << 51);
 const SLOTS: u64 = 1 << 16;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SocketIo {
     decl: SocketIoSettings,
     /// `/ns,` for a namespace other than `/`.
@@ -33,18 +33,65 @@ pub struct SocketIo {
     /// The CONNECT payload, filled for this client.
     auth: Option<String>,
     delivery_id: IdReader,
+    /// Connection state recovery (`history: recovery`): the session's
+    /// private id from the server's CONNECT answer, and the offset of the
+    /// last broadcast received, sent back on the next CONNECT.
+    recovery: Option<std::sync::Mutex<Recovery>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Recovery {
+    pid: Option<String>,
+    offset: Option<String>,
+}
+
+impl Clone for SocketIo {
+    fn clone(&self) -> Self {
+        Self {
+            decl: self.decl.clone(),
+            ns: self.ns.clone(),
+            auth: self.auth.clone(),
+            delivery_id: self.delivery_id.clone(),
+            recovery: self.recovery.as_ref().map(|r| std::sync::Mutex::new(r.lock().expect("recovery lock").clone())),
+        }
+    }
 }
 
 impl SocketIo {
     /// Err: the delivery id pattern does not compile (refused when the scenario is read).
-    pub fn new(decl: &SocketIoSettings, auth: Option<String>) -> Result<Self, regex::Error> {
+    /// `recovery`: the system declares connection state recovery.
+    pub fn new(decl: &SocketIoSettings, auth: Option<String>, recovery: bool) -> Result<Self, regex::Error> {
         let ns = if decl.namespace == "/" || decl.namespace.is_empty() { String::new() } else { format!("{},", decl.namespace) };
-        Ok(Self { delivery_id: IdReader::json(&decl.delivery.id)?, decl: decl.clone(), ns, auth })
+        Ok(Self {
+            delivery_id: IdReader::json(&decl.delivery.id)?,
+            decl: decl.clone(),
+            ns,
+            auth,
+            recovery: recovery.then(Default::default),
+        })
     }
 
-    /// The client's CONNECT to its namespace.
+    /// The client's CONNECT to its namespace (after a disconnection, with
+    /// the `pid` and `offset` that recover its session).
     pub fn connect(&self) -> String {
-        format!("40{}{}", self.ns, self.auth.as_deref().unwrap_or(""))
+        let resume = self.recovery.as_ref().map(|r| r.lock().expect("recovery lock").clone()).filter(|r| r.pid.is_some());
+        let auth = match resume {
+            Some(r) => {
+                let mut payload = self
+                    .auth
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+                    .filter(|v| v.is_object())
+                    .unwrap_or_else(|| serde_json::json!({}));
+                payload["pid"] = r.pid.into();
+                if let Some(offset) = r.offset {
+                    payload["offset"] = offset.into();
+                }
+                Some(payload.to_string())
+            }
+            None => self.auth.clone(),
+        };
+        format!("40{}{}", self.ns, auth.as_deref().unwrap_or(""))
     }
 
     /// How long a join or leave without `ack` takes to count as done.
@@ -102,7 +149,12 @@ impl SocketIo {
             return Incoming::Nothing;
         }
         match packet.kind {
-            '0' => Incoming::Connected { heartbeat: None },
+            '0' => {
+                if let (Some(r), Some(pid)) = (&self.recovery, packet.data.as_ref().and_then(|d| d.get("pid")).and_then(|p| p.as_str())) {
+                    r.lock().expect("recovery lock").pid = Some(pid.to_owned());
+                }
+                Incoming::Connected { heartbeat: None }
+            }
             '4' => {
                 let why = packet.data.as_ref().and_then(|d| d.get("message")).and_then(|m| m.as_str()).unwrap_or("refused");
                 Incoming::Error { msg: None, slot: None, code: format!("CONNECT_ERROR {why}") }
@@ -150,7 +202,14 @@ impl SocketIo {
         if list.first().and_then(|e| e.as_str()) != Some(self.decl.delivery.event.as_str()) {
             return Incoming::Unmatched;
         }
-        let args = serde_json::Value::Array(list.split_off(1));
+        let args = list.split_off(1);
+        // With recovery, a broadcast's last argument is its offset.
+        if let (Some(r), Some(serde_json::Value::String(offset))) = (&self.recovery, args.last())
+            && args.len() > 1
+        {
+            r.lock().expect("recovery lock").offset = Some(offset.clone());
+        }
+        let args = serde_json::Value::Array(args);
         let d = &self.decl.delivery;
         let str_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&args, p)).and_then(|v| v.as_str());
         let room = str_at(&d.room);
@@ -238,6 +297,21 @@ delivery: {{event: chat, room: 0.room, id: {{json: 0.id}}, text: 0.text}}
         ["room-1", "room-2"].iter().position(|x| *x == r)
     }
 
+    /// Connection state recovery: the pid from CONNECT's answer and the
+    /// last broadcast's offset go back on the next CONNECT, beside the auth.
+    #[test]
+    fn a_reconnect_carries_the_session_pid_and_last_offset() {
+        let s = SocketIo::new(&decl("/"), Some(r#"{"token":"t"}"#.into()), true).unwrap();
+        assert_eq!(s.connect(), r#"40{"token":"t"}"#, "nothing to recover yet");
+        assert_eq!(s.read(r#"40{"sid":"s1","pid":"p1"}"#, slot), Incoming::Connected { heartbeat: None });
+        let msg = msg_no(2, 5);
+        let event = format!(r#"42["chat",{{"room":"room-2","id":"{}","text":"hey"}},"65f0aa"]"#, wire_id(msg));
+        let Incoming::Msg(d) = s.read(&event, slot) else { panic!("a delivery") };
+        assert_eq!(d.msg, Some(msg), "the offset argument does not disturb the paths");
+        let again: serde_json::Value = serde_json::from_str(&s.connect()[2..]).unwrap();
+        assert_eq!(again, serde_json::json!({"token": "t", "pid": "p1", "offset": "65f0aa"}));
+    }
+
     #[test]
     fn packets_parse_with_and_without_namespace_ack_and_data() {
         assert_eq!(
@@ -257,21 +331,21 @@ delivery: {{event: chat, room: 0.room, id: {{json: 0.id}}, text: 0.text}}
 
     #[test]
     fn the_client_side_speaks_what_socket_io_clients_send() {
-        let s = SocketIo::new(&decl("/"), Some(r#"{"token":"t"}"#.into())).unwrap();
+        let s = SocketIo::new(&decl("/"), Some(r#"{"token":"t"}"#.into()), false).unwrap();
         assert_eq!(s.connect(), r#"40{"token":"t"}"#);
         assert_eq!(s.join(1, 3, "room-2"), format!(r#"42{}["join","room-2"]"#, JOIN_BASE + SLOTS + 3));
         let msg = msg_no(2, 5);
         let (packet, digest) = s.send(msg, "room-1", "say \"hi\"");
         assert_eq!(packet, format!(r#"42{msg}["chat",{{"room":"room-1","id":"{}","text":"say \"hi\""}}]"#, wire_id(msg)));
         assert_eq!(digest, BodyDigest::of(b"say \"hi\""));
-        let chat = SocketIo::new(&decl("/chat"), None).unwrap();
+        let chat = SocketIo::new(&decl("/chat"), None, false).unwrap();
         assert_eq!(chat.connect(), "40/chat,");
         assert!(chat.join(0, 0, "room-1").starts_with("42/chat,4503599627370496[\"join\""));
     }
 
     #[test]
     fn server_packets_mean_what_the_other_protocols_mean() {
-        let s = SocketIo::new(&decl("/"), None).unwrap();
+        let s = SocketIo::new(&decl("/"), None, false).unwrap();
         let read = |t: &str| s.read(t, slot);
         let msg = msg_no(2, 5);
         assert_eq!(read("2"), Incoming::Reply("3".into()), "a ping is answered");

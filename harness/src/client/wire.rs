@@ -174,7 +174,8 @@ impl Wire {
                 let decl = system.socketio.as_ref().expect("socketio is checked when the scenario is read");
                 let auth = decl.auth.as_deref().map(|t| super::socketio::fill_auth(t, client, home, token));
                 Speaks::SocketIo(Box::new(
-                    super::socketio::SocketIo::new(decl, auth).expect("id patterns are checked when the scenario is read"),
+                    super::socketio::SocketIo::new(decl, auth, system.guarantees.history == crate::scenario::HistoryGuarantee::Recovery)
+                        .expect("id patterns are checked when the scenario is read"),
                 ))
             }
             Protocol::JsonFrames => Speaks::Frames(Box::new(

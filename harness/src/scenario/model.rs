@@ -241,10 +241,10 @@ impl Guarantees {
         if self.ack == AckGuarantee::None {
             off(&mut c.liveness.answered, "declared ack: none (sends get no answer to wait for)".into());
         }
-        if self.history == HistoryGuarantee::None {
+        if !self.history.is_reference() {
             off(&mut c.live_equals_history, "declared history: none (nothing to compare live deliveries with)".into());
         }
-        if self.history == HistoryGuarantee::None && !store {
+        if !self.history.is_reference() && !store {
             off(
                 &mut c.liveness.resolved,
                 if self.ack == AckGuarantee::None {
@@ -294,6 +294,18 @@ pub enum HistoryGuarantee {
     #[default]
     Reference,
     None,
+    /// No stored history, but a client that reconnects after a short
+    /// disconnection gets what it missed (Socket.IO's connection state
+    /// recovery): a subscription lasts across reconnects, so nothing sent
+    /// while it was away may be lost.
+    Recovery,
+}
+
+impl HistoryGuarantee {
+    /// The run's MongoDB holds the reference server's history layout.
+    pub fn is_reference(self) -> bool {
+        self == HistoryGuarantee::Reference
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -123,8 +123,8 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         for url in &external.urls {
             check(url.starts_with("ws://") || url.starts_with("wss://"), path, || format!("{url:?} is not a ws:// or wss:// URL"))?;
         }
-        check(s.system.guarantees.history == HistoryGuarantee::None, &["system", "guarantees", "history"], || {
-            "an external system has no MongoDB the harness reads history from: declare history: none".into()
+        check(!s.system.guarantees.history.is_reference(), &["system", "guarantees", "history"], || {
+            "an external system has no MongoDB the harness reads history from: declare history: none (or recovery)".into()
         })?;
         let client_side =
             |a: &FaultAction| matches!(a, FaultAction::DropClients { .. } | FaultAction::Network { link: LinkTarget::Clients, .. });
@@ -435,8 +435,8 @@ fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), String>
     if s.system.command.is_none() && s.system.external.is_none() {
         return Err("the reference server does not speak Socket.IO: give system.command (or system.external)".into());
     }
-    if s.system.guarantees.history != HistoryGuarantee::None {
-        return Err("a Socket.IO server keeps no history in the reference layout: declare guarantees.history: none".into());
+    if s.system.guarantees.history.is_reference() {
+        return Err("a Socket.IO server keeps no history in the reference layout: declare guarantees.history: none, or recovery (connection state recovery)".into());
     }
     Ok(())
 }
