@@ -1,9 +1,14 @@
 //! chatbench's clients against a peer load generator, Artillery (its
-//! WebSocket engine), on the same server with the same workload: 4 rooms,
+//! WebSocket engine), and against the limit — a bare tokio-tungstenite
+//! client in this process that sends and receives the same frames and
+//! records nothing — on the same server with the same workload: 4 rooms,
 //! 2 subscribers and 1 sender per room, open loop at a ladder of total rates
-//! for 20 s each. Prints each generator's CPU seconds per 1000 messages sent
-//! and the highest rate it sustains (achieved ≥ 95 % of offered). chatbench
-//! also records and checks every event; Artillery only sends and receives.
+//! for 20 s each. Prints each generator's CPU seconds per 1000 messages sent,
+//! the highest rate it sustains (achieved ≥ 95 % of offered), and
+//! chatbench's CPU per message as a multiple of the bare client's (the
+//! price of recording and checking; goal ≤ 1.5×). chatbench also records
+//! and checks every event; Artillery and the bare client only send and
+//! receive.
 //!
 //!   ci/setup mongo && benches/install-artillery   # Artillery 2.0.34, pinned
 //!   cargo build --release --workspace --bins && cargo bench -p chatbench-benches --bench generators
@@ -35,6 +40,87 @@ struct Figures {
     /// chatbench: the run's checks passed (a rate whose run failed them is
     /// not sustained, however much was sent). Artillery checks nothing.
     passed: bool,
+}
+
+fn self_cpu_s() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we own; no other memory is touched.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+/// The limit: the same workload from bare tokio-tungstenite connections in
+/// this process (subscribers subscribe and read; senders send on a fixed
+/// schedule and read their acks), recording and checking nothing. CPU is
+/// this process's own (nothing else runs in it meanwhile).
+async fn run_bare(ws: &str, rate: f64) -> Figures {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut subscribers = Vec::new();
+    for i in 0..ROOMS * SUBSCRIBERS_PER_ROOM {
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws).await.expect("bare subscriber connects");
+        let room = i % ROOMS;
+        socket.send(Message::text(format!(r#"{{"op":"subscribe","room":"room-{room}"}}"#))).await.expect("subscribe");
+        let stop = stop.clone();
+        subscribers.push(tokio::spawn(async move {
+            let mut got = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), socket.next()).await {
+                    Ok(Some(Ok(_))) => got += 1,
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+            got
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_before = self_cpu_s();
+    let started = Instant::now();
+    let per_sender = rate / f64::from(ROOMS);
+    let body = "x".repeat(64);
+    let mut senders = Vec::new();
+    for room in 0..ROOMS {
+        let (socket, _) = tokio_tungstenite::connect_async(ws).await.expect("bare sender connects");
+        let (mut write, mut read) = socket.split();
+        let body = body.clone();
+        senders.push(tokio::spawn(async move {
+            let reader = tokio::spawn(async move { while let Some(Ok(_)) = read.next().await {} });
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sender));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let count = (per_sender * DURATION_S as f64) as u64;
+            for k in 0..count {
+                tick.tick().await;
+                let frame = format!(r#"{{"op":"send","room":"room-{room}","id":"b{room}-{k}","body":"{body}"}}"#);
+                if write.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = write.close().await;
+            reader.abort();
+            count
+        }));
+    }
+    let mut sent = 0u64;
+    for s in senders {
+        sent += s.await.unwrap_or(0);
+    }
+    let elapsed = started.elapsed().as_secs_f64() - 1.0;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in subscribers {
+        let _ = s.await;
+    }
+    Figures {
+        generator: "bare",
+        offered: rate,
+        achieved: sent as f64 / elapsed.max(DURATION_S as f64),
+        cpu_s: self_cpu_s() - cpu_before,
+        sent: sent as f64,
+        passed: true,
+    }
 }
 
 fn children_cpu_s() -> f64 {
@@ -185,6 +271,7 @@ async fn main() {
         let point = tempfile::tempdir().expect("temp dir");
         rows.push(run_chatbench(&mongo.uri, rate, point.path()));
         rows.push(run_artillery(&ws, &http, rate, point.path()).await);
+        rows.push(run_bare(&ws, rate).await);
     }
     println!("generator   offered/s  achieved/s  CPU s  CPU s per 1000 msgs");
     for f in &rows {
@@ -197,7 +284,7 @@ async fn main() {
             if f.sent > 0.0 { f.cpu_s * 1000.0 / f.sent } else { f64::NAN }
         );
     }
-    for g in ["chatbench", "artillery"] {
+    for g in ["chatbench", "artillery", "bare"] {
         let best =
             rows.iter().filter(|f| f.generator == g && f.passed && f.achieved >= 0.95 * f.offered).map(|f| f.offered).fold(0.0, f64::max);
         println!("{g}: highest rate sustained (achieved >= 95% of offered, and chatbench's checks passed): {best:.0} msgs/s");
@@ -211,6 +298,11 @@ async fn main() {
         per_k("chatbench"),
         per_k("artillery"),
         per_k("artillery") / per_k("chatbench")
+    );
+    println!(
+        "the limit: a bare tokio-tungstenite client {:.3} s per 1000 messages; chatbench costs {:.2}x that (goal <= 1.5x)",
+        per_k("bare"),
+        per_k("chatbench") / per_k("bare")
     );
     let _ = cluster.stop(Duration::from_secs(5)).await;
 }
