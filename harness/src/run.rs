@@ -676,7 +676,14 @@ async fn scrape_counters(cluster: &Cluster) -> ServerCounters {
     let mut counters = ServerCounters::default();
     for node in &cluster.nodes {
         match client.get(node.http_url("/metrics")).send().await {
-            Ok(r) => counters.add_prometheus_text(&r.text().await.unwrap_or_default()),
+            Ok(r) => {
+                let text = r.text().await.unwrap_or_default();
+                counters.add_prometheus_text(&text);
+                let stages = crate::report::NodeStages::from_prometheus_text(node.index as u32, &text);
+                if stages.insert_to_fanout.count + stages.fanout_to_socket.count > 0 {
+                    counters.stages.push(stages);
+                }
+            }
             Err(e) => tracing::warn!(node = node.index, error = %e, "could not read /metrics"),
         }
     }

@@ -22,6 +22,9 @@ pub struct Outbound {
     pub room: Arc<str>,
     pub seq: u64,
     pub frame: Utf8Bytes,
+    /// When the fan-out handed it to the hub (event → socket write is
+    /// measured from here).
+    pub at: std::time::Instant,
 }
 
 /// The queue and slow-consumer signal of one connection.
@@ -125,8 +128,9 @@ impl Hub {
             return FanoutCount::default();
         };
         let mut count = FanoutCount::default();
+        let at = std::time::Instant::now();
         for handle in members.values() {
-            let item = Outbound { room: key.clone(), seq, frame: frame.clone() };
+            let item = Outbound { room: key.clone(), seq, frame: frame.clone(), at };
             match handle.push(item) {
                 Ok(()) => count.queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -147,8 +151,9 @@ impl Hub {
         let key: Arc<str> = Arc::from(room);
         let mut seen = std::collections::HashSet::new();
         let mut count = FanoutCount::default();
+        let at = std::time::Instant::now();
         for (conn, handle) in rooms.by_room.values().flat_map(|m| m.iter()) {
-            if seen.insert(*conn) && handle.push(Outbound { room: key.clone(), seq, frame: frame.clone() }).is_ok() {
+            if seen.insert(*conn) && handle.push(Outbound { room: key.clone(), seq, frame: frame.clone(), at }).is_ok() {
                 count.queued += 1;
             }
         }
@@ -183,7 +188,7 @@ mod tests {
         hub.subscribe(&other, 2, b);
         let frame = Utf8Bytes::from("{\"op\":\"msg\"}");
         assert_eq!(hub.fanout("r1", 1, &frame), FanoutCount { queued: 1, slow: 0 });
-        let Outbound { room, seq, frame: got } = rx_a.try_recv().unwrap();
+        let Outbound { room, seq, frame: got, .. } = rx_a.try_recv().unwrap();
         assert_eq!((&*room, seq), ("r1", 1));
         assert_eq!(got.as_str().as_ptr(), frame.as_str().as_ptr(), "bytes are shared, not copied");
         assert!(rx_b.try_recv().is_err());

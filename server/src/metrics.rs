@@ -33,6 +33,7 @@ pub struct Metrics {
     pub seq_clashes: Counter,
     pub head_reads: Counter,
     pub insert_to_fanout_seconds: Histogram,
+    pub fanout_to_socket_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -61,6 +62,7 @@ impl Default for Metrics {
             seq_clashes: Counter::default(),
             head_reads: Counter::default(),
             insert_to_fanout_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
+            fanout_to_socket_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 24)),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections", m.connections.clone());
@@ -108,6 +110,11 @@ impl Default for Metrics {
             "insert_to_fanout_seconds",
             "Time from the insert (server wall clock) to fan-out on this node",
             m.insert_to_fanout_seconds.clone(),
+        );
+        registry.register(
+            "fanout_to_socket_seconds",
+            "Time from fan-out on this node (the change event or Kafka record handed to the hub) to the live msg frame written to a subscriber's socket",
+            m.fanout_to_socket_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -436,7 +436,11 @@ impl Connection {
             Phase::Active { reseq, .. } => reseq.on_live(out.seq),
         };
         match step {
-            LiveStep::Write => self.write_msg(out.frame).await,
+            LiveStep::Write => {
+                self.write_msg(out.frame).await?;
+                self.state.metrics.fanout_to_socket_seconds.observe(out.at.elapsed().as_secs_f64());
+                Ok(())
+            }
             LiveStep::Skip => Ok(()),
             LiveStep::Fetch { after } => {
                 let room = self.room_key(&out.room);

@@ -153,6 +153,72 @@ pub struct ServerCounters {
     /// Reads of a room's head to allocate a `seq`.
     #[serde(default)]
     pub head_reads: u64,
+    /// Per node: where a message's time goes on the server side — the
+    /// backend (insert → change event or Kafka record) and the server
+    /// itself (fan-out → socket write).
+    #[serde(default)]
+    pub stages: Vec<NodeStages>,
+}
+
+/// One node's stage histograms, from its `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStages {
+    pub node: u32,
+    /// Insert (server wall clock, ms) → the event reached this node's fan-out.
+    pub insert_to_fanout: StageHistogram,
+    /// Fan-out → the live frame written to a subscriber's socket.
+    pub fanout_to_socket: StageHistogram,
+}
+
+impl NodeStages {
+    /// Both histograms out of one node's Prometheus text.
+    pub fn from_prometheus_text(node: u32, text: &str) -> Self {
+        Self {
+            node,
+            insert_to_fanout: StageHistogram::from_prometheus_text(text, "chat_insert_to_fanout_seconds"),
+            fanout_to_socket: StageHistogram::from_prometheus_text(text, "chat_fanout_to_socket_seconds"),
+        }
+    }
+}
+
+/// A Prometheus histogram: cumulative counts per upper bound (seconds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageHistogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_s: f64,
+}
+
+impl StageHistogram {
+    pub fn from_prometheus_text(text: &str, name: &str) -> Self {
+        let mut h = StageHistogram::default();
+        for line in text.lines().filter(|l| l.starts_with(name)) {
+            let Some((key, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.trim().parse::<f64>() else { continue };
+            match &key[name.len()..] {
+                "_count" => h.count = value as u64,
+                "_sum" => h.sum_s = value,
+                rest => {
+                    let le = rest.strip_prefix("_bucket{le=\"").and_then(|r| r.strip_suffix("\"}"));
+                    if let Some(le) = le {
+                        let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+                        h.buckets.push((bound, value as u64));
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (seconds; None
+    /// without samples, infinite past the last bound).
+    pub fn quantile_le(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q * self.count as f64).ceil().max(1.0) as u64;
+        self.buckets.iter().find(|(_, cum)| *cum >= rank).map(|(le, _)| *le)
+    }
 }
 
 impl ServerCounters {
@@ -181,6 +247,7 @@ impl ServerCounters {
         self.kafka_producer_resets += o.kafka_producer_resets;
         self.seq_clashes += o.seq_clashes;
         self.head_reads += o.head_reads;
+        self.stages.extend(o.stages.iter().cloned());
     }
 
     /// Read the counters out of Prometheus text (summing over calls).
@@ -380,7 +447,21 @@ pub fn fmt_us(us: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::ServerCounters;
+    use super::{NodeStages, ServerCounters};
+
+    #[test]
+    fn stage_histograms_are_read_per_node_and_give_bucket_bounds() {
+        let text = "chat_insert_to_fanout_seconds_sum 0.9\nchat_insert_to_fanout_seconds_count 10\n\
+                    chat_insert_to_fanout_seconds_bucket{le=\"0.001\"} 2\nchat_insert_to_fanout_seconds_bucket{le=\"0.002\"} 9\n\
+                    chat_insert_to_fanout_seconds_bucket{le=\"0.004\"} 10\nchat_insert_to_fanout_seconds_bucket{le=\"+Inf\"} 10\n\
+                    chat_fanout_to_socket_seconds_count 0\n";
+        let s = NodeStages::from_prometheus_text(1, text);
+        assert_eq!((s.node, s.insert_to_fanout.count, s.insert_to_fanout.buckets.len()), (1, 10, 4));
+        assert_eq!(s.insert_to_fanout.quantile_le(0.5), Some(0.002));
+        assert_eq!(s.insert_to_fanout.quantile_le(0.99), Some(0.004));
+        assert_eq!(s.insert_to_fanout.quantile_le(0.1), Some(0.001));
+        assert_eq!(s.fanout_to_socket.quantile_le(0.5), None, "no samples, no figure");
+    }
 
     #[test]
     fn counters_sum_over_nodes_and_fold_both_fanout_reopen_kinds() {

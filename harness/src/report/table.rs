@@ -125,6 +125,8 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         }),
         num("from history (%)", &|m| m.server.history_share().unwrap_or(0.0) * 100.0, &|v| format!("{v:.1}")),
         text("fan-out re-opens / producer resets", &|m| format!("{} / {}", m.server.fanout_reopens, m.server.kafka_producer_resets)),
+        text("backend: insert → node p50/p99 (≤, per node)", &|m| stages(m, |s| &s.insert_to_fanout)),
+        text("server: node → socket p50/p99 (≤, per node)", &|m| stages(m, |s| &s.fanout_to_socket)),
         text("checks", &|m| {
             let failed = m.failed_checks().count();
             let off = m.checks.iter().filter(|c| c.off.is_some()).count();
@@ -132,6 +134,25 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
             if failed == 0 { format!("PASS ({}{off})", m.checks.len()) } else { format!("FAIL ({failed} of {}{off})", m.checks.len()) }
         }),
     ]
+}
+
+/// Per node, a stage histogram's p50/p99 bucket bounds: `n0 1ms/4ms  n1 …`.
+fn stages(m: &ModeReport, pick: impl Fn(&super::NodeStages) -> &super::StageHistogram) -> String {
+    let show = |s: Option<f64>| match s {
+        None => "-".to_owned(),
+        Some(v) if v.is_infinite() => "inf".to_owned(),
+        Some(v) => fmt_us((v * 1e6) as u64),
+    };
+    let parts: Vec<String> = m
+        .server
+        .stages
+        .iter()
+        .map(|n| {
+            let h = pick(n);
+            format!("n{} {}/{}", n.node, show(h.quantile_le(0.5)), show(h.quantile_le(0.99)))
+        })
+        .collect();
+    if parts.is_empty() { "-".to_owned() } else { parts.join("  ") }
 }
 
 pub fn render(report: &RunReport) -> String {
