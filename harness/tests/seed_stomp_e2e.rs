@@ -10,9 +10,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chatbench");
+mod cli;
+
+use cli::{kinds, report, run, text};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -69,18 +70,6 @@ fn scenario(dir: &Path, lose: Option<u32>, store: bool) -> PathBuf {
     path
 }
 
-fn run(file: &Path, out: &Path) -> Output {
-    Command::new(BIN).args(["run", file.to_str().unwrap(), "--quiet", "--out", out.to_str().unwrap()]).output().unwrap()
-}
-
-fn report(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report.json written")).unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
 #[test]
 fn the_seed_shaped_server_passes_healthy_with_its_store_resolving_every_send() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,8 +94,7 @@ fn a_seed_shaped_server_that_loses_stored_messages_fails_with_exactly_lost() {
         assert_eq!(o.status.code(), Some(1), "store {store}: {}", text(&o));
         let r = report(&out);
         let mode = &r["modes"][0];
-        let kinds: BTreeSet<String> = mode["findings_by_kind"].as_object().unwrap().keys().cloned().collect();
-        assert_eq!(kinds, BTreeSet::from(["lost".to_owned()]), "store {store}: {}", text(&o));
+        assert_eq!(kinds(&r), BTreeSet::from(["lost".to_owned()]), "store {store}: {}", text(&o));
         let lost_msgs: BTreeSet<u64> = mode["findings"].as_array().unwrap().iter().filter_map(|f| f["msg"].as_u64()).collect();
         let sent = mode["counts"]["sent"].as_u64().unwrap();
         // Every 20th stored message (the last few may still be in the

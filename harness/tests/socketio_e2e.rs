@@ -9,9 +9,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chatbench");
+mod cli;
+
+use cli::{kinds, report, run, text};
 
 fn server_js() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("examples/socketio-mongo");
@@ -37,22 +38,6 @@ fn scenario(dir: &Path, extra_args: &str, delivery_event: &str) -> PathBuf {
     let path = dir.join("sio.yaml");
     std::fs::write(&path, lines.join("\n")).unwrap();
     path
-}
-
-fn run(file: &Path, out: &Path) -> Output {
-    Command::new(BIN).args(["run", file.to_str().unwrap(), "--quiet", "--out", out.to_str().unwrap()]).output().unwrap()
-}
-
-fn report(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report.json written")).unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn kinds(r: &serde_json::Value) -> BTreeSet<String> {
-    r["modes"][0]["findings_by_kind"].as_object().unwrap().keys().cloned().collect()
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub mod synthetic;
 #[cfg(test)]
 mod no_ack_tests;
 #[cfg(test)]
-mod seq_less_tests;
+pub(crate) mod seq_less_tests;
 
 use crate::scenario::Checks;
 use crate::trace::{BodyDigest, ClientId, EventKind, FOREIGN_MSG, Label, MsgNo, RoomIdx, Trace};

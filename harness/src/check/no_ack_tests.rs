@@ -7,8 +7,8 @@
 
 use super::synthetic::{body_of, delivery};
 use super::{Check, Fate, FindingKind, TraceIndex, all_findings};
-use crate::scenario::{AckGuarantee, Checks, Guarantees, HistoryGuarantee, OrderGuarantee};
-use crate::trace::{ClientInfo, Event, EventKind, Role, RoomHistory, Stored, Trace, TraceMeta, msg_no};
+use crate::scenario::{AckGuarantee, Guarantees, HistoryGuarantee, OrderGuarantee};
+use crate::trace::{Event, EventKind, RoomHistory, Stored, Trace, msg_no};
 
 const MS: u64 = 1_000_000;
 
@@ -16,34 +16,9 @@ const MS: u64 = 1_000_000;
 /// the drain ran 3 s (past `confirm_after`, 2 s).
 fn base(store: bool) -> Trace {
     let guarantees = Guarantees { ack: AckGuarantee::None, order: OrderGuarantee::PerSender, history: HistoryGuarantee::None };
-    let checks = guarantees.narrow(&Checks::default(), store);
-    let client = |role| ClientInfo { role, node: 0, room: 0, also: Vec::new(), join_at_ns: 0, after: None, planned_sends: None };
-    let mut t = Trace {
-        version: crate::trace::TRACE_VERSION,
-        meta: TraceMeta {
-            guarantees,
-            checks,
-            warmup_ns: 10 * MS,
-            sending_started_ns: 10 * MS,
-            sending_ended_ns: 500 * MS,
-            ended_ns: 3_600 * MS,
-            drain: crate::trace::DrainRecord { completed: true, took_ns: 3_000 * MS },
-            nodes: 1,
-            ..Default::default()
-        },
-        rooms: vec!["r".into()],
-        clients: vec![client(Role::Sender), client(Role::Sender), client(Role::Subscriber), client(Role::Subscriber)],
-        events: Vec::new(),
-        history: vec![RoomHistory::default()],
-        api_history: Vec::new(),
-    };
-    for c in 0..4 {
-        t.events.push(Event { t_ns: MS, client: c, kind: EventKind::Connected { node: 0 } });
-    }
-    for c in 2..4 {
-        t.events.push(Event { t_ns: 2 * MS, client: c, kind: EventKind::Subscribing { room: 0, after: None } });
-        t.events.push(Event { t_ns: 2 * MS, client: c, kind: EventKind::Subscribed { room: 0, head: 0, after: None } });
-    }
+    let mut t = super::seq_less_tests::base_with(guarantees, store);
+    t.meta.ended_ns = 3_600 * MS;
+    t.meta.drain = crate::trace::DrainRecord { completed: true, took_ns: 3_000 * MS };
     t
 }
 

@@ -11,8 +11,12 @@ const MS: u64 = 1_000_000;
 
 /// Client 0 and 1 send, 2 and 3 subscribe, one room; sending from 10 ms.
 fn base(order: OrderGuarantee) -> Trace {
-    let guarantees = Guarantees { order, history: HistoryGuarantee::None, ..Guarantees::default() };
-    let checks = guarantees.narrow(&Checks::default(), false);
+    base_with(Guarantees { order, history: HistoryGuarantee::None, ..Guarantees::default() }, false)
+}
+
+/// [`base`] for any declaration (`store`: a store oracle is declared).
+pub(super) fn base_with(guarantees: Guarantees, store: bool) -> Trace {
+    let checks = guarantees.narrow(&Checks::default(), store);
     let client = |role| ClientInfo { role, node: 0, room: 0, also: Vec::new(), join_at_ns: 0, after: None, planned_sends: None };
     let mut t = Trace {
         version: crate::trace::TRACE_VERSION,

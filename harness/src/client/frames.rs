@@ -112,24 +112,11 @@ mod tests {
     use crate::scenario::JsonFrames;
     use crate::trace::msg_no;
 
-    /// Protocol v1 (server/PROTOCOL.md), declared.
-    pub fn v1() -> JsonFrames {
-        serde_saphyr::from_str(V1).unwrap()
+    /// Protocol v1 (server/PROTOCOL.md), declared: the shipped scenario's.
+    fn v1() -> JsonFrames {
+        let scenario = crate::scenario::parse_str(include_str!("../../../scenarios/json-frames.yaml"), "json-frames.yaml").unwrap();
+        scenario.system.json_frames.expect("json-frames.yaml declares json_frames")
     }
-
-    pub const V1: &str = r#"
-path: /ws
-join: '{"op":"subscribe","room":"{room}"}'
-join_after: '{"op":"subscribe","room":"{room}","after":{after}}'
-leave: '{"op":"unsubscribe","room":"{room}"}'
-send: '{"op":"send","room":"{room}","id":"{id}","body":"{text}"}'
-frames:
-  - {match: {op: ack}, is: ack, id: {json: id}, seq: seq}
-  - {match: {op: msg}, is: delivery, id: {json: id}, room: room, seq: seq, text: body}
-  - {match: {op: subscribed}, is: joined, room: room, head: head}
-  - {match: {op: unsubscribed}, is: left, room: room}
-  - {match: {op: error}, is: error, id: {json: id}, room: room, code: code}
-"#;
 
     fn slot(r: &str) -> Option<usize> {
         ["room-1", "room \"2\""].iter().position(|x| *x == r)
