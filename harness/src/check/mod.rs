@@ -474,6 +474,8 @@ pub struct SubscriberView {
     /// How long before leaving a message must have been acked to be owed
     /// (the freshness window: a fresh system delivered it by then).
     pub leave_grace_ns: u64,
+    /// The system declared `echo: false`: never owed its own messages.
+    pub no_echo: bool,
 }
 
 impl SubscriberView {
@@ -505,7 +507,7 @@ impl SubscriberView {
     }
 
     fn owed(&self, send: &SendInfo, seq: u64, in_time: bool) -> bool {
-        if send.room != self.room {
+        if send.room != self.room || (self.no_echo && send.sender == self.client) {
             return false;
         }
         let acked_ns = send.ack.map_or(send.first_sent_ns, |(_, t)| t);
@@ -688,7 +690,15 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
     let rooms: Vec<RoomIdx> = if info.role.subscribes() { info.rooms().collect() } else { Vec::new() };
     let mut views: Vec<SubscriberView> = rooms
         .iter()
-        .map(|&room| SubscriberView { client, node: info.node, room, seq_less, leave_grace_ns, ..Default::default() })
+        .map(|&room| SubscriberView {
+            client,
+            node: info.node,
+            room,
+            seq_less,
+            leave_grace_ns,
+            no_echo: !trace.meta.guarantees.echo,
+            ..Default::default()
+        })
         .collect();
     // Per view: currently a member (confirmed, not left since), and
     // leaving (unsubscribe sent, not subscribing again yet).

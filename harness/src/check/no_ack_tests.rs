@@ -15,7 +15,8 @@ const MS: u64 = 1_000_000;
 /// Client 0 and 1 send, 2 and 3 subscribe, one room; sending 10–500 ms,
 /// the drain ran 3 s (past `confirm_after`, 2 s).
 fn base(store: bool) -> Trace {
-    let guarantees = Guarantees { ack: AckGuarantee::None, order: OrderGuarantee::PerSender, history: HistoryGuarantee::None };
+    let guarantees =
+        Guarantees { ack: AckGuarantee::None, order: OrderGuarantee::PerSender, history: HistoryGuarantee::None, ..Guarantees::default() };
     let mut t = super::seq_less_tests::base_with(guarantees, store);
     t.meta.ended_ns = 3_600 * MS;
     t.meta.drain = crate::trace::DrainRecord { completed: true, took_ns: 3_000 * MS };
@@ -174,7 +175,12 @@ mod generated {
     use proptest::prelude::*;
 
     fn fire_and_forget(mut t: Trace) -> Trace {
-        t.meta.guarantees = Guarantees { ack: AckGuarantee::None, order: OrderGuarantee::PerSender, history: HistoryGuarantee::None };
+        t.meta.guarantees = Guarantees {
+            ack: AckGuarantee::None,
+            order: OrderGuarantee::PerSender,
+            history: HistoryGuarantee::None,
+            ..Guarantees::default()
+        };
         t.meta.checks = t.meta.guarantees.narrow(&t.meta.checks, false);
         t.events.retain(|e| !matches!(e.kind, EventKind::Ack { .. }));
         for e in &mut t.events {

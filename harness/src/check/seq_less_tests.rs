@@ -139,6 +139,20 @@ fn with_recovery_a_message_sent_while_a_subscriber_was_away_is_owed() {
     }
 }
 
+/// `echo: false` (the server broadcasts to everyone but the sender): a
+/// subscribed sender is not owed its own message; with echo it is.
+#[test]
+fn without_echo_a_sender_is_not_owed_its_own_message() {
+    for (echo, expected) in [(true, vec![(FindingKind::Lost, Some(2))]), (false, vec![])] {
+        let mut t = base(OrderGuarantee::PerSender);
+        t.meta.guarantees.echo = echo;
+        // Client 2 subscribes and sends (a chatter).
+        let a = send(&mut t, 20, 2, 0);
+        deliver(&mut t, 40, 3, a);
+        assert_eq!(kinds(t), expected, "echo {echo}");
+    }
+}
+
 #[test]
 fn a_second_copy_is_a_duplicate_and_an_unsent_message_a_phantom() {
     let mut t = base(OrderGuarantee::PerSender);

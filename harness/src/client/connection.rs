@@ -57,6 +57,9 @@ pub(super) struct Context {
     /// Sends are answered (not `ack: none`): unanswered ones are resent
     /// after a reconnect or an error, and the drain waits for them.
     pub acks: bool,
+    /// The system sends a client its own messages (`echo`); without, the
+    /// drain counts a chatter's own acks as seen.
+    pub echo: bool,
     /// Credentials on the WebSocket upgrade: headers, query parameters.
     pub upgrade_headers: Vec<(String, String)>,
     pub upgrade_query: Vec<(String, String)>,
@@ -425,6 +428,9 @@ impl<'a> Client<'a> {
         let host = self.ctx.urls.first().and_then(|u| u.split("//").nth(1)).and_then(|h| h.split([':', '/']).next()).unwrap_or("localhost");
         let Some(hello) = self.ctx.wire.hello(host) else { return Ok(ws) };
         ws.send(hello).await.map_err(|_| None)?;
+        if !self.ctx.wire.hello_answered() {
+            return Ok(ws);
+        }
         let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         loop {
             let message = match tokio::time::timeout_at(deadline, ws.next()).await {
@@ -757,6 +763,13 @@ impl<'a> Client<'a> {
         }
         if let Some(max) = shared.room_max_acked.get(room as usize) {
             max.fetch_max(seq, Ordering::Relaxed);
+        }
+        // A server that never echoes a sender's own messages: its own acks
+        // are as far as it will get (the drain waits for nothing more).
+        if !self.ctx.echo
+            && let Some(last) = shared.client_last_seq[self.ctx.plan.id as usize].get(self.slot_of_send(msg))
+        {
+            last.fetch_max(seq, Ordering::Relaxed);
         }
     }
 

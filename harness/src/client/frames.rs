@@ -13,13 +13,26 @@ use crate::trace::{BodyDigest, Label, MsgNo, parse_wire_id, wire_id};
 pub struct Frames {
     decl: JsonFrames,
     ids: Vec<Option<IdReader>>,
+    /// The `hello` frame, filled for this client.
+    hello: Option<String>,
 }
 
 impl Frames {
+    /// `hello`: the declaration's hello frame, filled for this client.
     /// Err: an id pattern that does not compile (refused when the scenario is read).
-    pub fn new(decl: &JsonFrames) -> Result<Self, regex::Error> {
+    pub fn new(decl: &JsonFrames, hello: Option<String>) -> Result<Self, regex::Error> {
         let ids = decl.frames.iter().map(|m| m.id.as_ref().map(IdReader::json).transpose()).collect::<Result<_, _>>()?;
-        Ok(Self { decl: decl.clone(), ids })
+        Ok(Self { decl: decl.clone(), ids, hello })
+    }
+
+    /// The first frame of a connection, if declared.
+    pub fn hello(&self) -> Option<&str> {
+        self.hello.as_deref()
+    }
+
+    /// The server answers `hello` (a `connected` matcher is declared).
+    pub fn hello_answered(&self) -> bool {
+        self.decl.frames.iter().any(|m| m.is == FrameKind::Connected)
     }
 
     pub fn confirm(&self) -> crate::scenario::FrameConfirm {
@@ -52,8 +65,9 @@ impl Frames {
     }
 
     /// What a server frame means; `slot_of` maps a room name to the
-    /// client's room slot.
-    pub fn read(&self, bytes: &[u8], slot_of: impl Fn(&str) -> Option<usize>) -> Incoming {
+    /// client's room slot. `single_room`: the client is in one room, so a
+    /// delivery whose matcher declares no room path is that room's.
+    pub fn read(&self, bytes: &[u8], slot_of: impl Fn(&str) -> Option<usize>, single_room: bool) -> Incoming {
         let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else { return Incoming::Unmatched };
         let Some(i) = self.decl.frames.iter().position(|m| matches(m, &doc)) else { return Incoming::Unmatched };
         let m = &self.decl.frames[i];
@@ -69,6 +83,7 @@ impl Frames {
             },
             FrameKind::Delivery => {
                 let label = match (room, slot) {
+                    (None, _) if m.room.is_none() && single_room => Label::Ok,
                     (None, _) => Label::Missing,
                     (Some(_), None) => Label::UnknownRoom,
                     (Some(_), Some(_)) => Label::Ok,
@@ -82,6 +97,7 @@ impl Frames {
                     message_id: 0,
                 })
             }
+            FrameKind::Connected => Incoming::Connected { heartbeat: None },
             FrameKind::Joined => Incoming::Subscribed { slot, head: num_at(&m.head).unwrap_or(0) },
             FrameKind::Left => Incoming::Unsubscribed { slot },
             FrameKind::Error => Incoming::Error { msg, slot, code: str_at(&m.code).unwrap_or("").to_owned() },
@@ -124,7 +140,7 @@ mod tests {
 
     #[test]
     fn protocol_v1_declared_reads_and_writes_what_the_built_in_adapter_does() {
-        let f = Frames::new(&v1()).unwrap();
+        let f = Frames::new(&v1(), None).unwrap();
         let msg = msg_no(3, 9);
         let id = wire_id(msg);
         assert_eq!(f.join("room-1", None), r#"{"op":"subscribe","room":"room-1"}"#);
@@ -136,7 +152,7 @@ mod tests {
             (Some("room \"2\""), Some(id.as_str()), Some("say \"hi\"\n"))
         );
         assert_eq!(digest, BodyDigest::of(b"say \"hi\"\n"));
-        let read = |s: String| f.read(s.as_bytes(), slot);
+        let read = |s: String| f.read(s.as_bytes(), slot, false);
         assert_eq!(read(format!(r#"{{"op":"ack","id":"{id}","seq":12}}"#)), Incoming::Ack { msg, seq: 12 });
         assert_eq!(
             read(format!(r#"{{"op":"msg","room":"room-1","id":"{id}","seq":13,"body":"x"}}"#)),
@@ -175,7 +191,7 @@ frames:
 "#,
         )
         .unwrap();
-        let f = Frames::new(&decl).unwrap();
+        let f = Frames::new(&decl, None).unwrap();
         let msg = msg_no(1, 2);
         let (_, digest) = f.send("room-1", msg, "hey");
         assert_eq!(digest, BodyDigest::of(b"hey"), "the text path's last name is where it was sent");
@@ -184,9 +200,9 @@ frames:
             wire_id(msg)
         );
         assert_eq!(
-            f.read(frame.as_bytes(), slot),
+            f.read(frame.as_bytes(), slot, false),
             Incoming::Msg(Delivered { msg: Some(msg), seq: 41, slot: 0, label: Label::Ok, body: Some(digest), message_id: 0 })
         );
-        assert_eq!(f.read(br#"{"type":"event","event":{"kind":"typing"}}"#, slot), Incoming::Nothing);
+        assert_eq!(f.read(br#"{"type":"event","event":{"kind":"typing"}}"#, slot, false), Incoming::Nothing);
     }
 }

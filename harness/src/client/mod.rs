@@ -192,6 +192,7 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
             wire,
             seq,
             acks,
+            echo: system.guarantees.echo,
             upgrade_headers,
             upgrade_query,
             plan: plan.clone(),

@@ -135,8 +135,8 @@ impl SocketIo {
         format!("42{}{}[{}]", self.ns, ack.map(|a| a.to_string()).unwrap_or_default(), list.join(","))
     }
 
-    /// What an Engine.IO packet means.
-    pub fn read(&self, text: &str, slot_of: impl Fn(&str) -> Option<usize>) -> Incoming {
+    /// What an Engine.IO packet means (`single_room`: see `Frames::read`).
+    pub fn read(&self, text: &str, slot_of: impl Fn(&str) -> Option<usize>, single_room: bool) -> Incoming {
         let mut chars = text.chars();
         match chars.next() {
             Some('2') => return Incoming::Reply(format!("3{}", chars.as_str())),
@@ -161,7 +161,7 @@ impl SocketIo {
             }
             '1' => Incoming::Error { msg: None, slot: None, code: "the server disconnected the namespace".into() },
             '3' => self.read_ack(packet.ack, packet.data),
-            '2' => self.read_event(packet.data, slot_of),
+            '2' => self.read_event(packet.data, slot_of, single_room),
             _ => Incoming::Nothing,
         }
     }
@@ -197,7 +197,7 @@ impl SocketIo {
         }
     }
 
-    fn read_event(&self, data: Option<serde_json::Value>, slot_of: impl Fn(&str) -> Option<usize>) -> Incoming {
+    fn read_event(&self, data: Option<serde_json::Value>, slot_of: impl Fn(&str) -> Option<usize>, single_room: bool) -> Incoming {
         let Some(serde_json::Value::Array(mut list)) = data else { return Incoming::Unmatched };
         if list.first().and_then(|e| e.as_str()) != Some(self.decl.delivery.event.as_str()) {
             return Incoming::Unmatched;
@@ -215,6 +215,7 @@ impl SocketIo {
         let room = str_at(&d.room);
         let slot = room.and_then(&slot_of);
         let label = match (room, slot) {
+            (None, _) if d.room.is_none() && single_room => Label::Ok,
             (None, _) => Label::Missing,
             (Some(_), None) => Label::UnknownRoom,
             (Some(_), Some(_)) => Label::Ok,
@@ -303,10 +304,10 @@ delivery: {{event: chat, room: 0.room, id: {{json: 0.id}}, text: 0.text}}
     fn a_reconnect_carries_the_session_pid_and_last_offset() {
         let s = SocketIo::new(&decl("/"), Some(r#"{"token":"t"}"#.into()), true).unwrap();
         assert_eq!(s.connect(), r#"40{"token":"t"}"#, "nothing to recover yet");
-        assert_eq!(s.read(r#"40{"sid":"s1","pid":"p1"}"#, slot), Incoming::Connected { heartbeat: None });
+        assert_eq!(s.read(r#"40{"sid":"s1","pid":"p1"}"#, slot, false), Incoming::Connected { heartbeat: None });
         let msg = msg_no(2, 5);
         let event = format!(r#"42["chat",{{"room":"room-2","id":"{}","text":"hey"}},"65f0aa"]"#, wire_id(msg));
-        let Incoming::Msg(d) = s.read(&event, slot) else { panic!("a delivery") };
+        let Incoming::Msg(d) = s.read(&event, slot, false) else { panic!("a delivery") };
         assert_eq!(d.msg, Some(msg), "the offset argument does not disturb the paths");
         let again: serde_json::Value = serde_json::from_str(&s.connect()[2..]).unwrap();
         assert_eq!(again, serde_json::json!({"token": "t", "pid": "p1", "offset": "65f0aa"}));
@@ -346,7 +347,7 @@ delivery: {{event: chat, room: 0.room, id: {{json: 0.id}}, text: 0.text}}
     #[test]
     fn server_packets_mean_what_the_other_protocols_mean() {
         let s = SocketIo::new(&decl("/"), None, false).unwrap();
-        let read = |t: &str| s.read(t, slot);
+        let read = |t: &str| s.read(t, slot, false);
         let msg = msg_no(2, 5);
         assert_eq!(read("2"), Incoming::Reply("3".into()), "a ping is answered");
         assert_eq!(read("0{\"sid\":\"a\",\"pingInterval\":25000}"), Incoming::Nothing);

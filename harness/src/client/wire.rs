@@ -178,10 +178,13 @@ impl Wire {
                         .expect("id patterns are checked when the scenario is read"),
                 ))
             }
-            Protocol::JsonFrames => Speaks::Frames(Box::new(
-                super::frames::Frames::new(system.json_frames.as_ref().expect("json_frames is checked when the scenario is read"))
-                    .expect("id patterns are checked when the scenario is read"),
-            )),
+            Protocol::JsonFrames => {
+                let decl = system.json_frames.as_ref().expect("json_frames is checked when the scenario is read");
+                let hello = decl.hello.as_deref().map(|t| super::socketio::fill_auth(t, client, home, token));
+                Speaks::Frames(Box::new(
+                    super::frames::Frames::new(decl, hello).expect("id patterns are checked when the scenario is read"),
+                ))
+            }
             Protocol::Stomp => {
                 let template = &system.stomp.subscribe;
                 let destination = match template.split_once("{room}") {
@@ -234,6 +237,15 @@ impl Wire {
         }
     }
 
+    /// Whether the first message is answered before anything else may be
+    /// sent (STOMP CONNECTED, Socket.IO CONNECT, a declared `connected`).
+    pub fn hello_answered(&self) -> bool {
+        match &self.protocol {
+            Speaks::Frames(f) => f.hello_answered(),
+            _ => true,
+        }
+    }
+
     /// Query parameters the protocol needs on the upgrade URL (Engine.IO's).
     pub fn upgrade_query(&self) -> &'static [(&'static str, &'static str)] {
         match self.protocol {
@@ -254,6 +266,9 @@ impl Wire {
     pub fn hello(&self, host: &str) -> Option<Message> {
         if let Speaks::SocketIo(s) = &self.protocol {
             return Some(Message::text(s.connect()));
+        }
+        if let Speaks::Frames(f) = &self.protocol {
+            return f.hello().map(Message::text);
         }
         let Speaks::Stomp(s) = &self.protocol else { return None };
         let mut f = StompFrame::new(Command::Connect)
@@ -374,9 +389,9 @@ impl Wire {
         };
         match &self.protocol {
             Speaks::Json => self.read_json(bytes),
-            Speaks::Frames(f) => f.read(bytes, |r| self.slot_of(r)),
+            Speaks::Frames(f) => f.read(bytes, |r| self.slot_of(r), self.rooms.len() == 1),
             Speaks::SocketIo(s) => match std::str::from_utf8(bytes) {
-                Ok(text) => s.read(text, |r| self.slot_of(r)),
+                Ok(text) => s.read(text, |r| self.slot_of(r), self.rooms.len() == 1),
                 Err(_) => Incoming::Unmatched,
             },
             Speaks::Stomp(s) => self.read_stomp(s, bytes),

@@ -201,11 +201,17 @@ pub struct Guarantees {
     /// sends are resolved against it. `none` for any other server.
     #[serde(default)]
     pub history: HistoryGuarantee,
+    /// A client subscribed to a room gets its own messages there (default
+    /// true). `false` for servers that broadcast to everyone but the sender
+    /// (Socket.IO's `socket.to(room).emit`): a sender is then never owed
+    /// its own messages.
+    #[serde(default = "yes")]
+    pub echo: bool,
 }
 
 impl Default for Guarantees {
     fn default() -> Self {
-        Self { ack: AckGuarantee::Durable, order: OrderGuarantee::Seq, history: HistoryGuarantee::Reference }
+        Self { ack: AckGuarantee::Durable, order: OrderGuarantee::Seq, history: HistoryGuarantee::Reference, echo: true }
     }
 }
 
@@ -214,10 +220,11 @@ impl Guarantees {
     pub fn label(&self) -> String {
         let name = |v: Result<serde_json::Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         format!(
-            "ack: {}, order: {}, history: {}",
+            "ack: {}, order: {}, history: {}{}",
             name(serde_json::to_value(self.ack)),
             name(serde_json::to_value(self.order)),
-            name(serde_json::to_value(self.history))
+            name(serde_json::to_value(self.history)),
+            if self.echo { "" } else { ", echo: false" }
         )
     }
 
@@ -350,6 +357,13 @@ pub struct JsonFrames {
     /// WebSocket path on nodes the harness starts.
     #[serde(default = "default_ws_path")]
     pub path: String,
+    /// A first frame on every connection, e.g. an authentication
+    /// `'{"type":"auth","token":"{token}"}'` (`{token}`, `{client}`, and
+    /// `{room}`: the home room). With an `is: connected` matcher the client
+    /// waits for that answer before joining (an `error` frame first is a
+    /// refusal); without one it goes on at once.
+    #[serde(default)]
+    pub hello: Option<String>,
     /// Join a room, e.g. `'{"op":"subscribe","room":"{room}"}'`.
     pub join: String,
     /// Join resuming after a `seq` (`{after}`), for systems with `seq`.
@@ -497,6 +511,8 @@ pub struct FrameMatcher {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FrameKind {
+    /// The server accepted the `hello` frame.
+    Connected,
     /// A send was accepted (`id`, optional `seq`).
     Ack,
     /// A chat message (`id`, `room`, optional `seq`, `text`).

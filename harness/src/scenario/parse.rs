@@ -329,6 +329,12 @@ fn id_findable(id: &JsonId, template: &str) -> Result<(), String> {
 fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
     use crate::client::frames::fill;
     check_template_is_json("join", &fill(&f.join, "room-1", "", ""))?;
+    if let Some(t) = &f.hello {
+        check_template_is_json("hello", &crate::client::socketio::fill_auth(t, 0, "room-1", "token"))?;
+    }
+    if f.hello.is_none() && f.frames.iter().any(|m| m.is == FrameKind::Connected) {
+        return Err("a matcher with is: connected answers the hello frame: declare hello".into());
+    }
     if let Some(t) = &f.join_after {
         if !t.contains("{after}") {
             return Err(format!("join_after {t:?} has no {{after}}"));
@@ -357,8 +363,10 @@ fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
         {
             regex::Regex::new(p).map_err(|e| format!("frames[{i}].id.pattern does not compile: {e}"))?;
         }
-        if matches!(m.is, FrameKind::Joined | FrameKind::Left | FrameKind::Delivery) && m.room.is_none() {
-            return Err(format!("frames[{i}] ({:?}) needs room: PATH (where the frame names its room)", m.is));
+        if m.is == FrameKind::Delivery && m.room.is_none() && s.workload.rooms_per_client > 1 {
+            return Err(format!(
+                "frames[{i}]: deliveries that do not name their room (no room: PATH) need one room per client (workload.rooms_per_client: 1)"
+            ));
         }
     }
     if s.system.guarantees.ack != AckGuarantee::None && of(FrameKind::Ack).is_none_or(|m| m.id.is_none()) {
@@ -434,6 +442,11 @@ fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), String>
     }
     if s.system.command.is_none() && s.system.external.is_none() {
         return Err("the reference server does not speak Socket.IO: give system.command (or system.external)".into());
+    }
+    if sio.delivery.room.is_none() && s.workload.rooms_per_client > 1 {
+        return Err(
+            "deliveries that do not name their room (no delivery.room) need one room per client (workload.rooms_per_client: 1)".into()
+        );
     }
     if s.system.guarantees.history.is_reference() {
         return Err("a Socket.IO server keeps no history in the reference layout: declare guarantees.history: none, or recovery (connection state recovery)".into());
@@ -585,7 +598,6 @@ workload:
             ),
             (V1_FRAMES.replace("    join_after: '{\"op\":\"subscribe\",\"room\":\"{room}\",\"after\":{after}}'\n", ""), "join_after"),
             (V1_FRAMES.replace("\"room\":\"{room}\"}'", "\"room\":{room}}'"), "join is not JSON once filled"),
-            (V1_FRAMES.replace("is: joined, room: room,", "is: joined,"), "needs room: PATH"),
         ];
         for (decl, want) in cases {
             let (_, m) = err(&frames(&decl));
@@ -593,6 +605,11 @@ workload:
         }
         let (_, m) = err(&format!("{GOOD}system:\n  protocol: json_frames\n"));
         assert!(m.contains("needs a system.json_frames declaration"), "{m}");
+        // Deliveries without a room label: fine for one room per client only.
+        let roomless = frames(&V1_FRAMES.replace("is: delivery, id: {json: id}, room: room,", "is: delivery, id: {json: id},"));
+        parse_str(&roomless, "t.yaml").unwrap();
+        let (_, m) = err(&roomless.replace("  duration: 2s", "  duration: 2s\n  rooms_per_client: 2"));
+        assert!(m.contains("need one room per client"), "{m}");
         let churn = frames(V1_FRAMES).replace("  duration: 2s", "  duration: 2s\n  churn: {every: 1s, share: 0.5, away: 100ms}");
         let (_, m) = err(&churn);
         assert!(m.contains("churn needs a leave template"), "{m}");
