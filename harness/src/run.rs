@@ -114,7 +114,9 @@ async fn run_external(
     dir: &std::path::Path,
 ) -> Result<ModeReport, InfraError> {
     let nodes = external.urls.len() as u32;
-    let rooms: Vec<String> = client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|r| format!("room-{r}")).collect();
+    let run_id = options.run_id.clone().unwrap_or_else(|| chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string());
+    let rooms: Vec<String> =
+        client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|&r| scenario.workload.room_name(r, &run_id)).collect();
     let mut plans = plan_clients(&scenario.workload, nodes, options.seed, options.shard.map_or(1, |s| s.count));
     if let Some(shard) = options.shard {
         plans = client::shard_plans(plans, shard);
@@ -185,7 +187,8 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let db = format!("chatbench_{}_{run_id}", mode.as_str());
     let backends = start_backends(scenario, options, mode, dir, &db).await?;
     let cluster = start_nodes(scenario, options, mode, dir, &backends, &db).await?;
-    let rooms: Vec<String> = client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|r| format!("room-{r}")).collect();
+    let rooms: Vec<String> =
+        client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|&r| scenario.workload.room_name(r, &run_id)).collect();
     let mut plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed, options.shard.map_or(1, |s| s.count));
     if let Some(shard) = options.shard {
         plans = client::shard_plans(plans, shard);

@@ -781,6 +781,12 @@ pub enum ProviderChoice {
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub rooms: u32,
+    /// How rooms are named: a template with `{n}` (the room's number) and
+    /// optionally `{run}` (this run's id, so rooms of an external system
+    /// that keeps history are new each run). Default `room-{n}`; e.g.
+    /// `"{n}"` for servers whose room ids are numbers.
+    #[serde(default = "default_room_names")]
+    pub room_names: String,
     /// Connections per room that only subscribe.
     pub subscribers_per_room: u32,
     /// Connections per room that only send.
@@ -839,7 +845,16 @@ fn default_drain() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
 
+fn default_room_names() -> String {
+    "room-{n}".into()
+}
+
 impl Workload {
+    /// The name of room `n` in run `run`.
+    pub fn room_name(&self, n: u32, run: &str) -> String {
+        self.room_names.replace("{n}", &n.to_string()).replace("{run}", run)
+    }
+
     /// Client connections the workload opens (all rooms, late ones too).
     pub fn connections(&self) -> u64 {
         let late = self.late_subscribers.as_ref().map_or(0, |l| l.per_room);

@@ -141,6 +141,12 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
     }
     let w = &s.workload;
     check(w.rooms >= 1, &["workload", "rooms"], || "need at least 1 room".into())?;
+    check(w.room_names.contains("{n}"), &["workload", "room_names"], || {
+        format!("{:?} has no {{n}}: every room needs its own name", w.room_names)
+    })?;
+    check(!w.room_names.chars().any(|c| c.is_whitespace() || c.is_control()), &["workload", "room_names"], || {
+        format!("{:?}: room names carry no spaces or control characters (they go into destinations and headers)", w.room_names)
+    })?;
     check(w.senders_per_room + w.chatters_per_room >= 1, &["workload", "senders_per_room"], || {
         "need at least 1 sender or chatter per room".into()
     })?;
@@ -636,6 +642,17 @@ workload:
         }
         let (_, m) = err(&format!("{GOOD}system:\n  protocol: socketio\n"));
         assert!(m.contains("needs a system.socketio declaration"), "{m}");
+    }
+
+    #[test]
+    fn room_names_are_a_template_with_the_room_number() {
+        let s = parse_str(&GOOD.replace("  rooms: 2\n", "  rooms: 2\n  room_names: \"g{n}-{run}\"\n"), "t.yaml").unwrap();
+        assert_eq!(s.workload.room_name(7, "r1"), "g7-r1");
+        assert_eq!(parse_str(GOOD, "t.yaml").unwrap().workload.room_name(3, "x"), "room-3");
+        let (_, m) = err(&GOOD.replace("  rooms: 2\n", "  rooms: 2\n  room_names: lobby\n"));
+        assert!(m.starts_with("workload.room_names: \"lobby\" has no {n}"), "{m}");
+        let (_, m) = err(&GOOD.replace("  rooms: 2\n", "  rooms: 2\n  room_names: \"a {n}\"\n"));
+        assert!(m.contains("no spaces"), "{m}");
     }
 
     #[test]
