@@ -200,8 +200,8 @@ impl StageHistogram {
                 "_sum" => h.sum_s = value,
                 rest => {
                     let le = rest.strip_prefix("_bucket{le=\"").and_then(|r| r.strip_suffix("\"}"));
-                    if let Some(le) = le {
-                        let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+                    // The +Inf bucket is `count` (and JSON has no infinity).
+                    if let Some(bound) = le.and_then(|le| le.parse::<f64>().ok()).filter(|b| b.is_finite()) {
                         h.buckets.push((bound, value as u64));
                     }
                 }
@@ -217,7 +217,7 @@ impl StageHistogram {
             return None;
         }
         let rank = (q * self.count as f64).ceil().max(1.0) as u64;
-        self.buckets.iter().find(|(_, cum)| *cum >= rank).map(|(le, _)| *le)
+        Some(self.buckets.iter().find(|(_, cum)| *cum >= rank).map_or(f64::INFINITY, |(le, _)| *le))
     }
 }
 
@@ -456,11 +456,19 @@ mod tests {
                     chat_insert_to_fanout_seconds_bucket{le=\"0.004\"} 10\nchat_insert_to_fanout_seconds_bucket{le=\"+Inf\"} 10\n\
                     chat_fanout_to_socket_seconds_count 0\n";
         let s = NodeStages::from_prometheus_text(1, text);
-        assert_eq!((s.node, s.insert_to_fanout.count, s.insert_to_fanout.buckets.len()), (1, 10, 4));
+        assert_eq!((s.node, s.insert_to_fanout.count, s.insert_to_fanout.buckets.len()), (1, 10, 3));
         assert_eq!(s.insert_to_fanout.quantile_le(0.5), Some(0.002));
         assert_eq!(s.insert_to_fanout.quantile_le(0.99), Some(0.004));
         assert_eq!(s.insert_to_fanout.quantile_le(0.1), Some(0.001));
         assert_eq!(s.fanout_to_socket.quantile_le(0.5), None, "no samples, no figure");
+        // Reports round-trip through JSON (`compare`, `merge` read them back).
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<NodeStages>(&json).unwrap(), s);
+        let past = NodeStages::from_prometheus_text(
+            0,
+            "chat_insert_to_fanout_seconds_count 2\nchat_insert_to_fanout_seconds_bucket{le=\"0.001\"} 1\n",
+        );
+        assert_eq!(past.insert_to_fanout.quantile_le(0.99), Some(f64::INFINITY), "beyond the last bound");
     }
 
     #[test]
