@@ -158,7 +158,7 @@ pub async fn read_store(
                 scan.complete = false;
                 break;
             }
-            scan.add(&d, store, &reader);
+            scan.add(d, store, &reader);
         }
         Ok::<_, mongodb::error::Error>(scan)
     };
@@ -206,9 +206,9 @@ impl<'a> StoreScan<'a> {
         }
     }
 
-    fn add(&mut self, d: &Document, store: &StoreOracle, reader: &IdReader) {
+    fn add(&mut self, d: Document, store: &StoreOracle, reader: &IdReader) {
         self.documents += 1;
-        let json = Bson::Document(d.clone()).into_relaxed_extjson();
+        let json = Bson::Document(d).into_relaxed_extjson();
         if self.example.is_none() {
             self.example = Some(json.to_string().chars().take(300).collect());
         }
@@ -284,7 +284,7 @@ mod tests {
         let reader = IdReader::json(&store.id).unwrap();
         let mut s = StoreScan::new(&rooms);
         for d in docs {
-            s.add(d, store, &reader);
+            s.add(d.clone(), store, &reader);
         }
         s.finish(store, delivered)
     }

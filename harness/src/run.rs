@@ -211,10 +211,10 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
         return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
     }
-    let delivered = outcome.buffers.iter().flatten().filter(|e| matches!(e.kind, crate::trace::EventKind::Deliver { .. })).count();
     let (history, history_source) = match (&scenario.system.store, scenario.system.guarantees.history) {
         (Some(store), _) => {
             tracing::info!(collection = store.collection, "reading the system's store back from MongoDB (the store oracle)");
+            let delivered = outcome.buffers.iter().flatten().filter(|e| matches!(e.kind, crate::trace::EventKind::Deliver { .. })).count();
             (oracle::read_store(&mongo.uri, &db, store, &rooms, delivered as u64).await?, oracle::store_source(&db, store))
         }
         // Its history is not in the reference layout: nothing to read.

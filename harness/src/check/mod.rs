@@ -576,7 +576,9 @@ impl<'a> TraceIndex<'a> {
     pub fn build(trace: &'a Trace) -> Self {
         let mut sends: HashMap<MsgNo, SendInfo> = HashMap::new();
         let mut send_order = Vec::new();
-        // The first delivery of each message, to anyone: evidence it happened.
+        // The first delivery of each message, to anyone: evidence it
+        // happened (only a system without acks is judged by it).
+        let no_acks = trace.meta.guarantees.ack == crate::scenario::AckGuarantee::None;
         let mut delivered: HashMap<MsgNo, u64> = HashMap::new();
         let mut events_of: Vec<Vec<u32>> = vec![Vec::new(); trace.clients.len()];
         for (i, event) in trace.events.iter().enumerate() {
@@ -607,7 +609,7 @@ impl<'a> TraceIndex<'a> {
                         send.ack.get_or_insert((seq, event.t_ns));
                     }
                 }
-                EventKind::Deliver { msg, seq, .. } => {
+                EventKind::Deliver { msg, seq, .. } if no_acks => {
                     delivered.entry(msg).or_insert(seq);
                 }
                 _ => {}
