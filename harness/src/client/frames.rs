@@ -4,7 +4,7 @@
 //! the first matcher whose `match` holds, which says what the frame means
 //! and where its room, id, seq and text are.
 
-use super::wire::{Delivered, IdReader, Incoming, fill_body, json_path};
+use super::wire::{Delivered, ExpectedText, IdReader, Incoming, fill_body, json_path};
 use crate::scenario::{FrameKind, FrameMatcher, JsonFrames};
 use crate::trace::{BodyDigest, Label, MsgNo, parse_wire_id, wire_id};
 
@@ -15,6 +15,8 @@ pub struct Frames {
     ids: Vec<Option<IdReader>>,
     /// The `hello` frame, filled for this client.
     hello: Option<String>,
+    /// What subscribers must get at the delivery matcher's `text` path.
+    expected: ExpectedText,
 }
 
 impl Frames {
@@ -22,7 +24,10 @@ impl Frames {
     /// Err: an id pattern that does not compile (refused when the scenario is read).
     pub fn new(decl: &JsonFrames, hello: Option<String>) -> Result<Self, regex::Error> {
         let ids = decl.frames.iter().map(|m| m.id.as_ref().map(IdReader::json).transpose()).collect::<Result<_, _>>()?;
-        Ok(Self { decl: decl.clone(), ids, hello })
+        let (room, id, text) = ExpectedText::marks();
+        let path = decl.frames.iter().find(|m| m.is == FrameKind::Delivery).and_then(|m| m.text.as_deref());
+        let expected = ExpectedText::new(&fill(&decl.send, room, id, text), path);
+        Ok(Self { decl: decl.clone(), ids, hello, expected })
     }
 
     /// The first frame of a connection, if declared.
@@ -52,16 +57,10 @@ impl Frames {
         self.decl.leave.as_deref().map(|t| fill(t, room, "", ""))
     }
 
-    /// The send frame, and the digest of the text subscribers must get:
-    /// what went to the delivery matcher's `text` path (or its last name),
-    /// else the generated text.
+    /// The send frame, and the digest of the text subscribers must get.
     pub fn send(&self, room: &str, msg: MsgNo, text: &str) -> (String, BodyDigest) {
-        let frame = fill(&self.decl.send, room, &wire_id(msg), text);
-        let sent = serde_json::from_str::<serde_json::Value>(&frame).ok();
-        let path = self.decl.frames.iter().find(|m| m.is == FrameKind::Delivery).and_then(|m| m.text.as_deref());
-        let at = |p: &str| sent.as_ref().and_then(|v| json_path(v, p)).and_then(|v| v.as_str());
-        let expected = path.and_then(|p| at(p).or_else(|| at(p.rsplit('.').next().unwrap_or(p))));
-        (frame, BodyDigest::of(expected.unwrap_or(text).as_bytes()))
+        let id = wire_id(msg);
+        (fill(&self.decl.send, room, &id, text), self.expected.digest(room, &id, text))
     }
 
     /// What a server frame means; `slot_of` maps a room name to the

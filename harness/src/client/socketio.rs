@@ -17,7 +17,7 @@
 //! message number; joins and leaves are numbered above 2^52 by room slot
 //! (all below 2^53, exact in JavaScript).
 
-use super::wire::{Delivered, IdReader, Incoming, fill_body, json_path};
+use super::wire::{Delivered, ExpectedText, IdReader, Incoming, json_path};
 use crate::scenario::SocketIoSettings;
 use crate::trace::{BodyDigest, Label, MsgNo, wire_id};
 
@@ -33,6 +33,8 @@ pub struct SocketIo {
     /// The CONNECT payload, filled for this client.
     auth: Option<String>,
     delivery_id: IdReader,
+    /// What subscribers must get at the delivery's `text` path.
+    expected: ExpectedText,
     /// Connection state recovery (`history: recovery`): the session's
     /// private id from the server's CONNECT answer, and the offset of the
     /// last broadcast received, sent back on the next CONNECT.
@@ -52,6 +54,7 @@ impl Clone for SocketIo {
             ns: self.ns.clone(),
             auth: self.auth.clone(),
             delivery_id: self.delivery_id.clone(),
+            expected: self.expected.clone(),
             recovery: self.recovery.as_ref().map(|r| std::sync::Mutex::new(r.lock().expect("recovery lock").clone())),
         }
     }
@@ -62,8 +65,11 @@ impl SocketIo {
     /// `recovery`: the system declares connection state recovery.
     pub fn new(decl: &SocketIoSettings, auth: Option<String>, recovery: bool) -> Result<Self, regex::Error> {
         let ns = if decl.namespace == "/" || decl.namespace.is_empty() { String::new() } else { format!("{},", decl.namespace) };
+        let (room, id, text) = ExpectedText::marks();
+        let sent = format!("[{}]", decl.send.args.iter().map(|t| fill(t, room, id, text)).collect::<Vec<_>>().join(","));
         Ok(Self {
             delivery_id: IdReader::json(&decl.delivery.id)?,
+            expected: ExpectedText::new(&sent, decl.delivery.text.as_deref()),
             decl: decl.clone(),
             ns,
             auth,
@@ -114,19 +120,12 @@ impl SocketIo {
         self.event(&leave.event, &leave.args, id, room, "", "")
     }
 
-    /// The send event, and the digest of the text subscribers must get
-    /// (what went to the delivery's `text` path, or its last name; else
-    /// the generated text).
+    /// The send event, and the digest of the text subscribers must get.
     pub fn send(&self, msg: MsgNo, room: &str, text: &str) -> (String, BodyDigest) {
         let send = &self.decl.send;
         let id = wire_id(msg);
         let packet = self.event(&send.event, &send.args, send.ack.then_some(msg), room, &id, text);
-        let args: Vec<serde_json::Value> = send.args.iter().filter_map(|t| serde_json::from_str(&fill(t, room, &id, text)).ok()).collect();
-        let args = serde_json::Value::Array(args);
-        let at = |p: &str| json_path(&args, p).and_then(|v| v.as_str());
-        let expected =
-            self.decl.delivery.text.as_deref().and_then(|p| at(p).or_else(|| at(&format!("0.{}", p.rsplit('.').next().unwrap_or(p)))));
-        (packet, BodyDigest::of(expected.unwrap_or(text).as_bytes()))
+        (packet, self.expected.digest(room, &id, text))
     }
 
     fn event(&self, event: &str, args: &[String], ack: Option<u64>, room: &str, id: &str, text: &str) -> String {
@@ -232,16 +231,7 @@ impl SocketIo {
     }
 }
 
-/// Fill an argument template: `{room}`, `{id}`, `{text}`, JSON-escaped.
-pub fn fill(template: &str, room: &str, id: &str, text: &str) -> String {
-    super::frames::fill(template, room, id, text)
-}
-
-/// Fill the CONNECT auth template (`{token}`, `{client}`, `{room}`, JSON-escaped).
-pub fn fill_auth(template: &str, client: u32, room: &str, token: &str) -> String {
-    let esc = |s: &str| fill_body("{text}", true, "", s);
-    template.replace("{client}", &client.to_string()).replace("{room}", &esc(room)).replace("{token}", &esc(token))
-}
+pub use super::frames::fill;
 
 /// A Socket.IO packet: type, namespace (`/chat`, or empty for `/`), ack
 /// id, JSON data.

@@ -84,6 +84,8 @@ pub struct Stomp {
     destination: (String, String),
     /// The SEND body template is JSON.
     json_body: bool,
+    /// With `text: {json: PATH}`: what subscribers must get there.
+    expected: ExpectedText,
     /// SENDs ask for a RECEIPT (not with `ack: none`).
     send_receipts: bool,
     /// Where MESSAGE frames carry the harness's id.
@@ -136,9 +138,64 @@ pub fn json_path<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde
     })
 }
 
+/// Marks standing for the text, id and room in a template filled once, to
+/// see where they land (private-use characters: JSON leaves them as they are).
+const TEXT_MARK: &str = "\u{E000}";
+const ID_MARK: &str = "\u{E001}";
+const ROOM_MARK: &str = "\u{E002}";
+
+/// What a subscriber must receive at a delivery's text path, worked out
+/// once per declaration: what the harness writes there, with marks for the
+/// text, id and room (None: the generated text itself). Found at the path
+/// in what is sent, else under the path's last name anywhere in it (a
+/// server that wraps what it echoes: `payload.content` ← `content`).
+#[derive(Debug, Clone)]
+pub struct ExpectedText(Option<String>);
+
+impl ExpectedText {
+    /// `filled`: the send template filled with [`ExpectedText::marks`]
+    /// (`room`, `id`, `text`); `path`: where deliveries carry the text.
+    pub fn new(filled: &str, path: Option<&str>) -> Self {
+        let Some(path) = path else { return Self(None) };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(filled) else { return Self(None) };
+        let last = path.rsplit('.').next().unwrap_or(path);
+        let value = json_path(&doc, path).or_else(|| find_key(&doc, last)).and_then(|v| v.as_str());
+        Self(value.filter(|v| *v != TEXT_MARK).map(str::to_owned))
+    }
+
+    /// The room, id and text marks to fill a template with for [`Self::new`].
+    pub fn marks() -> (&'static str, &'static str, &'static str) {
+        (ROOM_MARK, ID_MARK, TEXT_MARK)
+    }
+
+    /// The digest subscribers must get for one send.
+    pub fn digest(&self, room: &str, id: &str, text: &str) -> BodyDigest {
+        match &self.0 {
+            None => BodyDigest::of(text.as_bytes()),
+            Some(t) => BodyDigest::of(t.replace(TEXT_MARK, text).replace(ID_MARK, id).replace(ROOM_MARK, room).as_bytes()),
+        }
+    }
+}
+
+/// The first value under `key` in a JSON document, depth first.
+fn find_key<'v>(doc: &'v serde_json::Value, key: &str) -> Option<&'v serde_json::Value> {
+    match doc {
+        serde_json::Value::Object(map) => map.get(key).or_else(|| map.values().find_map(|v| find_key(v, key))),
+        serde_json::Value::Array(items) => items.iter().find_map(|v| find_key(v, key)),
+        _ => None,
+    }
+}
+
 /// Fill `{client}`, `{room}` and `{token}` in a credentials template.
 pub fn fill(template: &str, client: u32, room: &str, token: &str) -> String {
     template.replace("{client}", &client.to_string()).replace("{room}", room).replace("{token}", token)
+}
+
+/// [`fill`] for a JSON template (a Socket.IO `auth`, a json_frames
+/// `hello`): the room and token go in JSON-escaped.
+pub fn fill_json(template: &str, client: u32, room: &str, token: &str) -> String {
+    let esc = |s: &str| fill_body("{text}", true, "", s);
+    template.replace("{client}", &client.to_string()).replace("{room}", &esc(room)).replace("{token}", &esc(token))
 }
 
 /// The STOMP `id` of a room slot's subscription (as stomp.js numbers them).
@@ -172,7 +229,7 @@ impl Wire {
             Protocol::Json => Speaks::Json,
             Protocol::SocketIo => {
                 let decl = system.socketio.as_ref().expect("socketio is checked when the scenario is read");
-                let auth = decl.auth.as_deref().map(|t| super::socketio::fill_auth(t, client, home, token));
+                let auth = decl.auth.as_deref().map(|t| fill_json(t, client, home, token));
                 Speaks::SocketIo(Box::new(
                     super::socketio::SocketIo::new(decl, auth, system.guarantees.history == crate::scenario::HistoryGuarantee::Recovery)
                         .expect("id patterns are checked when the scenario is read"),
@@ -180,7 +237,7 @@ impl Wire {
             }
             Protocol::JsonFrames => {
                 let decl = system.json_frames.as_ref().expect("json_frames is checked when the scenario is read");
-                let hello = decl.hello.as_deref().map(|t| super::socketio::fill_auth(t, client, home, token));
+                let hello = decl.hello.as_deref().map(|t| fill_json(t, client, home, token));
                 Speaks::Frames(Box::new(
                     super::frames::Frames::new(decl, hello).expect("id patterns are checked when the scenario is read"),
                 ))
@@ -201,6 +258,13 @@ impl Wire {
                         .collect(),
                     destination,
                     json_body: is_json_template(&system.stomp.body),
+                    expected: match &system.stomp.text {
+                        TextLocation::Json(path) => {
+                            let (_, id, text) = ExpectedText::marks();
+                            ExpectedText::new(&fill_body(&system.stomp.body, true, id, text), Some(path))
+                        }
+                        TextLocation::Body => ExpectedText(None),
+                    },
                     send_receipts: system.guarantees.ack != AckGuarantee::None,
                     id: IdReader::new(&system.stomp.id).expect("id patterns are checked when the scenario is read"),
                 }))
@@ -348,18 +412,7 @@ impl Wire {
                 let body = fill_body(&s.settings.body, s.json_body, &id, text);
                 let digest = match &s.settings.text {
                     TextLocation::Body => BodyDigest::of(body.as_bytes()),
-                    // What the harness wrote at that path, else the text.
-                    TextLocation::Json(path) => {
-                        let sent = s.json_body.then(|| serde_json::from_str::<serde_json::Value>(&body).ok()).flatten();
-                        // A server that wraps what it echoes (`payload.content`)
-                        // got it at the path's last name (`content`).
-                        let last = path.rsplit('.').next().unwrap_or(path);
-                        let at = |p: &str| sent.as_ref().and_then(|v| json_path(v, p)).and_then(|v| v.as_str());
-                        match at(path).or_else(|| at(last)) {
-                            Some(at_path) => BodyDigest::of(at_path.as_bytes()),
-                            None => BodyDigest::of(text.as_bytes()),
-                        }
-                    }
+                    TextLocation::Json(_) => s.expected.digest(room, &id, text),
                 };
                 let mut f = StompFrame::new(Command::Send)
                     .header("destination", s.settings.send.replace("{room}", room))
@@ -615,12 +668,32 @@ mod tests {
         assert_eq!(d.msg, None);
     }
 
+    /// One rule for every adapter: what the harness wrote at the text
+    /// path (id and room included), else under the path's last name
+    /// anywhere in the send, else the text; worked out once, not per send.
+    #[test]
+    fn the_expected_text_is_what_was_written_where_deliveries_carry_it() {
+        let (room, id, text) = ExpectedText::marks();
+        let with = |template: &str, path: Option<&str>| {
+            ExpectedText::new(&crate::client::frames::fill(template, room, id, text), path).digest("r1", "m7", "hi \"x\"")
+        };
+        let of = |s: &str| BodyDigest::of(s.as_bytes());
+        assert_eq!(with(r#"{"c":"{text}"}"#, Some("c")), of("hi \"x\""));
+        assert_eq!(with(r#"{"c":"{room}: {text} [{id}]"}"#, Some("c")), of("r1: hi \"x\" [m7]"));
+        assert_eq!(with(r#"{"c":"{text} [{id}]"}"#, Some("payload.c")), of("hi \"x\" [m7]"), "a server that wraps it");
+        assert_eq!(with(r#"[{"m":{"c":"<{text}>"}}]"#, Some("0.m.c")), of("<hi \"x\">"), "Socket.IO arguments");
+        assert_eq!(with(r#"{"c":"{text}"}"#, None), of("hi \"x\""), "no path: the text");
+        assert_eq!(with("not json {text}", Some("c")), of("hi \"x\""));
+    }
+
     #[test]
     fn json_paths_walk_nested_objects_only() {
-        let v = serde_json::json!({"a": {"b": {"c": "x"}}, "n": 1});
+        let v = serde_json::json!({"a": {"b": {"c": "x"}}, "n": 1, "l": [{"k": "y"}]});
         assert_eq!(json_path(&v, "a.b.c"), Some(&serde_json::json!("x")));
         assert_eq!(json_path(&v, "a.x"), None);
         assert_eq!(json_path(&v, "n.b"), None);
+        assert_eq!(json_path(&v, "l.0.k"), Some(&serde_json::json!("y")), "a number indexes an array");
+        assert_eq!(json_path(&v, "l.1.k"), None);
         let reader = IdReader::json(&JsonId { json: "n".into(), pattern: None }).unwrap();
         assert_eq!(reader.from_json(&v), None, "a number is not an id");
     }

@@ -336,7 +336,7 @@ fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
     use crate::client::frames::fill;
     check_template_is_json("join", &fill(&f.join, "room-1", "", ""))?;
     if let Some(t) = &f.hello {
-        check_template_is_json("hello", &crate::client::socketio::fill_auth(t, 0, "room-1", "token"))?;
+        check_template_is_json("hello", &crate::client::wire::fill_json(t, 0, "room-1", "token"))?;
     }
     if f.hello.is_none() && f.frames.iter().any(|m| m.is == FrameKind::Connected) {
         return Err("a matcher with is: connected answers the hello frame: declare hello".into());
@@ -414,7 +414,7 @@ fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), String>
         }
     }
     if let Some(auth) = &sio.auth {
-        check_template_is_json("auth", &crate::client::socketio::fill_auth(auth, 0, "room-1", "token"))?;
+        check_template_is_json("auth", &crate::client::wire::fill_json(auth, 0, "room-1", "token"))?;
     }
     if !sio.path.starts_with('/') {
         return Err(format!("path {:?} must start with /", sio.path));
