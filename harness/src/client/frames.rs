@@ -4,9 +4,9 @@
 //! the first matcher whose `match` holds, which says what the frame means
 //! and where its room, id, seq and text are.
 
-use super::wire::{Delivered, ExpectedText, IdReader, Incoming, fill_body, json_path};
+use super::wire::{Delivered, ExpectedText, IdReader, Incoming, fill_body, json_path, json_u64, room_label};
 use crate::scenario::{FrameKind, FrameMatcher, JsonFrames};
-use crate::trace::{BodyDigest, Label, MsgNo, parse_wire_id, wire_id};
+use crate::trace::{BodyDigest, MsgNo, parse_wire_id, wire_id};
 
 /// A declaration, ready to use (id patterns compiled).
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl Frames {
         let Some(i) = self.decl.frames.iter().position(|m| matches(m, &doc)) else { return Incoming::Unmatched };
         let m = &self.decl.frames[i];
         let str_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&doc, p)).and_then(|v| v.as_str());
-        let num_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&doc, p)).and_then(as_u64);
+        let num_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&doc, p)).and_then(json_u64);
         let msg: Option<MsgNo> = self.ids[i].as_ref().and_then(|r| r.from_json(&doc)).as_deref().and_then(parse_wire_id);
         let room = str_at(&m.room);
         let slot = room.and_then(&slot_of);
@@ -81,12 +81,7 @@ impl Frames {
                 None => Incoming::Nothing,
             },
             FrameKind::Delivery => {
-                let label = match (room, slot) {
-                    (None, _) if m.room.is_none() && single_room => Label::Ok,
-                    (None, _) => Label::Missing,
-                    (Some(_), None) => Label::UnknownRoom,
-                    (Some(_), Some(_)) => Label::Ok,
-                };
+                let label = room_label(room, slot, m.room.is_none() && single_room);
                 Incoming::Msg(Delivered {
                     msg,
                     seq: num_at(&m.seq).unwrap_or(0),
@@ -116,15 +111,11 @@ fn matches(m: &FrameMatcher, doc: &serde_json::Value) -> bool {
     m.when.iter().all(|(path, want)| json_path(doc, path) == Some(want))
 }
 
-/// A number, or a string of digits (some servers send seqs as strings).
-fn as_u64(v: &serde_json::Value) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scenario::JsonFrames;
+    use crate::trace::Label;
     use crate::trace::msg_no;
 
     /// Protocol v1 (server/PROTOCOL.md), declared: the shipped scenario's.

@@ -17,9 +17,9 @@
 //! message number; joins and leaves are numbered above 2^52 by room slot
 //! (all below 2^53, exact in JavaScript).
 
-use super::wire::{Delivered, ExpectedText, IdReader, Incoming, json_path};
+use super::wire::{Delivered, ExpectedText, IdReader, Incoming, json_path, json_u64, room_label};
 use crate::scenario::SocketIoSettings;
-use crate::trace::{BodyDigest, Label, MsgNo, wire_id};
+use crate::trace::{BodyDigest, MsgNo, wire_id};
 
 const JOIN_BASE: u64 = 1 << 52;
 const LEAVE_BASE: u64 = JOIN_BASE + (1 << 51);
@@ -100,13 +100,11 @@ impl SocketIo {
         format!("40{}{}", self.ns, auth.as_deref().unwrap_or(""))
     }
 
-    /// How long a join or leave without `ack` takes to count as done.
+    /// How long a join or leave takes to count as done when they are
+    /// emitted without `ack` (None: their acknowledgement says; the
+    /// scenario check makes join and leave agree).
     pub fn settle(&self) -> Option<std::time::Duration> {
-        (!self.decl.join.ack || self.decl.leave.as_ref().is_some_and(|l| !l.ack)).then_some(self.decl.settle.0)
-    }
-
-    pub fn join_acked(&self) -> bool {
-        self.decl.join.ack
+        (!self.decl.join.ack).then_some(self.decl.settle.0)
     }
 
     pub fn join(&self, slot: usize, attempt: u64, room: &str) -> String {
@@ -213,13 +211,8 @@ impl SocketIo {
         let str_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&args, p)).and_then(|v| v.as_str());
         let room = str_at(&d.room);
         let slot = room.and_then(&slot_of);
-        let label = match (room, slot) {
-            (None, _) if d.room.is_none() && single_room => Label::Ok,
-            (None, _) => Label::Missing,
-            (Some(_), None) => Label::UnknownRoom,
-            (Some(_), Some(_)) => Label::Ok,
-        };
-        let seq = d.seq.as_deref().and_then(|p| json_path(&args, p)).and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
+        let label = room_label(room, slot, d.room.is_none() && single_room);
+        let seq = d.seq.as_deref().and_then(|p| json_path(&args, p)).and_then(json_u64);
         Incoming::Msg(Delivered {
             msg: self.delivery_id.from_json(&args).as_deref().and_then(crate::trace::parse_wire_id),
             seq: seq.unwrap_or(0),
@@ -269,6 +262,7 @@ impl Packet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::Label;
     use crate::trace::msg_no;
 
     fn decl(ns: &str) -> SocketIoSettings {

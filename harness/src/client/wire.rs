@@ -177,6 +177,23 @@ impl ExpectedText {
     }
 }
 
+/// What a delivery's room label says: the room it names (`slot`: one of
+/// the client's, if it is); `unlabelled_ok`: the protocol declares no
+/// room label and the client is in one room, so none is needed.
+pub fn room_label(named: Option<&str>, slot: Option<usize>, unlabelled_ok: bool) -> Label {
+    match (named, slot) {
+        (None, _) if unlabelled_ok => Label::Ok,
+        (None, _) => Label::Missing,
+        (Some(_), None) => Label::UnknownRoom,
+        (Some(_), Some(_)) => Label::Ok,
+    }
+}
+
+/// A JSON number, or a string of digits (some servers send seqs as strings).
+pub fn json_u64(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
 /// The first value under `key` in a JSON document, depth first.
 fn find_key<'v>(doc: &'v serde_json::Value, key: &str) -> Option<&'v serde_json::Value> {
     match doc {
@@ -296,7 +313,7 @@ impl Wire {
                 crate::scenario::FrameConfirm::After(d) => Some(d.0),
                 crate::scenario::FrameConfirm::Frame => None,
             },
-            Speaks::SocketIo(s) => (!s.join_acked()).then(|| s.settle()).flatten(),
+            Speaks::SocketIo(s) => s.settle(),
             Speaks::Json => None,
         }
     }
@@ -458,11 +475,7 @@ impl Wire {
         match (&*frame.op, msg, frame.seq) {
             ("ack", Some(msg), Some(seq)) => Incoming::Ack { msg, seq },
             ("msg", msg, seq) => {
-                let label = match (&frame.room, slot) {
-                    (None, _) => Label::Missing,
-                    (Some(_), None) => Label::UnknownRoom,
-                    (Some(_), Some(_)) => Label::Ok,
-                };
+                let label = room_label(frame.room.as_deref(), slot, false);
                 Incoming::Msg(Delivered {
                     msg,
                     seq: seq.unwrap_or(0),
