@@ -98,6 +98,32 @@ impl Shared {
     }
 }
 
+/// When the drain may stop waiting for what is still on its way.
+struct Settle {
+    seq: bool,
+    acks: bool,
+    confirm_after: Duration,
+    sending_ended_ns: u64,
+}
+
+impl Settle {
+    /// With `seq` and acks, the counters say what is missing: no wait.
+    /// Without `seq`, deliveries must have stopped for [`QUIET`]; without
+    /// acks also at least `confirm_after` past the end of sending (so the
+    /// last sends can be confirmed by a delivery).
+    fn quiet(&self, now_ns: u64, last_delivery_ns: u64) -> bool {
+        if self.seq && self.acks {
+            return true;
+        }
+        let (since, wait) = if self.acks {
+            (last_delivery_ns, QUIET)
+        } else {
+            (last_delivery_ns.max(self.sending_ended_ns), QUIET.max(self.confirm_after))
+        };
+        now_ns.saturating_sub(since) >= wait.as_nanos() as u64
+    }
+}
+
 /// The sending window, fixed once every client is ready.
 /// Seq-less systems: the drain ends once no delivery came for this long.
 const QUIET: Duration = Duration::from_secs(1);
@@ -163,10 +189,6 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
     let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens, confirm_after } = force;
     let seq = system.guarantees.seq();
     let acks = system.guarantees.ack != crate::scenario::AckGuarantee::None;
-    // Without acks the drain cannot tell what is still on its way: it
-    // waits until deliveries stopped, and at least `confirm_after` past
-    // the last send.
-    let quiet_for = if acks { QUIET } else { QUIET.max(confirm_after) };
     let (stop_tx, stop_rx) = watch::channel(false);
     let Controls { window: start_tx, drops } = controls;
     let start_rx = start_tx.subscribe();
@@ -238,9 +260,8 @@ pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
         // An error frame does not settle a send (it is resent); only an ack does.
         // Without `seq` nothing says what a subscriber still lacks: the drain
         // also waits until deliveries have stopped for QUIET.
-        let last = shared.last_delivery_ns.load(Ordering::Relaxed).max(if acks { 0 } else { sending_ended_ns });
-        let quiet = (seq && acks) || clock.now_ns().saturating_sub(last) >= quiet_for.as_nanos() as u64;
-        if quiet && shared.drained(plans, seq) {
+        let settle = Settle { seq, acks, confirm_after, sending_ended_ns };
+        if settle.quiet(clock.now_ns(), shared.last_delivery_ns.load(Ordering::Relaxed)) && shared.drained(plans, seq) {
             drained = true;
             break;
         }
@@ -282,6 +303,20 @@ mod tests {
     /// The run must not stop a client before its last due slot: the drain
     /// is not done while an open-loop schedule still holds a send, even
     /// when everything sent so far is acked.
+    #[test]
+    fn without_acks_the_drain_outlasts_confirm_after() {
+        let s = |seq, acks| Settle { seq, acks, confirm_after: Duration::from_secs(2), sending_ended_ns: 10 * SEC };
+        const SEC: u64 = 1_000_000_000;
+        assert!(s(true, true).quiet(10 * SEC, 0), "seq and acks: the counters say it all");
+        assert!(!s(false, true).quiet(10 * SEC, 9_500_000_000), "seq-less: deliveries stopped under 1 s ago");
+        assert!(s(false, true).quiet(10 * SEC, 9 * SEC));
+        // No acks: 2 s past the end of sending, however quiet deliveries are.
+        assert!(!s(true, false).quiet(11 * SEC, 0));
+        assert!(!s(false, false).quiet(11_900_000_000, 5 * SEC));
+        assert!(s(false, false).quiet(12 * SEC, 5 * SEC));
+        assert!(!s(false, false).quiet(12 * SEC, 11 * SEC), "and deliveries still arriving keep it waiting");
+    }
+
     #[test]
     fn the_drain_waits_for_every_scheduled_send() {
         let plans = [sender(0, Schedule::Open { period_ns: 133_333_333, offset_ns: 0 }), sender(1, Schedule::Closed { in_flight: 1 })];

@@ -604,6 +604,14 @@ workload:
             ),
             (V1_FRAMES.replace("    join_after: '{\"op\":\"subscribe\",\"room\":\"{room}\",\"after\":{after}}'\n", ""), "join_after"),
             (V1_FRAMES.replace("\"room\":\"{room}\"}'", "\"room\":{room}}'"), "join is not JSON once filled"),
+            (V1_FRAMES.replace(",\"after\":{after}}'", "}'"), "has no {after}"),
+            (V1_FRAMES.replacen("  json_frames:\n", "  json_frames:\n    path: chat\n", 1), "path \"chat\" must start with /"),
+            (
+                V1_FRAMES.replacen("  json_frames:\n", "  json_frames:\n    confirmed: {after: 0s}\n", 1),
+                "confirmed: after must be longer than 0s",
+            ),
+            (format!("{V1_FRAMES}      - {{match: {{op: hi}}, is: connected}}\n"), "answers the hello frame: declare hello"),
+            (V1_FRAMES.replacen("  json_frames:\n", "  json_frames:\n    hello: '{\"t\":{token}}'\n", 1), "hello is not JSON once filled"),
         ];
         for (decl, want) in cases {
             let (_, m) = err(&frames(&decl));
@@ -611,6 +619,8 @@ workload:
         }
         let (_, m) = err(&format!("{GOOD}system:\n  protocol: json_frames\n"));
         assert!(m.contains("needs a system.json_frames declaration"), "{m}");
+        let (_, m) = err(&format!("{GOOD}system:\n  protocol: json\n{V1_FRAMES}"));
+        assert!(m.starts_with("system.json_frames: json_frames is read only with protocol: json_frames"), "{m}");
         // Deliveries without a room label: fine for one room per client only.
         let roomless = frames(&V1_FRAMES.replace("is: delivery, id: {json: id}, room: room,", "is: delivery, id: {json: id},"));
         parse_str(&roomless, "t.yaml").unwrap();
@@ -635,6 +645,12 @@ workload:
             (SIO.replace(", history: none", ""), "declare guarantees.history: none"),
             (SIO.replace("  command: {run: [node, s.js]}\n", ""), "does not speak Socket.IO"),
             (SIO.replace("args: ['\"{room}\"']", "args: ['{room}']"), "join.args[0] is not JSON once filled"),
+            (SIO.replace("join: {event: join,", "join: {event: '',"), "join.event must name an event"),
+            (format!("{SIO}    leave: {{event: leave, args: ['\"{{room}}\"'], ack: false}}\n"), "join.ack and leave.ack must agree"),
+            (format!("{SIO}    settle: 0s\n"), "settle must be longer than 0s"),
+            (format!("{SIO}    namespace: chat\n"), "namespace \"chat\" must start with /"),
+            (format!("{SIO}    path: socket.io\n"), "path \"socket.io\" must start with /"),
+            (format!("{SIO}    auth: '{{\"token\":{{token}}}}'\n"), "auth is not JSON once filled"),
         ];
         for (decl, want) in cases {
             let (_, m) = err(&sio(&decl));
@@ -642,6 +658,13 @@ workload:
         }
         let (_, m) = err(&format!("{GOOD}system:\n  protocol: socketio\n"));
         assert!(m.contains("needs a system.socketio declaration"), "{m}");
+        let (_, m) = err(&format!("{GOOD}system:\n{SIO}"));
+        assert!(m.starts_with("system.socketio: socketio is read only with protocol: socketio"), "{m}");
+        // Deliveries without a room label: fine for one room per client only.
+        let roomless = sio(&SIO.replace("delivery: {event: chat, room: 0.room,", "delivery: {event: chat,"));
+        parse_str(&roomless, "t.yaml").unwrap();
+        let (_, m) = err(&roomless.replace("  duration: 2s", "  duration: 2s\n  rooms_per_client: 2"));
+        assert!(m.contains("need one room per client"), "{m}");
     }
 
     #[test]
@@ -668,6 +691,18 @@ workload:
         let bad = seed("", "  store: {collection: c, room: r, id: {json: i, pattern: '(('}}\n");
         let (_, m) = err(&bad);
         assert!(m.starts_with("system.store: id.pattern does not compile"), "{m}");
+        let (_, m) = err(&seed("", "  store: {collection: ' ', room: r, id: {json: i}}\n"));
+        assert!(m.starts_with("system.store: collection: name the collection"), "{m}");
+        let (_, m) = err(&seed("", "  store: {collection: c, room: '', id: {json: i}}\n"));
+        assert!(m.starts_with("system.store: room and id.json need a field path"), "{m}");
+    }
+
+    #[test]
+    fn waits_that_cannot_end_are_refused() {
+        let (_, m) = err(&seed("    subscribed: {after: 0s}\n", ""));
+        assert!(m.starts_with("system.stomp.subscribed: after: must be longer than 0s"), "{m}");
+        let (_, m) = err(&format!("{GOOD}checks: {{confirm_after: 0s}}\n"));
+        assert!(m.starts_with("checks.confirm_after: must be longer than 0s"), "{m}");
     }
 
     #[test]
