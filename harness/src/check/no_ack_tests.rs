@@ -171,7 +171,8 @@ fn an_unreadable_store_leaves_what_evidence_cannot_settle_unresolved() {
 /// fire-and-forget system records them: no acks at all.
 mod generated {
     use super::*;
-    use crate::check::synthetic::{TraceShape, correct_trace};
+    use crate::check::seq_less_tests::generated::shape;
+    use crate::check::synthetic::correct_trace;
     use proptest::prelude::*;
 
     fn fire_and_forget(mut t: Trace) -> Trace {
@@ -197,17 +198,6 @@ mod generated {
         // Watched long enough for every send to be confirmed or not.
         t.meta.drain.took_ns = t.meta.drain.took_ns.max(10_000 * MS);
         t
-    }
-
-    fn shape() -> impl Strategy<Value = TraceShape> {
-        (1u32..3, 1u32..3, 1u32..3, 0u32..2, 2u32..8, any::<bool>()).prop_map(|(rooms, s, r, c, m, trouble)| TraceShape {
-            rooms,
-            senders_per_room: s,
-            subscribers_per_room: r,
-            chatters_per_room: c,
-            messages_per_sender: m,
-            trouble,
-        })
     }
 
     fn judged(t: &Trace) -> Vec<(FindingKind, Option<u32>, Option<u64>)> {

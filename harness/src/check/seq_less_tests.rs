@@ -222,7 +222,7 @@ fn a_subscriber_that_left_just_after_the_ack_is_not_owed_one_that_stayed_is() {
 /// Generated traces (the property tests' correct traces, trouble included:
 /// reconnects, resends, errors, stored-but-unacked sends) turned into what
 /// a seq-less system without history records.
-mod generated {
+pub(super) mod generated {
     use super::*;
     use crate::check::TraceIndex;
     use crate::check::synthetic::{TraceShape, correct_trace};
@@ -258,7 +258,7 @@ mod generated {
         v
     }
 
-    fn shape() -> impl Strategy<Value = TraceShape> {
+    pub(in crate::check) fn shape() -> impl Strategy<Value = TraceShape> {
         (1u32..3, 1u32..3, 1u32..3, 0u32..2, 2u32..8, any::<bool>()).prop_map(|(rooms, s, r, c, m, trouble)| TraceShape {
             rooms,
             senders_per_room: s,
