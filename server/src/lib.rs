@@ -112,6 +112,9 @@ pub struct AppState {
     /// nothing would reach it.
     pub ready: AtomicBool,
     pub shutdown: broadcast::Sender<()>,
+    /// Set before `shutdown` is sent: a connection upgraded after the
+    /// signal (it subscribed too late to receive it) closes at once.
+    pub stopping: AtomicBool,
     pub limits: Limits,
     pub sabotage: sabotage::Sabotage,
     pub sabotage_seed: u64,
@@ -180,6 +183,7 @@ pub async fn serve(
         stream_open: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         shutdown: stop.clone(),
+        stopping: AtomicBool::new(false),
         limits: config.limits,
         sabotage: config.sabotage,
         sabotage_seed: config.sabotage_seed,
@@ -201,11 +205,13 @@ pub async fn serve(
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections with 1001");
+            signal_state.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = signal_state.shutdown.send(());
         })
         .await;
     // Upgraded WebSockets outlive axum's graceful shutdown: wait until every
     // connection task has finished (each closes with 1001 on the signal).
+    state.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = state.shutdown.send(());
     connections.close();
     if tokio::time::timeout(DRAIN_CONNECTIONS, connections.wait()).await.is_err() {

@@ -210,6 +210,10 @@ impl Connection {
         mut replies: mpsc::Receiver<Reply>,
     ) -> End {
         let mut shutdown = self.state.shutdown.subscribe();
+        // Upgraded after the signal went out: it would never hear it.
+        if self.state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return self.close(CLOSE_GOING_AWAY, "server shutting down", End::Shutdown).await;
+        }
         let mut resync = self.state.hub.resync_signal();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
