@@ -247,7 +247,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mongo = mongo::start(
         ProviderChoice::Compat,
-        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() },
+        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None },
         dir.path(),
     )
     .await

@@ -89,6 +89,9 @@ pub enum Command {
         /// Also start Kafka.
         #[arg(long)]
         kafka: bool,
+        /// The docker provider's image for `mongo` or `kafka` (repeatable).
+        #[arg(long = "docker-image", value_name = "KEY=IMAGE")]
+        docker_images: Vec<String>,
         /// Folder for the backends' logs and data (default: a temporary one).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -203,6 +206,11 @@ pub struct TargetArgs {
     /// Kafka bootstrap servers for --provider external in kafka mode.
     #[arg(long)]
     pub kafka_bootstrap: Option<String>,
+    /// The docker provider's image for `mongo`, `kafka` or `server`, e.g.
+    /// `mongo=chatbench-local/nx-27017:0.8.1` (repeatable; over the
+    /// scenario's `topology.images`; default the official images).
+    #[arg(long = "docker-image", value_name = "KEY=IMAGE")]
+    pub docker_images: Vec<String>,
     /// Seed for placement, message sizes and schedules.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -280,7 +288,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             Err(e) => usage_error(e),
         },
         Command::Merge { dirs, out } => merge_command(&dirs, &out),
-        Command::Backends { provider, kafka, out } => backends_command(provider, kafka, out).await,
+        Command::Backends { provider, kafka, docker_images, out } => backends_command(provider, kafka, &docker_images, out).await,
         Command::K8s(K8sCommand::Render(args)) => k8s_render_command(args),
         Command::Doctor => {
             print!("{}", crate::doctor::render(&crate::doctor::survey()));
@@ -339,6 +347,10 @@ fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet:
     }
     let server_bin =
         if reference { target.server_bin.map(Ok).unwrap_or_else(find_server_bin).map_err(usage_error)? } else { PathBuf::new() };
+    let mut docker_images = crate::provider::docker::DockerImages::default();
+    for spec in &target.docker_images {
+        docker_images.set(spec).map_err(usage_error)?;
+    }
     let mut server_args = Vec::new();
     if let Some(spec) = &target.sabotage {
         eprintln!("warning: --sabotage {spec}: nodes will break delivery guarantees on purpose (test only)");
@@ -349,6 +361,7 @@ fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet:
         provider,
         mongo_uri: target.mongo_uri,
         kafka_bootstrap: target.kafka_bootstrap,
+        docker_images: docker_images.or(&scenario.topology.images),
         out_dir,
         seed: target.seed,
         quiet,
@@ -593,8 +606,12 @@ fn merge_command(dirs: &[PathBuf], out: &std::path::Path) -> ExitCode {
 }
 
 /// `chatbench backends`: start, print addresses, wait for Ctrl-C.
-async fn backends_command(provider: ProviderChoice, with_kafka: bool, out: Option<PathBuf>) -> ExitCode {
+async fn backends_command(provider: ProviderChoice, with_kafka: bool, docker_images: &[String], out: Option<PathBuf>) -> ExitCode {
     use crate::provider::{kafka, mongo};
+    let mut images = crate::provider::docker::DockerImages::default();
+    if let Some(e) = docker_images.iter().find_map(|spec| images.set(spec).err()) {
+        return usage_error(e);
+    }
     let temp = match out {
         Some(_) => None,
         None => match tempfile::tempdir() {
@@ -610,7 +627,7 @@ async fn backends_command(provider: ProviderChoice, with_kafka: bool, out: Optio
         eprintln!("error: {}: {e}", dir.display());
         return ExitCode::from(EXIT_INFRA);
     }
-    let request = mongo::MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
+    let request = mongo::MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: images.mongo };
     let mongo = match mongo::start(provider, &request, &dir).await {
         Ok(m) => m,
         Err(e) => {
@@ -620,7 +637,13 @@ async fn backends_command(provider: ProviderChoice, with_kafka: bool, out: Optio
     };
     println!("mongo_uri={}", mongo.uri);
     let _kafka = if with_kafka {
-        let request = kafka::KafkaRequest { topic: "chatbench.backends".into(), partitions: 1, bootstrap: None, persistent: false };
+        let request = kafka::KafkaRequest {
+            topic: "chatbench.backends".into(),
+            partitions: 1,
+            bootstrap: None,
+            persistent: false,
+            image: images.kafka.clone(),
+        };
         match kafka::start(provider, &request, &dir).await {
             Ok(k) => {
                 println!("kafka_bootstrap={}", k.bootstrap);

@@ -1,6 +1,7 @@
 //! `chatbench` binary: parse flags, run the command, and make sure no child
-//! process outlives it (Ctrl-C drops the running future, whose guards kill
-//! their processes; a panic hook and a final sweep catch the rest).
+//! process or container outlives it (Ctrl-C drops the running future, whose
+//! guards kill their processes and remove their containers; a panic hook and
+//! a final sweep catch the rest).
 
 use chatbench::cli::{Cli, EXIT_INFRA, EXIT_INTERRUPTED, dispatch};
 use chatbench::process::{install_panic_hook, kill_all_children};
@@ -35,6 +36,10 @@ fn main() -> ExitCode {
         }
     });
     kill_all_children();
+    // Containers whose handles never came back (Ctrl-C mid-creation).
+    runtime.block_on(async {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(60), chatbench::provider::docker::remove_own()).await;
+    });
     code
 }
 

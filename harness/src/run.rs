@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub provider: ProviderChoice,
     pub mongo_uri: Option<String>,
     pub kafka_bootstrap: Option<String>,
+    /// The docker provider's images (CLI over scenario; None: the defaults).
+    pub docker_images: crate::provider::docker::DockerImages,
     pub out_dir: PathBuf,
     pub seed: u64,
     pub quiet: bool,
@@ -447,6 +449,7 @@ async fn start_backends(
         // A MongoDB restart needs data that survives it.
         persistent: scenario.may_restart_mongo(),
         server_args: topology.mongo.server_args.clone(),
+        image: options.docker_images.mongo.clone(),
     };
     tracing::info!(mode = mode.as_str(), provider = ?options.provider, "starting MongoDB");
     let mongo = mongo::start(options.provider, &request, dir).await?;
@@ -459,6 +462,7 @@ async fn start_backends(
                 bootstrap: options.kafka_bootstrap.clone().or_else(|| topology.kafka.bootstrap.clone()),
                 // A Kafka restart needs data that survives it.
                 persistent: scenario.may_restart_kafka(),
+                image: options.docker_images.kafka.clone(),
             };
             tracing::info!(provider = ?options.provider, "starting Kafka");
             Some(kafka::start(options.provider, &request, dir).await?)

@@ -22,7 +22,7 @@ use std::time::Duration;
 #[ignore = "needs kafka-server-start.sh on PATH (tansu 0.6.0 has no CreatePartitions)"]
 async fn partitions_added_to_the_topic_later_are_consumed() {
     let (mongo, dir) = common::mongo().await;
-    let request = KafkaRequest { topic: "grow".into(), partitions: 1, bootstrap: None, persistent: false };
+    let request = KafkaRequest { topic: "grow".into(), partitions: 1, bootstrap: None, persistent: false, image: None };
     let broker = kafka::start(ProviderChoice::Process, &request, dir.path()).await.expect("Kafka binaries on PATH");
     let kafka = KafkaConfig { bootstrap: broker.bootstrap.clone(), topic: "grow".into(), fetch_wait_max_ms: 5 };
     let node = start_node(config(&mongo.uri, "grow", 0, Limits::default(), FanoutConfig::Kafka(kafka))).await;

@@ -7,6 +7,7 @@ mod docker;
 mod external;
 mod process;
 
+use super::docker::Pull;
 use super::{ProviderChoice, ProviderError, ProviderKind, Restart};
 use crate::process::{ChildGuard, free_port, tail};
 use crate::proxy::FaultProxy;
@@ -28,6 +29,8 @@ pub struct KafkaRequest {
     pub bootstrap: Option<String>,
     /// Keep data where a broker restart finds it (`restart_kafka`).
     pub persistent: bool,
+    /// The docker provider's image (default [`super::docker::DEFAULT_KAFKA_IMAGE`]).
+    pub image: Option<String>,
 }
 
 pub struct KafkaBackend {
@@ -62,7 +65,7 @@ pub async fn start(choice: ProviderChoice, request: &KafkaRequest, log_dir: &Pat
     match choice {
         ProviderChoice::Compat => compat::start(request, log_dir).await,
         ProviderChoice::Process => process::start(request, log_dir).await,
-        ProviderChoice::Docker => docker::start(request).await,
+        ProviderChoice::Docker => docker::start(request, Pull::IfMissing).await,
         ProviderChoice::External => external::start(request).await,
         ProviderChoice::Auto => {
             let candidates = [
@@ -71,7 +74,12 @@ pub async fn start(choice: ProviderChoice, request: &KafkaRequest, log_dir: &Pat
                 (ProviderChoice::Compat, tansu_status()),
             ];
             let fix = "Run ci/setup for the compat broker (tansu), start Docker, or give --kafka-bootstrap with --provider external";
-            super::first_that_works("Kafka", candidates, fix, |kind| Box::pin(start(kind, request, log_dir))).await
+            // auto never pulls: a missing image moves on to the next provider.
+            super::first_that_works("Kafka", candidates, fix, |kind| match kind {
+                ProviderChoice::Docker => Box::pin(docker::start(request, Pull::Never)),
+                _ => Box::pin(start(kind, request, log_dir)),
+            })
+            .await
         }
     }
 }

@@ -6,6 +6,7 @@
 //! provider that cannot honour a request fails with a clear message; none
 //! silently downgrades. Every backend is torn down when its handle drops.
 
+pub mod docker;
 pub mod kafka;
 pub mod mongo;
 
@@ -82,7 +83,11 @@ pub(crate) async fn first_that_works<'a, B>(
         }
         match start(kind).await {
             Ok(b) => return Ok(b),
-            Err(e @ ProviderError::CannotHonour { .. }) => tried.push(e.to_string()),
+            Err(e @ ProviderError::CannotHonour { .. }) => {
+                // Said where the user sees it: the run goes on with another provider.
+                tracing::warn!("auto: not {kind:?} for {backend}: {e}");
+                tried.push(e.to_string())
+            }
             Err(e) => return Err(e),
         }
     }

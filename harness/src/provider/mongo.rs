@@ -6,6 +6,7 @@ mod docker;
 mod external;
 mod process;
 
+use super::docker::Pull;
 use super::{ProviderChoice, ProviderError, ProviderKind, Restart};
 use mongodb::bson::doc;
 use std::path::Path;
@@ -24,6 +25,8 @@ pub struct MongoRequest {
     pub persistent: bool,
     /// Extra `mongod` flags (process provider only; the others refuse).
     pub server_args: Vec<String>,
+    /// The docker provider's image (default [`super::docker::DEFAULT_MONGO_IMAGE`]).
+    pub image: Option<String>,
 }
 
 /// A running MongoDB. Dropping it stops the backend.
@@ -59,7 +62,7 @@ pub async fn start(choice: ProviderChoice, request: &MongoRequest, log_dir: &Pat
     match choice {
         ProviderChoice::Compat => compat::start(request, log_dir).await,
         ProviderChoice::Process => process::start(request, log_dir).await,
-        ProviderChoice::Docker => docker::start(request).await,
+        ProviderChoice::Docker => docker::start(request, Pull::IfMissing).await,
         ProviderChoice::External => external::start(request).await,
         ProviderChoice::Auto => {
             let candidates = [
@@ -68,7 +71,12 @@ pub async fn start(choice: ProviderChoice, request: &MongoRequest, log_dir: &Pat
                 (ProviderChoice::Compat, compat_status()),
             ];
             let fix = "Run ci/setup for the compat backend, put mongod on PATH, start Docker, or give --provider external with a URI";
-            super::first_that_works("MongoDB", candidates, fix, |kind| Box::pin(start(kind, request, log_dir))).await
+            // auto never pulls: a missing image moves on to the next provider.
+            super::first_that_works("MongoDB", candidates, fix, |kind| match kind {
+                ProviderChoice::Docker => Box::pin(docker::start(request, Pull::Never)),
+                _ => Box::pin(start(kind, request, log_dir)),
+            })
+            .await
         }
     }
 }
@@ -133,7 +141,7 @@ mod tests {
 
     #[test]
     fn only_the_process_provider_takes_mongod_flags() {
-        let mut request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
+        let mut request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None };
         assert!(single_member_only("compat", &request).is_ok());
         request.server_args = vec!["--journalCommitInterval".into(), "10".into()];
         match single_member_only("compat", &request) {
@@ -144,7 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn single_member_providers_refuse_three_members_instead_of_downgrading() {
-        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new() };
+        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new(), image: None };
         let dir = tempfile::tempdir().unwrap();
         for choice in [ProviderChoice::Compat, ProviderChoice::Docker] {
             let err = start(choice, &request, dir.path()).await.unwrap_err();
@@ -155,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn external_without_uri_is_a_clear_error() {
-        let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
+        let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None };
         let dir = tempfile::tempdir().unwrap();
         let err = start(ProviderChoice::External, &request, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains("URI"), "{err}");
@@ -165,7 +173,7 @@ mod tests {
     async fn external_that_does_not_answer_names_the_uri() {
         let port = crate::process::free_port().unwrap();
         let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300");
-        let request = MongoRequest { members: 1, uri: Some(uri.clone()), persistent: false, server_args: Vec::new() };
+        let request = MongoRequest { members: 1, uri: Some(uri.clone()), persistent: false, server_args: Vec::new(), image: None };
         let dir = tempfile::tempdir().unwrap();
         let err = start(ProviderChoice::External, &request, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains(&uri), "{err}");

@@ -717,6 +717,12 @@ pub struct Topology {
     /// `[--change-stream-max-await, 100ms, --mongo-max-pool-size, "20"]`.
     #[serde(default)]
     pub server_args: Vec<String>,
+    /// The docker provider's images (`--docker-image KEY=IMAGE` overrides):
+    /// `mongo` (default `mongo:8.0`), `kafka` (default `apache/kafka:4.1.0`).
+    /// `ci/setup docker` builds local ones: `chatbench-local/nx-27017:0.8.1`,
+    /// `chatbench-local/tansu:0.6.0`.
+    #[serde(default, skip_serializing_if = "crate::provider::docker::DockerImages::is_empty")]
+    pub images: crate::provider::docker::DockerImages,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -33,12 +33,12 @@ pub async fn start_mode(nodes: u32, mode: Mode, extra_args: &[&str]) -> Env {
         dir.disable_cleanup(true);
         eprintln!("test logs kept in {}", dir.path().display());
     }
-    let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
+    let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None };
     let mongo = mongo::start(ProviderChoice::Compat, &request, dir.path()).await.expect("compat MongoDB starts (run ci/setup first)");
     let mut args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
     let kafka = match mode {
         Mode::Kafka => {
-            let request = KafkaRequest { topic: "e2e".into(), partitions: 2, bootstrap: None, persistent: true };
+            let request = KafkaRequest { topic: "e2e".into(), partitions: 2, bootstrap: None, persistent: true, image: None };
             let k = kafka::start(ProviderChoice::Compat, &request, dir.path()).await.expect("compat Kafka starts (run ci/setup first)");
             args.extend(["--kafka-bootstrap".to_owned(), k.bootstrap.clone(), "--kafka-topic".to_owned(), k.topic.clone()]);
             Some(k)

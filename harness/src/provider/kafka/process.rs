@@ -108,7 +108,7 @@ mod tests {
     #[ignore = "needs Apache Kafka (kafka-server-start.sh) on PATH"]
     async fn starts_a_broker_with_the_topic() {
         let dir = tempfile::tempdir().unwrap();
-        let request = KafkaRequest { topic: "t".into(), partitions: 2, bootstrap: None, persistent: false };
+        let request = KafkaRequest { topic: "t".into(), partitions: 2, bootstrap: None, persistent: false, image: None };
         let backend = start(&request, dir.path()).await.unwrap();
         assert!(backend.bootstrap.starts_with("127.0.0.1:"));
     }

@@ -1,36 +1,118 @@
-//! `docker`: a single-member replica set in a container, through
-//! testcontainers-modules' `mongo` image. The member registers under the
-//! container's own host name, so clients connect with `directConnection=true`.
+//! `docker`: MongoDB in a container, through testcontainers.
+//!
+//! The official image (`mongo:8.0` by default) runs `mongod --replSet rs0`
+//! and the harness initiates the one-member set with the driver's
+//! `replSetInitiate` (no `mongosh`), member `localhost:27017`, so clients
+//! connect with `directConnection=true`. An image labelled
+//! `org.chatbench.flavour=nx-27017` (ci/docker's compat image) runs its own
+//! command: a standalone with change streams, not MongoDB.
+//!
+//! The host port is chosen before the container starts and bound on
+//! 127.0.0.1, so `restart_mongo` (stop the container, start it again: the
+//! data stays in it) keeps the nodes' connection strings valid.
 
 use super::{MongoBackend, MongoRequest, single_member_only};
-use crate::provider::{ProviderError, ProviderKind, Restart, docker_reachable, refuse_restarts};
-use testcontainers_modules::mongo::Mongo;
+use crate::provider::docker::{self as engine, DEFAULT_MONGO_IMAGE, ImageInfo, Pull};
+use crate::provider::{ProviderError, ProviderKind, Restart};
+use futures::future::BoxFuture;
+use mongodb::bson::doc;
+use std::time::Duration;
+use testcontainers_modules::testcontainers::core::IntoContainerPort;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+const PORT: u16 = 27017;
+const REPLICA_SET: &str = "rs0";
+const READY: Duration = Duration::from_secs(60);
 
 /// The connection string for a container whose port 27017 is mapped to `port`.
 pub fn uri_for_port(port: u16) -> String {
     format!("mongodb://127.0.0.1:{port}/?directConnection=true")
 }
 
-impl Restart for testcontainers_modules::testcontainers::ContainerAsync<Mongo> {}
+/// The one-member replica-set configuration the harness initiates.
+pub fn initiate_command() -> mongodb::bson::Document {
+    doc! { "replSetInitiate": { "_id": REPLICA_SET, "members": [ { "_id": 0, "host": format!("localhost:{PORT}") } ] } }
+}
 
-pub async fn start(request: &MongoRequest) -> Result<MongoBackend, ProviderError> {
+/// How the image is run: the official server, or a labelled stand-in.
+fn is_compat(info: Option<&ImageInfo>) -> bool {
+    info.and_then(|i| i.flavour.as_deref()) == Some("nx-27017")
+}
+
+struct Container {
+    inner: ContainerAsync<GenericImage>,
+    uri: String,
+}
+
+impl Restart for Container {
+    /// Stop the container (SIGKILL after no grace), wait `down_for`, start
+    /// it again: same host port, same data.
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.inner.stop_with_timeout(Some(0)).await.map_err(|e| format!("stopping the mongo container: {e}"))?;
+            tokio::time::sleep(down_for).await;
+            self.inner.start().await.map_err(|e| format!("starting the mongo container again: {e}"))?;
+            super::wait_until_ready(&self.uri, READY).await.map(|_| ())
+        })
+    }
+}
+
+pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, ProviderError> {
     single_member_only("docker", request)?;
-    // Docker gives a restarted container new ephemeral host ports, so the
-    // nodes' connection strings would go stale.
-    refuse_restarts("docker", "MongoDB", request.persistent, "a restarted container gets a new host port (use compat or process)")?;
-    docker_reachable().map_err(|why| ProviderError::Unavailable {
-        provider: "docker",
-        why,
-        fix: "Start a Docker engine, or use --provider compat (after ci/setup)".into(),
-    })?;
-    let failed = |why: String| ProviderError::StartFailed { provider: "docker", what: "the mongo container".into(), why };
-    let container = Mongo::repl_set().start().await.map_err(|e| failed(e.to_string()))?;
-    let port = container.get_host_port_ipv4(27017).await.map_err(|e| failed(e.to_string()))?;
-    let uri = uri_for_port(port);
-    let client = super::wait_until_ready(&uri, std::time::Duration::from_secs(30)).await.map_err(failed)?;
-    let version = super::server_version(&client).await.unwrap_or_else(|| "unknown".into());
-    Ok(MongoBackend::new(uri, ProviderKind::Docker, format!("MongoDB {version} (docker)"), true, container))
+    let image = request.image.clone().unwrap_or_else(|| DEFAULT_MONGO_IMAGE.to_owned());
+    let (_docker, info) = engine::prepare("MongoDB", &image, pull).await?;
+    let compat = is_compat(info.as_ref());
+    let failed = |why: String| ProviderError::StartFailed { provider: "docker", what: format!("the mongo container ({image})"), why };
+    let host_port = crate::process::free_port().map_err(|e| failed(format!("no free port: {e}")))?;
+    let (name, tag) = engine::split_image(&image);
+    let mut container = GenericImage::new(name, tag)
+        .with_exposed_port(PORT.tcp())
+        .with_labels(engine::labels())
+        .with_startup_timeout(READY)
+        .with_host_config_modifier(move |c| engine::loopback_only(c, &[(PORT, Some(host_port))]));
+    if !compat {
+        container = container.with_cmd(["--replSet", REPLICA_SET, "--bind_ip_all"]);
+    }
+    let container = engine::create(container.start()).await.map_err(|e| engine::start_failed("MongoDB", &image, info.is_some(), e))?;
+    let uri = uri_for_port(host_port);
+    let client = super::wait_until_ready(&uri, READY).await.map_err(failed)?;
+    if !compat {
+        initiate(&client).await.map_err(failed)?;
+    }
+    let (version, real) = match &info {
+        Some(ImageInfo { flavour: Some(flavour), version }) if compat => {
+            (format!("{flavour} {} (docker, {image})", version.as_deref().unwrap_or("")), false)
+        }
+        _ => {
+            let v = super::server_version(&client).await.unwrap_or_else(|| "unknown".into());
+            (format!("MongoDB {v} (docker, {image})"), true)
+        }
+    };
+    Ok(MongoBackend::new(uri.clone(), ProviderKind::Docker, version, real, Container { inner: container, uri }))
+}
+
+/// Initiate the one-member set (once; a set already initiated is fine) and
+/// wait until the member is primary.
+async fn initiate(client: &mongodb::Client) -> Result<(), String> {
+    let admin = client.database("admin");
+    if let Err(e) = admin.run_command(initiate_command()).await {
+        let text = e.to_string();
+        if !text.contains("already initialized") && !text.contains("AlreadyInitialized") {
+            return Err(format!("replSetInitiate: {text}"));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + READY;
+    loop {
+        let hello = admin.run_command(doc! {"hello": 1}).await.map_err(|e| format!("hello: {e}"))?;
+        if hello.get_bool("isWritablePrimary").unwrap_or(false) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("the replica set has no primary {READY:?} after replSetInitiate: {hello}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[cfg(test)]
@@ -42,13 +124,60 @@ mod tests {
         assert_eq!(uri_for_port(32768), "mongodb://127.0.0.1:32768/?directConnection=true");
     }
 
-    #[tokio::test]
+    #[test]
+    fn the_set_is_initiated_with_one_member_the_container_reaches_itself_by() {
+        let cmd = initiate_command();
+        let config = cmd.get_document("replSetInitiate").unwrap();
+        assert_eq!(config.get_str("_id").unwrap(), "rs0");
+        let members = config.get_array("members").unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].as_document().unwrap().get_str("host").unwrap(), "localhost:27017");
+    }
+
+    #[test]
+    fn only_a_labelled_image_is_run_as_the_compat_stand_in() {
+        let nx = ImageInfo { flavour: Some("nx-27017".into()), version: Some("0.8.1".into()) };
+        assert!(is_compat(Some(&nx)));
+        assert!(!is_compat(Some(&ImageInfo { flavour: None, version: None })));
+        assert!(!is_compat(None), "an image not yet pulled is the official server");
+    }
+
+    /// Needs `ci/setup docker` (the engine and the local images).
+    #[tokio::test(flavor = "multi_thread")]
     #[ignore = "needs a Docker engine"]
-    async fn starts_a_replica_set_that_accepts_change_streams() {
-        let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new() };
-        let backend = start(&request).await.unwrap();
-        let client = super::super::wait_until_ready(&backend.uri, std::time::Duration::from_secs(10)).await.unwrap();
-        let hello = client.database("admin").run_command(mongodb::bson::doc! {"hello": 1}).await.unwrap();
-        assert!(hello.get_str("setName").is_ok(), "not a replica set: {hello}");
+    async fn the_local_compat_image_answers_and_survives_a_restart() {
+        let request = MongoRequest {
+            members: 1,
+            uri: None,
+            persistent: true,
+            server_args: Vec::new(),
+            image: Some("chatbench-local/nx-27017:0.8.1".into()),
+        };
+        let mut backend = start(&request, Pull::Never).await.unwrap();
+        assert!(!backend.is_real_mongodb, "{}", backend.version);
+        let client = super::super::wait_until_ready(&backend.uri, Duration::from_secs(10)).await.unwrap();
+        client.database("t").collection("m").insert_one(doc! {"a": 1}).await.unwrap();
+        backend.restart(Duration::from_millis(200)).await.unwrap();
+        let client = super::super::wait_until_ready(&backend.uri, Duration::from_secs(10)).await.unwrap();
+        let n = client.database("t").collection::<mongodb::bson::Document>("m").count_documents(doc! {}).await.unwrap();
+        assert_eq!(n, 1, "the data survives a restart on the same port");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "needs a Docker engine"]
+    async fn auto_never_pulls_a_missing_image() {
+        let request = MongoRequest {
+            members: 1,
+            uri: None,
+            persistent: false,
+            server_args: Vec::new(),
+            image: Some("chatbench-local/no-such-image:0".into()),
+        };
+        match start(&request, Pull::Never).await {
+            Err(ProviderError::CannotHonour { why, .. }) => {
+                assert!(why.contains("never pulls") && why.contains("ci/setup docker"), "{why}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }

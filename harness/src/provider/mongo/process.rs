@@ -159,7 +159,7 @@ mod tests {
     #[ignore = "needs mongod on PATH"]
     async fn starts_a_three_member_replica_set() {
         let dir = tempfile::tempdir().unwrap();
-        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new() };
+        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new(), image: None };
         let backend = start(&request, dir.path()).await.unwrap();
         assert!(backend.uri.contains("replicaSet=rs0"));
     }

@@ -1,0 +1,331 @@
+//! What the docker provider's backends share: which image to run, what it
+//! is, labels that name the harness process owning a container, ports
+//! published on 127.0.0.1 only, and the sweep that removes what a killed
+//! harness left behind.
+//!
+//! Images: the official ones by default (`mongo:8.0`, `apache/kafka:4.1.0`),
+//! or any image given with `--docker-image mongo=IMAGE` / `topology.images`.
+//! `ci/docker images` builds local stand-ins (`chatbench-local/nx-27017`,
+//! `chatbench-local/tansu`, `chatbench-local/chat-server`) labelled
+//! `org.chatbench.flavour`, which tells the provider how to run them.
+//! `auto` never pulls: with an engine but no local image it moves on to the
+//! next provider and says why. `--provider docker` pulls a missing image
+//! (testcontainers' behaviour) and, when that fails, names the fix.
+
+use super::ProviderError;
+use std::collections::HashMap;
+use testcontainers_modules::testcontainers::bollard::Docker;
+use testcontainers_modules::testcontainers::bollard::models::{HostConfig, PortBinding};
+use testcontainers_modules::testcontainers::bollard::query_parameters::{
+    ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+};
+
+/// The official MongoDB image (a one-member replica set, initiated by the harness).
+pub const DEFAULT_MONGO_IMAGE: &str = "mongo:8.0";
+/// The official Apache Kafka image (KRaft, through testcontainers-modules).
+pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.0";
+/// The label whose value names the harness process that owns a container.
+pub const OWNER_LABEL: &str = "org.chatbench.run";
+/// The label the local images carry to say what they are.
+pub const FLAVOUR_LABEL: &str = "org.chatbench.flavour";
+
+/// The images a run uses, where not the defaults (CLI over scenario).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerImages {
+    /// MongoDB, e.g. `chatbench-local/nx-27017:0.8.1` (default `mongo:8.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongo: Option<String>,
+    /// Kafka, e.g. `chatbench-local/tansu:0.6.0` (default `apache/kafka:4.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
+    /// The chat server for nodes in containers (default `chatbench-local/chat-server:dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
+impl DockerImages {
+    pub fn is_empty(&self) -> bool {
+        self == &DockerImages::default()
+    }
+
+    /// `mongo=IMAGE`, `kafka=IMAGE` or `server=IMAGE` (the `--docker-image` flag).
+    pub fn set(&mut self, spec: &str) -> Result<(), String> {
+        let (key, image) = spec.split_once('=').ok_or_else(|| format!("--docker-image {spec:?}: expected KEY=IMAGE"))?;
+        if image.is_empty() || image.contains(char::is_whitespace) {
+            return Err(format!("--docker-image {spec:?}: {image:?} is not an image name"));
+        }
+        let slot = match key {
+            "mongo" => &mut self.mongo,
+            "kafka" => &mut self.kafka,
+            "server" => &mut self.server,
+            other => return Err(format!("--docker-image {spec:?}: unknown key {other:?} (mongo, kafka or server)")),
+        };
+        *slot = Some(image.to_owned());
+        Ok(())
+    }
+
+    /// `self`'s images where given, else `fallback`'s.
+    pub fn or(&self, fallback: &DockerImages) -> DockerImages {
+        DockerImages {
+            mongo: self.mongo.clone().or_else(|| fallback.mongo.clone()),
+            kafka: self.kafka.clone().or_else(|| fallback.kafka.clone()),
+            server: self.server.clone().or_else(|| fallback.server.clone()),
+        }
+    }
+}
+
+/// `name:tag` split for testcontainers (`latest` when no tag; a registry
+/// port's colon is not a tag).
+pub fn split_image(image: &str) -> (String, String) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (image.to_owned(), "latest".to_owned()),
+    }
+}
+
+/// What an image is, from its `org.chatbench.flavour` label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub flavour: Option<String>,
+    pub version: Option<String>,
+}
+
+pub(crate) async fn engine() -> Result<Docker, String> {
+    let docker = Docker::connect_with_defaults().map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+    docker.ping().await.map_err(|e| format!("the Docker engine does not answer: {e}"))?;
+    Ok(docker)
+}
+
+/// The image's labels, or None when the engine does not have it.
+pub(crate) async fn inspect(docker: &Docker, image: &str) -> Result<Option<ImageInfo>, String> {
+    use testcontainers_modules::testcontainers::bollard::errors::Error;
+    match docker.inspect_image(image).await {
+        Ok(found) => {
+            let labels = found.config.and_then(|c| c.labels).unwrap_or_default();
+            Ok(Some(ImageInfo { flavour: labels.get(FLAVOUR_LABEL).cloned(), version: labels.get("org.chatbench.version").cloned() }))
+        }
+        Err(Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(e) => Err(format!("inspecting image {image}: {e}")),
+    }
+}
+
+/// How a run gets its image: `auto` never pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    Never,
+    IfMissing,
+}
+
+/// The engine and the image's description, after the sweep of leftovers;
+/// a missing image under [`Pull::Never`] is `CannotHonour` (auto moves on).
+pub(crate) async fn prepare(what: &str, image: &str, pull: Pull) -> Result<(Docker, Option<ImageInfo>), ProviderError> {
+    let unavailable = |why: String| ProviderError::Unavailable {
+        provider: "docker",
+        why,
+        fix: "Start a Docker engine (ci/setup docker), or use --provider compat (after ci/setup)".into(),
+    };
+    super::docker_reachable().map_err(unavailable)?;
+    let docker = engine().await.map_err(unavailable)?;
+    USED.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Err(why) = sweep_leftovers(&docker).await {
+        tracing::warn!("docker: could not remove containers left by an earlier run: {why}");
+    }
+    let info = inspect(&docker, image).await.map_err(unavailable)?;
+    if info.is_none() && pull == Pull::Never {
+        return Err(ProviderError::CannotHonour {
+            provider: "docker",
+            why: format!(
+                "the {what} image {image} is not on this Docker engine and auto never pulls \
+                 (build local images with ci/setup docker and pass --docker-image, or choose --provider docker to pull)"
+            ),
+        });
+    }
+    Ok((docker, info))
+}
+
+/// A pull or start failure, with the fix when the image was missing.
+pub(crate) fn start_failed(what: &str, image: &str, had_image: bool, error: impl std::fmt::Display) -> ProviderError {
+    let hint = if had_image {
+        String::new()
+    } else {
+        format!(
+            " ({image} is not on this engine and could not be pulled; ci/setup docker builds local images, \
+             e.g. --docker-image mongo=chatbench-local/nx-27017:0.8.1 kafka=chatbench-local/tansu:0.6.0)"
+        )
+    };
+    ProviderError::StartFailed { provider: "docker", what: format!("the {what} container ({image})"), why: format!("{error}{hint}") }
+}
+
+/// This process, as the owner label names it: pid and start time (so a
+/// reused pid is not mistaken for the owner).
+pub fn owner_id() -> String {
+    let pid = std::process::id();
+    format!("{pid}-{}", start_time(pid).unwrap_or(0))
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Is the process an owner label names still running?
+pub fn owner_alive(owner: &str) -> bool {
+    let Some((pid, started)) = owner.split_once('-') else { return false };
+    let (Ok(pid), Ok(started)) = (pid.parse::<u32>(), started.parse::<u64>()) else { return false };
+    start_time(pid) == Some(started)
+}
+
+/// Labels every container and network of this run carries.
+pub fn labels() -> HashMap<String, String> {
+    HashMap::from([(OWNER_LABEL.to_owned(), owner_id())])
+}
+
+/// Publish each container port on 127.0.0.1 only (never on every interface,
+/// which `publish_all_ports` would do), on the given host port or, with
+/// None, on one the engine picks.
+pub fn loopback_only(host_config: &mut HostConfig, ports: &[(u16, Option<u16>)]) {
+    host_config.publish_all_ports = Some(false);
+    host_config.port_bindings = Some(
+        ports
+            .iter()
+            .map(|&(container, host)| {
+                let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: host.map(|p| p.to_string()) };
+                (format!("{container}/tcp"), Some(vec![binding]))
+            })
+            .collect(),
+    );
+}
+
+/// Set once this process has asked the engine for a container.
+static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Container creations under way (see [`create`]).
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Run a container's creation to its end even if the caller is dropped
+/// (Ctrl-C): the engine finishes a create whose client went away, and a
+/// container nobody holds would outlive the run. A creation whose caller is
+/// gone drops its container when it completes, which removes it; the
+/// binary's last step ([`remove_own`]) waits for every one.
+pub(crate) async fn create<T: Send + 'static>(creation: impl Future<Output = T> + Send + 'static) -> T {
+    use std::sync::atomic::Ordering::SeqCst;
+    IN_FLIGHT.fetch_add(1, SeqCst);
+    let task = tokio::spawn(async move {
+        let out = creation.await;
+        IN_FLIGHT.fetch_sub(1, SeqCst);
+        out
+    });
+    match task.await {
+        Ok(out) => out,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Remove every container and network this process labelled, when it used
+/// the engine at all. The binary's last step: a container whose creation
+/// was under way when Ctrl-C dropped the run has no handle to drop.
+pub async fn remove_own() {
+    if !USED.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let Ok(docker) = engine().await else { return };
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{OWNER_LABEL}={}", owner_id())])]);
+    let list = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
+    for id in docker.list_containers(Some(list)).await.unwrap_or_default().into_iter().filter_map(|c| c.id) {
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        if let Err(e) = docker.remove_container(&id, Some(options)).await
+            && !e.to_string().contains("No such container")
+        {
+            eprintln!("warning: could not remove container {id}: {e} (docker rm -f {id})");
+        }
+    }
+    let networks = docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.unwrap_or_default();
+    for name in networks.into_iter().filter_map(|n| n.name) {
+        if let Err(e) = docker.remove_network(&name).await {
+            eprintln!("warning: could not remove network {name}: {e} (docker network rm {name})");
+        }
+    }
+}
+
+/// Remove the containers and networks whose owning harness is gone (killed
+/// with SIGKILL, say): what drop and Ctrl-C could not clean.
+pub(crate) async fn sweep_leftovers(docker: &Docker) -> Result<usize, String> {
+    let filters = HashMap::from([("label".to_owned(), vec![OWNER_LABEL.to_owned()])]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() }))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut removed = 0;
+    for c in containers {
+        let owner = c.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).cloned().unwrap_or_default();
+        let Some(id) = c.id.filter(|_| !owner_alive(&owner)) else { continue };
+        tracing::info!(container = %id, owner = %owner, "docker: removing a container left by a run that is gone");
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        docker.remove_container(&id, Some(options)).await.map_err(|e| e.to_string())?;
+        removed += 1;
+    }
+    let networks = docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| e.to_string())?;
+    for n in networks {
+        let owner = n.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).cloned().unwrap_or_default();
+        let Some(name) = n.name.filter(|_| !owner_alive(&owner)) else { continue };
+        tracing::info!(network = %name, "docker: removing a network left by a run that is gone");
+        docker.remove_network(&name).await.map_err(|e| e.to_string())?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_split_at_the_tag_not_at_a_registry_port() {
+        assert_eq!(split_image("mongo:8.0"), ("mongo".into(), "8.0".into()));
+        assert_eq!(split_image("chatbench-local/nx-27017:0.8.1"), ("chatbench-local/nx-27017".into(), "0.8.1".into()));
+        assert_eq!(split_image("mongo"), ("mongo".into(), "latest".into()));
+        assert_eq!(split_image("registry:5000/mongo"), ("registry:5000/mongo".into(), "latest".into()));
+        assert_eq!(split_image("registry:5000/mongo:8.0"), ("registry:5000/mongo".into(), "8.0".into()));
+    }
+
+    #[test]
+    fn docker_image_flags_name_their_key_and_the_cli_wins() {
+        let mut cli = DockerImages::default();
+        cli.set("mongo=chatbench-local/nx-27017:0.8.1").unwrap();
+        assert!(cli.set("redis=x").unwrap_err().contains("unknown key \"redis\""));
+        assert!(cli.set("kafka").unwrap_err().contains("KEY=IMAGE"));
+        assert!(cli.set("kafka=").unwrap_err().contains("not an image name"));
+        let scenario = DockerImages { mongo: Some("mongo:7.0".into()), kafka: Some("k:1".into()), server: None };
+        let merged = cli.or(&scenario);
+        assert_eq!(merged.mongo.as_deref(), Some("chatbench-local/nx-27017:0.8.1"));
+        assert_eq!(merged.kafka.as_deref(), Some("k:1"));
+        assert_eq!(merged.server, None);
+    }
+
+    #[test]
+    fn this_process_owns_its_label_and_a_dead_or_reused_pid_does_not() {
+        assert!(owner_alive(&owner_id()));
+        let me = std::process::id();
+        assert!(!owner_alive(&format!("{me}-1")), "same pid, other start time: a reused pid");
+        assert!(!owner_alive("4194304-5"), "no such pid");
+        assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn ports_are_published_on_loopback_only() {
+        let mut config = HostConfig { publish_all_ports: Some(true), ..Default::default() };
+        loopback_only(&mut config, &[(27017, Some(40001))]);
+        assert_eq!(config.publish_all_ports, Some(false));
+        let bindings = config.port_bindings.unwrap();
+        let b = &bindings["27017/tcp"].as_ref().unwrap()[0];
+        assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(b.host_port.as_deref(), Some("40001"));
+    }
+}
