@@ -247,7 +247,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mongo = mongo::start(
         ProviderChoice::Compat,
-        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None },
+        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None },
         dir.path(),
     )
     .await
@@ -263,6 +263,7 @@ async fn main() {
         per_node_args: Vec::new(),
         log_dir: dir.path().to_owned(),
         command: None,
+        containers: None,
     };
     let cluster = Cluster::start(&spec).await.expect("node starts");
     let (ws, http) = (cluster.nodes[0].ws_url(), cluster.nodes[0].http_url(""));

@@ -78,7 +78,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mongo = mongo::start(
         ProviderChoice::Compat,
-        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None },
+        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None },
         dir.path(),
     )
     .await
@@ -94,6 +94,7 @@ async fn main() {
         per_node_args: Vec::new(),
         log_dir: dir.path().to_owned(),
         command: None,
+        containers: None,
     };
     let mut cluster = Cluster::start(&spec).await.expect("nodes start");
     let (ws0, ws1) = (cluster.nodes[0].ws_url(), cluster.nodes[1].ws_url());

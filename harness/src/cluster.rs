@@ -2,8 +2,13 @@
 //! node reports its address on the first stdout line; its logs go to the
 //! run's output folder. `start` returns once every node's `/healthz` is 200.
 
+mod container;
+
+pub use container::{ContainerSpec, DEFAULT_SERVER_IMAGE, NODE_PORT};
+
 use crate::process::{ChildGuard, tail};
 use crate::scenario::Mode;
+use container::NodeContainer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,6 +44,8 @@ pub struct ClusterSpec {
     pub log_dir: PathBuf,
     /// Start nodes with this command instead of `server_bin`.
     pub command: Option<crate::scenario::CommandSystem>,
+    /// Run the nodes in containers (`topology.nodes_in: containers`).
+    pub containers: Option<ContainerSpec>,
 }
 
 pub struct Node {
@@ -47,7 +54,14 @@ pub struct Node {
     pub log: PathBuf,
     /// How many times this node was restarted.
     pub generation: u32,
-    guard: ChildGuard,
+    handle: Handle,
+}
+
+/// What runs a node: a child process, or a container.
+#[allow(clippy::large_enum_variant, reason = "one per node, a handful per run, never moved in a hot path")]
+enum Handle {
+    Process(ChildGuard),
+    Container(NodeContainer),
 }
 
 impl Node {
@@ -66,11 +80,17 @@ impl Node {
 
     /// Exit status if the process has died.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.guard.exited()
+        match &mut self.handle {
+            Handle::Process(guard) => guard.exited(),
+            Handle::Container(c) => c.exited(),
+        }
     }
 
     pub fn pid(&self) -> i32 {
-        self.guard.pid()
+        match &self.handle {
+            Handle::Process(guard) => guard.pid(),
+            Handle::Container(c) => c.pid(),
+        }
     }
 }
 
@@ -126,7 +146,20 @@ impl Cluster {
     pub async fn stop(mut self, grace: Duration) -> Vec<String> {
         let mut unclean = Vec::new();
         for node in &mut self.nodes {
-            match node.guard.terminate(grace).await {
+            let status = match &mut node.handle {
+                Handle::Process(guard) => guard.terminate(grace).await,
+                Handle::Container(c) => {
+                    // A stopped (downed) container has its status already.
+                    if c.exited().is_none() && c.signal(nix::sys::signal::Signal::SIGTERM).await.is_ok() {
+                        let deadline = tokio::time::Instant::now() + grace;
+                        while c.exited().is_none() && tokio::time::Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    c.exited()
+                }
+            };
+            match status {
                 Some(status) if status.success() => {}
                 other => unclean.push(format!("node {} exited with {other:?}", node.index)),
             }
@@ -134,9 +167,22 @@ impl Cluster {
         unclean
     }
 
-    /// Signal one node's process group (kill, stop, pause, resume).
-    pub fn signal(&self, index: usize, signal: nix::sys::signal::Signal) -> std::io::Result<()> {
-        self.nodes[index].guard.signal(signal)
+    /// Signal one node's process group (kill, stop, pause, resume); for a
+    /// node in a container, its container.
+    pub async fn signal(&self, index: usize, signal: nix::sys::signal::Signal) -> Result<(), String> {
+        match &self.nodes[index].handle {
+            Handle::Process(guard) => guard.signal(signal).map_err(|e| e.to_string()),
+            Handle::Container(c) => c.signal(signal).await,
+        }
+    }
+
+    /// Cut node `index` from MongoDB (`cut`), or heal the cut: nodes in
+    /// containers only.
+    pub async fn partition(&self, index: usize, cut: bool) -> Result<(), String> {
+        match &self.nodes[index].handle {
+            Handle::Container(c) => c.partition(cut).await,
+            Handle::Process(_) => Err("partition needs nodes in containers (topology.nodes_in: containers)".into()),
+        }
     }
 
     /// Wait until a signalled node has exited (up to `timeout`).
@@ -157,6 +203,16 @@ impl Cluster {
         let spec = self.spec.clone().expect("a started cluster keeps its spec");
         let addr = self.nodes[index].addr;
         let generation = self.nodes[index].generation + 1;
+        if let Handle::Container(c) = &mut self.nodes[index].handle {
+            // The same container, started again: same port, same network.
+            let log = spec.log_dir.join(format!("node-{index}.{generation}.log"));
+            let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
+            c.restart(&log).await.map_err(failed)?;
+            let node = &mut self.nodes[index];
+            node.generation = generation;
+            node.log = log;
+            return wait_ready(&spec, node).await;
+        }
         let node = start_node(&spec, index, Some((addr, generation))).await?;
         self.nodes[index] = node;
         wait_ready(&spec, &mut self.nodes[index]).await
@@ -178,6 +234,20 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
     let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
     if let Some(command) = &spec.command {
         return start_command_node(spec, command, index, again, log).await;
+    }
+    if let Some(containers) = &spec.containers {
+        let port = crate::process::free_port().map_err(|e| failed(format!("no free port: {e}")))?;
+        let mut args: Vec<String> =
+            ["--listen".to_owned(), format!("0.0.0.0:{NODE_PORT}"), "--mongo-uri".to_owned(), containers.mongo_uri.clone()]
+                .into_iter()
+                .chain(["--db".to_owned(), spec.db.clone(), "--node-id".to_owned(), format!("node-{index}")])
+                .chain(["--mode".to_owned(), spec.mode.as_str().to_owned()])
+                .collect();
+        args.extend(spec.extra_args.iter().cloned());
+        args.extend(spec.per_node_args.get(index).into_iter().flatten().cloned());
+        let container = NodeContainer::start(containers, index, port, args, &log).await.map_err(failed)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        return Ok(Node { index, addr, log, generation: 0, handle: Handle::Container(container) });
     }
     if !spec.server_bin.is_file() {
         return Err(ClusterError::BinaryMissing { looked: spec.server_bin.display().to_string() });
@@ -211,7 +281,7 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
         .ok_or_else(|| failed(format!("first stdout line was {line:?}, expected `listening <ip>:<port>`")))?;
     // Keep draining stdout so the node never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Node { index, addr, log, generation: again.map_or(0, |a| a.1), guard })
+    Ok(Node { index, addr, log, generation: again.map_or(0, |a| a.1), handle: Handle::Process(guard) })
 }
 
 /// A node of a `system.command`: the template filled in for this node, on
@@ -254,7 +324,7 @@ async fn start_command_node(
         cmd.env(k, fill(v));
     }
     let guard = ChildGuard::spawn(format!("node-{index}"), &mut cmd).map_err(|e| failed(format!("cannot spawn {}: {e}", argv[0])))?;
-    Ok(Node { index, addr, log, generation: again.map_or(0, |a| a.1), guard })
+    Ok(Node { index, addr, log, generation: again.map_or(0, |a| a.1), handle: Handle::Process(guard) })
 }
 
 /// Ready: the reference server's `/healthz`, or a command's readiness probe.

@@ -28,6 +28,8 @@ pub struct Targets {
     pub down: Mutex<BTreeSet<usize>>,
     /// Nodes paused by plan right now.
     pub paused: Mutex<BTreeSet<usize>>,
+    /// Nodes cut from MongoDB by a `partition` right now.
+    pub partitioned: Mutex<BTreeSet<usize>>,
     /// Per node: the fault proxy on its link to MongoDB (empty when the
     /// scenario has no network faults on it).
     pub links: Vec<FaultProxy>,
@@ -175,6 +177,17 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
             let up = async { !t.down.lock().await.contains(&(node as usize)) && !t.paused.lock().await.contains(&(node as usize)) };
             degrade(action, proxy, up).await?;
         }
+        FaultAction::Partition { node, duration } => {
+            let node = node as usize;
+            if t.down.lock().await.contains(&node) {
+                return Err(format!("node {node} is down"));
+            }
+            t.cluster.lock().await.partition(node, true).await?;
+            t.partitioned.lock().await.insert(node);
+            tokio::time::sleep(duration.0).await;
+            t.cluster.lock().await.partition(node, false).await?;
+            t.partitioned.lock().await.remove(&node);
+        }
         FaultAction::Random { .. } => return Err("random faults are resolved when the schedule is made".into()),
         FaultAction::DropClients { share } => drop_clients(&t.drops, share),
     }
@@ -221,7 +234,7 @@ async fn signal(t: &Targets, node: usize, sig: Signal) -> Result<(), String> {
     if t.down.lock().await.contains(&node) {
         return Err(format!("node {node} is down"));
     }
-    t.cluster.lock().await.signal(node, sig).map_err(|e| format!("signal {sig} to node {node}: {e}"))
+    t.cluster.lock().await.signal(node, sig).await.map_err(|e| format!("signal {sig} to node {node}: {e}"))
 }
 
 /// Kill or stop a node and wait for it to exit.
@@ -249,9 +262,13 @@ pub async fn settle(t: &Targets) {
         link.set(LinkFault::default());
     }
     let paused: Vec<usize> = t.paused.lock().await.iter().copied().collect();
+    let partitioned: Vec<usize> = std::mem::take(&mut *t.partitioned.lock().await).into_iter().collect();
     let cluster = t.cluster.lock().await;
     for node in paused {
-        let _ = cluster.signal(node, Signal::SIGCONT);
+        let _ = cluster.signal(node, Signal::SIGCONT).await;
+    }
+    for node in partitioned {
+        let _ = cluster.partition(node, false).await;
     }
 }
 

@@ -14,7 +14,7 @@ use crate::provider::mongo::{self, MongoBackend, MongoRequest};
 use crate::proxy::FaultProxy;
 use crate::report::evaluate::{self, evaluate};
 use crate::report::{ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
-use crate::scenario::{HistoryGuarantee, LinkTarget, Mode, ProviderChoice, Scenario};
+use crate::scenario::{HistoryGuarantee, LinkTarget, Mode, NodesIn, ProviderChoice, Scenario};
 use crate::trace::{Clock, DrainRecord, TRACE_VERSION, Trace, TraceMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeSet;
@@ -450,6 +450,8 @@ async fn start_backends(
         persistent: scenario.may_restart_mongo(),
         server_args: topology.mongo.server_args.clone(),
         image: options.docker_images.mongo.clone(),
+        // Nodes in containers reach MongoDB on the run's own network.
+        network: (topology.nodes_in == NodesIn::Containers).then(|| format!("chatbench-{db}")),
     };
     tracing::info!(mode = mode.as_str(), provider = ?options.provider, "starting MongoDB");
     let mongo = mongo::start(options.provider, &request, dir).await?;
@@ -518,6 +520,25 @@ async fn start_nodes(
             .collect(),
         log_dir: dir.to_owned(),
         command: scenario.system.command.clone(),
+        containers: match scenario.topology.nodes_in {
+            NodesIn::Processes => None,
+            NodesIn::Containers if mode == Mode::Kafka => {
+                return Err(InfraError::Provider(crate::provider::ProviderError::CannotHonour {
+                    provider: "nodes in containers",
+                    why: "kafka mode: the broker advertises a host address the node containers cannot reach (changestream only)".into(),
+                }));
+            }
+            NodesIn::Containers => {
+                let (network, mongo_uri) = backends.mongo.inside.clone().ok_or_else(|| {
+                    InfraError::Provider(crate::provider::ProviderError::CannotHonour {
+                        provider: "nodes in containers",
+                        why: "MongoDB is not on the run's Docker network".into(),
+                    })
+                })?;
+                let image = options.docker_images.server.clone().unwrap_or_else(|| crate::cluster::DEFAULT_SERVER_IMAGE.to_owned());
+                Some(crate::cluster::ContainerSpec { image, network, mongo_uri })
+            }
+        },
     };
     tracing::info!(nodes, "starting chat-server nodes");
     Ok(Cluster::start(&spec).await?)
@@ -565,6 +586,7 @@ async fn drive(
         drops,
         down: Mutex::new(BTreeSet::new()),
         paused: Mutex::new(BTreeSet::new()),
+        partitioned: Mutex::new(BTreeSet::new()),
         links,
         kafka: kafka.map(Mutex::new),
         kafka_links,

@@ -51,7 +51,7 @@ async fn a_dropped_collection_gets_its_indexes_back_and_no_hot_reopen_loop() {
     let dir = tempfile::tempdir().unwrap();
     let mongo = mongo::start(
         ProviderChoice::Process,
-        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None },
+        &MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None },
         dir.path(),
     )
     .await

@@ -15,7 +15,7 @@
 use super::ProviderError;
 use std::collections::HashMap;
 use testcontainers_modules::testcontainers::bollard::Docker;
-use testcontainers_modules::testcontainers::bollard::models::{HostConfig, PortBinding};
+use testcontainers_modules::testcontainers::bollard::models::{HostConfig, NetworkCreateRequest, PortBinding};
 use testcontainers_modules::testcontainers::bollard::query_parameters::{
     ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
 };
@@ -107,6 +107,26 @@ pub(crate) async fn inspect(docker: &Docker, image: &str) -> Result<Option<Image
         }
         Err(Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
         Err(e) => Err(format!("inspecting image {image}: {e}")),
+    }
+}
+
+/// For `chatbench doctor`: Ok when auto would run the default MongoDB
+/// image; otherwise why not, with the local images that are there.
+pub async fn status() -> Result<String, String> {
+    let at = super::docker_reachable()?;
+    let docker = engine().await?;
+    let mut local = Vec::new();
+    for image in ["chatbench-local/nx-27017:0.8.1", "chatbench-local/tansu:0.6.0", "chatbench-local/chat-server:dev"] {
+        if inspect(&docker, image).await?.is_some() {
+            local.push(image);
+        }
+    }
+    let local = if local.is_empty() { "none (ci/setup docker builds them)".to_owned() } else { local.join(", ") };
+    match inspect(&docker, DEFAULT_MONGO_IMAGE).await? {
+        Some(_) => Ok(format!("{at}; {DEFAULT_MONGO_IMAGE} present; local images: {local}")),
+        None => {
+            Err(format!("the engine at {at} answers, but {DEFAULT_MONGO_IMAGE} is not on it and auto never pulls; local images: {local}"))
+        }
     }
 }
 
@@ -280,6 +300,39 @@ pub(crate) async fn sweep_leftovers(docker: &Docker) -> Result<usize, String> {
         removed += 1;
     }
     Ok(removed)
+}
+
+/// A Docker network for one run, labelled like its containers; removed
+/// when dropped (after the containers on it: hold it last).
+pub struct RunNetwork {
+    pub name: String,
+}
+
+impl RunNetwork {
+    pub async fn create(name: String) -> Result<RunNetwork, String> {
+        let docker = engine().await?;
+        let request = NetworkCreateRequest { name: name.clone(), labels: Some(labels()), ..Default::default() };
+        docker.create_network(request).await.map_err(|e| format!("creating Docker network {name}: {e}"))?;
+        Ok(RunNetwork { name })
+    }
+}
+
+impl Drop for RunNetwork {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A runtime of its own: drop may run inside or outside one.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(docker) = engine().await
+                    && let Err(e) = docker.remove_network(&name).await
+                {
+                    tracing::warn!(network = %name, error = %e, "could not remove the run's Docker network");
+                }
+            });
+        })
+        .join();
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub struct MongoRequest {
     pub server_args: Vec<String>,
     /// The docker provider's image (default [`super::docker::DEFAULT_MONGO_IMAGE`]).
     pub image: Option<String>,
+    /// Put MongoDB on this new Docker network, for nodes in containers
+    /// (docker provider only; the others refuse).
+    pub network: Option<String>,
 }
 
 /// A running MongoDB. Dropping it stops the backend.
@@ -37,6 +40,9 @@ pub struct MongoBackend {
     pub version: String,
     /// Whether latency through this backend says anything about MongoDB.
     pub is_real_mongodb: bool,
+    /// With [`MongoRequest::network`]: the network and the connection
+    /// string containers on it use.
+    pub inside: Option<(String, String)>,
     backend: Box<dyn Restart>,
 }
 
@@ -48,7 +54,7 @@ impl std::fmt::Debug for MongoBackend {
 
 impl MongoBackend {
     fn new(uri: String, provider: ProviderKind, version: String, real: bool, backend: impl Restart + 'static) -> Self {
-        Self { uri, provider, version, is_real_mongodb: real, backend: Box::new(backend) }
+        Self { uri, provider, version, is_real_mongodb: real, inside: None, backend: Box::new(backend) }
     }
 
     /// Stop MongoDB and start it again on the same data after `down_for`.
@@ -110,6 +116,17 @@ pub(crate) async fn server_version(client: &mongodb::Client) -> Option<String> {
     info.get_str("version").ok().map(str::to_owned)
 }
 
+/// Only the docker provider puts MongoDB on a Docker network.
+fn no_network(provider: &'static str, request: &MongoRequest) -> Result<(), ProviderError> {
+    if provider == "docker" || request.network.is_none() {
+        return Ok(());
+    }
+    Err(ProviderError::CannotHonour {
+        provider,
+        why: "nodes in containers need MongoDB in a container on the run's network (the docker provider)".into(),
+    })
+}
+
 /// Providers that do not start `mongod` themselves cannot pass it flags.
 fn no_mongod_flags(provider: &'static str, request: &MongoRequest) -> Result<(), ProviderError> {
     if request.server_args.is_empty() {
@@ -123,6 +140,7 @@ fn no_mongod_flags(provider: &'static str, request: &MongoRequest) -> Result<(),
 
 fn single_member_only(provider: &'static str, request: &MongoRequest) -> Result<(), ProviderError> {
     no_mongod_flags(provider, request)?;
+    no_network(provider, request)?;
     if request.members == 1 {
         return Ok(());
     }
@@ -141,7 +159,7 @@ mod tests {
 
     #[test]
     fn only_the_process_provider_takes_mongod_flags() {
-        let mut request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None };
+        let mut request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None };
         assert!(single_member_only("compat", &request).is_ok());
         request.server_args = vec!["--journalCommitInterval".into(), "10".into()];
         match single_member_only("compat", &request) {
@@ -152,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn single_member_providers_refuse_three_members_instead_of_downgrading() {
-        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new(), image: None };
+        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None };
         let dir = tempfile::tempdir().unwrap();
         for choice in [ProviderChoice::Compat, ProviderChoice::Docker] {
             let err = start(choice, &request, dir.path()).await.unwrap_err();
@@ -163,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn external_without_uri_is_a_clear_error() {
-        let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None };
+        let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None };
         let dir = tempfile::tempdir().unwrap();
         let err = start(ProviderChoice::External, &request, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains("URI"), "{err}");
@@ -173,7 +191,8 @@ mod tests {
     async fn external_that_does_not_answer_names_the_uri() {
         let port = crate::process::free_port().unwrap();
         let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300");
-        let request = MongoRequest { members: 1, uri: Some(uri.clone()), persistent: false, server_args: Vec::new(), image: None };
+        let request =
+            MongoRequest { members: 1, uri: Some(uri.clone()), persistent: false, server_args: Vec::new(), image: None, network: None };
         let dir = tempfile::tempdir().unwrap();
         let err = start(ProviderChoice::External, &request, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains(&uri), "{err}");

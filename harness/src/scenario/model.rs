@@ -723,6 +723,22 @@ pub struct Topology {
     /// `chatbench-local/tansu:0.6.0`.
     #[serde(default, skip_serializing_if = "crate::provider::docker::DockerImages::is_empty")]
     pub images: crate::provider::docker::DockerImages,
+    /// Where the reference server's nodes run: `processes` on this machine
+    /// (default), or `containers` on the run's Docker network beside the
+    /// MongoDB container (docker provider; image `images.server`, default
+    /// `chatbench-local/chat-server:dev`), so `partition` can cut a node
+    /// from MongoDB. Changestream mode only for now.
+    #[serde(default)]
+    pub nodes_in: NodesIn,
+}
+
+/// Where the reference server's nodes run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodesIn {
+    #[default]
+    Processes,
+    Containers,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -1105,6 +1121,10 @@ pub enum FaultAction {
         #[serde(default)]
         reset: bool,
     },
+    /// Cut node `node` from MongoDB for `duration` (its container leaves
+    /// the run's Docker network, then joins it again): a real partition,
+    /// with `topology.nodes_in: containers`. Its clients still reach it.
+    Partition { node: u32, duration: HumanDuration },
     /// Each time, one of `choices` picked at random from the run's seed.
     Random { choices: Vec<FaultAction> },
 }
@@ -1117,7 +1137,8 @@ impl FaultAction {
             | FaultAction::PauseNode { node, .. }
             | FaultAction::ResumeNode { node }
             | FaultAction::RestartNode { node, .. }
-            | FaultAction::Network { node, .. } => Some(*node),
+            | FaultAction::Network { node, .. }
+            | FaultAction::Partition { node, .. } => Some(*node),
             FaultAction::RestartMongo { .. }
             | FaultAction::RestartKafka { .. }
             | FaultAction::DropClients { .. }
@@ -1136,6 +1157,7 @@ impl FaultAction {
             FaultAction::RestartKafka { .. } => "restart_kafka",
             FaultAction::DropClients { .. } => "drop_clients",
             FaultAction::Network { .. } => "network",
+            FaultAction::Partition { .. } => "partition",
             FaultAction::Random { .. } => "random",
         }
     }
@@ -1160,7 +1182,7 @@ pub enum LinkTarget {
 
 impl Scenario {
     /// Whether any fault (or random choice) satisfies `test`.
-    fn any_fault(&self, test: impl Fn(&FaultAction) -> bool) -> bool {
+    pub(crate) fn any_fault(&self, test: impl Fn(&FaultAction) -> bool) -> bool {
         self.faults.iter().any(|f| match &f.action {
             FaultAction::Random { choices } => choices.iter().any(&test),
             other => test(other),

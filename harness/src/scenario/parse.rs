@@ -139,6 +139,29 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
             format!("{} nodes, but system.external lists {} URLs: one node per URL", s.topology.nodes, external.urls.len())
         })?;
     }
+    let partitions = s.any_fault(|a| matches!(a, FaultAction::Partition { .. }));
+    check(!partitions || t.nodes_in == NodesIn::Containers, &["faults"], || {
+        "partition cuts a node container from the run's Docker network: it needs topology.nodes_in: containers \
+         (for nodes in processes, a network fault with blackhole: true cuts the node's link through the harness's proxy)"
+            .into()
+    })?;
+    if t.nodes_in == NodesIn::Containers {
+        let path = &["topology", "nodes_in"];
+        check(s.system.command.is_none() && s.system.external.is_none(), path, || {
+            "containers runs the reference server's nodes; a command or external system runs its own".into()
+        })?;
+        check(matches!(t.provider, ProviderChoice::Auto | ProviderChoice::Docker), path, || {
+            format!("nodes in containers need MongoDB in a container beside them: provider docker (or auto), not {:?}", t.provider)
+        })?;
+        check(!s.modes.contains(&Mode::Kafka), path, || {
+            "nodes in containers run changestream mode only: the Kafka broker advertises a host address the node containers cannot reach"
+                .into()
+        })?;
+        let proxied = s.any_fault(|a| matches!(a, FaultAction::Network { link: LinkTarget::Mongo | LinkTarget::Kafka, .. }));
+        check(!proxied, &["faults"], || {
+            "a network fault on a node's MongoDB or Kafka link goes through a proxy on this host, which node containers do not use: use partition".into()
+        })?;
+    }
     let w = &s.workload;
     check(w.rooms >= 1, &["workload", "rooms"], || "need at least 1 room".into())?;
     check(w.room_names.contains("{n}"), &["workload", "room_names"], || {
@@ -546,6 +569,36 @@ workload:
         format!(
             "{GOOD}system:\n  protocol: stomp\n  command: {{run: [node, s.js, '{{port}}']}}\n  guarantees: {{ack: none, order: per_sender, history: none}}\n  stomp:\n    body: '{{\"content\":\"{{text}} [{{id}}]\"}}'\n{extra_stomp}{extra_system}"
         )
+    }
+
+    #[test]
+    fn nodes_in_containers_and_partitions_are_checked_before_the_run() {
+        let containers = GOOD.replace("  nodes: 2\n", "  nodes: 2\n  nodes_in: containers\n");
+        let partition = "faults:\n  - at: 1s\n    action: {partition: {node: 1, duration: 1s}}\n";
+        let s = parse_str(&format!("{containers}{partition}"), "t.yaml").unwrap();
+        assert_eq!(s.topology.nodes_in, NodesIn::Containers);
+        let cases = [
+            (format!("{GOOD}{partition}"), "faults: partition cuts a node container"),
+            (containers.replace("  nodes_in:", "  provider: compat\n  nodes_in:"), "topology.nodes_in: nodes in containers need MongoDB"),
+            (format!("{containers}modes: [changestream, kafka]\n"), "topology.nodes_in: nodes in containers run changestream mode only"),
+            (
+                format!("{containers}faults:\n  - at: 1s\n    action: {{network: {{node: 0, duration: 1s, blackhole: true}}}}\n"),
+                "faults: a network fault on a node's MongoDB or Kafka link",
+            ),
+            (
+                format!("{containers}system:\n  command: {{run: [x, '{{port}}']}}\n"),
+                "topology.nodes_in: containers runs the reference server",
+            ),
+        ];
+        for (text, expected) in cases {
+            let (_, m) = err(&text);
+            assert!(m.starts_with(expected), "{expected:?} in {m}");
+        }
+        // A network fault on the clients' link is the harness's own proxy: fine.
+        let clients = format!(
+            "{containers}faults:\n  - at: 1s\n    action: {{network: {{node: 0, link: clients, duration: 1s, blackhole: true}}}}\n"
+        );
+        parse_str(&clients, "t.yaml").unwrap();
     }
 
     #[test]

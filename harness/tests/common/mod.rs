@@ -33,7 +33,7 @@ pub async fn start_mode(nodes: u32, mode: Mode, extra_args: &[&str]) -> Env {
         dir.disable_cleanup(true);
         eprintln!("test logs kept in {}", dir.path().display());
     }
-    let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None };
+    let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None };
     let mongo = mongo::start(ProviderChoice::Compat, &request, dir.path()).await.expect("compat MongoDB starts (run ci/setup first)");
     let mut args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
     let kafka = match mode {
@@ -56,6 +56,7 @@ pub async fn start_mode(nodes: u32, mode: Mode, extra_args: &[&str]) -> Env {
         per_node_args: Vec::new(),
         log_dir: dir.path().to_owned(),
         command: None,
+        containers: None,
     };
     let cluster = Cluster::start(&spec).await.expect("nodes start and turn healthy");
     Env { cluster, mongo, kafka, dir }

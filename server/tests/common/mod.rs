@@ -62,7 +62,7 @@ pub fn config(env_uri: &str, db: &str, node: usize, limits: Limits, fanout: Fano
 /// A compat MongoDB only.
 pub async fn mongo() -> (MongoBackend, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None };
+    let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None };
     let mongo = mongo::start(ProviderChoice::Compat, &request, dir.path()).await.expect("compat MongoDB starts (run ci/setup first)");
     (mongo, dir)
 }

@@ -43,6 +43,8 @@ fn is_compat(info: Option<&ImageInfo>) -> bool {
 struct Container {
     inner: ContainerAsync<GenericImage>,
     uri: String,
+    /// Removed after the container (fields drop in order).
+    _network: Option<engine::RunNetwork>,
 }
 
 impl Restart for Container {
@@ -66,6 +68,12 @@ pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, P
     let failed = |why: String| ProviderError::StartFailed { provider: "docker", what: format!("the mongo container ({image})"), why };
     let host_port = crate::process::free_port().map_err(|e| failed(format!("no free port: {e}")))?;
     let (name, tag) = engine::split_image(&image);
+    let network = match &request.network {
+        Some(name) => Some(engine::RunNetwork::create(name.clone()).await.map_err(failed)?),
+        None => None,
+    };
+    // On the run's network the nodes reach MongoDB by this name.
+    let inside_name = network.as_ref().map(|n| format!("{}-mongo", n.name));
     let mut container = GenericImage::new(name, tag)
         .with_exposed_port(PORT.tcp())
         .with_labels(engine::labels())
@@ -73,6 +81,9 @@ pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, P
         .with_host_config_modifier(move |c| engine::loopback_only(c, &[(PORT, Some(host_port))]));
     if !compat {
         container = container.with_cmd(["--replSet", REPLICA_SET, "--bind_ip_all"]);
+    }
+    if let (Some(net), Some(inside)) = (&network, &inside_name) {
+        container = container.with_network(net.name.clone()).with_container_name(inside.clone());
     }
     let container = engine::create(container.start()).await.map_err(|e| engine::start_failed("MongoDB", &image, info.is_some(), e))?;
     let uri = uri_for_port(host_port);
@@ -89,7 +100,12 @@ pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, P
             (format!("MongoDB {v} (docker, {image})"), true)
         }
     };
-    Ok(MongoBackend::new(uri.clone(), ProviderKind::Docker, version, real, Container { inner: container, uri }))
+    let inside =
+        network.as_ref().zip(inside_name).map(|(n, host)| (n.name.clone(), format!("mongodb://{host}:{PORT}/?directConnection=true")));
+    let mut backend =
+        MongoBackend::new(uri.clone(), ProviderKind::Docker, version, real, Container { inner: container, uri, _network: network });
+    backend.inside = inside;
+    Ok(backend)
 }
 
 /// Initiate the one-member set (once; a set already initiated is fine) and
@@ -152,6 +168,7 @@ mod tests {
             persistent: true,
             server_args: Vec::new(),
             image: Some("chatbench-local/nx-27017:0.8.1".into()),
+            network: None,
         };
         let mut backend = start(&request, Pull::Never).await.unwrap();
         assert!(!backend.is_real_mongodb, "{}", backend.version);
@@ -172,6 +189,7 @@ mod tests {
             persistent: false,
             server_args: Vec::new(),
             image: Some("chatbench-local/no-such-image:0".into()),
+            network: None,
         };
         match start(&request, Pull::Never).await {
             Err(ProviderError::CannotHonour { why, .. }) => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 pub async fn start(request: &MongoRequest) -> Result<MongoBackend, ProviderError> {
     refuse_restarts("external", "MongoDB", request.persistent, "chatbench does not control an external MongoDB")?;
     super::no_mongod_flags("external", request)?;
+    super::no_network("external", request)?;
     let uri = request.uri.clone().ok_or_else(|| ProviderError::Unavailable {
         provider: "external",
         why: "no MongoDB URI was given".into(),

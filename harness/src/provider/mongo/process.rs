@@ -107,6 +107,7 @@ async fn wait_for_primary(uri: &str, timeout: Duration) -> Result<mongodb::Clien
 }
 
 pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
+    super::no_network("process", request)?;
     let version = mongod_status().map_err(|why| ProviderError::Unavailable {
         provider: "process",
         why,
@@ -159,7 +160,7 @@ mod tests {
     #[ignore = "needs mongod on PATH"]
     async fn starts_a_three_member_replica_set() {
         let dir = tempfile::tempdir().unwrap();
-        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new(), image: None };
+        let request = MongoRequest { members: 3, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None };
         let backend = start(&request, dir.path()).await.unwrap();
         assert!(backend.uri.contains("replicaSet=rs0"));
     }
