@@ -291,7 +291,11 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Backends { provider, kafka, docker_images, out } => backends_command(provider, kafka, &docker_images, out).await,
         Command::K8s(K8sCommand::Render(args)) => k8s_render_command(args),
         Command::Doctor => {
-            print!("{}", crate::doctor::render(&crate::doctor::survey()));
+            let mut statuses = crate::doctor::survey();
+            if let Some(docker) = statuses.iter_mut().find(|s| s.provider == "docker" && s.ready.is_ok()) {
+                docker.ready = crate::provider::docker::status().await;
+            }
+            print!("{}", crate::doctor::render(&statuses));
             ExitCode::from(EXIT_PASS)
         }
         Command::Schema => {
@@ -627,7 +631,8 @@ async fn backends_command(provider: ProviderChoice, with_kafka: bool, docker_ima
         eprintln!("error: {}: {e}", dir.display());
         return ExitCode::from(EXIT_INFRA);
     }
-    let request = mongo::MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: images.mongo };
+    let request =
+        mongo::MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: images.mongo, network: None };
     let mongo = match mongo::start(provider, &request, &dir).await {
         Ok(m) => m,
         Err(e) => {

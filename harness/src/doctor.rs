@@ -16,9 +16,9 @@ pub fn survey() -> Vec<ProviderStatus> {
     vec![
         ProviderStatus {
             provider: "docker",
-            backend: "MongoDB (mongo image, 1-member replica set) and Kafka (kafka::apache, KRaft)",
+            backend: "MongoDB (mongo:8.0, 1-member replica set) and Kafka (apache/kafka, KRaft), or --docker-image",
             ready: docker_reachable(),
-            fix: "start a Docker engine (or set DOCKER_HOST)".into(),
+            fix: "ci/setup docker (an engine and local images), then --docker-image mongo=chatbench-local/nx-27017:0.8.1".into(),
         },
         ProviderStatus {
             provider: "process",
