@@ -81,6 +81,8 @@ pub fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         kill_all_children();
+        // Containers too: unwinding may not get to their handles' drops.
+        crate::provider::docker::remove_own_blocking();
         default(info);
     }));
 }

@@ -189,6 +189,10 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let db = format!("chatbench_{}_{run_id}", mode.as_str());
     let backends = start_backends(scenario, options, mode, dir, &db).await?;
     let cluster = start_nodes(scenario, options, mode, dir, &backends, &db).await?;
+    // TEST ONLY: a panic with backends and nodes up (the cleanup tests).
+    if std::env::var_os("CHATBENCH_TEST_PANIC").is_some() {
+        panic!("CHATBENCH_TEST_PANIC: panicking with backends and nodes up, as asked");
+    }
     let rooms: Vec<String> =
         client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|&r| scenario.workload.room_name(r, &run_id)).collect();
     let mut plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed, options.shard.map_or(1, |s| s.count));

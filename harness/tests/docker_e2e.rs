@@ -125,6 +125,24 @@ fn ctrl_c_leaves_no_container_or_network_behind() {
     }
 }
 
+/// A panic with MongoDB and the nodes up in containers: the panic hook
+/// removes them (unwinding may never reach their handles).
+#[test]
+#[ignore = "needs a Docker engine"]
+fn a_panic_leaves_no_container_or_network_behind() {
+    let _engine = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(BIN)
+        .args(["run", &repo("scenarios/docker/partition-node.yaml"), "--quiet", "--out", out.to_str().unwrap()])
+        .env("CHATBENCH_TEST_PANIC", "1")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("CHATBENCH_TEST_PANIC"), "{}", text(&o));
+    assert_nothing_left("after a panic");
+}
+
 /// A SIGKILLed harness cannot clean up; the next docker run removes what
 /// it left (its owner is gone), and nothing of a live run's.
 #[test]

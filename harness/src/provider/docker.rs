@@ -248,10 +248,27 @@ pub(crate) async fn create<T: Send + 'static>(creation: impl Future<Output = T> 
 /// the engine at all. The binary's last step: a container whose creation
 /// was under way when Ctrl-C dropped the run has no handle to drop.
 pub async fn remove_own() {
+    remove_own_within(std::time::Duration::from_secs(60)).await
+}
+
+/// From a panic hook: [`remove_own`] on a thread and runtime of its own
+/// (the run's runtime may be unwinding), waiting briefly for creations.
+pub fn remove_own_blocking() {
     if !USED.load(std::sync::atomic::Ordering::SeqCst) {
         return;
     }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let _ = std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(remove_own_within(std::time::Duration::from_secs(5)));
+    })
+    .join();
+}
+
+async fn remove_own_within(wait: std::time::Duration) {
+    if !USED.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + wait;
     while IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
