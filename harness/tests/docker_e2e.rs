@@ -53,30 +53,61 @@ fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// `chatbench run SCENARIO --provider docker --quiet --out OUT EXTRA…`.
+fn run_docker(scenario: &str, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let (file, out) = (repo(scenario), out.to_str().unwrap().to_owned());
+    let args = ["run", file.as_str(), "--provider", "docker", "--quiet", "--out", out.as_str()];
+    run(&args.iter().chain(extra).copied().collect::<Vec<_>>())
+}
+
+/// Start the partition scenario (nodes in containers) in the background;
+/// with `until_nodes`, return once its nodes log.
+fn spawn_partition_run(out: &std::path::Path, until_nodes: bool) -> std::process::Child {
+    let child = Command::new(BIN)
+        .args(["run", &repo("scenarios/docker/partition-node.yaml"), "--quiet", "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while until_nodes && !out.join("changestream/node-1.log").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "nodes did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
 #[test]
 #[ignore = "needs a Docker engine"]
 fn smoke_passes_on_local_images_and_leaves_nothing_behind() {
     let _engine = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = run(&[
-        "run",
-        &repo("scenarios/smoke.yaml"),
-        "--provider",
-        "docker",
-        "--docker-image",
-        MONGO,
-        "--docker-image",
-        KAFKA,
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_docker("scenarios/smoke.yaml", &out, &["--docker-image", MONGO, "--docker-image", KAFKA]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let r = report(&out);
     assert_eq!(r["modes"][0]["provider"], "docker");
     assert!(r["modes"][0]["backend"].as_str().unwrap().contains("chatbench-local/nx-27017"), "{}", r["modes"][0]["backend"]);
     assert_nothing_left("after a run");
+}
+
+/// The command: `--provider docker` with no image named runs the
+/// local stand-ins (the official images are not on this engine), says so,
+/// and the report names them.
+#[test]
+#[ignore = "needs a Docker engine"]
+fn provider_docker_without_images_runs_the_local_stand_ins_and_says_so() {
+    let _engine = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run(&["run", &repo("scenarios/smoke.yaml"), "--provider", "docker", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("running the local stand-in chatbench-local/nx-27017:0.8.1"), "{}", text(&o));
+    assert!(text(&o).contains("not MongoDB's"), "the compat note: {}", text(&o));
+    let r = report(&out);
+    assert_eq!(r["modes"][0]["provider"], "docker");
+    assert!(r["modes"][0]["backend"].as_str().unwrap().starts_with("nx-27017 0.8.1"), "{}", r["modes"][0]["backend"]);
+    assert_nothing_left("after a stand-in run");
 }
 
 #[test]
@@ -103,22 +134,8 @@ fn ctrl_c_leaves_no_container_or_network_behind() {
     for (moment, wait_for_nodes) in [("during container creation", false), ("while nodes in containers run", true)] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let mut child = Command::new(BIN)
-            .args(["run", &repo("scenarios/docker/partition-node.yaml"), "--quiet", "--out", out.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        if wait_for_nodes {
-            while !out.join("changestream/node-1.log").exists() {
-                assert!(started.elapsed() < Duration::from_secs(120), "nodes did not start");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        } else {
-            std::thread::sleep(Duration::from_millis(700));
-        }
+        let mut child = spawn_partition_run(&out, wait_for_nodes);
+        std::thread::sleep(if wait_for_nodes { Duration::from_secs(2) } else { Duration::from_millis(700) });
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
         assert_eq!(child.wait().unwrap().code(), Some(130), "{moment}");
         assert_nothing_left(moment);
@@ -151,32 +168,12 @@ fn a_sigkilled_runs_containers_are_removed_by_the_next_run() {
     let _engine = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = Command::new(BIN)
-        .args(["run", &repo("scenarios/docker/partition-node.yaml"), "--quiet", "--out", out.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !out.join("changestream/node-1.log").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "nodes did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut child = spawn_partition_run(&out, true);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(containers().len() >= 3, "MongoDB and two nodes outlive a SIGKILL: {:?}", containers());
     let again = dir.path().join("again");
-    let o = run(&[
-        "run",
-        &repo("scenarios/smoke.yaml"),
-        "--provider",
-        "docker",
-        "--docker-image",
-        MONGO,
-        "--quiet",
-        "--out",
-        again.to_str().unwrap(),
-    ]);
+    let o = run_docker("scenarios/smoke.yaml", &again, &["--docker-image", MONGO]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_nothing_left("after the next run");
 }
@@ -211,19 +208,7 @@ fn restart_mongo_on_docker_keeps_the_port_and_the_data() {
     let _engine = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = run(&[
-        "run",
-        &repo("scenarios/faults/restart-mongo.yaml"),
-        "--provider",
-        "docker",
-        "--docker-image",
-        MONGO,
-        "--mode",
-        "changestream",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_docker("scenarios/faults/restart-mongo.yaml", &out, &["--docker-image", MONGO, "--mode", "changestream"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let r = report(&out);
     assert_eq!(r["modes"][0]["faults"][0]["action"], "restart_mongo");

@@ -8,9 +8,12 @@
 //! `ci/docker images` builds local stand-ins (`chatbench-local/nx-27017`,
 //! `chatbench-local/tansu`, `chatbench-local/chat-server`) labelled
 //! `org.chatbench.flavour`, which tells the provider how to run them.
-//! `auto` never pulls: with an engine but no local image it moves on to the
-//! next provider and says why. `--provider docker` pulls a missing image
-//! (testcontainers' behaviour) and, when that fails, names the fix.
+//! `auto` never pulls nor substitutes: with an engine but not the image it
+//! moves on to the next provider and says why. `--provider docker` without
+//! `--docker-image` runs the official image when the engine has it, else
+//! the local stand-in when `ci/setup docker` built it (with a warning; the
+//! report names the backend and says compat latency is not MongoDB's or
+//! Kafka's), else pulls the official image and, when that fails, names the fix.
 
 use super::ProviderError;
 use std::collections::HashMap;
@@ -24,6 +27,9 @@ use testcontainers_modules::testcontainers::bollard::query_parameters::{
 pub const DEFAULT_MONGO_IMAGE: &str = "mongo:8.0";
 /// The official Apache Kafka image (KRaft, through testcontainers-modules).
 pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.0";
+/// The local stand-ins `ci/setup docker` builds (see [`Choice`]).
+pub const LOCAL_MONGO_IMAGE: &str = "chatbench-local/nx-27017:0.8.1";
+pub const LOCAL_KAFKA_IMAGE: &str = "chatbench-local/tansu:0.6.0";
 /// The label whose value names the harness process that owns a container.
 pub const OWNER_LABEL: &str = "org.chatbench.run";
 /// The label the local images carry to say what they are.
@@ -116,7 +122,7 @@ pub async fn status() -> Result<String, String> {
     let at = super::docker_reachable()?;
     let docker = engine().await?;
     let mut local = Vec::new();
-    for image in ["chatbench-local/nx-27017:0.8.1", "chatbench-local/tansu:0.6.0", "chatbench-local/chat-server:dev"] {
+    for image in [LOCAL_MONGO_IMAGE, LOCAL_KAFKA_IMAGE, "chatbench-local/chat-server:dev"] {
         if inspect(&docker, image).await?.is_some() {
             local.push(image);
         }
@@ -137,9 +143,21 @@ pub enum Pull {
     IfMissing,
 }
 
-/// The engine and the image's description, after the sweep of leftovers;
-/// a missing image under [`Pull::Never`] is `CannotHonour` (auto moves on).
-pub(crate) async fn prepare(what: &str, image: &str, pull: Pull) -> Result<(Docker, Option<ImageInfo>), ProviderError> {
+/// Which image a backend runs: the one given, else the official default;
+/// and for `--provider docker` only, when the default is not on the
+/// engine, the local stand-in `ci/setup docker` built (said in a warning,
+/// and in the report's backend line and compat note).
+pub struct Choice<'a> {
+    pub what: &'a str,
+    pub given: Option<&'a str>,
+    pub default: &'a str,
+    pub stand_in: &'a str,
+}
+
+/// The engine, the image to run and its description, after the sweep of
+/// leftovers. A missing image under [`Pull::Never`] is `CannotHonour`
+/// (auto moves on); under [`Pull::IfMissing`] it is pulled at the start.
+pub(crate) async fn prepare(choice: Choice<'_>, pull: Pull) -> Result<(Docker, String, Option<ImageInfo>), ProviderError> {
     let unavailable = |why: String| ProviderError::Unavailable {
         provider: "docker",
         why,
@@ -151,17 +169,32 @@ pub(crate) async fn prepare(what: &str, image: &str, pull: Pull) -> Result<(Dock
     if let Err(why) = sweep_leftovers(&docker).await {
         tracing::warn!("docker: could not remove containers left by an earlier run: {why}");
     }
-    let info = inspect(&docker, image).await.map_err(unavailable)?;
-    if info.is_none() && pull == Pull::Never {
+    let Choice { what, given, default, stand_in } = choice;
+    let image = given.unwrap_or(default).to_owned();
+    let info = inspect(&docker, &image).await.map_err(unavailable)?;
+    if info.is_some() {
+        return Ok((docker, image, info));
+    }
+    if pull == Pull::Never {
         return Err(ProviderError::CannotHonour {
             provider: "docker",
             why: format!(
                 "the {what} image {image} is not on this Docker engine and auto never pulls \
-                 (build local images with ci/setup docker and pass --docker-image, or choose --provider docker to pull)"
+                 (build local images with ci/setup docker and pass --docker-image, or choose --provider docker)"
             ),
         });
     }
-    Ok((docker, info))
+    if given.is_none()
+        && let Some(local) = inspect(&docker, stand_in).await.map_err(unavailable)?
+    {
+        tracing::warn!(
+            "docker: {default} is not on this engine; running the local stand-in {stand_in} for {what} instead \
+             (not {what}: its latency is not {what}'s; --docker-image {} chooses)",
+            if what == "MongoDB" { "mongo=IMAGE" } else { "kafka=IMAGE" }
+        );
+        return Ok((docker, stand_in.to_owned(), Some(local)));
+    }
+    Ok((docker, image, None))
 }
 
 /// A pull or start failure, with the fix when the image was missing.

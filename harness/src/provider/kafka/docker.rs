@@ -8,7 +8,7 @@
 //! on 127.0.0.1 only: not Kafka, and its log is in memory (no restarts).
 
 use super::{KafkaBackend, KafkaRequest, prepare};
-use crate::provider::docker::{self as engine, DEFAULT_KAFKA_IMAGE, ImageInfo, Pull};
+use crate::provider::docker::{self as engine, DEFAULT_KAFKA_IMAGE, ImageInfo, LOCAL_KAFKA_IMAGE, Pull};
 use crate::provider::{ProviderError, ProviderKind, Restart, refuse_restarts};
 use std::time::Duration;
 use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
@@ -40,8 +40,9 @@ impl Restart for ContainerAsync<Kafka> {}
 impl Restart for ContainerAsync<GenericImage> {}
 
 pub async fn start(request: &KafkaRequest, pull: Pull) -> Result<KafkaBackend, ProviderError> {
-    let image = request.image.clone().unwrap_or_else(|| DEFAULT_KAFKA_IMAGE.to_owned());
-    let (_docker, info) = engine::prepare("Kafka", &image, pull).await?;
+    let choice =
+        engine::Choice { what: "Kafka", given: request.image.as_deref(), default: DEFAULT_KAFKA_IMAGE, stand_in: LOCAL_KAFKA_IMAGE };
+    let (_docker, image, info) = engine::prepare(choice, pull).await?;
     let failed = |why: String| ProviderError::StartFailed { provider: "docker", what: format!("the Kafka container ({image})"), why };
     let (name, tag) = engine::split_image(&image);
     if is_tansu(info.as_ref()) {

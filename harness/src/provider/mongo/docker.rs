@@ -12,7 +12,7 @@
 //! data stays in it) keeps the nodes' connection strings valid.
 
 use super::{MongoBackend, MongoRequest, single_member_only};
-use crate::provider::docker::{self as engine, DEFAULT_MONGO_IMAGE, ImageInfo, Pull};
+use crate::provider::docker::{self as engine, DEFAULT_MONGO_IMAGE, ImageInfo, LOCAL_MONGO_IMAGE, Pull};
 use crate::provider::{ProviderError, ProviderKind, Restart};
 use futures::future::BoxFuture;
 use mongodb::bson::doc;
@@ -62,8 +62,9 @@ impl Restart for Container {
 
 pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, ProviderError> {
     single_member_only("docker", request)?;
-    let image = request.image.clone().unwrap_or_else(|| DEFAULT_MONGO_IMAGE.to_owned());
-    let (_docker, info) = engine::prepare("MongoDB", &image, pull).await?;
+    let choice =
+        engine::Choice { what: "MongoDB", given: request.image.as_deref(), default: DEFAULT_MONGO_IMAGE, stand_in: LOCAL_MONGO_IMAGE };
+    let (_docker, image, info) = engine::prepare(choice, pull).await?;
     let compat = is_compat(info.as_ref());
     let failed = |why: String| ProviderError::StartFailed { provider: "docker", what: format!("the mongo container ({image})"), why };
     let host_port = crate::process::free_port().map_err(|e| failed(format!("no free port: {e}")))?;
@@ -158,18 +159,15 @@ mod tests {
         assert!(!is_compat(None), "an image not yet pulled is the official server");
     }
 
+    fn request(image: &str, persistent: bool) -> MongoRequest {
+        MongoRequest { members: 1, uri: None, persistent, server_args: Vec::new(), image: Some(image.into()), network: None }
+    }
+
     /// Needs `ci/setup docker` (the engine and the local images).
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "needs a Docker engine"]
     async fn the_local_compat_image_answers_and_survives_a_restart() {
-        let request = MongoRequest {
-            members: 1,
-            uri: None,
-            persistent: true,
-            server_args: Vec::new(),
-            image: Some("chatbench-local/nx-27017:0.8.1".into()),
-            network: None,
-        };
+        let request = request(LOCAL_MONGO_IMAGE, true);
         let mut backend = start(&request, Pull::Never).await.unwrap();
         assert!(!backend.is_real_mongodb, "{}", backend.version);
         let client = super::super::wait_until_ready(&backend.uri, Duration::from_secs(10)).await.unwrap();
@@ -183,14 +181,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "needs a Docker engine"]
     async fn auto_never_pulls_a_missing_image() {
-        let request = MongoRequest {
-            members: 1,
-            uri: None,
-            persistent: false,
-            server_args: Vec::new(),
-            image: Some("chatbench-local/no-such-image:0".into()),
-            network: None,
-        };
+        let request = request("chatbench-local/no-such-image:0", false);
         match start(&request, Pull::Never).await {
             Err(ProviderError::CannotHonour { why, .. }) => {
                 assert!(why.contains("never pulls") && why.contains("ci/setup docker"), "{why}")
