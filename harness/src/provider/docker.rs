@@ -210,11 +210,17 @@ pub(crate) fn start_failed(what: &str, image: &str, had_image: bool, error: impl
     ProviderError::StartFailed { provider: "docker", what: format!("the {what} container ({image})"), why: format!("{error}{hint}") }
 }
 
-/// This process, as the owner label names it: pid and start time (so a
-/// reused pid is not mistaken for the owner).
+/// This process, as the owner label names it: `HOST/PID-START`. The start
+/// time keeps a reused pid from passing for the owner; the host name keeps
+/// a harness in another machine or container (sharing the engine, seeing
+/// other pids) from judging this one's containers.
 pub fn owner_id() -> String {
     let pid = std::process::id();
-    format!("{pid}-{}", start_time(pid).unwrap_or(0))
+    format!("{}/{pid}-{}", host_name(), start_time(pid).unwrap_or(0))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned())
 }
 
 /// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
@@ -225,10 +231,16 @@ fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Is the process an owner label names still running?
+/// May the sweep take the owner a label names for gone? Only an owner on
+/// this host whose process is not running (with that start time); an owner
+/// elsewhere, or a label this code did not write, is left alone.
 pub fn owner_alive(owner: &str) -> bool {
-    let Some((pid, started)) = owner.split_once('-') else { return false };
-    let (Ok(pid), Ok(started)) = (pid.parse::<u32>(), started.parse::<u64>()) else { return false };
+    let Some((host, process)) = owner.rsplit_once('/') else { return true };
+    if host != host_name() {
+        return true;
+    }
+    let Some((pid, started)) = process.split_once('-') else { return true };
+    let (Ok(pid), Ok(started)) = (pid.parse::<u32>(), started.parse::<u64>()) else { return true };
     start_time(pid) == Some(started)
 }
 
@@ -415,10 +427,11 @@ mod tests {
     #[test]
     fn this_process_owns_its_label_and_a_dead_or_reused_pid_does_not() {
         assert!(owner_alive(&owner_id()));
-        let me = std::process::id();
-        assert!(!owner_alive(&format!("{me}-1")), "same pid, other start time: a reused pid");
-        assert!(!owner_alive("4194304-5"), "no such pid");
-        assert!(!owner_alive("garbage"));
+        let (me, host) = (std::process::id(), host_name());
+        assert!(!owner_alive(&format!("{host}/{me}-1")), "same pid, other start time: a reused pid");
+        assert!(!owner_alive(&format!("{host}/4194304-5")), "no such pid");
+        assert!(owner_alive("another-host/4194304-5"), "another host's harness is not ours to judge");
+        assert!(owner_alive("garbage") && owner_alive(&format!("{host}/x-y")), "a label we did not write is left alone");
     }
 
     #[test]
