@@ -179,6 +179,27 @@ mod tests {
         }
     }
 
+    /// Nodes in containers need MongoDB on the run's Docker network: every
+    /// provider but docker refuses rather than start one the nodes cannot reach.
+    #[tokio::test]
+    async fn only_docker_puts_mongodb_on_a_docker_network() {
+        let request = MongoRequest {
+            members: 1,
+            uri: Some("mongodb://127.0.0.1:1/".into()),
+            persistent: false,
+            server_args: Vec::new(),
+            image: None,
+            network: Some("chatbench-test".into()),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for choice in [ProviderChoice::Compat, ProviderChoice::Process, ProviderChoice::External] {
+            match start(choice, &request, dir.path()).await {
+                Err(ProviderError::CannotHonour { why, .. }) => assert!(why.contains("the run's network"), "{choice:?}: {why}"),
+                other => panic!("{choice:?}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn external_without_uri_is_a_clear_error() {
         let request = MongoRequest { members: 1, uri: None, persistent: false, server_args: Vec::new(), image: None, network: None };
