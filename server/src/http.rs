@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use chatbench_wire::paths;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -37,11 +38,11 @@ impl IntoResponse for AppError {
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/ws", get(ws_upgrade))
-        .route("/stomp", get(stomp_upgrade))
-        .route("/healthz", get(healthz))
-        .route("/rooms/{room}/messages", get(history))
-        .route("/metrics", get(metrics))
+        .route(paths::WS, get(ws_upgrade))
+        .route(paths::STOMP, get(stomp_upgrade))
+        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::HISTORY_ROUTE, get(history))
+        .route(paths::METRICS, get(metrics))
         .with_state(state)
 }
 

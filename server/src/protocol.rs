@@ -9,18 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// Largest text frame the protocol accepts, in bytes. Larger frames (up to
-/// [`MAX_WS_MESSAGE_BYTES`]) are answered with `frame_too_large`.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024;
-/// Largest WebSocket message the transport reads at all; past it the
-/// connection is closed with 1009 (message too big) by the WebSocket layer.
-pub const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
-/// Longest room name, in bytes.
-pub const MAX_ROOM_BYTES: usize = 64;
-/// Longest message id, in bytes.
-pub const MAX_ID_BYTES: usize = 128;
-/// Highest `seq` (and `after`) there can be: seqs are stored as i64.
-pub const MAX_SEQ: u64 = i64::MAX as u64;
+pub use chatbench_wire::limits::{MAX_FRAME_BYTES, MAX_ID_BYTES, MAX_ROOM_BYTES, MAX_SEQ, MAX_WS_MESSAGE_BYTES};
 
 /// A room name: 1–64 characters of `[A-Za-z0-9_.:-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -25,8 +25,7 @@ use std::collections::HashMap;
 /// WebSocket subprotocols `/stomp` accepts (as Spring and stomp.js offer them).
 pub const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Subscriptions go to `/sub/{room}`, sends to `/pub/{room}`.
-pub const SUB_PREFIX: &str = "/sub/";
-pub const PUB_PREFIX: &str = "/pub/";
+pub use chatbench_wire::paths::{PUB_PREFIX, SUB_PREFIX};
 
 /// A protocol-v1 server frame, as far as STOMP needs it.
 #[derive(serde::Deserialize)]

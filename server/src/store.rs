@@ -23,12 +23,12 @@
 //! mean "stored on that copy" and reads are local.
 
 use crate::protocol::{ChatMessage, MsgId, RoomId, Seq};
+use chatbench_wire::stored::{ID, ROOM, SEQ};
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, CollectionOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,22 +52,12 @@ pub enum StoreError {
     Contended { room: String, attempts: usize },
 }
 
-/// The document stored per message. `node` and `ts_ms` are diagnostic.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MessageDoc {
-    #[serde(rename = "_id")]
-    pub key: String,
-    pub room: String,
-    pub seq: i64,
-    pub id: String,
-    pub body: String,
-    pub node: String,
-    pub ts_ms: i64,
-}
+/// A stored message, as the wire crate lays it out.
+pub use chatbench_wire::stored::StoredMessage as MessageDoc;
 
-impl MessageDoc {
-    pub fn into_message(self) -> ChatMessage {
-        ChatMessage { room: self.room, seq: self.seq.max(0) as u64, id: self.id, body: self.body, node: self.node, ts_ms: self.ts_ms }
+impl From<MessageDoc> for ChatMessage {
+    fn from(d: MessageDoc) -> Self {
+        ChatMessage { room: d.room, seq: d.seq.max(0) as u64, id: d.id, body: d.body, node: d.node, ts_ms: d.ts_ms }
     }
 }
 
@@ -143,7 +133,9 @@ impl Store {
         let client = Client::with_options(options).map_err(err)?;
         let hello = client.database("admin").run_command(doc! {"hello": 1}).await.map_err(err)?;
         let majority = hello.get_str("setName").is_ok();
-        let messages = client.database(db).collection_with_options::<MessageDoc>("messages", collection_options(majority, limits));
+        let messages = client
+            .database(db)
+            .collection_with_options::<MessageDoc>(chatbench_wire::stored::COLLECTION, collection_options(majority, limits));
         let store = Self { uri: uri.to_owned(), client, messages, heads: Default::default(), limits, majority };
         store.ensure_indexes().await?;
         Ok(store)
@@ -153,11 +145,11 @@ impl Store {
     /// missing (also after the collection was dropped under a running node).
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let unique_id = IndexModel::builder()
-            .keys(doc! {"room": 1, "id": 1})
+            .keys(doc! {ROOM: 1, ID: 1})
             .options(IndexOptions::builder().unique(true).name("room_id_unique".to_owned()).build())
             .build();
         self.messages.create_index(unique_id).await.map_err(|e| self.err(e))?;
-        let by_seq = IndexModel::builder().keys(doc! {"room": 1, "seq": 1}).build();
+        let by_seq = IndexModel::builder().keys(doc! {ROOM: 1, SEQ: 1}).build();
         self.messages.create_index(by_seq).await.map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -187,12 +179,12 @@ impl Store {
         let last = self
             .messages
             .clone_with_type::<mongodb::bson::Document>()
-            .find_one(doc! {"room": room.as_str(), "seq": {"$exists": true}})
-            .sort(doc! {"seq": -1})
-            .projection(doc! {"_id": 0, "seq": 1})
+            .find_one(doc! {ROOM: room.as_str(), SEQ: {"$exists": true}})
+            .sort(doc! {SEQ: -1})
+            .projection(doc! {"_id": 0, SEQ: 1})
             .await
             .map_err(|e| self.err(e))?;
-        let seq = match last.as_ref().and_then(|d| d.get("seq")) {
+        let seq = match last.as_ref().and_then(|d| d.get(SEQ)) {
             Some(mongodb::bson::Bson::Int64(n)) => (*n).max(0) as u64,
             Some(mongodb::bson::Bson::Int32(n)) => (*n).max(0) as u64,
             _ => 0,
@@ -201,7 +193,7 @@ impl Store {
     }
 
     async fn find_by_id(&self, room: &RoomId, id: &MsgId) -> Result<Option<MessageDoc>, StoreError> {
-        self.messages.find_one(doc! {"room": room.as_str(), "id": id.as_str()}).await.map_err(|e| self.err(e))
+        self.messages.find_one(doc! {ROOM: room.as_str(), ID: id.as_str()}).await.map_err(|e| self.err(e))
     }
 
     fn room_head(&self, room: &RoomId) -> Arc<RoomHead> {
@@ -277,7 +269,7 @@ impl Store {
             let error = match self.messages.insert_one(&doc).await {
                 Ok(_) => {
                     hint.fetch_max(seq, Relaxed);
-                    return Ok(Stored { seq: Seq(seq), clashes, head_reads, fresh: true, message: doc.into_message() });
+                    return Ok(Stored { seq: Seq(seq), clashes, head_reads, fresh: true, message: ChatMessage::from(doc) });
                 }
                 Err(e) if is_duplicate_key(&e) => e,
                 Err(e) => return Err(self.err(e)),
@@ -299,7 +291,7 @@ impl Store {
                     walked = 0;
                     if let Some(existing) = self.find_by_id(room, id).await? {
                         let seq = Seq(existing.seq.max(0) as u64);
-                        return Ok(Stored { seq, clashes, head_reads, fresh: false, message: existing.into_message() });
+                        return Ok(Stored { seq, clashes, head_reads, fresh: false, message: ChatMessage::from(existing) });
                     }
                     // Not visible yet (a majority read trails the first
                     // insert of a resend), or another node took `seq`.
@@ -320,8 +312,8 @@ impl Store {
         };
         let mut cursor = self
             .messages
-            .find(doc! {"room": room.as_str(), "seq": {"$gt": after}})
-            .sort(doc! {"seq": 1})
+            .find(doc! {ROOM: room.as_str(), SEQ: {"$gt": after}})
+            .sort(doc! {SEQ: 1})
             .limit(i64::from(limit))
             .batch_size(100)
             .await
@@ -330,7 +322,7 @@ impl Store {
         let mut bytes = 0usize;
         while let Some(doc) = cursor.try_next().await.map_err(|e| self.err(e))? {
             bytes += doc.body.len() + doc.id.len() + doc.room.len() + 64;
-            page.messages.push(doc.into_message());
+            page.messages.push(ChatMessage::from(doc));
             if page.messages.len() >= limit as usize || bytes >= max_bytes {
                 page.more = true;
                 break;

@@ -171,7 +171,7 @@ fn fan_out(state: &AppState, document: Document) {
     };
     let lag_ms = (now_ms() - doc.ts_ms).max(0);
     state.metrics.insert_to_fanout_seconds.observe(lag_ms as f64 / 1000.0);
-    let message = doc.into_message();
+    let message = crate::protocol::ChatMessage::from(doc);
     state.store.observe(&message.room, message.seq);
     tracing::debug!(room = %message.room, seq = message.seq, lag_ms, "change event");
     let frame = Utf8Bytes::from(ServerFrame::Msg(&message).to_json());

@@ -8,26 +8,12 @@ pub mod kafka;
 
 use crate::AppState;
 use axum::extract::ws::Utf8Bytes;
-use clap::ValueEnum;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    Changestream,
-    Kafka,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Changestream => "changestream",
-            Mode::Kafka => "kafka",
-        }
-    }
-}
+pub use chatbench_wire::Mode;
 
 /// The fan-out of one node, with what it needs.
 #[derive(Debug, Clone)]
