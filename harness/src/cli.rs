@@ -8,7 +8,7 @@ use crate::report::{REPORT_SCHEMA_VERSION, RunReport};
 use crate::run::{RunOptions, run};
 use crate::scenario::{self, Checks, Mode, ProviderChoice, Scenario};
 use crate::trace::Trace;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -124,7 +124,7 @@ pub struct K8sRenderArgs {
     pub image: String,
     /// The mode the shards run (default: the scenario's, if it has one).
     #[arg(long, value_enum)]
-    pub mode: Option<CliMode>,
+    pub mode: Option<Mode>,
     /// The shared MongoDB's connection string (or --mongo-uri-secret).
     #[arg(long, required_unless_present = "mongo_uri_secret")]
     pub mongo_uri: Option<String>,
@@ -174,7 +174,7 @@ pub struct RunArgs {
     /// Report this mode's results but leave it out of the exit code (e.g. the
     /// kafka baseline under faults, whose findings are reported as they are).
     #[arg(long = "report-only-mode", value_enum)]
-    pub report_only_modes: Vec<CliMode>,
+    pub report_only_modes: Vec<Mode>,
     /// Run shard I of N: only the rooms r with r % N == I, and their
     /// clients (room-affine, so every latency is measured on one clock).
     /// `chatbench merge` joins the shards' results into one verdict.
@@ -196,7 +196,7 @@ pub struct RunArgs {
 pub struct TargetArgs {
     /// Run only these modes (default: the scenario's `modes`).
     #[arg(long = "mode", value_enum)]
-    pub modes: Vec<CliMode>,
+    pub modes: Vec<Mode>,
     /// Backend provider (default: the scenario's, else auto).
     #[arg(long, value_enum)]
     pub provider: Option<ProviderChoice>,
@@ -258,21 +258,6 @@ pub struct SweepArgs {
     pub out: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum CliMode {
-    Changestream,
-    Kafka,
-}
-
-impl From<CliMode> for Mode {
-    fn from(m: CliMode) -> Self {
-        match m {
-            CliMode::Changestream => Mode::Changestream,
-            CliMode::Kafka => Mode::Kafka,
-        }
-    }
-}
-
 pub async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_command(args, cli.quiet).await,
@@ -331,7 +316,7 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
 
 /// Run options from the shared flags: Err(exit code) on a usage error.
 fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet: bool) -> Result<RunOptions, ExitCode> {
-    let modes: Vec<Mode> = if target.modes.is_empty() { scenario.modes.clone() } else { target.modes.iter().map(|&m| m.into()).collect() };
+    let modes: Vec<Mode> = if target.modes.is_empty() { scenario.modes.clone() } else { target.modes.clone() };
     let provider = target.provider.unwrap_or(scenario.topology.provider);
     if provider == ProviderChoice::External && target.mongo_uri.is_none() && scenario.topology.mongo.uri.is_none() {
         return Err(usage_error("--provider external needs --mongo-uri (or topology.mongo.uri in the scenario)"));
@@ -418,11 +403,11 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
         Ok(report) => {
             print!("{}", crate::report::table::render(&report));
             println!("results: {}", out_dir.display());
-            let report_only: Vec<Mode> = report_only_modes.iter().map(|&m| m.into()).collect();
+            let report_only: Vec<Mode> = report_only_modes.clone();
             let gated_pass = report
                 .modes
                 .iter()
-                .filter(|m| !report_only.iter().any(|r| r.as_str() == m.mode))
+                .filter(|m| !report_only.iter().any(|&r| crate::subject::Subject::from(r) == m.mode))
                 .all(|m| m.failed_checks().next().is_none());
             if !report.passed && gated_pass {
                 println!("(failures above are in report-only modes; exit code 0)");
@@ -681,7 +666,7 @@ fn k8s_render_command(args: K8sRenderArgs) -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let mode = match (args.mode, scenario.modes.as_slice()) {
-        (Some(m), _) => Mode::from(m),
+        (Some(m), _) => m,
         (None, [only]) => *only,
         (None, _) => return usage_error("the scenario has several modes: give --mode (render and apply one mode at a time)"),
     };
@@ -703,7 +688,7 @@ fn k8s_render_command(args: K8sRenderArgs) -> ExitCode {
     let options = RenderOptions {
         shards: args.shards,
         image: args.image,
-        mode: mode.as_str().to_owned(),
+        mode,
         start_at_unix_ns,
         mongo,
         kafka_bootstrap: args.kafka_bootstrap,

@@ -66,7 +66,7 @@ enum Handle {
 
 impl Node {
     pub fn ws_url(&self) -> String {
-        self.ws_url_at("/ws")
+        self.ws_url_at(chatbench_wire::paths::WS)
     }
 
     /// The WebSocket URL of another endpoint (e.g. `/stomp`).
@@ -374,7 +374,7 @@ async fn wait_ready(spec: &ClusterSpec, node: &mut Node) -> Result<(), ClusterEr
 
 async fn wait_healthy(node: &Node) -> Result<(), ClusterError> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("a plain HTTP client builds");
-    let url = node.http_url("/healthz");
+    let url = node.http_url(chatbench_wire::paths::HEALTHZ);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {

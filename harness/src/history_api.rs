@@ -81,7 +81,7 @@ async fn read_room(client: &reqwest::Client, base: &str, room: &str) -> RoomHist
     let mut entries: Vec<Stored> = Vec::new();
     let mut after = 0u64;
     loop {
-        let url = format!("{base}/rooms/{room}/messages?after={after}&limit={PAGE_LIMIT}");
+        let url = format!("{base}{}?after={after}&limit={PAGE_LIMIT}", chatbench_wire::paths::history(room));
         let page = match fetch(client, &url).await {
             Ok(page) => page,
             Err(why) => {

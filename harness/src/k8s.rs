@@ -37,7 +37,7 @@ pub struct RenderOptions {
     pub shards: u32,
     pub image: String,
     /// The one mode the shards run.
-    pub mode: String,
+    pub mode: crate::scenario::Mode,
     /// When the shards start sending, ns since the Unix epoch.
     pub start_at_unix_ns: u64,
     pub mongo: MongoRef,
@@ -89,7 +89,7 @@ pub fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> Re
             "the scenario has a {fault} fault; the shards share their backends, so a sharded run cannot restart them (run it in one process)"
         ));
     }
-    if o.mode == "kafka" && o.kafka_bootstrap.is_none() && scenario.topology.kafka.bootstrap.is_none() {
+    if o.mode == crate::scenario::Mode::Kafka && o.kafka_bootstrap.is_none() && scenario.topology.kafka.bootstrap.is_none() {
         return Err("kafka mode needs --kafka-bootstrap (the shards share one Kafka)".into());
     }
     let name = format!("chatbench-{}", dns_label(&scenario.name));
@@ -258,7 +258,7 @@ mod tests {
         RenderOptions {
             shards: 3,
             image: "registry.example/chatbench:1".into(),
-            mode: "changestream".into(),
+            mode: crate::scenario::Mode::Changestream,
             start_at_unix_ns: 1_795_726_800_000_000_000,
             mongo: MongoRef::Uri("mongodb://mongo:27017/?replicaSet=rs0".into()),
             kafka_bootstrap: None,
@@ -314,7 +314,7 @@ mod tests {
         let mut o = options();
         o.mongo = MongoRef::Secret { name: "mongo".into(), key: "uri".into() };
         o.results_claim = Some("shared".into());
-        o.mode = "kafka".into();
+        o.mode = crate::scenario::Mode::Kafka;
         assert!(render(&scenario(), SCENARIO, &o).unwrap_err().contains("--kafka-bootstrap"));
         o.kafka_bootstrap = Some("kafka:9092".into());
         let docs = parse_documents(&render(&scenario(), SCENARIO, &o).unwrap()).unwrap();

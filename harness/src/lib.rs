@@ -19,5 +19,6 @@ pub mod report;
 pub mod resources;
 pub mod run;
 pub mod scenario;
+pub mod subject;
 pub mod sweep;
 pub mod trace;

@@ -36,7 +36,7 @@ pub enum MergeRunError {
     NothingToMerge { dirs: String },
     #[error("{mode}: {source}")]
     Traces {
-        mode: String,
+        mode: crate::subject::Subject,
         #[source]
         source: MergeError,
     },
@@ -72,13 +72,13 @@ pub fn merge_runs(dirs: &[PathBuf], out: &Path) -> Result<Merged, MergeRunError>
     let (mut scenario, mut seed) = (String::new(), 0);
     // An external system's run is one run labelled `external` (issue: it
     // was never looked for, so its shards could not be merged).
-    for mode in ["changestream", "kafka", "external"] {
+    for mode in crate::subject::Subject::ALL {
         let mut notes = Vec::new();
         let mut shards = Vec::new();
         let mut server = ServerCounters::default();
         let mut present_anywhere = false;
         for dir in dirs {
-            let path = dir.join(mode).join("trace.bin");
+            let path = dir.join(mode.as_str()).join("trace.bin");
             if !dir.is_dir() {
                 notes.push(format!("{}: no such folder (a shard that never reported?)", dir.display()));
                 continue;
@@ -116,7 +116,7 @@ pub fn merge_runs(dirs: &[PathBuf], out: &Path) -> Result<Merged, MergeRunError>
         let starts: Vec<(u32, u64)> =
             shards.iter().map(|t| (t.meta.shard.map_or(0, |s| s.index), t.meta.origin_unix_ns + t.meta.sending_started_ns)).collect();
         let nodes_per_shard: BTreeSet<u32> = shards.iter().map(|t| t.meta.nodes).collect();
-        let merged = merge(shards).map_err(|source| MergeRunError::Traces { mode: mode.to_owned(), source })?;
+        let merged = merge(shards).map_err(|source| MergeRunError::Traces { mode, source })?;
         // Each shard ran its own nodes and placed its rooms' clients on them:
         // this is not the single-process topology with the same node count.
         notes.push(format!(
@@ -139,7 +139,7 @@ pub fn merge_runs(dirs: &[PathBuf], out: &Path) -> Result<Merged, MergeRunError>
         }
         (scenario, seed) = (merged.meta.scenario.clone(), merged.meta.seed);
         events += merged.events.len() as u64;
-        let dir = out.join(mode);
+        let dir = out.join(mode.as_str());
         std::fs::create_dir_all(&dir).map_err(output(&dir))?;
         let path = dir.join("trace.bin");
         merged
@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn the_shards_of_an_external_systems_run_merge() {
         let mut whole = correct_trace(&TraceShape::plain(4, 1, 1, 3), 1);
-        whole.meta.mode = "external".into();
+        whole.meta.mode = crate::subject::Subject::External;
         whole.meta.origin_unix_ns = 1 << 60;
         let dir = tempfile::tempdir().unwrap();
         let mut dirs = Vec::new();
@@ -410,7 +410,7 @@ mod tests {
         }
         let merged = merge_runs(&dirs, &dir.path().join("merged")).expect("external shards merge");
         assert_eq!(merged.report.modes.len(), 1);
-        assert_eq!(merged.report.modes[0].mode, "external");
+        assert_eq!(merged.report.modes[0].mode, crate::subject::Subject::External);
         assert!(merged.report.passed, "{:?}", merged.report.modes[0].findings_by_kind);
         assert!(dir.path().join("merged/external/trace.bin").exists());
     }

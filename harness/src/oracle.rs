@@ -13,6 +13,7 @@ use crate::client::wire::{IdReader, json_path};
 use crate::scenario::JsonId;
 use crate::scenario::StoreOracle;
 use crate::trace::{BodyDigest, FOREIGN_MSG, RoomHistory, Stored, parse_wire_id};
+use chatbench_wire::stored::{BODY, COLLECTION, ID, ROOM, SEQ};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, ReadConcern};
@@ -39,7 +40,7 @@ pub async fn read_history(uri: &str, db: &str, rooms: &[String]) -> Vec<RoomHist
             return incomplete();
         }
     };
-    let messages = client.database(db).collection::<Document>("messages");
+    let messages = client.database(db).collection::<Document>(COLLECTION);
     let read_all = async {
         let mut out = Vec::with_capacity(rooms.len());
         for room in rooms {
@@ -66,9 +67,9 @@ async fn connect(uri: &str) -> Result<mongodb::Client, mongodb::error::Error> {
 async fn read_room(messages: &mongodb::Collection<Document>, room: &str) -> RoomHistory {
     let read = async {
         let mut cursor = messages
-            .find(doc! {"room": room})
-            .sort(doc! {"seq": 1})
-            .projection(doc! {"_id": 0, "seq": 1, "id": 1, "body": 1})
+            .find(doc! {ROOM: room})
+            .sort(doc! {SEQ: 1})
+            .projection(doc! {"_id": 0, SEQ: 1, ID: 1, BODY: 1})
             .read_concern(ReadConcern::majority())
             .batch_size(10_000)
             .await?;
@@ -94,16 +95,16 @@ async fn read_room(messages: &mongodb::Collection<Document>, room: &str) -> Room
 /// One stored document as an entry; ids that are not ours (or a malformed
 /// document) become the foreign marker, which checkers flag.
 fn entry(d: &Document) -> Stored {
-    let seq = match d.get("seq") {
+    let seq = match d.get(SEQ) {
         Some(Bson::Int64(n)) => (*n).max(0) as u64,
         Some(Bson::Int32(n)) => (*n).max(0) as u64,
         Some(Bson::Double(n)) if n.fract() == 0.0 && *n >= 0.0 => *n as u64,
         _ => 0,
     };
-    let msg = d.get_str("id").ok().and_then(parse_wire_id).unwrap_or(FOREIGN_MSG);
+    let msg = d.get_str(ID).ok().and_then(parse_wire_id).unwrap_or(FOREIGN_MSG);
     // A body that is not a string is kept as an empty one, which no
     // sender sent: a corrupted finding, not a silent pass.
-    let body = d.get("body").map(|b| BodyDigest::of(b.as_str().unwrap_or_default().as_bytes()));
+    let body = d.get(BODY).map(|b| BodyDigest::of(b.as_str().unwrap_or_default().as_bytes()));
     Stored::new(seq, msg, body)
 }
 

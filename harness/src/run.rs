@@ -160,7 +160,7 @@ async fn run_external(
     }
     let checks = scenario.system.guarantees.narrow(&scenario.checks, scenario.system.store.is_some());
     let recorded = Recorded {
-        mode: "external".to_owned(),
+        mode: crate::subject::Subject::External,
         provider: "external system".to_owned(),
         backend: external.urls.join(", "),
         // Its latency is the system's own, not a compat stand-in's.
@@ -257,7 +257,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     // What the system does not promise is not checked (each with its reason).
     let checks = scenario.system.guarantees.narrow(&scenario.checks, scenario.system.store.is_some());
     let recorded = Recorded {
-        mode: mode.as_str().to_owned(),
+        mode: mode.into(),
         provider,
         backend,
         backend_is_real,
@@ -280,7 +280,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
 /// What one run recorded, and the parts of its trace that differ between
 /// the reference server and an external system.
 struct Recorded<'a> {
-    mode: String,
+    mode: crate::subject::Subject,
     provider: String,
     backend: String,
     backend_is_real: bool,
@@ -708,7 +708,7 @@ async fn scrape_counters(cluster: &Cluster) -> ServerCounters {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("a plain HTTP client builds");
     let mut counters = ServerCounters::default();
     for node in &cluster.nodes {
-        match client.get(node.http_url("/metrics")).send().await {
+        match client.get(node.http_url(chatbench_wire::paths::METRICS)).send().await {
             Ok(r) => {
                 let text = r.text().await.unwrap_or_default();
                 counters.add_prometheus_text(&text);

@@ -211,7 +211,7 @@ pub struct PointRun {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PointMode {
-    pub mode: String,
+    pub mode: crate::subject::Subject,
     pub runs: Vec<PointRun>,
     pub achieved_per_s: Spread,
     pub p50_us: Spread,
@@ -245,7 +245,7 @@ impl SweepPoint {
 /// The knee of one mode's curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Knee {
-    pub mode: String,
+    pub mode: crate::subject::Subject,
     pub series: String,
     /// Highest offered rate that met the rule (judged on each point's
     /// median run); None when even the lowest did not.
@@ -368,7 +368,7 @@ async fn run_point(scenario: &Scenario, options: &SweepOptions, values: Vec<(Par
     }
     let modes = reports
         .first()
-        .map(|(_, _, first)| first.modes.iter().map(|m| m.mode.clone()).collect::<Vec<_>>())
+        .map(|(_, _, first)| first.modes.iter().map(|m| m.mode).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .map(|mode| {
@@ -416,11 +416,11 @@ async fn run_point(scenario: &Scenario, options: &SweepOptions, values: Vec<(Par
 fn mark_trust(points: &mut [SweepPoint]) {
     let mut order: Vec<usize> = (0..points.len()).collect();
     order.sort_by(|&a, &b| points[a].value(Param::Rate).unwrap_or(0.0).total_cmp(&points[b].value(Param::Rate).unwrap_or(0.0)));
-    let mut fell_behind: Vec<(String, String)> = Vec::new();
+    let mut fell_behind: Vec<(String, crate::subject::Subject)> = Vec::new();
     for i in order {
         let series = points[i].series();
         for m in &mut points[i].modes {
-            let key = (series.clone(), m.mode.clone());
+            let key = (series.clone(), m.mode);
             if m.runs.iter().any(|r| r.generator_behind) {
                 fell_behind.push(key.clone());
             }
@@ -444,10 +444,10 @@ fn meets(m: &PointMode, rate: f64, rule: &KneeRule, only: Option<u32>) -> bool {
 
 fn knees(points: &[SweepPoint], rule: &KneeRule, repeat: u32) -> Vec<Knee> {
     let mut out: Vec<Knee> = Vec::new();
-    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut keys: Vec<(crate::subject::Subject, String)> = Vec::new();
     for p in points.iter().filter(|p| p.value(Param::Rate).is_some()) {
         for m in &p.modes {
-            let key = (m.mode.clone(), p.series());
+            let key = (m.mode, p.series());
             if !keys.contains(&key) {
                 keys.push(key);
             }
@@ -491,7 +491,7 @@ pub fn render_table(report: &SweepReport) -> String {
             let offered = m.runs.first().and_then(|r| r.offered_per_s).map_or("-".to_owned(), |o| format!("{o:.0}"));
             table.add_row([
                 p.label.clone(),
-                m.mode.clone(),
+                m.mode.to_string(),
                 offered,
                 format!("{:.0} ({:.0}–{:.0})", m.achieved_per_s.median, m.achieved_per_s.min, m.achieved_per_s.max),
                 us(m.p50_us.median),
@@ -629,7 +629,7 @@ mod tests {
             values: vec![(Param::Rate, rate)],
             label: format!("rate={rate}"),
             modes: vec![PointMode {
-                mode: "changestream".into(),
+                mode: crate::scenario::Mode::Changestream.into(),
                 achieved_per_s: f(|r| r.achieved_per_s),
                 p50_us: f(|r| r.p50_us as f64),
                 p99_us: f(|r| r.p99_us as f64),

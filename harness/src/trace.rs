@@ -290,7 +290,7 @@ pub struct DrainRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraceMeta {
     pub scenario: String,
-    pub mode: String,
+    pub mode: crate::subject::Subject,
     pub seed: u64,
     pub provider: String,
     pub backend: String,

@@ -28,12 +28,12 @@ fn headless(args: &[&str], profile: &std::path::Path) -> std::process::Output {
 #[test]
 fn report_html_renders_its_charts_in_headless_chromium() {
     let shape = TraceShape { chatters_per_room: 1, trouble: true, ..TraceShape::plain(3, 2, 3, 400) };
-    let modes = ["changestream", "kafka"]
+    let modes = chatbench::scenario::Mode::ALL
         .iter()
         .enumerate()
         .map(|(i, mode)| {
             let mut trace = correct_trace(&shape, i as u64);
-            trace.meta.mode = mode.to_string();
+            trace.meta.mode = (*mode).into();
             trace.meta.provider = "compat".into();
             trace.meta.backend = "synthetic".into();
             trace.meta.nodes = 2;

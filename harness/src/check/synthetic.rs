@@ -405,7 +405,7 @@ pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
         version: TRACE_VERSION,
         meta: TraceMeta {
             scenario: "synthetic".into(),
-            mode: "changestream".into(),
+            mode: crate::scenario::Mode::Changestream.into(),
             seed,
             warmup_ns: SENDING_STARTS_NS,
             sending_started_ns: SENDING_STARTS_NS,

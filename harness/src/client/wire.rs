@@ -294,9 +294,9 @@ impl Wire {
     pub fn path(system: &System) -> &str {
         match (system.protocol, &system.command) {
             (Protocol::Json, Some(command)) => &command.ws_path,
-            (Protocol::Json, None) => "/ws",
+            (Protocol::Json, None) => chatbench_wire::paths::WS,
             (Protocol::Stomp, _) => &system.stomp.path,
-            (Protocol::JsonFrames, _) => system.json_frames.as_ref().map_or("/ws", |f| &f.path),
+            (Protocol::JsonFrames, _) => system.json_frames.as_ref().map_or(chatbench_wire::paths::WS, |f| &f.path),
             (Protocol::SocketIo, _) => system.socketio.as_ref().map_or("/socket.io/", |s| &s.path),
         }
     }

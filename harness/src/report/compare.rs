@@ -53,7 +53,7 @@ impl Metric {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
-    pub mode: String,
+    pub mode: crate::subject::Subject,
     pub metric: Metric,
     pub baseline: f64,
     pub candidate: f64,
@@ -69,7 +69,7 @@ pub struct Comparison {
     /// Checks that passed in the baseline and fail in the candidate.
     pub newly_failing: Vec<String>,
     /// Modes in only one of the two reports.
-    pub unmatched_modes: Vec<String>,
+    pub unmatched_modes: Vec<crate::subject::Subject>,
 }
 
 impl Comparison {
@@ -84,7 +84,7 @@ pub fn compare(baseline: &RunReport, candidate: &RunReport, gate: &[Metric], tol
     let mut unmatched_modes = Vec::new();
     for b in &baseline.modes {
         let Some(c) = candidate.modes.iter().find(|c| c.mode == b.mode) else {
-            unmatched_modes.push(b.mode.clone());
+            unmatched_modes.push(b.mode);
             continue;
         };
         for metric in Metric::ALL {
@@ -93,7 +93,7 @@ pub fn compare(baseline: &RunReport, candidate: &RunReport, gate: &[Metric], tol
             let worse_by_percent = if metric.higher_is_better() { -change } else { change };
             let gated = gate.contains(&metric);
             lines.push(Line {
-                mode: b.mode.clone(),
+                mode: b.mode,
                 metric,
                 baseline: before,
                 candidate: after,
@@ -108,7 +108,7 @@ pub fn compare(baseline: &RunReport, candidate: &RunReport, gate: &[Metric], tol
             }
         }
     }
-    unmatched_modes.extend(candidate.modes.iter().filter(|c| !baseline.modes.iter().any(|b| b.mode == c.mode)).map(|c| c.mode.clone()));
+    unmatched_modes.extend(candidate.modes.iter().filter(|c| !baseline.modes.iter().any(|b| b.mode == c.mode)).map(|c| c.mode));
     Comparison { lines, newly_failing, unmatched_modes }
 }
 
@@ -123,7 +123,7 @@ pub fn render(comparison: &Comparison, tolerance_percent: f64) -> String {
             (false, _) => "-",
         };
         table.add_row([
-            l.mode.clone(),
+            l.mode.to_string(),
             l.metric.name().to_owned(),
             l.metric.show(l.baseline),
             l.metric.show(l.candidate),
@@ -151,7 +151,7 @@ mod tests {
         let mut latency = LatencyReport::default();
         latency.delivery.p99_us = p99_us;
         let mode = ModeReport {
-            mode: "changestream".into(),
+            mode: crate::scenario::Mode::Changestream.into(),
             checks: vec![CheckResult { name: "exactly_once".into(), passed: exactly_once, off: None, detail: "d".into() }],
             latency,
             throughput: crate::check::throughput::Throughput { acked_per_s, ..Default::default() },

@@ -81,7 +81,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         CURVE_PERCENTILES.iter().filter(|_| !lat.delivery.is_empty()).map(|&p| (p, lat.delivery.value_at_percentile(p))).collect();
     let meta = &trace.meta;
     ModeReport {
-        mode: meta.mode.clone(),
+        mode: meta.mode,
         provider: meta.provider.clone(),
         backend: meta.backend.clone(),
         backend_is_real: meta.backend_is_real,

@@ -85,7 +85,7 @@ fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
         for (i, mode) in modes.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points: Vec<(f64, f64)> = mode.delivery_curve.iter().map(|&(p, us)| (nines(p), (us as f64 / 1000.0).max(0.01))).collect();
-            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?.label(mode.mode.clone()).legend(legend(color));
+            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?.label(mode.mode.to_string()).legend(legend(color));
         }
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
         Ok(())
@@ -163,7 +163,7 @@ fn unseen_chart(modes: &[ModeReport]) -> Result<String, String> {
         for (i, mode) in modes.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points: Vec<(f64, f64)> = mode.unseen.iter().map(|&(ms, n)| (ms as f64 / 1000.0, n as f64)).collect();
-            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?.label(mode.mode.clone()).legend(legend(color));
+            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?.label(mode.mode.to_string()).legend(legend(color));
         }
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
         Ok(())
@@ -226,7 +226,7 @@ pub fn render(report: &RunReport) -> String {
     let two = report.modes.len() == 2;
     html.push_str("<h2>Side by side</h2>\n<table><tr><th>metric</th>");
     for m in &report.modes {
-        html.push_str(&format!("<th>{}</th>", escape(&m.mode)));
+        html.push_str(&format!("<th>{}</th>", escape(m.mode.as_str())));
     }
     if two {
         html.push_str("<th>Δ</th>");
@@ -282,7 +282,7 @@ pub fn render(report: &RunReport) -> String {
             };
             html.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{label}</td><td>{}</td></tr>\n",
-                escape(&m.mode),
+                escape(m.mode.as_str()),
                 escape(&c.name),
                 escape(&c.detail)
             ));
@@ -333,7 +333,7 @@ fn sweep_chart(report: &crate::sweep::SweepReport) -> Result<String, String> {
         let series: Vec<String> =
             p.values.iter().filter(|(q, _)| *q != crate::sweep::Param::Rate).map(|(q, v)| format!("{}={v}", q.name())).collect();
         for m in &p.modes {
-            let name = if series.is_empty() { m.mode.clone() } else { format!("{} {}", m.mode, series.join(",")) };
+            let name = if series.is_empty() { m.mode.to_string() } else { format!("{} {}", m.mode, series.join(",")) };
             let entry = (m.achieved_per_s, m.p50_us, m.p99_us, m.trusted);
             match curves.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, pts)) => pts.push(entry),

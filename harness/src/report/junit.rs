@@ -36,7 +36,7 @@ mod tests {
     #[test]
     fn one_case_per_check_with_failures_marked() {
         let mode = ModeReport {
-            mode: "changestream".into(),
+            mode: crate::scenario::Mode::Changestream.into(),
             checks: vec![
                 CheckResult { name: "exactly_once".into(), passed: false, off: None, detail: "3 lost".into() },
                 CheckResult { name: "live_equals_history".into(), passed: true, off: None, detail: "ok".into() },

@@ -35,7 +35,7 @@ pub struct RunReport {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModeReport {
-    pub mode: String,
+    pub mode: crate::subject::Subject,
     pub provider: String,
     pub backend: String,
     /// False for compat stand-ins: their latency is not MongoDB's.

@@ -160,7 +160,7 @@ pub fn render(report: &RunReport) -> String {
     table.load_preset(UTF8_FULL_CONDENSED);
     let two = report.modes.len() == 2;
     let mut header = vec![report.scenario.clone()];
-    header.extend(report.modes.iter().map(|m| m.mode.clone()));
+    header.extend(report.modes.iter().map(|m| m.mode.to_string()));
     if two {
         header.push(format!("Δ {} vs {}", report.modes[1].mode, report.modes[0].mode));
     }
@@ -212,7 +212,7 @@ pub fn fault_rows(report: &RunReport) -> Vec<[String; 7]> {
     for m in &report.modes {
         for f in &m.faults {
             rows.push([
-                m.mode.clone(),
+                m.mode.to_string(),
                 format!("{}{}", f.action, f.node.map_or(String::new(), |n| format!(" node {n}"))),
                 format!("{:.1}s", f.at_s),
                 format!("{}ms", f.duration_ms),
@@ -233,7 +233,7 @@ pub fn finding_rows(report: &RunReport, per_mode: usize) -> Vec<[String; 9]> {
     for m in &report.modes {
         for f in m.findings.iter().take(per_mode) {
             rows.push([
-                m.mode.clone(),
+                m.mode.to_string(),
                 f.kind.as_str().to_owned(),
                 f.room.map_or("-".to_owned(), |r| r.to_string()),
                 opt(f.seq),

@@ -156,7 +156,7 @@ pub struct CommandSystem {
 }
 
 fn default_ws_path() -> String {
-    "/ws".into()
+    chatbench_wire::paths::WS.into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -315,34 +315,7 @@ impl HistoryGuarantee {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// chatbench protocol v1 (server/PROTOCOL.md).
-    #[default]
-    Json,
-    /// STOMP 1.2 over WebSocket.
-    Stomp,
-    /// JSON frames of the team's own shapes, declared in `json_frames`:
-    /// templates for what clients send, matchers for what they receive.
-    #[serde(rename = "json_frames")]
-    JsonFrames,
-    /// Socket.IO v5 over Engine.IO v4, WebSocket transport, declared in
-    /// `socketio` (events for join, leave, send and delivery).
-    #[serde(rename = "socketio")]
-    SocketIo,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Json => "json",
-            Protocol::Stomp => "stomp",
-            Protocol::JsonFrames => "json_frames",
-            Protocol::SocketIo => "socketio",
-        }
-    }
-}
+pub use chatbench_wire::Protocol;
 
 /// A JSON-over-WebSocket protocol declared in YAML (`protocol:
 /// json_frames`). Templates are JSON with placeholders: `{room}`, `{id}`,
@@ -581,16 +554,16 @@ pub struct StompSettings {
 }
 
 fn default_stomp_path() -> String {
-    "/stomp".into()
+    chatbench_wire::paths::STOMP.into()
 }
 fn default_seq_header() -> String {
     "seq".into()
 }
 fn default_sub_destination() -> String {
-    "/sub/{room}".into()
+    chatbench_wire::paths::SUB_TEMPLATE.into()
 }
 fn default_pub_destination() -> String {
-    "/pub/{room}".into()
+    chatbench_wire::paths::PUB_TEMPLATE.into()
 }
 fn default_body() -> String {
     "{text}".into()
@@ -684,21 +657,7 @@ fn default_modes() -> Vec<Mode> {
     vec![Mode::Changestream]
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Changestream,
-    Kafka,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Changestream => "changestream",
-            Mode::Kafka => "kafka",
-        }
-    }
-}
+pub use chatbench_wire::Mode;
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

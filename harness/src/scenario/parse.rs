@@ -3,6 +3,7 @@
 //! each reported at the line of the offending key.
 
 use super::model::*;
+use chatbench_wire::limits::MAX_BODY_BYTES;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -188,8 +189,8 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         MessageBytes::Range { min, max } => (min, max),
     };
     check(min >= 1 && min <= max, &["workload", "message_bytes"], || format!("need 1 <= min <= max, got {min}..{max}"))?;
-    check(max <= 60_000, &["workload", "message_bytes"], || {
-        format!("{max} bytes does not fit the protocol's 64 KiB frame limit (at most 60000)")
+    check(max as usize <= MAX_BODY_BYTES, &["workload", "message_bytes"], || {
+        format!("{max} bytes does not fit the protocol's 64 KiB frame limit (at most {MAX_BODY_BYTES})")
     })?;
     check(!w.duration.0.is_zero(), &["workload", "duration"], || "must be longer than 0s".into())?;
     check(w.warmup < w.duration, &["workload", "warmup"], || "must be shorter than the duration".into())?;
