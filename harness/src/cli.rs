@@ -468,7 +468,8 @@ fn shard_options(
 /// are results, shown and left out of the knee), 2 on bad flags, 3 when a
 /// point's infrastructure failed.
 async fn sweep_command(args: SweepArgs, quiet: bool) -> ExitCode {
-    use crate::sweep::{self, KneeRule, Search, SweepError, SweepOptions};
+    use crate::report::sweep::{KneeRule, render_table, write_all};
+    use crate::sweep::{self, Search, SweepError, SweepOptions};
     let mut scenario = match scenario::load(&args.scenario) {
         Ok(s) => s,
         Err(e) => return usage_error(e),
@@ -522,11 +523,11 @@ async fn sweep_command(args: SweepArgs, quiet: bool) -> ExitCode {
     bar.finish_and_clear();
     match result {
         Ok(report) => {
-            if let Err(e) = sweep::write_all(&report, &out_dir) {
+            if let Err(e) = write_all(&report, &out_dir) {
                 eprintln!("error: writing the sweep's results to {}: {e}", out_dir.display());
                 return ExitCode::from(EXIT_INFRA);
             }
-            print!("{}", sweep::render_table(&report));
+            print!("{}", render_table(&report));
             println!("results: {} (sweep.json, sweep.md, sweep.html; every point's run under points/)", out_dir.display());
             if report.points.iter().any(|p| p.modes.iter().any(|m| !m.passed)) {
                 println!("note: some points failed checks; they are results (see each point's report), left out of the knee");
@@ -554,11 +555,11 @@ fn compare_command(
     // Two sweeps: knees and curves.
     let is_sweep = |p: &std::path::Path| p.file_name().is_some_and(|n| n == "sweep.json");
     if is_sweep(baseline) || is_sweep(candidate) {
-        let (a, b) = match (crate::sweep::SweepReport::read(baseline), crate::sweep::SweepReport::read(candidate)) {
+        let (a, b) = match (crate::report::sweep::SweepReport::read(baseline), crate::report::sweep::SweepReport::read(candidate)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => return usage_error(e),
         };
-        let (text, regressed) = crate::sweep::compare(&a, &b, tolerance);
+        let (text, regressed) = crate::report::sweep::compare(&a, &b, tolerance);
         print!("{text}");
         return ExitCode::from(if regressed { EXIT_CHECK_FAILED } else { EXIT_PASS });
     }

@@ -302,7 +302,7 @@ pub fn render(report: &RunReport) -> String {
 /// `sweep.html`: per mode and series, delivery p50 and p99 against the
 /// *achieved* rate (log latency), each point's repeats as min–max bars,
 /// untrusted points hollow, the knee marked; then the sweep's table.
-pub fn render_sweep(report: &crate::sweep::SweepReport) -> String {
+pub fn render_sweep(report: &super::sweep::SweepReport) -> String {
     let mut html = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>chatbench sweep</title>\n<style>\
          body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}pre{font-size:12px}\
@@ -320,18 +320,18 @@ pub fn render_sweep(report: &crate::sweep::SweepReport) -> String {
         html.push_str("<p class=\"warn\">Hollow points: the load generator fell behind there or at a lower rate; they measure the harness, not the system, and do not count toward the knee.</p>\n");
     }
     html.push_str(&chart_or_note(sweep_chart(report)));
-    html.push_str(&format!("<h2>Points</h2>\n<pre>{}</pre>\n", escape(&crate::sweep::render_table(report))));
+    html.push_str(&format!("<h2>Points</h2>\n<pre>{}</pre>\n", escape(&super::sweep::render_table(report))));
     html.push_str("</body></html>\n");
     html
 }
 
-fn sweep_chart(report: &crate::sweep::SweepReport) -> Result<String, String> {
+fn sweep_chart(report: &super::sweep::SweepReport) -> Result<String, String> {
     // One curve per (mode, series): points as (achieved, p50, p99 spreads).
-    type Curve = (String, Vec<(crate::sweep::Spread, crate::sweep::Spread, crate::sweep::Spread, bool)>);
+    type Curve = (String, Vec<(super::sweep::Spread, super::sweep::Spread, super::sweep::Spread, bool)>);
     let mut curves: Vec<Curve> = Vec::new();
     for p in &report.points {
         let series: Vec<String> =
-            p.values.iter().filter(|(q, _)| *q != crate::sweep::Param::Rate).map(|(q, v)| format!("{}={v}", q.name())).collect();
+            p.values.iter().filter(|(q, _)| *q != super::sweep::Param::Rate).map(|(q, v)| format!("{}={v}", q.name())).collect();
         for m in &p.modes {
             let name = if series.is_empty() { m.mode.to_string() } else { format!("{} {}", m.mode, series.join(",")) };
             let entry = (m.achieved_per_s, m.p50_us, m.p99_us, m.trusted);
@@ -357,7 +357,7 @@ fn sweep_chart(report: &crate::sweep::SweepReport) -> Result<String, String> {
         for (i, (name, pts)) in curves.iter().enumerate() {
             for (j, (label, pick)) in [("p50", 1usize), ("p99", 2usize)].into_iter().enumerate() {
                 let color = PALETTE[(i * 2 + j) % PALETTE.len()];
-                let y = |e: &(crate::sweep::Spread, crate::sweep::Spread, crate::sweep::Spread, bool)| if pick == 1 { e.1 } else { e.2 };
+                let y = |e: &(super::sweep::Spread, super::sweep::Spread, super::sweep::Spread, bool)| if pick == 1 { e.1 } else { e.2 };
                 let line: Vec<(f64, f64)> = pts.iter().map(|e| (e.0.median, (y(e).median / 1000.0).max(0.1))).collect();
                 chart.draw_series(LineSeries::new(line, color.stroke_width(2)))?.label(format!("{name} {label}")).legend(legend(color));
                 for e in pts {

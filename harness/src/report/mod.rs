@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+pub mod sweep;
 pub mod table;
 
 use crate::check::latency::LatencySummary;
