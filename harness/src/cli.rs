@@ -430,32 +430,35 @@ fn shard_options(
     start_at: Option<&str>,
     run_id: Option<&str>,
     options: &mut RunOptions,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     options.shard = shard;
     if let Some(at) = start_at {
         let t = chrono::DateTime::parse_from_rfc3339(at)
-            .map_err(|e| format!("--start-at {at}: not an RFC 3339 time ({e}), e.g. 2026-11-26T20:00:00Z"))?;
-        options.start_at_unix_ns = Some(t.timestamp_nanos_opt().ok_or_else(|| format!("--start-at {at}: out of range"))?.max(0) as u64);
+            .map_err(|e| anyhow::anyhow!("--start-at {at}: not an RFC 3339 time ({e}), e.g. 2026-11-26T20:00:00Z"))?;
+        options.start_at_unix_ns =
+            Some(t.timestamp_nanos_opt().ok_or_else(|| anyhow::anyhow!("--start-at {at}: out of range"))?.max(0) as u64);
     }
     if let Some(id) = run_id {
         if id.is_empty() || id.len() > 40 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!("--run-id {id:?}: use 1 to 40 letters, digits, '-' or '_'"));
+            return Err(anyhow::anyhow!("--run-id {id:?}: use 1 to 40 letters, digits, '-' or '_'"));
         }
         options.run_id = Some(id.to_owned());
     }
     if let Some(shard) = options.shard {
         if options.modes.len() != 1 {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "--shard {}/{}: a sharded run takes one mode (give --mode); the shards of a mode must start together",
-                shard.index, shard.count
+                shard.index,
+                shard.count
             ));
         }
         match (options.start_at_unix_ns, &options.run_id) {
             (Some(at), None) => options.run_id = Some(format!("at{}", at / 1_000_000)),
             (None, None) => {
-                return Err(format!(
+                return Err(anyhow::anyhow!(
                     "--shard {}/{}: give --start-at (the shards start together and share a database named from it) or --run-id",
-                    shard.index, shard.count
+                    shard.index,
+                    shard.count
                 ));
             }
             _ => {}

@@ -169,19 +169,19 @@ impl Cluster {
 
     /// Signal one node's process group (kill, stop, pause, resume); for a
     /// node in a container, its container.
-    pub async fn signal(&self, index: usize, signal: nix::sys::signal::Signal) -> Result<(), String> {
+    pub async fn signal(&self, index: usize, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
         match &self.nodes[index].handle {
-            Handle::Process(guard) => guard.signal(signal).map_err(|e| e.to_string()),
+            Handle::Process(guard) => guard.signal(signal).map_err(anyhow::Error::from),
             Handle::Container(c) => c.signal(signal).await,
         }
     }
 
     /// Cut node `index` from MongoDB (`cut`), or heal the cut: nodes in
     /// containers only.
-    pub async fn partition(&self, index: usize, cut: bool) -> Result<(), String> {
+    pub async fn partition(&self, index: usize, cut: bool) -> anyhow::Result<()> {
         match &self.nodes[index].handle {
             Handle::Container(c) => c.partition(cut).await,
-            Handle::Process(_) => Err("partition needs nodes in containers (topology.nodes_in: containers)".into()),
+            Handle::Process(_) => Err(anyhow::anyhow!("partition needs nodes in containers (topology.nodes_in: containers)")),
         }
     }
 
@@ -207,7 +207,7 @@ impl Cluster {
             // The same container, started again: same port, same network.
             let log = spec.log_dir.join(format!("node-{index}.{generation}.log"));
             let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
-            c.restart(&log).await.map_err(failed)?;
+            c.restart(&log).await.map_err(|e| failed(format!("{e:#}")))?;
             let node = &mut self.nodes[index];
             node.generation = generation;
             node.log = log;
@@ -245,7 +245,7 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
                 .collect();
         args.extend(spec.extra_args.iter().cloned());
         args.extend(spec.per_node_args.get(index).into_iter().flatten().cloned());
-        let container = NodeContainer::start(containers, index, port, args, &log).await.map_err(failed)?;
+        let container = NodeContainer::start(containers, index, port, args, &log).await.map_err(|e| failed(format!("{e:#}")))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         return Ok(Node { index, addr, log, generation: 0, handle: Handle::Container(container) });
     }
@@ -337,23 +337,23 @@ async fn wait_ready(spec: &ClusterSpec, node: &mut Node) -> Result<(), ClusterEr
     let mut node_exited = None;
     while tokio::time::Instant::now() < deadline {
         let ready = match &command.ready {
-            Readiness::Tcp => tokio::net::TcpStream::connect(node.addr).await.map(drop).map_err(|e| e.to_string()),
+            Readiness::Tcp => tokio::net::TcpStream::connect(node.addr).await.map(drop).map_err(anyhow::Error::from),
             Readiness::Http(path) => match client.get(node.http_url(path)).send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(format!("GET {path}: {}", r.status())),
-                Err(e) => Err(e.to_string()),
+                Ok(r) => Err(anyhow::anyhow!("GET {path}: {}", r.status())),
+                Err(e) => Err(anyhow::Error::from(e)),
             },
             Readiness::Log(text) => {
                 if std::fs::read_to_string(&node.log).unwrap_or_default().contains(text.as_str()) {
                     Ok(())
                 } else {
-                    Err(format!("no log line with {text:?} yet"))
+                    Err(anyhow::anyhow!("no log line with {text:?} yet"))
                 }
             }
         };
         match ready {
             Ok(()) => return Ok(()),
-            Err(e) => last = e,
+            Err(e) => last = format!("{e:#}"),
         }
         if let Some(status) = node.exited() {
             node_exited = Some(status);

@@ -8,7 +8,7 @@ use crate::provider::{cache_dir, docker_reachable};
 pub struct ProviderStatus {
     pub provider: &'static str,
     pub backend: &'static str,
-    pub ready: Result<String, String>,
+    pub ready: anyhow::Result<String>,
     pub fix: String,
 }
 
@@ -53,7 +53,7 @@ pub fn survey() -> Vec<ProviderStatus> {
         ProviderStatus {
             provider: "external",
             backend: "any MongoDB (and Kafka) you run",
-            ready: Err("needs a URI".into()),
+            ready: Err(anyhow::anyhow!("needs a URI")),
             fix: "pass --mongo-uri mongodb://... (or topology.mongo.uri)".into(),
         },
     ]

@@ -110,13 +110,13 @@ async fn read_room(client: &reqwest::Client, base: &str, room: &str) -> RoomHist
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &str) -> Result<Page, String> {
-    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Page> {
+    let response = client.get(url).send().await.map_err(anyhow::Error::from)?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+        return Err(anyhow::anyhow!("HTTP {status}"));
     }
-    response.json::<Page>().await.map_err(|e| format!("not a history page: {e}"))
+    response.json::<Page>().await.map_err(|e| anyhow::anyhow!("not a history page: {e}"))
 }
 
 #[cfg(test)]

@@ -80,17 +80,17 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// The manifests, as one multi-document YAML stream.
-pub fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> Result<String, String> {
+pub fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> anyhow::Result<String> {
     if o.shards == 0 {
-        return Err("--shards must be at least 1".into());
+        anyhow::bail!("--shards must be at least 1");
     }
     if let Some(fault) = scenario.shared_backend_fault() {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "the scenario has a {fault} fault; the shards share their backends, so a sharded run cannot restart them (run it in one process)"
         ));
     }
     if o.mode == crate::scenario::Mode::Kafka && o.kafka_bootstrap.is_none() && scenario.topology.kafka.bootstrap.is_none() {
-        return Err("kafka mode needs --kafka-bootstrap (the shards share one Kafka)".into());
+        anyhow::bail!("kafka mode needs --kafka-bootstrap (the shards share one Kafka)");
     }
     let name = format!("chatbench-{}", dns_label(&scenario.name));
     let start = rfc3339(o.start_at_unix_ns / 1_000_000_000 * 1_000_000_000);
@@ -238,14 +238,14 @@ pub fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> Re
     let yaml_options = serde_saphyr::SerializerOptions { prefer_block_scalars: false, ..Default::default() };
     for doc in docs {
         out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string_with_options(&doc, yaml_options).map_err(|e| format!("rendering YAML: {e}"))?);
+        out.push_str(&serde_saphyr::to_string_with_options(&doc, yaml_options).map_err(|e| anyhow::anyhow!("rendering YAML: {e}"))?);
     }
     Ok(out)
 }
 
 /// The documents of a rendered stream, parsed back (for tests and checks).
-pub fn parse_documents(yaml: &str) -> Result<Vec<Value>, String> {
-    yaml.split("\n---\n").skip(1).map(|doc| serde_saphyr::from_str::<Value>(doc).map_err(|e| e.to_string())).collect()
+pub fn parse_documents(yaml: &str) -> anyhow::Result<Vec<Value>> {
+    yaml.split("\n---\n").skip(1).map(|doc| serde_saphyr::from_str::<Value>(doc).map_err(anyhow::Error::from)).collect()
 }
 
 #[cfg(test)]
@@ -315,7 +315,7 @@ mod tests {
         o.mongo = MongoRef::Secret { name: "mongo".into(), key: "uri".into() };
         o.results_claim = Some("shared".into());
         o.mode = crate::scenario::Mode::Kafka;
-        assert!(render(&scenario(), SCENARIO, &o).unwrap_err().contains("--kafka-bootstrap"));
+        assert!(render(&scenario(), SCENARIO, &o).unwrap_err().to_string().contains("--kafka-bootstrap"));
         o.kafka_bootstrap = Some("kafka:9092".into());
         let docs = parse_documents(&render(&scenario(), SCENARIO, &o).unwrap()).unwrap();
         assert_eq!(docs.len(), 3, "no claim of its own");

@@ -71,11 +71,10 @@ pub async fn run_client_faults(
                 Ok(())
             }
             FaultAction::Network { node, link: LinkTarget::Clients, .. } => {
-                let proxy =
-                    client_links.get(node as usize).ok_or_else(|| format!("node {node} has no fault proxy on its clients' link"))?;
+                let proxy = client_links.get(node as usize).ok_or(FaultError::NoProxy { node, link: LinkTarget::Clients })?;
                 degrade(&action, proxy, std::future::ready(true)).await
             }
-            _ => Err(format!("{} needs nodes the harness started", action.name())),
+            _ => Err(FaultError::NeedsStartedNodes { fault: action.name() }),
         }
     })
     .await
@@ -96,7 +95,7 @@ async fn run_with<F, Fut>(
 ) -> Vec<FaultRecord>
 where
     F: Fn(FaultAction) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), FaultError>>,
 {
     let start_ns = loop {
         if let Some(w) = *window.borrow_and_update() {
@@ -120,14 +119,54 @@ where
             node: action.node(),
             start_ns: started,
             end_ns: clock.now_ns(),
-            error,
+            error: error.map(|e| e.to_string()),
             clients: None,
         });
     }
     records
 }
 
-async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
+/// Why a fault could not be applied (the run's verdict is then void).
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error("node {node} is down")]
+    NodeDown { node: usize },
+    #[error("node {node} did not exit within {within:?} of SIGTERM")]
+    DidNotStop { node: usize, within: Duration },
+    #[error("node {node}: {source:#}")]
+    Node {
+        node: usize,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error("node {node} has no fault proxy on its {link:?} link")]
+    NoProxy { node: u32, link: LinkTarget },
+    #[error(
+        "node {node}'s {} link carried no traffic during the fault: the node does not go through its fault proxy, so the fault acted on nothing",
+        link_name(*link)
+    )]
+    ActedOnNothing { node: u32, link: LinkTarget },
+    #[error("this mode runs no Kafka")]
+    NoKafka,
+    #[error("{0:#}")]
+    Backend(anyhow::Error),
+    #[error("random faults are resolved when the schedule is made")]
+    Unresolved,
+    #[error("not a network fault")]
+    NotNetwork,
+    #[error("{fault} needs nodes the harness started")]
+    NeedsStartedNodes { fault: &'static str },
+}
+
+fn link_name(link: LinkTarget) -> &'static str {
+    match link {
+        LinkTarget::Mongo => "MongoDB",
+        LinkTarget::Kafka => "Kafka",
+        LinkTarget::Clients => "clients'",
+    }
+}
+
+async fn apply(action: &FaultAction, t: &Targets) -> Result<(), FaultError> {
     match *action {
         FaultAction::KillNode { node, restart_after } => {
             down(t, node as usize, Signal::SIGKILL).await?;
@@ -159,12 +198,12 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
             signal(t, node as usize, Signal::SIGCONT).await?;
             t.paused.lock().await.remove(&(node as usize));
         }
-        FaultAction::RestartMongo { down_for } => t.mongo.lock().await.restart(down_for.0).await?,
+        FaultAction::RestartMongo { down_for } => t.mongo.lock().await.restart(down_for.0).await.map_err(FaultError::Backend)?,
         FaultAction::RestartKafka { down_for } => {
-            let kafka = t.kafka.as_ref().ok_or("this mode runs no Kafka")?;
-            kafka.lock().await.restart(down_for.0).await?;
+            let kafka = t.kafka.as_ref().ok_or(FaultError::NoKafka)?;
+            kafka.lock().await.restart(down_for.0).await.map_err(FaultError::Backend)?;
             for link in &t.kafka_links {
-                link.broker_restarted().await?;
+                link.broker_restarted().await.map_err(FaultError::Backend)?;
             }
         }
         FaultAction::Network { node, link, .. } => {
@@ -173,22 +212,22 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
                 LinkTarget::Kafka => t.kafka_links.get(node as usize).map(|l| &l.proxy),
                 LinkTarget::Clients => t.client_links.get(node as usize),
             }
-            .ok_or_else(|| format!("node {node} has no fault proxy on its {link:?} link"))?;
+            .ok_or(FaultError::NoProxy { node, link })?;
             let up = async { !t.down.lock().await.contains(&(node as usize)) && !t.paused.lock().await.contains(&(node as usize)) };
             degrade(action, proxy, up).await?;
         }
         FaultAction::Partition { node, duration } => {
             let node = node as usize;
             if t.down.lock().await.contains(&node) {
-                return Err(format!("node {node} is down"));
+                return Err(FaultError::NodeDown { node });
             }
-            t.cluster.lock().await.partition(node, true).await?;
+            t.cluster.lock().await.partition(node, true).await.map_err(|source| FaultError::Node { node, source })?;
             t.partitioned.lock().await.insert(node);
             tokio::time::sleep(duration.0).await;
-            t.cluster.lock().await.partition(node, false).await?;
+            t.cluster.lock().await.partition(node, false).await.map_err(|source| FaultError::Node { node, source })?;
             t.partitioned.lock().await.remove(&node);
         }
-        FaultAction::Random { .. } => return Err("random faults are resolved when the schedule is made".into()),
+        FaultAction::Random { .. } => return Err(FaultError::Unresolved),
         FaultAction::DropClients { share } => drop_clients(&t.drops, share),
     }
     Ok(())
@@ -198,9 +237,9 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), String> {
 /// that carried no traffic during it (nor within a grace period after),
 /// while its node was up, was not the node's path: the fault acted on
 /// nothing, which is an error, not a pass.
-async fn degrade(action: &FaultAction, link: &FaultProxy, node_up: impl std::future::Future<Output = bool>) -> Result<(), String> {
+async fn degrade(action: &FaultAction, link: &FaultProxy, node_up: impl std::future::Future<Output = bool>) -> Result<(), FaultError> {
     let FaultAction::Network { node, link: target, duration, latency, jitter, bandwidth_bytes_per_s, blackhole, reset } = *action else {
-        return Err("not a network fault".into());
+        return Err(FaultError::NotNetwork);
     };
     let before = link.traffic();
     // Resetting live connections already acted on the node's link.
@@ -218,31 +257,24 @@ async fn degrade(action: &FaultAction, link: &FaultProxy, node_up: impl std::fut
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !reset_some && link.traffic() == before && node_up.await {
-        let link_name = match target {
-            LinkTarget::Mongo => "MongoDB",
-            LinkTarget::Kafka => "Kafka",
-            LinkTarget::Clients => "clients'",
-        };
-        return Err(format!(
-            "node {node}'s {link_name} link carried no traffic during the fault: the node does not go through its fault proxy, so the fault acted on nothing"
-        ));
+        return Err(FaultError::ActedOnNothing { node, link: target });
     }
     Ok(())
 }
 
-async fn signal(t: &Targets, node: usize, sig: Signal) -> Result<(), String> {
+async fn signal(t: &Targets, node: usize, sig: Signal) -> Result<(), FaultError> {
     if t.down.lock().await.contains(&node) {
-        return Err(format!("node {node} is down"));
+        return Err(FaultError::NodeDown { node });
     }
-    t.cluster.lock().await.signal(node, sig).await.map_err(|e| format!("signal {sig} to node {node}: {e}"))
+    t.cluster.lock().await.signal(node, sig).await.map_err(|e| FaultError::Node { node, source: e.context(format!("signal {sig}")) })
 }
 
 /// Kill or stop a node and wait for it to exit.
-async fn down(t: &Targets, node: usize, sig: Signal) -> Result<(), String> {
+async fn down(t: &Targets, node: usize, sig: Signal) -> Result<(), FaultError> {
     signal(t, node, sig).await?;
     let mut cluster = t.cluster.lock().await;
     if sig == Signal::SIGTERM && cluster.wait_exit(node, STOP_TIMEOUT).await.is_none() {
-        return Err(format!("node {node} did not exit within {STOP_TIMEOUT:?} of SIGTERM"));
+        return Err(FaultError::DidNotStop { node, within: STOP_TIMEOUT });
     }
     cluster.wait_exit(node, STOP_TIMEOUT).await;
     t.down.lock().await.insert(node);
@@ -250,8 +282,8 @@ async fn down(t: &Targets, node: usize, sig: Signal) -> Result<(), String> {
 }
 
 /// Start a downed node again on its address and wait until it is healthy.
-async fn up(t: &Targets, node: usize) -> Result<(), String> {
-    t.cluster.lock().await.restart(node).await.map_err(|e| e.to_string())?;
+async fn up(t: &Targets, node: usize) -> Result<(), FaultError> {
+    t.cluster.lock().await.restart(node).await.map_err(|e| FaultError::Node { node, source: e.into() })?;
     t.down.lock().await.remove(&node);
     Ok(())
 }
@@ -298,9 +330,10 @@ mod tests {
         let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = FaultProxy::start(upstream.local_addr().unwrap()).await.unwrap();
         let err = degrade(&blackhole(false), &proxy, std::future::ready(true)).await.unwrap_err();
-        assert!(err.contains("acted on nothing"), "{err}");
+        assert!(matches!(err, FaultError::ActedOnNothing { node: 0, link: LinkTarget::Clients }), "{err}");
+        assert!(err.to_string().contains("acted on nothing"), "{err}");
         // A node that is down or paused may well carry nothing: no error.
-        assert_eq!(degrade(&blackhole(false), &proxy, std::future::ready(false)).await, Ok(()));
+        degrade(&blackhole(false), &proxy, std::future::ready(false)).await.unwrap();
     }
 
     #[tokio::test]
@@ -311,6 +344,6 @@ mod tests {
         let _server = upstream.accept().await.unwrap();
         // The proxy registers the pair just after its upstream connect.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(degrade(&blackhole(true), &proxy, std::future::ready(true)).await, Ok(()));
+        degrade(&blackhole(true), &proxy, std::future::ready(true)).await.unwrap();
     }
 }

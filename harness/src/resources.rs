@@ -191,26 +191,35 @@ fn fd_limits() -> Option<(u64, u64)> {
 /// pipes to nodes, proxies' listeners, MongoDB and HTTP clients).
 pub const FD_MARGIN: u64 = 256;
 
+/// The open-file limit cannot hold the run's connections.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FdLimitError {
+    #[error(
+        "the scenario opens {sockets} client connections, but this process may open only {hard} files (hard RLIMIT_NOFILE); \
+         raise it (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE= for a service), or run fewer clients per process (`--shard`)"
+    )]
+    HardLimit { sockets: u64, hard: u64, need: u64 },
+    #[error("could not raise the open-file limit from {soft} to {to} (needed for {sockets} connections)")]
+    CannotRaise { sockets: u64, soft: u64, to: u64 },
+}
+
 /// Make room for `sockets` client sockets: raise the soft open-file limit
 /// toward the hard one when it is lower (child processes, the nodes,
 /// inherit it), and fail with what to do when even the hard limit is too
 /// low — before anything starts, not as refused connections mid-run.
-pub fn ensure_fd_limit(sockets: u64) -> Result<u64, String> {
+pub fn ensure_fd_limit(sockets: u64) -> Result<u64, FdLimitError> {
     let need = sockets + FD_MARGIN;
     let Some((soft, hard)) = fd_limits() else { return Ok(0) };
     if soft >= need {
         return Ok(soft);
     }
     if hard < need {
-        return Err(format!(
-            "the scenario opens {sockets} client connections, but this process may open only {hard} files (hard RLIMIT_NOFILE); \
-             raise it (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE= for a service), or run fewer clients per process (`--shard`)"
-        ));
+        return Err(FdLimitError::HardLimit { sockets, hard, need });
     }
     let raised = libc::rlimit { rlim_cur: need.max(soft).min(hard), rlim_max: hard };
     // SAFETY: setrlimit reads the struct we own; lowering nothing.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        return Err(format!("could not raise the open-file limit from {soft} to {} (needed for {sockets} connections)", raised.rlim_cur));
+        return Err(FdLimitError::CannotRaise { sockets, soft, to: raised.rlim_cur });
     }
     tracing::info!(from = soft, to = raised.rlim_cur, "raised the open-file soft limit for the client connections");
     Ok(raised.rlim_cur)
@@ -221,7 +230,7 @@ mod tests {
     #[test]
     fn more_connections_than_the_hard_file_limit_is_refused_up_front() {
         assert!(super::ensure_fd_limit(10).is_ok());
-        let e = super::ensure_fd_limit(u64::MAX / 4).unwrap_err();
+        let e = super::ensure_fd_limit(u64::MAX / 4).unwrap_err().to_string();
         assert!(e.contains("hard RLIMIT_NOFILE") && e.contains("ulimit"), "{e}");
     }
 

@@ -488,7 +488,9 @@ async fn start_backends(
     let mut kafka_links = Vec::new();
     if let Some(k) = kafka.as_ref().filter(|_| scenario.needs_link_proxies(LinkTarget::Kafka)) {
         for node in 0..topology.nodes {
-            kafka_links.push(KafkaLink::start(&k.bootstrap, &dir.join(format!("kafka-link-{node}.log"))).await.map_err(cannot)?);
+            kafka_links.push(
+                KafkaLink::start(&k.bootstrap, &dir.join(format!("kafka-link-{node}.log"))).await.map_err(|e| cannot(format!("{e:#}")))?,
+            );
         }
     }
     Ok(Backends { mongo, kafka, links, kafka_links })

@@ -26,19 +26,20 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Set one parameter of the scenario.
-fn apply(param: Param, s: &mut Scenario, value: f64) -> Result<(), String> {
+/// Set one parameter of the scenario (for the point `label`).
+fn apply(param: Param, s: &mut Scenario, value: f64, label: &str) -> Result<(), SweepError> {
+    let bad = |why: String| SweepError::Point { point: label.to_owned(), why };
     let whole = || {
         if value.fract() == 0.0 && value >= 1.0 && value <= f64::from(u32::MAX) {
             Ok(value as u32)
         } else {
-            Err(format!("{} must be a whole number ≥ 1, not {value}", param.name()))
+            Err(bad(format!("{} must be a whole number ≥ 1, not {value}", param.name())))
         }
     };
     match param {
         Param::Rate => match &mut s.workload.load {
             Load::Open { rate_per_s } => *rate_per_s = value,
-            Load::Closed { .. } => return Err("rate varies an open-loop scenario; this one is a closed loop".into()),
+            Load::Closed { .. } => return Err(bad("rate varies an open-loop scenario; this one is a closed loop".into())),
         },
         Param::Nodes => s.topology.nodes = whole()?,
         Param::Subscribers => s.workload.subscribers_per_room = whole()?,
@@ -197,14 +198,14 @@ async fn run_point(scenario: &Scenario, options: &SweepOptions, values: Vec<(Par
     let label = label(&values);
     let mut variant = scenario.clone();
     for &(param, value) in &values {
-        apply(param, &mut variant, value).map_err(|why| SweepError::Point { point: label.clone(), why })?;
+        apply(param, &mut variant, value, &label)?;
     }
     // A fixed throughput floor belongs to one rate; across rates the knee
     // rule (achieved share of offered) is the floor.
     if values.iter().any(|(p, _)| *p == Param::Rate) {
         variant.checks.min_throughput = None;
     }
-    check_scenario(&variant).map_err(|why| SweepError::Point { point: label.clone(), why })?;
+    check_scenario(&variant).map_err(|why| SweepError::Point { point: label.clone(), why: why.to_string() })?;
     let mut reports: Vec<(u32, String, RunReport)> = Vec::new();
     for r in 0..options.repeat.max(1) {
         let rel = PathBuf::from("points").join(label.replace(['=', ','], "_")).join(format!("r{r}"));

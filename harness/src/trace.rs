@@ -345,16 +345,25 @@ pub struct ShardOf {
     pub count: u32,
 }
 
+/// Not `I/N` with 0 <= I < N.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shard {spec:?}: {why}")]
+pub struct BadShard {
+    pub spec: String,
+    pub why: &'static str,
+}
+
 impl std::str::FromStr for ShardOf {
-    type Err = String;
+    type Err = BadShard;
 
     /// `I/N`, 0 <= I < N.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (i, n) = s.split_once('/').ok_or_else(|| format!("shard {s:?}: expected I/N, e.g. 0/3"))?;
+    fn from_str(s: &str) -> Result<Self, BadShard> {
+        let bad = |why| BadShard { spec: s.to_owned(), why };
+        let (i, n) = s.split_once('/').ok_or_else(|| bad("expected I/N, e.g. 0/3"))?;
         let (index, count) = (i.trim().parse::<u32>(), n.trim().parse::<u32>());
         match (index, count) {
             (Ok(index), Ok(count)) if count >= 1 && index < count => Ok(ShardOf { index, count }),
-            _ => Err(format!("shard {s:?}: need 0 <= I < N")),
+            _ => Err(bad("need 0 <= I < N")),
         }
     }
 }

@@ -99,8 +99,8 @@ struct Args {
     sabotage_seed: u64,
 }
 
-fn parse_login(raw: &str) -> Result<(String, String), String> {
-    raw.split_once(':').map(|(l, p)| (l.to_owned(), p.to_owned())).ok_or_else(|| "expected LOGIN:PASSCODE".to_owned())
+fn parse_login(raw: &str) -> anyhow::Result<(String, String)> {
+    raw.split_once(':').map(|(l, p)| (l.to_owned(), p.to_owned())).ok_or_else(|| anyhow::anyhow!("expected LOGIN:PASSCODE"))
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, humantime::DurationError> {

@@ -49,11 +49,11 @@ pub struct NodeContainer {
 
 impl NodeContainer {
     /// Create and start node `index`'s container on `host_port`, its log in `log`.
-    pub async fn start(spec: &ContainerSpec, index: usize, host_port: u16, args: Vec<String>, log: &Path) -> Result<Self, String> {
+    pub async fn start(spec: &ContainerSpec, index: usize, host_port: u16, args: Vec<String>, log: &Path) -> anyhow::Result<Self> {
         let docker = engine::engine().await?;
         let (name, tag) = engine::split_image(&spec.image);
         if engine::inspect(&docker, &spec.image).await?.is_none() {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "the node image {} is not on this Docker engine (ci/setup docker builds it; or --docker-image server=IMAGE)",
                 spec.image
             ));
@@ -64,17 +64,17 @@ impl NodeContainer {
             .with_env_var("NO_COLOR", "1")
             .with_labels(engine::labels())
             .with_host_config_modifier(move |c| engine::loopback_only(c, &[(NODE_PORT, Some(host_port))]));
-        let container = engine::create(request.start()).await.map_err(|e| format!("starting node {index}'s container: {e}"))?;
+        let container = engine::create(request.start()).await.map_err(|e| anyhow::anyhow!("starting node {index}'s container: {e}"))?;
         let network = spec.network.clone();
         let connect = NetworkConnectRequest { container: Some(container.id().to_owned()), ..Default::default() };
-        docker.connect_network(&network, connect).await.map_err(|e| format!("joining node {index} to network {network}: {e}"))?;
+        docker.connect_network(&network, connect).await.map_err(|e| anyhow::anyhow!("joining node {index} to network {network}: {e}"))?;
         let mut node = NodeContainer { container, docker, network, exit: Arc::new(Mutex::new(None)), pid: 0 };
         node.watch(log).await?;
         Ok(node)
     }
 
     /// After a (re)start: follow the log into `log`, note the exit, read the pid.
-    async fn watch(&mut self, log: &Path) -> Result<(), String> {
+    async fn watch(&mut self, log: &Path) -> anyhow::Result<()> {
         let id = self.container.id().to_owned();
         *self.exit.lock().expect("exit lock") = None;
         let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i32 - 1);
@@ -96,7 +96,7 @@ impl NodeContainer {
             .docker
             .inspect_container(&id, None::<testcontainers_modules::testcontainers::bollard::query_parameters::InspectContainerOptions>)
             .await
-            .map_err(|e| format!("inspecting {id}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("inspecting {id}: {e}"))?;
         self.pid = inspected.state.and_then(|s| s.pid).unwrap_or(0) as u32;
         Ok(())
     }
@@ -111,7 +111,7 @@ impl NodeContainer {
     }
 
     /// SIGKILL / SIGTERM to the container; SIGSTOP / SIGCONT pause and unpause it.
-    pub async fn signal(&self, signal: nix::sys::signal::Signal) -> Result<(), String> {
+    pub async fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
         use nix::sys::signal::Signal;
         let id = self.container.id();
         let result = match signal {
@@ -122,17 +122,17 @@ impl NodeContainer {
                 self.docker.kill_container(id, Some(options)).await
             }
         };
-        result.map_err(|e| format!("{signal} to container {id}: {e}"))
+        result.map_err(|e| anyhow::anyhow!("{signal} to container {id}: {e}"))
     }
 
     /// Start the stopped container again (same port, same network); log to `log`.
-    pub async fn restart(&mut self, log: &Path) -> Result<(), String> {
-        self.container.start().await.map_err(|e| format!("starting the container again: {e}"))?;
+    pub async fn restart(&mut self, log: &Path) -> anyhow::Result<()> {
+        self.container.start().await.map_err(|e| anyhow::anyhow!("starting the container again: {e}"))?;
         self.watch(log).await
     }
 
     /// Cut the node from the run's network (its path to MongoDB), or heal it.
-    pub async fn partition(&self, cut: bool) -> Result<(), String> {
+    pub async fn partition(&self, cut: bool) -> anyhow::Result<()> {
         let id = self.container.id().to_owned();
         let result = if cut {
             let request = NetworkDisconnectRequest { container: Some(id.clone()), force: Some(true) };
@@ -142,7 +142,7 @@ impl NodeContainer {
             self.docker.connect_network(&self.network, request).await
         };
         result.map_err(|e| {
-            format!(
+            anyhow::anyhow!(
                 "{} node container {id} {} network {}: {e}",
                 if cut { "disconnecting" } else { "reconnecting" },
                 if cut { "from" } else { "to" },
@@ -153,9 +153,9 @@ impl NodeContainer {
 }
 
 /// Copy the container's output (from `since`, Unix seconds) into `log`.
-fn spawn_log_pump(docker: Docker, id: String, log: PathBuf, since: i32) -> Result<(), String> {
+fn spawn_log_pump(docker: Docker, id: String, log: PathBuf, since: i32) -> anyhow::Result<()> {
     let mut file =
-        std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| format!("opening {}: {e}", log.display()))?;
+        std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| anyhow::anyhow!("opening {}: {e}", log.display()))?;
     tokio::spawn(async move {
         let options = LogsOptions { follow: true, stdout: true, stderr: true, since, ..Default::default() };
         let mut stream = docker.logs(&id, Some(options));

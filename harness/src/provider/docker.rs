@@ -56,16 +56,16 @@ impl DockerImages {
     }
 
     /// `mongo=IMAGE`, `kafka=IMAGE` or `server=IMAGE` (the `--docker-image` flag).
-    pub fn set(&mut self, spec: &str) -> Result<(), String> {
-        let (key, image) = spec.split_once('=').ok_or_else(|| format!("--docker-image {spec:?}: expected KEY=IMAGE"))?;
+    pub fn set(&mut self, spec: &str) -> anyhow::Result<()> {
+        let (key, image) = spec.split_once('=').ok_or_else(|| anyhow::anyhow!("--docker-image {spec:?}: expected KEY=IMAGE"))?;
         if image.is_empty() || image.contains(char::is_whitespace) {
-            return Err(format!("--docker-image {spec:?}: {image:?} is not an image name"));
+            return Err(anyhow::anyhow!("--docker-image {spec:?}: {image:?} is not an image name"));
         }
         let slot = match key {
             "mongo" => &mut self.mongo,
             "kafka" => &mut self.kafka,
             "server" => &mut self.server,
-            other => return Err(format!("--docker-image {spec:?}: unknown key {other:?} (mongo, kafka or server)")),
+            other => return Err(anyhow::anyhow!("--docker-image {spec:?}: unknown key {other:?} (mongo, kafka or server)")),
         };
         *slot = Some(image.to_owned());
         Ok(())
@@ -97,14 +97,14 @@ pub struct ImageInfo {
     pub version: Option<String>,
 }
 
-pub(crate) async fn engine() -> Result<Docker, String> {
-    let docker = Docker::connect_with_defaults().map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
-    docker.ping().await.map_err(|e| format!("the Docker engine does not answer: {e}"))?;
+pub(crate) async fn engine() -> anyhow::Result<Docker> {
+    let docker = Docker::connect_with_defaults().map_err(|e| anyhow::anyhow!("cannot reach the Docker engine: {e}"))?;
+    docker.ping().await.map_err(|e| anyhow::anyhow!("the Docker engine does not answer: {e}"))?;
     Ok(docker)
 }
 
 /// The image's labels, or None when the engine does not have it.
-pub(crate) async fn inspect(docker: &Docker, image: &str) -> Result<Option<ImageInfo>, String> {
+pub(crate) async fn inspect(docker: &Docker, image: &str) -> anyhow::Result<Option<ImageInfo>> {
     use testcontainers_modules::testcontainers::bollard::errors::Error;
     match docker.inspect_image(image).await {
         Ok(found) => {
@@ -112,13 +112,13 @@ pub(crate) async fn inspect(docker: &Docker, image: &str) -> Result<Option<Image
             Ok(Some(ImageInfo { flavour: labels.get(FLAVOUR_LABEL).cloned(), version: labels.get("org.chatbench.version").cloned() }))
         }
         Err(Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-        Err(e) => Err(format!("inspecting image {image}: {e}")),
+        Err(e) => Err(anyhow::anyhow!("inspecting image {image}: {e}")),
     }
 }
 
 /// For `chatbench doctor`: Ok when auto would run the default MongoDB
 /// image; otherwise why not, with the local images that are there.
-pub async fn status() -> Result<String, String> {
+pub async fn status() -> anyhow::Result<String> {
     let at = super::docker_reachable()?;
     let docker = engine().await?;
     let mut local = Vec::new();
@@ -130,9 +130,9 @@ pub async fn status() -> Result<String, String> {
     let local = if local.is_empty() { "none (ci/setup docker builds them)".to_owned() } else { local.join(", ") };
     match inspect(&docker, DEFAULT_MONGO_IMAGE).await? {
         Some(_) => Ok(format!("{at}; {DEFAULT_MONGO_IMAGE} present; local images: {local}")),
-        None => {
-            Err(format!("the engine at {at} answers, but {DEFAULT_MONGO_IMAGE} is not on it and auto never pulls; local images: {local}"))
-        }
+        None => Err(anyhow::anyhow!(
+            "the engine at {at} answers, but {DEFAULT_MONGO_IMAGE} is not on it and auto never pulls; local images: {local}"
+        )),
     }
 }
 
@@ -160,18 +160,18 @@ pub struct Choice<'a> {
 pub(crate) async fn prepare(choice: Choice<'_>, pull: Pull) -> Result<(Docker, String, Option<ImageInfo>), ProviderError> {
     let unavailable = |why: String| ProviderError::Unavailable {
         provider: "docker",
-        why,
+        why: format!("{why:#}"),
         fix: "Start a Docker engine (ci/setup docker), or use --provider compat (after ci/setup)".into(),
     };
-    super::docker_reachable().map_err(unavailable)?;
-    let docker = engine().await.map_err(unavailable)?;
+    super::docker_reachable().map_err(|e| unavailable(format!("{e:#}")))?;
+    let docker = engine().await.map_err(|e| unavailable(format!("{e:#}")))?;
     USED.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Err(why) = sweep_leftovers(&docker).await {
         tracing::warn!("docker: could not remove containers left by an earlier run: {why}");
     }
     let Choice { what, given, default, stand_in } = choice;
     let image = given.unwrap_or(default).to_owned();
-    let info = inspect(&docker, &image).await.map_err(unavailable)?;
+    let info = inspect(&docker, &image).await.map_err(|e| unavailable(format!("{e:#}")))?;
     if info.is_some() {
         return Ok((docker, image, info));
     }
@@ -185,7 +185,7 @@ pub(crate) async fn prepare(choice: Choice<'_>, pull: Pull) -> Result<(Docker, S
         });
     }
     if given.is_none()
-        && let Some(local) = inspect(&docker, stand_in).await.map_err(unavailable)?
+        && let Some(local) = inspect(&docker, stand_in).await.map_err(|e| unavailable(format!("{e:#}")))?
     {
         tracing::warn!(
             "docker: {default} is not on this engine; running the local stand-in {stand_in} for {what} instead \
@@ -338,27 +338,27 @@ async fn remove_own_within(wait: std::time::Duration) {
 
 /// Remove the containers and networks whose owning harness is gone (killed
 /// with SIGKILL, say): what drop and Ctrl-C could not clean.
-pub(crate) async fn sweep_leftovers(docker: &Docker) -> Result<usize, String> {
+pub(crate) async fn sweep_leftovers(docker: &Docker) -> anyhow::Result<usize> {
     let filters = HashMap::from([("label".to_owned(), vec![OWNER_LABEL.to_owned()])]);
     let containers = docker
         .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() }))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(anyhow::Error::from)?;
     let mut removed = 0;
     for c in containers {
         let owner = c.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).cloned().unwrap_or_default();
         let Some(id) = c.id.filter(|_| !owner_alive(&owner)) else { continue };
         tracing::info!(container = %id, owner = %owner, "docker: removing a container left by a run that is gone");
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-        docker.remove_container(&id, Some(options)).await.map_err(|e| e.to_string())?;
+        docker.remove_container(&id, Some(options)).await.map_err(anyhow::Error::from)?;
         removed += 1;
     }
-    let networks = docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(|e| e.to_string())?;
+    let networks = docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(anyhow::Error::from)?;
     for n in networks {
         let owner = n.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).cloned().unwrap_or_default();
         let Some(name) = n.name.filter(|_| !owner_alive(&owner)) else { continue };
         tracing::info!(network = %name, "docker: removing a network left by a run that is gone");
-        docker.remove_network(&name).await.map_err(|e| e.to_string())?;
+        docker.remove_network(&name).await.map_err(anyhow::Error::from)?;
         removed += 1;
     }
     Ok(removed)
@@ -371,10 +371,10 @@ pub struct RunNetwork {
 }
 
 impl RunNetwork {
-    pub async fn create(name: String) -> Result<RunNetwork, String> {
+    pub async fn create(name: String) -> anyhow::Result<RunNetwork> {
         let docker = engine().await?;
         let request = NetworkCreateRequest { name: name.clone(), labels: Some(labels()), ..Default::default() };
-        docker.create_network(request).await.map_err(|e| format!("creating Docker network {name}: {e}"))?;
+        docker.create_network(request).await.map_err(|e| anyhow::anyhow!("creating Docker network {name}: {e}"))?;
         Ok(RunNetwork { name })
     }
 }
@@ -414,9 +414,9 @@ mod tests {
     fn docker_image_flags_name_their_key_and_the_cli_wins() {
         let mut cli = DockerImages::default();
         cli.set("mongo=chatbench-local/nx-27017:0.8.1").unwrap();
-        assert!(cli.set("redis=x").unwrap_err().contains("unknown key \"redis\""));
-        assert!(cli.set("kafka").unwrap_err().contains("KEY=IMAGE"));
-        assert!(cli.set("kafka=").unwrap_err().contains("not an image name"));
+        assert!(cli.set("redis=x").unwrap_err().to_string().contains("unknown key \"redis\""));
+        assert!(cli.set("kafka").unwrap_err().to_string().contains("KEY=IMAGE"));
+        assert!(cli.set("kafka=").unwrap_err().to_string().contains("not an image name"));
         let scenario = DockerImages { mongo: Some("mongo:7.0".into()), kafka: Some("k:1".into()), server: None };
         let merged = cli.or(&scenario);
         assert_eq!(merged.mongo.as_deref(), Some("chatbench-local/nx-27017:0.8.1"));

@@ -11,6 +11,7 @@ use super::docker::Pull;
 use super::{ProviderChoice, ProviderError, ProviderKind, Restart};
 use crate::process::{ChildGuard, free_port, tail};
 use crate::proxy::FaultProxy;
+use anyhow::Context as _;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -56,7 +57,7 @@ impl KafkaBackend {
     }
 
     /// Stop the broker and start it again on the same data after `down_for`.
-    pub async fn restart(&mut self, down_for: Duration) -> Result<(), String> {
+    pub async fn restart(&mut self, down_for: Duration) -> anyhow::Result<()> {
         self.backend.restart(down_for).await
     }
 }
@@ -84,27 +85,27 @@ pub async fn start(choice: ProviderChoice, request: &KafkaRequest, log_dir: &Pat
     }
 }
 
-fn admin_client(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>, String> {
+fn admin_client(bootstrap: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("socket.timeout.ms", "2000")
         .create()
-        .map_err(|e| format!("creating an admin client: {e}"))
+        .map_err(|e| anyhow::anyhow!("creating an admin client: {e}"))
 }
 
 /// Wait until the broker answers a metadata request.
-pub(crate) async fn wait_for_metadata(bootstrap: &str, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn wait_for_metadata(bootstrap: &str, timeout: Duration) -> anyhow::Result<()> {
     answers(&admin_client(bootstrap)?, bootstrap, timeout).await
 }
 
-async fn answers(admin: &AdminClient<DefaultClientContext>, bootstrap: &str, timeout: Duration) -> Result<(), String> {
+async fn answers(admin: &AdminClient<DefaultClientContext>, bootstrap: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let answered = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, Duration::from_millis(1000)));
         match answered {
             Ok(_) => break,
             Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(format!("broker at {bootstrap} did not answer within {timeout:?}: {e}"));
+                return Err(anyhow::anyhow!("broker at {bootstrap} did not answer within {timeout:?}: {e}"));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -114,17 +115,17 @@ async fn answers(admin: &AdminClient<DefaultClientContext>, bootstrap: &str, tim
 
 /// Wait until the broker answers a metadata request, then create the topic
 /// (an existing topic is fine). Returns an error string for the provider.
-pub(crate) async fn prepare(bootstrap: &str, request: &KafkaRequest, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn prepare(bootstrap: &str, request: &KafkaRequest, timeout: Duration) -> anyhow::Result<()> {
     let admin = admin_client(bootstrap)?;
     answers(&admin, bootstrap, timeout).await?;
     let topic = NewTopic::new(&request.topic, request.partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics([&topic], &options).await.map_err(|e| format!("creating topic {}: {e}", request.topic))?;
+    let results = admin.create_topics([&topic], &options).await.map_err(|e| anyhow::anyhow!("creating topic {}: {e}", request.topic))?;
     for result in results {
         match result {
             Ok(_) => {}
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => return Err(format!("creating topic {name}: {code}")),
+            Err((name, code)) => return Err(anyhow::anyhow!("creating topic {name}: {code}")),
         }
     }
     Ok(())
@@ -146,12 +147,12 @@ pub struct KafkaLink {
 }
 
 impl KafkaLink {
-    pub async fn start(bootstrap: &str, log: &Path) -> Result<KafkaLink, String> {
+    pub async fn start(bootstrap: &str, log: &Path) -> anyhow::Result<KafkaLink> {
         if bootstrap.contains(',') {
-            return Err(format!("Kafka at {bootstrap} has several bootstrap servers; the Kafka link proxy serves a single broker"));
+            return Err(anyhow::anyhow!("Kafka at {bootstrap} has several bootstrap servers; the Kafka link proxy serves a single broker"));
         }
-        let tansu_port = free_port().map_err(|e| e.to_string())?;
-        let proxy = FaultProxy::start(([127, 0, 0, 1], tansu_port).into()).await.map_err(|e| format!("fault proxy: {e}"))?;
+        let tansu_port = free_port().map_err(anyhow::Error::from)?;
+        let proxy = FaultProxy::start(([127, 0, 0, 1], tansu_port).into()).await.map_err(|e| anyhow::anyhow!("fault proxy: {e}"))?;
         let tansu_proxy = spawn_tansu_proxy(tansu_port, &proxy, bootstrap, log)?;
         let link = KafkaLink {
             proxy,
@@ -167,7 +168,7 @@ impl KafkaLink {
     /// After a broker restart: tansu's proxy (0.6.0) does not reconnect to
     /// a broker that went away, so it is restarted on the same port. Its
     /// clients' connections drop, as they did when the broker died.
-    pub async fn broker_restarted(&self) -> Result<(), String> {
+    pub async fn broker_restarted(&self) -> anyhow::Result<()> {
         let mut child = self.tansu_proxy.lock().await;
         child.kill().await;
         *child = spawn_tansu_proxy(self.tansu_port, &self.proxy, &self.bootstrap, &self.log)?;
@@ -175,23 +176,24 @@ impl KafkaLink {
         self.wait_until_it_answers().await
     }
 
-    async fn wait_until_it_answers(&self) -> Result<(), String> {
-        wait_for_metadata(&self.proxy.addr.to_string(), Duration::from_secs(20))
-            .await
-            .map_err(|why| format!("Kafka link proxy for {}: {why}; log {}:\n{}", self.bootstrap, self.log.display(), tail(&self.log, 10)))
+    async fn wait_until_it_answers(&self) -> anyhow::Result<()> {
+        wait_for_metadata(&self.proxy.addr.to_string(), Duration::from_secs(20)).await.map_err(|why| {
+            anyhow::anyhow!("Kafka link proxy for {}: {why}; log {}:\n{}", self.bootstrap, self.log.display(), tail(&self.log, 10))
+        })
     }
 }
 
-fn spawn_tansu_proxy(port: u16, advertised: &FaultProxy, bootstrap: &str, log: &Path) -> Result<ChildGuard, String> {
-    let bin = tansu_bin().ok_or("network faults on the Kafka link need tansu's Kafka proxy, and tansu is not installed (run ci/setup)")?;
+fn spawn_tansu_proxy(port: u16, advertised: &FaultProxy, bootstrap: &str, log: &Path) -> anyhow::Result<ChildGuard> {
+    let bin =
+        tansu_bin().context("network faults on the Kafka link need tansu's Kafka proxy, and tansu is not installed (run ci/setup)")?;
     let log_file =
-        std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("opening {}: {e}", log.display()))?;
+        std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| anyhow::anyhow!("opening {}: {e}", log.display()))?;
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args(["proxy", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
         .args(["--advertised-listener-url", &format!("tcp://{}", advertised.addr)])
         .args(["--origin-url", &format!("tcp://{bootstrap}")])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::from(log_file.try_clone().map_err(|e| e.to_string())?))
+        .stdout(std::process::Stdio::from(log_file.try_clone().map_err(anyhow::Error::from)?))
         .stderr(std::process::Stdio::from(log_file));
-    ChildGuard::spawn("tansu-proxy", &mut cmd).map_err(|e| format!("starting tansu proxy: {e}"))
+    ChildGuard::spawn("tansu-proxy", &mut cmd).map_err(|e| anyhow::anyhow!("starting tansu proxy: {e}"))
 }

@@ -49,9 +49,9 @@ pub enum ProviderError {
 /// (`restart_mongo`, `restart_kafka`). Providers that cannot, refuse a
 /// scenario that asks for it when they start (see [`refuse_restarts`]).
 pub trait Restart: Send + Sync {
-    fn restart(&mut self, down_for: std::time::Duration) -> futures::future::BoxFuture<'_, Result<(), String>> {
+    fn restart(&mut self, down_for: std::time::Duration) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
         let _ = down_for;
-        Box::pin(async { Err("this provider cannot restart its backend".to_owned()) })
+        Box::pin(async { Err(anyhow::anyhow!("this provider cannot restart its backend")) })
     }
 }
 
@@ -71,7 +71,7 @@ pub(crate) fn refuse_restarts(provider: &'static str, backend: &str, restarts: b
 /// that can); any other failure is final — nothing silently downgrades.
 pub(crate) async fn first_that_works<'a, B>(
     backend: &str,
-    candidates: [(ProviderChoice, Result<String, String>); 3],
+    candidates: [(ProviderChoice, anyhow::Result<String>); 3],
     fix: &str,
     mut start: impl FnMut(ProviderChoice) -> std::pin::Pin<Box<dyn Future<Output = Result<B, ProviderError>> + 'a>>,
 ) -> Result<B, ProviderError> {
@@ -111,16 +111,16 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Is a Docker engine reachable? (A socket that exists, or DOCKER_HOST set.)
-pub fn docker_reachable() -> Result<String, String> {
+pub fn docker_reachable() -> anyhow::Result<String> {
     if let Some(host) = std::env::var_os("DOCKER_HOST") {
         return Ok(format!("DOCKER_HOST={}", host.to_string_lossy()));
     }
     let socket = std::path::Path::new("/var/run/docker.sock");
     if !socket.exists() {
-        return Err("no Docker engine: /var/run/docker.sock does not exist and DOCKER_HOST is not set".into());
+        anyhow::bail!("no Docker engine: /var/run/docker.sock does not exist and DOCKER_HOST is not set");
     }
     match std::os::unix::net::UnixStream::connect(socket) {
         Ok(_) => Ok("/var/run/docker.sock".into()),
-        Err(e) => Err(format!("/var/run/docker.sock exists but does not answer: {e}")),
+        Err(e) => Err(anyhow::anyhow!("/var/run/docker.sock exists but does not answer: {e}")),
     }
 }

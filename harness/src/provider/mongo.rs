@@ -58,7 +58,7 @@ impl MongoBackend {
     }
 
     /// Stop MongoDB and start it again on the same data after `down_for`.
-    pub async fn restart(&mut self, down_for: Duration) -> Result<(), String> {
+    pub async fn restart(&mut self, down_for: Duration) -> anyhow::Result<()> {
         self.backend.restart(down_for).await
     }
 }
@@ -88,25 +88,25 @@ pub async fn start(choice: ProviderChoice, request: &MongoRequest, log_dir: &Pat
 }
 
 /// Ping until the deployment answers (and, for replica sets, has a primary).
-pub(crate) async fn wait_until_ready(uri: &str, timeout: Duration) -> Result<mongodb::Client, String> {
+pub(crate) async fn wait_until_ready(uri: &str, timeout: Duration) -> anyhow::Result<mongodb::Client> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::from("no attempt made");
     while tokio::time::Instant::now() < deadline {
         match try_ping(uri).await {
             Ok(client) => return Ok(client),
-            Err(e) => last = e,
+            Err(e) => last = format!("{e:#}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("no answer within {timeout:?}: {last}"))
+    Err(anyhow::anyhow!("no answer within {timeout:?}: {last}"))
 }
 
-async fn try_ping(uri: &str) -> Result<mongodb::Client, String> {
-    let mut options = mongodb::options::ClientOptions::parse(uri).await.map_err(|e| e.to_string())?;
+async fn try_ping(uri: &str) -> anyhow::Result<mongodb::Client> {
+    let mut options = mongodb::options::ClientOptions::parse(uri).await.map_err(anyhow::Error::from)?;
     options.server_selection_timeout = Some(Duration::from_millis(500));
     options.connect_timeout = Some(Duration::from_millis(500));
-    let client = mongodb::Client::with_options(options).map_err(|e| e.to_string())?;
-    client.database("admin").run_command(doc! {"ping": 1}).await.map_err(|e| e.to_string())?;
+    let client = mongodb::Client::with_options(options).map_err(anyhow::Error::from)?;
+    client.database("admin").run_command(doc! {"ping": 1}).await.map_err(anyhow::Error::from)?;
     Ok(client)
 }
 

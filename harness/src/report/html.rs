@@ -43,13 +43,13 @@ fn nines(percentile: f64) -> f64 {
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Draw one chart on a white SVG canvas and return the SVG text.
-fn svg_chart(draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult) -> Result<String, String> {
+fn svg_chart(draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        draw(&root).map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        draw(&root).map_err(|e| anyhow::anyhow!("{e}"))?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(svg)
 }
@@ -59,7 +59,7 @@ fn legend(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
 }
 
-fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
+fn percentile_chart(modes: &[ModeReport]) -> anyhow::Result<String> {
     svg_chart(|root| {
         let max_ms = modes.iter().flat_map(|m| m.delivery_curve.iter().map(|p| p.1 as f64 / 1000.0)).fold(1.0, f64::max);
         let mut chart = ChartBuilder::on(root)
@@ -96,7 +96,7 @@ fn percentile_chart(modes: &[ModeReport]) -> Result<String, String> {
 type Series<'a> = (&'a str, fn(&super::TimelineBucket) -> f64);
 
 /// A per-second series for every mode: `value` picks the y of a bucket.
-fn timeline_chart(modes: &[ModeReport], title: &str, y_desc: &str, series: &[Series]) -> Result<String, String> {
+fn timeline_chart(modes: &[ModeReport], title: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<String> {
     svg_chart(|root| {
         let max_t = modes.iter().map(|m| m.timeline.len()).max().unwrap_or(1).max(1) as f64;
         let max_y = modes.iter().flat_map(|m| m.timeline.iter().flat_map(|b| series.iter().map(move |(_, f)| f(b)))).fold(1.0, f64::max);
@@ -146,7 +146,7 @@ fn shade_fault<DB: DrawingBackend>(
 /// Owed deliveries acked but not yet delivered, over time, per mode
 /// (Jepsen's "unseen"): a healthy run keeps it near zero between bursts;
 /// a stall or a loss leaves it up.
-fn unseen_chart(modes: &[ModeReport]) -> Result<String, String> {
+fn unseen_chart(modes: &[ModeReport]) -> anyhow::Result<String> {
     svg_chart(|root| {
         let max_t = modes.iter().flat_map(|m| m.unseen.iter().map(|p| p.0 as f64 / 1000.0)).fold(1.0, f64::max);
         let max_y = modes.iter().flat_map(|m| m.unseen.iter().map(|p| p.1 as f64)).fold(1.0, f64::max);
@@ -171,7 +171,7 @@ fn unseen_chart(modes: &[ModeReport]) -> Result<String, String> {
 }
 
 /// CPU per process over a mode's run (percent of one core).
-fn resource_chart(mode: &ModeReport) -> Result<String, String> {
+fn resource_chart(mode: &ModeReport) -> anyhow::Result<String> {
     svg_chart(|root| {
         let max_t = mode.resource_samples.iter().map(|s| s.t_s).fold(1.0, f64::max);
         let max_y = mode.resource_samples.iter().map(|s| s.cpu_percent).fold(10.0, f64::max);
@@ -193,10 +193,10 @@ fn resource_chart(mode: &ModeReport) -> Result<String, String> {
     })
 }
 
-fn chart_or_note(result: Result<String, String>) -> String {
+fn chart_or_note(result: anyhow::Result<String>) -> String {
     match result {
         Ok(svg) => format!("<figure>{svg}</figure>"),
-        Err(e) => format!("<p class=\"warn\">chart could not be drawn: {}</p>", escape(&e)),
+        Err(e) => format!("<p class=\"warn\">chart could not be drawn: {}</p>", escape(&format!("{e:#}"))),
     }
 }
 
@@ -325,7 +325,7 @@ pub fn render_sweep(report: &super::sweep::SweepReport) -> String {
     html
 }
 
-fn sweep_chart(report: &super::sweep::SweepReport) -> Result<String, String> {
+fn sweep_chart(report: &super::sweep::SweepReport) -> anyhow::Result<String> {
     // One curve per (mode, series): points as (achieved, p50, p99 spreads).
     type Curve = (String, Vec<(super::sweep::Spread, super::sweep::Spread, super::sweep::Spread, bool)>);
     let mut curves: Vec<Curve> = Vec::new();

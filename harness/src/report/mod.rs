@@ -8,6 +8,32 @@ pub mod html;
 pub mod junit;
 pub mod markdown;
 pub mod sweep;
+
+/// Why a result file (report.json, sweep.json) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a chatbench {what}: {source}", path.display())]
+    NotJson {
+        path: std::path::PathBuf,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: {what} schema version {found}, this chatbench reads {reads}", path.display())]
+    Schema { path: std::path::PathBuf, what: &'static str, found: u32, reads: u32 },
+}
+
+/// Read and parse one JSON result file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &'static str) -> Result<T, ReadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
+    serde_json::from_str(&text).map_err(|source| ReadError::NotJson { path: path.to_owned(), what, source })
+}
 pub mod table;
 
 use crate::check::latency::LatencySummary;
@@ -417,15 +443,15 @@ impl RunReport {
         Ok(())
     }
 
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let report: RunReport = serde_json::from_str(&text).map_err(|e| format!("{}: not a chatbench report: {e}", path.display()))?;
+    pub fn read(path: &Path) -> Result<Self, ReadError> {
+        let report: RunReport = read_json(path, "report")?;
         if report.schema_version != REPORT_SCHEMA_VERSION {
-            return Err(format!(
-                "{}: report schema version {}, this chatbench reads {REPORT_SCHEMA_VERSION}",
-                path.display(),
-                report.schema_version
-            ));
+            return Err(ReadError::Schema {
+                path: path.to_owned(),
+                what: "report",
+                found: report.schema_version,
+                reads: REPORT_SCHEMA_VERSION,
+            });
         }
         Ok(report)
     }

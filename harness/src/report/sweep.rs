@@ -150,12 +150,15 @@ pub struct SweepReport {
 }
 
 impl SweepReport {
-    pub fn read(path: &Path) -> Result<SweepReport, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let report: SweepReport =
-            serde_json::from_str(&text).map_err(|e| format!("{}: not a chatbench sweep.json: {e}", path.display()))?;
+    pub fn read(path: &Path) -> Result<SweepReport, super::ReadError> {
+        let report: SweepReport = super::read_json(path, "sweep.json")?;
         if report.schema_version != SWEEP_SCHEMA_VERSION {
-            return Err(format!("{}: sweep schema {}, this chatbench reads {SWEEP_SCHEMA_VERSION}", path.display(), report.schema_version));
+            return Err(super::ReadError::Schema {
+                path: path.to_owned(),
+                what: "sweep",
+                found: report.schema_version,
+                reads: SWEEP_SCHEMA_VERSION,
+            });
         }
         Ok(report)
     }

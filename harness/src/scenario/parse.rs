@@ -80,10 +80,33 @@ fn strip_location_suffix(message: &str) -> String {
 
 type Violation = (Vec<&'static str>, String);
 
-/// Check a scenario changed in code (e.g. a sweep point): the key path and
-/// what is wrong, as for a file.
-pub fn check_scenario(s: &Scenario) -> Result<(), String> {
-    validate(s).map_err(|(path, message)| format!("{}: {message}", path.join(".")))
+/// What is wrong with a scenario changed in code (e.g. a sweep point): the
+/// key path and what is wrong, as for a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", path.join("."))]
+pub struct InvalidScenario {
+    pub path: Vec<&'static str>,
+    pub message: String,
+}
+
+pub fn check_scenario(s: &Scenario) -> Result<(), InvalidScenario> {
+    validate(s).map_err(|(path, message)| InvalidScenario { path, message })
+}
+
+/// What is wrong with one declaration, before the caller says where it is.
+#[derive(Debug)]
+struct Problem(String);
+
+impl From<String> for Problem {
+    fn from(why: String) -> Self {
+        Problem(why)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(why: &str) -> Self {
+        Problem(why.to_owned())
+    }
 }
 
 fn check(ok: bool, path: &[&'static str], message: impl FnOnce() -> String) -> Result<(), Violation> {
@@ -277,7 +300,7 @@ fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
         && let IdLocation::Json(id) = &sys.stomp.id
     {
         let path = &["system", "stomp", "id"];
-        id_findable(id, &sys.stomp.body).map_err(|why| (path.to_vec(), why))?;
+        id_findable(id, &sys.stomp.body).map_err(|why| (path.to_vec(), why.0))?;
     }
     check(sys.protocol == Protocol::JsonFrames || sys.json_frames.is_none(), &["system", "json_frames"], || {
         "json_frames is read only with protocol: json_frames".into()
@@ -286,7 +309,7 @@ fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
         let Some(frames) = &sys.json_frames else {
             return Err((vec!["system", "protocol"], "protocol: json_frames needs a system.json_frames declaration".into()));
         };
-        validate_frames(s, frames).map_err(|why| (vec!["system", "json_frames"], why))?;
+        validate_frames(s, frames).map_err(|why| (vec!["system", "json_frames"], why.0))?;
     }
     check(sys.protocol == Protocol::SocketIo || sys.socketio.is_none(), &["system", "socketio"], || {
         "socketio is read only with protocol: socketio".into()
@@ -295,7 +318,7 @@ fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
         let Some(sio) = &sys.socketio else {
             return Err((vec!["system", "protocol"], "protocol: socketio needs a system.socketio declaration".into()));
         };
-        validate_socketio(s, sio).map_err(|why| (vec!["system", "socketio"], why))?;
+        validate_socketio(s, sio).map_err(|why| (vec!["system", "socketio"], why.0))?;
     }
     if let Subscribed::After(d) = sys.stomp.subscribed {
         check(!d.0.is_zero(), &["system", "stomp", "subscribed"], || "after: must be longer than 0s".into())?;
@@ -322,12 +345,12 @@ fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
 /// filled from `template` (a sample id and text). Servers may wrap what
 /// they echo in their own object, so the path is only checked where the
 /// template has it; the pattern must find the id in some string of it.
-fn id_findable(id: &JsonId, template: &str) -> Result<(), String> {
+fn id_findable(id: &JsonId, template: &str) -> Result<(), Problem> {
     use crate::client::wire::{IdReader, fill_body, is_json_template, json_path};
-    let reader = IdReader::json(id).map_err(|e| format!("pattern does not compile: {e}"))?;
+    let reader = IdReader::json(id).map_err(|e| Problem(format!("pattern does not compile: {e}")))?;
     check_id_template(template)?;
     if !is_json_template(template) {
-        return Err(format!("the id travels in JSON field {:?}, but the SEND body template {template:?} is not JSON", id.json));
+        return Err(Problem(format!("the id travels in JSON field {:?}, but the SEND body template {template:?} is not JSON", id.json)));
     }
     let sample = "m4294967297";
     let body = fill_body(template, true, sample, "hello [x] 42");
@@ -345,18 +368,18 @@ fn id_findable(id: &JsonId, template: &str) -> Result<(), String> {
     if found {
         Ok(())
     } else {
-        Err(format!(
+        Err(Problem(format!(
             "{{json: {:?}{}}} does not find the id the harness writes with the SEND body template {template:?} (filled: {body})",
             id.json,
             id.pattern.as_deref().map(|p| format!(", pattern: {p:?}")).unwrap_or_default()
-        ))
+        )))
     }
 }
 
 /// A json_frames declaration must be able to do what the scenario asks:
 /// templates that are JSON, a delivery matcher that finds the id the send
 /// template carries, and the confirmations, acks and `seq` it relies on.
-fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
+fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), Problem> {
     use crate::client::frames::fill;
     check_template_is_json("join", &fill(&f.join, "room-1", "", ""))?;
     if let Some(t) = &f.hello {
@@ -367,7 +390,7 @@ fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
     }
     if let Some(t) = &f.join_after {
         if !t.contains("{after}") {
-            return Err(format!("join_after {t:?} has no {{after}}"));
+            return Err(Problem(format!("join_after {t:?} has no {{after}}")));
         }
         check_template_is_json("join_after", &fill(t, "room-1", "", "").replace("{after}", "7"))?;
     }
@@ -376,17 +399,17 @@ fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
     }
     check_template_is_json("send", &fill(&f.send, "room-1", "m1", "hi"))?;
     if !f.send.contains("{id}") {
-        return Err(format!("send {:?} has no {{id}}: deliveries could not be told apart", f.send));
+        return Err(Problem(format!("send {:?} has no {{id}}: deliveries could not be told apart", f.send)));
     }
     if !f.path.starts_with('/') {
-        return Err(format!("path {:?} must start with /", f.path));
+        return Err(Problem(format!("path {:?} must start with /", f.path)));
     }
     let of = |kind: FrameKind| f.frames.iter().find(|m| m.is == kind);
     let Some(delivery) = of(FrameKind::Delivery) else {
         return Err("frames: declare which frames are deliveries (is: delivery)".into());
     };
     let Some(id) = &delivery.id else { return Err("frames: the delivery matcher needs id: {json: PATH}".into()) };
-    id_findable(id, &f.send).map_err(|why| format!("the delivery matcher's id: {why}"))?;
+    id_findable(id, &f.send).map_err(|why| Problem(format!("the delivery matcher's id: {}", why.0)))?;
     for (i, m) in f.frames.iter().enumerate() {
         if let Some(id) = &m.id
             && let Some(p) = &id.pattern
@@ -394,9 +417,9 @@ fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
             regex::Regex::new(p).map_err(|e| format!("frames[{i}].id.pattern does not compile: {e}"))?;
         }
         if m.is == FrameKind::Delivery && m.room.is_none() && s.workload.rooms_per_client > 1 {
-            return Err(format!(
+            return Err(Problem(format!(
                 "frames[{i}]: deliveries that do not name their room (no room: PATH) need one room per client (workload.rooms_per_client: 1)"
-            ));
+            )));
         }
     }
     if s.system.guarantees.ack != AckGuarantee::None && of(FrameKind::Ack).is_none_or(|m| m.id.is_none()) {
@@ -425,13 +448,13 @@ fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), String> {
 }
 
 /// A socketio declaration must be able to do what the scenario asks.
-fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), String> {
+fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), Problem> {
     use crate::client::socketio::fill;
     let emits = [("join", Some(&sio.join)), ("leave", sio.leave.as_ref()), ("send", Some(&sio.send))];
     for (name, emit) in emits {
         let Some(emit) = emit else { continue };
         if emit.event.is_empty() {
-            return Err(format!("{name}.event must name an event"));
+            return Err(Problem(format!("{name}.event must name an event")));
         }
         for (i, t) in emit.args.iter().enumerate() {
             check_template_is_json(&format!("{name}.args[{i}]"), &fill(t, "room-1", "m1", "hi"))?;
@@ -441,13 +464,13 @@ fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), String>
         check_template_is_json("auth", &crate::client::wire::fill_json(auth, 0, "room-1", "token"))?;
     }
     if !sio.path.starts_with('/') {
-        return Err(format!("path {:?} must start with /", sio.path));
+        return Err(Problem(format!("path {:?} must start with /", sio.path)));
     }
     if !sio.namespace.starts_with('/') {
-        return Err(format!("namespace {:?} must start with /", sio.namespace));
+        return Err(Problem(format!("namespace {:?} must start with /", sio.namespace)));
     }
     let args = format!("[{}]", sio.send.args.join(","));
-    id_findable(&sio.delivery.id, &args).map_err(|why| format!("delivery.id: {why}"))?;
+    id_findable(&sio.delivery.id, &args).map_err(|why| Problem(format!("delivery.id: {}", why.0)))?;
     let no_acks = s.system.guarantees.ack == AckGuarantee::None;
     if sio.send.ack == no_acks {
         return Err(if no_acks {
@@ -484,15 +507,17 @@ fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), String>
     Ok(())
 }
 
-fn check_template_is_json(name: &str, filled: &str) -> Result<(), String> {
-    serde_json::from_str::<serde_json::Value>(filled).map(|_| ()).map_err(|e| format!("{name} is not JSON once filled ({e}): {filled}"))
+fn check_template_is_json(name: &str, filled: &str) -> Result<(), Problem> {
+    serde_json::from_str::<serde_json::Value>(filled)
+        .map(|_| ())
+        .map_err(|e| Problem(format!("{name} is not JSON once filled ({e}): {filled}")))
 }
 
-fn check_id_template(template: &str) -> Result<(), String> {
+fn check_id_template(template: &str) -> Result<(), Problem> {
     if template.contains("{id}") {
         Ok(())
     } else {
-        Err(format!("the id travels in the JSON body, but the SEND body template {template:?} has no {{id}}"))
+        Err(Problem(format!("the id travels in the JSON body, but the SEND body template {template:?} has no {{id}}")))
     }
 }
 

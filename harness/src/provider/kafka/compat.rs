@@ -16,6 +16,7 @@ use super::{KafkaBackend, KafkaRequest, prepare};
 use crate::process::{ChildGuard, free_port, tail, which};
 use crate::provider::mongo::{compat_python, venv_package};
 use crate::provider::{ProviderError, ProviderKind, Restart};
+use anyhow::Context as _;
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -37,15 +38,16 @@ pub fn tansu_bin() -> Option<PathBuf> {
     })
 }
 
-pub fn tansu_status() -> Result<String, String> {
-    let bin = tansu_bin().ok_or("tansu is not installed (run ci/setup kafka)")?;
-    let out = std::process::Command::new(&bin).arg("--version").output().map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+pub fn tansu_status() -> anyhow::Result<String> {
+    let bin = tansu_bin().context("tansu is not installed (run ci/setup kafka)")?;
+    let out =
+        std::process::Command::new(&bin).arg("--version").output().map_err(|e| anyhow::anyhow!("cannot run {}: {e}", bin.display()))?;
     let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     Ok(if version.is_empty() { "tansu".to_owned() } else { version })
 }
 
 /// Ok(description) when moto (the S3 stand-in for `restart_kafka`) is in the compat venv.
-pub fn moto_status() -> Result<String, String> {
+pub fn moto_status() -> anyhow::Result<String> {
     venv_package("moto", "moto.server")
 }
 
@@ -68,32 +70,32 @@ impl Storage {
     }
 
     /// Start moto's S3 server with the bucket, and wait until it is ready.
-    async fn start_s3(dir: &Path, log: &Path) -> Result<Storage, String> {
+    async fn start_s3(dir: &Path, log: &Path) -> anyhow::Result<Storage> {
         let script = dir.join("s3_launcher.py");
-        std::fs::write(&script, S3_LAUNCHER).map_err(|e| format!("writing the S3 launcher: {e}"))?;
+        std::fs::write(&script, S3_LAUNCHER).map_err(|e| anyhow::anyhow!("writing the S3 launcher: {e}"))?;
         let ready_file = dir.join("s3.ready");
-        let port = free_port().map_err(|e| e.to_string())?;
-        let log_file = std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let port = free_port().map_err(anyhow::Error::from)?;
+        let log_file = std::fs::File::create(log).map_err(|e| anyhow::anyhow!("creating {}: {e}", log.display()))?;
         let mut cmd = Command::new(compat_python());
         cmd.arg(&script)
             .args(["--port", &port.to_string(), "--bucket", BUCKET, "--ready-file"])
             .arg(&ready_file)
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file.try_clone().map_err(|e| e.to_string())?))
+            .stdout(Stdio::from(log_file.try_clone().map_err(anyhow::Error::from)?))
             .stderr(Stdio::from(log_file));
-        let mut server = ChildGuard::spawn("moto-s3", &mut cmd).map_err(|e| e.to_string())?;
+        let mut server = ChildGuard::spawn("moto-s3", &mut cmd).map_err(anyhow::Error::from)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !ready_file.exists() {
             if let Some(status) = server.exited() {
-                return Err(format!(
+                return Err(anyhow::anyhow!(
                     "the S3 stand-in (moto) exited with {status}; is moto in the compat venv? (run ci/setup); log {}:\n{}",
                     log.display(),
                     tail(log, 15)
                 ));
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(format!("the S3 stand-in (moto) was not ready within 30s; log {}:\n{}", log.display(), tail(log, 15)));
+                return Err(anyhow::anyhow!("the S3 stand-in (moto) was not ready within 30s; log {}:\n{}", log.display(), tail(log, 15)));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -111,16 +113,19 @@ struct Running {
 }
 
 impl Running {
-    fn spawn(dir: &Path, storage: &Storage, port: u16, log: &Path) -> Result<ChildGuard, String> {
-        let bin = tansu_bin().ok_or("tansu is not installed (run ci/setup kafka)")?;
+    fn spawn(dir: &Path, storage: &Storage, port: u16, log: &Path) -> anyhow::Result<ChildGuard> {
+        let bin = tansu_bin().context("tansu is not installed (run ci/setup kafka)")?;
         let url = format!("tcp://127.0.0.1:{port}");
-        let log_file =
-            std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("opening {}: {e}", log.display()))?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", log.display()))?;
         let mut cmd = Command::new(&bin);
         cmd.args(["broker", "--storage-engine", storage.url(), "--listener-url", &url, "--advertised-listener-url", &url, "--silent"])
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file.try_clone().map_err(|e| e.to_string())?))
+            .stdout(Stdio::from(log_file.try_clone().map_err(anyhow::Error::from)?))
             .stderr(Stdio::from(log_file));
         if let Storage::S3 { port, .. } = storage {
             // object_store's S3 client reads these (AmazonS3Builder::from_env).
@@ -130,27 +135,27 @@ impl Running {
                 .env("AWS_SECRET_ACCESS_KEY", "chatbench")
                 .env("AWS_DEFAULT_REGION", "us-east-1");
         }
-        ChildGuard::spawn("tansu", &mut cmd).map_err(|e| e.to_string())
+        ChildGuard::spawn("tansu", &mut cmd).map_err(anyhow::Error::from)
     }
 
     /// Spawn the broker and wait until it answers (and the topic exists).
-    async fn spawn_ready(dir: &Path, storage: &Storage, port: u16, log: &Path, request: &KafkaRequest) -> Result<ChildGuard, String> {
+    async fn spawn_ready(dir: &Path, storage: &Storage, port: u16, log: &Path, request: &KafkaRequest) -> anyhow::Result<ChildGuard> {
         let mut broker = Running::spawn(dir, storage, port, log)?;
         let bootstrap = format!("127.0.0.1:{port}");
         let ready = tokio::select! {
             ready = prepare(&bootstrap, request, Duration::from_secs(20)) => ready,
-            status = broker.child_mut().wait() => Err(format!("exited with {status:?}")),
+            status = broker.child_mut().wait() => Err(anyhow::anyhow!("exited with {status:?}")),
         };
-        ready.map(|()| broker).map_err(|why| format!("{why}; log {}:\n{}", log.display(), tail(log, 15)))
+        ready.map(|()| broker).map_err(|why| anyhow::anyhow!("{why}; log {}:\n{}", log.display(), tail(log, 15)))
     }
 }
 
 impl Restart for Running {
     /// SIGKILL the broker, wait `down_for`, start it on the same port and storage.
-    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
             if matches!(self.storage, Storage::Memory) {
-                return Err("compat Kafka keeps this run's topics in memory; a restart would lose them".into());
+                anyhow::bail!("compat Kafka keeps this run's topics in memory; a restart would lose them");
             }
             self.broker.kill().await;
             tokio::time::sleep(down_for).await;
@@ -158,7 +163,7 @@ impl Restart for Running {
             let bootstrap = format!("127.0.0.1:{}", self.port);
             super::wait_for_metadata(&bootstrap, Duration::from_secs(20))
                 .await
-                .map_err(|why| format!("tansu did not come back: {why}; log {}:\n{}", self.log.display(), tail(&self.log, 15)))
+                .map_err(|why| anyhow::anyhow!("tansu did not come back: {why}; log {}:\n{}", self.log.display(), tail(&self.log, 15)))
         })
     }
 }
@@ -166,7 +171,7 @@ impl Restart for Running {
 pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
     let version = tansu_status().map_err(|why| ProviderError::Unavailable {
         provider: "compat",
-        why,
+        why: format!("{why:#}"),
         fix: "Run ci/setup kafka (cargo install tansu --version 0.6.0 --locked --features dynostore, about 10 minutes once)".into(),
     })?;
     let failed = |why: String| ProviderError::StartFailed { provider: "compat", what: "tansu".into(), why };
@@ -176,7 +181,7 @@ pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBacken
     for _attempt in 0..3 {
         let dir = tempfile::Builder::new().prefix("chatbench-tansu-").tempdir().map_err(|e| failed(e.to_string()))?;
         let storage = if request.persistent {
-            Storage::start_s3(dir.path(), &log_dir.join("kafka-compat-s3.log")).await.map_err(failed)?
+            Storage::start_s3(dir.path(), &log_dir.join("kafka-compat-s3.log")).await.map_err(|e| failed(format!("{e:#}")))?
         } else {
             Storage::Memory
         };
@@ -192,7 +197,7 @@ pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBacken
                 let running = Running { broker, storage, port, log, dir };
                 return Ok(KafkaBackend::new(bootstrap, request, ProviderKind::Compat, version, false, running));
             }
-            Err(why) => last = why,
+            Err(why) => last = format!("{why:#}"),
         }
     }
     Err(failed(last))

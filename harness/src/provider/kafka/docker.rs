@@ -56,7 +56,7 @@ pub async fn start(request: &KafkaRequest, pull: Pull) -> Result<KafkaBackend, P
             .with_host_config_modifier(move |c| engine::loopback_only(c, &[(9092, Some(port))]));
         let container = engine::create(container.start()).await.map_err(|e| engine::start_failed("Kafka", &image, true, e))?;
         let bootstrap = bootstrap_for_port(port);
-        prepare(&bootstrap, request, READY).await.map_err(failed)?;
+        prepare(&bootstrap, request, READY).await.map_err(|e| failed(format!("{e:#}")))?;
         let version = format!("tansu {} (docker, {image})", info.and_then(|i| i.version).unwrap_or_default());
         return Ok(KafkaBackend::new(bootstrap, request, ProviderKind::Docker, version, false, container));
     }
@@ -72,7 +72,7 @@ pub async fn start(request: &KafkaRequest, pull: Pull) -> Result<KafkaBackend, P
     let container = engine::create(container.start()).await.map_err(|e| engine::start_failed("Kafka", &image, info.is_some(), e))?;
     let port = container.get_host_port_ipv4(KAFKA_PORT).await.map_err(|e| failed(e.to_string()))?;
     let bootstrap = bootstrap_for_port(port);
-    prepare(&bootstrap, request, READY).await.map_err(failed)?;
+    prepare(&bootstrap, request, READY).await.map_err(|e| failed(format!("{e:#}")))?;
     Ok(KafkaBackend::new(bootstrap, request, ProviderKind::Docker, format!("Apache Kafka (docker, KRaft, {image})"), true, container))
 }
 

@@ -14,7 +14,7 @@ pub async fn start(request: &KafkaRequest) -> Result<KafkaBackend, ProviderError
     prepare(&bootstrap, request, Duration::from_secs(10)).await.map_err(|why| ProviderError::StartFailed {
         provider: "external",
         what: format!("Kafka at {bootstrap}"),
-        why,
+        why: format!("{why:#}"),
     })?;
     Ok(KafkaBackend::new(bootstrap, request, ProviderKind::External, "Kafka (external)".into(), true, ()))
 }

@@ -4,15 +4,16 @@
 use super::{KafkaBackend, KafkaRequest, prepare};
 use crate::process::{ChildGuard, free_port, tail, which};
 use crate::provider::{ProviderError, ProviderKind, Restart};
+use anyhow::Context as _;
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
 
-pub fn kafka_status() -> Result<String, String> {
-    let start = which("kafka-server-start.sh").ok_or("kafka-server-start.sh is not on PATH")?;
-    which("kafka-storage.sh").ok_or("kafka-storage.sh is not on PATH")?;
+pub fn kafka_status() -> anyhow::Result<String> {
+    let start = which("kafka-server-start.sh").context("kafka-server-start.sh is not on PATH")?;
+    which("kafka-storage.sh").context("kafka-storage.sh is not on PATH")?;
     Ok(format!("Apache Kafka ({})", start.display()))
 }
 
@@ -50,14 +51,14 @@ fn spawn_broker(config: &Path, log: &Path) -> std::io::Result<ChildGuard> {
 impl Restart for Running {
     /// SIGKILL the broker (no clean shutdown, as in a crash), start it again
     /// on the same config and log dirs after `down_for`.
-    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
             self.broker.kill().await;
             tokio::time::sleep(down_for).await;
-            self.broker = spawn_broker(&self.config, &self.log).map_err(|e| format!("starting Kafka again: {e}"))?;
+            self.broker = spawn_broker(&self.config, &self.log).map_err(|e| anyhow::anyhow!("starting Kafka again: {e}"))?;
             super::wait_for_metadata(&self.bootstrap, Duration::from_secs(60))
                 .await
-                .map_err(|why| format!("Kafka did not come back: {why}; log:\n{}", tail(&self.log, 15)))
+                .map_err(|why| anyhow::anyhow!("Kafka did not come back: {why}; log:\n{}", tail(&self.log, 15)))
         })
     }
 }
@@ -65,7 +66,7 @@ impl Restart for Running {
 pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
     let version = kafka_status().map_err(|why| ProviderError::Unavailable {
         provider: "process",
-        why,
+        why: format!("{why:#}"),
         fix: "Put Apache Kafka's bin/ folder on PATH, or use --provider compat".into(),
     })?;
     let failed = |why: String| ProviderError::StartFailed { provider: "process", what: "Kafka".into(), why };

@@ -24,23 +24,23 @@ pub fn compat_python() -> PathBuf {
 }
 
 /// Ok(description) when the compat MongoDB is installed.
-pub fn compat_status() -> Result<String, String> {
+pub fn compat_status() -> anyhow::Result<String> {
     venv_package("nx-27017", "nx_27017")
 }
 
 /// Ok("<package> <version>") when `package` (imported as `module`) is
 /// installed in the compat venv.
-pub fn venv_package(package: &str, module: &str) -> Result<String, String> {
+pub fn venv_package(package: &str, module: &str) -> anyhow::Result<String> {
     let python = compat_python();
     if !python.exists() {
-        return Err(format!("{} does not exist (run ci/setup)", python.display()));
+        return Err(anyhow::anyhow!("{} does not exist (run ci/setup)", python.display()));
     }
     let site = std::process::Command::new(&python)
         .args(["-c", &format!("import importlib.metadata as m, {module}; print(m.version('{package}'))")])
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
     if !site.status.success() {
-        return Err(format!("{package} is not installed in {} (run ci/setup)", python.display()));
+        return Err(anyhow::anyhow!("{package} is not installed in {} (run ci/setup)", python.display()));
     }
     Ok(format!("{package} {}", String::from_utf8_lossy(&site.stdout).trim()))
 }
@@ -57,9 +57,12 @@ struct Running {
 
 impl Running {
     /// Spawn nx-27017 and wait until it answers.
-    async fn spawn(dir: &Path, db: &str, port: u16, log: &Path) -> Result<ChildGuard, String> {
-        let log_file =
-            std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("opening {}: {e}", log.display()))?;
+    async fn spawn(dir: &Path, db: &str, port: u16, log: &Path) -> anyhow::Result<ChildGuard> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", log.display()))?;
         let mut cmd = Command::new(compat_python());
         cmd.arg(dir.join("nx_launcher.py"))
             .args(["--db", db, "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -69,27 +72,27 @@ impl Running {
             .arg(dir.join("nx-internal.log"))
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file.try_clone().map_err(|e| e.to_string())?))
+            .stdout(Stdio::from(log_file.try_clone().map_err(anyhow::Error::from)?))
             .stderr(Stdio::from(log_file));
-        let mut child = ChildGuard::spawn("nx-27017", &mut cmd).map_err(|e| e.to_string())?;
+        let mut child = ChildGuard::spawn("nx-27017", &mut cmd).map_err(anyhow::Error::from)?;
         let uri = uri_for(port);
         let ready = tokio::select! {
             ready = wait_until_ready(&uri, Duration::from_secs(20)) => ready.map(|_| ()),
-            status = child.child_mut().wait() => Err(format!("exited with {status:?}")),
+            status = child.child_mut().wait() => Err(anyhow::anyhow!("exited with {status:?}")),
         };
         match ready {
             Ok(()) => Ok(child),
-            Err(why) => Err(format!("{why}; log {}:\n{}", log.display(), tail(log, 15))),
+            Err(why) => Err(anyhow::anyhow!("{why}; log {}:\n{}", log.display(), tail(log, 15))),
         }
     }
 }
 
 impl Restart for Running {
     /// SIGKILL nx-27017, wait `down_for`, start it on the same port and file.
-    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
             if self.db == "memory" {
-                return Err("compat MongoDB runs in memory for this run; a restart would lose the data".into());
+                anyhow::bail!("compat MongoDB runs in memory for this run; a restart would lose the data");
             }
             self.child.kill().await;
             tokio::time::sleep(down_for).await;
@@ -107,7 +110,7 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
     single_member_only("compat", request)?;
     let version = compat_status().map_err(|why| ProviderError::Unavailable {
         provider: "compat",
-        why,
+        why: format!("{why:#}"),
         fix: "Run ci/setup (it installs nx-27017 pinned into a venv under ~/.cache/chatbench)".into(),
     })?;
     let failed = |why: String| ProviderError::StartFailed { provider: "compat", what: "nx-27017".into(), why };
@@ -128,7 +131,7 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
                 let running = Running { child, dir, db, port, log };
                 return Ok(MongoBackend::new(uri, ProviderKind::Compat, version, false, running));
             }
-            Err(why) => last_error = why,
+            Err(why) => last_error = format!("{why:#}"),
         }
     }
     Err(failed(last_error))

@@ -50,11 +50,11 @@ struct Container {
 impl Restart for Container {
     /// Stop the container (SIGKILL after no grace), wait `down_for`, start
     /// it again: same host port, same data.
-    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            self.inner.stop_with_timeout(Some(0)).await.map_err(|e| format!("stopping the mongo container: {e}"))?;
+            self.inner.stop_with_timeout(Some(0)).await.map_err(|e| anyhow::anyhow!("stopping the mongo container: {e}"))?;
             tokio::time::sleep(down_for).await;
-            self.inner.start().await.map_err(|e| format!("starting the mongo container again: {e}"))?;
+            self.inner.start().await.map_err(|e| anyhow::anyhow!("starting the mongo container again: {e}"))?;
             super::wait_until_ready(&self.uri, READY).await.map(|_| ())
         })
     }
@@ -70,7 +70,7 @@ pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, P
     let host_port = crate::process::free_port().map_err(|e| failed(format!("no free port: {e}")))?;
     let (name, tag) = engine::split_image(&image);
     let network = match &request.network {
-        Some(name) => Some(engine::RunNetwork::create(name.clone()).await.map_err(failed)?),
+        Some(name) => Some(engine::RunNetwork::create(name.clone()).await.map_err(|e| failed(format!("{e:#}")))?),
         None => None,
     };
     // On the run's network the nodes reach MongoDB by this name.
@@ -88,9 +88,9 @@ pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, P
     }
     let container = engine::create(container.start()).await.map_err(|e| engine::start_failed("MongoDB", &image, info.is_some(), e))?;
     let uri = uri_for_port(host_port);
-    let client = super::wait_until_ready(&uri, READY).await.map_err(failed)?;
+    let client = super::wait_until_ready(&uri, READY).await.map_err(|e| failed(format!("{e:#}")))?;
     if !compat {
-        initiate(&client).await.map_err(failed)?;
+        initiate(&client).await.map_err(|e| failed(format!("{e:#}")))?;
     }
     let (version, real) = match &info {
         Some(ImageInfo { flavour: Some(flavour), version }) if compat => {
@@ -111,22 +111,22 @@ pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, P
 
 /// Initiate the one-member set (once; a set already initiated is fine) and
 /// wait until the member is primary.
-async fn initiate(client: &mongodb::Client) -> Result<(), String> {
+async fn initiate(client: &mongodb::Client) -> anyhow::Result<()> {
     let admin = client.database("admin");
     if let Err(e) = admin.run_command(initiate_command()).await {
         let text = e.to_string();
         if !text.contains("already initialized") && !text.contains("AlreadyInitialized") {
-            return Err(format!("replSetInitiate: {text}"));
+            return Err(anyhow::anyhow!("replSetInitiate: {text}"));
         }
     }
     let deadline = tokio::time::Instant::now() + READY;
     loop {
-        let hello = admin.run_command(doc! {"hello": 1}).await.map_err(|e| format!("hello: {e}"))?;
+        let hello = admin.run_command(doc! {"hello": 1}).await.map_err(|e| anyhow::anyhow!("hello: {e}"))?;
         if hello.get_bool("isWritablePrimary").unwrap_or(false) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("the replica set has no primary {READY:?} after replSetInitiate: {hello}"));
+            return Err(anyhow::anyhow!("the replica set has no primary {READY:?} after replSetInitiate: {hello}"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -16,7 +16,7 @@ pub async fn start(request: &MongoRequest) -> Result<MongoBackend, ProviderError
     let client = wait_until_ready(&uri, Duration::from_secs(5)).await.map_err(|why| ProviderError::StartFailed {
         provider: "external",
         what: format!("MongoDB at {uri}"),
-        why,
+        why: format!("{why:#}"),
     })?;
     let version = server_version(&client).await.map_or("MongoDB (version unknown)".into(), |v| format!("MongoDB {v}"));
     Ok(MongoBackend::new(uri, ProviderKind::External, version, true, ()))

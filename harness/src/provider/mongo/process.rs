@@ -4,6 +4,7 @@
 use super::{MongoBackend, MongoRequest, server_version, wait_until_ready};
 use crate::process::{ChildGuard, free_port, tail, which};
 use crate::provider::{ProviderError, ProviderKind, Restart};
+use anyhow::Context as _;
 use futures::future::BoxFuture;
 use mongodb::bson::{Document, doc};
 use std::path::{Path, PathBuf};
@@ -13,9 +14,10 @@ use tokio::process::Command;
 
 pub const REPLICA_SET: &str = "rs0";
 
-pub fn mongod_status() -> Result<String, String> {
-    let path = which("mongod").ok_or_else(|| "mongod is not on PATH".to_owned())?;
-    let out = std::process::Command::new(&path).arg("--version").output().map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+pub fn mongod_status() -> anyhow::Result<String> {
+    let path = which("mongod").context("mongod is not on PATH")?;
+    let out =
+        std::process::Command::new(&path).arg("--version").output().map_err(|e| anyhow::anyhow!("cannot run {}: {e}", path.display()))?;
     Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("mongod").to_owned())
 }
 
@@ -70,27 +72,27 @@ impl Restart for Running {
     /// SIGKILL the current primary, start it again on its data after
     /// `down_for`, and wait until the set has a primary again (with several
     /// members another one is elected meanwhile).
-    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, Result<(), String>> {
+    fn restart(&mut self, down_for: Duration) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
             let client = wait_until_ready(&self.uri, Duration::from_secs(10)).await?;
-            let hello = client.database("admin").run_command(doc! {"hello": 1}).await.map_err(|e| format!("hello: {e}"))?;
-            let primary = hello.get_str("primary").map_err(|_| "the replica set has no primary to restart".to_owned())?.to_owned();
+            let hello = client.database("admin").run_command(doc! {"hello": 1}).await.map_err(|e| anyhow::anyhow!("hello: {e}"))?;
+            let primary = hello.get_str("primary").map_err(|_| anyhow::anyhow!("the replica set has no primary to restart"))?.to_owned();
             let member = self
                 .members
                 .iter_mut()
                 .find(|m| primary == format!("127.0.0.1:{}", m.port))
-                .ok_or_else(|| format!("primary {primary} is not one of the members chatbench started"))?;
+                .ok_or_else(|| anyhow::anyhow!("primary {primary} is not one of the members chatbench started"))?;
             member.child.kill().await;
             tokio::time::sleep(down_for).await;
             member.child = Member::spawn(member.index, member.port, &member.dbpath, &member.log, &member.extra)
-                .map_err(|e| format!("starting mongod-{} again: {e}", member.index))?;
+                .map_err(|e| anyhow::anyhow!("starting mongod-{} again: {e}", member.index))?;
             wait_for_primary(&self.uri, Duration::from_secs(60)).await.map(|_| ())
         })
     }
 }
 
 /// Wait until the replica set answers with a primary.
-async fn wait_for_primary(uri: &str, timeout: Duration) -> Result<mongodb::Client, String> {
+async fn wait_for_primary(uri: &str, timeout: Duration) -> anyhow::Result<mongodb::Client> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Ok(client) = wait_until_ready(uri, Duration::from_secs(5)).await {
@@ -100,7 +102,7 @@ async fn wait_for_primary(uri: &str, timeout: Duration) -> Result<mongodb::Clien
             }
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("replica set {REPLICA_SET} elected no primary within {timeout:?}"));
+            return Err(anyhow::anyhow!("replica set {REPLICA_SET} elected no primary within {timeout:?}"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -110,7 +112,7 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
     super::no_network("process", request)?;
     let version = mongod_status().map_err(|why| ProviderError::Unavailable {
         provider: "process",
-        why,
+        why: format!("{why:#}"),
         fix: "Install MongoDB server binaries (mongod) on PATH, or use --provider compat".into(),
     })?;
     let failed = |why: String| ProviderError::StartFailed { provider: "process", what: "mongod".into(), why };
@@ -136,7 +138,7 @@ pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBacken
         .await
         .map_err(|e| failed(format!("replSetInitiate: {e}")))?;
     let uri = replica_set_uri(&ports);
-    let client = wait_for_primary(&uri, Duration::from_secs(60)).await.map_err(failed)?;
+    let client = wait_for_primary(&uri, Duration::from_secs(60)).await.map_err(|e| failed(format!("{e:#}")))?;
     let v = server_version(&client).await.unwrap_or(version);
     let running = Running { members, uri: uri.clone(), _dir: dir };
     Ok(MongoBackend::new(uri, ProviderKind::Process, format!("MongoDB {v}"), true, running))
