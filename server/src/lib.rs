@@ -22,6 +22,7 @@ pub mod sabotage;
 pub mod send_gate;
 pub mod stomp_dialect;
 pub mod store;
+pub mod subscriptions;
 pub mod ws;
 
 use std::sync::Arc;

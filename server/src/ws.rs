@@ -20,16 +20,16 @@
 use crate::AppState;
 use crate::hub::{ConnHandle, ConnId, Outbound};
 use crate::protocol::{ChatMessage, ErrorCode, FrameError, MsgId, Request, RoomId, Seq, ServerFrame, parse_request};
-use crate::resequencer::{LiveStep, PageStep, Resequencer, Then};
+use crate::resequencer::PageStep;
 use crate::sabotage::{Saboteur, Verdict};
 use crate::send_gate::{Admit, SendGate};
 use crate::stomp_dialect::{Inbound as StompIn, Outbound as StompOut, Session as StompSession};
 use crate::store::{HistoryPage, StoreError};
+use crate::subscriptions::{Fetch, Head, Live, PageDone, Subscriptions};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -44,8 +44,6 @@ pub const CLOSE_IDLE: u16 = 4002;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Messages per history page while catching a room up.
 const HISTORY_PAGE: u32 = 500;
-/// Pause before fetching history again when it lags, has a hole or failed.
-const FETCH_RETRY: Duration = Duration::from_millis(200);
 /// How often timers (retries, pings, idleness) are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// How long a close frame may wait for a client that is not reading.
@@ -92,27 +90,6 @@ enum End {
     StompEnded,
 }
 
-/// A subscribed room: waiting for its head, or flowing.
-enum Phase {
-    /// The head is being read; live frames are dropped (history has them)
-    /// and the highest one remembered.
-    Pending {
-        after: Option<u64>,
-        seen: u64,
-        resynced: bool,
-    },
-    Active {
-        reseq: Resequencer,
-        retry_at: Option<Instant>,
-    },
-}
-
-struct RoomSub {
-    /// Bumped on every (re)subscribe, so a stale read's result is ignored.
-    generation: u64,
-    phase: Phase,
-}
-
 /// What woke the connection loop.
 enum Event {
     Shutdown,
@@ -136,8 +113,7 @@ struct Connection {
     conn_id: ConnId,
     handle: ConnHandle,
     sink: SplitSink<WebSocket, Message>,
-    rooms: HashMap<RoomId, RoomSub>,
-    next_generation: u64,
+    subs: Subscriptions,
     reads: FuturesUnordered<BoxFuture<'static, Read>>,
     jobs: mpsc::Sender<SendJob>,
     /// A send read from the socket that the worker cannot take yet.
@@ -176,8 +152,7 @@ pub async fn handle(socket: WebSocket, state: Arc<AppState>, dialect: Dialect) {
         conn_id,
         handle,
         sink,
-        rooms: HashMap::new(),
-        next_generation: 0,
+        subs: Subscriptions::new(limits.max_subscriptions),
         reads: FuturesUnordered::new(),
         jobs,
         pending_job: None,
@@ -193,7 +168,7 @@ pub async fn handle(socket: WebSocket, state: Arc<AppState>, dialect: Dialect) {
     };
     let end = conn.run(stream, inbox, replies).await;
     tracing::debug!(conn_id, ?end, "connection ended");
-    for room in conn.rooms.keys() {
+    for room in conn.subs.rooms() {
         if state.hub.unsubscribe(room.as_str(), conn_id) {
             state.metrics.subscriptions.dec();
         }
@@ -426,42 +401,23 @@ impl Connection {
     }
 
     async fn on_live(&mut self, out: Outbound) -> Result<(), Stop> {
-        let Some(sub) = self.rooms.get_mut(&*out.room) else {
-            if self.state.sabotage.leak {
-                return self.write_msg(out.frame).await; // test only: a room it never joined
-            }
-            return Ok(()); // unsubscribed meanwhile
-        };
-        let step = match &mut sub.phase {
-            Phase::Pending { seen, .. } => {
-                *seen = (*seen).max(out.seq);
-                return Ok(());
-            }
-            Phase::Active { reseq, .. } => reseq.on_live(out.seq),
-        };
-        match step {
-            LiveStep::Write => {
+        match self.subs.on_live(&out.room, out.seq) {
+            Live::NotSubscribed if self.state.sabotage.leak => self.write_msg(out.frame).await, // test only: a room it never joined
+            Live::NotSubscribed | Live::Drop => Ok(()),
+            Live::Write => {
                 self.write_msg(out.frame).await?;
                 self.state.metrics.fanout_to_socket_seconds.observe(out.at.elapsed().as_secs_f64());
                 Ok(())
             }
-            LiveStep::Skip => Ok(()),
-            LiveStep::Fetch { after } => {
-                let room = self.room_key(&out.room);
-                self.fetch(room, after);
+            Live::Fetch(fetch) => {
+                self.fetch(fetch);
                 Ok(())
             }
         }
     }
 
-    fn room_key(&self, room: &str) -> RoomId {
-        self.rooms.get_key_value(room).map(|(k, _)| k.clone()).expect("only called for subscribed rooms")
-    }
-
-    /// Start reading one history page of `room` after `after`.
-    fn fetch(&mut self, room: RoomId, after: u64) {
-        let Some(sub) = self.rooms.get(&room) else { return };
-        let generation = sub.generation;
+    /// Start reading one history page.
+    fn fetch(&mut self, Fetch { room, generation, after }: Fetch) {
         let store = self.state.store.clone();
         let max_bytes = self.state.limits.history_page_bytes;
         self.reads.push(
@@ -481,34 +437,20 @@ impl Connection {
     }
 
     async fn on_head(&mut self, room: RoomId, generation: u64, result: Result<Seq, StoreError>) -> Result<(), Stop> {
-        let Some(sub) = self.rooms.get_mut(&room).filter(|s| s.generation == generation) else {
-            return Ok(()); // unsubscribed or resubscribed meanwhile
-        };
-        let Phase::Pending { after, seen, resynced } = sub.phase else {
-            return Ok(());
-        };
-        let head = match result {
-            Ok(head) => head.0,
-            Err(e) => {
-                self.rooms.remove(&room);
-                if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {
-                    self.state.metrics.subscriptions.dec();
-                }
-                let mut err = FrameError::new(ErrorCode::StoreUnavailable, format!("could not read room head: {e}"));
-                err.room = Some(room.to_string());
-                return self.frame_error(err).await;
+        match self.subs.on_head(&room, generation, result.map(|head| head.0).map_err(|e| e.to_string())) {
+            Head::Stale => Ok(()),
+            Head::Failed(err) => {
+                self.leave_hub(&room);
+                self.frame_error(err).await
             }
-        };
-        let (mut reseq, mut fetch) = Resequencer::subscribed(head, after, seen);
-        if resynced {
-            fetch = fetch.or_else(|| reseq.on_resync());
+            Head::Subscribed { head, fetch } => {
+                self.reply(ServerFrame::Subscribed { room: room.as_str(), head }).await?;
+                if let Some(fetch) = fetch {
+                    self.fetch(fetch);
+                }
+                Ok(())
+            }
         }
-        sub.phase = Phase::Active { reseq, retry_at: None };
-        self.reply(ServerFrame::Subscribed { room: room.as_str(), head }).await?;
-        if let Some(after) = fetch {
-            self.fetch(room, after);
-        }
-        Ok(())
     }
 
     async fn on_page(&mut self, room: RoomId, generation: u64, result: Result<HistoryPage, StoreError>) -> Result<(), Stop> {
@@ -516,56 +458,42 @@ impl Connection {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(%room, error = %e, "history unavailable while filling a gap; will retry");
-                if let Some(Phase::Active { reseq, retry_at }) = self.active(&room, generation) {
-                    reseq.on_fetch_failed();
-                    *retry_at = Some(Instant::now() + FETCH_RETRY);
-                }
+                self.subs.on_page_failed(&room, generation, Instant::now());
                 return Ok(());
             }
         };
         let mut hole = false;
         for message in &page.messages {
-            let Some(Phase::Active { reseq, .. }) = self.active(&room, generation) else {
-                return Ok(());
-            };
-            match reseq.on_page_message(message.seq) {
-                PageStep::Write => {
+            match self.subs.on_page_message(&room, generation, message.seq) {
+                None => return Ok(()),
+                Some(PageStep::Write) => {
                     self.state.metrics.history_replays.inc();
                     self.write_msg(msg_frame(message)).await?;
                 }
-                PageStep::Skip => {}
-                PageStep::Hole => {
-                    tracing::error!(%room, owed = reseq.next(), found = message.seq, "history is not gap-free; will look again");
+                Some(PageStep::Skip) => {}
+                Some(PageStep::Hole) => {
+                    tracing::error!(%room, owed = ?self.subs.owed(&room), found = message.seq, "history is not gap-free; will look again");
                     hole = true;
                     break;
                 }
             }
         }
-        let Some(Phase::Active { reseq, retry_at }) = self.active(&room, generation) else {
-            return Ok(());
-        };
-        match reseq.on_page_done(page.more, hole) {
-            Then::Fetch { after } => self.fetch(room, after),
-            Then::FetchLater => *retry_at = Some(Instant::now() + FETCH_RETRY),
-            Then::Live => {}
+        if let PageDone::Fetch(fetch) = self.subs.on_page_done(&room, generation, page.more, hole, Instant::now()) {
+            self.fetch(fetch);
         }
         Ok(())
     }
 
-    fn active(&mut self, room: &RoomId, generation: u64) -> Option<&mut Phase> {
-        self.rooms.get_mut(room).filter(|s| s.generation == generation).map(|s| &mut s.phase)
+    fn resync_all(&mut self) {
+        for fetch in self.subs.resync_all() {
+            self.fetch(fetch);
+        }
     }
 
-    fn resync_all(&mut self) {
-        let mut fetches = Vec::new();
-        for (room, sub) in &mut self.rooms {
-            match &mut sub.phase {
-                Phase::Pending { resynced, .. } => *resynced = true,
-                Phase::Active { reseq, .. } => fetches.extend(reseq.on_resync().map(|after| (room.clone(), after))),
-            }
-        }
-        for (room, after) in fetches {
-            self.fetch(room, after);
+    /// Leave the hub's room (the subscription is gone).
+    fn leave_hub(&self, room: &RoomId) {
+        if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {
+            self.state.metrics.subscriptions.dec();
         }
     }
 
@@ -575,17 +503,8 @@ impl Connection {
         if let Some(held) = self.held_back.take() {
             self.write_text(held).await?;
         }
-        let mut fetches = Vec::new();
-        for (room, sub) in &mut self.rooms {
-            if let Phase::Active { reseq, retry_at } = &mut sub.phase
-                && retry_at.is_some_and(|t| t <= now)
-            {
-                *retry_at = None;
-                fetches.extend(reseq.on_retry().map(|after| (room.clone(), after)));
-            }
-        }
-        for (room, after) in fetches {
-            self.fetch(room, after);
+        for fetch in self.subs.due(now) {
+            self.fetch(fetch);
         }
         let limits = self.state.limits;
         if now.duration_since(self.last_heard) >= limits.idle_timeout {
@@ -616,51 +535,38 @@ impl Connection {
                 Ok(())
             }
             Request::Subscribe { room, after } => self.subscribe(room, after).await,
-            Request::Unsubscribe { room } if self.state.sabotage.ignore_unsubscribe && self.rooms.contains_key(&room) => {
+            Request::Unsubscribe { room } if self.state.sabotage.ignore_unsubscribe && self.subs.contains(room.as_str()) => {
                 // Test only: confirm, and keep delivering.
                 self.reply(ServerFrame::Unsubscribed { room: room.as_str() }).await
             }
-            Request::Unsubscribe { room } => {
-                if self.rooms.remove(&room).is_some() {
-                    if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {
-                        self.state.metrics.subscriptions.dec();
-                    }
+            Request::Unsubscribe { room } => match self.subs.unsubscribe(&room) {
+                Ok(()) => {
+                    self.leave_hub(&room);
                     self.reply(ServerFrame::Unsubscribed { room: room.as_str() }).await
-                } else {
-                    let mut err = FrameError::new(ErrorCode::NotSubscribed, format!("not subscribed to room {room}"));
-                    err.room = Some(room.to_string());
-                    self.frame_error(err).await
                 }
-            }
+                Err(err) => self.frame_error(err).await,
+            },
         }
     }
 
     async fn subscribe(&mut self, room: RoomId, after: Option<Seq>) -> Result<(), Stop> {
-        let refuse = |code, message: String| {
-            let mut err = FrameError::new(code, message);
-            err.room = Some(room.to_string());
-            err
-        };
         if after.is_some() && self.state.sabotage.refuse_after {
-            let err = refuse(ErrorCode::StoreUnavailable, "sabotage refuse_after: subscribe with after is refused (test only)".into());
+            let mut err =
+                FrameError::new(ErrorCode::StoreUnavailable, "sabotage refuse_after: subscribe with after is refused (test only)");
+            err.room = Some(room.to_string());
             return self.frame_error(err).await;
         }
-        let max = self.state.limits.max_subscriptions;
-        if !self.rooms.contains_key(&room) && self.rooms.len() >= max {
-            let err = refuse(ErrorCode::TooManySubscriptions, format!("this connection is subscribed to {max} rooms already (the limit)"));
-            return self.frame_error(err).await;
-        }
+        let subscribing = match self.subs.subscribe(&room, after.map(|a| a.0)) {
+            Ok(s) => s,
+            Err(err) => return self.frame_error(err).await,
+        };
         // Register before reading the head: every message stored after the
         // head read then reaches us live, and everything up to it is history.
-        if !self.rooms.contains_key(&room) {
+        if subscribing.join {
             self.state.hub.subscribe(&room, self.conn_id, self.handle.clone());
             self.state.metrics.subscriptions.inc();
         }
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        self.rooms
-            .insert(room.clone(), RoomSub { generation, phase: Phase::Pending { after: after.map(|a| a.0), seen: 0, resynced: false } });
-        let store = self.state.store.clone();
+        let (store, generation) = (self.state.store.clone(), subscribing.generation);
         self.reads.push(
             async move {
                 let result = store.head(&room).await;
