@@ -47,16 +47,21 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
-    upgrade(ws, state, crate::ws::Dialect::Json)
+    upgrade(ws, state, |_| crate::ws::Codec::Json)
 }
 
 /// STOMP 1.2 over WebSocket (subprotocol v12.stomp, v11.stomp or v10.stomp
 /// when the client offers one; a client that offers none is served too).
 async fn stomp_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
-    upgrade(ws.protocols(crate::stomp_dialect::SUBPROTOCOLS), state, crate::ws::Dialect::Stomp)
+    upgrade(ws.protocols(crate::stomp_dialect::SUBPROTOCOLS), state, crate::ws::Codec::stomp)
 }
 
-fn upgrade(ws: WebSocketUpgrade, state: Arc<AppState>, dialect: crate::ws::Dialect) -> Result<Response, AppError> {
+/// Upgrade to a connection speaking the codec `codec` makes.
+fn upgrade(
+    ws: WebSocketUpgrade,
+    state: Arc<AppState>,
+    codec: impl FnOnce(&AppState) -> crate::ws::Codec + Send + 'static,
+) -> Result<Response, AppError> {
     if state.sabotage.refuse_upgrade {
         let message = "sabotage refuse_upgrade: WebSocket upgrades are refused (test only)".to_owned();
         return Err(AppError::Unavailable { code: "sabotage", message });
@@ -79,7 +84,10 @@ fn upgrade(ws: WebSocketUpgrade, state: Arc<AppState>, dialect: crate::ws::Diale
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .read_buffer_size(buffer)
         .write_buffer_size(buffer)
-        .on_upgrade(move |socket| tracker.track_future(crate::ws::handle(socket, state, dialect))))
+        .on_upgrade(move |socket| {
+            let codec = codec(&state);
+            tracker.track_future(crate::ws::handle(socket, state, codec))
+        }))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -91,7 +99,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     };
     let body = json!({
         "node": state.node_id,
-        "mode": state.mode.as_str(),
+        "mode": state.fanout.mode().as_str(),
         "mongo": mongo.as_ref().map_or_else(|e| e.clone(), |_| "ok".to_owned()),
         "fanout": if stream_open { "open" } else { "closed" },
     });

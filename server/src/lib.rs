@@ -102,7 +102,9 @@ pub struct Config {
 /// Everything a request handler or the fan-out task shares.
 pub struct AppState {
     pub node_id: String,
-    pub mode: fanout::Mode,
+    /// How stored sends reach every node (and the producer kafka mode
+    /// writes them to).
+    pub fanout: fanout::Fanout,
     pub store: store::Store,
     pub hub: hub::Hub,
     pub metrics: metrics::Metrics,
@@ -120,8 +122,6 @@ pub struct AppState {
     pub sabotage: sabotage::Sabotage,
     pub sabotage_seed: u64,
     pub stomp_login: Option<(String, String)>,
-    /// Set in `kafka` mode: every stored send is also produced here.
-    pub kafka: Option<fanout::kafka::Producer>,
     /// `--sabotage late` only: messages wait here before the hub.
     pub late_fanout: Option<tokio::sync::mpsc::Sender<fanout::Delayed>>,
     /// Every connection task is tracked: shutdown waits for all of them
@@ -160,11 +160,11 @@ pub async fn serve(
         max_pool_size: config.limits.mongo_max_pool_size,
     };
     let store = store::Store::connect(&config.mongo_uri, &config.db, store_limits).await?;
-    let kafka = match &config.fanout {
-        fanout::FanoutConfig::Kafka(k) => {
-            Some(fanout::kafka::Producer::new(k).map_err(|source| ServeError::Kafka { bootstrap: k.bootstrap.clone(), source })?)
-        }
-        fanout::FanoutConfig::Changestream(_) => None,
+    let fanout = match &config.fanout {
+        fanout::FanoutConfig::Kafka(k) => fanout::Fanout::Kafka(
+            fanout::kafka::Producer::new(k).map_err(|source| ServeError::Kafka { bootstrap: k.bootstrap.clone(), source })?,
+        ),
+        fanout::FanoutConfig::Changestream(_) => fanout::Fanout::Changestream,
     };
     let (stop, _) = broadcast::channel(1);
     let connections = TaskTracker::new();
@@ -177,7 +177,7 @@ pub async fn serve(
     };
     let state = Arc::new(AppState {
         node_id: config.node_id.clone(),
-        mode: config.fanout.mode(),
+        fanout,
         store,
         hub: hub::Hub::default(),
         metrics: metrics::Metrics::default(),
@@ -189,7 +189,6 @@ pub async fn serve(
         sabotage: config.sabotage,
         sabotage_seed: config.sabotage_seed,
         stomp_login: config.stomp_login.clone(),
-        kafka,
         late_fanout,
         connections: connections.clone(),
     });
@@ -200,7 +199,7 @@ pub async fn serve(
         tracing::warn!(sabotage = ?state.sabotage, "SABOTAGE ENABLED: this node breaks guarantees on purpose (test only)");
     }
     let fanout_task = tokio::spawn(fanout::run(state.clone(), config.fanout.clone(), stop.subscribe()));
-    tracing::info!(node = %state.node_id, mode = state.mode.as_str(), majority = state.store.majority, "chat-server ready");
+    tracing::info!(node = %state.node_id, mode = state.fanout.mode().as_str(), majority = state.store.majority, "chat-server ready");
     let signal_state = state.clone();
     let served = axum::serve(listener, http::router(state.clone()))
         .with_graceful_shutdown(async move {

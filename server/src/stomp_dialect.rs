@@ -57,8 +57,10 @@ pub enum Inbound {
     Request(Request),
     /// Write this frame (CONNECTED, a RECEIPT).
     Reply(String),
-    /// Write this frame, then close the connection (ERROR, or DISCONNECT's RECEIPT).
-    ReplyAndClose(String),
+    /// Write this ERROR frame, then close the connection.
+    Fail(String),
+    /// Write DISCONNECT's RECEIPT (empty: none asked for), then close.
+    Disconnect(String),
     /// A heart-beat, or a frame with nothing to do (ACK, NACK in auto mode).
     Nothing,
 }
@@ -113,7 +115,7 @@ fn error_frame(code: &str, message: &str, msg_id: Option<&str>, receipt: Option<
 }
 
 fn frame_error(e: &FrameError, msg_id: Option<&str>, receipt: Option<&str>) -> Inbound {
-    Inbound::ReplyAndClose(error_frame(e.code.as_str(), &e.message, msg_id, receipt))
+    Inbound::Fail(error_frame(e.code.as_str(), &e.message, msg_id, receipt))
 }
 
 fn room_of(frame: &Frame, prefix: &str) -> Result<RoomId, FrameError> {
@@ -164,7 +166,7 @@ impl Session {
                     && (frame.get("login") != Some(login.as_str()) || frame.get("passcode") != Some(passcode.as_str()))
                 {
                     let e = FrameError::new(ErrorCode::BadField, "access refused: CONNECT needs a valid login and passcode");
-                    return Inbound::ReplyAndClose(error_frame("access_refused", &e.message, None, None));
+                    return Inbound::Fail(error_frame("access_refused", &e.message, None, None));
                 }
                 self.connected = true;
                 let version = if versions.split(',').any(|v| v.trim() == "1.2") { "1.2" } else { "1.1" };
@@ -215,8 +217,8 @@ impl Session {
             }
             (true, Command::Send) => self.send(frame, receipt),
             (true, Command::Disconnect) => match receipt {
-                Some(r) => Inbound::ReplyAndClose(encode(Frame::new(Command::Receipt).header("receipt-id", r))),
-                None => Inbound::ReplyAndClose(String::new()),
+                Some(r) => Inbound::Disconnect(encode(Frame::new(Command::Receipt).header("receipt-id", r))),
+                None => Inbound::Disconnect(String::new()),
             },
             // Subscriptions are ack:auto; transactions are not offered.
             (true, Command::Ack | Command::Nack) => Inbound::Nothing,
@@ -374,7 +376,7 @@ mod tests {
 
     fn reply(i: Inbound) -> Frame {
         match i {
-            Inbound::Reply(t) | Inbound::ReplyAndClose(t) => frame(&t),
+            Inbound::Reply(t) | Inbound::Fail(t) | Inbound::Disconnect(t) => frame(&t),
             other => panic!("expected a reply, got {other:?}"),
         }
     }
@@ -400,7 +402,7 @@ mod tests {
     fn frames_before_connect_are_an_error_that_closes() {
         let mut s = Session::default();
         let i = s.inbound("SEND\ndestination:/pub/r\nmsg-id:a\n\nhi\0");
-        assert!(matches!(&i, Inbound::ReplyAndClose(t) if frame(t).command == Command::Error), "{i:?}");
+        assert!(matches!(&i, Inbound::Fail(t) if frame(t).command == Command::Error), "{i:?}");
     }
 
     #[test]
@@ -469,7 +471,7 @@ mod tests {
         let mut s = connected();
         assert_eq!(s.inbound("\n"), Inbound::Nothing);
         assert_eq!(s.inbound("ACK\nid:1\n\n\0"), Inbound::Nothing);
-        let Inbound::ReplyAndClose(t) = s.inbound("DISCONNECT\nreceipt:bye\n\n\0") else { panic!() };
+        let Inbound::Disconnect(t) = s.inbound("DISCONNECT\nreceipt:bye\n\n\0") else { panic!() };
         assert_eq!(frame(&t).get("receipt-id"), Some("bye"));
     }
 }

@@ -124,18 +124,32 @@ struct Connection {
     last_ping: Instant,
     saboteur: Saboteur,
     held_back: Option<Utf8Bytes>,
-    /// Some on `/stomp`: frames are translated at the socket's edge.
-    stomp: Option<StompSession>,
+    codec: Codec,
 }
 
-/// What a connection speaks: protocol v1 (`/ws`) or STOMP 1.2 (`/stomp`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+/// What a connection speaks: protocol v1 (`/ws`), or STOMP 1.2 (`/stomp`),
+/// whose frames are translated to and from protocol v1 at the socket's edge
+/// by the connection's session.
+#[derive(Debug)]
+pub enum Codec {
     Json,
-    Stomp,
+    Stomp(Box<StompSession>),
 }
 
-pub async fn handle(socket: WebSocket, state: Arc<AppState>, dialect: Dialect) {
+impl Codec {
+    /// A STOMP session with the node's login and sabotage switches.
+    pub fn stomp(state: &AppState) -> Codec {
+        let mut session = StompSession::new(state.stomp_login.clone());
+        session.sabotage(state.sabotage);
+        Codec::Stomp(Box::new(session))
+    }
+
+    fn is_stomp(&self) -> bool {
+        matches!(self, Codec::Stomp(_))
+    }
+}
+
+pub async fn handle(socket: WebSocket, state: Arc<AppState>, codec: Codec) {
     state.metrics.connections.inc();
     let conn_id = state.hub.new_conn_id();
     let limits = state.limits;
@@ -160,11 +174,7 @@ pub async fn handle(socket: WebSocket, state: Arc<AppState>, dialect: Dialect) {
         last_heard: now,
         last_ping: now,
         held_back: None,
-        stomp: (dialect == Dialect::Stomp).then(|| {
-            let mut session = StompSession::new(state.stomp_login.clone());
-            session.sabotage(state.sabotage);
-            session
-        }),
+        codec,
     };
     let end = conn.run(stream, inbox, replies).await;
     tracing::debug!(conn_id, ?end, "connection ended");
@@ -223,10 +233,10 @@ impl Connection {
                 Event::Frame(frame) => {
                     self.last_heard = Instant::now();
                     match frame {
-                        Some(Ok(Message::Text(text))) if self.stomp.is_some() => self.stomp_request(text.as_str()).await,
+                        Some(Ok(Message::Text(text))) if self.codec.is_stomp() => self.stomp_request(text.as_str()).await,
                         Some(Ok(Message::Text(text))) => self.request(text.as_str()).await,
                         // STOMP clients may send frames as binary messages.
-                        Some(Ok(Message::Binary(bytes))) if self.stomp.is_some() => match std::str::from_utf8(&bytes) {
+                        Some(Ok(Message::Binary(bytes))) if self.codec.is_stomp() => match std::str::from_utf8(&bytes) {
                             Ok(text) => self.stomp_request(text).await,
                             Err(_) => self.stomp_request("\u{0}not UTF-8").await,
                         },
@@ -307,7 +317,7 @@ impl Connection {
 
     /// Write a protocol-v1 frame (translated on a STOMP session).
     async fn write_text(&mut self, frame: Utf8Bytes) -> Result<(), Stop> {
-        let Some(stomp) = self.stomp.as_mut() else {
+        let Codec::Stomp(stomp) = &mut self.codec else {
             return self.write(Message::Text(frame)).await;
         };
         match stomp.outbound(frame.as_str()) {
@@ -322,16 +332,18 @@ impl Connection {
 
     /// One client message on a STOMP session.
     async fn stomp_request(&mut self, text: &str) -> Result<(), Stop> {
-        let Some(stomp) = self.stomp.as_mut() else { return Ok(()) };
+        let Codec::Stomp(stomp) = &mut self.codec else { return Ok(()) };
         match stomp.inbound(text) {
             StompIn::Request(request) => self.dispatch(request).await,
             StompIn::Reply(frame) => self.write(Message::Text(Utf8Bytes::from(frame))).await,
-            StompIn::ReplyAndClose(frame) => {
-                if frame.starts_with("ERROR") {
-                    self.state.metrics.frame_errors.inc();
-                }
-                if !frame.is_empty() {
-                    self.write(Message::Text(Utf8Bytes::from(frame))).await?;
+            StompIn::Fail(frame) => {
+                self.state.metrics.frame_errors.inc();
+                self.write(Message::Text(Utf8Bytes::from(frame))).await?;
+                Err(Stop::Closing)
+            }
+            StompIn::Disconnect(receipt) => {
+                if !receipt.is_empty() {
+                    self.write(Message::Text(Utf8Bytes::from(receipt))).await?;
                 }
                 Err(Stop::Closing)
             }
@@ -376,7 +388,7 @@ impl Connection {
     /// `subscription` instead).
     fn altered(&self, frame: Utf8Bytes) -> Utf8Bytes {
         let sabotage = self.state.sabotage;
-        let mislabel = sabotage.mislabel && self.stomp.is_none();
+        let mislabel = sabotage.mislabel && !self.codec.is_stomp();
         if !sabotage.truncate && !mislabel {
             return frame;
         }
@@ -629,7 +641,7 @@ async fn store_and_publish(state: &AppState, job: &SendJob) -> Result<Utf8Bytes,
     let stored = state.store.insert(&job.room, &job.id, &job.body, &state.node_id).await?;
     state.metrics.mongo_writes.inc_by(u64::from(stored.clashes) + 1);
     state.metrics.head_reads.inc_by(u64::from(stored.head_reads));
-    if let Some(kafka) = &state.kafka {
+    if let crate::fanout::Fanout::Kafka(kafka) = &state.fanout {
         // Also for a resend: the first produce may be the one that failed.
         state.metrics.kafka_produces.inc();
         kafka.publish(&stored.message.room, &ServerFrame::Msg(&stored.message).to_json(), &state.metrics.kafka_producer_resets).await?;

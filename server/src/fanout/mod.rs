@@ -15,6 +15,22 @@ use tokio::sync::broadcast;
 
 pub use chatbench_wire::Mode;
 
+/// A running node's fan-out, as sends see it: kafka mode also produces
+/// every stored send to the topic.
+pub enum Fanout {
+    Changestream,
+    Kafka(kafka::Producer),
+}
+
+impl Fanout {
+    pub fn mode(&self) -> Mode {
+        match self {
+            Fanout::Changestream => Mode::Changestream,
+            Fanout::Kafka(_) => Mode::Kafka,
+        }
+    }
+}
+
 /// The fan-out of one node, with what it needs.
 #[derive(Debug, Clone)]
 pub enum FanoutConfig {
