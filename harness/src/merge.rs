@@ -11,8 +11,7 @@
 //! an approximation of merged summaries. A shard that never reported is a
 //! finding (`shard_missing`) and fails the verdict.
 
-use crate::report::evaluate::{self, evaluate};
-use crate::report::{REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
+use crate::report::{RunReport, ServerCounters};
 use crate::trace::{Event, EventKind, FaultRecord, ShardOf, TRACE_VERSION, Trace};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -141,27 +140,18 @@ pub fn merge_runs(dirs: &[PathBuf], out: &Path) -> Result<Merged, MergeRunError>
         events += merged.events.len() as u64;
         let dir = out.join(mode.as_str());
         std::fs::create_dir_all(&dir).map_err(output(&dir))?;
-        let path = dir.join("trace.bin");
-        merged
-            .write(&path)
-            .map_err(|e| MergeRunError::Output { path: path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
-        notes.push(format!("merged trace: {}", path.display()));
-        modes.push(evaluate(&merged, &merged.meta.checks, evaluate::Context { server, notes }));
+        // The run's stages 5 and 6, on the merged trace.
+        let judged = crate::run::judge(&merged, &merged.meta.checks, &dir, server, notes).map_err(|e| MergeRunError::Output {
+            path: dir.join("trace.bin").display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        modes.push(judged);
     }
     if modes.is_empty() {
         return Err(MergeRunError::NothingToMerge { dirs: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ") });
     }
-    let passed = modes.iter().all(|m| m.failed_checks().next().is_none());
-    let report = RunReport {
-        schema_version: REPORT_SCHEMA_VERSION,
-        chatbench_version: env!("CARGO_PKG_VERSION").to_owned(),
-        scenario,
-        description: format!("merged from {} shard folders", dirs.len()),
-        seed,
-        started_at: chrono::Utc::now().to_rfc3339(),
-        passed,
-        modes,
-    };
+    let description = format!("merged from {} shard folders", dirs.len());
+    let report = RunReport::new(&scenario, &description, seed, chrono::Utc::now().to_rfc3339(), modes);
     report.write_all(out).map_err(output(out))?;
     Ok(Merged { report, events, took: started.elapsed() })
 }

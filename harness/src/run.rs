@@ -1,6 +1,16 @@
-//! One `chatbench run`: for each mode, fresh backends and nodes, the
-//! workload and the nemesis, history read back by the oracle, teardown,
-//! then checks and reports.
+//! One `chatbench run`, one pipeline for every subject:
+//!
+//! 1. **start**: fresh backends and nodes for each mode (the reference
+//!    server or `system.command`), or nothing for an external system;
+//! 2. **plan**: rooms, client plans and credentials ([`plan`]);
+//! 3. **drive**: the clients and the faults side by side ([`drive`]; the
+//!    subject decides which faults it can apply);
+//! 4. **collect**: history from the oracle, the history API, counters,
+//!    then teardown (started nodes only);
+//! 5. **judge**: the trace is assembled, written and evaluated ([`judge`]);
+//! 6. **write**: one report for every subject ([`RunReport::new`]).
+//!
+//! `chatbench merge` runs stages 5 and 6 on traces read from shards.
 //! Everything started here is owned by a guard, so an error, a panic or a
 //! dropped future (Ctrl-C) tears it down.
 
@@ -13,8 +23,9 @@ use crate::provider::kafka::{self, KafkaBackend, KafkaLink, KafkaRequest};
 use crate::provider::mongo::{self, MongoBackend, MongoRequest};
 use crate::proxy::FaultProxy;
 use crate::report::evaluate::{self, evaluate};
-use crate::report::{ModeReport, REPORT_SCHEMA_VERSION, RunReport, ServerCounters};
+use crate::report::{ModeReport, RunReport, ServerCounters};
 use crate::scenario::{HistoryGuarantee, LinkTarget, Mode, NodesIn, ProviderChoice, Scenario};
+use crate::subject::Subject;
 use crate::trace::{Clock, DrainRecord, TRACE_VERSION, Trace, TraceMeta};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeSet;
@@ -79,31 +90,59 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     };
     std::fs::create_dir_all(&options.out_dir).map_err(output(&options.out_dir))?;
     let started_at = chrono::Utc::now().to_rfc3339();
-    let mut modes = Vec::new();
-    if let Some(external) = &scenario.system.external {
-        // Fan-out modes are the reference server's: an external system runs once.
-        let dir = options.out_dir.join("external");
-        std::fs::create_dir_all(&dir).map_err(output(&dir))?;
-        modes.push(run_external(scenario, options, external, &dir).await?);
-    }
-    for &mode in options.modes.iter().filter(|_| scenario.system.external.is_none()) {
-        let dir = options.out_dir.join(mode.as_str());
-        std::fs::create_dir_all(&dir).map_err(output(&dir))?;
-        modes.push(run_mode(scenario, options, mode, &dir).await?);
-    }
-    let passed = modes.iter().all(|m| m.failed_checks().next().is_none());
-    let report = RunReport {
-        schema_version: REPORT_SCHEMA_VERSION,
-        chatbench_version: env!("CARGO_PKG_VERSION").to_owned(),
-        scenario: scenario.name.clone(),
-        description: scenario.description.clone(),
-        seed: options.seed,
-        started_at,
-        passed,
-        modes,
+    // Fan-out modes are the reference server's: an external system runs once.
+    let subjects: Vec<Subject> = match &scenario.system.external {
+        Some(_) => vec![Subject::External],
+        None => options.modes.iter().map(|&m| Subject::Started(m)).collect(),
     };
+    let mut modes = Vec::new();
+    for subject in subjects {
+        let dir = options.out_dir.join(subject.as_str());
+        std::fs::create_dir_all(&dir).map_err(output(&dir))?;
+        modes.push(match (subject, &scenario.system.external) {
+            (Subject::External, Some(external)) => run_external(scenario, options, external, &dir).await?,
+            (Subject::Started(mode), _) => run_mode(scenario, options, mode, &dir).await?,
+            (Subject::External, None) => unreachable!("an external subject comes only from system.external"),
+        });
+    }
+    let report = RunReport::new(&scenario.name, &scenario.description, options.seed, started_at, modes);
     report.write_all(&options.out_dir).map_err(output(&options.out_dir))?;
     Ok(report)
+}
+
+/// What every subject's clients need: the run's rooms, each client's plan
+/// and credentials (this shard's only, in a sharded run).
+struct Planned {
+    rooms: Vec<String>,
+    plans: Vec<client::ClientPlan>,
+    tokens: Vec<String>,
+}
+
+/// The run's id, which names its rooms, database and topic: given (the
+/// shards of a run share one) or the clock's.
+fn run_id(options: &RunOptions) -> String {
+    options.run_id.clone().unwrap_or_else(|| chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string())
+}
+
+/// Stage 2: plan the clients over `nodes` nodes (after the nodes started:
+/// a `token_command` may ask them for credentials).
+async fn plan(scenario: &Scenario, options: &RunOptions, nodes: u32, run_id: &str) -> Result<Planned, InfraError> {
+    let rooms: Vec<String> =
+        client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|&r| scenario.workload.room_name(r, run_id)).collect();
+    let mut plans = plan_clients(&scenario.workload, nodes, options.seed, options.shard.map_or(1, |s| s.count));
+    if let Some(shard) = options.shard {
+        plans = client::shard_plans(plans, shard);
+    }
+    let tokens = client_tokens(scenario, &plans, &rooms).await?;
+    Ok(Planned { rooms, plans, tokens })
+}
+
+/// A run whose faults could not all be applied has no verdict.
+fn fault_error(faults: &[crate::trace::FaultRecord]) -> Result<(), InfraError> {
+    match faults.iter().find(|f| f.error.is_some()) {
+        Some(f) => Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() }),
+        None => Ok(()),
+    }
 }
 
 /// An external system: nodes the harness did not start, judged on what
@@ -116,76 +155,44 @@ async fn run_external(
     dir: &std::path::Path,
 ) -> Result<ModeReport, InfraError> {
     let nodes = external.urls.len() as u32;
-    let run_id = options.run_id.clone().unwrap_or_else(|| chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string());
-    let rooms: Vec<String> =
-        client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|&r| scenario.workload.room_name(r, &run_id)).collect();
-    let mut plans = plan_clients(&scenario.workload, nodes, options.seed, options.shard.map_or(1, |s| s.count));
-    if let Some(shard) = options.shard {
-        plans = client::shard_plans(plans, shard);
-    }
-    let tokens = client_tokens(scenario, &plans, &rooms).await?;
+    let planned = plan(scenario, options, nodes, &run_id(options)).await?;
     let (urls, client_links) = client_link_proxies(scenario, external.urls.clone()).await?;
     let clock = Clock::start();
-    let shared = Arc::new(Shared::new(rooms.len(), &plans, scenario.workload.duration.0));
-    let progress = progress_bar(options.quiet, scenario, Mode::Changestream);
-    let ticker = spawn_ticker(progress.clone(), shared.clone());
-    let (controls, drops) = Controls::new();
-    let window = controls.window.subscribe();
-    let force = client::Workforce {
-        plans: &plans,
-        urls: &urls,
-        rooms: &rooms,
-        workload: &scenario.workload,
-        seed: options.seed,
-        clock,
-        shared: shared.clone(),
-        start_at_unix_ns: options.start_at_unix_ns,
-        system: &scenario.system,
-        tokens: &tokens,
-        confirm_after: scenario.checks.confirm_after.0,
-    };
-    let (lag_stop, lag) = crate::resources::spawn_loop_lag();
-    let (sampler_stop, sampler) = crate::resources::spawn_sampler();
     let schedule = scenario.fault_schedule(options.seed);
-    let faults = nemesis::run_client_faults(schedule, window, clock, &drops, &client_links);
-    let (mut outcome, faults) = tokio::join!(client::run(force, controls), faults);
-    let unmatched = std::mem::take(&mut outcome.unmatched);
-    let _ = (lag_stop.send(()), sampler_stop.send(()));
-    let (loop_lag, resources) = (lag.await.unwrap_or_default(), sampler.await.unwrap_or_default());
-    ticker.abort();
-    progress.finish_and_clear();
+    let faults = async |window, drops| (nemesis::run_client_faults(schedule, window, clock, &drops, &client_links).await, ());
+    let mut driven = drive(scenario, options, Subject::External, &planned, &urls, clock, faults).await;
+    let unmatched = std::mem::take(&mut driven.outcome.unmatched);
     let ended_ns = clock.now_ns();
-    if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
-        return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
-    }
+    fault_error(&driven.faults)?;
     let checks = scenario.system.guarantees.narrow(&scenario.checks, scenario.system.store.is_some());
     let recorded = Recorded {
-        mode: crate::subject::Subject::External,
+        mode: Subject::External,
         provider: "external system".to_owned(),
         backend: external.urls.join(", "),
         // Its latency is the system's own, not a compat stand-in's.
         backend_is_real: true,
         history_source: "none (the system declares no history)".to_owned(),
         nodes,
-        history: rooms.iter().map(|_| crate::trace::RoomHistory::default()).collect(),
+        history: planned.rooms.iter().map(|_| crate::trace::RoomHistory::default()).collect(),
         api_history: Vec::new(),
-        rooms,
-        plans: &plans,
-        outcome,
+        rooms: planned.rooms,
+        plans: &planned.plans,
+        outcome: driven.outcome,
         ended_ns,
         clock,
-        faults,
-        loop_lag,
-        resources,
+        faults: driven.faults,
+        loop_lag: driven.loop_lag,
+        resources: driven.resources,
     };
-    judge(&assemble(scenario, options, &checks, recorded), &checks, dir, Default::default(), unmatched)
+    let trace = assemble(scenario, options, &checks, recorded);
+    judge(&trace, &checks, dir, Default::default(), unmatched_note(unmatched)).map_err(trace_output(dir))
 }
 
 /// One mode, in named phases: backends → nodes → workload and nemesis →
 /// verdict inputs (history from the oracle, counters) → teardown → trace →
 /// evaluation. Every phase's resources are owned by guards.
 async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<ModeReport, InfraError> {
-    let run_id = options.run_id.clone().unwrap_or_else(|| chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string());
+    let run_id = run_id(options);
     let db = format!("chatbench_{}_{run_id}", mode.as_str());
     let backends = start_backends(scenario, options, mode, dir, &db).await?;
     let cluster = start_nodes(scenario, options, mode, dir, &backends, &db).await?;
@@ -193,20 +200,35 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     if std::env::var_os("CHATBENCH_TEST_PANIC").is_some() {
         panic!("CHATBENCH_TEST_PANIC: panicking with backends and nodes up, as asked");
     }
-    let rooms: Vec<String> =
-        client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|&r| scenario.workload.room_name(r, &run_id)).collect();
-    let mut plans = plan_clients(&scenario.workload, scenario.topology.nodes, options.seed, options.shard.map_or(1, |s| s.count));
-    if let Some(shard) = options.shard {
-        plans = client::shard_plans(plans, shard);
-    }
-    let tokens = client_tokens(scenario, &plans, &rooms).await?;
+    let planned = plan(scenario, options, scenario.topology.nodes, &run_id).await?;
     let clock = Clock::start();
     let path = client::wire::Wire::path(&scenario.system);
     let (urls, client_links) = client_link_proxies(scenario, cluster.nodes.iter().map(|n| n.ws_url_at(path)).collect()).await?;
-    let planned = Planned { rooms: &rooms, plans: &plans, tokens: &tokens, urls: &urls, client_links, clock };
-    let driven = drive(scenario, options, mode, cluster, backends, planned).await;
+    let mut schedule = scenario.fault_schedule(options.seed);
+    if mode == Mode::Changestream {
+        // Same seed, same schedule; faults on Kafka have nothing to act on here.
+        schedule.retain(|(_, action)| !action.targets_kafka());
+    }
+    let Backends { mongo, kafka, links, kafka_links } = backends;
+    let faults = async |window, drops| {
+        let targets = Targets {
+            cluster: Mutex::new(cluster),
+            mongo: Mutex::new(mongo),
+            drops,
+            down: Mutex::new(BTreeSet::new()),
+            paused: Mutex::new(BTreeSet::new()),
+            partitioned: Mutex::new(BTreeSet::new()),
+            links,
+            kafka: kafka.map(Mutex::new),
+            kafka_links,
+            client_links,
+        };
+        (nemesis::run(schedule, window, clock, &targets).await, targets)
+    };
+    let driven = drive(scenario, options, mode.into(), &planned, &urls, clock, faults).await;
+    nemesis::settle(&driven.owned).await;
     let ended_ns = clock.now_ns();
-    let Driven { mut outcome, faults, targets, loop_lag, resources } = driven;
+    let Driven { mut outcome, faults, owned: targets, loop_lag, resources } = driven;
     let unmatched = std::mem::take(&mut outcome.unmatched);
     let Targets { cluster, mongo, down, kafka, kafka_links, .. } = targets;
     let (mut cluster, mongo, down) = (cluster.into_inner(), mongo.into_inner(), down.into_inner());
@@ -214,14 +236,13 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     if let Some((node, status)) = cluster.dead_nodes().into_iter().find(|(node, _)| !down.contains(node)) {
         return Err(InfraError::NodeDied { node, status: status.to_string(), log: cluster.nodes[node].log.display().to_string() });
     }
-    if let Some(f) = faults.iter().find(|f| f.error.is_some()) {
-        return Err(InfraError::Fault { action: f.action.clone(), why: f.error.clone().unwrap_or_default() });
-    }
+    fault_error(&faults)?;
+    let rooms = &planned.rooms;
     let (history, history_source) = match (&scenario.system.store, scenario.system.guarantees.history) {
         (Some(store), _) => {
             tracing::info!(collection = store.collection, "reading the system's store back from MongoDB (the store oracle)");
             let delivered = outcome.buffers.iter().flatten().filter(|e| matches!(e.kind, crate::trace::EventKind::Deliver { .. })).count();
-            (oracle::read_store(&mongo.uri, &db, store, &rooms, delivered as u64).await?, oracle::store_source(&db, store))
+            (oracle::read_store(&mongo.uri, &db, store, rooms, delivered as u64).await?, oracle::store_source(&db, store))
         }
         // Its history is not in the reference layout: nothing to read.
         (None, HistoryGuarantee::None | HistoryGuarantee::Recovery) => (
@@ -230,7 +251,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         ),
         (None, HistoryGuarantee::Reference) => {
             tracing::info!("reading history back from MongoDB (the oracle)");
-            (oracle::read_history(&mongo.uri, &db, &rooms).await, oracle::source(&db))
+            (oracle::read_history(&mongo.uri, &db, rooms).await, oracle::source(&db))
         }
     };
     // The reference server's own history API, read as a client would.
@@ -243,7 +264,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         tracing::warn!("no node is up at the end of the run: the history API is not read");
         Vec::new()
     } else {
-        crate::history_api::read(&live, &rooms).await
+        crate::history_api::read(&live, rooms).await
     };
     let server = scrape_counters(&cluster).await;
     for problem in cluster.stop(Duration::from_secs(5)).await {
@@ -263,8 +284,8 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         backend_is_real,
         history_source,
         nodes: scenario.topology.nodes,
-        rooms,
-        plans: &plans,
+        rooms: planned.rooms.clone(),
+        plans: &planned.plans,
         history,
         api_history,
         outcome,
@@ -274,13 +295,14 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         loop_lag,
         resources,
     };
-    judge(&assemble(scenario, options, &checks, recorded), &checks, dir, server, unmatched)
+    let trace = assemble(scenario, options, &checks, recorded);
+    judge(&trace, &checks, dir, server, unmatched_note(unmatched)).map_err(trace_output(dir))
 }
 
 /// What one run recorded, and the parts of its trace that differ between
 /// the reference server and an external system.
 struct Recorded<'a> {
-    mode: crate::subject::Subject,
+    mode: Subject,
     provider: String,
     backend: String,
     backend_is_real: bool,
@@ -339,27 +361,35 @@ fn assemble(scenario: &Scenario, options: &RunOptions, checks: &crate::scenario:
     }
 }
 
-/// Write the trace next to the reports, then judge it.
-fn judge(
+/// Stage 5: write the trace next to the reports, then judge it. `notes`
+/// go into the report after the trace's path.
+pub(crate) fn judge(
     trace: &Trace,
     checks: &crate::scenario::Checks,
     dir: &std::path::Path,
     server: ServerCounters,
-    unmatched: (u64, Option<String>),
-) -> Result<ModeReport, InfraError> {
+    notes: Vec<String>,
+) -> Result<ModeReport, crate::trace::TraceError> {
     let trace_path = dir.join("trace.bin");
-    trace
-        .write(&trace_path)
-        .map_err(|e| InfraError::Output { path: trace_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
-    let mut notes = vec![format!("trace: {}", trace_path.display())];
-    if let (n @ 1.., example) = unmatched {
-        notes.push(format!(
-            "{n} server frames matched no system.json_frames.frames matcher (socketio: no declared event) and were ignored; the first: {}",
-            example.unwrap_or_default()
-        ));
+    trace.write(&trace_path)?;
+    let notes = std::iter::once(format!("trace: {}", trace_path.display())).chain(notes).collect();
+    Ok(evaluate(trace, checks, evaluate::Context { server, notes }))
+}
+
+fn trace_output(dir: &std::path::Path) -> impl FnOnce(crate::trace::TraceError) -> InfraError {
+    let path = dir.join("trace.bin").display().to_string();
+    move |e| InfraError::Output { path, source: std::io::Error::other(e.to_string()) }
+}
+
+/// Server frames no declared matcher took, as a report note.
+fn unmatched_note((n, example): (u64, Option<String>)) -> Vec<String> {
+    if n == 0 {
+        return Vec::new();
     }
-    let ctx = evaluate::Context { server, notes };
-    Ok(evaluate(trace, checks, ctx))
+    vec![format!(
+        "{n} server frames matched no system.json_frames.frames matcher (socketio: no declared event) and were ignored; the first: {}",
+        example.unwrap_or_default()
+    )]
 }
 
 fn protocol_name(scenario: &Scenario) -> String {
@@ -551,53 +581,37 @@ async fn start_nodes(
 }
 
 /// What the workload and the nemesis leave behind.
-struct Driven {
+struct Driven<T> {
     outcome: WorkloadOutcome,
     faults: Vec<crate::trace::FaultRecord>,
-    targets: Targets,
+    /// What the faults owned (the nodes and backends they act on).
+    owned: T,
     loop_lag: crate::resources::LoopLag,
     resources: Vec<crate::resources::ResourceSample>,
 }
 
-/// The rooms and clients of a run, and its clock.
-struct Planned<'a> {
-    /// The URLs clients use (through the clients' link proxies, if any).
-    urls: &'a [String],
-    client_links: Vec<FaultProxy>,
-    rooms: &'a [String],
-    plans: &'a [client::ClientPlan],
-    tokens: &'a [String],
-    clock: Clock,
-}
-
-/// Run the clients and the nemesis side by side, then let faults settle.
-async fn drive(
+/// Stage 3: run the clients and the faults side by side, with the
+/// harness's own samplers and progress. `faults` gets the sending window
+/// (faults are timed from its start) and the `drop_clients` signal, and
+/// returns its records and what it owned.
+async fn drive<T>(
     scenario: &Scenario,
     options: &RunOptions,
-    mode: Mode,
-    cluster: Cluster,
-    backends: Backends,
-    planned: Planned<'_>,
-) -> Driven {
-    let Planned { rooms, plans, tokens, urls, client_links, clock } = planned;
+    subject: Subject,
+    planned: &Planned,
+    urls: &[String],
+    clock: Clock,
+    faults: impl AsyncFnOnce(
+        tokio::sync::watch::Receiver<Option<client::Window>>,
+        tokio::sync::watch::Sender<(u64, f64)>,
+    ) -> (Vec<crate::trace::FaultRecord>, T),
+) -> Driven<T> {
+    let Planned { rooms, plans, tokens, .. } = planned;
     let shared = Arc::new(Shared::new(rooms.len(), plans, scenario.workload.duration.0));
-    let progress = progress_bar(options.quiet, scenario, mode);
+    let progress = progress_bar(options.quiet, scenario, subject);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
     let (controls, drops) = Controls::new();
     let window = controls.window.subscribe();
-    let Backends { mongo, kafka, links, kafka_links } = backends;
-    let targets = Targets {
-        cluster: Mutex::new(cluster),
-        mongo: Mutex::new(mongo),
-        drops,
-        down: Mutex::new(BTreeSet::new()),
-        paused: Mutex::new(BTreeSet::new()),
-        partitioned: Mutex::new(BTreeSet::new()),
-        links,
-        kafka: kafka.map(Mutex::new),
-        kafka_links,
-        client_links,
-    };
     let force = client::Workforce {
         plans,
         urls,
@@ -611,21 +625,14 @@ async fn drive(
         tokens,
         confirm_after: scenario.checks.confirm_after.0,
     };
-    let workload = client::run(force, controls);
-    let mut schedule = scenario.fault_schedule(options.seed);
-    if mode == Mode::Changestream {
-        // Same seed, same schedule; faults on Kafka have nothing to act on here.
-        schedule.retain(|(_, action)| !action.targets_kafka());
-    }
     let (lag_stop, lag) = crate::resources::spawn_loop_lag();
     let (sampler_stop, sampler) = crate::resources::spawn_sampler();
-    let (outcome, faults) = tokio::join!(workload, nemesis::run(schedule, window, clock, &targets));
+    let (outcome, (faults, owned)) = tokio::join!(client::run(force, controls), faults(window, drops));
     let _ = (lag_stop.send(()), sampler_stop.send(()));
     let (loop_lag, resources) = (lag.await.unwrap_or_default(), sampler.await.unwrap_or_default());
-    nemesis::settle(&targets).await;
     ticker.abort();
     progress.finish_and_clear();
-    Driven { outcome, faults, targets, loop_lag, resources }
+    Driven { outcome, faults, owned, loop_lag, resources }
 }
 
 /// (provider, backend description, whether every backend is the real thing).
@@ -678,12 +685,12 @@ fn node_args(scenario: &Scenario, options: &RunOptions, kafka: Option<&KafkaBack
     args
 }
 
-fn progress_bar(quiet: bool, scenario: &Scenario, mode: Mode) -> ProgressBar {
+fn progress_bar(quiet: bool, scenario: &Scenario, subject: Subject) -> ProgressBar {
     let visible = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let total = (scenario.workload.duration.0 + scenario.workload.drain_timeout.0).as_secs().max(1);
     let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
     bar.set_style(ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {msg}").expect("the progress template is valid"));
-    bar.set_prefix(format!("{} / {}", scenario.name, mode.as_str()));
+    bar.set_prefix(format!("{} / {subject}", scenario.name));
     bar
 }
 

@@ -434,6 +434,21 @@ pub const COMPAT_WARNING: &str =
     "compat backends were used: their latency and throughput are not MongoDB's (or Kafka's); they prove behaviour, not speed";
 
 impl RunReport {
+    /// Stage 6 of every run (and of a merge): one report over the
+    /// subjects' verdicts; it passes when every subject passed.
+    pub fn new(scenario: &str, description: &str, seed: u64, started_at: String, modes: Vec<ModeReport>) -> RunReport {
+        RunReport {
+            schema_version: REPORT_SCHEMA_VERSION,
+            chatbench_version: env!("CARGO_PKG_VERSION").to_owned(),
+            scenario: scenario.to_owned(),
+            description: description.to_owned(),
+            seed,
+            started_at,
+            passed: modes.iter().all(|m| m.failed_checks().next().is_none()),
+            modes,
+        }
+    }
+
     pub fn write_all(&self, dir: &Path) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).expect("reports serialize: plain data");
         std::fs::write(dir.join("report.json"), json + "\n")?;
