@@ -20,6 +20,7 @@ pub mod latency;
 pub mod liveness;
 pub mod ordering;
 pub mod routing;
+pub mod threshold;
 pub mod throughput;
 
 pub mod synthetic;

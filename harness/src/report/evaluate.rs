@@ -1,11 +1,13 @@
 //! From a trace and the scenario's checks to a [`ModeReport`]: findings,
-//! one result per check (from the one table, [`Check::ALL`]), latency and
+//! one result per check of the two tables ([`Check::ALL`], judged on
+//! findings; [`Threshold::ALL`], judged on a measured figure), latency and
 //! throughput. Pure: no I/O.
 
-use super::{CheckResult, Counts, LatencyReport, MAX_LISTED_FINDINGS, ModeReport, fmt_us};
+use super::{CheckResult, Counts, LatencyReport, MAX_LISTED_FINDINGS, ModeReport};
 use crate::check::latency::{self, LatencySummary};
+use crate::check::threshold::{Measured, Threshold};
 use crate::check::{Check, Fate, FindingKind, TraceIndex, findings_of, throughput};
-use crate::scenario::{Checks, Percentiles};
+use crate::scenario::Checks;
 use crate::trace::{EventKind, Role, Trace};
 use std::collections::BTreeMap;
 
@@ -55,24 +57,15 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         incomplete_deliveries: lat.incomplete_deliveries,
         incomplete_percent: lat.incomplete_percent(),
     };
-    ceiling_checks("latency.ack", &checks.latency.ack, &latency.ack, &mut results);
-    ceiling_checks("latency.delivery", &checks.latency.delivery, &latency.delivery, &mut results);
     let throughput = throughput::measure(&index);
-    if let Some(min) = &checks.min_throughput {
-        for (name, floor, actual) in [
-            ("min_throughput.acked_per_s", min.acked_per_s, throughput.acked_per_s),
-            ("min_throughput.delivered_per_s", min.delivered_per_s, throughput.delivered_per_s),
-        ] {
-            if let Some(floor) = floor {
-                results.push(CheckResult {
-                    name: name.to_owned(),
-                    passed: actual >= floor,
-                    off: None,
-                    detail: format!("{actual:.1}/s achieved (floor {floor:.1}/s)"),
-                });
-            }
-        }
-    }
+    // The second table: checks judged on a figure against a threshold.
+    let measured = Measured { ack: &latency.ack, delivery: &latency.delivery, throughput: &throughput };
+    results.extend(Threshold::ALL.iter().filter_map(|t| t.judge(checks, &measured)).map(|j| CheckResult {
+        name: j.name.to_owned(),
+        passed: j.passed,
+        off: None,
+        detail: j.detail,
+    }));
     // What the generator's lateness is judged against: the delivery p99 it measured.
     let generator_reference_us = latency.delivery.p99_us;
     let counts = count(trace, &index);
@@ -226,20 +219,6 @@ fn timeline(trace: &Trace, index: &TraceIndex) -> Vec<super::TimelineBucket> {
             }
         })
         .collect()
-}
-
-fn ceiling_checks(prefix: &str, ceilings: &Percentiles, summary: &LatencySummary, out: &mut Vec<CheckResult>) {
-    for (label, quantile, limit) in ceilings.ceilings() {
-        let limit_us = limit.as_micros() as u64;
-        let actual = summary.at(quantile);
-        let passed = summary.count > 0 && actual <= limit_us;
-        let detail = if summary.count == 0 {
-            "no samples".to_owned()
-        } else {
-            format!("{} (ceiling {}; never-completed operations count at the end of the run)", fmt_us(actual), fmt_us(limit_us))
-        };
-        out.push(CheckResult { name: format!("{prefix}.{label}"), passed, off: None, detail });
-    }
 }
 
 fn count(trace: &Trace, index: &TraceIndex) -> Counts {
