@@ -21,4 +21,5 @@ pub mod run;
 pub mod scenario;
 pub mod subject;
 pub mod sweep;
+pub mod testkit;
 pub mod trace;

@@ -7,13 +7,10 @@ use chatbench::provider::ProviderChoice;
 use chatbench::provider::mongo::{self, MongoBackend, MongoRequest};
 use chatbench_server::fanout::FanoutConfig;
 use chatbench_server::{Config, Limits, ServeError, serve};
-use futures::{SinkExt, StreamExt};
-use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 
 pub struct Node {
     pub addr: SocketAddr,
@@ -114,80 +111,14 @@ pub async fn metric(node: &Node, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+#[allow(unused_imports)] // Not every test file uses every name.
+pub use chatbench::testkit::{FRAME_TIMEOUT, Next, V1Client};
 
-pub struct Client {
-    pub ws: Ws,
-}
-
-pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the connection did next.
-#[derive(Debug)]
-pub enum Next {
-    Frame(Value),
-    Closed(Option<u16>),
-}
+/// Protocol v1 clients of an in-process node.
+pub struct Client;
 
 impl Client {
-    pub async fn connect(node: &Node) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.expect("connect");
-        Client { ws }
-    }
-
-    pub async fn send_json(&mut self, value: Value) {
-        self.ws.send(Message::text(value.to_string())).await.expect("send frame");
-    }
-
-    pub async fn send(&mut self, room: &str, id: &str, body: &str) {
-        self.send_json(serde_json::json!({"op": "send", "room": room, "id": id, "body": body})).await;
-    }
-
-    /// The next text frame or the close.
-    pub async fn next_event(&mut self) -> Next {
-        loop {
-            let msg = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next()).await.expect("a frame within the timeout");
-            match msg {
-                Some(Ok(Message::Text(text))) => return Next::Frame(serde_json::from_str(text.as_str()).expect("server frames are JSON")),
-                Some(Ok(Message::Close(frame))) => return Next::Closed(frame.map(|f| f.code.into())),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Next::Closed(None),
-            }
-        }
-    }
-
-    pub async fn next(&mut self) -> Value {
-        match self.next_event().await {
-            Next::Frame(v) => v,
-            Next::Closed(code) => panic!("connection closed ({code:?})"),
-        }
-    }
-
-    pub async fn next_op(&mut self, op: &str) -> Value {
-        loop {
-            let frame = self.next().await;
-            if frame["op"] == op {
-                return frame;
-            }
-        }
-    }
-
-    pub async fn subscribe(&mut self, room: &str, after: Option<u64>) -> u64 {
-        let mut frame = serde_json::json!({"op": "subscribe", "room": room});
-        if let Some(a) = after {
-            frame["after"] = a.into();
-        }
-        self.send_json(frame).await;
-        self.next_op("subscribed").await["head"].as_u64().expect("head is a number")
-    }
-
-    /// Collect `n` msg frames as (seq, id).
-    pub async fn msgs(&mut self, n: usize) -> Vec<(u64, String)> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let f = self.next_op("msg").await;
-            out.push((f["seq"].as_u64().unwrap(), f["id"].as_str().unwrap().to_owned()));
-        }
-        out
+    pub async fn connect(node: &Node) -> V1Client {
+        V1Client::connect(&node.ws_url()).await
     }
 }
