@@ -165,7 +165,7 @@ pub struct RunArgs {
     pub scenario: PathBuf,
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Output folder (default: results/<timestamp>-<scenario>).
+    /// Output folder (default: `results/<timestamp>-<scenario>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Override `topology.nodes` (e.g. to compare 1, 2 and 3 nodes).
@@ -253,7 +253,7 @@ pub struct SweepArgs {
     pub knee_p99: std::time::Duration,
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Output folder (default: results/<timestamp>-sweep-<scenario>).
+    /// Output folder (default: `results/<timestamp>-sweep-<scenario>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

@@ -1,6 +1,36 @@
 //! chatbench: start MongoDB and N chat-server nodes, drive chat clients from
 //! a scenario file, record every send, ack and delivery, and check
 //! exactly-once delivery, ordering and latency from the recorded trace.
+//!
+//! # Layout
+//!
+//! Data flows one way: **scenario → providers → nodes → clients and
+//! nemesis → trace → checks → reports**. By stage:
+//!
+//! - *What to run*: [`scenario`] (the YAML model, its validation and JSON
+//!   schema); [`subject`] (what a run judged: started nodes in a mode, or an
+//!   external system). Facts shared with the server (modes, protocols,
+//!   limits, paths, the stored layout) live in the `chatbench-wire` crate.
+//! - *Infrastructure*: [`provider`] (MongoDB and Kafka: docker, process,
+//!   compat, external); [`cluster`] (the nodes, as processes or containers);
+//!   [`process`] (child-process guards); [`proxy`] (the TCP fault proxy);
+//!   [`resources`] (CPU, memory, loop lag, the fd limit).
+//! - *Driving*: [`client`] (plans, connections and one adapter per protocol:
+//!   `wire` for v1 and STOMP, `frames` for declared JSON, `socketio`);
+//!   [`nemesis`] (faults on nodes, backends and links); after the run,
+//!   [`oracle`] (history straight from MongoDB) and [`history_api`] (the
+//!   server's own history endpoint).
+//! - *Trace*: [`trace`] (the recorded events and the clock; `chatbench dump`).
+//! - *Checks*: [`check`] (pure functions over a trace index: the [`check::Check`]
+//!   table of finding-based checks, [`check::threshold`] for latency and
+//!   throughput, property tests beside them in `synthetic`).
+//! - *Reports*: [`report`] (evaluation, table, markdown, JUnit, HTML,
+//!   comparison, and the sweep's result model).
+//! - *Commands*: [`cli`] (flags and exit codes) over [`run`] (the one
+//!   pipeline: start → plan → drive → collect → judge → write), [`sweep`]
+//!   (grids and bisection of runs), [`merge`] (shards → judge → write),
+//!   [`k8s`] (manifests of a sharded run), [`doctor`]; [`testkit`] is a
+//!   protocol v1 client for end-to-end tests.
 
 pub mod check;
 pub mod cli;

@@ -2,12 +2,12 @@
 //!
 //! 1. **start**: fresh backends and nodes for each mode (the reference
 //!    server or `system.command`), or nothing for an external system;
-//! 2. **plan**: rooms, client plans and credentials ([`plan`]);
-//! 3. **drive**: the clients and the faults side by side ([`drive`]; the
+//! 2. **plan**: rooms, client plans and credentials (`plan`);
+//! 3. **drive**: the clients and the faults side by side (`drive`; the
 //!    subject decides which faults it can apply);
 //! 4. **collect**: history from the oracle, the history API, counters,
 //!    then teardown (started nodes only);
-//! 5. **judge**: the trace is assembled, written and evaluated ([`judge`]);
+//! 5. **judge**: the trace is assembled, written and evaluated (`judge`);
 //! 6. **write**: one report for every subject ([`RunReport::new`]).
 //!
 //! `chatbench merge` runs stages 5 and 6 on traces read from shards.

@@ -2,8 +2,8 @@
 //! back, behind one interface, so the connection loop (reconnects,
 //! resends, resubscribes) is the same for every protocol.
 //!
-//! - [`Wire::Json`]: chatbench protocol v1 (server/PROTOCOL.md).
-//! - [`Wire::Stomp`]: STOMP 1.2 over WebSocket. `CONNECT` is answered by
+//! - `json`: chatbench protocol v1 (server/PROTOCOL.md).
+//! - `stomp`: STOMP 1.2 over WebSocket. `CONNECT` is answered by
 //!   `CONNECTED` before anything else is sent (an `ERROR` is a refusal,
 //!   recorded with the server's words); `SUBSCRIBE` and `SEND` carry a
 //!   `receipt`, and only the `RECEIPT` counts (a subscriber is subscribed

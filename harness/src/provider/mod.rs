@@ -47,7 +47,7 @@ pub enum ProviderError {
 
 /// A running backend the nemesis can stop and start again on the same data
 /// (`restart_mongo`, `restart_kafka`). Providers that cannot, refuse a
-/// scenario that asks for it when they start (see [`refuse_restarts`]).
+/// scenario that asks for it when they start (see `refuse_restarts`).
 pub trait Restart: Send + Sync {
     fn restart(&mut self, down_for: std::time::Duration) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
         let _ = down_for;

@@ -28,7 +28,7 @@ pub fn compat_status() -> anyhow::Result<String> {
     venv_package("nx-27017", "nx_27017")
 }
 
-/// Ok("<package> <version>") when `package` (imported as `module`) is
+/// `Ok("<package> <version>")` when `package` (imported as `module`) is
 /// installed in the compat venv.
 pub fn venv_package(package: &str, module: &str) -> anyhow::Result<String> {
     let python = compat_python();
