@@ -5,14 +5,14 @@ use crate::provider::kafka::{kafka_status, moto_status, tansu_status};
 use crate::provider::mongo::{compat_python, compat_status, mongod_status};
 use crate::provider::{cache_dir, docker_reachable};
 
-pub struct ProviderStatus {
+pub(crate) struct ProviderStatus {
     pub provider: &'static str,
     pub backend: &'static str,
     pub ready: anyhow::Result<String>,
     pub fix: String,
 }
 
-pub fn survey() -> Vec<ProviderStatus> {
+pub(crate) fn survey() -> Vec<ProviderStatus> {
     vec![
         ProviderStatus {
             provider: "docker",
@@ -59,7 +59,7 @@ pub fn survey() -> Vec<ProviderStatus> {
     ]
 }
 
-pub fn render(statuses: &[ProviderStatus]) -> String {
+pub(crate) fn render(statuses: &[ProviderStatus]) -> String {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(["provider", "backend", "status", "to use it"]);

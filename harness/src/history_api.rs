@@ -15,11 +15,11 @@ use crate::trace::{BodyDigest, FOREIGN_MSG, RoomHistory, Stored, parse_wire_id};
 use std::time::Duration;
 
 /// Messages asked for per page.
-pub const PAGE_LIMIT: u32 = 1000;
+pub(crate) const PAGE_LIMIT: u32 = 1000;
 /// A room with more messages than this is reported incomplete.
-pub const MAX_ENTRIES_PER_ROOM: usize = 2_000_000;
+pub(crate) const MAX_ENTRIES_PER_ROOM: usize = 2_000_000;
 /// How long reading every room may take.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// One page request's timeout.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,7 +42,7 @@ struct PageMessage {
 /// Every room's history as served by the nodes at `bases` (HTTP base URLs,
 /// e.g. `http://127.0.0.1:4100`): room `i` is read from node `i % n`, and
 /// from the next node if that one does not answer.
-pub async fn read(bases: &[String], rooms: &[String]) -> Vec<RoomHistory> {
+pub(crate) async fn read(bases: &[String], rooms: &[String]) -> Vec<RoomHistory> {
     let incomplete = || rooms.iter().map(|_| RoomHistory { entries: Vec::new(), complete: false }).collect();
     let client = match reqwest::Client::builder().timeout(PAGE_TIMEOUT).build() {
         Ok(c) => c,

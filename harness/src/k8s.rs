@@ -19,11 +19,11 @@
 //! Pure: scenario text and options in, YAML out.
 
 use crate::scenario::Scenario;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Where the shards' MongoDB connection string comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MongoRef {
+pub(crate) enum MongoRef {
     Uri(String),
     /// A Secret's key (the URI holds credentials).
     Secret {
@@ -33,7 +33,7 @@ pub enum MongoRef {
 }
 
 #[derive(Debug, Clone)]
-pub struct RenderOptions {
+pub(crate) struct RenderOptions {
     pub shards: u32,
     pub image: String,
     /// The one mode the shards run.
@@ -53,7 +53,7 @@ pub struct RenderOptions {
 }
 
 /// Kubernetes names: lower-case DNS-1123 labels.
-pub fn dns_label(s: &str) -> String {
+pub(crate) fn dns_label(s: &str) -> String {
     let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     while out.contains("--") {
         out = out.replace("--", "-");
@@ -65,7 +65,7 @@ pub fn dns_label(s: &str) -> String {
 
 /// How long after the start the merge stops waiting for shards: the
 /// sending window, the drain, and time to read history and write reports.
-pub fn merge_deadline_s(scenario: &Scenario) -> u64 {
+pub(crate) fn merge_deadline_s(scenario: &Scenario) -> u64 {
     let w = &scenario.workload;
     (w.duration.0 + w.drain_timeout.0).as_secs() + 300
 }
@@ -80,7 +80,7 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// The manifests, as one multi-document YAML stream.
-pub fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> anyhow::Result<String> {
+pub(crate) fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> anyhow::Result<String> {
     if o.shards == 0 {
         anyhow::bail!("--shards must be at least 1");
     }
@@ -244,8 +244,9 @@ pub fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions) -> an
 }
 
 /// The documents of a rendered stream, parsed back (for tests and checks).
-pub fn parse_documents(yaml: &str) -> anyhow::Result<Vec<Value>> {
-    yaml.split("\n---\n").skip(1).map(|doc| serde_saphyr::from_str::<Value>(doc).map_err(anyhow::Error::from)).collect()
+#[cfg(test)]
+pub(crate) fn parse_documents(yaml: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    yaml.split("\n---\n").skip(1).map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).map_err(anyhow::Error::from)).collect()
 }
 
 #[cfg(test)]

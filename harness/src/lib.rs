@@ -13,12 +13,12 @@
 //!   limits, paths, the stored layout) live in the `chatbench-wire` crate.
 //! - *Infrastructure*: [`provider`] (MongoDB and Kafka: docker, process,
 //!   compat, external); [`cluster`] (the nodes, as processes or containers);
-//!   [`process`] (child-process guards); [`proxy`] (the TCP fault proxy);
-//!   [`resources`] (CPU, memory, loop lag, the fd limit).
-//! - *Driving*: [`client`] (plans, connections and one adapter per protocol:
+//!   [`process`] (child-process guards); `proxy` (the TCP fault proxy);
+//!   `resources` (CPU, memory, loop lag, the fd limit).
+//! - *Driving*: `client` (plans, connections and one adapter per protocol:
 //!   `wire` for v1 and STOMP, `frames` for declared JSON, `socketio`);
-//!   [`nemesis`] (faults on nodes, backends and links); after the run,
-//!   [`oracle`] (history straight from MongoDB) and [`history_api`] (the
+//!   `nemesis` (faults on nodes, backends and links); after the run,
+//!   `oracle` (history straight from MongoDB) and `history_api` (the
 //!   server's own history endpoint).
 //! - *Trace*: [`trace`] (the recorded events and the clock; `chatbench dump`).
 //! - *Checks*: [`check`] (pure functions over a trace index: the [`check::Check`]
@@ -26,30 +26,35 @@
 //!   throughput, property tests beside them in `synthetic`).
 //! - *Reports*: [`report`] (evaluation, table, markdown, JUnit, HTML,
 //!   comparison, and the sweep's result model).
-//! - *Commands*: [`cli`] (flags and exit codes) over [`run`] (the one
-//!   pipeline: start → plan → drive → collect → judge → write), [`sweep`]
+//! - *Commands*: [`cli`] (flags and exit codes) over `run` (the one
+//!   pipeline: start → plan → drive → collect → judge → write), `sweep`
 //!   (grids and bisection of runs), [`merge`] (shards → judge → write),
-//!   [`k8s`] (manifests of a sharded run), [`doctor`]; [`testkit`] is a
+//!   `k8s` (manifests of a sharded run), `doctor`; [`testkit`] is a
 //!   protocol v1 client for end-to-end tests.
+//!
+//! Only what the binary, the tests and the benches use is public; the rest
+//! is `pub(crate)` (the `unreachable_pub` lint keeps it so).
+
+#![warn(unreachable_pub)]
 
 pub mod check;
 pub mod cli;
-pub mod client;
+mod client;
 pub mod cluster;
-pub mod doctor;
-pub mod history_api;
-pub mod k8s;
+mod doctor;
+mod history_api;
+mod k8s;
 pub mod merge;
-pub mod nemesis;
-pub mod oracle;
+mod nemesis;
+mod oracle;
 pub mod process;
 pub mod provider;
-pub mod proxy;
+mod proxy;
 pub mod report;
-pub mod resources;
-pub mod run;
+mod resources;
+mod run;
 pub mod scenario;
 pub mod subject;
-pub mod sweep;
+mod sweep;
 pub mod testkit;
 pub mod trace;

@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, watch};
 const LINK_TRAFFIC_GRACE: Duration = Duration::from_secs(5);
 
 /// What the nemesis may act on.
-pub struct Targets {
+pub(crate) struct Targets {
     pub cluster: Mutex<Cluster>,
     pub mongo: Mutex<MongoBackend>,
     pub drops: watch::Sender<(u64, f64)>,
@@ -46,7 +46,7 @@ pub struct Targets {
 /// How long a graceful stop may take before it counts as failed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run(
+pub(crate) async fn run(
     schedule: Vec<(Duration, FaultAction)>,
     window: watch::Receiver<Option<Window>>,
     clock: Clock,
@@ -57,7 +57,7 @@ pub async fn run(
 
 /// Client faults only, for systems the harness did not start (external
 /// nodes): `drop_clients`; anything else is refused when the scenario loads.
-pub async fn run_client_faults(
+pub(crate) async fn run_client_faults(
     schedule: Vec<(Duration, FaultAction)>,
     window: watch::Receiver<Option<Window>>,
     clock: Clock,
@@ -128,7 +128,7 @@ where
 
 /// Why a fault could not be applied (the run's verdict is then void).
 #[derive(Debug, thiserror::Error)]
-pub enum FaultError {
+pub(crate) enum FaultError {
     #[error("node {node} is down")]
     NodeDown { node: usize },
     #[error("node {node} did not exit within {within:?} of SIGTERM")]
@@ -289,7 +289,7 @@ async fn up(t: &Targets, node: usize) -> Result<(), FaultError> {
 }
 
 /// Undo what would outlive the run: resume paused nodes, heal links.
-pub async fn settle(t: &Targets) {
+pub(crate) async fn settle(t: &Targets) {
     for link in t.links.iter().chain(t.kafka_links.iter().map(|l| &l.proxy)) {
         link.set(LinkFault::default());
     }

@@ -20,18 +20,18 @@ use mongodb::options::{ClientOptions, ReadConcern};
 use std::time::Duration;
 
 /// How long reading every room's history may take.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// A room with more stored messages than this is reported incomplete
 /// (16 bytes each in memory: 20 M entries is 320 MB).
-pub const MAX_ENTRIES_PER_ROOM: usize = 20_000_000;
+pub(crate) const MAX_ENTRIES_PER_ROOM: usize = 20_000_000;
 
 /// Where the oracle reads, named in every report.
-pub fn source(db: &str) -> String {
+pub(crate) fn source(db: &str) -> String {
     format!("MongoDB {db}.messages, read by the harness with majority read concern")
 }
 
 /// Every room's history (indexed like `rooms`), read from `db.messages`.
-pub async fn read_history(uri: &str, db: &str, rooms: &[String]) -> Vec<RoomHistory> {
+pub(crate) async fn read_history(uri: &str, db: &str, rooms: &[String]) -> Vec<RoomHistory> {
     let incomplete = || rooms.iter().map(|_| RoomHistory { entries: Vec::new(), complete: false }).collect();
     let client = match connect(uri).await {
         Ok(c) => c,
@@ -109,7 +109,7 @@ fn entry(d: &Document) -> Stored {
 }
 
 /// Where the store oracle reads, named in every report.
-pub fn store_source(db: &str, store: &StoreOracle) -> String {
+pub(crate) fn store_source(db: &str, store: &StoreOracle) -> String {
     format!(
         "the system's own store, MongoDB {db}.{} (room in `{}`, id in `{}`{}), read by the harness with majority read concern: resolves unacked sends only",
         store.collection,
@@ -123,14 +123,14 @@ pub fn store_source(db: &str, store: &StoreOracle) -> String {
 /// judging with it would turn every delivery into a phantom.
 #[derive(Debug, thiserror::Error)]
 #[error("system.store: {0}")]
-pub struct StoreMismatch(pub String);
+pub(crate) struct StoreMismatch(pub String);
 
 /// Every room's messages as the system stored them (`system.store`), in
 /// `_id` order, numbered 1, 2, … per room (the system declares no `seq`
 /// there). Err when the declaration matches nothing although the
 /// collection holds documents, or the collection is empty although
 /// messages were delivered (`delivered`).
-pub async fn read_store(
+pub(crate) async fn read_store(
     uri: &str,
     db: &str,
     store: &StoreOracle,
@@ -221,7 +221,7 @@ impl<'a> StoreScan<'a> {
             self.other_room += 1;
             return;
         };
-        let Some(msg) = reader.from_json(&json).as_deref().and_then(parse_wire_id) else {
+        let Some(msg) = reader.id_in(&json).as_deref().and_then(parse_wire_id) else {
             self.no_id += 1;
             return;
         };

@@ -36,7 +36,7 @@ pub struct LoopLag {
 const TICK: Duration = Duration::from_millis(10);
 
 /// Measure event-loop lag until the returned handle is stopped.
-pub fn spawn_loop_lag() -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<LoopLag>) {
+pub(crate) fn spawn_loop_lag() -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<LoopLag>) {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds");
@@ -59,7 +59,7 @@ pub fn spawn_loop_lag() -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinH
 }
 
 /// Sample the harness and its descendants every second until stopped.
-pub fn spawn_sampler() -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Vec<ResourceSample>>) {
+pub(crate) fn spawn_sampler() -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Vec<ResourceSample>>) {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let started = Instant::now();
@@ -189,11 +189,11 @@ fn fd_limits() -> Option<(u64, u64)> {
 
 /// File descriptors the harness keeps besides its client sockets (logs,
 /// pipes to nodes, proxies' listeners, MongoDB and HTTP clients).
-pub const FD_MARGIN: u64 = 256;
+pub(crate) const FD_MARGIN: u64 = 256;
 
 /// The open-file limit cannot hold the run's connections.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FdLimitError {
+pub(crate) enum FdLimitError {
     #[error(
         "the scenario opens {sockets} client connections, but this process may open only {hard} files (hard RLIMIT_NOFILE); \
          raise it (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE= for a service), or run fewer clients per process (`--shard`)"
@@ -207,7 +207,7 @@ pub enum FdLimitError {
 /// toward the hard one when it is lower (child processes, the nodes,
 /// inherit it), and fail with what to do when even the hard limit is too
 /// low — before anything starts, not as refused connections mid-run.
-pub fn ensure_fd_limit(sockets: u64) -> Result<u64, FdLimitError> {
+pub(crate) fn ensure_fd_limit(sockets: u64) -> Result<u64, FdLimitError> {
     let need = sockets + FD_MARGIN;
     let Some((soft, hard)) = fd_limits() else { return Ok(0) };
     if soft >= need {

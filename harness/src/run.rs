@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub modes: Vec<Mode>,
     pub provider: ProviderChoice,
     pub mongo_uri: Option<String>,
@@ -61,7 +61,7 @@ pub struct RunOptions {
 
 /// Why a run could not produce a verdict (exit code 3).
 #[derive(Debug, thiserror::Error)]
-pub enum InfraError {
+pub(crate) enum InfraError {
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -83,7 +83,7 @@ pub enum InfraError {
     },
 }
 
-pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, InfraError> {
+pub(crate) async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, InfraError> {
     let output = |path: &std::path::Path| {
         let path = path.display().to_string();
         move |source| InfraError::Output { path, source }

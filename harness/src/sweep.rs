@@ -51,13 +51,13 @@ fn apply(param: Param, s: &mut Scenario, value: f64, label: &str) -> Result<(), 
 
 /// One varied parameter and its values, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Axis {
+pub(crate) struct Axis {
     pub param: Param,
     pub values: Vec<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SweepError {
+pub(crate) enum SweepError {
     #[error("--vary {spec}: {why}")]
     Axis { spec: String, why: String },
     #[error("sweep point {point}: {why}")]
@@ -74,7 +74,7 @@ pub enum SweepError {
 
 /// `rate=50,100,200` (a list) or `rate=25..800x2` (a geometric ladder from
 /// 25 up to 800, times 2 each step).
-pub fn parse_axis(spec: &str) -> Result<Axis, SweepError> {
+pub(crate) fn parse_axis(spec: &str) -> Result<Axis, SweepError> {
     let bad = |why: String| SweepError::Axis { spec: spec.to_owned(), why };
     let (name, values) = spec.split_once('=').ok_or_else(|| bad("expected name=values, e.g. rate=50,100,200 or rate=25..800x2".into()))?;
     let param =
@@ -107,7 +107,7 @@ pub fn parse_axis(spec: &str) -> Result<Axis, SweepError> {
 
 /// How to search: walk a grid, or bisect the rate for the knee.
 #[derive(Debug, Clone)]
-pub enum Search {
+pub(crate) enum Search {
     Grid(Vec<Axis>),
     /// Bisect `rate` between two bounds (geometric midpoints) until they are
     /// within 10 %, at most `steps` evaluations past the two bounds.
@@ -119,7 +119,7 @@ pub enum Search {
 }
 
 #[derive(Debug, Clone)]
-pub struct SweepOptions {
+pub(crate) struct SweepOptions {
     pub search: Search,
     pub repeat: u32,
     pub knee: KneeRule,
@@ -139,7 +139,7 @@ fn label(values: &[(Param, f64)]) -> String {
 }
 
 /// Run the sweep; progress goes to `on_point` (done, total, label).
-pub async fn sweep(
+pub(crate) async fn sweep(
     scenario: &Scenario,
     options: &SweepOptions,
     mut on_point: impl FnMut(usize, usize, &str),
@@ -262,12 +262,12 @@ async fn run_point(scenario: &Scenario, options: &SweepOptions, values: Vec<(Par
 }
 
 /// A sweep folder's default name.
-pub fn default_out(scenario: &Scenario) -> PathBuf {
+pub(crate) fn default_out(scenario: &Scenario) -> PathBuf {
     PathBuf::from("results").join(format!("{}-sweep-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), scenario.name))
 }
 
 /// Parse `LOW..HIGH` for `--bisect rate=LOW..HIGH`.
-pub fn parse_bisect(spec: &str) -> Result<(f64, f64), SweepError> {
+pub(crate) fn parse_bisect(spec: &str) -> Result<(f64, f64), SweepError> {
     let bad = |why: &str| SweepError::Axis { spec: spec.to_owned(), why: why.to_owned() };
     let range = spec.strip_prefix("rate=").ok_or_else(|| bad("bisection searches the rate: rate=LOW..HIGH"))?;
     let (lo, hi) = range.split_once("..").ok_or_else(|| bad("expected rate=LOW..HIGH"))?;
@@ -282,7 +282,7 @@ pub fn parse_bisect(spec: &str) -> Result<(f64, f64), SweepError> {
 }
 
 /// How long a knee ceiling string means, for the CLI.
-pub fn ceiling_us(d: Duration) -> u64 {
+pub(crate) fn ceiling_us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 

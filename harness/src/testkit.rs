@@ -1,7 +1,7 @@
 //! A protocol v1 client for end-to-end tests of the reference server
 //! (server/PROTOCOL.md), shared by the harness's and the server's tests.
 //! It panics on anything unexpected (a timeout, a frame that is not JSON):
-//! it is for tests, not for runs, whose clients are in [`crate::client`].
+//! it is for tests, not for runs, whose clients are in `crate::client`.
 
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 /// Most messages `GET /rooms/{room}/messages` returns in one page (a page
 /// is also cut at `--history-page-bytes`).
-pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+pub(crate) const MAX_HISTORY_LIMIT: u32 = 10_000;
 
 /// An error answered as JSON `{code, message}` with its status.
-pub enum AppError {
+pub(crate) enum AppError {
     BadRequest { code: &'static str, message: String },
     Unavailable { code: &'static str, message: String },
 }
@@ -36,7 +36,7 @@ impl IntoResponse for AppError {
     }
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(paths::WS, get(ws_upgrade))
         .route(paths::STOMP, get(stomp_upgrade))

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, mpsc, watch};
 
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// A stored message of a room a connection subscribed to, as queued for it.
 #[derive(Debug)]

@@ -6,24 +6,29 @@
 //! - [`serve`]: one node on a listener until `shutdown` resolves; `main.rs`
 //!   only parses flags into a [`Config`].
 //! - `protocol` (frames, pure), `resequencer` (per-room order, pure),
-//!   `send_gate` (per-sender FIFO across failures, pure).
+//!   `send_gate` (per-sender FIFO across failures, pure), `subscriptions`
+//!   (a connection's rooms: pending, flowing, retries; pure).
 //! - `ws` (one connection's socket I/O around them), `hub` (rooms →
 //!   connections, bounded queues), `store` (MongoDB), `fanout/`
 //!   (`changestream`, `kafka`), `http` (routes), `metrics`, `sabotage`
 //!   (test-only guarantee breaking).
+//!
+//! Only what `main.rs` and the tests use is public; the rest is
+//! `pub(crate)` (the `unreachable_pub` lint keeps it so).
+#![warn(unreachable_pub)]
 
 pub mod fanout;
-pub mod http;
-pub mod hub;
-pub mod metrics;
+mod http;
+mod hub;
+mod metrics;
 pub mod protocol;
-pub mod resequencer;
+mod resequencer;
 pub mod sabotage;
-pub mod send_gate;
-pub mod stomp_dialect;
+mod send_gate;
+mod stomp_dialect;
 pub mod store;
-pub mod subscriptions;
-pub mod ws;
+mod subscriptions;
+mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

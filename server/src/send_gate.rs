@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 /// What to do with a send before storing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Store it.
     Store,
     /// Refuse it: this earlier send to the room failed and must come first.
@@ -23,17 +23,17 @@ pub enum Admit {
 }
 
 #[derive(Debug, Default)]
-pub struct SendGate {
+pub(crate) struct SendGate {
     blocked: HashMap<RoomId, MsgId>,
     max_rooms: usize,
 }
 
 impl SendGate {
-    pub fn new(max_rooms: usize) -> Self {
+    pub(crate) fn new(max_rooms: usize) -> Self {
         Self { blocked: HashMap::new(), max_rooms: max_rooms.max(1) }
     }
 
-    pub fn admit(&self, room: &RoomId, id: &MsgId) -> Admit {
+    pub(crate) fn admit(&self, room: &RoomId, id: &MsgId) -> Admit {
         match self.blocked.get(room) {
             Some(failed) if failed != id => Admit::ResendFirst(failed.clone()),
             Some(_) => Admit::Store,
@@ -43,7 +43,7 @@ impl SendGate {
     }
 
     /// The outcome of a send that was admitted.
-    pub fn stored(&mut self, room: &RoomId, ok: bool, id: &MsgId) {
+    pub(crate) fn stored(&mut self, room: &RoomId, ok: bool, id: &MsgId) {
         if ok {
             self.blocked.remove(room);
         } else {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Pause before fetching history again when it lags, has a hole or failed.
-pub const FETCH_RETRY: Duration = Duration::from_millis(200);
+pub(crate) const FETCH_RETRY: Duration = Duration::from_millis(200);
 
 /// A subscribed room: waiting for its head, or flowing.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ struct RoomSub {
 
 /// Read history of `room` with `seq > after`, for this generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetch {
+pub(crate) struct Fetch {
     pub room: RoomId,
     pub generation: u64,
     pub after: u64,
@@ -51,7 +51,7 @@ pub struct Fetch {
 
 /// What a subscribe request asks of the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscribing {
+pub(crate) struct Subscribing {
     /// Register with the hub first (a new room; a resubscribe is already
     /// registered). Registering before the head read means every message
     /// stored after the head reaches the connection live.
@@ -62,7 +62,7 @@ pub struct Subscribing {
 
 /// What to do with a live frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Live {
+pub(crate) enum Live {
     /// Not subscribed (any more).
     NotSubscribed,
     /// Drop it: the head is being read (history will bring it), or it is a
@@ -75,7 +75,7 @@ pub enum Live {
 
 /// What a finished head read asks of the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Head {
+pub(crate) enum Head {
     /// Unsubscribed or resubscribed meanwhile: nothing.
     Stale,
     /// The subscription is dropped: leave the hub, answer this error.
@@ -86,7 +86,7 @@ pub enum Head {
 
 /// What a finished history page asks of the connection, after its messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PageDone {
+pub(crate) enum PageDone {
     Stale,
     Fetch(Fetch),
     /// Caught up, or a retry is scheduled: nothing now.
@@ -95,7 +95,7 @@ pub enum PageDone {
 
 /// One connection's subscriptions.
 #[derive(Debug)]
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     rooms: HashMap<RoomId, RoomSub>,
     next_generation: u64,
     max: usize,
@@ -103,21 +103,21 @@ pub struct Subscriptions {
 
 impl Subscriptions {
     /// At most `max` rooms at once (`--max-subscriptions`).
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self { rooms: HashMap::new(), next_generation: 0, max }
     }
 
-    pub fn contains(&self, room: &str) -> bool {
+    pub(crate) fn contains(&self, room: &str) -> bool {
         self.rooms.contains_key(room)
     }
 
-    pub fn rooms(&self) -> impl Iterator<Item = &RoomId> {
+    pub(crate) fn rooms(&self) -> impl Iterator<Item = &RoomId> {
         self.rooms.keys()
     }
 
     /// Subscribe (or resubscribe, starting over) to `room`, owed every
     /// message after `after` (default: after the head).
-    pub fn subscribe(&mut self, room: &RoomId, after: Option<u64>) -> Result<Subscribing, FrameError> {
+    pub(crate) fn subscribe(&mut self, room: &RoomId, after: Option<u64>) -> Result<Subscribing, FrameError> {
         let join = !self.rooms.contains_key(room);
         if join && self.rooms.len() >= self.max {
             return Err(room_error(
@@ -133,14 +133,14 @@ impl Subscriptions {
     }
 
     /// Unsubscribe: Ok when it was subscribed (leave the hub, confirm).
-    pub fn unsubscribe(&mut self, room: &RoomId) -> Result<(), FrameError> {
+    pub(crate) fn unsubscribe(&mut self, room: &RoomId) -> Result<(), FrameError> {
         match self.rooms.remove(room) {
             Some(_) => Ok(()),
             None => Err(room_error(ErrorCode::NotSubscribed, format!("not subscribed to room {room}"), room)),
         }
     }
 
-    pub fn on_live(&mut self, room: &str, seq: u64) -> Live {
+    pub(crate) fn on_live(&mut self, room: &str, seq: u64) -> Live {
         let Some(sub) = self.rooms.get_mut(room) else { return Live::NotSubscribed };
         let after = match &mut sub.phase {
             Phase::Pending { seen, .. } => {
@@ -160,7 +160,7 @@ impl Subscriptions {
     }
 
     /// The head read of `generation` finished (`Err`: why it failed).
-    pub fn on_head(&mut self, room: &RoomId, generation: u64, result: Result<u64, String>) -> Head {
+    pub(crate) fn on_head(&mut self, room: &RoomId, generation: u64, result: Result<u64, String>) -> Head {
         let Some(sub) = self.current(room, generation) else { return Head::Stale };
         let Phase::Pending { after, seen, resynced } = sub.phase else { return Head::Stale };
         let head = match result {
@@ -179,7 +179,7 @@ impl Subscriptions {
     }
 
     /// One message of a history page: None when the read is stale.
-    pub fn on_page_message(&mut self, room: &RoomId, generation: u64, seq: u64) -> Option<PageStep> {
+    pub(crate) fn on_page_message(&mut self, room: &RoomId, generation: u64, seq: u64) -> Option<PageStep> {
         match &mut self.current(room, generation)?.phase {
             Phase::Active { reseq, .. } => Some(reseq.on_page_message(seq)),
             Phase::Pending { .. } => None,
@@ -187,7 +187,7 @@ impl Subscriptions {
     }
 
     /// The highest `seq` owed next in `room` (for logs).
-    pub fn owed(&self, room: &RoomId) -> Option<u64> {
+    pub(crate) fn owed(&self, room: &RoomId) -> Option<u64> {
         match &self.rooms.get(room)?.phase {
             Phase::Active { reseq, .. } => Some(reseq.next()),
             Phase::Pending { .. } => None,
@@ -196,7 +196,7 @@ impl Subscriptions {
 
     /// The page is handled; `more` pages follow, or `hole`: history skipped
     /// a seq. A retry is scheduled at `now` + [`FETCH_RETRY`] when needed.
-    pub fn on_page_done(&mut self, room: &RoomId, generation: u64, more: bool, hole: bool, now: Instant) -> PageDone {
+    pub(crate) fn on_page_done(&mut self, room: &RoomId, generation: u64, more: bool, hole: bool, now: Instant) -> PageDone {
         let Some(RoomSub { phase: Phase::Active { reseq, retry_at }, .. }) = self.current(room, generation) else { return PageDone::Stale };
         match reseq.on_page_done(more, hole) {
             Then::Fetch { after } => PageDone::Fetch(Fetch { room: room.clone(), generation, after }),
@@ -209,7 +209,7 @@ impl Subscriptions {
     }
 
     /// A history read failed: retry after [`FETCH_RETRY`].
-    pub fn on_page_failed(&mut self, room: &RoomId, generation: u64, now: Instant) {
+    pub(crate) fn on_page_failed(&mut self, room: &RoomId, generation: u64, now: Instant) {
         if let Some(RoomSub { phase: Phase::Active { reseq, retry_at }, .. }) = self.current(room, generation) {
             reseq.on_fetch_failed();
             *retry_at = Some(now + FETCH_RETRY);
@@ -219,7 +219,7 @@ impl Subscriptions {
     /// The fan-out may have lost frames (a resumed stream, a lagging hub):
     /// every flowing room looks at history again; a pending one does once
     /// its head arrives.
-    pub fn resync_all(&mut self) -> Vec<Fetch> {
+    pub(crate) fn resync_all(&mut self) -> Vec<Fetch> {
         let mut fetches = Vec::new();
         for (room, sub) in &mut self.rooms {
             match &mut sub.phase {
@@ -233,7 +233,7 @@ impl Subscriptions {
     }
 
     /// Retries due at `now`.
-    pub fn due(&mut self, now: Instant) -> Vec<Fetch> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Fetch> {
         let mut fetches = Vec::new();
         for (room, sub) in &mut self.rooms {
             if let Phase::Active { reseq, retry_at } = &mut sub.phase

@@ -37,11 +37,11 @@ use tokio::time::Instant;
 
 /// Close code sent to a client whose queue overflowed or that blocked a
 /// write past the write timeout (documented in PROTOCOL.md).
-pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code for a connection that sent nothing for the idle timeout.
-pub const CLOSE_IDLE: u16 = 4002;
+pub(crate) const CLOSE_IDLE: u16 = 4002;
 /// Close code on server shutdown ("going away").
-pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 /// Messages per history page while catching a room up.
 const HISTORY_PAGE: u32 = 500;
 /// How often timers (retries, pings, idleness) are checked.
@@ -131,14 +131,14 @@ struct Connection {
 /// whose frames are translated to and from protocol v1 at the socket's edge
 /// by the connection's session.
 #[derive(Debug)]
-pub enum Codec {
+pub(crate) enum Codec {
     Json,
     Stomp(Box<StompSession>),
 }
 
 impl Codec {
     /// A STOMP session with the node's login and sabotage switches.
-    pub fn stomp(state: &AppState) -> Codec {
+    pub(crate) fn stomp(state: &AppState) -> Codec {
         let mut session = StompSession::new(state.stomp_login.clone());
         session.sabotage(state.sabotage);
         Codec::Stomp(Box::new(session))
@@ -149,7 +149,7 @@ impl Codec {
     }
 }
 
-pub async fn handle(socket: WebSocket, state: Arc<AppState>, codec: Codec) {
+pub(crate) async fn handle(socket: WebSocket, state: Arc<AppState>, codec: Codec) {
     state.metrics.connections.inc();
     let conn_id = state.hub.new_conn_id();
     let limits = state.limits;

@@ -10,7 +10,7 @@ use crate::trace::{BodyDigest, MsgNo, parse_wire_id, wire_id};
 
 /// A declaration, ready to use (id patterns compiled).
 #[derive(Debug, Clone)]
-pub struct Frames {
+pub(crate) struct Frames {
     decl: JsonFrames,
     ids: Vec<Option<IdReader>>,
     /// The `hello` frame, filled for this client.
@@ -22,7 +22,7 @@ pub struct Frames {
 impl Frames {
     /// `hello`: the declaration's hello frame, filled for this client.
     /// Err: an id pattern that does not compile (refused when the scenario is read).
-    pub fn new(decl: &JsonFrames, hello: Option<String>) -> Result<Self, regex::Error> {
+    pub(crate) fn new(decl: &JsonFrames, hello: Option<String>) -> Result<Self, regex::Error> {
         let ids = decl.frames.iter().map(|m| m.id.as_ref().map(IdReader::json).transpose()).collect::<Result<_, _>>()?;
         let (room, id, text) = ExpectedText::marks();
         let path = decl.frames.iter().find(|m| m.is == FrameKind::Delivery).and_then(|m| m.text.as_deref());
@@ -31,34 +31,34 @@ impl Frames {
     }
 
     /// The first frame of a connection, if declared.
-    pub fn hello(&self) -> Option<&str> {
+    pub(crate) fn hello(&self) -> Option<&str> {
         self.hello.as_deref()
     }
 
     /// The server answers `hello` (a `connected` matcher is declared).
-    pub fn hello_answered(&self) -> bool {
+    pub(crate) fn hello_answered(&self) -> bool {
         self.decl.frames.iter().any(|m| m.is == FrameKind::Connected)
     }
 
-    pub fn confirm(&self) -> crate::scenario::FrameConfirm {
+    pub(crate) fn confirm(&self) -> crate::scenario::FrameConfirm {
         self.decl.confirmed
     }
 
     /// The join frame of a room, resuming after `after` when the
     /// declaration has a `join_after`.
-    pub fn join(&self, room: &str, after: Option<u64>) -> String {
+    pub(crate) fn join(&self, room: &str, after: Option<u64>) -> String {
         match (after, &self.decl.join_after) {
             (Some(after), Some(t)) => fill(t, room, "", "").replace("{after}", &after.to_string()),
             _ => fill(&self.decl.join, room, "", ""),
         }
     }
 
-    pub fn leave(&self, room: &str) -> Option<String> {
+    pub(crate) fn leave(&self, room: &str) -> Option<String> {
         self.decl.leave.as_deref().map(|t| fill(t, room, "", ""))
     }
 
     /// The send frame, and the digest of the text subscribers must get.
-    pub fn send(&self, room: &str, msg: MsgNo, text: &str) -> (String, BodyDigest) {
+    pub(crate) fn send(&self, room: &str, msg: MsgNo, text: &str) -> (String, BodyDigest) {
         let id = wire_id(msg);
         (fill(&self.decl.send, room, &id, text), self.expected.digest(room, &id, text))
     }
@@ -66,13 +66,13 @@ impl Frames {
     /// What a server frame means; `slot_of` maps a room name to the
     /// client's room slot. `single_room`: the client is in one room, so a
     /// delivery whose matcher declares no room path is that room's.
-    pub fn read(&self, bytes: &[u8], slot_of: impl Fn(&str) -> Option<usize>, single_room: bool) -> Incoming {
+    pub(crate) fn read(&self, bytes: &[u8], slot_of: impl Fn(&str) -> Option<usize>, single_room: bool) -> Incoming {
         let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else { return Incoming::Unmatched };
         let Some(i) = self.decl.frames.iter().position(|m| matches(m, &doc)) else { return Incoming::Unmatched };
         let m = &self.decl.frames[i];
         let str_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&doc, p)).and_then(|v| v.as_str());
         let num_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&doc, p)).and_then(json_u64);
-        let msg: Option<MsgNo> = self.ids[i].as_ref().and_then(|r| r.from_json(&doc)).as_deref().and_then(parse_wire_id);
+        let msg: Option<MsgNo> = self.ids[i].as_ref().and_then(|r| r.id_in(&doc)).as_deref().and_then(parse_wire_id);
         let room = str_at(&m.room);
         let slot = room.and_then(&slot_of);
         match m.is {
@@ -102,7 +102,7 @@ impl Frames {
 
 /// Fill a template: `{room}`, `{id}` and `{text}`, each JSON-escaped (the
 /// template is JSON; `{after}` is filled by the caller).
-pub fn fill(template: &str, room: &str, id: &str, text: &str) -> String {
+pub(crate) fn fill(template: &str, room: &str, id: &str, text: &str) -> String {
     let room_escaped = fill_body("{text}", true, "", room);
     fill_body(&template.replace("{room}", &room_escaped), true, id, text)
 }

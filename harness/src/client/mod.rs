@@ -3,13 +3,13 @@
 //! trace buffer. Shared atomics only feed the progress bar and the drain.
 
 mod connection;
-pub mod frames;
+pub(crate) mod frames;
 mod plan;
-pub mod socketio;
-pub mod text;
-pub mod wire;
+pub(crate) mod socketio;
+pub(crate) mod text;
+pub(crate) mod wire;
 
-pub use plan::{ClientPlan, Schedule, plan_clients, rooms_of, shard_plans};
+pub(crate) use plan::{ClientPlan, Schedule, plan_clients, rooms_of, shard_plans};
 
 use crate::scenario::Workload;
 use crate::trace::{Clock, Event};
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 /// Live counters shared by the clients (progress and drain only; the trace
 /// is the record).
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub sent: AtomicU64,
     pub acked: AtomicU64,
     pub delivered: AtomicU64,
@@ -58,7 +58,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(rooms: usize, plans: &[ClientPlan], duration: Duration) -> Self {
+    pub(crate) fn new(rooms: usize, plans: &[ClientPlan], duration: Duration) -> Self {
         let clients = plans.len();
         Self {
             sent: AtomicU64::new(0),
@@ -83,7 +83,7 @@ impl Shared {
     /// Has the system settled: every scheduled send attempted and acked,
     /// every client settled, and (with `seq`) every subscriber caught up to
     /// its room's highest acked `seq`?
-    pub fn drained(&self, plans: &[ClientPlan], seq: bool) -> bool {
+    pub(crate) fn drained(&self, plans: &[ClientPlan], seq: bool) -> bool {
         self.outstanding.load(Ordering::Relaxed) == 0
             && plans.iter().all(|p| {
                 let id = p.id as usize;
@@ -129,27 +129,27 @@ impl Settle {
 const QUIET: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     pub start_ns: u64,
     pub end_ns: u64,
 }
 
 /// Channels the nemesis shares with the clients: the sending window (so
 /// faults are timed from its start) and the `drop_clients` signal.
-pub struct Controls {
+pub(crate) struct Controls {
     pub window: watch::Sender<Option<Window>>,
     pub drops: watch::Receiver<(u64, f64)>,
 }
 
 impl Controls {
-    pub fn new() -> (Self, watch::Sender<(u64, f64)>) {
+    pub(crate) fn new() -> (Self, watch::Sender<(u64, f64)>) {
         let (drops_tx, drops) = watch::channel((0, 0.0));
         (Self { window: watch::channel(None).0, drops }, drops_tx)
     }
 }
 
 /// What a finished workload hands back.
-pub struct WorkloadOutcome {
+pub(crate) struct WorkloadOutcome {
     pub start_ns: u64,
     pub buffers: Vec<Vec<Event>>,
     pub sending_ended_ns: u64,
@@ -162,7 +162,7 @@ pub struct WorkloadOutcome {
 }
 
 /// What the clients run against: the plan, the nodes and the rooms.
-pub struct Workforce<'a> {
+pub(crate) struct Workforce<'a> {
     pub plans: &'a [ClientPlan],
     /// Every node's WebSocket URL.
     pub urls: &'a [String],
@@ -185,7 +185,7 @@ pub struct Workforce<'a> {
 
 /// Run every client against its node until the sending window ends, then
 /// drain until the system settles (or `drain_timeout`).
-pub async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
+pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
     let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens, confirm_after } = force;
     let seq = system.guarantees.seq();
     let acks = system.guarantees.ack != crate::scenario::AckGuarantee::None;

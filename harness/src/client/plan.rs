@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClientPlan {
+pub(crate) struct ClientPlan {
     /// Index in this run's trace.
     pub id: ClientId,
     /// Its index in the whole workload: message numbers are built from it,
@@ -30,11 +30,11 @@ pub struct ClientPlan {
 
 impl ClientPlan {
     /// Every room it joins or sends into: its home room first.
-    pub fn rooms(&self) -> impl Iterator<Item = RoomIdx> + '_ {
+    pub(crate) fn rooms(&self) -> impl Iterator<Item = RoomIdx> + '_ {
         std::iter::once(self.room).chain(self.also.iter().copied())
     }
 
-    pub fn info(&self, duration: Duration) -> ClientInfo {
+    pub(crate) fn info(&self, duration: Duration) -> ClientInfo {
         ClientInfo {
             role: self.role,
             node: self.node,
@@ -51,7 +51,7 @@ impl ClientPlan {
 /// `senders`-th slot of the global schedule, so the total rate is exact and
 /// phases are spread. Closed loop: keep `in_flight` unacked sends out.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Schedule {
+pub(crate) enum Schedule {
     Open { period_ns: u64, offset_ns: u64 },
     Closed { in_flight: u32 },
 }
@@ -68,7 +68,7 @@ impl Schedule {
     }
 
     /// The `k`-th send's time, in ns from the start of sending (open loop).
-    pub fn slot_ns(&self, k: u32) -> Option<u64> {
+    pub(crate) fn slot_ns(&self, k: u32) -> Option<u64> {
         match *self {
             Schedule::Open { period_ns, offset_ns } => Some(offset_ns + u64::from(k) * period_ns),
             Schedule::Closed { .. } => None,
@@ -80,13 +80,13 @@ impl Schedule {
     /// client sends exactly these slots and `planned` counts exactly them,
     /// in integer nanoseconds, so a slot a few ns before the end is both
     /// due and counted.
-    pub fn due_in(&self, k: u32, duration: Duration) -> Option<u64> {
+    pub(crate) fn due_in(&self, k: u32, duration: Duration) -> Option<u64> {
         self.slot_ns(k).filter(|&t| t < duration.as_nanos() as u64)
     }
 
     /// How many sends an open loop schedules in `duration` (None: closed
     /// loop): the number of `k` for which `due_in` is `Some`.
-    pub fn planned(&self, duration: Duration) -> Option<u64> {
+    pub(crate) fn planned(&self, duration: Duration) -> Option<u64> {
         let duration_ns = duration.as_nanos() as u64;
         match *self {
             Schedule::Open { offset_ns, .. } if offset_ns >= duration_ns => Some(0),
@@ -109,7 +109,7 @@ fn also_rooms(home: RoomIdx, rooms: u32, per_client: u32, shard_count: u32) -> V
 /// Per room: subscribers, then senders, then chatters, then late
 /// subscribers; placed on nodes (chatters follow the senders' placement).
 /// `shard_count`: how many shards the rooms will be split into (1: none).
-pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64, shard_count: u32) -> Vec<ClientPlan> {
+pub(crate) fn plan_clients(workload: &Workload, nodes: u32, seed: u64, shard_count: u32) -> Vec<ClientPlan> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut plans: Vec<ClientPlan> = Vec::new();
     let (mut senders_placed, mut subscribers_placed) = (0usize, 0usize);
@@ -154,7 +154,7 @@ pub fn plan_clients(workload: &Workload, nodes: u32, seed: u64, shard_count: u32
 /// rooms (room `r` belongs to shard `r % N`), renumbered from 0 with their
 /// rooms renumbered to the shard's list (`rooms_of`), keeping each one's
 /// global number for its messages and its slot in the global send schedule.
-pub fn shard_plans(plans: Vec<ClientPlan>, shard: crate::trace::ShardOf) -> Vec<ClientPlan> {
+pub(crate) fn shard_plans(plans: Vec<ClientPlan>, shard: crate::trace::ShardOf) -> Vec<ClientPlan> {
     plans
         .into_iter()
         .filter(|p| shard.owns_room(p.room))
@@ -171,7 +171,7 @@ pub fn shard_plans(plans: Vec<ClientPlan>, shard: crate::trace::ShardOf) -> Vec<
 }
 
 /// The global room numbers of a shard, in its local order.
-pub fn rooms_of(rooms: u32, shard: Option<crate::trace::ShardOf>) -> Vec<u32> {
+pub(crate) fn rooms_of(rooms: u32, shard: Option<crate::trace::ShardOf>) -> Vec<u32> {
     (0..rooms).filter(|r| shard.is_none_or(|s| s.owns_room(*r))).collect()
 }
 

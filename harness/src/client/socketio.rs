@@ -26,7 +26,7 @@ const LEAVE_BASE: u64 = JOIN_BASE + (1 << 51);
 const SLOTS: u64 = 1 << 16;
 
 #[derive(Debug)]
-pub struct SocketIo {
+pub(crate) struct SocketIo {
     decl: SocketIoSettings,
     /// `/ns,` for a namespace other than `/`.
     ns: String,
@@ -63,7 +63,7 @@ impl Clone for SocketIo {
 impl SocketIo {
     /// Err: the delivery id pattern does not compile (refused when the scenario is read).
     /// `recovery`: the system declares connection state recovery.
-    pub fn new(decl: &SocketIoSettings, auth: Option<String>, recovery: bool) -> Result<Self, regex::Error> {
+    pub(crate) fn new(decl: &SocketIoSettings, auth: Option<String>, recovery: bool) -> Result<Self, regex::Error> {
         let ns = if decl.namespace == "/" || decl.namespace.is_empty() { String::new() } else { format!("{},", decl.namespace) };
         let (room, id, text) = ExpectedText::marks();
         let sent = format!("[{}]", decl.send.args.iter().map(|t| fill(t, room, id, text)).collect::<Vec<_>>().join(","));
@@ -79,7 +79,7 @@ impl SocketIo {
 
     /// The client's CONNECT to its namespace (after a disconnection, with
     /// the `pid` and `offset` that recover its session).
-    pub fn connect(&self) -> String {
+    pub(crate) fn connect(&self) -> String {
         let resume = self.recovery.as_ref().map(|r| r.lock().expect("recovery lock").clone()).filter(|r| r.pid.is_some());
         let auth = match resume {
             Some(r) => {
@@ -103,23 +103,23 @@ impl SocketIo {
     /// How long a join or leave takes to count as done when they are
     /// emitted without `ack` (None: their acknowledgement says; the
     /// scenario check makes join and leave agree).
-    pub fn settle(&self) -> Option<std::time::Duration> {
+    pub(crate) fn settle(&self) -> Option<std::time::Duration> {
         (!self.decl.join.ack).then_some(self.decl.settle.0)
     }
 
-    pub fn join(&self, slot: usize, attempt: u64, room: &str) -> String {
+    pub(crate) fn join(&self, slot: usize, attempt: u64, room: &str) -> String {
         let id = self.decl.join.ack.then(|| JOIN_BASE + slot as u64 * SLOTS + attempt % SLOTS);
         self.event(&self.decl.join.event, &self.decl.join.args, id, room, "", "")
     }
 
-    pub fn leave(&self, slot: usize, attempt: u64, room: &str) -> String {
+    pub(crate) fn leave(&self, slot: usize, attempt: u64, room: &str) -> String {
         let Some(leave) = &self.decl.leave else { return String::new() };
         let id = leave.ack.then(|| LEAVE_BASE + slot as u64 * SLOTS + attempt % SLOTS);
         self.event(&leave.event, &leave.args, id, room, "", "")
     }
 
     /// The send event, and the digest of the text subscribers must get.
-    pub fn send(&self, msg: MsgNo, room: &str, text: &str) -> (String, BodyDigest) {
+    pub(crate) fn send(&self, msg: MsgNo, room: &str, text: &str) -> (String, BodyDigest) {
         let send = &self.decl.send;
         let id = wire_id(msg);
         let packet = self.event(&send.event, &send.args, send.ack.then_some(msg), room, &id, text);
@@ -133,7 +133,7 @@ impl SocketIo {
     }
 
     /// What an Engine.IO packet means (`single_room`: see `Frames::read`).
-    pub fn read(&self, text: &str, slot_of: impl Fn(&str) -> Option<usize>, single_room: bool) -> Incoming {
+    pub(crate) fn read(&self, text: &str, slot_of: impl Fn(&str) -> Option<usize>, single_room: bool) -> Incoming {
         let mut chars = text.chars();
         match chars.next() {
             Some('2') => return Incoming::Reply(format!("3{}", chars.as_str())),
@@ -214,7 +214,7 @@ impl SocketIo {
         let label = room_label(room, slot, d.room.is_none() && single_room);
         let seq = d.seq.as_deref().and_then(|p| json_path(&args, p)).and_then(json_u64);
         Incoming::Msg(Delivered {
-            msg: self.delivery_id.from_json(&args).as_deref().and_then(crate::trace::parse_wire_id),
+            msg: self.delivery_id.id_in(&args).as_deref().and_then(crate::trace::parse_wire_id),
             seq: seq.unwrap_or(0),
             slot: slot.unwrap_or(0),
             label,
@@ -224,7 +224,7 @@ impl SocketIo {
     }
 }
 
-pub use super::frames::fill;
+pub(crate) use super::frames::fill;
 
 /// A Socket.IO packet: type, namespace (`/chat`, or empty for `/`), ack
 /// id, JSON data.

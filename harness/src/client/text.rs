@@ -48,7 +48,7 @@ fn escape_cost(s: &str) -> usize {
 /// `bytes` bytes of text (at least 1). JSON escaping grows it by at most
 /// 1/32 (+ 2 bytes), so a frame built from the largest allowed message
 /// stays under the servers' frame limit.
-pub fn generate(rng: &mut StdRng, bytes: usize, style: MessageText) -> String {
+pub(crate) fn generate(rng: &mut StdRng, bytes: usize, style: MessageText) -> String {
     let pool = match style {
         MessageText::Chat => CHAT,
         MessageText::Ascii => ASCII,

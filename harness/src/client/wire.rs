@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// What one server message means to a client. Rooms are the client's
 /// room slots (indexes into the rooms it was built with; 0 is its home).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// A send was acked (stored) with this `seq`.
     Ack { msg: MsgNo, seq: u64 },
     /// A chat message.
@@ -46,7 +46,7 @@ pub enum Incoming {
 
 /// One delivered chat message, with what its labels said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     /// None: not one of the harness's ids.
     pub msg: Option<MsgNo>,
     pub seq: u64,
@@ -61,7 +61,7 @@ pub struct Delivered {
 
 /// Everything a client needs to speak its protocol, for one client.
 #[derive(Debug, Clone)]
-pub struct Wire {
+pub(crate) struct Wire {
     protocol: Speaks,
     /// The client's room names, by slot (home first).
     rooms: Vec<String>,
@@ -76,7 +76,7 @@ enum Speaks {
 }
 
 #[derive(Debug, Clone)]
-pub struct Stomp {
+pub(crate) struct Stomp {
     settings: StompSettings,
     /// CONNECT headers, templates already filled in for this client.
     connect_headers: BTreeMap<String, String>,
@@ -95,7 +95,7 @@ pub struct Stomp {
 /// How a delivered frame's id is read: a header, or a JSON field path with
 /// an optional pattern inside its text.
 #[derive(Debug, Clone)]
-pub enum IdReader {
+pub(crate) enum IdReader {
     Header(String),
     Json { path: String, pattern: Option<regex::Regex> },
 }
@@ -103,20 +103,20 @@ pub enum IdReader {
 impl IdReader {
     /// From a declaration already validated (a pattern that does not
     /// compile is refused when the scenario is read).
-    pub fn new(location: &IdLocation) -> Result<Self, regex::Error> {
+    pub(crate) fn new(location: &IdLocation) -> Result<Self, regex::Error> {
         Ok(match location {
             IdLocation::Header { header } => IdReader::Header(header.clone()),
             IdLocation::Json(id) => Self::json(id)?,
         })
     }
 
-    pub fn json(id: &JsonId) -> Result<Self, regex::Error> {
+    pub(crate) fn json(id: &JsonId) -> Result<Self, regex::Error> {
         Ok(IdReader::Json { path: id.json.clone(), pattern: id.pattern.as_deref().map(regex::Regex::new).transpose()? })
     }
 
     /// The id in a JSON document's text at this reader's path (None for a
     /// header reader, a missing path, a non-string or no match).
-    pub fn from_json(&self, doc: &serde_json::Value) -> Option<String> {
+    pub(crate) fn id_in(&self, doc: &serde_json::Value) -> Option<String> {
         let IdReader::Json { path, pattern } = self else { return None };
         let text = json_path(doc, path)?.as_str()?;
         match pattern {
@@ -131,7 +131,7 @@ impl IdReader {
 
 /// The value at a dotted path (`payload.content`; a number indexes an
 /// array: `0.room`) of a JSON document.
-pub fn json_path<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+pub(crate) fn json_path<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
     path.split('.').try_fold(doc, |v, key| match v {
         serde_json::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
         _ => v.get(key),
@@ -150,12 +150,12 @@ const ROOM_MARK: &str = "\u{E002}";
 /// in what is sent, else under the path's last name anywhere in it (a
 /// server that wraps what it echoes: `payload.content` ← `content`).
 #[derive(Debug, Clone)]
-pub struct ExpectedText(Option<String>);
+pub(crate) struct ExpectedText(Option<String>);
 
 impl ExpectedText {
     /// `filled`: the send template filled with [`ExpectedText::marks`]
     /// (`room`, `id`, `text`); `path`: where deliveries carry the text.
-    pub fn new(filled: &str, path: Option<&str>) -> Self {
+    pub(crate) fn new(filled: &str, path: Option<&str>) -> Self {
         let Some(path) = path else { return Self(None) };
         let Ok(doc) = serde_json::from_str::<serde_json::Value>(filled) else { return Self(None) };
         let last = path.rsplit('.').next().unwrap_or(path);
@@ -164,12 +164,12 @@ impl ExpectedText {
     }
 
     /// The room, id and text marks to fill a template with for [`Self::new`].
-    pub fn marks() -> (&'static str, &'static str, &'static str) {
+    pub(crate) fn marks() -> (&'static str, &'static str, &'static str) {
         (ROOM_MARK, ID_MARK, TEXT_MARK)
     }
 
     /// The digest subscribers must get for one send.
-    pub fn digest(&self, room: &str, id: &str, text: &str) -> BodyDigest {
+    pub(crate) fn digest(&self, room: &str, id: &str, text: &str) -> BodyDigest {
         match &self.0 {
             None => BodyDigest::of(text.as_bytes()),
             Some(t) => BodyDigest::of(t.replace(TEXT_MARK, text).replace(ID_MARK, id).replace(ROOM_MARK, room).as_bytes()),
@@ -180,7 +180,7 @@ impl ExpectedText {
 /// What a delivery's room label says: the room it names (`slot`: one of
 /// the client's, if it is); `unlabelled_ok`: the protocol declares no
 /// room label and the client is in one room, so none is needed.
-pub fn room_label(named: Option<&str>, slot: Option<usize>, unlabelled_ok: bool) -> Label {
+pub(crate) fn room_label(named: Option<&str>, slot: Option<usize>, unlabelled_ok: bool) -> Label {
     match (named, slot) {
         (None, _) if unlabelled_ok => Label::Ok,
         (None, _) => Label::Missing,
@@ -190,7 +190,7 @@ pub fn room_label(named: Option<&str>, slot: Option<usize>, unlabelled_ok: bool)
 }
 
 /// A JSON number, or a string of digits (some servers send seqs as strings).
-pub fn json_u64(v: &serde_json::Value) -> Option<u64> {
+pub(crate) fn json_u64(v: &serde_json::Value) -> Option<u64> {
     v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
@@ -204,31 +204,31 @@ fn find_key<'v>(doc: &'v serde_json::Value, key: &str) -> Option<&'v serde_json:
 }
 
 /// Fill `{client}`, `{room}` and `{token}` in a credentials template.
-pub fn fill(template: &str, client: u32, room: &str, token: &str) -> String {
+pub(crate) fn fill(template: &str, client: u32, room: &str, token: &str) -> String {
     template.replace("{client}", &client.to_string()).replace("{room}", room).replace("{token}", token)
 }
 
 /// [`fill`] for a JSON template (a Socket.IO `auth`, a json_frames
 /// `hello`): the room and token go in JSON-escaped.
-pub fn fill_json(template: &str, client: u32, room: &str, token: &str) -> String {
+pub(crate) fn fill_json(template: &str, client: u32, room: &str, token: &str) -> String {
     let esc = |s: &str| fill_body("{text}", true, "", s);
     template.replace("{client}", &client.to_string()).replace("{room}", &esc(room)).replace("{token}", &esc(token))
 }
 
 /// The STOMP `id` of a room slot's subscription (as stomp.js numbers them).
-pub fn subscription_id(slot: usize) -> String {
+pub(crate) fn subscription_id(slot: usize) -> String {
     format!("sub-{slot}")
 }
 
 /// Whether a SEND body template is JSON (it parses as JSON with its
 /// placeholders filled): `{text}` then goes in JSON-escaped.
-pub fn is_json_template(template: &str) -> bool {
+pub(crate) fn is_json_template(template: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(&template.replace("{id}", "x").replace("{text}", "x")).is_ok()
 }
 
 /// Fill a SEND body template: `{id}` as is, `{text}` JSON-escaped in a
 /// JSON template, so any text keeps it valid JSON.
-pub fn fill_body(template: &str, json: bool, id: &str, text: &str) -> String {
+pub(crate) fn fill_body(template: &str, json: bool, id: &str, text: &str) -> String {
     let text: Cow<str> = if json {
         let quoted = serde_json::to_string(text).expect("a string always serializes");
         Cow::Owned(quoted[1..quoted.len() - 1].to_owned())
@@ -240,7 +240,7 @@ pub fn fill_body(template: &str, json: bool, id: &str, text: &str) -> String {
 
 impl Wire {
     /// `rooms`: the client's room names, home room first.
-    pub fn new(system: &System, client: u32, rooms: Vec<String>, token: &str) -> Self {
+    pub(crate) fn new(system: &System, client: u32, rooms: Vec<String>, token: &str) -> Self {
         let home = rooms.first().map_or("", String::as_str);
         let protocol = match system.protocol {
             Protocol::Json => Speaks::Json,
@@ -291,7 +291,7 @@ impl Wire {
     }
 
     /// The WebSocket path clients connect to on nodes the harness starts.
-    pub fn path(system: &System) -> &str {
+    pub(crate) fn path(system: &System) -> &str {
         match (system.protocol, &system.command) {
             (Protocol::Json, Some(command)) => &command.ws_path,
             (Protocol::Json, None) => chatbench_wire::paths::WS,
@@ -303,7 +303,7 @@ impl Wire {
 
     /// How long after a SUBSCRIBE or UNSUBSCRIBE it counts as done, for a
     /// server that sends no receipts (None: wait for the RECEIPT).
-    pub fn done_after(&self) -> Option<Duration> {
+    pub(crate) fn done_after(&self) -> Option<Duration> {
         match &self.protocol {
             Speaks::Stomp(s) => match s.settings.subscribed {
                 Subscribed::After(d) => Some(d.0),
@@ -320,7 +320,7 @@ impl Wire {
 
     /// Whether the first message is answered before anything else may be
     /// sent (STOMP CONNECTED, Socket.IO CONNECT, a declared `connected`).
-    pub fn hello_answered(&self) -> bool {
+    pub(crate) fn hello_answered(&self) -> bool {
         match &self.protocol {
             Speaks::Frames(f) => f.hello_answered(),
             _ => true,
@@ -328,14 +328,14 @@ impl Wire {
     }
 
     /// Query parameters the protocol needs on the upgrade URL (Engine.IO's).
-    pub fn upgrade_query(&self) -> &'static [(&'static str, &'static str)] {
+    pub(crate) fn upgrade_query(&self) -> &'static [(&'static str, &'static str)] {
         match self.protocol {
             Speaks::SocketIo(_) => &[("EIO", "4"), ("transport", "websocket")],
             _ => &[],
         }
     }
 
-    pub fn is_stomp(&self) -> bool {
+    pub(crate) fn is_stomp(&self) -> bool {
         matches!(self.protocol, Speaks::Stomp(_))
     }
 
@@ -344,7 +344,7 @@ impl Wire {
     }
 
     /// The first message of a session (STOMP `CONNECT`), if the protocol has one.
-    pub fn hello(&self, host: &str) -> Option<Message> {
+    pub(crate) fn hello(&self, host: &str) -> Option<Message> {
         if let Speaks::SocketIo(s) = &self.protocol {
             return Some(Message::text(s.connect()));
         }
@@ -362,7 +362,7 @@ impl Wire {
         Some(stomp_message(&f))
     }
 
-    pub fn subscribe(&self, slot: usize, after: Option<u64>, attempt: u64) -> Message {
+    pub(crate) fn subscribe(&self, slot: usize, after: Option<u64>, attempt: u64) -> Message {
         let room = &self.rooms[slot];
         match &self.protocol {
             Speaks::Json => {
@@ -390,7 +390,7 @@ impl Wire {
         }
     }
 
-    pub fn unsubscribe(&self, slot: usize, attempt: u64) -> Message {
+    pub(crate) fn unsubscribe(&self, slot: usize, attempt: u64) -> Message {
         match &self.protocol {
             Speaks::Json => Message::text(serde_json::json!({"op": "unsubscribe", "room": self.rooms[slot]}).to_string()),
             // A declaration without `leave` is refused with churn.
@@ -409,7 +409,7 @@ impl Wire {
     /// A send of `text` to a room slot, and the digest of what every
     /// subscriber must receive (the text; on STOMP with `text: body`, the
     /// whole SEND body).
-    pub fn send(&self, slot: usize, msg: MsgNo, text: &str) -> (Message, BodyDigest) {
+    pub(crate) fn send(&self, slot: usize, msg: MsgNo, text: &str) -> (Message, BodyDigest) {
         let room = &self.rooms[slot];
         let id = wire_id(msg);
         match &self.protocol {
@@ -446,12 +446,12 @@ impl Wire {
     }
 
     /// A heart-beat (STOMP: an end-of-line).
-    pub fn heartbeat(&self) -> Option<Message> {
+    pub(crate) fn heartbeat(&self) -> Option<Message> {
         self.is_stomp().then(|| Message::text("\n"))
     }
 
     /// What a text or binary server message means.
-    pub fn read(&self, message: &Message) -> Incoming {
+    pub(crate) fn read(&self, message: &Message) -> Incoming {
         let bytes: &[u8] = match message {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
@@ -519,7 +519,7 @@ impl Wire {
                 };
                 let id = match &s.id {
                     IdReader::Header(name) => frame.get(name).map(str::to_owned),
-                    json => parsed.as_ref().and_then(|d| json.from_json(d)),
+                    json => parsed.as_ref().and_then(|d| json.id_in(d)),
                 };
                 let body = match &s.settings.text {
                     TextLocation::Body => Some(BodyDigest::of(&frame.body)),
@@ -607,10 +607,10 @@ struct JsonFrame<'a> {
 }
 
 /// Name-value pairs (headers, query parameters).
-pub type Pairs = Vec<(String, String)>;
+pub(crate) type Pairs = Vec<(String, String)>;
 
 /// Upgrade headers and query parameters of one client's credentials.
-pub fn upgrade_credentials(c: &Credentials, client: u32, room: &str, token: &str) -> (Pairs, Pairs) {
+pub(crate) fn upgrade_credentials(c: &Credentials, client: u32, room: &str, token: &str) -> (Pairs, Pairs) {
     let filled = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| (k.clone(), fill(v, client, room, token))).collect();
     (filled(&c.headers), filled(&c.query))
 }
@@ -708,7 +708,7 @@ mod tests {
         assert_eq!(json_path(&v, "l.0.k"), Some(&serde_json::json!("y")), "a number indexes an array");
         assert_eq!(json_path(&v, "l.1.k"), None);
         let reader = IdReader::json(&JsonId { json: "n".into(), pattern: None }).unwrap();
-        assert_eq!(reader.from_json(&v), None, "a number is not an id");
+        assert_eq!(reader.id_in(&v), None, "a number is not an id");
     }
 
     #[test]

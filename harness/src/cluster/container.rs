@@ -39,7 +39,7 @@ pub struct ContainerSpec {
 }
 
 /// One node's container, its exit watcher and its log pump.
-pub struct NodeContainer {
+pub(super) struct NodeContainer {
     container: ContainerAsync<GenericImage>,
     docker: Docker,
     network: String,
@@ -49,7 +49,7 @@ pub struct NodeContainer {
 
 impl NodeContainer {
     /// Create and start node `index`'s container on `host_port`, its log in `log`.
-    pub async fn start(spec: &ContainerSpec, index: usize, host_port: u16, args: Vec<String>, log: &Path) -> anyhow::Result<Self> {
+    pub(super) async fn start(spec: &ContainerSpec, index: usize, host_port: u16, args: Vec<String>, log: &Path) -> anyhow::Result<Self> {
         let docker = engine::engine().await?;
         let (name, tag) = engine::split_image(&spec.image);
         if engine::inspect(&docker, &spec.image).await?.is_none() {
@@ -101,17 +101,17 @@ impl NodeContainer {
         Ok(())
     }
 
-    pub fn exited(&self) -> Option<ExitStatus> {
+    pub(super) fn exited(&self) -> Option<ExitStatus> {
         *self.exit.lock().expect("exit lock")
     }
 
     /// The node's main process, as the host sees it (0 when not running).
-    pub fn pid(&self) -> i32 {
+    pub(super) fn pid(&self) -> i32 {
         self.pid as i32
     }
 
     /// SIGKILL / SIGTERM to the container; SIGSTOP / SIGCONT pause and unpause it.
-    pub async fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+    pub(super) async fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
         use nix::sys::signal::Signal;
         let id = self.container.id();
         let result = match signal {
@@ -126,13 +126,13 @@ impl NodeContainer {
     }
 
     /// Start the stopped container again (same port, same network); log to `log`.
-    pub async fn restart(&mut self, log: &Path) -> anyhow::Result<()> {
+    pub(super) async fn restart(&mut self, log: &Path) -> anyhow::Result<()> {
         self.container.start().await.map_err(|e| anyhow::anyhow!("starting the container again: {e}"))?;
         self.watch(log).await
     }
 
     /// Cut the node from the run's network (its path to MongoDB), or heal it.
-    pub async fn partition(&self, cut: bool) -> anyhow::Result<()> {
+    pub(super) async fn partition(&self, cut: bool) -> anyhow::Result<()> {
         let id = self.container.id().to_owned();
         let result = if cut {
             let request = NetworkDisconnectRequest { container: Some(id.clone()), force: Some(true) };

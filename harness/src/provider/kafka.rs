@@ -132,7 +132,7 @@ pub(crate) async fn prepare(bootstrap: &str, request: &KafkaRequest, timeout: Du
 }
 
 /// One node's own path to a single-broker Kafka, so the nemesis can degrade
-/// just that node's Kafka link: node → [`FaultProxy`] → `tansu proxy` →
+/// just that node's Kafka link: node → `FaultProxy` → `tansu proxy` →
 /// broker. Kafka clients connect to the addresses the broker advertises in
 /// metadata, which would bypass a plain TCP proxy; tansu's Kafka-aware proxy
 /// advertises the fault proxy's address instead, so every connection the

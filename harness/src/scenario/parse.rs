@@ -358,11 +358,11 @@ fn id_findable(id: &JsonId, template: &str) -> Result<(), Problem> {
     let mut strings = Vec::new();
     collect_strings(&doc, &mut strings);
     let found = match json_path(&doc, &id.json) {
-        Some(_) => reader.from_json(&doc).as_deref() == Some(sample),
+        Some(_) => reader.id_in(&doc).as_deref() == Some(sample),
         None => strings.iter().filter(|t| t.contains(sample)).any(|t| {
             let one = serde_json::json!({ "x": t });
             IdReader::json(&JsonId { json: "x".into(), pattern: id.pattern.clone() })
-                .is_ok_and(|r| r.from_json(&one).as_deref() == Some(sample))
+                .is_ok_and(|r| r.id_in(&one).as_deref() == Some(sample))
         }),
     };
     if found {

@@ -168,7 +168,7 @@ impl Restart for Running {
     }
 }
 
-pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
+pub(super) async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
     let version = tansu_status().map_err(|why| ProviderError::Unavailable {
         provider: "compat",
         why: format!("{why:#}"),

@@ -18,12 +18,12 @@ use testcontainers_modules::testcontainers::{ContainerAsync, GenericImage, Image
 
 const READY: Duration = Duration::from_secs(60);
 
-pub fn bootstrap_for_port(port: u16) -> String {
+pub(super) fn bootstrap_for_port(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
 /// `tansu broker`'s command line inside the container for host port `port`.
-pub fn tansu_command(port: u16) -> Vec<String> {
+pub(super) fn tansu_command(port: u16) -> Vec<String> {
     let advertised = format!("tcp://{}", bootstrap_for_port(port));
     ["tansu", "broker", "--storage-engine", "memory://tansu/", "--listener-url", "tcp://0.0.0.0:9092"]
         .into_iter()
@@ -39,7 +39,7 @@ fn is_tansu(info: Option<&ImageInfo>) -> bool {
 impl Restart for ContainerAsync<Kafka> {}
 impl Restart for ContainerAsync<GenericImage> {}
 
-pub async fn start(request: &KafkaRequest, pull: Pull) -> Result<KafkaBackend, ProviderError> {
+pub(super) async fn start(request: &KafkaRequest, pull: Pull) -> Result<KafkaBackend, ProviderError> {
     let choice =
         engine::Choice { what: "Kafka", given: request.image.as_deref(), default: DEFAULT_KAFKA_IMAGE, stand_in: LOCAL_KAFKA_IMAGE };
     let (_docker, image, info) = engine::prepare(choice, pull).await?;

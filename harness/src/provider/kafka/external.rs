@@ -4,7 +4,7 @@ use super::{KafkaBackend, KafkaRequest, prepare};
 use crate::provider::{ProviderError, ProviderKind, refuse_restarts};
 use std::time::Duration;
 
-pub async fn start(request: &KafkaRequest) -> Result<KafkaBackend, ProviderError> {
+pub(super) async fn start(request: &KafkaRequest) -> Result<KafkaBackend, ProviderError> {
     refuse_restarts("external", "Kafka", request.persistent, "chatbench does not control an external Kafka")?;
     let bootstrap = request.bootstrap.clone().ok_or_else(|| ProviderError::Unavailable {
         provider: "external",

@@ -18,7 +18,7 @@ pub fn kafka_status() -> anyhow::Result<String> {
 }
 
 /// A single-node KRaft configuration on the given ports.
-pub fn server_properties(broker_port: u16, controller_port: u16, log_dir: &Path) -> String {
+pub(super) fn server_properties(broker_port: u16, controller_port: u16, log_dir: &Path) -> String {
     format!(
         "process.roles=broker,controller\nnode.id=1\n\
          controller.quorum.voters=1@127.0.0.1:{controller_port}\n\
@@ -63,7 +63,7 @@ impl Restart for Running {
     }
 }
 
-pub async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
+pub(super) async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
     let version = kafka_status().map_err(|why| ProviderError::Unavailable {
         provider: "process",
         why: format!("{why:#}"),

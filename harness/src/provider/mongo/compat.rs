@@ -106,7 +106,7 @@ fn uri_for(port: u16) -> String {
     format!("mongodb://127.0.0.1:{port}/?directConnection=true")
 }
 
-pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
+pub(super) async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
     single_member_only("compat", request)?;
     let version = compat_status().map_err(|why| ProviderError::Unavailable {
         provider: "compat",

@@ -26,12 +26,12 @@ const REPLICA_SET: &str = "rs0";
 const READY: Duration = Duration::from_secs(60);
 
 /// The connection string for a container whose port 27017 is mapped to `port`.
-pub fn uri_for_port(port: u16) -> String {
+pub(super) fn uri_for_port(port: u16) -> String {
     format!("mongodb://127.0.0.1:{port}/?directConnection=true")
 }
 
 /// The one-member replica-set configuration the harness initiates.
-pub fn initiate_command() -> mongodb::bson::Document {
+pub(super) fn initiate_command() -> mongodb::bson::Document {
     doc! { "replSetInitiate": { "_id": REPLICA_SET, "members": [ { "_id": 0, "host": format!("localhost:{PORT}") } ] } }
 }
 
@@ -60,7 +60,7 @@ impl Restart for Container {
     }
 }
 
-pub async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, ProviderError> {
+pub(super) async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBackend, ProviderError> {
     single_member_only("docker", request)?;
     let choice =
         engine::Choice { what: "MongoDB", given: request.image.as_deref(), default: DEFAULT_MONGO_IMAGE, stand_in: LOCAL_MONGO_IMAGE };

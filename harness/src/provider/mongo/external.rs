@@ -4,7 +4,7 @@ use super::{MongoBackend, MongoRequest, server_version, wait_until_ready};
 use crate::provider::{ProviderError, ProviderKind, refuse_restarts};
 use std::time::Duration;
 
-pub async fn start(request: &MongoRequest) -> Result<MongoBackend, ProviderError> {
+pub(super) async fn start(request: &MongoRequest) -> Result<MongoBackend, ProviderError> {
     refuse_restarts("external", "MongoDB", request.persistent, "chatbench does not control an external MongoDB")?;
     super::no_mongod_flags("external", request)?;
     super::no_network("external", request)?;

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
 
-pub const REPLICA_SET: &str = "rs0";
+pub(super) const REPLICA_SET: &str = "rs0";
 
 pub fn mongod_status() -> anyhow::Result<String> {
     let path = which("mongod").context("mongod is not on PATH")?;
@@ -22,14 +22,14 @@ pub fn mongod_status() -> anyhow::Result<String> {
 }
 
 /// The `replSetInitiate` config for members on these ports.
-pub fn initiate_config(ports: &[u16]) -> Document {
+pub(super) fn initiate_config(ports: &[u16]) -> Document {
     let members: Vec<Document> =
         ports.iter().enumerate().map(|(i, port)| doc! {"_id": i as i32, "host": format!("127.0.0.1:{port}")}).collect();
     doc! {"_id": REPLICA_SET, "members": members}
 }
 
 /// The connection string for a replica set on these ports.
-pub fn replica_set_uri(ports: &[u16]) -> String {
+pub(super) fn replica_set_uri(ports: &[u16]) -> String {
     let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     format!("mongodb://{}/?replicaSet={REPLICA_SET}", hosts.join(","))
 }
@@ -108,7 +108,7 @@ async fn wait_for_primary(uri: &str, timeout: Duration) -> anyhow::Result<mongod
     }
 }
 
-pub async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
+pub(super) async fn start(request: &MongoRequest, log_dir: &Path) -> Result<MongoBackend, ProviderError> {
     super::no_network("process", request)?;
     let version = mongod_status().map_err(|why| ProviderError::Unavailable {
         provider: "process",
