@@ -204,6 +204,17 @@ fn micros(ns: u64) -> u64 {
     (ns / 1_000).max(1)
 }
 
+/// Microseconds as a short human figure.
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0 => "-".into(),
+        u if u < 1_000 => format!("{u}µs"),
+        u if u < 10_000 => format!("{:.2}ms", u as f64 / 1e3),
+        u if u < 1_000_000 => format!("{:.1}ms", u as f64 / 1e3),
+        u => format!("{:.2}s", u as f64 / 1e6),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

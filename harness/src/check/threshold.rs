@@ -128,8 +128,8 @@ impl Threshold {
                 } else {
                     format!(
                         "{} (ceiling {}; never-completed operations count at the end of the run)",
-                        crate::report::fmt_us(actual),
-                        crate::report::fmt_us(limit_us)
+                        super::latency::fmt_us(actual),
+                        super::latency::fmt_us(limit_us)
                     )
                 };
                 Some(Judged { name, passed, detail })

@@ -476,16 +476,7 @@ impl RunReport {
     }
 }
 
-/// Microseconds as a short human figure.
-pub fn fmt_us(us: u64) -> String {
-    match us {
-        0 => "-".into(),
-        u if u < 1_000 => format!("{u}µs"),
-        u if u < 10_000 => format!("{:.2}ms", u as f64 / 1e3),
-        u if u < 1_000_000 => format!("{:.1}ms", u as f64 / 1e3),
-        u => format!("{:.2}s", u as f64 / 1e6),
-    }
-}
+pub use crate::check::latency::fmt_us;
 
 #[cfg(test)]
 mod tests {
