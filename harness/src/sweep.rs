@@ -17,9 +17,7 @@
 //! (report.json, traces), so anything here can be recomputed.
 
 use crate::report::RunReport;
-use crate::report::sweep::{
-    KneeRule, Param, PointMode, PointRun, SWEEP_SCHEMA_VERSION, Spread, SweepPoint, SweepReport, knees, mark_trust, meets,
-};
+use crate::report::sweep::{KneeRule, Param, PointMode, PointRun, SWEEP_SCHEMA_VERSION, SweepPoint, SweepReport, knees, mark_trust, meets};
 use crate::run::{InfraError, RunOptions, run};
 use crate::scenario::{Load, MessageBytes, Scenario, check_scenario};
 use serde::{Deserialize, Serialize};
@@ -246,16 +244,7 @@ async fn run_point(scenario: &Scenario, options: &SweepOptions, values: Vec<(Par
                     })
                 })
                 .collect();
-            let f = |get: fn(&PointRun) -> f64| Spread::of(&runs.iter().map(get).collect::<Vec<_>>());
-            PointMode {
-                achieved_per_s: f(|r| r.achieved_per_s),
-                p50_us: f(|r| r.p50_us as f64),
-                p99_us: f(|r| r.p99_us as f64),
-                passed: runs.iter().all(|r| r.passed),
-                trusted: true,
-                mode,
-                runs,
-            }
+            PointMode::of(mode, runs)
         })
         .collect();
     Ok(SweepPoint { values, label, modes })

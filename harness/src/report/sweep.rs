@@ -106,6 +106,23 @@ pub struct PointMode {
     pub trusted: bool,
 }
 
+impl PointMode {
+    /// One mode's point from its repeats: spreads over the runs; trusted
+    /// until `mark_trust` says otherwise.
+    pub(crate) fn of(mode: crate::subject::Subject, runs: Vec<PointRun>) -> PointMode {
+        let f = |get: fn(&PointRun) -> f64| Spread::of(&runs.iter().map(get).collect::<Vec<_>>());
+        PointMode {
+            achieved_per_s: f(|r| r.achieved_per_s),
+            p50_us: f(|r| r.p50_us as f64),
+            p99_us: f(|r| r.p99_us as f64),
+            passed: runs.iter().all(|r| r.passed),
+            trusted: true,
+            mode,
+            runs,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
     /// The varied parameters' values (`rate` first when varied).
@@ -341,19 +358,10 @@ mod tests {
                 report: String::new(),
             })
             .collect();
-        let f = |get: fn(&PointRun) -> f64| Spread::of(&runs.iter().map(get).collect::<Vec<_>>());
         SweepPoint {
             values: vec![(Param::Rate, rate)],
             label: format!("rate={rate}"),
-            modes: vec![PointMode {
-                mode: crate::scenario::Mode::Changestream.into(),
-                achieved_per_s: f(|r| r.achieved_per_s),
-                p50_us: f(|r| r.p50_us as f64),
-                p99_us: f(|r| r.p99_us as f64),
-                passed: runs.iter().all(|r| r.passed),
-                trusted: true,
-                runs,
-            }],
+            modes: vec![PointMode::of(crate::scenario::Mode::Changestream.into(), runs)],
         }
     }
 
