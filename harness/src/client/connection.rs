@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 pub(super) struct Context {
@@ -489,11 +490,21 @@ impl<'a> Client<'a> {
         if !self.outstanding.is_empty() {
             self.resend_at = Some(self.now());
         }
-        let mut stop = self.ctx.stop.clone();
+        // The stop and drop signals are watched by every connection. Their
+        // change futures live as long as the session (registered once), not
+        // one per loop turn: re-registering them on every frame contended
+        // their shared locks across worker threads.
+        let mut stop = WatchStream::from_changes(self.ctx.stop.clone());
         // A drop that happened before this connection existed is not for it.
         let mut drops = self.ctx.drops.clone();
         drops.mark_unchanged();
+        let mut drops = WatchStream::from_changes(drops);
         let mut start = self.ctx.start.clone();
+        let clock = self.ctx.clock;
+        // One timer for the session, moved only when the next wake moves.
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<u64> = None;
         loop {
             let window = *start.borrow_and_update();
             let now = self.now();
@@ -501,19 +512,21 @@ impl<'a> Client<'a> {
                 .into_iter()
                 .flatten()
                 .min();
-            let clock = self.ctx.clock;
-            let sleep = async move {
-                match wake {
-                    Some(t) => tokio::time::sleep_until(clock.instant_at(t).into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if wake != armed
+                && let Some(t) = wake
+            {
+                timer.as_mut().reset(clock.instant_at(t).into());
+            }
+            armed = wake;
             let step = tokio::select! {
-                _ = sleep => self.on_timer(&mut write, window, rec).await,
+                _ = &mut timer, if wake.is_some() => {
+                    // Fired: the same wake again must be re-armed.
+                    armed = None;
+                    self.on_timer(&mut write, window, rec).await
+                }
                 incoming = read.next() => self.on_frame(incoming, rec),
                 changed = start.changed(), if window.is_none() => if changed.is_err() { return SessionEnd::Stopped } else { Ok(()) },
-                _ = drops.changed() => {
-                    let (epoch, share) = *drops.borrow_and_update();
+                Some((epoch, share)) = drops.next() => {
                     if self.picked(epoch, share) {
                         let _ = write.send(Message::Close(None)).await;
                         Err(None)
@@ -521,7 +534,7 @@ impl<'a> Client<'a> {
                         Ok(())
                     }
                 }
-                _ = stop.changed() => {
+                _ = stop.next() => {
                     let _ = write.send(Message::Close(None)).await;
                     return SessionEnd::Stopped;
                 }
