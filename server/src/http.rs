@@ -3,10 +3,11 @@
 
 use crate::AppState;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_SEQ, MAX_WS_MESSAGE_BYTES, RoomId, Seq};
+use crate::ws::Access;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chatbench_wire::paths;
@@ -22,8 +23,20 @@ pub(crate) const MAX_HISTORY_LIMIT: u32 = 10_000;
 
 /// An error answered as JSON `{code, message}` with its status.
 pub(crate) enum AppError {
-    BadRequest { code: &'static str, message: String },
-    Unavailable { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    Unavailable {
+        code: &'static str,
+        message: String,
+    },
+    /// No, a forged or an expired token (401 `unauthenticated`).
+    Unauthenticated(crate::auth::AuthError),
+    /// A valid token that does not grant the room (403 `forbidden`).
+    Forbidden {
+        room: String,
+    },
 }
 
 impl IntoResponse for AppError {
@@ -31,6 +44,8 @@ impl IntoResponse for AppError {
         let (status, code, message) = match self {
             AppError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message),
             AppError::Unavailable { code, message } => (StatusCode::SERVICE_UNAVAILABLE, code, message),
+            AppError::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
+            AppError::Forbidden { room } => (StatusCode::FORBIDDEN, "forbidden", format!("the token does not grant room {room}")),
         };
         (status, Json(json!({"code": code, "message": message}))).into_response()
     }
@@ -46,21 +61,62 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
-    upgrade(ws, state, |_| crate::ws::Codec::Json)
+/// The token a request carries: `Authorization: Bearer`, else the
+/// `access_token` query parameter.
+fn token_of(headers: &HeaderMap, query: &TokenQuery) -> Option<String> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| query.access_token.clone())
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+/// With auth on: what the upgrade's token grants. `/ws` needs one; on
+/// `/stomp` it may come in CONNECT instead (`Unproven` until then).
+fn access(state: &AppState, token: Option<String>, stomp: bool) -> Result<Access, AppError> {
+    let Some(verifier) = &state.auth else { return Ok(Access::Open) };
+    match token {
+        Some(t) => verifier.verify(&t).map(Access::Granted).map_err(|e| {
+            state.metrics.auth_refusals.inc();
+            AppError::Unauthenticated(e)
+        }),
+        None if stomp => Ok(Access::Unproven),
+        None => {
+            state.metrics.auth_refusals.inc();
+            Err(AppError::Unauthenticated(crate::auth::AuthError::Missing))
+        }
+    }
+}
+
+async fn ws_upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, AppError> {
+    let access = access(&state, token_of(&headers, &query), false)?;
+    upgrade(ws, state, access, |_, _| crate::ws::Codec::Json)
 }
 
 /// STOMP 1.2 over WebSocket (subprotocol v12.stomp, v11.stomp or v10.stomp
 /// when the client offers one; a client that offers none is served too).
-async fn stomp_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
-    upgrade(ws.protocols(crate::stomp_dialect::SUBPROTOCOLS), state, crate::ws::Codec::stomp)
+async fn stomp_upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, AppError> {
+    let access = access(&state, token_of(&headers, &query), true)?;
+    upgrade(ws.protocols(crate::stomp_dialect::SUBPROTOCOLS), state, access, crate::ws::Codec::stomp)
 }
 
 /// Upgrade to a connection speaking the codec `codec` makes.
 fn upgrade(
     ws: WebSocketUpgrade,
     state: Arc<AppState>,
-    codec: impl FnOnce(&AppState) -> crate::ws::Codec + Send + 'static,
+    access: Access,
+    codec: impl FnOnce(&AppState, &Access) -> crate::ws::Codec + Send + 'static,
 ) -> Result<Response, AppError> {
     if state.sabotage.refuse_upgrade {
         let message = "sabotage refuse_upgrade: WebSocket upgrades are refused (test only)".to_owned();
@@ -85,8 +141,8 @@ fn upgrade(
         .read_buffer_size(buffer)
         .write_buffer_size(buffer)
         .on_upgrade(move |socket| {
-            let codec = codec(&state);
-            tracker.track_future(crate::ws::handle(socket, state, codec))
+            let codec = codec(&state, &access);
+            tracker.track_future(crate::ws::handle(socket, state, codec, access))
         }))
 }
 
@@ -111,6 +167,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 struct HistoryQuery {
     after: Option<u64>,
     limit: Option<u32>,
+    access_token: Option<String>,
 }
 
 /// One page of history: at most `limit` messages and about
@@ -119,9 +176,20 @@ struct HistoryQuery {
 async fn history(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
+    headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Response, AppError> {
     let room = RoomId::parse(&room).map_err(|e| AppError::BadRequest { code: e.code.as_str(), message: e.message })?;
+    // TEST ONLY: `--sabotage auth_history_open` reads any room to anyone.
+    if !state.sabotage.auth_history_open {
+        let token = token_of(&headers, &TokenQuery { access_token: q.access_token.clone() });
+        if let Access::Granted(grant) = access(&state, token, false)?
+            && !grant.may(room.as_str())
+        {
+            state.metrics.auth_refusals.inc();
+            return Err(AppError::Forbidden { room: room.to_string() });
+        }
+    }
     let after = q.after.unwrap_or(0);
     if after > MAX_SEQ {
         return Err(AppError::BadRequest { code: "bad_field", message: format!("after must be at most {MAX_SEQ}") });

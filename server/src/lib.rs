@@ -17,6 +17,7 @@
 //! `pub(crate)` (the `unreachable_pub` lint keeps it so).
 #![warn(unreachable_pub)]
 
+pub mod auth;
 pub mod fanout;
 mod http;
 mod hub;
@@ -102,6 +103,8 @@ pub struct Config {
     pub sabotage_seed: u64,
     /// `/stomp` requires CONNECT with this `login` and `passcode` (None: any).
     pub stomp_login: Option<(String, String)>,
+    /// Tokens are required and rooms authorized (None: anyone may do anything).
+    pub auth: Option<Arc<auth::Verifier>>,
 }
 
 /// Everything a request handler or the fan-out task shares.
@@ -127,6 +130,8 @@ pub struct AppState {
     pub sabotage: sabotage::Sabotage,
     pub sabotage_seed: u64,
     pub stomp_login: Option<(String, String)>,
+    /// Tokens are required and rooms authorized (None: auth is off).
+    pub auth: Option<Arc<auth::Verifier>>,
     /// `--sabotage late` only: messages wait here before the hub.
     pub late_fanout: Option<tokio::sync::mpsc::Sender<fanout::Delayed>>,
     /// Every connection task is tracked: shutdown waits for all of them
@@ -194,6 +199,7 @@ pub async fn serve(
         sabotage: config.sabotage,
         sabotage_seed: config.sabotage_seed,
         stomp_login: config.stomp_login.clone(),
+        auth: config.auth.clone(),
         late_fanout,
         connections: connections.clone(),
     });

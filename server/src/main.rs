@@ -94,6 +94,13 @@ struct Args {
     /// (LOGIN:PASSCODE), with an ERROR frame. Default: no credentials asked.
     #[arg(long, env = "CHAT_STOMP_LOGIN", value_parser = parse_login)]
     stomp_login: Option<(String, String)>,
+    /// A file holding the HS256 secret (at least 32 bytes; one trailing
+    /// newline is ignored). With it, every WebSocket connection and history
+    /// read needs a token (JWT: sub, rooms, exp) that grants its rooms; see
+    /// PROTOCOL.md. Default: no authentication. The secret itself is never
+    /// a flag, so it never shows in a process list or a log.
+    #[arg(long, env = "CHAT_AUTH_SECRET_FILE")]
+    auth_secret: Option<std::path::PathBuf>,
     /// Seed for --sabotage's dice.
     #[arg(long, env = "CHAT_SABOTAGE_SEED", default_value_t = 0)]
     sabotage_seed: u64,
@@ -143,6 +150,18 @@ impl Args {
             sabotage: self.sabotage.unwrap_or_default(),
             sabotage_seed: self.sabotage_seed,
             stomp_login: self.stomp_login,
+            auth: match self.auth_secret {
+                Some(path) => {
+                    let mut secret = std::fs::read(&path).with_context(|| format!("--auth-secret {}: cannot read", path.display()))?;
+                    if secret.last() == Some(&b'\n') {
+                        secret.pop();
+                    }
+                    let verifier =
+                        chatbench_server::auth::Verifier::new(&secret).with_context(|| format!("--auth-secret {}", path.display()))?;
+                    Some(std::sync::Arc::new(verifier))
+                }
+                None => None,
+            },
         })
     }
 }

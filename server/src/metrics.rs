@@ -19,6 +19,8 @@ pub struct Metrics {
     pub deliveries: Counter,
     pub history_replays: Counter,
     pub frame_errors: Counter,
+    /// Requests refused for their token (401) or a room it does not grant (403, `forbidden`).
+    pub auth_refusals: Counter,
     pub slow_consumer_closes: Counter,
     pub changestream_events: Counter,
     pub changestream_reopens: Counter,
@@ -48,6 +50,7 @@ impl Default for Metrics {
             deliveries: Counter::default(),
             history_replays: Counter::default(),
             frame_errors: Counter::default(),
+            auth_refusals: Counter::default(),
             slow_consumer_closes: Counter::default(),
             changestream_events: Counter::default(),
             changestream_reopens: Counter::default(),
@@ -73,6 +76,7 @@ impl Default for Metrics {
         registry.register("deliveries", "msg frames written to subscribers (live and history)", m.deliveries.clone());
         registry.register("history_replays", "msg frames served from history (after/gap fill)", m.history_replays.clone());
         registry.register("frame_errors", "error frames sent for bad input", m.frame_errors.clone());
+        registry.register("auth_refusals", "requests refused for their token or a room it does not grant", m.auth_refusals.clone());
         registry.register("slow_consumer_closes", "Connections closed because their queue was full", m.slow_consumer_closes.clone());
         registry.register("changestream_events", "Insert events received from the change stream", m.changestream_events.clone());
         registry.register("changestream_reopens", "Times the change stream was (re)opened after a failure", m.changestream_reopens.clone());

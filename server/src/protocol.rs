@@ -103,6 +103,8 @@ pub enum ErrorCode {
     StoreUnavailable,
     ResendRequired,
     TooManySubscriptions,
+    /// The connection's token does not grant this room (`--auth-secret`).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -121,6 +123,7 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ResendRequired => "resend_required",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }

@@ -38,6 +38,13 @@ pub struct Sabotage {
     pub mislabel: bool,
     pub ignore_unsubscribe: bool,
     pub leak: bool,
+    /// Authorization broken (with `--auth-secret`): a subscribe with
+    /// `after` (a resubscribe after a reconnect) skips the room check.
+    pub auth_skip_after: bool,
+    /// Authorization broken: the history endpoint checks no token.
+    pub auth_history_open: bool,
+    /// Authorization broken: only a connection's first room is checked.
+    pub auth_first_room_only: bool,
     /// Zero: off.
     pub late: std::time::Duration,
 }
@@ -71,7 +78,8 @@ impl FromStr for Sabotage {
     /// `drop=0.02,dup=0.01,reorder=0.01` (probabilities per delivered
     /// frame), `late=3s`, and/or flags: `refuse_upgrade`, `no_ack`,
     /// `refuse_after`, `stop_fanout`, `truncate`, `mislabel`,
-    /// `ignore_unsubscribe`, `leak`.
+    /// `ignore_unsubscribe`, `leak`, `auth_skip_after`, `auth_history_open`,
+    /// `auth_first_room_only`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = Sabotage::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -84,6 +92,9 @@ impl FromStr for Sabotage {
                 "mislabel" => Some(&mut out.mislabel),
                 "ignore_unsubscribe" => Some(&mut out.ignore_unsubscribe),
                 "leak" => Some(&mut out.leak),
+                "auth_skip_after" => Some(&mut out.auth_skip_after),
+                "auth_history_open" => Some(&mut out.auth_history_open),
+                "auth_first_room_only" => Some(&mut out.auth_first_room_only),
                 _ => None,
             };
             if let Some(flag) = flag {
@@ -97,7 +108,7 @@ impl FromStr for Sabotage {
             }
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 SabotageError(format!(
-                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak)"
+                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only)"
                 ))
             })?;
             let p: f64 = value.trim().parse().map_err(|_| SabotageError(format!("sabotage {key}: {value:?} is not a number")))?;
@@ -110,7 +121,7 @@ impl FromStr for Sabotage {
                 "reorder" => out.reorder = p,
                 other => {
                     return Err(SabotageError(format!(
-                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe or leak)"
+                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open or auth_first_room_only)"
                     )));
                 }
             }

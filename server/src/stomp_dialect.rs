@@ -95,6 +95,11 @@ pub(crate) struct Session {
     /// `--sabotage leak` (test only): messages of rooms never subscribed
     /// are written too.
     leak: bool,
+    /// With auth on and no token on the upgrade: CONNECT must carry one
+    /// (`Authorization`, or `passcode`), verified here.
+    verifier: Option<std::sync::Arc<crate::auth::Verifier>>,
+    /// What CONNECT's token granted, until the connection takes it.
+    grant: Option<crate::auth::Grant>,
 }
 
 fn encode(frame: Frame) -> String {
@@ -129,8 +134,13 @@ fn room_of(frame: &Frame, prefix: &str) -> Result<RoomId, FrameError> {
 }
 
 impl Session {
-    pub(crate) fn new(login: Option<(String, String)>) -> Self {
-        Self { login, ..Default::default() }
+    pub(crate) fn new(login: Option<(String, String)>, verifier: Option<std::sync::Arc<crate::auth::Verifier>>) -> Self {
+        Self { login, verifier, ..Default::default() }
+    }
+
+    /// The grant of the token CONNECT carried (once).
+    pub(crate) fn take_grant(&mut self) -> Option<crate::auth::Grant> {
+        self.grant.take()
     }
 
     /// Test-only sabotage of what clients see (see `sabotage`).
@@ -167,6 +177,13 @@ impl Session {
                 {
                     let e = FrameError::new(ErrorCode::BadField, "access refused: CONNECT needs a valid login and passcode");
                     return Inbound::Fail(error_frame("access_refused", &e.message, None, None));
+                }
+                if let Some(verifier) = &self.verifier {
+                    let token = frame.get("Authorization").or_else(|| frame.get("authorization")).or_else(|| frame.get("passcode"));
+                    match verifier.verify(token.unwrap_or_default()) {
+                        Ok(grant) => self.grant = Some(grant),
+                        Err(e) => return Inbound::Fail(error_frame("unauthenticated", &e.to_string(), None, None)),
+                    }
                 }
                 self.connected = true;
                 let version = if versions.split(',').any(|v| v.trim() == "1.2") { "1.2" } else { "1.1" };
@@ -381,6 +398,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn with_auth_connect_must_carry_a_token_that_verifies() {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let verifier = std::sync::Arc::new(crate::auth::Verifier::new(secret).unwrap());
+        let exp = crate::auth::now_s() + 60;
+        let token =
+            encode(&Header::default(), &serde_json::json!({"sub": "s", "rooms": ["r"], "exp": exp}), &EncodingKey::from_secret(secret))
+                .unwrap();
+        let mut s = Session::new(None, Some(verifier.clone()));
+        let i = s.inbound("CONNECT\naccept-version:1.2\nhost:x\n\n\0");
+        assert!(matches!(&i, Inbound::Fail(t) if frame(t).get("message") == Some("unauthenticated")), "{i:?}");
+        assert_eq!(s.take_grant(), None);
+        for header in [format!("Authorization:Bearer {token}"), format!("passcode:{token}")] {
+            let mut s = Session::new(None, Some(verifier.clone()));
+            let f = reply(s.inbound(&format!("CONNECT\naccept-version:1.2\nhost:x\n{header}\n\n\0")));
+            assert_eq!(f.command, Command::Connected, "{header}");
+            let grant = s.take_grant().expect("a grant");
+            assert!(grant.may("r") && !grant.may("other"));
+        }
+    }
+
     fn connected() -> Session {
         let mut s = Session::default();
         let f = reply(s.inbound("CONNECT\naccept-version:1.1,1.2\nhost:x\nheart-beat:10000,10000\n\n\0"));
@@ -390,10 +429,10 @@ mod tests {
 
     #[test]
     fn a_connect_without_the_required_login_is_refused() {
-        let mut s = Session::new(Some(("u".into(), "p".into())));
+        let mut s = Session::new(Some(("u".into(), "p".into())), None);
         let f = reply(s.inbound("CONNECT\naccept-version:1.2\nlogin:u\npasscode:wrong\n\n\0"));
         assert_eq!((f.command, f.get("message")), (Command::Error, Some("access_refused")));
-        let mut s = Session::new(Some(("u".into(), "p".into())));
+        let mut s = Session::new(Some(("u".into(), "p".into())), None);
         let f = reply(s.inbound("CONNECT\naccept-version:1.2\nlogin:u\npasscode:p\n\n\0"));
         assert_eq!(f.command, Command::Connected);
     }

@@ -88,6 +88,7 @@ enum End {
     Idle,
     Shutdown,
     StompEnded,
+    TokenExpired,
 }
 
 /// What woke the connection loop.
@@ -125,6 +126,21 @@ struct Connection {
     saboteur: Saboteur,
     held_back: Option<Utf8Bytes>,
     codec: Codec,
+    access: Access,
+    /// Rooms authorized so far (`--sabotage auth_first_room_only`).
+    rooms_checked: u64,
+}
+
+/// What a connection may do (`--auth-secret`).
+#[derive(Debug)]
+pub(crate) enum Access {
+    /// Auth is off: any room.
+    Open,
+    /// STOMP with auth on: the token comes in CONNECT (nothing is asked of
+    /// the session before CONNECT succeeds).
+    Unproven,
+    /// The rooms a verified token grants, until it expires.
+    Granted(crate::auth::Grant),
 }
 
 /// What a connection speaks: protocol v1 (`/ws`), or STOMP 1.2 (`/stomp`),
@@ -137,9 +153,11 @@ pub(crate) enum Codec {
 }
 
 impl Codec {
-    /// A STOMP session with the node's login and sabotage switches.
-    pub(crate) fn stomp(state: &AppState) -> Codec {
-        let mut session = StompSession::new(state.stomp_login.clone());
+    /// A STOMP session with the node's login and sabotage switches; with
+    /// auth on and no token on the upgrade, CONNECT must carry one.
+    pub(crate) fn stomp(state: &AppState, access: &Access) -> Codec {
+        let verifier = matches!(access, Access::Unproven).then(|| state.auth.clone()).flatten();
+        let mut session = StompSession::new(state.stomp_login.clone(), verifier);
         session.sabotage(state.sabotage);
         Codec::Stomp(Box::new(session))
     }
@@ -149,7 +167,7 @@ impl Codec {
     }
 }
 
-pub(crate) async fn handle(socket: WebSocket, state: Arc<AppState>, codec: Codec) {
+pub(crate) async fn handle(socket: WebSocket, state: Arc<AppState>, codec: Codec, access: Access) {
     state.metrics.connections.inc();
     let conn_id = state.hub.new_conn_id();
     let limits = state.limits;
@@ -175,6 +193,8 @@ pub(crate) async fn handle(socket: WebSocket, state: Arc<AppState>, codec: Codec
         last_ping: now,
         held_back: None,
         codec,
+        access,
+        rooms_checked: 0,
     };
     let end = conn.run(stream, inbox, replies).await;
     tracing::debug!(conn_id, ?end, "connection ended");
@@ -333,7 +353,14 @@ impl Connection {
     /// One client message on a STOMP session.
     async fn stomp_request(&mut self, text: &str) -> Result<(), Stop> {
         let Codec::Stomp(stomp) = &mut self.codec else { return Ok(()) };
-        match stomp.inbound(text) {
+        let inbound = stomp.inbound(text);
+        if let Some(grant) = stomp.take_grant() {
+            self.access = Access::Granted(grant);
+        }
+        if matches!(inbound, StompIn::Fail(_)) && matches!(self.access, Access::Unproven) {
+            self.state.metrics.auth_refusals.inc();
+        }
+        match inbound {
             StompIn::Request(request) => self.dispatch(request).await,
             StompIn::Reply(frame) => self.write(Message::Text(Utf8Bytes::from(frame))).await,
             StompIn::Fail(frame) => {
@@ -518,6 +545,11 @@ impl Connection {
         for fetch in self.subs.due(now) {
             self.fetch(fetch);
         }
+        if let Access::Granted(grant) = &self.access
+            && grant.expired_at(crate::auth::now_s())
+        {
+            return Ok(Some(self.close(crate::auth::CLOSE_TOKEN_EXPIRED, "token expired", End::TokenExpired).await));
+        }
         let limits = self.state.limits;
         if now.duration_since(self.last_heard) >= limits.idle_timeout {
             self.state.metrics.idle_closes.inc();
@@ -539,6 +571,17 @@ impl Connection {
 
     async fn dispatch(&mut self, request: Request) -> Result<(), Stop> {
         match request {
+            Request::Send { room, id, .. } if !self.authorized(&room, false) => {
+                let mut err = FrameError::new(ErrorCode::Forbidden, format!("the token does not grant room {room}"));
+                err.id = Some(id.as_str().to_owned());
+                err.room = Some(room.to_string());
+                self.frame_error(err).await
+            }
+            Request::Subscribe { room, after } if !self.authorized(&room, after.is_some()) => {
+                let mut err = FrameError::new(ErrorCode::Forbidden, format!("the token does not grant room {room}"));
+                err.room = Some(room.to_string());
+                self.frame_error(err).await
+            }
             Request::Send { room, id, body } => {
                 self.state.metrics.sends.inc();
                 // The loop's select hands it to the worker when there is
@@ -559,6 +602,28 @@ impl Connection {
                 Err(err) => self.frame_error(err).await,
             },
         }
+    }
+
+    /// May this connection use `room`? (`with_after`: a subscribe with
+    /// `after`, as a client resubscribes after a reconnect.)
+    fn authorized(&mut self, room: &RoomId, with_after: bool) -> bool {
+        let grant = match &self.access {
+            Access::Open => return true,
+            // The session passes no request before CONNECT proved a token.
+            Access::Unproven => return false,
+            Access::Granted(grant) => grant,
+        };
+        let sabotage = self.state.sabotage;
+        self.rooms_checked += 1;
+        // TEST ONLY: authorization broken on purpose.
+        if (sabotage.auth_skip_after && with_after) || (sabotage.auth_first_room_only && self.rooms_checked > 1) {
+            return true;
+        }
+        let allowed = grant.may(room.as_str());
+        if !allowed {
+            self.state.metrics.auth_refusals.inc();
+        }
+        allowed
     }
 
     async fn subscribe(&mut self, room: RoomId, after: Option<Seq>) -> Result<(), Stop> {

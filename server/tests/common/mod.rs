@@ -53,6 +53,7 @@ pub fn config(env_uri: &str, db: &str, node: usize, limits: Limits, fanout: Fano
         sabotage: Default::default(),
         sabotage_seed: 0,
         stomp_login: None,
+        auth: None,
     }
 }
 
