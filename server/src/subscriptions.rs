@@ -160,7 +160,7 @@ impl Subscriptions {
     }
 
     /// The head read of `generation` finished (`Err`: why it failed).
-    pub(crate) fn on_head(&mut self, room: &RoomId, generation: u64, result: Result<u64, String>) -> Head {
+    pub(crate) fn on_head(&mut self, room: &RoomId, generation: u64, result: Result<u64, impl std::fmt::Display>) -> Head {
         let Some(sub) = self.current(room, generation) else { return Head::Stale };
         let Phase::Pending { after, seen, resynced } = sub.phase else { return Head::Stale };
         let head = match result {
@@ -265,6 +265,11 @@ mod tests {
         RoomId::parse(name).unwrap()
     }
 
+    /// A head read that answered `n`.
+    fn head(n: u64) -> Result<u64, &'static str> {
+        Ok(n)
+    }
+
     fn fetch(r: &str, generation: u64, after: u64) -> Fetch {
         Fetch { room: room(r), generation, after }
     }
@@ -278,7 +283,7 @@ mod tests {
         assert_eq!(subs.on_live("r", 6), Live::Drop);
         assert_eq!(subs.on_live("r", 7), Live::Drop);
         // The head is 5: 6 and 7 were dropped, history owes them.
-        assert_eq!(subs.on_head(&r, 1, Ok(5)), Head::Subscribed { head: 5, fetch: Some(fetch("r", 1, 5)) });
+        assert_eq!(subs.on_head(&r, 1, head(5)), Head::Subscribed { head: 5, fetch: Some(fetch("r", 1, 5)) });
         assert_eq!(subs.on_page_message(&r, 1, 6), Some(PageStep::Write));
         assert_eq!(subs.on_page_message(&r, 1, 7), Some(PageStep::Write));
         assert_eq!(subs.on_page_done(&r, 1, false, false, Instant::now()), PageDone::Wait);
@@ -292,10 +297,10 @@ mod tests {
         let mut subs = Subscriptions::new(8);
         let r = room("r");
         subs.subscribe(&r, Some(2)).unwrap();
-        assert_eq!(subs.on_head(&r, 1, Ok(5)), Head::Subscribed { head: 5, fetch: Some(fetch("r", 1, 2)) });
+        assert_eq!(subs.on_head(&r, 1, head(5)), Head::Subscribed { head: 5, fetch: Some(fetch("r", 1, 2)) });
         let mut caught_up = Subscriptions::new(8);
         caught_up.subscribe(&r, Some(5)).unwrap();
-        assert_eq!(caught_up.on_head(&r, 1, Ok(5)), Head::Subscribed { head: 5, fetch: None });
+        assert_eq!(caught_up.on_head(&r, 1, head(5)), Head::Subscribed { head: 5, fetch: None });
         assert_eq!(caught_up.on_live("r", 6), Live::Write);
     }
 
@@ -305,14 +310,14 @@ mod tests {
         let r = room("r");
         subs.subscribe(&r, None).unwrap();
         assert_eq!(subs.subscribe(&r, Some(0)), Ok(Subscribing { join: false, generation: 2 }), "already in the hub");
-        assert_eq!(subs.on_head(&r, 1, Ok(3)), Head::Stale);
-        assert_eq!(subs.on_head(&r, 2, Ok(3)), Head::Subscribed { head: 3, fetch: Some(fetch("r", 2, 0)) });
+        assert_eq!(subs.on_head(&r, 1, head(3)), Head::Stale);
+        assert_eq!(subs.on_head(&r, 2, head(3)), Head::Subscribed { head: 3, fetch: Some(fetch("r", 2, 0)) });
         assert_eq!(subs.on_page_message(&r, 1, 1), None, "the first generation's page");
         assert_eq!(subs.on_page_done(&r, 1, false, false, Instant::now()), PageDone::Stale);
         subs.unsubscribe(&r).unwrap();
         assert_eq!(subs.on_live("r", 4), Live::NotSubscribed);
         assert_eq!(subs.on_page_message(&r, 2, 1), None);
-        assert_eq!(subs.on_head(&r, 2, Ok(3)), Head::Stale);
+        assert_eq!(subs.on_head(&r, 2, head(3)), Head::Stale);
     }
 
     #[test]
@@ -334,7 +339,7 @@ mod tests {
         let mut subs = Subscriptions::new(8);
         let r = room("r");
         subs.subscribe(&r, None).unwrap();
-        let Head::Failed(err) = subs.on_head(&r, 1, Err("timed out".into())) else { panic!("not failed") };
+        let Head::Failed(err) = subs.on_head(&r, 1, Err("timed out")) else { panic!("not failed") };
         assert_eq!(err.code, ErrorCode::StoreUnavailable);
         assert!(err.message.contains("timed out"));
         assert!(!subs.contains("r"));
@@ -346,7 +351,7 @@ mod tests {
         let mut subs = Subscriptions::new(8);
         let r = room("r");
         subs.subscribe(&r, Some(0)).unwrap();
-        subs.on_head(&r, 1, Ok(3));
+        subs.on_head(&r, 1, head(3));
         let t0 = Instant::now();
         subs.on_page_failed(&r, 1, t0);
         assert_eq!(subs.due(t0), vec![], "not yet");
@@ -367,9 +372,9 @@ mod tests {
         let mut subs = Subscriptions::new(8);
         let (a, b) = (room("a"), room("b"));
         subs.subscribe(&a, None).unwrap();
-        subs.on_head(&a, 1, Ok(4));
+        subs.on_head(&a, 1, head(4));
         subs.subscribe(&b, None).unwrap();
         assert_eq!(subs.resync_all(), vec![fetch("a", 1, 4)]);
-        assert_eq!(subs.on_head(&b, 2, Ok(9)), Head::Subscribed { head: 9, fetch: Some(fetch("b", 2, 9)) });
+        assert_eq!(subs.on_head(&b, 2, head(9)), Head::Subscribed { head: 9, fetch: Some(fetch("b", 2, 9)) });
     }
 }

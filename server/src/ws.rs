@@ -476,7 +476,7 @@ impl Connection {
     }
 
     async fn on_head(&mut self, room: RoomId, generation: u64, result: Result<Seq, StoreError>) -> Result<(), Stop> {
-        match self.subs.on_head(&room, generation, result.map(|head| head.0).map_err(|e| e.to_string())) {
+        match self.subs.on_head(&room, generation, result.map(|head| head.0)) {
             Head::Stale => Ok(()),
             Head::Failed(err) => {
                 self.leave_hub(&room);
