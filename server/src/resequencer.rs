@@ -13,7 +13,7 @@
 
 /// What to do with a live frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LiveStep {
+pub enum LiveStep {
     /// Write it (it is the next one owed).
     Write,
     /// Drop it: a duplicate, or history will bring it.
@@ -24,7 +24,7 @@ pub(crate) enum LiveStep {
 
 /// What to do with one message of a history page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PageStep {
+pub enum PageStep {
     Write,
     Skip,
     /// History itself skips a `seq` here: stop reading the page.
@@ -33,7 +33,7 @@ pub(crate) enum PageStep {
 
 /// What to do once a history page (or a fetch failure) is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Then {
+pub enum Then {
     /// Fetch history with `seq > after` now.
     Fetch { after: u64 },
     /// Fetch again after a pause (history lags, has a hole, or failed).
@@ -53,7 +53,7 @@ struct Fill {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Resequencer {
+pub struct Resequencer {
     next: u64,
     fill: Option<Fill>,
 }
@@ -62,7 +62,7 @@ impl Resequencer {
     /// A subscription confirmed at `head`, owed every `seq > after` (`after`
     /// defaults to `head`). `seen` is the highest live `seq` dropped while the
     /// head was being read. Returns the first fetch when history is owed.
-    pub(crate) fn subscribed(head: u64, after: Option<u64>, seen: u64) -> (Self, Option<u64>) {
+    pub fn subscribed(head: u64, after: Option<u64>, seen: u64) -> (Self, Option<u64>) {
         let start = after.unwrap_or(head);
         let target = head.max(seen);
         let mut r = Self { next: start + 1, fill: None };
@@ -74,16 +74,16 @@ impl Resequencer {
     }
 
     /// The next `seq` owed.
-    pub(crate) fn next(&self) -> u64 {
+    pub fn next(&self) -> u64 {
         self.next
     }
 
     #[cfg(test)]
-    pub(crate) fn is_live(&self) -> bool {
+    pub fn is_live(&self) -> bool {
         self.fill.is_none()
     }
 
-    pub(crate) fn on_live(&mut self, seq: u64) -> LiveStep {
+    pub fn on_live(&mut self, seq: u64) -> LiveStep {
         if seq < self.next {
             return LiveStep::Skip;
         }
@@ -106,7 +106,7 @@ impl Resequencer {
     }
 
     /// One message of a fetched page, in page order.
-    pub(crate) fn on_page_message(&mut self, seq: u64) -> PageStep {
+    pub fn on_page_message(&mut self, seq: u64) -> PageStep {
         if seq < self.next {
             PageStep::Skip
         } else if seq == self.next {
@@ -119,7 +119,7 @@ impl Resequencer {
 
     /// The page is done: `full` when it held as many messages as asked
     /// for (more may follow), `hole` when it stopped at a hole.
-    pub(crate) fn on_page_done(&mut self, full: bool, hole: bool) -> Then {
+    pub fn on_page_done(&mut self, full: bool, hole: bool) -> Then {
         let Some(fill) = &mut self.fill else {
             return Then::Live; // a stale page after an unsubscribe/resubscribe
         };
@@ -142,7 +142,7 @@ impl Resequencer {
         then
     }
 
-    pub(crate) fn on_fetch_failed(&mut self) -> Then {
+    pub fn on_fetch_failed(&mut self) -> Then {
         if let Some(fill) = &mut self.fill {
             fill.in_flight = false;
         }
@@ -150,7 +150,7 @@ impl Resequencer {
     }
 
     /// A `FetchLater` pause is over: the fetch to make now, if any.
-    pub(crate) fn on_retry(&mut self) -> Option<u64> {
+    pub fn on_retry(&mut self) -> Option<u64> {
         let fill = self.fill.as_mut()?;
         if fill.in_flight {
             return None;
@@ -161,7 +161,7 @@ impl Resequencer {
 
     /// The fan-out source may have missed events (a stream re-opened, a
     /// broker came back): check history from `next` once more.
-    pub(crate) fn on_resync(&mut self) -> Option<u64> {
+    pub fn on_resync(&mut self) -> Option<u64> {
         match &mut self.fill {
             None => {
                 self.fill = Some(Fill { in_flight: true, target: self.next - 1, again: false });
@@ -178,7 +178,7 @@ impl Resequencer {
 
     /// Whether a retry is due (filling, nothing in flight).
     #[cfg(test)]
-    pub(crate) fn waiting(&self) -> bool {
+    pub fn waiting(&self) -> bool {
         self.fill.is_some_and(|f| !f.in_flight)
     }
 }

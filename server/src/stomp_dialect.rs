@@ -23,9 +23,9 @@ use chatbench_stomp::{Command, Frame, Incoming, parse};
 use std::collections::HashMap;
 
 /// WebSocket subprotocols `/stomp` accepts (as Spring and stomp.js offer them).
-pub(crate) const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+pub const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Subscriptions go to `/sub/{room}`, sends to `/pub/{room}`.
-pub(crate) use chatbench_wire::paths::{PUB_PREFIX, SUB_PREFIX};
+pub use chatbench_wire::paths::{PUB_PREFIX, SUB_PREFIX};
 
 /// A protocol-v1 server frame, as far as STOMP needs it.
 #[derive(serde::Deserialize)]
@@ -52,7 +52,7 @@ struct V1Frame<'a> {
 
 /// What to do with one client message.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Inbound {
+pub enum Inbound {
     /// A chat request, as if it came over protocol v1.
     Request(Request),
     /// Write this frame (CONNECTED, a RECEIPT).
@@ -67,7 +67,7 @@ pub(crate) enum Inbound {
 
 /// What to write for one protocol-v1 server frame.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Outbound {
+pub enum Outbound {
     Write(String),
     WriteAndClose(String),
     /// Nothing to write (a receipt nobody asked for).
@@ -75,7 +75,7 @@ pub(crate) enum Outbound {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Session {
+pub struct Session {
     /// CONNECT must carry this login and passcode.
     login: Option<(String, String)>,
     connected: bool,
@@ -134,24 +134,24 @@ fn room_of(frame: &Frame, prefix: &str) -> Result<RoomId, FrameError> {
 }
 
 impl Session {
-    pub(crate) fn new(login: Option<(String, String)>, verifier: Option<std::sync::Arc<crate::auth::Verifier>>) -> Self {
+    pub fn new(login: Option<(String, String)>, verifier: Option<std::sync::Arc<crate::auth::Verifier>>) -> Self {
         Self { login, verifier, ..Default::default() }
     }
 
     /// The grant of the token CONNECT carried (once).
-    pub(crate) fn take_grant(&mut self) -> Option<crate::auth::Grant> {
+    pub fn take_grant(&mut self) -> Option<crate::auth::Grant> {
         self.grant.take()
     }
 
     /// Test-only sabotage of what clients see (see `sabotage`).
-    pub(crate) fn sabotage(&mut self, sabotage: crate::sabotage::Sabotage) {
+    pub fn sabotage(&mut self, sabotage: crate::sabotage::Sabotage) {
         self.wrong_subscription = sabotage.mislabel;
         self.keep_on_unsubscribe = sabotage.ignore_unsubscribe;
         self.leak = sabotage.leak;
     }
 
     /// Translate one client WebSocket text message.
-    pub(crate) fn inbound(&mut self, text: &str) -> Inbound {
+    pub fn inbound(&mut self, text: &str) -> Inbound {
         if text.len() > MAX_FRAME_BYTES {
             let e = FrameError::new(ErrorCode::FrameTooLarge, format!("frame is {} bytes; the limit is {MAX_FRAME_BYTES}", text.len()));
             return frame_error(&e, None, None);
@@ -305,7 +305,7 @@ impl Session {
     }
 
     /// Translate one protocol-v1 server frame (JSON) for this session.
-    pub(crate) fn outbound(&mut self, json: &str) -> Outbound {
+    pub fn outbound(&mut self, json: &str) -> Outbound {
         // Typed and borrowing (this runs once per delivery per subscriber):
         // no JSON tree, no copies of fields that are not written.
         let Ok(v) = serde_json::from_str::<V1Frame>(json) else {

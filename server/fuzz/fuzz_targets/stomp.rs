@@ -18,7 +18,7 @@ fuzz_target!(|input: (Vec<u8>, Vec<(bool, String)>)| {
         assert_eq!((back.command, &back.body), (frame.command, &frame.body));
         assert_eq!(added(&back), added(&frame));
     }
-    let mut session = Session::new(Some(("u".into(), "p".into())));
+    let mut session = Session::new(Some(("u".into(), "p".into())), None);
     let _ = session.inbound("CONNECT\naccept-version:1.2\nlogin:u\npasscode:p\n\n\0");
     for (outbound, text) in messages {
         if outbound {
