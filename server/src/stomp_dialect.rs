@@ -59,6 +59,11 @@ pub enum Inbound {
     Reply(String),
     /// Write this ERROR frame, then close the connection.
     Fail(String),
+    /// CONNECT carried a token that verified: write `reply` (CONNECTED);
+    /// the connection may now do what `grant` allows.
+    Granted { reply: String, grant: crate::auth::Grant },
+    /// CONNECT carried no valid token: write this ERROR, then close.
+    Refused(String),
     /// Write DISCONNECT's RECEIPT (empty: none asked for), then close.
     Disconnect(String),
     /// A heart-beat, or a frame with nothing to do (ACK, NACK in auto mode).
@@ -98,8 +103,6 @@ pub struct Session {
     /// With auth on and no token on the upgrade: CONNECT must carry one
     /// (`Authorization`, or `passcode`), verified here.
     verifier: Option<std::sync::Arc<crate::auth::Verifier>>,
-    /// What CONNECT's token granted, until the connection takes it.
-    grant: Option<crate::auth::Grant>,
 }
 
 fn encode(frame: Frame) -> String {
@@ -138,11 +141,6 @@ impl Session {
         Self { login, verifier, ..Default::default() }
     }
 
-    /// The grant of the token CONNECT carried (once).
-    pub fn take_grant(&mut self) -> Option<crate::auth::Grant> {
-        self.grant.take()
-    }
-
     /// Test-only sabotage of what clients see (see `sabotage`).
     pub fn sabotage(&mut self, sabotage: crate::sabotage::Sabotage) {
         self.wrong_subscription = sabotage.mislabel;
@@ -178,23 +176,30 @@ impl Session {
                     let e = FrameError::new(ErrorCode::BadField, "access refused: CONNECT needs a valid login and passcode");
                     return Inbound::Fail(error_frame("access_refused", &e.message, None, None));
                 }
-                if let Some(verifier) = &self.verifier {
-                    let token = frame.get("Authorization").or_else(|| frame.get("authorization")).or_else(|| frame.get("passcode"));
-                    match verifier.verify(token.unwrap_or_default()) {
-                        Ok(grant) => self.grant = Some(grant),
-                        Err(e) => return Inbound::Fail(error_frame("unauthenticated", &e.to_string(), None, None)),
+                let grant = match &self.verifier {
+                    Some(verifier) => {
+                        let token = frame.get("Authorization").or_else(|| frame.get("authorization")).or_else(|| frame.get("passcode"));
+                        match verifier.verify(token.unwrap_or_default()) {
+                            Ok(grant) => Some(grant),
+                            Err(e) => return Inbound::Refused(error_frame("unauthenticated", &e.to_string(), None, None)),
+                        }
                     }
-                }
+                    None => None,
+                };
                 self.connected = true;
                 let version = if versions.split(',').any(|v| v.trim() == "1.2") { "1.2" } else { "1.1" };
                 // heart-beat 0,0: the server neither sends nor requires STOMP
                 // heart-beats (WebSocket pings and the idle timeout cover it).
-                Inbound::Reply(encode(
+                let reply = encode(
                     Frame::new(Command::Connected)
                         .header("version", version)
                         .header("heart-beat", "0,0")
                         .header("server", "chatbench-reference"),
-                ))
+                );
+                match grant {
+                    Some(grant) => Inbound::Granted { reply, grant },
+                    None => Inbound::Reply(reply),
+                }
             }
             (false, other) => frame_error(
                 &FrameError::new(ErrorCode::UnknownOp, format!("{other} before CONNECT: send CONNECT first")),
@@ -393,7 +398,9 @@ mod tests {
 
     fn reply(i: Inbound) -> Frame {
         match i {
-            Inbound::Reply(t) | Inbound::Fail(t) | Inbound::Disconnect(t) => frame(&t),
+            Inbound::Reply(t) | Inbound::Fail(t) | Inbound::Disconnect(t) | Inbound::Refused(t) | Inbound::Granted { reply: t, .. } => {
+                frame(&t)
+            }
             other => panic!("expected a reply, got {other:?}"),
         }
     }
@@ -409,15 +416,17 @@ mod tests {
                 .unwrap();
         let mut s = Session::new(None, Some(verifier.clone()));
         let i = s.inbound("CONNECT\naccept-version:1.2\nhost:x\n\n\0");
-        assert!(matches!(&i, Inbound::Fail(t) if frame(t).get("message") == Some("unauthenticated")), "{i:?}");
-        assert_eq!(s.take_grant(), None);
+        assert!(matches!(&i, Inbound::Refused(t) if frame(t).get("message") == Some("unauthenticated")), "{i:?}");
         for header in [format!("Authorization:Bearer {token}"), format!("passcode:{token}")] {
             let mut s = Session::new(None, Some(verifier.clone()));
-            let f = reply(s.inbound(&format!("CONNECT\naccept-version:1.2\nhost:x\n{header}\n\n\0")));
-            assert_eq!(f.command, Command::Connected, "{header}");
-            let grant = s.take_grant().expect("a grant");
+            let Inbound::Granted { reply, grant } = s.inbound(&format!("CONNECT\naccept-version:1.2\nhost:x\n{header}\n\n\0")) else {
+                panic!("not granted with {header}")
+            };
+            assert_eq!(frame(&reply).command, Command::Connected, "{header}");
             assert!(grant.may("r") && !grant.may("other"));
         }
+        // Without a verifier (auth off, or the token came on the upgrade) CONNECT needs none.
+        assert!(matches!(Session::new(None, None).inbound("CONNECT\naccept-version:1.2\nhost:x\n\n\0"), Inbound::Reply(_)));
     }
 
     fn connected() -> Session {

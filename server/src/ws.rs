@@ -353,14 +353,17 @@ impl Connection {
     /// One client message on a STOMP session.
     async fn stomp_request(&mut self, text: &str) -> Result<(), Stop> {
         let Codec::Stomp(stomp) = &mut self.codec else { return Ok(()) };
-        let inbound = stomp.inbound(text);
-        if let Some(grant) = stomp.take_grant() {
-            self.access = Access::Granted(grant);
-        }
-        if matches!(inbound, StompIn::Fail(_)) && matches!(self.access, Access::Unproven) {
-            self.state.metrics.auth_refusals.inc();
-        }
-        match inbound {
+        match stomp.inbound(text) {
+            StompIn::Granted { reply, grant } => {
+                self.access = Access::Granted(grant);
+                self.write(Message::Text(Utf8Bytes::from(reply))).await
+            }
+            StompIn::Refused(frame) => {
+                self.state.metrics.auth_refusals.inc();
+                self.state.metrics.frame_errors.inc();
+                self.write(Message::Text(Utf8Bytes::from(frame))).await?;
+                Err(Stop::Closing)
+            }
             StompIn::Request(request) => self.dispatch(request).await,
             StompIn::Reply(frame) => self.write(Message::Text(Utf8Bytes::from(frame))).await,
             StompIn::Fail(frame) => {

@@ -77,7 +77,52 @@ async fn upgrades_need_a_valid_token_and_rooms_need_a_grant() {
     assert_eq!((e["code"].as_str(), e["id"].as_str(), e["room"].as_str()), (Some("forbidden"), Some("m1"), Some("b")));
     c.send("a", "m2", "hello").await;
     assert_eq!(c.next_each(&["ack", "msg"]).await[1]["id"], "m2");
-    assert!(common::metric(&node, "chat_auth_refusals_total").await >= 6.0);
+    // Four refused upgrades, one subscribe, one send.
+    assert_eq!(common::metric(&node, "chat_auth_refusals_total").await, 6.0);
+}
+
+/// One STOMP frame from the server (text or binary).
+async fn stomp_frame(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> Option<String> {
+    use futures::StreamExt;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a frame within 10 s") {
+            Some(Ok(tungstenite::Message::Text(t))) => return Some(t.to_string()),
+            Some(Ok(tungstenite::Message::Binary(b))) => return Some(String::from_utf8_lossy(&b).into_owned()),
+            Some(Ok(tungstenite::Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn stomp_takes_the_token_on_the_upgrade_or_in_connect_and_refuses_without() {
+    use futures::SinkExt;
+    let (node, _env) = start_auth("").await;
+    let stomp = format!("ws://{}/stomp", node.addr);
+    let connect = |extra: &str| tungstenite::Message::text(format!("CONNECT\naccept-version:1.2\nhost:x\n{extra}\n\0"));
+    // No token anywhere: ERROR unauthenticated, then the connection ends.
+    let (mut ws, _) = tokio_tungstenite::connect_async(stomp.as_str()).await.unwrap();
+    ws.send(connect("")).await.unwrap();
+    let error = stomp_frame(&mut ws).await.expect("an ERROR frame");
+    assert!(error.starts_with("ERROR") && error.contains("message:unauthenticated"), "{error}");
+    assert_eq!(stomp_frame(&mut ws).await, None, "closed after the ERROR");
+    assert_eq!(common::metric(&node, "chat_auth_refusals_total").await, 1.0);
+    // The token in CONNECT (passcode), or on the upgrade with a bare CONNECT.
+    let token = token(&["a"], now() + 60);
+    let upgraded = format!("{stomp}?access_token={token}");
+    for (url, extra) in [(stomp.as_str(), format!("passcode:{token}\n")), (upgraded.as_str(), String::new())] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        ws.send(connect(&extra)).await.unwrap();
+        let connected = stomp_frame(&mut ws).await.expect("CONNECTED");
+        assert!(connected.starts_with("CONNECTED"), "{url}: {connected}");
+        // A room the token does not grant: ERROR forbidden (STOMP closes after an ERROR).
+        ws.send(tungstenite::Message::text("SUBSCRIBE\nid:0\ndestination:/sub/b\nreceipt:r\n\n\0")).await.unwrap();
+        let error = stomp_frame(&mut ws).await.expect("an ERROR frame");
+        assert!(error.starts_with("ERROR") && error.contains("forbidden"), "{url}: {error}");
+    }
+    assert_eq!(common::metric(&node, "chat_auth_refusals_total").await, 3.0);
 }
 
 #[tokio::test]
