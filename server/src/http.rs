@@ -6,8 +6,10 @@ use crate::protocol::{MAX_FRAME_BYTES, MAX_SEQ, MAX_WS_MESSAGE_BYTES, RoomId, Se
 use crate::ws::Access;
 use axum::Json;
 use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chatbench_wire::paths;
@@ -62,14 +64,22 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The token a request carries: `Authorization: Bearer`, else the
-/// `access_token` query parameter.
-fn token_of(headers: &HeaderMap, query: &TokenQuery) -> Option<String> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| query.access_token.clone())
-}
+/// `access_token` query parameter (None: neither).
+struct Token(Option<String>);
 
 #[derive(Deserialize)]
 struct TokenQuery {
     access_token: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Token {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let query = || Query::<TokenQuery>::try_from_uri(&parts.uri).ok().and_then(|q| q.0.access_token);
+        Ok(Token(header.or_else(query)))
+    }
 }
 
 /// With auth on: what the upgrade's token grants. `/ws` needs one; on
@@ -89,25 +99,15 @@ fn access(state: &AppState, token: Option<String>, stomp: bool) -> Result<Access
     }
 }
 
-async fn ws_upgrade(
-    ws: WebSocketUpgrade,
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-) -> Result<Response, AppError> {
-    let access = access(&state, token_of(&headers, &query), false)?;
+async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>, Token(token): Token) -> Result<Response, AppError> {
+    let access = access(&state, token, false)?;
     upgrade(ws, state, access, |_, _| crate::ws::Codec::Json)
 }
 
 /// STOMP 1.2 over WebSocket (subprotocol v12.stomp, v11.stomp or v10.stomp
 /// when the client offers one; a client that offers none is served too).
-async fn stomp_upgrade(
-    ws: WebSocketUpgrade,
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-) -> Result<Response, AppError> {
-    let access = access(&state, token_of(&headers, &query), true)?;
+async fn stomp_upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>, Token(token): Token) -> Result<Response, AppError> {
+    let access = access(&state, token, true)?;
     upgrade(ws.protocols(crate::stomp_dialect::SUBPROTOCOLS), state, access, crate::ws::Codec::stomp)
 }
 
@@ -167,7 +167,6 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 struct HistoryQuery {
     after: Option<u64>,
     limit: Option<u32>,
-    access_token: Option<String>,
 }
 
 /// One page of history: at most `limit` messages and about
@@ -176,19 +175,17 @@ struct HistoryQuery {
 async fn history(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
-    headers: HeaderMap,
+    Token(token): Token,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Response, AppError> {
     let room = RoomId::parse(&room).map_err(|e| AppError::BadRequest { code: e.code.as_str(), message: e.message })?;
     // TEST ONLY: `--sabotage auth_history_open` reads any room to anyone.
-    if !state.sabotage.auth_history_open {
-        let token = token_of(&headers, &TokenQuery { access_token: q.access_token.clone() });
-        if let Access::Granted(grant) = access(&state, token, false)?
-            && !grant.may(room.as_str())
-        {
-            state.metrics.auth_refusals.inc();
-            return Err(AppError::Forbidden { room: room.to_string() });
-        }
+    if !state.sabotage.auth_history_open
+        && let Access::Granted(grant) = access(&state, token, false)?
+        && !grant.may(room.as_str())
+    {
+        state.metrics.auth_refusals.inc();
+        return Err(AppError::Forbidden { room: room.to_string() });
     }
     let after = q.after.unwrap_or(0);
     if after > MAX_SEQ {
