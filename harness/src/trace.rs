@@ -48,7 +48,7 @@ pub fn send_slot(msg: MsgNo, rooms: usize) -> usize {
 }
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 6;
+pub const TRACE_VERSION: u32 = 7;
 
 /// A message body as the checks compare it: its length in bytes and its
 /// CRC-32, packed in 8 bytes (the trace keeps no bodies). A truncated,
@@ -111,6 +111,83 @@ pub enum Role {
     Subscriber,
     /// Subscribes to its room and sends into it on one connection.
     Chatter,
+    /// Not a member: tries to read and write a room its credentials do
+    /// not grant (`auth.intruders`). Judged only by `authorization`
+    /// (every attempt refused) and `routing` (nothing delivered to it);
+    /// what it managed to send is owed to the members like any message.
+    Intruder(Credential),
+}
+
+/// What an intruder presents (`auth.intruders`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Credential {
+    /// Valid credentials for another room (not the one it tries).
+    #[default]
+    OtherRoom,
+    /// Credentials for the room it tries, expired.
+    Expired,
+    /// Credentials for every room, signed with the wrong key (a wrong password).
+    Forged,
+    /// No credentials at all.
+    None,
+}
+
+impl Credential {
+    pub const ALL: [Credential; 4] = [Credential::OtherRoom, Credential::Expired, Credential::Forged, Credential::None];
+
+    /// The name scenarios and `token_command`'s `{credentials}` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::OtherRoom => "other_room",
+            Credential::Expired => "expired",
+            Credential::Forged => "forged",
+            Credential::None => "none",
+        }
+    }
+}
+
+/// What an intruder tried (`auth.attempts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Attempt {
+    /// Send a message into the room.
+    Send,
+    /// Subscribe to the room.
+    Subscribe,
+    /// Subscribe with `after: 0`, as a client resubscribes after a reconnect.
+    Resubscribe,
+    /// Read the room's history over HTTP (the reference layout), after the sending window.
+    History,
+}
+
+impl Attempt {
+    /// The default order: a subscription that gets through is the last
+    /// thing on its connection (STOMP ends a session at its next `ERROR`),
+    /// so what it lets through is seen.
+    pub const ALL: [Attempt; 4] = [Attempt::Send, Attempt::Subscribe, Attempt::Resubscribe, Attempt::History];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attempt::Subscribe => "subscribe",
+            Attempt::Resubscribe => "resubscribe",
+            Attempt::Send => "send",
+            Attempt::History => "history",
+        }
+    }
+}
+
+/// How the system answered an intruder's attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// A definite refusal: the upgrade refused with an HTTP status, an
+    /// error frame (STOMP `ERROR`), a close frame with a code, HTTP 401/403.
+    Refused,
+    /// It was done: subscribed, acked, served (`served`: messages a history read returned).
+    Accepted { served: u32 },
+    /// No definite answer within `auth.answer_within` (a silent drop, a
+    /// connection cut without a close frame).
+    NoAnswer,
 }
 
 impl Role {
@@ -120,6 +197,14 @@ impl Role {
 
     pub fn subscribes(self) -> bool {
         matches!(self, Role::Subscriber | Role::Chatter)
+    }
+
+    /// The credentials an intruder presents (None: a member).
+    pub fn intruder(self) -> Option<Credential> {
+        match self {
+            Role::Intruder(c) => Some(c),
+            _ => None,
+        }
     }
 }
 
@@ -232,6 +317,12 @@ pub enum EventKind {
     GaveUp {
         http_status: Option<u16>,
     },
+    /// An intruder's attempt on a room it may not use, and the system's answer.
+    Probe {
+        room: RoomIdx,
+        attempt: Attempt,
+        answer: Answer,
+    },
 }
 
 impl EventKind {
@@ -250,6 +341,7 @@ impl EventKind {
             Deliver { room, msg, seq, body, label, message_id } => Deliver { room: f(room)?, msg, seq, body, label, message_id },
             Leaving { room } => Leaving { room: f(room)? },
             Left { room } => Left { room: f(room)? },
+            Probe { room, attempt, answer } => Probe { room: f(room)?, attempt, answer },
             Connected { .. } | Error { .. } | Closed { .. } | GaveUp { .. } => self,
         })
     }

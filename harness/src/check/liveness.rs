@@ -53,8 +53,8 @@ fn ready(index: &TraceIndex) -> Vec<Finding> {
     let start = index.trace.meta.sending_started_ns;
     let mut findings = Vec::new();
     for (id, info) in index.trace.clients.iter().enumerate() {
-        if info.join_at_ns > 0 {
-            continue; // late subscribers are judged by `recovery`
+        if info.join_at_ns > 0 || info.role.intruder().is_some() {
+            continue; // late subscribers are judged by `recovery`, intruders by `authorization`
         }
         let client = id as ClientId;
         let connected = events(index, client).find_map(|e| matches!(e.kind, EventKind::Connected { .. }).then_some(e.t_ns));
@@ -247,6 +247,9 @@ fn outages(index: &TraceIndex, within_ns: u64) -> Vec<Finding> {
     let start = index.trace.meta.sending_started_ns;
     let mut findings = Vec::new();
     for (id, info) in index.trace.clients.iter().enumerate() {
+        if info.role.intruder().is_some() {
+            continue; // judged by `authorization`
+        }
         let client = id as ClientId;
         let subscribes = info.role.subscribes();
         // A late subscriber is "down" from the moment it was to join.

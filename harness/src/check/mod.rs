@@ -12,6 +12,7 @@
 //! an acked message, not stored means it must reach no one — and what
 //! cannot be resolved is itself a finding.
 
+pub mod authorization;
 pub mod delivery;
 pub mod freshness;
 pub mod generator;
@@ -50,11 +51,12 @@ pub enum Check {
     Progress,
     Recovery,
     Routing,
+    Authorization,
     Freshness,
 }
 
 impl Check {
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 14] = [
         Check::ExactlyOnce,
         Check::PerRoomTotal,
         Check::PerSenderFifo,
@@ -67,6 +69,7 @@ impl Check {
         Check::Progress,
         Check::Recovery,
         Check::Routing,
+        Check::Authorization,
         Check::Freshness,
     ];
 
@@ -85,6 +88,7 @@ impl Check {
             Check::Progress => "liveness.progress",
             Check::Recovery => "recovery",
             Check::Routing => "routing",
+            Check::Authorization => "authorization",
             Check::Freshness => "freshness",
         }
     }
@@ -105,6 +109,7 @@ impl Check {
             Check::Progress => &l.progress,
             Check::Recovery => return checks.recovery.off.as_deref(),
             Check::Routing => &checks.routing,
+            Check::Authorization => &checks.authorization,
             Check::Freshness => &checks.freshness,
         };
         switch.off_reason()
@@ -174,10 +179,13 @@ pub enum FindingKind {
     /// An owed message arrived later than `checks.fresh_within` after it
     /// was due, outside any fault's window.
     Stale,
+    /// An intruder's attempt on a room it may not use was not refused with
+    /// a definite error: it was done, or it got no answer.
+    Unrefused,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 26] = [
+    pub const ALL: [FindingKind; 27] = [
         FindingKind::Lost,
         FindingKind::Duplicated,
         FindingKind::Phantom,
@@ -204,6 +212,7 @@ impl FindingKind {
         FindingKind::Leak,
         FindingKind::Misrouted,
         FindingKind::Stale,
+        FindingKind::Unrefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -234,6 +243,7 @@ impl FindingKind {
             FindingKind::Leak => "leak",
             FindingKind::Misrouted => "misrouted",
             FindingKind::Stale => "stale",
+            FindingKind::Unrefused => "unrefused",
         }
     }
 
@@ -254,6 +264,7 @@ impl FindingKind {
             Outage | NotRecovered => Check::Recovery,
             Leak | Misrouted => Check::Routing,
             Stale => Check::Freshness,
+            Unrefused => Check::Authorization,
         }
     }
 }
@@ -860,6 +871,7 @@ pub fn findings_of(index: &TraceIndex, checks: &Checks) -> Vec<Finding> {
     findings.extend(history::check(index));
     findings.extend(liveness::check(index, checks));
     findings.extend(routing::check(index));
+    findings.extend(authorization::check(index));
     findings.extend(freshness::check(index, checks));
     findings.sort_by_key(|f| (f.kind, f.room, f.seq, f.msg, f.client, f.fault));
     findings

@@ -13,12 +13,15 @@
 //!   stomp.js and Spring clients route a MESSAGE by its `subscription`: a
 //!   wrong one means the message shows up nowhere.
 //!
+//! - `leak` also: anything of a room that reached an intruder
+//!   (`auth.intruders`), live or from a history read.
+//!
 //! A delivery is counted for exactly-once in the room it was sent to,
 //! whatever its labels say, so one wrong label is one finding here and
 //! not also a loss.
 
 use super::{Finding, FindingKind, TraceIndex};
-use crate::trace::{ClientId, Label, MsgNo};
+use crate::trace::{Answer, Attempt, ClientId, EventKind, Label, MsgNo};
 use std::collections::HashMap;
 
 pub fn check(index: &TraceIndex) -> Vec<Finding> {
@@ -28,7 +31,10 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         .leaks
         .iter()
         .map(|l| {
-            let detail = if l.after_left {
+            let intruder = index.trace.clients.get(l.client as usize).and_then(|c| c.role.intruder());
+            let detail = if let Some(credential) = intruder {
+                format!("delivered to an intruder with {} credentials, which may not read {}", credential.as_str(), name(l.room))
+            } else if l.after_left {
                 format!("delivered after the server confirmed this connection's unsubscribe from {}", name(l.room))
             } else {
                 format!("delivered to a connection that never subscribed to {}", name(l.room))
@@ -36,6 +42,20 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             Finding::new(FindingKind::Leak, detail).room(l.room).msg(l.msg).seq(l.seq).client(l.client, l.node).observed(l.t_ns)
         })
         .collect();
+    // A history read that served an intruder a room's messages.
+    for e in &index.trace.events {
+        if let EventKind::Probe { room, attempt: Attempt::History, answer: Answer::Accepted { served } } = e.kind
+            && served > 0
+            && let Some(credential) = index.trace.clients.get(e.client as usize).and_then(|c| c.role.intruder())
+        {
+            let detail = format!(
+                "the history of {} served {served} messages to an intruder with {} credentials, which may not read it",
+                name(room),
+                credential.as_str()
+            );
+            findings.push(Finding::new(FindingKind::Leak, detail).room(room).client(e.client, index.node_of(e.client)).observed(e.t_ns));
+        }
+    }
     // Per client: which message each message-id was first used for.
     let mut ids: HashMap<(ClientId, u64), MsgNo> = HashMap::new();
     for sub in &index.subscribers {

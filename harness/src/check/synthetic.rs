@@ -18,7 +18,8 @@
 //! up from `after`, subscribers in two rooms on one connection, subscribers
 //! that leave a room and rejoin it (resuming with `after`, or live from the
 //! head), chatters (one connection sending and receiving), closed-loop
-//! senders (no planned count) and one fault.
+//! senders (no planned count), one fault, and an intruder per room that is
+//! refused everything it tries (`auth.intruders`).
 
 use crate::trace::{
     BodyDigest, ClientId, ClientInfo, DrainRecord, Event, EventKind, FaultRecord, Label, MsgNo, Role, RoomHistory, RoomIdx, Stored,
@@ -369,6 +370,32 @@ impl Gen {
     }
 }
 
+impl Gen {
+    /// An intruder in `room` (credentials cycling through every kind) that
+    /// is refused everything: a send answered with `error` (never stored),
+    /// a subscribe refused, a resubscribe and a history read refused.
+    fn intruder(&mut self, room: RoomIdx) {
+        use crate::trace::{Answer, Attempt, Credential};
+        let client = self.clients.len() as ClientId;
+        let credential = Credential::ALL[room as usize % Credential::ALL.len()];
+        self.clients.push(ClientInfo { role: Role::Intruder(credential), room, ..Default::default() });
+        let msg = msg_no(client, 0);
+        let at = SENDING_STARTS_NS + 100 * US;
+        let refused = Answer::Refused;
+        let events = [
+            (at, EventKind::Send { room, msg, scheduled_ns: at, body: body_of(msg) }),
+            (at + 10 * US, EventKind::Error { msg: Some(msg) }),
+            (at + 10 * US, EventKind::Probe { room, attempt: Attempt::Send, answer: refused }),
+            (at + 20 * US, EventKind::Subscribing { room, after: None }),
+            (at + 30 * US, EventKind::SubscribeRefused { room }),
+            (at + 30 * US, EventKind::Probe { room, attempt: Attempt::Subscribe, answer: refused }),
+            (at + 40 * US, EventKind::Probe { room, attempt: Attempt::Resubscribe, answer: refused }),
+            (self.end_ns.max(at + 50 * US), EventKind::Probe { room, attempt: Attempt::History, answer: refused }),
+        ];
+        self.events.extend(events.into_iter().map(|(t_ns, kind)| Event { t_ns, client, kind }));
+    }
+}
+
 /// The trace without its multi-room subscribers' other rooms (their
 /// membership events and deliveries there): what a room-affine split into
 /// shards can represent when the rooms a generated client shares fall in
@@ -394,6 +421,11 @@ pub fn correct_trace(shape: &TraceShape, seed: u64) -> Trace {
     let casts = g.casts(shape);
     for (room, cast) in casts.iter().enumerate() {
         g.room(room as RoomIdx, shape, cast);
+    }
+    if shape.trouble {
+        for room in 0..shape.rooms {
+            g.intruder(room);
+        }
     }
     g.events.sort_by_key(|e| (e.t_ns, e.client));
     let faults = if shape.trouble {
@@ -494,9 +526,16 @@ mod tests {
         Stale,
         ApiLeavesOut,
         ApiCorrupt,
+        /// An intruder's subscribe, resubscribe or send is let in, or
+        /// gets no answer.
+        IntruderLetIn,
+        /// A message of its room reaches an intruder.
+        IntruderLeak,
+        /// An intruder's history read is served.
+        IntruderServedHistory,
     }
 
-    const INJECTIONS: [Injection; 32] = [
+    const INJECTIONS: [Injection; 35] = [
         Injection::DropDelivery,
         Injection::DuplicateDelivery,
         Injection::Phantom,
@@ -529,6 +568,9 @@ mod tests {
         Injection::Stale,
         Injection::ApiLeavesOut,
         Injection::ApiCorrupt,
+        Injection::IntruderLetIn,
+        Injection::IntruderLeak,
+        Injection::IntruderServedHistory,
     ];
 
     fn injection() -> impl Strategy<Value = (Injection, u64)> {
@@ -573,10 +615,13 @@ mod tests {
             let churners = trace.events.iter().filter(|e| matches!(e.kind, EventKind::Leaving { .. })).map(|e| e.client);
             let guests = (0..trace.clients.len() as ClientId).filter(|&c| !trace.clients[c as usize].also.is_empty());
             let special: HashSet<ClientId> = churners.chain(guests).collect();
+            // Intruders are only for the intruder injections.
+            let intruders = (0..trace.clients.len() as ClientId).filter(|&c| trace.clients[c as usize].role.intruder().is_some());
+            let reserved_clients = special.iter().copied().chain(intruders).collect();
             Self {
                 trace,
                 reserved: HashSet::new(),
-                reserved_clients: special.clone(),
+                reserved_clients,
                 reserved_rooms: HashSet::new(),
                 special,
                 api_edits: Vec::new(),
@@ -593,6 +638,15 @@ mod tests {
         fn clients_where(&self, test: impl Fn(&ClientInfo) -> bool) -> Vec<ClientId> {
             (0..self.trace.clients.len() as ClientId)
                 .filter(|&c| test(&self.trace.clients[c as usize]) && !self.reserved_clients.contains(&c))
+                .collect()
+        }
+
+        /// Intruders no injection touched yet.
+        fn free_intruders(&self) -> Vec<ClientId> {
+            let touched: HashSet<ClientId> =
+                self.expected.iter().filter_map(|k| if let Key::Msg(_, _, Some(c)) = k { Some(*c) } else { None }).collect();
+            (0..self.trace.clients.len() as ClientId)
+                .filter(|&c| self.trace.clients[c as usize].role.intruder().is_some() && !touched.contains(&c))
                 .collect()
         }
 
@@ -1222,6 +1276,45 @@ mod tests {
                     self.trace.events.push(Event { t_ns: t, client, kind: delivery(room, e.msg, e.seq) });
                     self.expected.push(Key::Msg(FindingKind::Leak, e.msg, Some(client)));
                 }
+                Injection::IntruderLetIn | Injection::IntruderServedHistory => {
+                    use crate::trace::{Answer, Attempt};
+                    let history = matches!(injection, Injection::IntruderServedHistory);
+                    let Some(client) = pick_from(&self.free_intruders(), pick) else { return };
+                    let probes: Vec<usize> = (0..self.trace.events.len())
+                        .filter(|&i| self.trace.events[i].client == client)
+                        .filter(|&i| matches!(self.trace.events[i].kind, EventKind::Probe { attempt, .. } if (attempt == Attempt::History) == history))
+                        .collect();
+                    let Some(i) = pick_from(&probes, pick >> 8) else { return };
+                    let EventKind::Probe { room, attempt, .. } = self.trace.events[i].kind else { return };
+                    let answer = match (history, pick >> 16 & 1) {
+                        (true, _) => Answer::Accepted { served: 3 },
+                        // An accepted send would be acked and owed to the
+                        // members: here it goes unanswered (not stored).
+                        (false, _) if attempt == Attempt::Send => Answer::NoAnswer,
+                        (false, 0) => Answer::Accepted { served: 0 },
+                        (false, _) => Answer::NoAnswer,
+                    };
+                    self.reserved_clients.insert(client);
+                    self.trace.events[i].kind = EventKind::Probe { room, attempt, answer };
+                    self.expected.push(Key::Msg(FindingKind::Unrefused, u64::MAX, Some(client)));
+                    if history {
+                        self.expected.push(Key::Msg(FindingKind::Leak, u64::MAX, Some(client)));
+                    }
+                }
+                Injection::IntruderLeak => {
+                    let Some(client) = pick_from(&self.free_intruders(), pick) else { return };
+                    let room = self.trace.clients[client as usize].room;
+                    let entries: Vec<Stored> =
+                        self.trace.history[room as usize].entries.iter().copied().filter(|e| self.msg_free(e.msg)).collect();
+                    let Some(e) = pick_from(&entries, pick >> 9) else { return };
+                    if !self.trace.history[room as usize].complete || self.sends_of(e.msg) == 0 {
+                        return;
+                    }
+                    self.reserved.insert(e.msg);
+                    self.reserved_clients.insert(client);
+                    self.trace.events.push(Event { t_ns: self.end(), client, kind: delivery(room, e.msg, e.seq) });
+                    self.expected.push(Key::Msg(FindingKind::Leak, e.msg, Some(client)));
+                }
                 Injection::Stale => {
                     // A subscriber's last delivery arrives seconds after it was due.
                     let Some(client) = pick_from(&self.receivers(), pick) else { return };
@@ -1483,6 +1576,9 @@ mod tests {
                     _ => "other",
                 });
             }
+            if trace.clients.iter().any(|c| c.role.intruder().is_some()) {
+                seen.insert("intruder");
+            }
             let resent = trace.events.iter().filter(|e| matches!(e.kind, EventKind::Send { .. })).count()
                 > crate::check::TraceIndex::build(&trace).sends.len();
             if resent {
@@ -1497,9 +1593,19 @@ mod tests {
                 });
             }
         }
-        for kind in
-            ["closed", "connected", "error", "subscribe_refused", "after", "resend", "stored_unacked", "unstored", "left", "second_room"]
-        {
+        for kind in [
+            "closed",
+            "connected",
+            "error",
+            "subscribe_refused",
+            "after",
+            "resend",
+            "stored_unacked",
+            "unstored",
+            "left",
+            "second_room",
+            "intruder",
+        ] {
             assert!(seen.contains(kind), "no {kind} in 20 trouble traces");
         }
     }

@@ -62,6 +62,63 @@ pub struct Scenario {
     /// and the guarantees it declares.
     #[serde(default)]
     pub system: System,
+    /// Authorization: what each member's credentials grant, and intruders
+    /// that try rooms theirs do not. Checked by `authorization` (every
+    /// attempt refused with a definite error) and `routing` (nothing of a
+    /// room reaches an intruder).
+    #[serde(default)]
+    pub auth: Option<Auth>,
+}
+
+/// Who may use which room. With the reference server the harness makes
+/// a secret, starts every node with `--auth-secret` and mints each
+/// client's token (HS256, claims `sub`, `rooms`, `exp`); any other system
+/// gets its credentials from `system.credentials.token_command`, run with
+/// `{credentials}` = `member`, `other_room`, `expired` or `forged`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// What a member's credentials grant: `own` (the rooms it joins,
+    /// default) or `all`.
+    #[serde(default)]
+    pub rooms_per_client: RoomGrant,
+    /// Clients that are not members of the room they try.
+    #[serde(default)]
+    pub intruders: Vec<Intruders>,
+    /// What every intruder tries, in this order (default: send,
+    /// subscribe, resubscribe, history; `resubscribe` is tried on systems
+    /// with `seq`, `history` on the reference server's history API, after
+    /// the drain).
+    #[serde(default = "all_attempts")]
+    pub attempts: Vec<crate::trace::Attempt>,
+    /// How long a definite answer may take (default 10s): later, or none,
+    /// is `unrefused`.
+    #[serde(default = "ten_seconds")]
+    pub answer_within: HumanDuration,
+}
+
+fn all_attempts() -> Vec<crate::trace::Attempt> {
+    crate::trace::Attempt::ALL.to_vec()
+}
+
+/// What a member's credentials grant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomGrant {
+    #[default]
+    Own,
+    All,
+}
+
+/// A group of intruders presenting one kind of credentials. Intruder `i`
+/// of the run tries room `i mod rooms`, on node `i mod nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Intruders {
+    pub credentials: crate::trace::Credential,
+    /// How many (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
 }
 
 /// The system under test.
@@ -1140,6 +1197,18 @@ pub enum LinkTarget {
 }
 
 impl Scenario {
+    /// What a run is judged on: the scenario's checks, less what the
+    /// system does not promise, and `authorization` only with intruders
+    /// (each switched off with its reason).
+    pub fn judged_checks(&self) -> Checks {
+        let mut checks = self.system.guarantees.narrow(&self.checks, self.system.store.is_some());
+        let intruders = self.auth.as_ref().is_some_and(|a| a.intruders.iter().any(|g| g.count > 0));
+        if !intruders && checks.authorization.is_on() {
+            checks.authorization = Switch::Off("no auth.intruders: nothing tried a room it may not use".into());
+        }
+        checks
+    }
+
     /// Whether any fault (or random choice) satisfies `test`.
     pub(crate) fn any_fault(&self, test: impl Fn(&FaultAction) -> bool) -> bool {
         self.faults.iter().any(|f| match &f.action {
@@ -1322,6 +1391,10 @@ pub struct Checks {
     /// `subscription` id, a `message-id` not reused: `misrouted`).
     #[serde(default)]
     pub routing: Switch,
+    /// Every attempt of an `auth` intruder is refused with a definite
+    /// error within `auth.answer_within` (`unrefused` otherwise).
+    #[serde(default)]
+    pub authorization: Switch,
     /// Every owed delivery arrives within `fresh_within` of when it was due
     /// (sent, or the subscription it was caught up after was confirmed);
     /// deliveries due during a fault are left to `recovery`.
@@ -1425,6 +1498,7 @@ impl Default for Checks {
         Self {
             exactly_once: Switch::On,
             routing: Switch::On,
+            authorization: Switch::On,
             freshness: Switch::On,
             fresh_within: two_seconds(),
             confirm_after: two_seconds(),

@@ -276,6 +276,9 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         }
     }
     validate_declarations(s)?;
+    if let Some(auth) = &s.auth {
+        validate_auth(s, auth)?;
+    }
     check(!s.checks.recovery.within.0.is_zero(), &["checks", "recovery", "within"], || "must be longer than 0s".into())?;
     if let Some(why) = &s.checks.recovery.off {
         check(!why.trim().is_empty(), &["checks", "recovery", "off"], || "`off` needs a reason".into())?;
@@ -288,6 +291,25 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
             })?;
         }
     }
+    Ok(())
+}
+
+fn validate_auth(s: &Scenario, auth: &crate::scenario::Auth) -> Result<(), Violation> {
+    check(!auth.answer_within.0.is_zero(), &["auth", "answer_within"], || "must be longer than 0s".into())?;
+    check(!auth.attempts.is_empty(), &["auth", "attempts"], || "list at least one of send, subscribe, resubscribe, history".into())?;
+    for (i, a) in auth.attempts.iter().enumerate() {
+        check(!auth.attempts[..i].contains(a), &["auth", "attempts"], || format!("{} is listed twice", a.as_str()))?;
+    }
+    for group in &auth.intruders {
+        check(group.count >= 1, &["auth", "intruders", "count"], || format!("{} intruders: need at least 1", group.count))?;
+    }
+    let reference = s.system.command.is_none() && s.system.external.is_none();
+    let needs_credentials = auth.intruders.iter().any(|g| g.credentials != crate::trace::Credential::None);
+    check(reference || !needs_credentials || s.system.credentials.token_command.is_some(), &["auth", "intruders"], || {
+        "the harness mints credentials for the reference server only: give system.credentials.token_command \
+         (run with {client}, {room}, {rooms} and {credentials} = member, other_room, expired or forged)"
+            .into()
+    })?;
     Ok(())
 }
 
