@@ -42,7 +42,7 @@ struct PageMessage {
 /// Every room's history as served by the nodes at `bases` (HTTP base URLs,
 /// e.g. `http://127.0.0.1:4100`): room `i` is read from node `i % n`, and
 /// from the next node if that one does not answer.
-pub(crate) async fn read(bases: &[String], rooms: &[String]) -> Vec<RoomHistory> {
+pub(crate) async fn read(bases: &[String], rooms: &[String], headers: &[(String, String)]) -> Vec<RoomHistory> {
     let incomplete = || rooms.iter().map(|_| RoomHistory { entries: Vec::new(), complete: false }).collect();
     let client = match reqwest::Client::builder().timeout(PAGE_TIMEOUT).build() {
         Ok(c) => c,
@@ -56,7 +56,7 @@ pub(crate) async fn read(bases: &[String], rooms: &[String]) -> Vec<RoomHistory>
         for (i, room) in rooms.iter().enumerate() {
             let mut history = RoomHistory::default();
             for attempt in 0..bases.len() {
-                history = read_room(&client, &bases[(i + attempt) % bases.len()], room).await;
+                history = read_room(&client, &bases[(i + attempt) % bases.len()], room, headers).await;
                 if history.complete {
                     break;
                 }
@@ -77,12 +77,12 @@ pub(crate) async fn read(bases: &[String], rooms: &[String]) -> Vec<RoomHistory>
     }
 }
 
-async fn read_room(client: &reqwest::Client, base: &str, room: &str) -> RoomHistory {
+async fn read_room(client: &reqwest::Client, base: &str, room: &str, headers: &[(String, String)]) -> RoomHistory {
     let mut entries: Vec<Stored> = Vec::new();
     let mut after = 0u64;
     loop {
         let url = format!("{base}{}?after={after}&limit={PAGE_LIMIT}", chatbench_wire::paths::history(room));
-        let page = match fetch(client, &url).await {
+        let page = match fetch(client, &url, headers).await {
             Ok(page) => page,
             Err(why) => {
                 tracing::warn!(url, %why, "history API: a page could not be read");
@@ -110,13 +110,39 @@ async fn read_room(client: &reqwest::Client, base: &str, room: &str) -> RoomHist
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Page> {
-    let response = client.get(url).send().await.map_err(anyhow::Error::from)?;
+fn get(client: &reqwest::Client, url: &str, headers: &[(String, String)]) -> reqwest::RequestBuilder {
+    headers.iter().fold(client.get(url), |request, (name, value)| request.header(name, value))
+}
+
+async fn fetch(client: &reqwest::Client, url: &str, headers: &[(String, String)]) -> anyhow::Result<Page> {
+    let response = get(client, url, headers).send().await.map_err(anyhow::Error::from)?;
     let status = response.status();
     if !status.is_success() {
         return Err(anyhow::anyhow!("HTTP {status}"));
     }
     response.json::<Page>().await.map_err(|e| anyhow::anyhow!("not a history page: {e}"))
+}
+
+/// An intruder's read of a room's first history page: refused (any 4xx:
+/// the server said no), served (how many messages), or no definite answer
+/// (a 5xx, a broken connection, nothing within `within`).
+pub(crate) async fn probe(base: &str, room: &str, headers: &[(String, String)], within: Duration) -> crate::trace::Answer {
+    use crate::trace::Answer;
+    let Ok(client) = reqwest::Client::builder().timeout(within).build() else { return Answer::NoAnswer };
+    let url = format!("{base}{}?after=0&limit={PAGE_LIMIT}", chatbench_wire::paths::history(room));
+    let Ok(response) = get(&client, &url, headers).send().await else { return Answer::NoAnswer };
+    let status = response.status();
+    if status.is_client_error() {
+        return Answer::Refused;
+    }
+    if !status.is_success() {
+        return Answer::NoAnswer;
+    }
+    match response.json::<Page>().await {
+        Ok(page) => Answer::Accepted { served: page.messages.len() as u32 },
+        // A 2xx the client cannot read is still not a refusal.
+        Err(_) => Answer::Accepted { served: 0 },
+    }
 }
 
 #[cfg(test)]
@@ -126,7 +152,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_server_gives_incomplete_history_not_a_hang() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let h = read(&[format!("http://127.0.0.1:{port}")], &["a".to_owned()]).await;
+        let h = read(&[format!("http://127.0.0.1:{port}")], &["a".to_owned()], &[]).await;
         assert_eq!(h.len(), 1);
         assert!(!h[0].complete);
     }
@@ -156,7 +182,7 @@ mod tests {
                 });
             }
         });
-        let h = tokio::time::timeout(Duration::from_secs(10), read(&[base], &["a".to_owned()])).await.expect("no hang");
+        let h = tokio::time::timeout(Duration::from_secs(10), read(&[base], &["a".to_owned()], &[])).await.expect("no hang");
         assert!(!h[0].complete, "{h:?}");
     }
 }

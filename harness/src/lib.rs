@@ -37,6 +37,7 @@
 
 #![warn(unreachable_pub)]
 
+mod auth;
 pub mod check;
 pub mod cli;
 mod client;

@@ -90,6 +90,13 @@ pub(crate) async fn run(scenario: &Scenario, options: &RunOptions) -> Result<Run
     };
     std::fs::create_dir_all(&options.out_dir).map_err(output(&options.out_dir))?;
     let started_at = chrono::Utc::now().to_rfc3339();
+    let with_bearer;
+    let scenario = if mints_tokens(scenario) {
+        with_bearer = bearer_by_default(scenario);
+        &with_bearer
+    } else {
+        scenario
+    };
     // Fan-out modes are the reference server's: an external system runs once.
     let subjects: Vec<Subject> = match &scenario.system.external {
         Some(_) => vec![Subject::External],
@@ -110,6 +117,25 @@ pub(crate) async fn run(scenario: &Scenario, options: &RunOptions) -> Result<Run
     Ok(report)
 }
 
+/// The harness mints the credentials: `auth` on the reference server,
+/// without a `token_command`.
+fn mints_tokens(scenario: &Scenario) -> bool {
+    let system = &scenario.system;
+    scenario.auth.is_some() && system.command.is_none() && system.external.is_none() && system.credentials.token_command.is_none()
+}
+
+/// Minted tokens go where the reference server reads them, unless the
+/// scenario says where: `Authorization: Bearer {token}` on the upgrade
+/// (both endpoints take it there).
+fn bearer_by_default(scenario: &Scenario) -> Scenario {
+    let mut scenario = scenario.clone();
+    let c = &mut scenario.system.credentials;
+    if c.headers.is_empty() && c.query.is_empty() && c.connect_headers.is_empty() {
+        c.headers.insert("Authorization".to_owned(), "Bearer {token}".to_owned());
+    }
+    scenario
+}
+
 /// What every subject's clients need: the run's rooms, each client's plan
 /// and credentials (this shard's only, in a sharded run).
 struct Planned {
@@ -125,16 +151,64 @@ fn run_id(options: &RunOptions) -> String {
 }
 
 /// Stage 2: plan the clients over `nodes` nodes (after the nodes started:
-/// a `token_command` may ask them for credentials).
-async fn plan(scenario: &Scenario, options: &RunOptions, nodes: u32, run_id: &str) -> Result<Planned, InfraError> {
+/// a `token_command` may ask them for credentials), members first, then
+/// `auth`'s intruders; `minter`: the harness mints the credentials.
+async fn plan(
+    scenario: &Scenario,
+    options: &RunOptions,
+    nodes: u32,
+    run_id: &str,
+    minter: Option<&crate::auth::Minter>,
+) -> Result<Planned, InfraError> {
     let rooms: Vec<String> =
         client::rooms_of(scenario.workload.rooms, options.shard).iter().map(|&r| scenario.workload.room_name(r, run_id)).collect();
     let mut plans = plan_clients(&scenario.workload, nodes, options.seed, options.shard.map_or(1, |s| s.count));
     if let Some(shard) = options.shard {
         plans = client::shard_plans(plans, shard);
     }
-    let tokens = client_tokens(scenario, &plans, &rooms).await?;
+    if let Some(auth) = scenario.auth.as_ref().filter(|a| !a.intruders.is_empty()) {
+        if options.shard.is_some() {
+            return Err(InfraError::Provider(crate::provider::ProviderError::CannotHonour {
+                provider: "sharded run",
+                why: "auth.intruders run in one process for now: run the scenario unsharded".into(),
+            }));
+        }
+        plans.extend(client::plan_intruders(auth, plans.len() as u32, rooms.len() as u32, nodes));
+    }
+    let tokens = match minter {
+        Some(minter) => minted_tokens(minter, scenario, &plans, &rooms),
+        None => client_tokens(scenario, &plans, &rooms).await?,
+    };
     Ok(Planned { rooms, plans, tokens })
+}
+
+/// The room an intruder's `other_room` credentials grant: one outside
+/// the run, named after the room it tries (see [`client::other_room`]).
+fn other_room(rooms: &[String], room: u32) -> String {
+    client::other_room(rooms.get(room as usize).map_or("room", String::as_str))
+}
+
+/// The names of every room a member joins, or `*` (`rooms_per_client: all`).
+fn member_rooms(scenario: &Scenario, plan: &client::ClientPlan, rooms: &[String]) -> Vec<String> {
+    match scenario.auth.as_ref().map(|a| a.rooms_per_client) {
+        Some(crate::scenario::RoomGrant::All) => vec!["*".to_owned()],
+        _ => plan.rooms().filter_map(|r| rooms.get(r as usize).cloned()).collect(),
+    }
+}
+
+/// Every client's token, minted for the reference server.
+fn minted_tokens(minter: &crate::auth::Minter, scenario: &Scenario, plans: &[client::ClientPlan], rooms: &[String]) -> Vec<String> {
+    plans
+        .iter()
+        .map(|p| {
+            let sub = format!("client-{}", p.msg_client);
+            let room = rooms.get(p.room as usize).map_or("", String::as_str);
+            match p.role.intruder() {
+                Some(c) => minter.intruder(c, &sub, room, &other_room(rooms, p.room)).unwrap_or_default(),
+                None => minter.member(&sub, &member_rooms(scenario, p, rooms)),
+            }
+        })
+        .collect()
 }
 
 /// A run whose faults could not all be applied has no verdict.
@@ -155,16 +229,16 @@ async fn run_external(
     dir: &std::path::Path,
 ) -> Result<ModeReport, InfraError> {
     let nodes = external.urls.len() as u32;
-    let planned = plan(scenario, options, nodes, &run_id(options)).await?;
+    let planned = plan(scenario, options, nodes, &run_id(options), None).await?;
     let (urls, client_links) = client_link_proxies(scenario, external.urls.clone()).await?;
     let clock = Clock::start();
     let schedule = scenario.fault_schedule(options.seed);
     let faults = async |window, drops| (nemesis::run_client_faults(schedule, window, clock, &drops, &client_links).await, ());
-    let mut driven = drive(scenario, options, Subject::External, &planned, &urls, clock, faults).await;
+    let mut driven = drive(scenario, options, Subject::External, &planned, (&urls, &[]), clock, faults).await;
     let unmatched = std::mem::take(&mut driven.outcome.unmatched);
     let ended_ns = clock.now_ns();
     fault_error(&driven.faults)?;
-    let checks = scenario.system.guarantees.narrow(&scenario.checks, scenario.system.store.is_some());
+    let checks = scenario.judged_checks();
     let recorded = Recorded {
         mode: Subject::External,
         provider: "external system".to_owned(),
@@ -194,15 +268,23 @@ async fn run_external(
 async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &std::path::Path) -> Result<ModeReport, InfraError> {
     let run_id = run_id(options);
     let db = format!("chatbench_{}_{run_id}", mode.as_str());
+    let minter = if mints_tokens(scenario) {
+        Some(crate::auth::Minter::new().map_err(|source| InfraError::Output { path: "the run's auth secret".into(), source })?)
+    } else {
+        None
+    };
     let backends = start_backends(scenario, options, mode, dir, &db).await?;
-    let cluster = start_nodes(scenario, options, mode, dir, &backends, &db).await?;
+    let cluster = start_nodes(scenario, options, mode, dir, &backends, &db, minter.as_ref()).await?;
     // TEST ONLY: a panic with backends and nodes up (the cleanup tests).
     if std::env::var_os("CHATBENCH_TEST_PANIC").is_some() {
         panic!("CHATBENCH_TEST_PANIC: panicking with backends and nodes up, as asked");
     }
-    let planned = plan(scenario, options, scenario.topology.nodes, &run_id).await?;
+    let planned = plan(scenario, options, scenario.topology.nodes, &run_id, minter.as_ref()).await?;
     let clock = Clock::start();
     let path = client::wire::Wire::path(&scenario.system);
+    // The reference server's history API, where intruders try to read.
+    let http_bases: Vec<String> =
+        if scenario.system.command.is_none() { cluster.nodes.iter().map(|n| n.http_url("")).collect() } else { Vec::new() };
     let (urls, client_links) = client_link_proxies(scenario, cluster.nodes.iter().map(|n| n.ws_url_at(path)).collect()).await?;
     let mut schedule = scenario.fault_schedule(options.seed);
     if mode == Mode::Changestream {
@@ -225,7 +307,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         };
         (nemesis::run(schedule, window, clock, &targets).await, targets)
     };
-    let driven = drive(scenario, options, mode.into(), &planned, &urls, clock, faults).await;
+    let driven = drive(scenario, options, mode.into(), &planned, (&urls, &http_bases), clock, faults).await;
     nemesis::settle(&driven.owned).await;
     let ended_ns = clock.now_ns();
     let Driven { mut outcome, faults, owned: targets, loop_lag, resources } = driven;
@@ -264,7 +346,12 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         tracing::warn!("no node is up at the end of the run: the history API is not read");
         Vec::new()
     } else {
-        crate::history_api::read(&live, rooms).await
+        // With auth on, the harness reads as a client granted every room.
+        let headers: Vec<(String, String)> = minter
+            .iter()
+            .map(|m| ("Authorization".to_owned(), format!("Bearer {}", m.member("chatbench-harness", &["*".to_owned()]))))
+            .collect();
+        crate::history_api::read(&live, rooms, &headers).await
     };
     let server = scrape_counters(&cluster).await;
     for problem in cluster.stop(Duration::from_secs(5)).await {
@@ -276,7 +363,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     drop(kafka);
     drop(mongo);
     // What the system does not promise is not checked (each with its reason).
-    let checks = scenario.system.guarantees.narrow(&scenario.checks, scenario.system.store.is_some());
+    let checks = scenario.judged_checks();
     let recorded = Recorded {
         mode: mode.into(),
         provider,
@@ -428,7 +515,8 @@ async fn client_link_proxies(scenario: &Scenario, urls: Vec<String>) -> Result<(
 }
 
 /// Each client's `{token}`: the first line `credentials.token_command`
-/// prints for it (empty strings without one).
+/// prints for it (empty strings without one, and for an intruder without
+/// credentials).
 async fn client_tokens(scenario: &Scenario, plans: &[client::ClientPlan], rooms: &[String]) -> Result<Vec<String>, InfraError> {
     let Some(command) = scenario.system.credentials.token_command.as_ref().filter(|c| !c.is_empty()) else {
         return Ok(vec![String::new(); plans.len()]);
@@ -436,9 +524,23 @@ async fn client_tokens(scenario: &Scenario, plans: &[client::ClientPlan], rooms:
     let mut tokens = vec![String::new(); plans.len()];
     for plan in plans {
         let fail = |why: String| InfraError::TokenCommand { client: plan.id, why };
+        // `{credentials}`: what to make; `{room}`: the room they are for;
+        // `{rooms}`: a member's rooms, comma-separated.
+        let (kind, room, granted) = match plan.role.intruder() {
+            Some(crate::trace::Credential::None) => continue,
+            Some(c @ crate::trace::Credential::OtherRoom) => {
+                let other = other_room(rooms, plan.room);
+                (c.as_str(), other.clone(), other)
+            }
+            Some(c) => {
+                let room = rooms.get(plan.room as usize).cloned().unwrap_or_default();
+                (c.as_str(), room.clone(), room)
+            }
+            None => ("member", rooms.get(plan.room as usize).cloned().unwrap_or_default(), member_rooms(scenario, plan, rooms).join(",")),
+        };
         let args: Vec<String> = command
             .iter()
-            .map(|a| client::wire::fill(a, plan.msg_client, rooms.get(plan.room as usize).map_or("", String::as_str), ""))
+            .map(|a| client::wire::fill(&a.replace("{credentials}", kind).replace("{rooms}", &granted), plan.msg_client, &room, ""))
             .collect();
         let output = tokio::time::timeout(
             Duration::from_secs(30),
@@ -533,6 +635,7 @@ async fn start_nodes(
     dir: &std::path::Path,
     backends: &Backends,
     db: &str,
+    minter: Option<&crate::auth::Minter>,
 ) -> Result<Cluster, InfraError> {
     let nodes = scenario.topology.nodes;
     let spec = ClusterSpec {
@@ -542,7 +645,10 @@ async fn start_nodes(
         node_mongo_uris: backends.links.iter().map(|l| with_host(&backends.mongo.uri, l.addr)).collect(),
         db: db.to_owned(),
         mode,
-        extra_args: node_args(scenario, options, backends.kafka.as_ref()),
+        extra_args: node_args(scenario, options, backends.kafka.as_ref())
+            .into_iter()
+            .chain(minter.iter().flat_map(|m| m.server_args()))
+            .collect(),
         // In kafka mode each node's bootstrap: its link proxy, else the broker.
         per_node_args: backends
             .kafka
@@ -599,7 +705,7 @@ async fn drive<T>(
     options: &RunOptions,
     subject: Subject,
     planned: &Planned,
-    urls: &[String],
+    (urls, http_bases): (&[String], &[String]),
     clock: Clock,
     faults: impl AsyncFnOnce(
         tokio::sync::watch::Receiver<Option<client::Window>>,
@@ -624,6 +730,8 @@ async fn drive<T>(
         system: &scenario.system,
         tokens,
         confirm_after: scenario.checks.confirm_after.0,
+        auth: scenario.auth.as_ref(),
+        http_bases,
     };
     let (lag_stop, lag) = crate::resources::spawn_loop_lag();
     let (sampler_stop, sampler) = crate::resources::spawn_sampler();

@@ -78,7 +78,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Pause before resending a send that got an `error` frame.
 const RESEND_AFTER_ERROR_NS: u64 = 200_000_000;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(super) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 type Writer = SplitSink<Ws, Message>;
 
 /// Why a session ended: the run stopped, or the connection broke (with
@@ -216,7 +216,7 @@ fn text_of(rng: &mut StdRng, workload: &Workload) -> String {
     text::generate(rng, n as usize, workload.message_text)
 }
 
-fn close_code(message: &Message) -> Option<u16> {
+pub(super) fn close_code(message: &Message) -> Option<u16> {
     match message {
         Message::Close(Some(frame)) => Some(frame.code.into()),
         _ => None,
@@ -232,6 +232,32 @@ fn permanent_refusal(e: &tungstenite::Error) -> Option<u16> {
         }
         _ => None,
     }
+}
+
+/// A WebSocket upgrade to `url` with these query parameters and headers
+/// (STOMP: the STOMP subprotocols offered).
+pub(super) async fn open(
+    url: &str,
+    query: &[(String, String)],
+    headers: &[(String, String)],
+    stomp: bool,
+) -> Result<Ws, tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut url = url.to_owned();
+    if !query.is_empty() {
+        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
+        url = format!("{url}{}{query}", if url.contains('?') { '&' } else { '?' });
+    }
+    let mut request = url.into_client_request()?;
+    if stomp {
+        request.headers_mut().insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static("v12.stomp, v11.stomp"));
+    }
+    for (name, value) in headers {
+        let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+        let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+        request.headers_mut().insert(name, value);
+    }
+    tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await.map(|(ws, _)| ws)
 }
 
 struct Client<'a> {
@@ -405,22 +431,7 @@ impl<'a> Client<'a> {
 
     /// The WebSocket upgrade, with this client's credentials.
     async fn open(&self, url: &str) -> Result<Ws, tungstenite::Error> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut url = url.to_owned();
-        if !self.ctx.upgrade_query.is_empty() {
-            let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.ctx.upgrade_query).finish();
-            url = format!("{url}{}{query}", if url.contains('?') { '&' } else { '?' });
-        }
-        let mut request = url.into_client_request()?;
-        if self.ctx.wire.is_stomp() {
-            request.headers_mut().insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static("v12.stomp, v11.stomp"));
-        }
-        for (name, value) in &self.ctx.upgrade_headers {
-            let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
-            let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
-            request.headers_mut().insert(name, value);
-        }
-        tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await.map(|(ws, _)| ws)
+        open(url, &self.ctx.upgrade_query, &self.ctx.upgrade_headers, self.ctx.wire.is_stomp()).await
     }
 
     /// Open the protocol session (STOMP: CONNECT, then CONNECTED). Err(Some)

@@ -4,12 +4,13 @@
 
 mod connection;
 pub(crate) mod frames;
+mod intruder;
 mod plan;
 pub(crate) mod socketio;
 pub(crate) mod text;
 pub(crate) mod wire;
 
-pub(crate) use plan::{ClientPlan, Schedule, plan_clients, rooms_of, shard_plans};
+pub(crate) use plan::{ClientPlan, Schedule, plan_clients, plan_intruders, rooms_of, shard_plans};
 
 use crate::scenario::Workload;
 use crate::trace::{Clock, Event};
@@ -181,12 +182,27 @@ pub(crate) struct Workforce<'a> {
     /// With `ack: none`: how long a send is given to show up somewhere
     /// (the drain lasts at least this long after sending ends).
     pub confirm_after: Duration,
+    /// What intruders try (None: the scenario has no `auth`).
+    pub auth: Option<&'a crate::scenario::Auth>,
+    /// Every node's HTTP base, where intruders try the history API (empty:
+    /// the system has none).
+    pub http_bases: &'a [String],
+}
+
+/// The room an intruder with `other_room` credentials may use: its own,
+/// outside the run (no traffic, so nothing of it can be taken for a leak).
+/// It joins it first on every connection, as a member of one room who
+/// then tries another would: a server that checks only a connection's
+/// first room lets the next one through.
+pub(crate) fn other_room(target: &str) -> String {
+    format!("{target}-other")
 }
 
 /// Run every client against its node until the sending window ends, then
 /// drain until the system settles (or `drain_timeout`).
 pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
-    let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens, confirm_after } = force;
+    let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens, confirm_after, auth, http_bases } =
+        force;
     let seq = system.guarantees.seq();
     let acks = system.guarantees.ack != crate::scenario::AckGuarantee::None;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -199,9 +215,36 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
     }
     let sender_rooms = Arc::new(sender_rooms);
     let mut tasks = Vec::with_capacity(plans.len());
+    // An intruder without credentials presents none of the declared ones.
+    let anonymous = crate::scenario::System { credentials: Default::default(), ..system.clone() };
     for plan in plans {
         let room = &rooms[plan.room as usize];
         let token = tokens.get(plan.id as usize).map_or("", String::as_str);
+        if let (Some(credential), Some(auth)) = (plan.role.intruder(), auth) {
+            let system = if credential == crate::trace::Credential::None { &anonymous } else { system };
+            let (upgrade_headers, upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
+            let node = plan.node as usize % urls.len().max(1);
+            let ctx = intruder::Context {
+                plan: plan.clone(),
+                url: urls[node].clone(),
+                http_base: http_bases.get(node).cloned(),
+                room: room.clone(),
+                own_room: (credential == crate::trace::Credential::OtherRoom).then(|| other_room(room)),
+                wire: wire::Wire::new(system, plan.msg_client, vec![room.clone(), other_room(room)], token),
+                upgrade_headers,
+                upgrade_query,
+                attempts: auth.attempts.clone(),
+                answer_within: auth.answer_within.0,
+                seq,
+                clock,
+                start: start_rx.clone(),
+                stop: stop_rx.clone(),
+            };
+            // Nothing waits for an intruder: it is never part of the drain.
+            shared.settled[plan.id as usize].store(true, Ordering::Relaxed);
+            tasks.push(tokio::spawn(intruder::run(ctx)));
+            continue;
+        }
         let (upgrade_headers, mut upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
         let client_rooms: Vec<(crate::trace::RoomIdx, String)> = plan.rooms().map(|r| (r, rooms[r as usize].clone())).collect();
         let wire = wire::Wire::new(system, plan.msg_client, client_rooms.iter().map(|(_, name)| name.clone()).collect(), token);
@@ -234,7 +277,7 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
     // Everyone connects (and subscribes) first, so no subscriber misses the
     // first sends and connection set-up is not measured as latency. A client
     // not ready by `connect_timeout` is a finding, not a reason to wait on.
-    let on_time = plans.iter().filter(|p| p.join_at.is_zero()).count() as u64;
+    let on_time = plans.iter().filter(|p| p.join_at.is_zero() && p.role.intruder().is_none()).count() as u64;
     let ready_deadline = tokio::time::Instant::now() + workload.connect_timeout.0;
     while shared.ready.load(Ordering::Relaxed) + shared.gave_up.load(Ordering::Relaxed) < on_time
         && tokio::time::Instant::now() < ready_deadline

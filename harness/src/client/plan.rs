@@ -47,6 +47,30 @@ impl ClientPlan {
     }
 }
 
+/// `auth`'s intruders, numbered from `first` (after the members): the
+/// `i`-th of the run tries room `i mod rooms` from node `i mod nodes`.
+pub(crate) fn plan_intruders(auth: &crate::scenario::Auth, first: ClientId, rooms: u32, nodes: u32) -> Vec<ClientPlan> {
+    auth.intruders
+        .iter()
+        .flat_map(|group| std::iter::repeat_n(group.credentials, group.count as usize))
+        .enumerate()
+        .map(|(i, credential)| {
+            let id = first + i as ClientId;
+            ClientPlan {
+                id,
+                msg_client: id,
+                role: Role::Intruder(credential),
+                node: i as u32 % nodes.max(1),
+                room: i as u32 % rooms.max(1),
+                also: Vec::new(),
+                join_at: Duration::ZERO,
+                after: None,
+                schedule: None,
+            }
+        })
+        .collect()
+}
+
 /// One sender's send schedule. Open loop: each sender owns every
 /// `senders`-th slot of the global schedule, so the total rate is exact and
 /// phases are spread. Closed loop: keep `in_flight` unacked sends out.

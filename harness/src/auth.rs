@@ -1,0 +1,123 @@
+//! Credentials the harness mints for the reference server (`auth` in a
+//! scenario, no `token_command`): a fresh random secret per run, in a file
+//! only this user can read (nodes get `--auth-secret FILE`; the secret is
+//! never on a command line, in a log or in a result), and HS256 tokens
+//! with the server's claims (`sub`, `rooms`, `exp`), made with
+//! `jsonwebtoken` (MIT), the crate the server verifies with.
+
+use crate::trace::Credential;
+use rand::RngCore;
+use std::io::Write;
+
+/// How long a member's token lives: longer than any run.
+const MEMBER_TTL_S: u64 = 24 * 3600;
+/// How long ago an expired intruder's token expired (well past any leeway).
+const EXPIRED_AGO_S: u64 = 600;
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    rooms: &'a [String],
+    exp: u64,
+}
+
+/// A run's secret and the file the nodes read it from (deleted on drop).
+pub(crate) struct Minter {
+    secret: [u8; 32],
+    file: tempfile::NamedTempFile,
+}
+
+impl Minter {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        // 0600, in the temp dir: not in the results folder.
+        let mut file = tempfile::Builder::new().prefix("chatbench-auth-").tempfile()?;
+        file.write_all(&secret)?;
+        file.flush()?;
+        Ok(Self { secret, file })
+    }
+
+    /// The flags every node starts with.
+    pub(crate) fn server_args(&self) -> Vec<String> {
+        vec!["--auth-secret".to_owned(), self.file.path().display().to_string()]
+    }
+
+    /// A member's token for `rooms` (`["*"]`: every room).
+    pub(crate) fn member(&self, sub: &str, rooms: &[String]) -> String {
+        sign(&self.secret, sub, rooms, now_s() + MEMBER_TTL_S)
+    }
+
+    /// An intruder's token: `room` is the room it tries, `other` a room
+    /// it may use instead. None for an intruder without credentials.
+    pub(crate) fn intruder(&self, credential: Credential, sub: &str, room: &str, other: &str) -> Option<String> {
+        match credential {
+            Credential::OtherRoom => Some(self.member(sub, &[other.to_owned()])),
+            Credential::Expired => Some(sign(&self.secret, sub, &[room.to_owned()], now_s().saturating_sub(EXPIRED_AGO_S))),
+            Credential::Forged => {
+                let mut wrong = [0u8; 32];
+                rand::rng().fill_bytes(&mut wrong);
+                Some(sign(&wrong, sub, &["*".to_owned()], now_s() + MEMBER_TTL_S))
+            }
+            Credential::None => None,
+        }
+    }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn sign(secret: &[u8], sub: &str, rooms: &[String], exp: u64) -> String {
+    let claims = Claims { sub, rooms, exp };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 over serializable claims cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Read {
+        rooms: Vec<String>,
+        exp: u64,
+    }
+
+    fn verify(minter: &Minter, token: &str) -> jsonwebtoken::errors::Result<Read> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 0;
+        v.required_spec_claims = ["exp".to_owned()].into();
+        decode::<Read>(token, &DecodingKey::from_secret(&minter.secret), &v).map(|d| d.claims)
+    }
+
+    #[test]
+    fn each_kind_of_credential_is_what_it_says() {
+        let m = Minter::new().unwrap();
+        assert_eq!(std::fs::read(m.file.path()).unwrap(), m.secret);
+        let member = verify(&m, &m.member("client-1", &["r1".into(), "r2".into()])).unwrap();
+        assert_eq!(member.rooms, ["r1", "r2"]);
+        assert!(member.exp > now_s() + 3600);
+        assert_eq!(verify(&m, &m.intruder(Credential::OtherRoom, "i", "r1", "r2").unwrap()).unwrap().rooms, ["r2"]);
+        let expired = m.intruder(Credential::Expired, "i", "r1", "r2").unwrap();
+        assert_eq!(verify(&m, &expired).unwrap_err().kind(), &jsonwebtoken::errors::ErrorKind::ExpiredSignature);
+        let forged = m.intruder(Credential::Forged, "i", "r1", "r2").unwrap();
+        assert_eq!(verify(&m, &forged).unwrap_err().kind(), &jsonwebtoken::errors::ErrorKind::InvalidSignature);
+        assert!(m.intruder(Credential::None, "i", "r1", "r2").is_none());
+    }
+
+    #[test]
+    fn the_secret_file_is_private_and_goes_with_the_minter() {
+        use std::os::unix::fs::PermissionsExt;
+        let m = Minter::new().unwrap();
+        let path = m.file.path().to_owned();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o077, 0);
+        drop(m);
+        assert!(!path.exists());
+    }
+}

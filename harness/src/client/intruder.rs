@@ -1,0 +1,325 @@
+//! An intruder (`auth.intruders`): a client whose credentials do not grant
+//! the room it tries. Once the sending window opens it makes each of
+//! `auth.attempts` in turn on one connection (a new one when the server
+//! closed the last, as STOMP does after an `ERROR`), records the answer of
+//! each as a `Probe`, then listens until the run stops: anything of the
+//! room that reaches it is recorded, and judged a leak. The history read
+//! comes last, after the drain, when the room holds every message.
+//!
+//! Only a definite answer counts as a refusal: an upgrade refused with a
+//! 4xx status, an error frame, a close frame with a code, HTTP 4xx. A
+//! node that cannot be reached is tried again until `auth.answer_within`
+//! has passed (a fault on the node is not a refusal), then the attempt
+//! has no answer.
+
+use super::connection::{Ws, close_code, open};
+use super::wire::{Incoming, Wire};
+use super::{ClientPlan, Window};
+use crate::trace::{Answer, Attempt, Clock, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no};
+use futures::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+pub(super) struct Context {
+    pub plan: ClientPlan,
+    /// The WebSocket URL of its node.
+    pub url: String,
+    /// Its node's HTTP base, for `history` (None: the system has no
+    /// history API to try).
+    pub http_base: Option<String>,
+    /// The room it tries (name): slot 0 of its wire.
+    pub room: String,
+    /// The room its credentials grant (`other_room`): slot 1, joined first
+    /// on every connection.
+    pub own_room: Option<String>,
+    pub wire: Wire,
+    /// Its credentials, as on the upgrade and on a history read.
+    pub upgrade_headers: Vec<(String, String)>,
+    pub upgrade_query: Vec<(String, String)>,
+    pub attempts: Vec<Attempt>,
+    pub answer_within: Duration,
+    /// The system has `seq`: `resubscribe` (with `after`) means something.
+    pub seq: bool,
+    pub clock: Clock,
+    pub start: watch::Receiver<Option<Window>>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// How one attempt on a connection ended.
+struct Outcome {
+    answer: Answer,
+    /// The connection is still usable.
+    open: bool,
+}
+
+pub(super) async fn run(mut ctx: Context) -> Vec<crate::trace::Event> {
+    let mut rec = Recorder::new(ctx.plan.id, ctx.clock, 16);
+    let Some(_window) = window(&mut ctx).await else { return rec.into_events() };
+    let room: RoomIdx = ctx.plan.room;
+    let mut ws: Option<Ws> = None;
+    let mut sends = 0u32;
+    for (n, &attempt) in ctx.attempts.iter().enumerate() {
+        let answer = match attempt {
+            Attempt::History => continue,
+            Attempt::Resubscribe if !ctx.seq => continue,
+            Attempt::Subscribe | Attempt::Resubscribe | Attempt::Send => {
+                let socket = match ws.take() {
+                    Some(socket) => Ok(socket),
+                    None => connect(&ctx).await,
+                };
+                match socket {
+                    Err(answer) => answer,
+                    Ok(mut socket) => {
+                        let outcome = match attempt {
+                            Attempt::Send => {
+                                let msg = msg_no(ctx.plan.msg_client, sends);
+                                sends += 1;
+                                send(&ctx, &mut socket, msg, &mut rec).await
+                            }
+                            _ => subscribe(&ctx, &mut socket, attempt == Attempt::Resubscribe, n as u64, &mut rec).await,
+                        };
+                        if outcome.open {
+                            ws = Some(socket);
+                        }
+                        outcome.answer
+                    }
+                }
+            }
+        };
+        rec.record(EventKind::Probe { room, attempt, answer });
+    }
+    // Stay on the line until the run stops: what still comes is a leak.
+    if let Some(mut socket) = ws {
+        let mut stop = ctx.stop.clone();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                frame = socket.next() => match frame {
+                    Some(Ok(message)) if !message.is_close() => deliver(&ctx, &message, &mut rec),
+                    _ => break,
+                },
+            }
+        }
+        let _ = socket.close(None).await;
+    } else {
+        let mut stop = ctx.stop.clone();
+        let _ = stop.wait_for(|&s| s).await;
+    }
+    if ctx.attempts.contains(&Attempt::History)
+        && let Some(base) = &ctx.http_base
+    {
+        let answer = crate::history_api::probe(base, &ctx.room, &ctx.upgrade_headers, ctx.answer_within).await;
+        rec.record(EventKind::Probe { room, attempt: Attempt::History, answer });
+    }
+    rec.into_events()
+}
+
+async fn window(ctx: &mut Context) -> Option<Window> {
+    loop {
+        if let Some(w) = *ctx.start.borrow_and_update() {
+            return Some(w);
+        }
+        tokio::select! {
+            changed = ctx.start.changed() => if changed.is_err() { return None },
+            _ = ctx.stop.changed() => return None,
+        }
+    }
+}
+
+/// Open a session: the upgrade, then the protocol's hello (STOMP CONNECT).
+/// Err: the definite refusal, or no answer within `answer_within`.
+async fn connect(ctx: &Context) -> Result<Ws, Answer> {
+    let deadline = Instant::now() + ctx.answer_within;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match tokio::time::timeout_at(deadline, open(&ctx.url, &ctx.upgrade_query, &ctx.upgrade_headers, ctx.wire.is_stomp())).await {
+            Err(_) => return Err(Answer::NoAnswer),
+            Ok(Err(tungstenite::Error::Http(response))) if response.status().is_client_error() => return Err(Answer::Refused),
+            Ok(Err(e)) => tracing::debug!(client = ctx.plan.id, error = %e, "intruder: no connection yet; trying again"),
+            Ok(Ok(ws)) => match hello(ctx, ws, deadline).await {
+                Ok(ws) if ctx.own_room.is_some() => return join_own_room(ctx, ws).await,
+                Ok(ws) => return Ok(ws),
+                Err(Some(answer)) => return Err(answer),
+                Err(None) => {}
+            },
+        }
+        if Instant::now() + backoff >= deadline {
+            return Err(Answer::NoAnswer);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The protocol's first message and its answer. Err(Some): the server
+/// answered (a refusal); Err(None): the connection broke, try again.
+async fn hello(ctx: &Context, mut ws: Ws, deadline: Instant) -> Result<Ws, Option<Answer>> {
+    let host = ctx.url.split("//").nth(1).and_then(|h| h.split([':', '/']).next()).unwrap_or("localhost");
+    let Some(hello) = ctx.wire.hello(host) else { return Ok(ws) };
+    ws.send(hello).await.map_err(|_| None)?;
+    if !ctx.wire.hello_answered() {
+        return Ok(ws);
+    }
+    loop {
+        let message = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Err(Some(Answer::NoAnswer)),
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => return Err(None),
+        };
+        if let Some(code) = close_code(&message) {
+            tracing::debug!(client = ctx.plan.id, code, "intruder: the session was closed with a code");
+            return Err(Some(Answer::Refused));
+        }
+        match ctx.wire.read(&message) {
+            Incoming::Connected { .. } => return Ok(ws),
+            Incoming::Error { .. } => return Err(Some(Answer::Refused)),
+            _ if message.is_close() => return Err(None),
+            _ => {}
+        }
+    }
+}
+
+/// Join the room the credentials grant (slot 1), as a member would,
+/// before trying the other one. Its answer is not judged (a refusal here
+/// is the system's business with its members), but it must come.
+async fn join_own_room(ctx: &Context, mut ws: Ws) -> Result<Ws, Answer> {
+    if ws.send(ctx.wire.subscribe(1, None, 0)).await.is_err() {
+        return Err(Answer::NoAnswer);
+    }
+    let settle = ctx.wire.done_after().map(|d| Instant::now() + d);
+    let deadline = settle.unwrap_or_else(|| Instant::now() + ctx.answer_within);
+    loop {
+        let message = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) if settle.is_some() => return Ok(ws),
+            Err(_) => return Err(Answer::NoAnswer),
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => return Err(Answer::NoAnswer),
+        };
+        if close_code(&message).is_some() {
+            return Err(Answer::Refused);
+        }
+        match ctx.wire.read(&message) {
+            Incoming::Subscribed { slot: Some(1), .. } => return Ok(ws),
+            Incoming::Error { .. } if ctx.wire.is_stomp() => return Err(Answer::Refused),
+            Incoming::Error { .. } => return Ok(ws),
+            Incoming::Reply(reply) => {
+                let _ = ws.send(Message::text(reply)).await;
+            }
+            _ if message.is_close() => return Err(Answer::NoAnswer),
+            _ => {}
+        }
+    }
+}
+
+async fn subscribe(ctx: &Context, ws: &mut Ws, resume: bool, n: u64, rec: &mut Recorder) -> Outcome {
+    let room = ctx.plan.room;
+    let after = resume.then_some(0);
+    rec.record(EventKind::Subscribing { room, after });
+    if ws.send(ctx.wire.subscribe(0, after, n)).await.is_err() {
+        return Outcome { answer: Answer::NoAnswer, open: false };
+    }
+    // A protocol without confirmations: no error within its settling time is a yes.
+    let settled = ctx.wire.done_after().map(|d| Instant::now() + d);
+    let outcome = answer(ctx, ws, rec, settled, |incoming| match incoming {
+        Incoming::Subscribed { slot: Some(0), head } => Some(Verdict::Yes(EventKind::Subscribed { room, head: *head, after })),
+        Incoming::Error { .. } => Some(Verdict::No(EventKind::SubscribeRefused { room })),
+        _ => None,
+    })
+    .await;
+    if let (Answer::Accepted { .. }, Some(_)) = (outcome.answer, settled) {
+        rec.record(EventKind::Subscribed { room, head: 0, after });
+    }
+    outcome
+}
+
+async fn send(ctx: &Context, ws: &mut Ws, msg: MsgNo, rec: &mut Recorder) -> Outcome {
+    let room = ctx.plan.room;
+    let text = format!("intruder {} was here", ctx.plan.id);
+    let (message, body) = ctx.wire.send(0, msg, &text);
+    let now = ctx.clock.now_ns();
+    rec.record(EventKind::Send { room, msg, scheduled_ns: now, body });
+    if ws.send(message).await.is_err() {
+        return Outcome { answer: Answer::NoAnswer, open: false };
+    }
+    answer(ctx, ws, rec, None, |incoming| match incoming {
+        Incoming::Ack { msg: m, seq } if *m == msg => Some(Verdict::Yes(EventKind::Ack { room, msg, seq: *seq })),
+        Incoming::Error { msg: m, .. } if m.is_none_or(|m| m == msg) => Some(Verdict::No(EventKind::Error { msg: Some(msg) })),
+        _ => None,
+    })
+    .await
+}
+
+enum Verdict {
+    Yes(EventKind),
+    No(EventKind),
+}
+
+/// Read until `judge` finds the answer, the connection ends, or
+/// `answer_within` passes (`settled`: silence until then is a yes).
+async fn answer(
+    ctx: &Context,
+    ws: &mut Ws,
+    rec: &mut Recorder,
+    settled: Option<Instant>,
+    judge: impl Fn(&Incoming) -> Option<Verdict>,
+) -> Outcome {
+    let deadline = settled.unwrap_or_else(|| Instant::now() + ctx.answer_within);
+    loop {
+        let message = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) if settled.is_some() => return Outcome { answer: Answer::Accepted { served: 0 }, open: true },
+            Err(_) => return Outcome { answer: Answer::NoAnswer, open: true },
+            Ok(Some(Ok(m))) => m,
+            // Cut without a close frame: nothing definite was said.
+            Ok(_) => return Outcome { answer: Answer::NoAnswer, open: false },
+        };
+        if let Some(code) = close_code(&message) {
+            tracing::debug!(client = ctx.plan.id, code, "intruder: closed with a code");
+            return Outcome { answer: Answer::Refused, open: false };
+        }
+        if message.is_close() {
+            return Outcome { answer: Answer::NoAnswer, open: false };
+        }
+        let incoming = ctx.wire.read(&message);
+        match judge(&incoming) {
+            Some(Verdict::Yes(event)) => {
+                rec.record(event);
+                return Outcome { answer: Answer::Accepted { served: 0 }, open: true };
+            }
+            Some(Verdict::No(event)) => {
+                rec.record(event);
+                // STOMP ends the session after an ERROR.
+                return Outcome { answer: Answer::Refused, open: !ctx.wire.is_stomp() };
+            }
+            None => {
+                if let Incoming::Reply(reply) = incoming {
+                    let _ = ws.send(Message::text(reply)).await;
+                } else {
+                    deliver_incoming(ctx, incoming, rec);
+                }
+            }
+        }
+    }
+}
+
+fn deliver(ctx: &Context, message: &Message, rec: &mut Recorder) {
+    deliver_incoming(ctx, ctx.wire.read(message), rec);
+}
+
+/// A chat message that reached the intruder, recorded as delivered.
+fn deliver_incoming(ctx: &Context, incoming: Incoming, rec: &mut Recorder) {
+    // Its own room's messages are its own (the labels say so).
+    if let Incoming::Msg(d) = incoming
+        && !(ctx.own_room.is_some() && d.slot == 1 && d.msg.is_none())
+    {
+        rec.record(EventKind::Deliver {
+            room: ctx.plan.room,
+            msg: d.msg.unwrap_or(FOREIGN_MSG),
+            seq: d.seq,
+            body: d.body,
+            label: d.label,
+            message_id: d.message_id,
+        });
+    }
+}
