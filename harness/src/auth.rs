@@ -23,14 +23,17 @@ struct Claims<'a> {
 
 /// A run's secret and the file the nodes read it from (deleted on drop).
 pub(crate) struct Minter {
-    secret: [u8; 32],
+    /// 32 random bytes as 64 hex digits: text, so nothing in it is taken
+    /// for the line end a secret file may have (the server drops one).
+    secret: Vec<u8>,
     file: tempfile::NamedTempFile,
 }
 
 impl Minter {
     pub(crate) fn new() -> std::io::Result<Self> {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
+        let mut random = [0u8; 32];
+        rand::rng().fill_bytes(&mut random);
+        let secret: Vec<u8> = random.iter().flat_map(|b| format!("{b:02x}").into_bytes()).collect();
         // 0600, in the temp dir: not in the results folder.
         let mut file = tempfile::Builder::new().prefix("chatbench-auth-").tempfile()?;
         file.write_all(&secret)?;
@@ -100,7 +103,11 @@ mod tests {
     fn each_kind_of_credential_is_what_it_says() {
         let m = Minter::new().unwrap();
         assert_eq!(std::fs::read(m.file.path()).unwrap(), m.secret);
-        let member = verify(&m, &m.member("client-1", &["r1".into(), "r2".into()])).unwrap();
+        assert!(m.secret.len() == 64 && m.secret.iter().all(u8::is_ascii_hexdigit));
+        let token = m.member("client-1", &["r1".into(), "r2".into()]);
+        // harness/tests/auth_e2e.rs looks for tokens by this header.
+        assert!(token.starts_with("eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9."), "{token}");
+        let member = verify(&m, &token).unwrap();
         assert_eq!(member.rooms, ["r1", "r2"]);
         assert!(member.exp > now_s() + 3600);
         assert_eq!(verify(&m, &m.intruder(Credential::OtherRoom, "i", "r1", "r2").unwrap()).unwrap().rooms, ["r2"]);

@@ -1,0 +1,145 @@
+//! Authorization end to end: the reference server with auth on (the
+//! harness mints the tokens), members beside intruders. A healthy server
+//! passes; each authorization sabotage fails with exactly its findings,
+//! over protocol v1 and over STOMP alike; no token or secret reaches a
+//! result, a log or the terminal.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatbench");
+
+fn scenario(dir: &Path, protocol: &str) -> std::path::PathBuf {
+    let text = format!(
+        "# test scenario\nname: auth-e2e\ntopology:\n  nodes: 2\n  provider: compat\nworkload:\n  rooms: 2\n  subscribers_per_room: 1\n  \
+         senders_per_room: 1\n  chatters_per_room: 1\n  load: {{open: {{rate_per_s: 60}}}}\n  duration: 3s\n  drain_timeout: 5s\n\
+         system:\n  protocol: {protocol}\nauth:\n  intruders:\n    - {{credentials: other_room, count: 2}}\n    - {{credentials: expired}}\n    \
+         - {{credentials: forged}}\n    - {{credentials: none}}\n"
+    );
+    let path = dir.join("auth.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("RUST_LOG", "debug").output().expect("chatbench runs")
+}
+
+struct Verdict {
+    code: Option<i32>,
+    kinds: BTreeSet<String>,
+    /// What each `unrefused` finding says was let through, counted.
+    unrefused: BTreeMap<String, usize>,
+    stdout: String,
+}
+
+fn judged(protocol: &str, sabotage: Option<&str>) -> Verdict {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let file = scenario(dir.path(), protocol);
+    let mut args = vec!["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--seed", "7"];
+    if let Some(s) = sabotage {
+        args.extend(["--sabotage", s]);
+    }
+    let o = run(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap_or_else(|_| panic!("no report: {stdout}"))).unwrap();
+    let mode = &report["modes"][0];
+    let kinds = mode["findings_by_kind"].as_object().unwrap().keys().cloned().collect();
+    let mut unrefused = BTreeMap::new();
+    for f in mode["findings"].as_array().unwrap() {
+        if f["kind"] == "unrefused" {
+            // "... tried to <attempt> <room>: it ..."
+            let detail = f["detail"].as_str().unwrap();
+            let attempt = detail.split(" tried to ").nth(1).and_then(|r| r.split(' ').next()).unwrap().to_owned();
+            *unrefused.entry(attempt).or_default() += 1;
+        }
+    }
+    let healthy = sabotage.is_none();
+    if healthy {
+        assert_no_secrets(&out, &o);
+        let checks = report["modes"][0]["checks"].to_string();
+        assert!(checks.contains("authorization"), "the authorization check is reported: {checks}");
+    }
+    Verdict { code: o.status.code(), kinds, unrefused, stdout }
+}
+
+/// Every token the harness mints starts with this: its header,
+/// `{"typ":"JWT","alg":"HS256"}` in base64url (pinned in `auth.rs`).
+const MINTED_PREFIX: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.";
+
+/// No token and no secret (64 hex digits) in any result file (the
+/// trace, reports, JUnit), node log, or what the harness printed (with
+/// debug logging on).
+fn assert_no_secrets(out: &Path, o: &Output) {
+    let secret = regex::Regex::new("[0-9a-fA-F]{64}").unwrap();
+    let mut texts = vec![("stdout".to_owned(), o.stdout.clone()), ("stderr".to_owned(), o.stderr.clone())];
+    let mut stack = vec![out.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                texts.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    assert!(texts.iter().any(|(name, _)| name.ends_with("trace.bin")), "the trace is among what is searched");
+    assert!(texts.iter().any(|(name, _)| name.ends_with("junit.xml")), "the JUnit report is among what is searched");
+    for (name, bytes) in &texts {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(MINTED_PREFIX), "{name} holds a token");
+        assert!(!secret.is_match(&text), "{name} holds something like the secret: {:?}", secret.find(&text).map(|m| m.as_str()));
+    }
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|&(k, n)| (k.to_owned(), n)).collect()
+}
+
+fn kinds(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Both protocols judge a server the same way.
+fn over_both(sabotage: Option<&str>) -> Verdict {
+    let json = judged("json", sabotage);
+    let stomp = judged("stomp", sabotage);
+    assert_eq!((stomp.code, &stomp.kinds, &stomp.unrefused), (json.code, &json.kinds, &json.unrefused), "{sabotage:?}: {}", stomp.stdout);
+    json
+}
+
+#[test]
+fn with_auth_on_intruders_are_refused_and_members_pass() {
+    let v = over_both(None);
+    assert_eq!(v.code, Some(0), "{}", v.stdout);
+    assert!(v.kinds.is_empty(), "{}", v.stdout);
+}
+
+#[test]
+fn a_resubscribe_that_skips_the_membership_check_is_caught() {
+    let v = over_both(Some("auth_skip_after"));
+    assert_eq!(v.code, Some(1), "{}", v.stdout);
+    assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
+    assert_eq!(v.unrefused, counts(&[("resubscribe", 2)]), "{}", v.stdout);
+    assert!(v.stdout.contains("authorization"), "{}", v.stdout);
+}
+
+#[test]
+fn a_history_endpoint_without_the_check_is_caught() {
+    let v = over_both(Some("auth_history_open"));
+    assert_eq!(v.code, Some(1), "{}", v.stdout);
+    assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
+    assert_eq!(v.unrefused, counts(&[("history", 5)]), "every intruder read it: {}", v.stdout);
+}
+
+#[test]
+fn a_server_that_checks_only_the_first_room_is_caught() {
+    let v = over_both(Some("auth_first_room_only"));
+    assert_eq!(v.code, Some(1), "{}", v.stdout);
+    assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
+    assert_eq!(v.unrefused, counts(&[("send", 2), ("subscribe", 2), ("resubscribe", 2)]), "{}", v.stdout);
+}
