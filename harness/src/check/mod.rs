@@ -593,6 +593,9 @@ impl<'a> TraceIndex<'a> {
         let no_acks = trace.meta.guarantees.ack == crate::scenario::AckGuarantee::None;
         let mut delivered: HashMap<MsgNo, u64> = HashMap::new();
         let mut events_of: Vec<Vec<u32>> = vec![Vec::new(); trace.clients.len()];
+        // An intruder's send answered with an error was refused: definite.
+        let mut refused: std::collections::HashSet<MsgNo> = std::collections::HashSet::new();
+        let intruder = |c: ClientId| trace.clients.get(c as usize).is_some_and(|i| i.role.intruder().is_some());
         for (i, event) in trace.events.iter().enumerate() {
             if let Some(list) = events_of.get_mut(event.client as usize) {
                 list.push(i as u32);
@@ -624,10 +627,13 @@ impl<'a> TraceIndex<'a> {
                 EventKind::Deliver { msg, seq, .. } if no_acks => {
                     delivered.entry(msg).or_insert(seq);
                 }
+                EventKind::Error { msg: Some(msg) } if intruder(event.client) => {
+                    refused.insert(msg);
+                }
                 _ => {}
             }
         }
-        resolve(trace, &mut sends, &delivered, &events_of);
+        resolve(trace, &mut sends, &delivered, &events_of, &refused);
         let mut subscribers = Vec::new();
         let mut leaks = Vec::new();
         for (id, events) in events_of.iter().enumerate() {
@@ -648,7 +654,17 @@ impl<'a> TraceIndex<'a> {
 /// room says (a message's first stored `seq`); without history, for a
 /// system that sends no acks, the evidence rule (delivered somewhere, or
 /// unconfirmed after `confirm_after` on an open connection); else unknown.
-fn resolve(trace: &Trace, sends: &mut HashMap<MsgNo, SendInfo>, delivered: &HashMap<MsgNo, u64>, events_of: &[Vec<u32>]) {
+///
+/// An intruder's send refused with an error did not happen (a definite
+/// answer) unless complete history says it was stored anyway (which the
+/// authorization check reports).
+fn resolve(
+    trace: &Trace,
+    sends: &mut HashMap<MsgNo, SendInfo>,
+    delivered: &HashMap<MsgNo, u64>,
+    events_of: &[Vec<u32>],
+    refused: &std::collections::HashSet<MsgNo>,
+) {
     let mut stored: HashMap<MsgNo, u64> = HashMap::new();
     for history in trace.history.iter().filter(|h| h.complete) {
         for e in &history.entries {
@@ -666,6 +682,7 @@ fn resolve(trace: &Trace, sends: &mut HashMap<MsgNo, SendInfo>, delivered: &Hash
             None if trace.history.get(send.room as usize).is_some_and(|h| h.complete) => {
                 stored.get(msg).map_or(Fate::NotStored, |&seq| Fate::Stored(seq))
             }
+            None if refused.contains(msg) => Fate::NotStored,
             None if no_acks => match delivered.get(msg) {
                 Some(&seq) => Fate::Delivered(seq),
                 None => {

@@ -735,9 +735,12 @@ mod tests {
         }
 
         /// Never-acked messages (by first send order) of a room.
+        /// A room's members' sends that were never acked (an intruder's
+        /// refused send is settled by its refusal).
         fn unacked_in(&self, room: RoomIdx) -> Vec<MsgNo> {
             let acked = self.acked();
-            let mut out: Vec<MsgNo> = self.room_msgs(room).into_iter().filter(|m| !acked.contains(m)).collect();
+            let member = |m: &MsgNo| self.trace.clients.get(self.sender_of(*m) as usize).is_some_and(|c| c.role.intruder().is_none());
+            let mut out: Vec<MsgNo> = self.room_msgs(room).into_iter().filter(|m| !acked.contains(m) && member(m)).collect();
             out.dedup();
             out
         }

@@ -52,6 +52,15 @@ struct Outcome {
     answer: Answer,
     /// The connection is still usable.
     open: bool,
+    /// Refused by the server closing the session (a close frame with a
+    /// code, as RabbitMQ answers a forbidden SEND) rather than by an error frame.
+    by_close: bool,
+}
+
+impl Outcome {
+    fn of(answer: Answer, open: bool) -> Self {
+        Self { answer, open, by_close: false }
+    }
 }
 
 pub(super) async fn run(mut ctx: Context) -> Vec<crate::trace::Event> {
@@ -218,7 +227,7 @@ async fn subscribe(ctx: &Context, ws: &mut Ws, resume: bool, n: u64, rec: &mut R
     let after = resume.then_some(0);
     rec.record(EventKind::Subscribing { room, after });
     if ws.send(ctx.wire.subscribe(0, after, n)).await.is_err() {
-        return Outcome { answer: Answer::NoAnswer, open: false };
+        return Outcome::of(Answer::NoAnswer, false);
     }
     // A protocol without confirmations: no error within its settling time is a yes.
     let settled = ctx.wire.done_after().map(|d| Instant::now() + d);
@@ -231,6 +240,9 @@ async fn subscribe(ctx: &Context, ws: &mut Ws, resume: bool, n: u64, rec: &mut R
     if let (Answer::Accepted { .. }, Some(_)) = (outcome.answer, settled) {
         rec.record(EventKind::Subscribed { room, head: 0, after });
     }
+    if outcome.by_close {
+        rec.record(EventKind::SubscribeRefused { room });
+    }
     outcome
 }
 
@@ -241,14 +253,19 @@ async fn send(ctx: &Context, ws: &mut Ws, msg: MsgNo, rec: &mut Recorder) -> Out
     let now = ctx.clock.now_ns();
     rec.record(EventKind::Send { room, msg, scheduled_ns: now, body });
     if ws.send(message).await.is_err() {
-        return Outcome { answer: Answer::NoAnswer, open: false };
+        return Outcome::of(Answer::NoAnswer, false);
     }
-    answer(ctx, ws, rec, None, |incoming| match incoming {
+    let outcome = answer(ctx, ws, rec, None, |incoming| match incoming {
         Incoming::Ack { msg: m, seq } if *m == msg => Some(Verdict::Yes(EventKind::Ack { room, msg, seq: *seq })),
         Incoming::Error { msg: m, .. } if m.is_none_or(|m| m == msg) => Some(Verdict::No(EventKind::Error { msg: Some(msg) })),
         _ => None,
     })
-    .await
+    .await;
+    // Refused is refused, however it was said: the message must reach no one.
+    if outcome.by_close {
+        rec.record(EventKind::Error { msg: Some(msg) });
+    }
+    outcome
 }
 
 enum Verdict {
@@ -268,29 +285,29 @@ async fn answer(
     let deadline = settled.unwrap_or_else(|| Instant::now() + ctx.answer_within);
     loop {
         let message = match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) if settled.is_some() => return Outcome { answer: Answer::Accepted { served: 0 }, open: true },
-            Err(_) => return Outcome { answer: Answer::NoAnswer, open: true },
+            Err(_) if settled.is_some() => return Outcome::of(Answer::Accepted { served: 0 }, true),
+            Err(_) => return Outcome::of(Answer::NoAnswer, true),
             Ok(Some(Ok(m))) => m,
             // Cut without a close frame: nothing definite was said.
-            Ok(_) => return Outcome { answer: Answer::NoAnswer, open: false },
+            Ok(_) => return Outcome::of(Answer::NoAnswer, false),
         };
         if let Some(code) = close_code(&message) {
             tracing::debug!(client = ctx.plan.id, code, "intruder: closed with a code");
-            return Outcome { answer: Answer::Refused, open: false };
+            return Outcome { answer: Answer::Refused, open: false, by_close: true };
         }
         if message.is_close() {
-            return Outcome { answer: Answer::NoAnswer, open: false };
+            return Outcome::of(Answer::NoAnswer, false);
         }
         let incoming = ctx.wire.read(&message);
         match judge(&incoming) {
             Some(Verdict::Yes(event)) => {
                 rec.record(event);
-                return Outcome { answer: Answer::Accepted { served: 0 }, open: true };
+                return Outcome::of(Answer::Accepted { served: 0 }, true);
             }
             Some(Verdict::No(event)) => {
                 rec.record(event);
                 // STOMP ends the session after an ERROR.
-                return Outcome { answer: Answer::Refused, open: !ctx.wire.is_stomp() };
+                return Outcome::of(Answer::Refused, !ctx.wire.is_stomp());
             }
             None => {
                 if let Incoming::Reply(reply) = incoming {
