@@ -340,3 +340,142 @@ fn deliver_incoming(ctx: &Context, incoming: Incoming, rec: &mut Recorder) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Credential, Role};
+    use tokio::net::TcpListener;
+
+    /// How the fake server answers an intruder.
+    #[derive(Clone, Copy)]
+    enum Server {
+        /// Upgrade refused with 401.
+        Unauthorized,
+        /// Takes every frame and says nothing.
+        Silent,
+        /// Drops the TCP connection at the first frame (no close frame).
+        Cut,
+        /// Answers each request with an `error` frame (protocol v1).
+        ErrorFrame,
+        /// Closes with 4003 at the first frame.
+        CloseWithCode,
+        /// Says yes: `subscribed`, `ack`.
+        Yes,
+    }
+
+    async fn serve(kind: Server) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+                    // The shape tungstenite's callback has (its error is an HTTP response).
+                    #[allow(clippy::result_large_err)]
+                    let refuse = |_: &Request, r: Response| -> Result<Response, ErrorResponse> {
+                        match kind {
+                            Server::Unauthorized => {
+                                let mut e = ErrorResponse::new(Some("unauthenticated".into()));
+                                *e.status_mut() = tungstenite::http::StatusCode::UNAUTHORIZED;
+                                Err(e)
+                            }
+                            _ => Ok(r),
+                        }
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, refuse).await else { return };
+                    while let Some(Ok(Message::Text(text))) = ws.next().await {
+                        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        let reply = match (kind, frame["op"].as_str()) {
+                            (Server::Silent, _) | (Server::Unauthorized, _) => continue,
+                            (Server::Cut, _) => return,
+                            (Server::CloseWithCode, _) => {
+                                let close = tungstenite::protocol::CloseFrame { code: 4003.into(), reason: "forbidden".into() };
+                                let _ = ws.send(Message::Close(Some(close))).await;
+                                return;
+                            }
+                            (Server::ErrorFrame, _) => {
+                                serde_json::json!({"op": "error", "code": "forbidden", "room": frame["room"], "id": frame["id"]})
+                            }
+                            (Server::Yes, Some("send")) => serde_json::json!({"op": "ack", "id": frame["id"], "seq": 1}),
+                            (Server::Yes, _) => serde_json::json!({"op": "subscribed", "room": frame["room"], "head": 0}),
+                        };
+                        let _ = ws.send(Message::text(reply.to_string())).await;
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    /// Each attempt's answer, in order, from an intruder against `kind`.
+    async fn answers(kind: Server) -> Vec<(Attempt, Answer)> {
+        let url = serve(kind).await;
+        let clock = Clock::start();
+        let (_start_tx, start) = watch::channel(Some(Window { start_ns: 0, end_ns: 1 }));
+        let (stop_tx, stop) = watch::channel(false);
+        let plan = ClientPlan {
+            id: 0,
+            msg_client: 0,
+            role: Role::Intruder(Credential::Forged),
+            node: 0,
+            room: 0,
+            also: Vec::new(),
+            join_at: Duration::ZERO,
+            after: None,
+            schedule: None,
+        };
+        let system = crate::scenario::System::default();
+        let ctx = Context {
+            plan,
+            url,
+            http_base: None,
+            room: "room-0".into(),
+            own_room: None,
+            wire: Wire::new(&system, 0, vec!["room-0".into(), "room-0-other".into()], ""),
+            upgrade_headers: Vec::new(),
+            upgrade_query: Vec::new(),
+            attempts: vec![Attempt::Send, Attempt::Subscribe, Attempt::Resubscribe],
+            answer_within: Duration::from_millis(400),
+            seq: true,
+            clock,
+            start,
+            stop,
+        };
+        let task = tokio::spawn(run(ctx));
+        // Every attempt is over in ~1.5 s (silence: 3 x 400 ms); the margin
+        // is for a loaded machine.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        stop_tx.send(true).unwrap();
+        let events = tokio::time::timeout(Duration::from_secs(5), task).await.expect("the intruder stops").unwrap();
+        events
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Probe { attempt, answer, .. } => Some((attempt, answer)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn every(answer: Answer) -> Vec<(Attempt, Answer)> {
+        vec![(Attempt::Send, answer), (Attempt::Subscribe, answer), (Attempt::Resubscribe, answer)]
+    }
+
+    #[tokio::test]
+    async fn only_a_definite_answer_is_a_refusal() {
+        let (unauthorized, error, close, silent, cut, yes) = tokio::join!(
+            answers(Server::Unauthorized),
+            answers(Server::ErrorFrame),
+            answers(Server::CloseWithCode),
+            answers(Server::Silent),
+            answers(Server::Cut),
+            answers(Server::Yes),
+        );
+        assert_eq!(unauthorized, every(Answer::Refused), "a 401 upgrade");
+        assert_eq!(error, every(Answer::Refused), "an error frame");
+        assert_eq!(close, every(Answer::Refused), "a close frame with a code");
+        assert_eq!(silent, every(Answer::NoAnswer), "silence is not a refusal");
+        assert_eq!(cut, every(Answer::NoAnswer), "a cut connection is not a refusal");
+        assert_eq!(yes, every(Answer::Accepted { served: 0 }), "a yes");
+    }
+}

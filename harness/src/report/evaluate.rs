@@ -228,6 +228,7 @@ fn count(trace: &Trace, index: &TraceIndex) -> Counts {
         senders: role(Role::Sender),
         subscribers: role(Role::Subscriber),
         chatters: role(Role::Chatter),
+        intruders: trace.clients.iter().filter(|c| c.role.intruder().is_some()).count() as u64,
         sent: index.sends.len() as u64,
         acked: index.sends.values().filter(|s| s.ack.is_some()).count() as u64,
         ..Default::default()
@@ -250,6 +251,10 @@ fn count(trace: &Trace, index: &TraceIndex) -> Counts {
             EventKind::Error { .. } | EventKind::SubscribeRefused { .. } => c.error_frames += 1,
             EventKind::Closed { .. } => c.closed_early += 1,
             EventKind::Connected { .. } => connects += 1,
+            EventKind::Probe { answer, .. } => {
+                c.intruder_attempts += 1;
+                c.intruder_refused += u64::from(answer == crate::trace::Answer::Refused);
+            }
             _ => {}
         }
     }

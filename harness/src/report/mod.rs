@@ -380,6 +380,14 @@ pub struct Counts {
     pub closed_early: u64,
     #[serde(default)]
     pub reconnects: u64,
+    /// `auth.intruders` (not among senders, subscribers, chatters).
+    #[serde(default)]
+    pub intruders: u64,
+    /// Attempts intruders made, and how many were refused with a definite error.
+    #[serde(default)]
+    pub intruder_attempts: u64,
+    #[serde(default)]
+    pub intruder_refused: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

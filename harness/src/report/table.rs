@@ -72,6 +72,13 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         text("corrupted / leak / misrouted / stale", &|m| {
             kinds(m, &[FindingKind::Corrupted, FindingKind::Leak, FindingKind::Misrouted, FindingKind::Stale])
         }),
+        text("intruder attempts refused / unrefused", &|m| {
+            if m.counts.intruders == 0 {
+                "- (no intruders)".to_owned()
+            } else {
+                format!("{} of {} / {}", m.counts.intruder_refused, m.counts.intruder_attempts, m.count(FindingKind::Unrefused))
+            }
+        }),
         text("live ≠ history", &|m| {
             [FindingKind::HistoryMismatch, FindingKind::HistoryGap, FindingKind::HistoryUnavailable, FindingKind::StoredTwice]
                 .iter()
