@@ -317,11 +317,13 @@ pub enum EventKind {
     GaveUp {
         http_status: Option<u16>,
     },
-    /// An intruder's attempt on a room it may not use, and the system's answer.
+    /// An intruder's attempt on a room it may not use, and the system's
+    /// answer (recorded when it came; the attempt began at `started_ns`).
     Probe {
         room: RoomIdx,
         attempt: Attempt,
         answer: Answer,
+        started_ns: u64,
     },
 }
 
@@ -341,7 +343,7 @@ impl EventKind {
             Deliver { room, msg, seq, body, label, message_id } => Deliver { room: f(room)?, msg, seq, body, label, message_id },
             Leaving { room } => Leaving { room: f(room)? },
             Left { room } => Left { room: f(room)? },
-            Probe { room, attempt, answer } => Probe { room: f(room)?, attempt, answer },
+            Probe { room, attempt, answer, started_ns } => Probe { room: f(room)?, attempt, answer, started_ns },
             Connected { .. } | Error { .. } | Closed { .. } | GaveUp { .. } => self,
         })
     }

@@ -4,7 +4,8 @@
 //! - `unrefused`: the attempt was done (subscribed, acked, history
 //!   served), or got no definite answer within `auth.answer_within` (a
 //!   client cannot tell a silent drop from a slow yes, and a real one
-//!   would hang waiting).
+//!   would hang waiting). No answer while a fault had the intruder's node
+//!   down, paused or cut off is indeterminate and not judged here.
 //!
 //! - `unrefused` also: an intruder's send that was refused with an error,
 //!   yet history holds it (the server said no and stored it anyway).
@@ -47,10 +48,18 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         })
         .collect();
     let probes = trace.events.iter().filter_map(|e| {
-        let EventKind::Probe { room, attempt, answer } = e.kind else { return None };
-        let credential = trace.clients.get(e.client as usize)?.role.intruder()?;
+        let EventKind::Probe { room, attempt, answer, started_ns } = e.kind else { return None };
+        let info = trace.clients.get(e.client as usize)?;
+        let credential = info.role.intruder()?;
+        // Its node was down, cut off or paused by the nemesis meanwhile:
+        // nobody could answer. Indeterminate, so not judged here; what it
+        // let through is still judged (leak, phantom).
+        let in_fault = |f: &crate::trace::FaultRecord| {
+            f.node.is_none_or(|n| n == info.node) && f.concerns(e.client) && f.start_ns <= e.t_ns && f.end_ns >= started_ns
+        };
         let what = match answer {
             Answer::Refused => return None,
+            Answer::NoAnswer if trace.meta.faults.iter().any(in_fault) => return None,
             Answer::Accepted { served } if attempt == crate::trace::Attempt::History => format!("was served ({served} messages)"),
             Answer::Accepted { .. } => "was accepted".to_owned(),
             Answer::NoAnswer => "got no definite answer (a refusal must be an error the client can see)".to_owned(),
@@ -85,7 +94,7 @@ mod tests {
         t.events.extend([
             at(end - 1000, intruder, EventKind::Send { room: 0, msg, scheduled_ns: end - 1000, body: body_of(msg) }),
             at(end - 900, intruder, EventKind::Error { msg: Some(msg) }),
-            at(end - 900, intruder, EventKind::Probe { room: 0, attempt: Attempt::Send, answer: Answer::Refused }),
+            at(end - 900, intruder, EventKind::Probe { room: 0, attempt: Attempt::Send, answer: Answer::Refused, started_ns: end - 1000 }),
         ]);
         for (c, info) in t.clients.clone().iter().enumerate() {
             if info.role.subscribes() {
@@ -98,6 +107,38 @@ mod tests {
         assert_eq!(kinds, [FindingKind::Unrefused], "{findings:#?}");
         assert!(findings[0].detail.contains("refused, yet stored"), "{}", findings[0].detail);
         assert_eq!(findings[0].msg, Some(msg));
+    }
+
+    /// No answer is unrefused, except while a fault concerned the node.
+    #[test]
+    fn no_answer_is_unrefused_unless_a_fault_had_the_node() {
+        let mut t = correct_trace(&TraceShape::plain(1, 1, 1, 4), 9);
+        let intruder = t.clients.len() as u32;
+        t.clients.push(ClientInfo { role: Role::Intruder(Credential::None), node: 1, ..Default::default() });
+        let end = t.meta.sending_ended_ns;
+        let probe = |started_ns| Event {
+            t_ns: started_ns + 500,
+            client: intruder,
+            kind: EventKind::Probe { room: 0, attempt: Attempt::Subscribe, answer: Answer::NoAnswer, started_ns },
+        };
+        t.events.extend([probe(end - 3000), probe(end - 1000)]);
+        t.events.sort_by_key(|e| (e.t_ns, e.client));
+        let fault = |node| crate::trace::FaultRecord {
+            action: "kill_node".into(),
+            node: Some(node),
+            start_ns: end - 1200,
+            end_ns: end - 800,
+            ..Default::default()
+        };
+        let unrefused = |t: &crate::trace::Trace| {
+            let findings = all_findings(t, &t.meta.checks);
+            findings.into_iter().filter(|f| f.kind == FindingKind::Unrefused).map(|f| f.observed_ns.unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(unrefused(&t), [end - 2500, end - 500]);
+        t.meta.faults.push(fault(0));
+        assert_eq!(unrefused(&t), [end - 2500, end - 500], "a fault on another node excuses nothing");
+        t.meta.faults.push(fault(1));
+        assert_eq!(unrefused(&t), [end - 2500], "the attempt during the fault on its node is not judged");
     }
 
     /// Without history, a refused send did not happen: delivering it is a phantom.

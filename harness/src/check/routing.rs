@@ -44,7 +44,7 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         .collect();
     // A history read that served an intruder a room's messages.
     for e in &index.trace.events {
-        if let EventKind::Probe { room, attempt: Attempt::History, answer: Answer::Accepted { served } } = e.kind
+        if let EventKind::Probe { room, attempt: Attempt::History, answer: Answer::Accepted { served }, .. } = e.kind
             && served > 0
             && let Some(credential) = index.trace.clients.get(e.client as usize).and_then(|c| c.role.intruder())
         {

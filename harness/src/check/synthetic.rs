@@ -385,12 +385,15 @@ impl Gen {
         let events = [
             (at, EventKind::Send { room, msg, scheduled_ns: at, body: body_of(msg) }),
             (at + 10 * US, EventKind::Error { msg: Some(msg) }),
-            (at + 10 * US, EventKind::Probe { room, attempt: Attempt::Send, answer: refused }),
+            (at + 10 * US, EventKind::Probe { room, attempt: Attempt::Send, answer: refused, started_ns: at }),
             (at + 20 * US, EventKind::Subscribing { room, after: None }),
             (at + 30 * US, EventKind::SubscribeRefused { room }),
-            (at + 30 * US, EventKind::Probe { room, attempt: Attempt::Subscribe, answer: refused }),
-            (at + 40 * US, EventKind::Probe { room, attempt: Attempt::Resubscribe, answer: refused }),
-            (self.end_ns.max(at + 50 * US), EventKind::Probe { room, attempt: Attempt::History, answer: refused }),
+            (at + 30 * US, EventKind::Probe { room, attempt: Attempt::Subscribe, answer: refused, started_ns: at + 20 * US }),
+            (at + 40 * US, EventKind::Probe { room, attempt: Attempt::Resubscribe, answer: refused, started_ns: at + 35 * US }),
+            (
+                self.end_ns.max(at + 50 * US),
+                EventKind::Probe { room, attempt: Attempt::History, answer: refused, started_ns: self.end_ns.max(at + 50 * US) },
+            ),
         ];
         self.events.extend(events.into_iter().map(|(t_ns, kind)| Event { t_ns, client, kind }));
     }
@@ -1288,7 +1291,7 @@ mod tests {
                         .filter(|&i| matches!(self.trace.events[i].kind, EventKind::Probe { attempt, .. } if (attempt == Attempt::History) == history))
                         .collect();
                     let Some(i) = pick_from(&probes, pick >> 8) else { return };
-                    let EventKind::Probe { room, attempt, .. } = self.trace.events[i].kind else { return };
+                    let EventKind::Probe { room, attempt, started_ns, .. } = self.trace.events[i].kind else { return };
                     let answer = match (history, pick >> 16 & 1) {
                         (true, _) => Answer::Accepted { served: 3 },
                         // An accepted send would be acked and owed to the
@@ -1298,7 +1301,7 @@ mod tests {
                         (false, _) => Answer::NoAnswer,
                     };
                     self.reserved_clients.insert(client);
-                    self.trace.events[i].kind = EventKind::Probe { room, attempt, answer };
+                    self.trace.events[i].kind = EventKind::Probe { room, attempt, answer, started_ns };
                     self.expected.push(Key::Msg(FindingKind::Unrefused, u64::MAX, Some(client)));
                     if history {
                         self.expected.push(Key::Msg(FindingKind::Leak, u64::MAX, Some(client)));

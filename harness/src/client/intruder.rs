@@ -24,11 +24,12 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 pub(super) struct Context {
     pub plan: ClientPlan,
-    /// The WebSocket URL of its node.
-    pub url: String,
-    /// Its node's HTTP base, for `history` (None: the system has no
-    /// history API to try).
-    pub http_base: Option<String>,
+    /// Every node's WebSocket URL, its own first (a node that cannot be
+    /// reached is not an answer: the next one is asked).
+    pub urls: Vec<String>,
+    /// Every node's HTTP base, its own first, for `history` (empty: the
+    /// system has no history API to try).
+    pub http_bases: Vec<String>,
     /// The room it tries (name): slot 0 of its wire.
     pub room: String,
     /// The room its credentials grant (`other_room`): slot 1, joined first
@@ -70,34 +71,48 @@ pub(super) async fn run(mut ctx: Context) -> Vec<crate::trace::Event> {
     let mut ws: Option<Ws> = None;
     let mut sends = 0u32;
     for (n, &attempt) in ctx.attempts.iter().enumerate() {
-        let answer = match attempt {
+        let msg = match attempt {
             Attempt::History => continue,
             Attempt::Resubscribe if !ctx.seq => continue,
-            Attempt::Subscribe | Attempt::Resubscribe | Attempt::Send => {
-                let socket = match ws.take() {
-                    Some(socket) => Ok(socket),
-                    None => connect(&ctx).await,
-                };
-                match socket {
-                    Err(answer) => answer,
-                    Ok(mut socket) => {
-                        let outcome = match attempt {
-                            Attempt::Send => {
-                                let msg = msg_no(ctx.plan.msg_client, sends);
-                                sends += 1;
-                                send(&ctx, &mut socket, msg, &mut rec).await
-                            }
-                            _ => subscribe(&ctx, &mut socket, attempt == Attempt::Resubscribe, n as u64, &mut rec).await,
-                        };
-                        if outcome.open {
-                            ws = Some(socket);
-                        }
-                        outcome.answer
-                    }
-                }
+            Attempt::Send => {
+                sends += 1;
+                Some(msg_no(ctx.plan.msg_client, sends - 1))
             }
+            Attempt::Subscribe | Attempt::Resubscribe => None,
         };
-        rec.record(EventKind::Probe { room, attempt, answer });
+        let started_ns = ctx.clock.now_ns();
+        let deadline = Instant::now() + ctx.answer_within;
+        let mut backoff = Duration::from_millis(50);
+        let answer = loop {
+            let outcome = match ws.take() {
+                Some(socket) => Ok(socket),
+                None => connect(&ctx, deadline).await,
+            };
+            let outcome = match outcome {
+                Err(answer) => Outcome::of(answer, false),
+                Ok(mut socket) => {
+                    let outcome = match msg {
+                        Some(msg) => send(&ctx, &mut socket, msg, deadline, &mut rec).await,
+                        None => subscribe(&ctx, &mut socket, attempt == Attempt::Resubscribe, n as u64, deadline, &mut rec).await,
+                    };
+                    if outcome.open {
+                        ws = Some(socket);
+                    }
+                    outcome
+                }
+            };
+            // Cut without a word (a node killed, a link broken): nothing was
+            // said, so ask again on a new connection, as a client would,
+            // until the deadline (a send again with the same id).
+            let cut = outcome.answer == Answer::NoAnswer && !outcome.open;
+            if cut && Instant::now() + backoff < deadline {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            break outcome.answer;
+        };
+        rec.record(EventKind::Probe { room, attempt, answer, started_ns });
     }
     // Stay on the line until the run stops: what still comes is a leak.
     if let Some(mut socket) = ws {
@@ -112,15 +127,20 @@ pub(super) async fn run(mut ctx: Context) -> Vec<crate::trace::Event> {
             }
         }
         let _ = socket.close(None).await;
-    } else {
-        let mut stop = ctx.stop.clone();
-        let _ = stop.wait_for(|&s| s).await;
     }
-    if ctx.attempts.contains(&Attempt::History)
-        && let Some(base) = &ctx.http_base
-    {
-        let answer = crate::history_api::probe(base, &ctx.room, &ctx.upgrade_headers, ctx.answer_within).await;
-        rec.record(EventKind::Probe { room, attempt: Attempt::History, answer });
+    // The history read waits for the drain, whatever became of the connection.
+    let mut stop = ctx.stop.clone();
+    let _ = stop.wait_for(|&s| s).await;
+    if ctx.attempts.contains(&Attempt::History) && !ctx.http_bases.is_empty() {
+        let started_ns = ctx.clock.now_ns();
+        let mut answer = Answer::NoAnswer;
+        for base in &ctx.http_bases {
+            answer = crate::history_api::probe(base, &ctx.room, &ctx.upgrade_headers, ctx.answer_within).await;
+            if answer != Answer::NoAnswer {
+                break;
+            }
+        }
+        rec.record(EventKind::Probe { room, attempt: Attempt::History, answer, started_ns });
     }
     rec.into_events()
 }
@@ -138,17 +158,16 @@ async fn window(ctx: &mut Context) -> Option<Window> {
 }
 
 /// Open a session: the upgrade, then the protocol's hello (STOMP CONNECT).
-/// Err: the definite refusal, or no answer within `answer_within`.
-async fn connect(ctx: &Context) -> Result<Ws, Answer> {
-    let deadline = Instant::now() + ctx.answer_within;
+/// Err: the definite refusal, or no answer by `deadline`.
+async fn connect(ctx: &Context, deadline: Instant) -> Result<Ws, Answer> {
     let mut backoff = Duration::from_millis(50);
-    loop {
-        match tokio::time::timeout_at(deadline, open(&ctx.url, &ctx.upgrade_query, &ctx.upgrade_headers, ctx.wire.is_stomp())).await {
+    for url in ctx.urls.iter().cycle() {
+        match tokio::time::timeout_at(deadline, open(url, &ctx.upgrade_query, &ctx.upgrade_headers, ctx.wire.is_stomp())).await {
             Err(_) => return Err(Answer::NoAnswer),
             Ok(Err(tungstenite::Error::Http(response))) if response.status().is_client_error() => return Err(Answer::Refused),
             Ok(Err(e)) => tracing::debug!(client = ctx.plan.id, error = %e, "intruder: no connection yet; trying again"),
-            Ok(Ok(ws)) => match hello(ctx, ws, deadline).await {
-                Ok(ws) if ctx.own_room.is_some() => return join_own_room(ctx, ws).await,
+            Ok(Ok(ws)) => match hello(ctx, url, ws, deadline).await {
+                Ok(ws) if ctx.own_room.is_some() => return join_own_room(ctx, ws, deadline).await,
                 Ok(ws) => return Ok(ws),
                 Err(Some(answer)) => return Err(answer),
                 Err(None) => {}
@@ -160,12 +179,13 @@ async fn connect(ctx: &Context) -> Result<Ws, Answer> {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
+    Err(Answer::NoAnswer) // no node to ask
 }
 
 /// The protocol's first message and its answer. Err(Some): the server
 /// answered (a refusal); Err(None): the connection broke, try again.
-async fn hello(ctx: &Context, mut ws: Ws, deadline: Instant) -> Result<Ws, Option<Answer>> {
-    let host = ctx.url.split("//").nth(1).and_then(|h| h.split([':', '/']).next()).unwrap_or("localhost");
+async fn hello(ctx: &Context, url: &str, mut ws: Ws, deadline: Instant) -> Result<Ws, Option<Answer>> {
+    let host = url.split("//").nth(1).and_then(|h| h.split([':', '/']).next()).unwrap_or("localhost");
     let Some(hello) = ctx.wire.hello(host) else { return Ok(ws) };
     ws.send(hello).await.map_err(|_| None)?;
     if !ctx.wire.hello_answered() {
@@ -193,12 +213,12 @@ async fn hello(ctx: &Context, mut ws: Ws, deadline: Instant) -> Result<Ws, Optio
 /// Join the room the credentials grant (slot 1), as a member would,
 /// before trying the other one. Its answer is not judged (a refusal here
 /// is the system's business with its members), but it must come.
-async fn join_own_room(ctx: &Context, mut ws: Ws) -> Result<Ws, Answer> {
+async fn join_own_room(ctx: &Context, mut ws: Ws, deadline: Instant) -> Result<Ws, Answer> {
     if ws.send(ctx.wire.subscribe(1, None, 0)).await.is_err() {
         return Err(Answer::NoAnswer);
     }
     let settle = ctx.wire.done_after().map(|d| Instant::now() + d);
-    let deadline = settle.unwrap_or_else(|| Instant::now() + ctx.answer_within);
+    let deadline = settle.unwrap_or(deadline);
     loop {
         let message = match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) if settle.is_some() => return Ok(ws),
@@ -222,7 +242,7 @@ async fn join_own_room(ctx: &Context, mut ws: Ws) -> Result<Ws, Answer> {
     }
 }
 
-async fn subscribe(ctx: &Context, ws: &mut Ws, resume: bool, n: u64, rec: &mut Recorder) -> Outcome {
+async fn subscribe(ctx: &Context, ws: &mut Ws, resume: bool, n: u64, deadline: Instant, rec: &mut Recorder) -> Outcome {
     let room = ctx.plan.room;
     let after = resume.then_some(0);
     rec.record(EventKind::Subscribing { room, after });
@@ -231,7 +251,7 @@ async fn subscribe(ctx: &Context, ws: &mut Ws, resume: bool, n: u64, rec: &mut R
     }
     // A protocol without confirmations: no error within its settling time is a yes.
     let settled = ctx.wire.done_after().map(|d| Instant::now() + d);
-    let outcome = answer(ctx, ws, rec, settled, |incoming| match incoming {
+    let outcome = answer(ctx, ws, rec, settled.unwrap_or(deadline), settled.is_some(), |incoming| match incoming {
         Incoming::Subscribed { slot: Some(0), head } => Some(Verdict::Yes(EventKind::Subscribed { room, head: *head, after })),
         Incoming::Error { .. } => Some(Verdict::No(EventKind::SubscribeRefused { room })),
         _ => None,
@@ -246,7 +266,7 @@ async fn subscribe(ctx: &Context, ws: &mut Ws, resume: bool, n: u64, rec: &mut R
     outcome
 }
 
-async fn send(ctx: &Context, ws: &mut Ws, msg: MsgNo, rec: &mut Recorder) -> Outcome {
+async fn send(ctx: &Context, ws: &mut Ws, msg: MsgNo, deadline: Instant, rec: &mut Recorder) -> Outcome {
     let room = ctx.plan.room;
     let text = format!("intruder {} was here", ctx.plan.id);
     let (message, body) = ctx.wire.send(0, msg, &text);
@@ -255,7 +275,7 @@ async fn send(ctx: &Context, ws: &mut Ws, msg: MsgNo, rec: &mut Recorder) -> Out
     if ws.send(message).await.is_err() {
         return Outcome::of(Answer::NoAnswer, false);
     }
-    let outcome = answer(ctx, ws, rec, None, |incoming| match incoming {
+    let outcome = answer(ctx, ws, rec, deadline, false, |incoming| match incoming {
         Incoming::Ack { msg: m, seq } if *m == msg => Some(Verdict::Yes(EventKind::Ack { room, msg, seq: *seq })),
         Incoming::Error { msg: m, .. } if m.is_none_or(|m| m == msg) => Some(Verdict::No(EventKind::Error { msg: Some(msg) })),
         _ => None,
@@ -274,18 +294,19 @@ enum Verdict {
 }
 
 /// Read until `judge` finds the answer, the connection ends, or
-/// `answer_within` passes (`settled`: silence until then is a yes).
+/// `deadline` passes (`silence_is_yes`: a protocol without confirmations,
+/// whose settling time ends at `deadline`).
 async fn answer(
     ctx: &Context,
     ws: &mut Ws,
     rec: &mut Recorder,
-    settled: Option<Instant>,
+    deadline: Instant,
+    silence_is_yes: bool,
     judge: impl Fn(&Incoming) -> Option<Verdict>,
 ) -> Outcome {
-    let deadline = settled.unwrap_or_else(|| Instant::now() + ctx.answer_within);
     loop {
         let message = match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) if settled.is_some() => return Outcome::of(Answer::Accepted { served: 0 }, true),
+            Err(_) if silence_is_yes => return Outcome::of(Answer::Accepted { served: 0 }, true),
             Err(_) => return Outcome::of(Answer::NoAnswer, true),
             Ok(Some(Ok(m))) => m,
             // Cut without a close frame: nothing definite was said.
@@ -428,8 +449,8 @@ mod tests {
         let system = crate::scenario::System::default();
         let ctx = Context {
             plan,
-            url,
-            http_base: None,
+            urls: vec![url],
+            http_bases: Vec::new(),
             room: "room-0".into(),
             own_room: None,
             wire: Wire::new(&system, 0, vec!["room-0".into(), "room-0-other".into()], ""),

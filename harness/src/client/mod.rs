@@ -226,8 +226,8 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
             let node = plan.node as usize % urls.len().max(1);
             let ctx = intruder::Context {
                 plan: plan.clone(),
-                url: urls[node].clone(),
-                http_base: http_bases.get(node).cloned(),
+                urls: urls.iter().cycle().skip(node).take(urls.len()).cloned().collect(),
+                http_bases: http_bases.iter().cycle().skip(node).take(http_bases.len()).cloned().collect(),
                 room: room.clone(),
                 own_room: (credential == crate::trace::Credential::OtherRoom).then(|| other_room(room)),
                 wire: wire::Wire::new(system, plan.msg_client, vec![room.clone(), other_room(room)], token),
