@@ -23,7 +23,12 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             };
             let send = index.sends.get(&d.msg);
             if d.ignored {
-                // In flight after an unsubscribe: only what it carries is judged.
+                // In flight after an unsubscribe: only what it carries is
+                // judged, but it is evidence the message happened (owed to
+                // every covering subscriber when nothing else tells).
+                if send.is_some_and(|s| s.fate == Fate::Unknown) {
+                    unknown_delivered.entry(d.msg).or_insert(d.seq);
+                }
                 match send {
                     Some(send) if send.fate != Fate::NotStored => {
                         if let Some(body) = d.body.filter(|b| *b != send.body) {
