@@ -89,6 +89,9 @@ pub(crate) fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions
             "the scenario has a {fault} fault; the shards share their backends, so a sharded run cannot restart them (run it in one process)"
         ));
     }
+    if scenario.auth.as_ref().is_some_and(|a| !a.intruders.is_empty()) {
+        anyhow::bail!("the scenario has auth.intruders, which run in one process for now (run it unsharded)");
+    }
     if o.mode == crate::scenario::Mode::Kafka && o.kafka_bootstrap.is_none() && scenario.topology.kafka.bootstrap.is_none() {
         anyhow::bail!("kafka mode needs --kafka-bootstrap (the shards share one Kafka)");
     }

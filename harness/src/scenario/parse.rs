@@ -304,6 +304,17 @@ fn validate_auth(s: &Scenario, auth: &crate::scenario::Auth) -> Result<(), Viola
         check(group.count >= 1, &["auth", "intruders", "count"], || format!("{} intruders: need at least 1", group.count))?;
     }
     let reference = s.system.command.is_none() && s.system.external.is_none();
+    // What can be tried here: resubscribe needs seq, history the reference server's API.
+    let tried = auth.attempts.iter().any(|a| match a {
+        crate::trace::Attempt::Send | crate::trace::Attempt::Subscribe => true,
+        crate::trace::Attempt::Resubscribe => s.system.guarantees.seq(),
+        crate::trace::Attempt::History => reference,
+    });
+    check(tried || auth.intruders.is_empty(), &["auth", "attempts"], || {
+        "none of these can be tried on this system (resubscribe needs a seq, history the reference server's history API): \
+         add send or subscribe"
+            .into()
+    })?;
     let needs_credentials = auth.intruders.iter().any(|g| g.credentials != crate::trace::Credential::None);
     check(reference || !needs_credentials || s.system.credentials.token_command.is_some(), &["auth", "intruders"], || {
         "the harness mints credentials for the reference server only: give system.credentials.token_command \
@@ -647,6 +658,37 @@ workload:
             "{containers}faults:\n  - at: 1s\n    action: {{network: {{node: 0, link: clients, duration: 1s, blackhole: true}}}}\n"
         );
         parse_str(&clients, "t.yaml").unwrap();
+    }
+
+    #[test]
+    fn auth_declarations_that_cannot_work_fail_early() {
+        let auth = |body: &str| format!("{GOOD}auth:\n{body}");
+        let s = parse_str(&auth("  intruders: [{credentials: forged}, {credentials: none, count: 2}]\n"), "t.yaml").unwrap();
+        let a = s.auth.unwrap();
+        assert_eq!(a.attempts, crate::trace::Attempt::ALL, "the default attempts");
+        assert_eq!(a.answer_within.0, std::time::Duration::from_secs(10));
+        let external = "system:\n  protocol: stomp\n  external: {urls: [ws://127.0.0.1:1/ws, ws://127.0.0.1:2/ws]}\n  guarantees: {order: per_sender, history: none}\n";
+        let cases = [
+            (auth("  intruders: [{credentials: forged, count: 0}]\n"), "auth.intruders.count: 0 intruders"),
+            (auth("  attempts: []\n"), "auth.attempts: list at least one"),
+            (auth("  attempts: [send, send]\n"), "auth.attempts: send is listed twice"),
+            (auth("  answer_within: 0s\n"), "auth.answer_within: must be longer than 0s"),
+            (auth("  intruders: [{credentials: stolen}]\n"), "auth.intruders[0].credentials: unknown variant"),
+            (
+                format!("{}{external}", auth("  intruders: [{credentials: other_room}]\n")),
+                "auth.intruders: the harness mints credentials for the reference server only",
+            ),
+            (
+                format!("{}{external}", auth("  intruders: [{credentials: none}]\n  attempts: [resubscribe, history]\n")),
+                "auth.attempts: none of these can be tried on this system",
+            ),
+        ];
+        for (text, expected) in cases {
+            let (_, m) = err(&text);
+            assert!(m.starts_with(expected) || m.contains(expected), "{expected:?} in {m}");
+        }
+        // Without credentials to make, an external system needs no token_command.
+        parse_str(&format!("{}{external}", auth("  intruders: [{credentials: none}]\n")), "t.yaml").unwrap();
     }
 
     #[test]
