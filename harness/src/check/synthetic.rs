@@ -644,6 +644,20 @@ mod tests {
                 .collect()
         }
 
+        /// Deliver a stored message of `room` that no injection touched to
+        /// `client` at `t`: a leak. False when there is none to take.
+        fn leak(&mut self, client: ClientId, room: RoomIdx, t: u64, pick: u64) -> bool {
+            let entries: Vec<Stored> = self.trace.history[room as usize].entries.iter().copied().filter(|e| self.msg_free(e.msg)).collect();
+            let Some(e) = pick_from(&entries, pick >> 9) else { return false };
+            if !self.trace.history[room as usize].complete || self.sends_of(e.msg) == 0 {
+                return false;
+            }
+            self.reserved.insert(e.msg);
+            self.trace.events.push(Event { t_ns: t, client, kind: delivery(room, e.msg, e.seq) });
+            self.expected.push(Key::Msg(FindingKind::Leak, e.msg, Some(client)));
+            true
+        }
+
         /// Intruders no injection touched yet.
         fn free_intruders(&self) -> Vec<ClientId> {
             let touched: HashSet<ClientId> =
@@ -1272,15 +1286,7 @@ mod tests {
                         let Some(client) = pick_from(&self.clients_where(|c| c.role == Role::Sender), pick >> 1) else { return };
                         (client, self.end(), self.trace.clients[client as usize].room)
                     };
-                    let entries: Vec<Stored> =
-                        self.trace.history[room as usize].entries.iter().copied().filter(|e| self.msg_free(e.msg)).collect();
-                    let Some(e) = pick_from(&entries, pick >> 9) else { return };
-                    if !self.trace.history[room as usize].complete || self.sends_of(e.msg) == 0 {
-                        return;
-                    }
-                    self.reserved.insert(e.msg);
-                    self.trace.events.push(Event { t_ns: t, client, kind: delivery(room, e.msg, e.seq) });
-                    self.expected.push(Key::Msg(FindingKind::Leak, e.msg, Some(client)));
+                    self.leak(client, room, t, pick);
                 }
                 Injection::IntruderLetIn | Injection::IntruderServedHistory => {
                     use crate::trace::{Answer, Attempt};
@@ -1310,16 +1316,9 @@ mod tests {
                 Injection::IntruderLeak => {
                     let Some(client) = pick_from(&self.free_intruders(), pick) else { return };
                     let room = self.trace.clients[client as usize].room;
-                    let entries: Vec<Stored> =
-                        self.trace.history[room as usize].entries.iter().copied().filter(|e| self.msg_free(e.msg)).collect();
-                    let Some(e) = pick_from(&entries, pick >> 9) else { return };
-                    if !self.trace.history[room as usize].complete || self.sends_of(e.msg) == 0 {
-                        return;
+                    if self.leak(client, room, self.end(), pick) {
+                        self.reserved_clients.insert(client);
                     }
-                    self.reserved.insert(e.msg);
-                    self.reserved_clients.insert(client);
-                    self.trace.events.push(Event { t_ns: self.end(), client, kind: delivery(room, e.msg, e.seq) });
-                    self.expected.push(Key::Msg(FindingKind::Leak, e.msg, Some(client)));
                 }
                 Injection::Stale => {
                     // A subscriber's last delivery arrives seconds after it was due.
