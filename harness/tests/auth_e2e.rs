@@ -75,6 +75,15 @@ const MINTED_PREFIX: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.";
 /// debug logging on).
 fn assert_no_secrets(out: &Path, o: &Output) {
     let secret = regex::Regex::new("[0-9a-fA-F]{64}").unwrap();
+    for (name, text) in outputs(out, o) {
+        assert!(!text.contains(MINTED_PREFIX), "{name} holds a token");
+        assert!(!secret.is_match(&text), "{name} holds something like the secret: {:?}", secret.find(&text).map(|m| m.as_str()));
+    }
+}
+
+/// Everything a run leaves to read: stdout, stderr (debug logging on) and
+/// every file under `out` (reports, JUnit, traces, node and backend logs).
+fn outputs(out: &Path, o: &Output) -> Vec<(String, String)> {
     let mut texts = vec![("stdout".to_owned(), o.stdout.clone()), ("stderr".to_owned(), o.stderr.clone())];
     let mut stack = vec![out.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -87,13 +96,10 @@ fn assert_no_secrets(out: &Path, o: &Output) {
             }
         }
     }
-    assert!(texts.iter().any(|(name, _)| name.ends_with("trace.bin")), "the trace is among what is searched");
-    assert!(texts.iter().any(|(name, _)| name.ends_with("junit.xml")), "the JUnit report is among what is searched");
-    for (name, bytes) in &texts {
-        let text = String::from_utf8_lossy(bytes);
-        assert!(!text.contains(MINTED_PREFIX), "{name} holds a token");
-        assert!(!secret.is_match(&text), "{name} holds something like the secret: {:?}", secret.find(&text).map(|m| m.as_str()));
+    for needed in ["trace.bin", "junit.xml", "report.json", "report.html", "node-0.log"] {
+        assert!(texts.iter().any(|(name, _)| name.ends_with(needed)), "{needed} is among what is searched");
     }
+    texts.into_iter().map(|(name, bytes)| (name, String::from_utf8_lossy(&bytes).into_owned())).collect()
 }
 
 fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
@@ -142,4 +148,28 @@ fn a_server_that_checks_only_the_first_room_is_caught() {
     assert_eq!(v.code, Some(1), "{}", v.stdout);
     assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
     assert_eq!(v.unrefused, counts(&[("send", 2), ("subscribe", 2), ("resubscribe", 2)]), "{}", v.stdout);
+}
+
+/// Tokens a `token_command` prints are as secret as minted ones: a run
+/// whose every client presents one (on the upgrade and, over STOMP, in
+/// CONNECT) writes none of them anywhere.
+#[test]
+fn tokens_from_a_token_command_reach_no_result_or_log() {
+    for protocol in ["json", "stomp"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let text = format!(
+            "# test scenario\nname: token-command\ntopology:\n  nodes: 2\n  provider: compat\nworkload:\n  rooms: 2\n  \
+             subscribers_per_room: 1\n  senders_per_room: 1\n  load: {{open: {{rate_per_s: 40}}}}\n  duration: 2s\n  drain_timeout: 5s\n\
+             system:\n  protocol: {protocol}\n  credentials:\n    token_command: [echo, 'tok-zq9x-{{client}}-{{room}}']\n    \
+             headers: {{Authorization: 'Bearer {{token}}'}}\n    connect_headers: {{passcode: '{{token}}'}}\n"
+        );
+        let file = dir.path().join("t.yaml");
+        std::fs::write(&file, text).unwrap();
+        let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+        for (name, text) in outputs(&out, &o) {
+            assert!(!text.contains("tok-zq9x"), "{name} holds a token ({protocol})");
+        }
+    }
 }
