@@ -2,8 +2,9 @@
 //! the room it tries. Once the sending window opens it makes each of
 //! `auth.attempts` in turn on one connection (a new one when the server
 //! closed the last, as STOMP does after an `ERROR`), records the answer of
-//! each as a `Probe`, then listens until the run stops: anything of the
-//! room that reaches it is recorded, and judged a leak. The history read
+//! each as a `Probe`, then listens until the run stops (on a new
+//! connection if the server closed the last): anything of the room that
+//! reaches it is recorded, and judged a leak. The history read
 //! comes last, after the drain, when the room holds every message.
 //!
 //! Only a definite answer counts as a refusal: an upgrade refused with a
@@ -114,7 +115,12 @@ pub(super) async fn run(mut ctx: Context) -> Vec<crate::trace::Event> {
         };
         rec.record(EventKind::Probe { room, attempt, answer, started_ns });
     }
-    // Stay on the line until the run stops: what still comes is a leak.
+    // Stay on the line until the run stops: what still comes is a leak
+    // (on a new connection if the server closed the last one, as STOMP
+    // does after an ERROR; credentials it refuses leave nothing to hear).
+    if ws.is_none() {
+        ws = connect(&ctx, Instant::now() + ctx.answer_within).await.ok();
+    }
     if let Some(mut socket) = ws {
         let mut stop = ctx.stop.clone();
         loop {
