@@ -131,6 +131,15 @@ struct Connection {
     rooms_checked: u64,
 }
 
+/// The definite refusal of a room the token does not grant (naming the
+/// send it answers, if any).
+fn forbidden(room: &RoomId, id: Option<&str>) -> FrameError {
+    let mut err = FrameError::new(ErrorCode::Forbidden, format!("the token does not grant room {room}"));
+    err.id = id.map(str::to_owned);
+    err.room = Some(room.to_string());
+    err
+}
+
 /// What a connection may do (`--auth-secret`).
 #[derive(Debug)]
 pub(crate) enum Access {
@@ -574,16 +583,9 @@ impl Connection {
 
     async fn dispatch(&mut self, request: Request) -> Result<(), Stop> {
         match request {
-            Request::Send { room, id, .. } if !self.authorized(&room, false) => {
-                let mut err = FrameError::new(ErrorCode::Forbidden, format!("the token does not grant room {room}"));
-                err.id = Some(id.as_str().to_owned());
-                err.room = Some(room.to_string());
-                self.frame_error(err).await
-            }
+            Request::Send { room, id, .. } if !self.authorized(&room, false) => self.frame_error(forbidden(&room, Some(id.as_str()))).await,
             Request::Subscribe { room, after } if !self.authorized(&room, after.is_some()) => {
-                let mut err = FrameError::new(ErrorCode::Forbidden, format!("the token does not grant room {room}"));
-                err.room = Some(room.to_string());
-                self.frame_error(err).await
+                self.frame_error(forbidden(&room, None)).await
             }
             Request::Send { room, id, body } => {
                 self.state.metrics.sends.inc();
