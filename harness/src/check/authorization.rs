@@ -20,63 +20,68 @@ use crate::trace::{Answer, EventKind};
 pub fn check(index: &TraceIndex) -> Vec<Finding> {
     let trace = index.trace;
     let name = |r: u32| trace.rooms.get(r as usize).map_or("?", String::as_str);
-    // Refused, yet stored: the history holds an intruder's send it was told was refused.
-    let mut stored_anyway: Vec<Finding> = index
-        .sends
-        .iter()
-        .filter_map(|(&msg, send)| {
-            let credential = trace.clients.get(send.sender as usize)?.role.intruder()?;
-            let refused = index
-                .events_of
-                .get(send.sender as usize)?
-                .iter()
-                .any(|&i| matches!(trace.events[i as usize].kind, EventKind::Error { msg: Some(m) } if m == msg));
-            let Fate::Stored(seq) = send.fate else { return None };
-            refused.then(|| {
-                let detail = format!(
-                    "an intruder with {} credentials sent into {}: it was refused, yet stored at seq {seq}",
-                    credential.as_str(),
-                    name(send.room)
-                );
-                Finding::new(FindingKind::Unrefused, detail)
-                    .room(send.room)
-                    .msg(msg)
-                    .seq(seq)
-                    .client(send.sender, index.node_of(send.sender))
-                    .sent(send.first_sent_ns)
-            })
+    index
+        .intruder_events()
+        .filter_map(|(credential, info, e)| {
+            let at = |room, detail: String| Finding::new(FindingKind::Unrefused, detail).room(room).client(e.client, info.node);
+            let (room, attempt, answer, started_ns) = match e.kind {
+                EventKind::Probe { room, attempt, answer, started_ns } => (room, attempt, answer, started_ns),
+                // Refused, yet stored: history holds a send it was told was refused.
+                EventKind::Error { msg: Some(msg) } => {
+                    let send = index.sends.get(&msg)?;
+                    let Fate::Stored(seq) = send.fate else { return None };
+                    let detail = format!(
+                        "an intruder with {} credentials sent into {}: it was refused, yet stored at seq {seq}",
+                        credential.as_str(),
+                        name(send.room)
+                    );
+                    return Some(at(send.room, detail).msg(msg).seq(seq).sent(send.first_sent_ns));
+                }
+                _ => return None,
+            };
+            // Its node was down, cut off or paused by the nemesis meanwhile:
+            // nobody could answer. Indeterminate, so not judged here; what it
+            // let through is still judged (leak, phantom).
+            let in_fault = |f: &crate::trace::FaultRecord| {
+                f.node.is_none_or(|n| n == info.node) && f.concerns(e.client) && f.start_ns <= e.t_ns && f.end_ns >= started_ns
+            };
+            let what = match answer {
+                Answer::Refused => return None,
+                Answer::NoAnswer if trace.meta.faults.iter().any(in_fault) => return None,
+                Answer::Accepted { served } if attempt == crate::trace::Attempt::History => format!("was served ({served} messages)"),
+                Answer::Accepted { .. } => "was accepted".to_owned(),
+                Answer::NoAnswer => "got no definite answer (a refusal must be an error the client can see)".to_owned(),
+            };
+            let detail =
+                format!("an intruder with {} credentials tried to {} {}: it {what}", credential.as_str(), attempt.as_str(), name(room));
+            Some(at(room, detail).observed(e.t_ns))
         })
-        .collect();
-    let probes = trace.events.iter().filter_map(|e| {
-        let EventKind::Probe { room, attempt, answer, started_ns } = e.kind else { return None };
-        let info = trace.clients.get(e.client as usize)?;
-        let credential = info.role.intruder()?;
-        // Its node was down, cut off or paused by the nemesis meanwhile:
-        // nobody could answer. Indeterminate, so not judged here; what it
-        // let through is still judged (leak, phantom).
-        let in_fault = |f: &crate::trace::FaultRecord| {
-            f.node.is_none_or(|n| n == info.node) && f.concerns(e.client) && f.start_ns <= e.t_ns && f.end_ns >= started_ns
-        };
-        let what = match answer {
-            Answer::Refused => return None,
-            Answer::NoAnswer if trace.meta.faults.iter().any(in_fault) => return None,
-            Answer::Accepted { served } if attempt == crate::trace::Attempt::History => format!("was served ({served} messages)"),
-            Answer::Accepted { .. } => "was accepted".to_owned(),
-            Answer::NoAnswer => "got no definite answer (a refusal must be an error the client can see)".to_owned(),
-        };
-        let detail =
-            format!("an intruder with {} credentials tried to {} {}: it {what}", credential.as_str(), attempt.as_str(), name(room));
-        Some(Finding::new(FindingKind::Unrefused, detail).room(room).client(e.client, index.node_of(e.client)).observed(e.t_ns))
-    });
-    stored_anyway.extend(probes);
-    stored_anyway
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use crate::check::synthetic::{TraceShape, body_of, correct_trace, delivery};
     use crate::check::{FindingKind, all_findings};
-    use crate::trace::{Answer, Attempt, ClientInfo, Credential, Event, EventKind, Role, Stored, msg_no};
+    use crate::trace::{Answer, Attempt, ClientInfo, Credential, Event, EventKind, MsgNo, Role, Stored, Trace, msg_no};
+
+    /// Add an intruder to room 0 whose send, just before sending ends, is
+    /// answered with an error: (its id, the message, the `seq` the room
+    /// would give it next).
+    fn refused_send(t: &mut Trace, credential: Credential) -> (u32, MsgNo, u64) {
+        let intruder = t.clients.len() as u32;
+        t.clients.push(ClientInfo { role: Role::Intruder(credential), ..Default::default() });
+        let (msg, end) = (msg_no(intruder, 0), t.meta.sending_ended_ns);
+        t.events.extend([
+            Event {
+                t_ns: end - 1000,
+                client: intruder,
+                kind: EventKind::Send { room: 0, msg, scheduled_ns: end - 1000, body: body_of(msg) },
+            },
+            Event { t_ns: end - 900, client: intruder, kind: EventKind::Error { msg: Some(msg) } },
+        ]);
+        (intruder, msg, t.history[0].entries.last().unwrap().seq + 1)
+    }
 
     /// A server that answers an intruder's send with an error but stores
     /// and fans it out anyway fails `authorization`, and nothing else: the
@@ -84,18 +89,15 @@ mod tests {
     #[test]
     fn a_send_refused_yet_stored_is_unrefused_and_only_that() {
         let mut t = correct_trace(&TraceShape::plain(1, 1, 2, 4), 3);
-        let intruder = t.clients.len() as u32;
-        t.clients.push(ClientInfo { role: Role::Intruder(Credential::OtherRoom), ..Default::default() });
-        let msg = msg_no(intruder, 0);
+        let (intruder, msg, seq) = refused_send(&mut t, Credential::OtherRoom);
         let end = t.meta.sending_ended_ns;
-        let seq = t.history[0].entries.last().unwrap().seq + 1;
         t.history[0].entries.push(Stored::new(seq, msg, Some(body_of(msg))));
         let at = |t_ns, client, kind| Event { t_ns, client, kind };
-        t.events.extend([
-            at(end - 1000, intruder, EventKind::Send { room: 0, msg, scheduled_ns: end - 1000, body: body_of(msg) }),
-            at(end - 900, intruder, EventKind::Error { msg: Some(msg) }),
-            at(end - 900, intruder, EventKind::Probe { room: 0, attempt: Attempt::Send, answer: Answer::Refused, started_ns: end - 1000 }),
-        ]);
+        t.events.push(at(
+            end - 900,
+            intruder,
+            EventKind::Probe { room: 0, attempt: Attempt::Send, answer: Answer::Refused, started_ns: end - 1000 },
+        ));
         for (c, info) in t.clients.clone().iter().enumerate() {
             if info.role.subscribes() {
                 t.events.push(at(end - 800, c as u32, delivery(0, msg, seq)));
@@ -145,22 +147,10 @@ mod tests {
     #[test]
     fn without_history_a_refused_send_that_is_delivered_is_a_phantom() {
         let mut t = correct_trace(&TraceShape::plain(1, 1, 1, 4), 5);
-        let intruder = t.clients.len() as u32;
-        t.clients.push(ClientInfo { role: Role::Intruder(Credential::Forged), ..Default::default() });
-        let msg = msg_no(intruder, 0);
-        let end = t.meta.sending_ended_ns;
-        let seq = t.history[0].entries.last().unwrap().seq + 1;
+        let (_, msg, seq) = refused_send(&mut t, Credential::Forged);
         t.history[0].complete = false;
         let subscriber = t.clients.iter().position(|c| c.role.subscribes()).unwrap() as u32;
-        t.events.extend([
-            Event {
-                t_ns: end - 1000,
-                client: intruder,
-                kind: EventKind::Send { room: 0, msg, scheduled_ns: end - 1000, body: body_of(msg) },
-            },
-            Event { t_ns: end - 900, client: intruder, kind: EventKind::Error { msg: Some(msg) } },
-            Event { t_ns: end - 800, client: subscriber, kind: delivery(0, msg, seq) },
-        ]);
+        t.events.push(Event { t_ns: t.meta.sending_ended_ns - 800, client: subscriber, kind: delivery(0, msg, seq) });
         t.events.sort_by_key(|e| (e.t_ns, e.client));
         let index = crate::check::TraceIndex::build(&t);
         assert_eq!(index.sends[&msg].fate, crate::check::Fate::NotStored);

@@ -644,6 +644,17 @@ impl<'a> TraceIndex<'a> {
         Self { trace, sends, send_order, subscribers, leaks, events_of }
     }
 
+    /// Every intruder's events with its credentials and plan, in time
+    /// order per intruder (nothing to walk in a trace without intruders).
+    pub fn intruder_events(&self) -> impl Iterator<Item = (crate::trace::Credential, &crate::trace::ClientInfo, &crate::trace::Event)> {
+        self.trace
+            .clients
+            .iter()
+            .zip(&self.events_of)
+            .filter_map(|(info, events)| Some((info.role.intruder()?, info, events)))
+            .flat_map(move |(credential, info, events)| events.iter().map(move |&i| (credential, info, &self.trace.events[i as usize])))
+    }
+
     /// The node a client was planned on (for findings).
     pub fn node_of(&self, client: ClientId) -> u32 {
         self.trace.clients.get(client as usize).map_or(0, |c| c.node)

@@ -43,17 +43,16 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         })
         .collect();
     // A history read that served an intruder a room's messages.
-    for e in &index.trace.events {
+    for (credential, info, e) in index.intruder_events() {
         if let EventKind::Probe { room, attempt: Attempt::History, answer: Answer::Accepted { served }, .. } = e.kind
             && served > 0
-            && let Some(credential) = index.trace.clients.get(e.client as usize).and_then(|c| c.role.intruder())
         {
             let detail = format!(
                 "the history of {} served {served} messages to an intruder with {} credentials, which may not read it",
                 name(room),
                 credential.as_str()
             );
-            findings.push(Finding::new(FindingKind::Leak, detail).room(room).client(e.client, index.node_of(e.client)).observed(e.t_ns));
+            findings.push(Finding::new(FindingKind::Leak, detail).room(room).client(e.client, info.node).observed(e.t_ns));
         }
     }
     // Per client: which message each message-id was first used for.
