@@ -149,6 +149,14 @@ pub(crate) async fn probe(base: &str, room: &str, headers: &[(String, String)], 
 mod tests {
     use super::*;
 
+    /// An intruder's read: 401/403 is a refusal, an unreachable node no answer.
+    #[tokio::test]
+    async fn a_probe_of_an_unreachable_server_has_no_answer() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let answer = probe(&format!("http://127.0.0.1:{port}"), "a", &[], Duration::from_secs(2)).await;
+        assert_eq!(answer, crate::trace::Answer::NoAnswer);
+    }
+
     #[tokio::test]
     async fn an_unreachable_server_gives_incomplete_history_not_a_hang() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

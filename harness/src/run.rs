@@ -89,6 +89,13 @@ pub(crate) async fn run(scenario: &Scenario, options: &RunOptions) -> Result<Run
         move |source| InfraError::Output { path, source }
     };
     std::fs::create_dir_all(&options.out_dir).map_err(output(&options.out_dir))?;
+    if options.shard.is_some() && scenario.auth.as_ref().is_some_and(|a| !a.intruders.is_empty()) {
+        // Refused before anything starts.
+        return Err(InfraError::Provider(crate::provider::ProviderError::CannotHonour {
+            provider: "sharded run",
+            why: "auth.intruders run in one process for now: run the scenario unsharded".into(),
+        }));
+    }
     let started_at = chrono::Utc::now().to_rfc3339();
     let with_bearer;
     let scenario = if mints_tokens(scenario) {
@@ -166,13 +173,7 @@ async fn plan(
     if let Some(shard) = options.shard {
         plans = client::shard_plans(plans, shard);
     }
-    if let Some(auth) = scenario.auth.as_ref().filter(|a| !a.intruders.is_empty()) {
-        if options.shard.is_some() {
-            return Err(InfraError::Provider(crate::provider::ProviderError::CannotHonour {
-                provider: "sharded run",
-                why: "auth.intruders run in one process for now: run the scenario unsharded".into(),
-            }));
-        }
+    if let Some(auth) = &scenario.auth {
         plans.extend(client::plan_intruders(auth, plans.len() as u32, rooms.len() as u32, nodes));
     }
     let tokens = match minter {
@@ -854,5 +855,28 @@ mod tests {
         let rs = "mongodb://127.0.0.1:27017/?replicaSet=rs0&w=majority";
         assert_eq!(with_host(rs, "127.0.0.1:40000".parse().unwrap()), "mongodb://127.0.0.1:40000/?w=majority&directConnection=true");
         assert_eq!(with_host("mongodb://h:1", "127.0.0.1:2".parse().unwrap()), "mongodb://127.0.0.1:2/?directConnection=true");
+    }
+
+    /// `token_command` learns what to make: a member's rooms, an
+    /// intruder's kind and the room its credentials are for; an intruder
+    /// without credentials runs nothing.
+    #[tokio::test]
+    async fn a_token_command_is_told_what_credentials_to_make() {
+        let text = "name: t\ntopology: {nodes: 1}\nworkload:\n  rooms: 2\n  subscribers_per_room: 1\n  senders_per_room: 0\n  \
+                    chatters_per_room: 1\n  load: {open: {rate_per_s: 1}}\n  duration: 1s\n  rooms_per_client: 2\n\
+                    system:\n  credentials: {token_command: [echo, '{credentials} {client} {room} {rooms}']}\n\
+                    auth:\n  intruders: [{credentials: other_room}, {credentials: expired}, {credentials: none}]\n";
+        let scenario = crate::scenario::parse_str(text, "t.yaml").unwrap();
+        let rooms = vec!["r0".to_owned(), "r1".to_owned()];
+        let mut plans = plan_clients(&scenario.workload, 1, 1, 1);
+        let members = plans.len() as u32;
+        plans.extend(client::plan_intruders(scenario.auth.as_ref().unwrap(), members, 2, 1));
+        let tokens = client_tokens(&scenario, &plans, &rooms).await.unwrap();
+        let member = plans.iter().position(|p| p.role.intruder().is_none() && p.room == 0).unwrap();
+        assert_eq!(tokens[member], format!("member {member} r0 r0,r1"));
+        let m = members as usize;
+        assert_eq!(tokens[m], format!("other_room {m} r0-other r0-other"));
+        assert_eq!(tokens[m + 1], format!("expired {} r1 r1", m + 1));
+        assert_eq!(tokens[m + 2], "", "no credentials, nothing run");
     }
 }

@@ -125,29 +125,31 @@ fn with_auth_on_intruders_are_refused_and_members_pass() {
     assert!(v.kinds.is_empty(), "{}", v.stdout);
 }
 
-#[test]
-fn a_resubscribe_that_skips_the_membership_check_is_caught() {
-    let v = over_both(Some("auth_skip_after"));
+/// `sabotage` fails the gate (exit 1) with exactly `unrefused` and
+/// `leak`, and exactly these attempts let through.
+fn caught(sabotage: &str, let_through: &[(&str, usize)]) -> Verdict {
+    let v = over_both(Some(sabotage));
     assert_eq!(v.code, Some(1), "{}", v.stdout);
     assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
-    assert_eq!(v.unrefused, counts(&[("resubscribe", 2)]), "{}", v.stdout);
+    assert_eq!(v.unrefused, counts(let_through), "{}", v.stdout);
+    v
+}
+
+#[test]
+fn a_resubscribe_that_skips_the_membership_check_is_caught() {
+    let v = caught("auth_skip_after", &[("resubscribe", 2)]);
     assert!(v.stdout.contains("authorization"), "{}", v.stdout);
 }
 
 #[test]
 fn a_history_endpoint_without_the_check_is_caught() {
-    let v = over_both(Some("auth_history_open"));
-    assert_eq!(v.code, Some(1), "{}", v.stdout);
-    assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
-    assert_eq!(v.unrefused, counts(&[("history", 5)]), "every intruder read it: {}", v.stdout);
+    // Every intruder read it.
+    caught("auth_history_open", &[("history", 5)]);
 }
 
 #[test]
 fn a_server_that_checks_only_the_first_room_is_caught() {
-    let v = over_both(Some("auth_first_room_only"));
-    assert_eq!(v.code, Some(1), "{}", v.stdout);
-    assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
-    assert_eq!(v.unrefused, counts(&[("send", 2), ("subscribe", 2), ("resubscribe", 2)]), "{}", v.stdout);
+    caught("auth_first_room_only", &[("send", 2), ("subscribe", 2), ("resubscribe", 2)]);
 }
 
 /// Tokens a `token_command` prints are as secret as minted ones: a run
@@ -172,4 +174,20 @@ fn tokens_from_a_token_command_reach_no_result_or_log() {
             assert!(!text.contains("tok-zq9x"), "{name} holds a token ({protocol})");
         }
     }
+}
+
+/// Intruders run in one process: a shard of a sharded run refuses them
+/// before it starts anything (exit 3, the reason named).
+#[test]
+fn a_shard_refuses_intruders_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path(), "json");
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--shard", "0/2", "--run-id", "t1"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "{said}");
+    assert!(said.contains("auth.intruders run in one process"), "{said}");
+    assert!(!out.join("changestream").exists(), "nothing was started: {said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "refused at once");
 }

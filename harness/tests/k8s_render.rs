@@ -147,6 +147,7 @@ fn scenarios_a_sharded_run_cannot_honour_are_refused_with_the_reason() {
             vec!["scenarios/faults/nemesis.yaml", "--mode", "changestream", "--shards", "2", "--image", "i", "--mongo-uri", "m"],
             "restart_mongo",
         ),
+        (vec!["scenarios/auth-intruders.yaml", "--shards", "2", "--image", "i", "--mongo-uri", "m"], "auth.intruders"),
     ] {
         let o = render(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));

@@ -437,7 +437,10 @@ mod tests {
 
     /// Each attempt's answer, in order, from an intruder against `kind`.
     async fn answers(kind: Server) -> Vec<(Attempt, Answer)> {
-        let url = serve(kind).await;
+        answers_at(vec![serve(kind).await]).await
+    }
+
+    async fn answers_at(urls: Vec<String>) -> Vec<(Attempt, Answer)> {
         let clock = Clock::start();
         let (_start_tx, start) = watch::channel(Some(Window { start_ns: 0, end_ns: 1 }));
         let (stop_tx, stop) = watch::channel(false);
@@ -455,7 +458,7 @@ mod tests {
         let system = crate::scenario::System::default();
         let ctx = Context {
             plan,
-            urls: vec![url],
+            urls,
             http_bases: Vec::new(),
             room: "room-0".into(),
             own_room: None,
@@ -504,5 +507,15 @@ mod tests {
         assert_eq!(silent, every(Answer::NoAnswer), "silence is not a refusal");
         assert_eq!(cut, every(Answer::NoAnswer), "a cut connection is not a refusal");
         assert_eq!(yes, every(Answer::Accepted { served: 0 }), "a yes");
+    }
+
+    /// A node that cannot be reached is not an answer: the next is asked.
+    #[tokio::test]
+    async fn an_unreachable_node_is_not_an_answer() {
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_url = format!("ws://{}/ws", dead.local_addr().unwrap());
+        drop(dead);
+        let answers = answers_at(vec![dead_url, serve(Server::ErrorFrame).await]).await;
+        assert_eq!(answers, every(Answer::Refused));
     }
 }
