@@ -9,7 +9,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    install_panic_hook();
+    install_panic_hook(chatbench::provider::docker::remove_own_blocking);
     let cli = Cli::parse();
     let default_level = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()

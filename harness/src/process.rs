@@ -76,13 +76,14 @@ fn signal_tree(pgid: i32, signal: Signal) -> nix::Result<()> {
     result
 }
 
-/// Make a panic anywhere kill all children before the default hook runs.
-pub fn install_panic_hook() {
+/// Make a panic anywhere kill all children, then run `also` (the
+/// provider's container cleanup: unwinding may not get to their handles'
+/// drops), before the default hook runs.
+pub fn install_panic_hook(also: fn()) {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         kill_all_children();
-        // Containers too: unwinding may not get to their handles' drops.
-        crate::provider::docker::remove_own_blocking();
+        also();
         default(info);
     }));
 }
