@@ -8,7 +8,7 @@
 //! [`MAX_ENTRIES_PER_ROOM`] entries, and [`READ_TIMEOUT`] in all; a room that
 //! cannot be read completely is marked incomplete (a finding), not guessed.
 
-use crate::client::wire::{IdReader, json_path};
+use crate::protocol::{IdReader, json_path};
 #[cfg(test)]
 use crate::scenario::JsonId;
 use crate::scenario::StoreOracle;

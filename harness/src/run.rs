@@ -282,7 +282,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     }
     let planned = plan(scenario, options, scenario.topology.nodes, &run_id, minter.as_ref()).await?;
     let clock = Clock::start();
-    let path = client::wire::Wire::path(&scenario.system);
+    let path = scenario.system.ws_path();
     // The reference server's history API, where intruders try to read.
     let http_bases: Vec<String> =
         if scenario.system.command.is_none() { cluster.nodes.iter().map(|n| n.http_url("")).collect() } else { Vec::new() };
@@ -481,7 +481,7 @@ fn unmatched_note((n, example): (u64, Option<String>)) -> Vec<String> {
 }
 
 fn protocol_name(scenario: &Scenario) -> String {
-    scenario.system.protocol.as_str().to_owned()
+    scenario.system.protocol.protocol().as_str().to_owned()
 }
 
 /// With network faults on the clients' link: a fault proxy in front of each
@@ -541,7 +541,14 @@ async fn client_tokens(scenario: &Scenario, plans: &[client::ClientPlan], rooms:
         };
         let args: Vec<String> = command
             .iter()
-            .map(|a| client::wire::fill(&a.replace("{credentials}", kind).replace("{rooms}", &granted), plan.msg_client, &room, ""))
+            .map(|a| {
+                crate::protocol::fill_credentials(
+                    &a.replace("{credentials}", kind).replace("{rooms}", &granted),
+                    plan.msg_client,
+                    &room,
+                    "",
+                )
+            })
             .collect();
         let output = tokio::time::timeout(
             Duration::from_secs(30),

@@ -10,97 +10,14 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
 
-/// Index of a client connection in [`Trace::clients`].
-pub type ClientId = u32;
+pub use crate::message::{BodyDigest, ClientId, FOREIGN_MSG, Label, MsgNo, id_hash, msg_no, msg_parts, parse_wire_id, send_slot, wire_id};
+pub use crate::scenario::{Attempt, Credential};
+
 /// Index of a room in [`Trace::rooms`].
 pub type RoomIdx = u32;
-/// A message number chosen by the harness; on the wire it is the decimal `id`.
-pub type MsgNo = u64;
-/// Stands for a delivered `id` that is not a harness message number.
-pub const FOREIGN_MSG: MsgNo = u64::MAX;
-
-/// A message number as the wire `id`: `m<number>`. Not a bare number:
-/// nx-27017 (the compat MongoDB) cannot find documents by a string field
-/// that looks like an integer, which would break idempotent resends there.
-pub fn wire_id(msg: MsgNo) -> String {
-    format!("m{msg}")
-}
-
-/// The message number in a wire `id`, if it is one of ours.
-pub fn parse_wire_id(id: &str) -> Option<MsgNo> {
-    id.strip_prefix('m')?.parse().ok()
-}
-
-/// The message number a client's `k`-th send carries.
-pub fn msg_no(client: ClientId, k: u32) -> MsgNo {
-    (u64::from(client) << 32) | u64::from(k)
-}
-
-/// The client (its `msg_client`) and `k` a message number was made from.
-pub fn msg_parts(msg: MsgNo) -> (ClientId, u32) {
-    ((msg >> 32) as ClientId, msg as u32)
-}
-
-/// Which of its `rooms` rooms a sender's message goes to: its rooms in
-/// turn, the `k`-th send to room `k mod rooms` (its home room first).
-pub fn send_slot(msg: MsgNo, rooms: usize) -> usize {
-    msg_parts(msg).1 as usize % rooms.max(1)
-}
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
 pub const TRACE_VERSION: u32 = 7;
-
-/// A message body as the checks compare it: its length in bytes and its
-/// CRC-32, packed in 8 bytes (the trace keeps no bodies). A truncated,
-/// altered or swapped body changes one or the other.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct BodyDigest {
-    pub len: u32,
-    pub crc: u32,
-}
-
-impl BodyDigest {
-    pub fn of(bytes: &[u8]) -> Self {
-        Self { len: u32::try_from(bytes.len()).unwrap_or(u32::MAX), crc: crc32fast::hash(bytes) }
-    }
-}
-
-impl std::fmt::Display for BodyDigest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} bytes, crc {:08x}", self.len, self.crc)
-    }
-}
-
-/// What a delivery's routing labels said (JSON `room`; STOMP
-/// `destination`, `subscription`, `message-id`), as the client resolved
-/// them against the rooms it subscribed to. A real client dispatches by
-/// these: a wrong one means the message shows up in the wrong room, or
-/// nowhere.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Label {
-    /// The labels name one of the client's rooms (recorded as the delivery's room).
-    #[default]
-    Ok,
-    /// No room label at all (no JSON `room`; a STOMP MESSAGE without
-    /// `destination` or `subscription`).
-    Missing,
-    /// The label names no room this client subscribed to.
-    UnknownRoom,
-    /// STOMP: the `subscription` is not the id this client used for the
-    /// room its `destination` names.
-    WrongSubscription,
-}
-
-/// A 64-bit FNV-1a hash (of a STOMP `message-id`): stable, and enough to
-/// tell reused ids apart without keeping the strings.
-pub fn id_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
-}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -116,65 +33,6 @@ pub enum Role {
     /// (every attempt refused) and `routing` (nothing delivered to it);
     /// what it managed to send is owed to the members like any message.
     Intruder(Credential),
-}
-
-/// What an intruder presents (`auth.intruders`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Credential {
-    /// Valid credentials for another room (not the one it tries).
-    #[default]
-    OtherRoom,
-    /// Credentials for the room it tries, expired.
-    Expired,
-    /// Credentials for every room, signed with the wrong key (a wrong password).
-    Forged,
-    /// No credentials at all.
-    None,
-}
-
-impl Credential {
-    pub const ALL: [Credential; 4] = [Credential::OtherRoom, Credential::Expired, Credential::Forged, Credential::None];
-
-    /// The name scenarios and `token_command`'s `{credentials}` use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Credential::OtherRoom => "other_room",
-            Credential::Expired => "expired",
-            Credential::Forged => "forged",
-            Credential::None => "none",
-        }
-    }
-}
-
-/// What an intruder tried (`auth.attempts`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Attempt {
-    /// Send a message into the room.
-    Send,
-    /// Subscribe to the room.
-    Subscribe,
-    /// Subscribe with `after: 0`, as a client resubscribes after a reconnect.
-    Resubscribe,
-    /// Read the room's history over HTTP (the reference layout), after the sending window.
-    History,
-}
-
-impl Attempt {
-    /// The default order: a subscription that gets through is the last
-    /// thing on its connection (STOMP ends a session at its next `ERROR`),
-    /// so what it lets through is seen.
-    pub const ALL: [Attempt; 4] = [Attempt::Send, Attempt::Subscribe, Attempt::Resubscribe, Attempt::History];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Attempt::Subscribe => "subscribe",
-            Attempt::Resubscribe => "resubscribe",
-            Attempt::Send => "send",
-            Attempt::History => "history",
-        }
-    }
 }
 
 /// How the system answered an intruder's attempt.

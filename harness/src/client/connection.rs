@@ -20,8 +20,8 @@
 //!   messages are resent in their original order (the server refuses later
 //!   sends until the failed one is back), so FIFO survives failures.
 
-use super::wire::{Delivered, Incoming, Wire};
 use super::{ClientPlan, Schedule, Shared, Window, text};
+use crate::protocol::{Delivered, Incoming, Wire};
 use crate::scenario::{MessageBytes, Rejoin, Workload};
 use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no, msg_parts, send_slot};
 use futures::stream::SplitSink;
@@ -240,7 +240,7 @@ pub(super) async fn open(
     url: &str,
     query: &[(String, String)],
     headers: &[(String, String)],
-    stomp: bool,
+    subprotocols: Option<&'static str>,
 ) -> Result<Ws, tungstenite::Error> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut url = url.to_owned();
@@ -249,8 +249,8 @@ pub(super) async fn open(
         url = format!("{url}{}{query}", if url.contains('?') { '&' } else { '?' });
     }
     let mut request = url.into_client_request()?;
-    if stomp {
-        request.headers_mut().insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static("v12.stomp, v11.stomp"));
+    if let Some(subprotocols) = subprotocols {
+        request.headers_mut().insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static(subprotocols));
     }
     for (name, value) in headers {
         let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
@@ -431,7 +431,7 @@ impl<'a> Client<'a> {
 
     /// The WebSocket upgrade, with this client's credentials.
     async fn open(&self, url: &str) -> Result<Ws, tungstenite::Error> {
-        open(url, &self.ctx.upgrade_query, &self.ctx.upgrade_headers, self.ctx.wire.is_stomp()).await
+        open(url, &self.ctx.upgrade_query, &self.ctx.upgrade_headers, self.ctx.wire.subprotocols()).await
     }
 
     /// Open the protocol session (STOMP: CONNECT, then CONNECTED). Err(Some)
@@ -454,10 +454,7 @@ impl<'a> Client<'a> {
                     self.heartbeat = heartbeat;
                     return Ok(ws);
                 }
-                Incoming::Error { code, .. } if self.ctx.wire.is_stomp() => {
-                    return Err(Some(format!("the STOMP CONNECT was refused: ERROR {code}")));
-                }
-                Incoming::Error { code, .. } => return Err(Some(format!("the session's CONNECT was refused: {code}"))),
+                Incoming::Error { code, .. } => return Err(Some(self.ctx.wire.hello_refused(&code))),
                 _ if message.is_close() => return Err(None),
                 _ => {}
             }

@@ -14,8 +14,8 @@
 //! has no answer.
 
 use super::connection::{Ws, close_code, open};
-use super::wire::{Incoming, Wire};
 use super::{ClientPlan, Window};
+use crate::protocol::{Incoming, Wire};
 use crate::trace::{Answer, Attempt, Clock, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no};
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
@@ -168,7 +168,7 @@ async fn window(ctx: &mut Context) -> Option<Window> {
 async fn connect(ctx: &Context, deadline: Instant) -> Result<Ws, Answer> {
     let mut backoff = Duration::from_millis(50);
     for url in ctx.urls.iter().cycle() {
-        match tokio::time::timeout_at(deadline, open(url, &ctx.upgrade_query, &ctx.upgrade_headers, ctx.wire.is_stomp())).await {
+        match tokio::time::timeout_at(deadline, open(url, &ctx.upgrade_query, &ctx.upgrade_headers, ctx.wire.subprotocols())).await {
             Err(_) => return Err(Answer::NoAnswer),
             Ok(Err(tungstenite::Error::Http(response))) if response.status().is_client_error() => return Err(Answer::Refused),
             Ok(Err(e)) => tracing::debug!(client = ctx.plan.id, error = %e, "intruder: no connection yet; trying again"),
@@ -237,7 +237,7 @@ async fn join_own_room(ctx: &Context, mut ws: Ws, deadline: Instant) -> Result<W
         }
         match ctx.wire.read(&message) {
             Incoming::Subscribed { slot: Some(1), .. } => return Ok(ws),
-            Incoming::Error { .. } if ctx.wire.is_stomp() => return Err(Answer::Refused),
+            Incoming::Error { .. } if ctx.wire.error_ends_session() => return Err(Answer::Refused),
             Incoming::Error { .. } => return Ok(ws),
             Incoming::Reply(reply) => {
                 let _ = ws.send(Message::text(reply)).await;
@@ -334,7 +334,7 @@ async fn answer(
             Some(Verdict::No(event)) => {
                 rec.record(event);
                 // STOMP ends the session after an ERROR.
-                return Outcome::of(Answer::Refused, !ctx.wire.is_stomp());
+                return Outcome::of(Answer::Refused, !ctx.wire.error_ends_session());
             }
             None => {
                 if let Incoming::Reply(reply) = incoming {
@@ -462,7 +462,7 @@ mod tests {
             http_bases: Vec::new(),
             room: "room-0".into(),
             own_room: None,
-            wire: Wire::new(&system, 0, vec!["room-0".into(), "room-0-other".into()], ""),
+            wire: crate::protocol::testing::wire(&system.protocol, true, &["room-0", "room-0-other"], ""),
             upgrade_headers: Vec::new(),
             upgrade_query: Vec::new(),
             attempts: vec![Attempt::Send, Attempt::Subscribe, Attempt::Resubscribe],

@@ -3,12 +3,9 @@
 //! trace buffer. Shared atomics only feed the progress bar and the drain.
 
 mod connection;
-pub(crate) mod frames;
 mod intruder;
 mod plan;
-pub(crate) mod socketio;
 pub(crate) mod text;
-pub(crate) mod wire;
 
 pub(crate) use plan::{ClientPlan, Schedule, plan_clients, plan_intruders, rooms_of, shard_plans};
 
@@ -222,7 +219,7 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
         let token = tokens.get(plan.id as usize).map_or("", String::as_str);
         if let (Some(credential), Some(auth)) = (plan.role.intruder(), auth) {
             let system = if credential == crate::trace::Credential::None { &anonymous } else { system };
-            let (upgrade_headers, upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
+            let (upgrade_headers, upgrade_query) = upgrade_credentials(&system.credentials, plan.msg_client, room, token);
             let node = plan.node as usize % urls.len().max(1);
             let ctx = intruder::Context {
                 plan: plan.clone(),
@@ -230,7 +227,7 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
                 http_bases: http_bases.iter().cycle().skip(node).take(http_bases.len()).cloned().collect(),
                 room: room.clone(),
                 own_room: (credential == crate::trace::Credential::OtherRoom).then(|| other_room(room)),
-                wire: wire::Wire::new(system, plan.msg_client, vec![room.clone(), other_room(room)], token),
+                wire: wire_of(system, plan.msg_client, token, vec![room.clone(), other_room(room)]),
                 upgrade_headers,
                 upgrade_query,
                 attempts: auth.attempts.clone(),
@@ -245,9 +242,9 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
             tasks.push(tokio::spawn(intruder::run(ctx)));
             continue;
         }
-        let (upgrade_headers, mut upgrade_query) = wire::upgrade_credentials(&system.credentials, plan.msg_client, room, token);
+        let (upgrade_headers, mut upgrade_query) = upgrade_credentials(&system.credentials, plan.msg_client, room, token);
         let client_rooms: Vec<(crate::trace::RoomIdx, String)> = plan.rooms().map(|r| (r, rooms[r as usize].clone())).collect();
-        let wire = wire::Wire::new(system, plan.msg_client, client_rooms.iter().map(|(_, name)| name.clone()).collect(), token);
+        let wire = wire_of(system, plan.msg_client, token, client_rooms.iter().map(|(_, name)| name.clone()).collect());
         for &(k, v) in wire.upgrade_query() {
             if !urls.iter().any(|u| u.contains(&format!("{k}="))) {
                 upgrade_query.push((k.to_owned(), v.to_owned()));
@@ -324,8 +321,39 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
     WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took, refusals, unmatched }
 }
 
+/// A client's way of speaking the system's protocol, rooms home first.
+fn wire_of(system: &crate::scenario::System, client: u32, token: &str, rooms: Vec<String>) -> crate::protocol::Wire {
+    let who = crate::protocol::Who { client, token, connect_headers: &system.credentials.connect_headers };
+    let promises = crate::protocol::Promises {
+        acks: system.guarantees.ack != crate::scenario::AckGuarantee::None,
+        recovery: system.guarantees.history == crate::scenario::HistoryGuarantee::Recovery,
+    };
+    system.protocol.wire(&who, promises, rooms)
+}
+
+/// Name-value pairs (headers, query parameters).
+pub(crate) type Pairs = Vec<(String, String)>;
+
+/// Upgrade headers and query parameters of one client's credentials.
+pub(crate) fn upgrade_credentials(c: &crate::scenario::Credentials, client: u32, room: &str, token: &str) -> (Pairs, Pairs) {
+    let filled = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter().map(|(k, v)| (k.clone(), crate::protocol::fill_credentials(v, client, room, token))).collect()
+    };
+    (filled(&c.headers), filled(&c.query))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn credentials_are_filled_per_client() {
+        let mut c = crate::scenario::Credentials::default();
+        c.headers.insert("Authorization".into(), "Bearer {token}".into());
+        c.query.insert("user".into(), "u{client}-{room}".into());
+        let (headers, query) = upgrade_credentials(&c, 5, "r", "T");
+        assert_eq!(headers, vec![("Authorization".to_owned(), "Bearer T".to_owned())]);
+        assert_eq!(query, vec![("user".to_owned(), "u5-r".to_owned())]);
+    }
+
     use super::*;
     use crate::trace::Role;
 

@@ -35,51 +35,7 @@ pub const OWNER_LABEL: &str = "org.chatbench.run";
 /// The label the local images carry to say what they are.
 pub const FLAVOUR_LABEL: &str = "org.chatbench.flavour";
 
-/// The images a run uses, where not the defaults (CLI over scenario).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DockerImages {
-    /// MongoDB, e.g. `chatbench-local/nx-27017:0.8.1` (default `mongo:8.0`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mongo: Option<String>,
-    /// Kafka, e.g. `chatbench-local/tansu:0.6.0` (default `apache/kafka:4.1.0`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<String>,
-    /// The chat server for nodes in containers (default `chatbench-local/chat-server:dev`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-}
-
-impl DockerImages {
-    pub fn is_empty(&self) -> bool {
-        self == &DockerImages::default()
-    }
-
-    /// `mongo=IMAGE`, `kafka=IMAGE` or `server=IMAGE` (the `--docker-image` flag).
-    pub fn set(&mut self, spec: &str) -> anyhow::Result<()> {
-        let (key, image) = spec.split_once('=').ok_or_else(|| anyhow::anyhow!("--docker-image {spec:?}: expected KEY=IMAGE"))?;
-        if image.is_empty() || image.contains(char::is_whitespace) {
-            return Err(anyhow::anyhow!("--docker-image {spec:?}: {image:?} is not an image name"));
-        }
-        let slot = match key {
-            "mongo" => &mut self.mongo,
-            "kafka" => &mut self.kafka,
-            "server" => &mut self.server,
-            other => return Err(anyhow::anyhow!("--docker-image {spec:?}: unknown key {other:?} (mongo, kafka or server)")),
-        };
-        *slot = Some(image.to_owned());
-        Ok(())
-    }
-
-    /// `self`'s images where given, else `fallback`'s.
-    pub fn or(&self, fallback: &DockerImages) -> DockerImages {
-        DockerImages {
-            mongo: self.mongo.clone().or_else(|| fallback.mongo.clone()),
-            kafka: self.kafka.clone().or_else(|| fallback.kafka.clone()),
-            server: self.server.clone().or_else(|| fallback.server.clone()),
-        }
-    }
-}
+pub use crate::scenario::DockerImages;
 
 /// `name:tag` split for testcontainers (`latest` when no tag; a registry
 /// port's colon is not a tag).

@@ -7,37 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::time::Duration;
 
-/// A duration written as a human string: `10s`, `250ms`, `1m 30s`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        humantime::parse_duration(raw.trim())
-            .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("{raw:?} is not a duration like 10s or 250ms: {e}")))
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
-    }
-}
-
-impl JsonSchema for HumanDuration {
-    fn schema_name() -> Cow<'static, str> {
-        "HumanDuration".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "description": "A duration such as `10s`, `250ms` or `1m 30s`.",
-            "pattern": "^\\s*[0-9]+\\s*[a-zµ]+(\\s*[0-9]+\\s*[a-zµ]+)*\\s*$"
-        })
-    }
-}
+pub use crate::duration::HumanDuration;
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -90,15 +60,74 @@ pub struct Auth {
     /// with `seq`, `history` on the reference server's history API, after
     /// the drain).
     #[serde(default = "all_attempts")]
-    pub attempts: Vec<crate::trace::Attempt>,
+    pub attempts: Vec<Attempt>,
     /// How long a definite answer may take (default 10s): later, or none,
     /// is `unrefused`.
     #[serde(default = "ten_seconds")]
     pub answer_within: HumanDuration,
 }
 
-fn all_attempts() -> Vec<crate::trace::Attempt> {
-    crate::trace::Attempt::ALL.to_vec()
+fn all_attempts() -> Vec<Attempt> {
+    Attempt::ALL.to_vec()
+}
+
+/// What an intruder presents (`auth.intruders`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Credential {
+    /// Valid credentials for another room (not the one it tries).
+    #[default]
+    OtherRoom,
+    /// Credentials for the room it tries, expired.
+    Expired,
+    /// Credentials for every room, signed with the wrong key (a wrong password).
+    Forged,
+    /// No credentials at all.
+    None,
+}
+
+impl Credential {
+    pub const ALL: [Credential; 4] = [Credential::OtherRoom, Credential::Expired, Credential::Forged, Credential::None];
+
+    /// The name scenarios and `token_command`'s `{credentials}` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::OtherRoom => "other_room",
+            Credential::Expired => "expired",
+            Credential::Forged => "forged",
+            Credential::None => "none",
+        }
+    }
+}
+
+/// What an intruder tried (`auth.attempts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Attempt {
+    /// Send a message into the room.
+    Send,
+    /// Subscribe to the room.
+    Subscribe,
+    /// Subscribe with `after: 0`, as a client resubscribes after a reconnect.
+    Resubscribe,
+    /// Read the room's history over HTTP (the reference layout), after the sending window.
+    History,
+}
+
+impl Attempt {
+    /// The default order: a subscription that gets through is the last
+    /// thing on its connection (STOMP ends a session at its next `ERROR`),
+    /// so what it lets through is seen.
+    pub const ALL: [Attempt; 4] = [Attempt::Send, Attempt::Subscribe, Attempt::Resubscribe, Attempt::History];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attempt::Subscribe => "subscribe",
+            Attempt::Resubscribe => "resubscribe",
+            Attempt::Send => "send",
+            Attempt::History => "history",
+        }
+    }
 }
 
 /// What a member's credentials grant.
@@ -115,50 +144,157 @@ pub enum RoomGrant {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Intruders {
-    pub credentials: crate::trace::Credential,
+    pub credentials: Credential,
     /// How many (default 1).
     #[serde(default = "one")]
     pub count: u32,
 }
 
 /// The system under test.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct System {
+    /// The wire protocol clients speak, with its declaration.
+    pub protocol: Declared,
+    pub credentials: Credentials,
+    pub command: Option<CommandSystem>,
+    pub external: Option<ExternalSystem>,
+    pub guarantees: Guarantees,
+    pub store: Option<StoreOracle>,
+}
+
+impl System {
+    /// The WebSocket path clients connect to on nodes the harness starts
+    /// (a command speaking protocol v1 names its own).
+    pub fn ws_path(&self) -> &str {
+        match (&self.protocol, &self.command) {
+            (Declared::Json(_), Some(command)) => &command.ws_path,
+            (protocol, _) => protocol.path(),
+        }
+    }
+}
+
+// `system` as a scenario file writes it: the protocol's name, and its
+// declaration in a section of its own.
+/// The system under test.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename = "System")]
+struct SystemFile {
     /// The wire protocol clients speak.
     #[serde(default)]
-    pub protocol: Protocol,
+    protocol: Protocol,
     /// STOMP settings (with `protocol: stomp`); the defaults fit the
     /// reference server's `/stomp` endpoint.
-    #[serde(default)]
-    pub stomp: StompSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "StompSettings")]
+    stomp: Option<StompSettings>,
     /// The frames of `protocol: json_frames`.
     #[serde(default)]
-    pub json_frames: Option<JsonFrames>,
+    json_frames: Option<JsonFrames>,
     /// The events of `protocol: socketio`.
     #[serde(default)]
-    pub socketio: Option<SocketIoSettings>,
+    socketio: Option<SocketIoSettings>,
     /// Per-client credentials on the upgrade and in STOMP CONNECT.
     #[serde(default)]
-    pub credentials: Credentials,
+    credentials: Credentials,
     /// Start each node with this command instead of the reference server
     /// (node faults act on these processes as on the reference server).
     #[serde(default)]
-    pub command: Option<CommandSystem>,
+    command: Option<CommandSystem>,
     /// Test nodes that already run instead of starting reference servers:
     /// no lifecycle, no backends; only client faults (`drop_clients`).
     #[serde(default)]
-    pub external: Option<ExternalSystem>,
+    external: Option<ExternalSystem>,
     /// What the system promises; exactly that is checked (the reference
     /// server promises everything, the default).
     #[serde(default)]
-    pub guarantees: Guarantees,
+    guarantees: Guarantees,
     /// The system's own MongoDB collection, read back after the run to
     /// resolve every unacked send as stored or not (the *store oracle*):
     /// for servers that send no acks (`ack: none`) or no `seq`, started as
     /// a `system.command` on the harness's MongoDB (`{mongo_uri}`, `{db}`).
     #[serde(default)]
-    pub store: Option<StoreOracle>,
+    store: Option<StoreOracle>,
+}
+
+/// Separates the key a [`System`] conversion error is about from its
+/// message (`parse` puts the key into the error's path).
+pub(crate) const KEY_MARK: char = '\u{1e}';
+
+impl TryFrom<SystemFile> for System {
+    type Error = String;
+
+    /// One section, the protocol's: a section for another protocol is
+    /// refused rather than ignored (a declaration that is never read is a
+    /// mistake the user should hear about).
+    fn try_from(f: SystemFile) -> Result<Self, String> {
+        let stray = |key: &str| format!("{key}{KEY_MARK}{key} is read only with protocol: {key}");
+        let missing = |key: &str| format!("protocol{KEY_MARK}protocol: {key} needs a system.{key} declaration");
+        if f.stomp.is_some() && f.protocol != Protocol::Stomp {
+            return Err(stray("stomp"));
+        }
+        if f.json_frames.is_some() && f.protocol != Protocol::JsonFrames {
+            return Err(stray("json_frames"));
+        }
+        if f.socketio.is_some() && f.protocol != Protocol::SocketIo {
+            return Err(stray("socketio"));
+        }
+        let protocol = match f.protocol {
+            Protocol::Json => Declared::Json(Default::default()),
+            Protocol::Stomp => Declared::Stomp(f.stomp.unwrap_or_default()),
+            Protocol::JsonFrames => Declared::JsonFrames(f.json_frames.ok_or_else(|| missing("json_frames"))?),
+            Protocol::SocketIo => Declared::SocketIo(f.socketio.ok_or_else(|| missing("socketio"))?),
+        };
+        Ok(System {
+            protocol,
+            credentials: f.credentials,
+            command: f.command,
+            external: f.external,
+            guarantees: f.guarantees,
+            store: f.store,
+        })
+    }
+}
+
+impl From<System> for SystemFile {
+    fn from(s: System) -> Self {
+        let mut f = SystemFile {
+            protocol: s.protocol.protocol(),
+            credentials: s.credentials,
+            command: s.command,
+            external: s.external,
+            guarantees: s.guarantees,
+            store: s.store,
+            ..Default::default()
+        };
+        match s.protocol {
+            Declared::Json(_) => {}
+            Declared::Stomp(d) => f.stomp = Some(d),
+            Declared::JsonFrames(d) => f.json_frames = Some(d),
+            Declared::SocketIo(d) => f.socketio = Some(d),
+        }
+        f
+    }
+}
+
+impl<'de> Deserialize<'de> for System {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        System::try_from(SystemFile::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for System {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SystemFile::from(self.clone()).serialize(s)
+    }
+}
+
+impl JsonSchema for System {
+    fn schema_name() -> Cow<'static, str> {
+        SystemFile::schema_name()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        SystemFile::json_schema(generator)
+    }
 }
 
 /// Where a system stores its messages: one document per message, in
@@ -178,18 +314,7 @@ pub struct StoreOracle {
     pub id: JsonId,
 }
 
-/// An id inside a JSON document: a (dotted) field, optionally a pattern
-/// inside its text.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JsonId {
-    /// A field path, dots between names: `msgId`, `payload.content`.
-    pub json: String,
-    /// A regular expression (Rust `regex` syntax) applied to the field's
-    /// text: its first capture group (else the whole match) is the id.
-    #[serde(default)]
-    pub pattern: Option<String>,
-}
+pub use crate::protocol::JsonId;
 
 /// Nodes started by a command. Placeholders: `{port}` (a free port; the
 /// same one after a restart), `{node}` (index), `{mongo_uri}` (through the
@@ -264,6 +389,10 @@ pub struct Guarantees {
     /// its own messages.
     #[serde(default = "yes")]
     pub echo: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Guarantees {
@@ -372,323 +501,10 @@ impl HistoryGuarantee {
     }
 }
 
-pub use chatbench_wire::Protocol;
-
-/// A JSON-over-WebSocket protocol declared in YAML (`protocol:
-/// json_frames`). Templates are JSON with placeholders: `{room}`, `{id}`,
-/// `{text}` (written JSON-escaped), `{after}` (a number). Matchers say
-/// which server frames are acks, deliveries, join and leave confirmations
-/// and errors, and at which (dotted) JSON paths they carry the room, id,
-/// seq and text. The first matcher whose `match` holds wins; a frame no
-/// matcher takes is counted and ignored.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JsonFrames {
-    /// WebSocket path on nodes the harness starts.
-    #[serde(default = "default_ws_path")]
-    pub path: String,
-    /// A first frame on every connection, e.g. an authentication
-    /// `'{"type":"auth","token":"{token}"}'` (`{token}`, `{client}`, and
-    /// `{room}`: the home room). With an `is: connected` matcher the client
-    /// waits for that answer before joining (an `error` frame first is a
-    /// refusal); without one it goes on at once.
-    #[serde(default)]
-    pub hello: Option<String>,
-    /// Join a room, e.g. `'{"op":"subscribe","room":"{room}"}'`.
-    pub join: String,
-    /// Join resuming after a `seq` (`{after}`), for systems with `seq`.
-    #[serde(default)]
-    pub join_after: Option<String>,
-    /// Leave a room (needed for `churn`).
-    #[serde(default)]
-    pub leave: Option<String>,
-    /// Send a message: must carry `{id}` and `{text}`.
-    pub send: String,
-    /// When a join or leave counts as done: `frame` (a `joined` / `left`
-    /// frame answers it, the default) or `{after: DURATION}`.
-    #[serde(default)]
-    pub confirmed: FrameConfirm,
-    /// Server frames, tried in order.
-    pub frames: Vec<FrameMatcher>,
-}
-
-/// A Socket.IO server's events (Socket.IO v5 packets over Engine.IO v4
-/// on a WebSocket). Arguments are JSON templates: `{room}`, `{id}`,
-/// `{text}` written JSON-escaped (`'"{room}"'` is a bare string argument).
-/// Delivery paths are dotted paths into the event's argument list
-/// (`0.room`: the first argument's `room`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SocketIoSettings {
-    /// Engine.IO path on nodes the harness starts (`?EIO=4&transport=websocket` is added).
-    #[serde(default = "default_socketio_path")]
-    pub path: String,
-    /// The namespace clients connect to.
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
-    /// The CONNECT packet's auth payload, a JSON template taking
-    /// `{token}`, `{client}` and `{room}` (none: no payload).
-    #[serde(default)]
-    pub auth: Option<String>,
-    /// Joining a room, e.g. `{event: join, args: ['"{room}"']}`.
-    pub join: SocketIoEmit,
-    /// Leaving a room (needed for `churn`).
-    #[serde(default)]
-    pub leave: Option<SocketIoEmit>,
-    /// Sending a message: an argument must carry `{id}`. With `ack: true`
-    /// the server's acknowledgement is the send's ack (declare
-    /// `guarantees.ack: receipt`); without, declare `ack: none`.
-    pub send: SocketIoEmit,
-    /// How messages arrive.
-    pub delivery: SocketIoDelivery,
-    /// For a join or leave emitted without `ack`: it counts as done this
-    /// long after it was sent (default 300ms).
-    #[serde(default = "default_socketio_settle")]
-    pub settle: HumanDuration,
-}
-
-fn default_socketio_path() -> String {
-    "/socket.io/".into()
-}
-fn default_namespace() -> String {
-    "/".into()
-}
-fn default_socketio_settle() -> HumanDuration {
-    HumanDuration(Duration::from_millis(300))
-}
-
-/// An event the client emits.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SocketIoEmit {
-    pub event: String,
-    /// Arguments, each a JSON template.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Ask for an acknowledgement (the server calls the callback).
-    #[serde(default = "yes")]
-    pub ack: bool,
-    /// With `ack`: a dotted path into the acknowledgement's arguments that
-    /// is present (and not false or null) when the server refused, e.g.
-    /// `0.error`.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The event that carries chat messages to clients.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SocketIoDelivery {
-    pub event: String,
-    /// Path of the room's name in the arguments (e.g. `0.room`).
-    #[serde(default)]
-    pub room: Option<String>,
-    /// Where the harness's id is (e.g. `{json: 0.id}`).
-    pub id: JsonId,
-    /// Path of a per-room `seq`, if the server has one.
-    #[serde(default)]
-    pub seq: Option<String>,
-    /// Path of the text, compared with what was sent there.
-    #[serde(default)]
-    pub text: Option<String>,
-}
-
-/// When a json_frames join or leave counts as done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum FrameConfirm {
-    /// A `joined` (or `left`) frame names it.
-    #[default]
-    Frame,
-    /// This long after it was sent.
-    After(HumanDuration),
-}
-
-/// One kind of server frame: when it applies and where its parts are.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FrameMatcher {
-    /// Dotted JSON path → the value it must have, e.g. `{op: msg}`; all
-    /// must hold (empty: every frame).
-    #[serde(rename = "match", default)]
-    pub when: std::collections::BTreeMap<String, serde_json::Value>,
-    /// What such a frame means.
-    pub is: FrameKind,
-    /// Path of the room's name.
-    #[serde(default)]
-    pub room: Option<String>,
-    /// Where the harness's message id is (deliveries, acks, errors).
-    #[serde(default)]
-    pub id: Option<JsonId>,
-    /// Path of the room's `seq` (deliveries, acks).
-    #[serde(default)]
-    pub seq: Option<String>,
-    /// Path of the head a join starts after (`joined`).
-    #[serde(default)]
-    pub head: Option<String>,
-    /// Path of the delivered text, compared with what was sent there.
-    #[serde(default)]
-    pub text: Option<String>,
-    /// Path of an error's code.
-    #[serde(default)]
-    pub code: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FrameKind {
-    /// The server accepted the `hello` frame.
-    Connected,
-    /// A send was accepted (`id`, optional `seq`).
-    Ack,
-    /// A chat message (`id`, `room`, optional `seq`, `text`).
-    Delivery,
-    /// A join took effect (`room`, optional `head`).
-    Joined,
-    /// A leave took effect (`room`).
-    Left,
-    /// A refusal (`id` for a send, `room` for a join, `code`).
-    Error,
-    /// Nothing for the client (pings, presence).
-    Ignore,
-}
-
-/// Templates take `{room}` (the room name) and, for bodies, `{id}` (the
-/// harness's message id) and `{text}` (the generated text).
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StompSettings {
-    /// WebSocket path (SockJS servers: `<endpoint>/websocket`).
-    #[serde(default = "default_stomp_path")]
-    pub path: String,
-    /// SUBSCRIBE destination.
-    #[serde(default = "default_sub_destination")]
-    pub subscribe: String,
-    /// SEND destination.
-    #[serde(default = "default_pub_destination")]
-    pub send: String,
-    /// Where the message id travels: a header (sent on SEND, read from
-    /// MESSAGE) or a JSON field of the body.
-    #[serde(default)]
-    pub id: IdLocation,
-    /// SEND body template. Default `{text}`; with `id: {json: field}` give a
-    /// JSON body carrying `{id}`, e.g. `'{"msgId":"{id}","content":"{text}"}'`.
-    /// In a template that is JSON (it starts with `{`), `{text}` is written
-    /// JSON-escaped, so quotes, backslashes and newlines stay valid JSON.
-    #[serde(default = "default_body")]
-    pub body: String,
-    /// Where a MESSAGE carries the text the body check compares: `body`
-    /// (default: the whole MESSAGE body must equal the SEND body the
-    /// harness wrote) or `{json: PATH}` (a string field, dotted for nested
-    /// ones, must equal what the harness wrote at that path of its SEND
-    /// body; else at the path's last name, top level, for a server that
-    /// wraps what it echoes (`payload.content` ← `content`); else the
-    /// generated text).
-    #[serde(default)]
-    pub text: TextLocation,
-    /// The MESSAGE (and SEND RECEIPT) header carrying the room's gap-free
-    /// sequence number. Required: the checks judge order and resumption by
-    /// it (servers without one need declared guarantees, not built yet).
-    #[serde(default = "default_seq_header")]
-    pub seq_header: String,
-    /// When a SUBSCRIBE (and UNSUBSCRIBE) counts as done: `receipt` (the
-    /// default: its RECEIPT arrived) or `{after: DURATION}` for servers
-    /// that send no receipts (Spring's simple broker): that long after it
-    /// was sent. A subscription is owed messages from then on.
-    #[serde(default)]
-    pub subscribed: Subscribed,
-    /// The `host` header of CONNECT (RabbitMQ: the virtual host, `/`).
-    #[serde(default)]
-    pub host: Option<String>,
-    /// Heart-beats the client offers to send, in ms (0: none). A server
-    /// that asks for them gets them.
-    #[serde(default = "default_heartbeat_ms")]
-    pub heartbeat_ms: u64,
-}
-
-fn default_stomp_path() -> String {
-    chatbench_wire::paths::STOMP.into()
-}
-fn default_seq_header() -> String {
-    "seq".into()
-}
-fn default_sub_destination() -> String {
-    chatbench_wire::paths::SUB_TEMPLATE.into()
-}
-fn default_pub_destination() -> String {
-    chatbench_wire::paths::PUB_TEMPLATE.into()
-}
-fn default_body() -> String {
-    "{text}".into()
-}
-fn default_heartbeat_ms() -> u64 {
-    10_000
-}
-
-impl Default for StompSettings {
-    fn default() -> Self {
-        Self {
-            path: default_stomp_path(),
-            subscribe: default_sub_destination(),
-            send: default_pub_destination(),
-            id: IdLocation::default(),
-            body: default_body(),
-            text: TextLocation::default(),
-            seq_header: default_seq_header(),
-            subscribed: Subscribed::default(),
-            host: None,
-            heartbeat_ms: default_heartbeat_ms(),
-        }
-    }
-}
-
-/// When a STOMP SUBSCRIBE or UNSUBSCRIBE counts as done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum Subscribed {
-    /// Its RECEIPT arrived.
-    #[default]
-    Receipt,
-    /// This long after it was sent (the server sends no receipts).
-    After(HumanDuration),
-}
-
-/// Where the harness's message id travels: `{header: NAME}` (sent on SEND,
-/// read from MESSAGE) or `{json: PATH}` / `{json: PATH, pattern: REGEX}`
-/// inside a JSON body (the SEND body template must carry `{id}` there).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged)]
-pub enum IdLocation {
-    /// A header, e.g. `msg-id`.
-    Header {
-        /// The header's name.
-        header: String,
-    },
-    /// A string field of a JSON body, or a pattern inside it.
-    Json(JsonId),
-}
-
-/// Where a delivered STOMP MESSAGE carries the text it is checked by.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum TextLocation {
-    /// The whole body, compared with the whole SEND body.
-    #[default]
-    Body,
-    /// A string field of a JSON body (dotted path), compared with what the
-    /// harness sent there (else with the generated text).
-    Json(String),
-}
-
-impl Default for IdLocation {
-    fn default() -> Self {
-        IdLocation::Header { header: "msg-id".into() }
-    }
-}
+pub use crate::protocol::{
+    Declared, FrameConfirm, FrameKind, FrameMatcher, IdLocation, JsonFrames, Protocol, SocketIoDelivery, SocketIoEmit, SocketIoSettings,
+    StompSettings, Subscribed, TextLocation,
+};
 
 /// Templates take `{client}` (index), `{room}` and `{token}` (the line
 /// `token_command` printed for this client).
@@ -737,8 +553,8 @@ pub struct Topology {
     /// `mongo` (default `mongo:8.0`), `kafka` (default `apache/kafka:4.1.0`).
     /// `ci/setup docker` builds local ones: `chatbench-local/nx-27017:0.8.1`,
     /// `chatbench-local/tansu:0.6.0`.
-    #[serde(default, skip_serializing_if = "crate::provider::docker::DockerImages::is_empty")]
-    pub images: crate::provider::docker::DockerImages,
+    #[serde(default, skip_serializing_if = "DockerImages::is_empty")]
+    pub images: DockerImages,
     /// Where the reference server's nodes run: `processes` on this machine
     /// (default), or `containers` on the run's Docker network beside the
     /// MongoDB container (docker provider; image `images.server`, default
@@ -746,6 +562,52 @@ pub struct Topology {
     /// from MongoDB. Changestream mode only for now.
     #[serde(default)]
     pub nodes_in: NodesIn,
+}
+
+/// The images a run uses, where not the defaults (CLI over scenario).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerImages {
+    /// MongoDB, e.g. `chatbench-local/nx-27017:0.8.1` (default `mongo:8.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongo: Option<String>,
+    /// Kafka, e.g. `chatbench-local/tansu:0.6.0` (default `apache/kafka:4.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
+    /// The chat server for nodes in containers (default `chatbench-local/chat-server:dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
+impl DockerImages {
+    pub fn is_empty(&self) -> bool {
+        self == &DockerImages::default()
+    }
+
+    /// `mongo=IMAGE`, `kafka=IMAGE` or `server=IMAGE` (the `--docker-image` flag).
+    pub fn set(&mut self, spec: &str) -> anyhow::Result<()> {
+        let (key, image) = spec.split_once('=').ok_or_else(|| anyhow::anyhow!("--docker-image {spec:?}: expected KEY=IMAGE"))?;
+        if image.is_empty() || image.contains(char::is_whitespace) {
+            return Err(anyhow::anyhow!("--docker-image {spec:?}: {image:?} is not an image name"));
+        }
+        let slot = match key {
+            "mongo" => &mut self.mongo,
+            "kafka" => &mut self.kafka,
+            "server" => &mut self.server,
+            other => return Err(anyhow::anyhow!("--docker-image {spec:?}: unknown key {other:?} (mongo, kafka or server)")),
+        };
+        *slot = Some(image.to_owned());
+        Ok(())
+    }
+
+    /// `self`'s images where given, else `fallback`'s.
+    pub fn or(&self, fallback: &DockerImages) -> DockerImages {
+        DockerImages {
+            mongo: self.mongo.clone().or_else(|| fallback.mongo.clone()),
+            kafka: self.kafka.clone().or_else(|| fallback.kafka.clone()),
+            server: self.server.clone().or_else(|| fallback.server.clone()),
+        }
+    }
 }
 
 /// Where the reference server's nodes run.

@@ -3,6 +3,7 @@
 //! each reported at the line of the offending key.
 
 use super::model::*;
+use crate::protocol::Demands;
 use chatbench_wire::limits::MAX_BODY_BYTES;
 use std::path::Path;
 
@@ -39,6 +40,14 @@ pub fn parse_str(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
                 if let Some(unknown) = unknown_field(&message) {
                     segments.push(unknown);
                 }
+                // A conversion error names the key it is about.
+                let (path, message) = match message.split_once(KEY_MARK) {
+                    Some((key, message)) => {
+                        segments.push(key);
+                        (format!("{path}.{key}"), message.to_owned())
+                    }
+                    None => (path.to_owned(), message.clone()),
+                };
                 let shown = if path.is_empty() || path == "." { String::new() } else { format!("{path}: ") };
                 invalid(line_of(text, &segments), format!("{shown}{message}"))
             }
@@ -91,22 +100,6 @@ pub struct InvalidScenario {
 
 pub fn check_scenario(s: &Scenario) -> Result<(), InvalidScenario> {
     validate(s).map_err(|(path, message)| InvalidScenario { path, message })
-}
-
-/// What is wrong with one declaration, before the caller says where it is.
-#[derive(Debug)]
-struct Problem(String);
-
-impl From<String> for Problem {
-    fn from(why: String) -> Self {
-        Problem(why)
-    }
-}
-
-impl From<&str> for Problem {
-    fn from(why: &str) -> Self {
-        Problem(why.to_owned())
-    }
 }
 
 fn check(ok: bool, path: &[&'static str], message: impl FnOnce() -> String) -> Result<(), Violation> {
@@ -306,16 +299,16 @@ fn validate_auth(s: &Scenario, auth: &crate::scenario::Auth) -> Result<(), Viola
     let reference = s.system.command.is_none() && s.system.external.is_none();
     // What can be tried here: resubscribe needs seq, history the reference server's API.
     let tried = auth.attempts.iter().any(|a| match a {
-        crate::trace::Attempt::Send | crate::trace::Attempt::Subscribe => true,
-        crate::trace::Attempt::Resubscribe => s.system.guarantees.seq(),
-        crate::trace::Attempt::History => reference,
+        Attempt::Send | Attempt::Subscribe => true,
+        Attempt::Resubscribe => s.system.guarantees.seq(),
+        Attempt::History => reference,
     });
     check(tried || auth.intruders.is_empty(), &["auth", "attempts"], || {
         "none of these can be tried on this system (resubscribe needs a seq, history the reference server's history API): \
          add send or subscribe"
             .into()
     })?;
-    let needs_credentials = auth.intruders.iter().any(|g| g.credentials != crate::trace::Credential::None);
+    let needs_credentials = auth.intruders.iter().any(|g| g.credentials != Credential::None);
     check(reference || !needs_credentials || s.system.credentials.token_command.is_some(), &["auth", "intruders"], || {
         "the harness mints credentials for the reference server only: give system.credentials.token_command \
          (run with {client}, {room}, {rooms} and {credentials} = member, other_room, expired or forged)"
@@ -329,33 +322,18 @@ fn validate_auth(s: &Scenario, auth: &crate::scenario::Auth) -> Result<(), Viola
 /// declaration reads it, a store the harness can read.
 fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
     let sys = &s.system;
-    if sys.protocol == Protocol::Stomp
-        && let IdLocation::Json(id) = &sys.stomp.id
-    {
-        let path = &["system", "stomp", "id"];
-        id_findable(id, &sys.stomp.body).map_err(|why| (path.to_vec(), why.0))?;
-    }
-    check(sys.protocol == Protocol::JsonFrames || sys.json_frames.is_none(), &["system", "json_frames"], || {
-        "json_frames is read only with protocol: json_frames".into()
+    let asked = Demands {
+        rooms_per_client: s.workload.rooms_per_client,
+        churn: s.workload.churn.is_some(),
+        acks: sys.guarantees.ack != AckGuarantee::None,
+        seq: sys.guarantees.seq(),
+        reference_history: sys.guarantees.history.is_reference(),
+        reference_server: sys.command.is_none() && sys.external.is_none(),
+    };
+    sys.protocol.validate(&asked).map_err(|problem| {
+        let path = ["system"].into_iter().chain(sys.protocol.section()).chain(problem.key).collect();
+        (path, problem.why)
     })?;
-    if sys.protocol == Protocol::JsonFrames {
-        let Some(frames) = &sys.json_frames else {
-            return Err((vec!["system", "protocol"], "protocol: json_frames needs a system.json_frames declaration".into()));
-        };
-        validate_frames(s, frames).map_err(|why| (vec!["system", "json_frames"], why.0))?;
-    }
-    check(sys.protocol == Protocol::SocketIo || sys.socketio.is_none(), &["system", "socketio"], || {
-        "socketio is read only with protocol: socketio".into()
-    })?;
-    if sys.protocol == Protocol::SocketIo {
-        let Some(sio) = &sys.socketio else {
-            return Err((vec!["system", "protocol"], "protocol: socketio needs a system.socketio declaration".into()));
-        };
-        validate_socketio(s, sio).map_err(|why| (vec!["system", "socketio"], why.0))?;
-    }
-    if let Subscribed::After(d) = sys.stomp.subscribed {
-        check(!d.0.is_zero(), &["system", "stomp", "subscribed"], || "after: must be longer than 0s".into())?;
-    }
     check(!s.checks.confirm_after.0.is_zero(), &["checks", "confirm_after"], || "must be longer than 0s".into())?;
     if let Some(store) = &sys.store {
         let path = &["system", "store"];
@@ -372,195 +350,6 @@ fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
         })?;
     }
     Ok(())
-}
-
-/// Whether a JSON id declaration finds the harness's id in a SEND body
-/// filled from `template` (a sample id and text). Servers may wrap what
-/// they echo in their own object, so the path is only checked where the
-/// template has it; the pattern must find the id in some string of it.
-fn id_findable(id: &JsonId, template: &str) -> Result<(), Problem> {
-    use crate::client::wire::{IdReader, fill_body, is_json_template, json_path};
-    let reader = IdReader::json(id).map_err(|e| Problem(format!("pattern does not compile: {e}")))?;
-    check_id_template(template)?;
-    if !is_json_template(template) {
-        return Err(Problem(format!("the id travels in JSON field {:?}, but the SEND body template {template:?} is not JSON", id.json)));
-    }
-    let sample = "m4294967297";
-    let body = fill_body(template, true, sample, "hello [x] 42");
-    let doc: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("the filled SEND body is not JSON: {e}"))?;
-    let mut strings = Vec::new();
-    collect_strings(&doc, &mut strings);
-    let found = match json_path(&doc, &id.json) {
-        Some(_) => reader.id_in(&doc).as_deref() == Some(sample),
-        None => strings.iter().filter(|t| t.contains(sample)).any(|t| {
-            let one = serde_json::json!({ "x": t });
-            IdReader::json(&JsonId { json: "x".into(), pattern: id.pattern.clone() })
-                .is_ok_and(|r| r.id_in(&one).as_deref() == Some(sample))
-        }),
-    };
-    if found {
-        Ok(())
-    } else {
-        Err(Problem(format!(
-            "{{json: {:?}{}}} does not find the id the harness writes with the SEND body template {template:?} (filled: {body})",
-            id.json,
-            id.pattern.as_deref().map(|p| format!(", pattern: {p:?}")).unwrap_or_default()
-        )))
-    }
-}
-
-/// A json_frames declaration must be able to do what the scenario asks:
-/// templates that are JSON, a delivery matcher that finds the id the send
-/// template carries, and the confirmations, acks and `seq` it relies on.
-fn validate_frames(s: &Scenario, f: &JsonFrames) -> Result<(), Problem> {
-    use crate::client::frames::fill;
-    check_template_is_json("join", &fill(&f.join, "room-1", "", ""))?;
-    if let Some(t) = &f.hello {
-        check_template_is_json("hello", &crate::client::wire::fill_json(t, 0, "room-1", "token"))?;
-    }
-    if f.hello.is_none() && f.frames.iter().any(|m| m.is == FrameKind::Connected) {
-        return Err("a matcher with is: connected answers the hello frame: declare hello".into());
-    }
-    if let Some(t) = &f.join_after {
-        if !t.contains("{after}") {
-            return Err(Problem(format!("join_after {t:?} has no {{after}}")));
-        }
-        check_template_is_json("join_after", &fill(t, "room-1", "", "").replace("{after}", "7"))?;
-    }
-    if let Some(t) = &f.leave {
-        check_template_is_json("leave", &fill(t, "room-1", "", ""))?;
-    }
-    check_template_is_json("send", &fill(&f.send, "room-1", "m1", "hi"))?;
-    if !f.send.contains("{id}") {
-        return Err(Problem(format!("send {:?} has no {{id}}: deliveries could not be told apart", f.send)));
-    }
-    if !f.path.starts_with('/') {
-        return Err(Problem(format!("path {:?} must start with /", f.path)));
-    }
-    let of = |kind: FrameKind| f.frames.iter().find(|m| m.is == kind);
-    let Some(delivery) = of(FrameKind::Delivery) else {
-        return Err("frames: declare which frames are deliveries (is: delivery)".into());
-    };
-    let Some(id) = &delivery.id else { return Err("frames: the delivery matcher needs id: {json: PATH}".into()) };
-    id_findable(id, &f.send).map_err(|why| Problem(format!("the delivery matcher's id: {}", why.0)))?;
-    for (i, m) in f.frames.iter().enumerate() {
-        if let Some(id) = &m.id
-            && let Some(p) = &id.pattern
-        {
-            regex::Regex::new(p).map_err(|e| format!("frames[{i}].id.pattern does not compile: {e}"))?;
-        }
-        if m.is == FrameKind::Delivery && m.room.is_none() && s.workload.rooms_per_client > 1 {
-            return Err(Problem(format!(
-                "frames[{i}]: deliveries that do not name their room (no room: PATH) need one room per client (workload.rooms_per_client: 1)"
-            )));
-        }
-    }
-    if s.system.guarantees.ack != AckGuarantee::None && of(FrameKind::Ack).is_none_or(|m| m.id.is_none()) {
-        return Err("the system declares acks: add a matcher with is: ack and id: {json: PATH} (or declare guarantees.ack: none)".into());
-    }
-    if f.confirmed == FrameConfirm::Frame && of(FrameKind::Joined).is_none() {
-        return Err("confirmed: frame needs a matcher with is: joined (or confirmed: {after: DURATION})".into());
-    }
-    if let FrameConfirm::After(d) = f.confirmed
-        && d.0.is_zero()
-    {
-        return Err("confirmed: after must be longer than 0s".into());
-    }
-    if s.workload.churn.is_some() {
-        if f.leave.is_none() {
-            return Err("workload.churn needs a leave template".into());
-        }
-        if f.confirmed == FrameConfirm::Frame && of(FrameKind::Left).is_none() {
-            return Err("workload.churn with confirmed: frame needs a matcher with is: left".into());
-        }
-    }
-    if s.system.guarantees.seq() && (delivery.seq.is_none() || f.join_after.is_none()) {
-        return Err("order: seq needs the delivery matcher's seq: PATH and a join_after template (to resume after a reconnect)".into());
-    }
-    Ok(())
-}
-
-/// A socketio declaration must be able to do what the scenario asks.
-fn validate_socketio(s: &Scenario, sio: &SocketIoSettings) -> Result<(), Problem> {
-    use crate::client::socketio::fill;
-    let emits = [("join", Some(&sio.join)), ("leave", sio.leave.as_ref()), ("send", Some(&sio.send))];
-    for (name, emit) in emits {
-        let Some(emit) = emit else { continue };
-        if emit.event.is_empty() {
-            return Err(Problem(format!("{name}.event must name an event")));
-        }
-        for (i, t) in emit.args.iter().enumerate() {
-            check_template_is_json(&format!("{name}.args[{i}]"), &fill(t, "room-1", "m1", "hi"))?;
-        }
-    }
-    if let Some(auth) = &sio.auth {
-        check_template_is_json("auth", &crate::client::wire::fill_json(auth, 0, "room-1", "token"))?;
-    }
-    if !sio.path.starts_with('/') {
-        return Err(Problem(format!("path {:?} must start with /", sio.path)));
-    }
-    if !sio.namespace.starts_with('/') {
-        return Err(Problem(format!("namespace {:?} must start with /", sio.namespace)));
-    }
-    let args = format!("[{}]", sio.send.args.join(","));
-    id_findable(&sio.delivery.id, &args).map_err(|why| Problem(format!("delivery.id: {}", why.0)))?;
-    let no_acks = s.system.guarantees.ack == AckGuarantee::None;
-    if sio.send.ack == no_acks {
-        return Err(if no_acks {
-            "send.ack asks for acknowledgements, but guarantees.ack is none: declare ack: receipt, or send.ack: false".into()
-        } else {
-            "send.ack is false: the server never acknowledges a send, so declare guarantees.ack: none".into()
-        });
-    }
-    if let Some(leave) = &sio.leave
-        && leave.ack != sio.join.ack
-    {
-        return Err("join.ack and leave.ack must agree (both acknowledged, or both settled after `settle`)".into());
-    }
-    if s.workload.churn.is_some() && sio.leave.is_none() {
-        return Err("workload.churn needs a leave event".into());
-    }
-    if s.system.guarantees.seq() {
-        return Err("Socket.IO rooms have no resumable per-room seq: declare guarantees.order: total, per_sender or none".into());
-    }
-    if sio.settle.0.is_zero() {
-        return Err("settle must be longer than 0s".into());
-    }
-    if s.system.command.is_none() && s.system.external.is_none() {
-        return Err("the reference server does not speak Socket.IO: give system.command (or system.external)".into());
-    }
-    if sio.delivery.room.is_none() && s.workload.rooms_per_client > 1 {
-        return Err(
-            "deliveries that do not name their room (no delivery.room) need one room per client (workload.rooms_per_client: 1)".into()
-        );
-    }
-    if s.system.guarantees.history.is_reference() {
-        return Err("a Socket.IO server keeps no history in the reference layout: declare guarantees.history: none, or recovery (connection state recovery)".into());
-    }
-    Ok(())
-}
-
-fn check_template_is_json(name: &str, filled: &str) -> Result<(), Problem> {
-    serde_json::from_str::<serde_json::Value>(filled)
-        .map(|_| ())
-        .map_err(|e| Problem(format!("{name} is not JSON once filled ({e}): {filled}")))
-}
-
-fn check_id_template(template: &str) -> Result<(), Problem> {
-    if template.contains("{id}") {
-        Ok(())
-    } else {
-        Err(Problem(format!("the id travels in the JSON body, but the SEND body template {template:?} has no {{id}}")))
-    }
-}
-
-fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::String(s) => out.push(s.clone()),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
-        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
-        _ => {}
-    }
 }
 
 /// The 1-based line where a key path (e.g. `workload.rooms`) is written,
@@ -665,7 +454,7 @@ workload:
         let auth = |body: &str| format!("{GOOD}auth:\n{body}");
         let s = parse_str(&auth("  intruders: [{credentials: forged}, {credentials: none, count: 2}]\n"), "t.yaml").unwrap();
         let a = s.auth.unwrap();
-        assert_eq!(a.attempts, crate::trace::Attempt::ALL, "the default attempts");
+        assert_eq!(a.attempts, Attempt::ALL, "the default attempts");
         assert_eq!(a.answer_within.0, std::time::Duration::from_secs(10));
         let external = "system:\n  protocol: stomp\n  external: {urls: [ws://127.0.0.1:1/ws, ws://127.0.0.1:2/ws]}\n  guarantees: {order: per_sender, history: none}\n";
         let cases = [
