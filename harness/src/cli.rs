@@ -471,7 +471,8 @@ fn shard_options(
 /// are results, shown and left out of the knee), 2 on bad flags, 3 when a
 /// point's infrastructure failed.
 async fn sweep_command(args: SweepArgs, quiet: bool) -> ExitCode {
-    use crate::report::sweep::{KneeRule, render_table, write_all};
+    use crate::report::sweep::{KneeRule, render_table};
+    use crate::report::write_sweep;
     use crate::sweep::{self, Search, SweepError, SweepOptions};
     let mut scenario = match scenario::load(&args.scenario) {
         Ok(s) => s,
@@ -526,7 +527,7 @@ async fn sweep_command(args: SweepArgs, quiet: bool) -> ExitCode {
     bar.finish_and_clear();
     match result {
         Ok(report) => {
-            if let Err(e) = write_all(&report, &out_dir) {
+            if let Err(e) = write_sweep(&report, &out_dir) {
                 eprintln!("error: writing the sweep's results to {}: {e}", out_dir.display());
                 return ExitCode::from(EXIT_INFRA);
             }

@@ -486,6 +486,15 @@ impl RunReport {
 
 pub use crate::check::latency::fmt_us;
 
+/// Write sweep.json, sweep.md and sweep.html into `dir`.
+pub fn write_sweep(report: &sweep::SweepReport, dir: &Path) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(report).expect("sweep reports serialize: plain data");
+    std::fs::write(dir.join("sweep.json"), json + "\n")?;
+    std::fs::write(dir.join("sweep.md"), format!("# chatbench sweep: {}\n\n```\n{}```\n", report.scenario, sweep::render_table(report)))?;
+    std::fs::write(dir.join("sweep.html"), html::render_sweep(report))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::{NodeStages, ServerCounters};

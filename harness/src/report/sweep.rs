@@ -287,15 +287,6 @@ pub fn render_table(report: &SweepReport) -> String {
     out
 }
 
-/// Write sweep.json, sweep.md and sweep.html into `dir`.
-pub fn write_all(report: &SweepReport, dir: &Path) -> std::io::Result<()> {
-    let json = serde_json::to_string_pretty(report).expect("sweep reports serialize: plain data");
-    std::fs::write(dir.join("sweep.json"), json + "\n")?;
-    std::fs::write(dir.join("sweep.md"), format!("# chatbench sweep: {}\n\n```\n{}```\n", report.scenario, render_table(report)))?;
-    std::fs::write(dir.join("sweep.html"), crate::report::html::render_sweep(report))?;
-    Ok(())
-}
-
 /// A knee or curve that got worse than `tolerance_percent` between two sweeps.
 pub fn compare(baseline: &SweepReport, candidate: &SweepReport, tolerance_percent: f64) -> (String, bool) {
     let mut lines = Vec::new();
