@@ -6,6 +6,7 @@
 //! `jsonwebtoken` (MIT), the crate the server verifies with.
 
 use crate::trace::Credential;
+use chatbench_wire::token::{Claims, EVERY_ROOM};
 use rand::RngCore;
 use std::io::Write;
 
@@ -13,13 +14,6 @@ use std::io::Write;
 const MEMBER_TTL_S: u64 = 24 * 3600;
 /// How long ago an expired intruder's token expired (well past any leeway).
 const EXPIRED_AGO_S: u64 = 600;
-
-#[derive(serde::Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    rooms: &'a [String],
-    exp: u64,
-}
 
 /// A run's secret and the file the nodes read it from (deleted on drop).
 pub(crate) struct Minter {
@@ -60,7 +54,7 @@ impl Minter {
             Credential::Forged => {
                 let mut wrong = [0u8; 32];
                 rand::rng().fill_bytes(&mut wrong);
-                Some(sign(&wrong, sub, &["*".to_owned()], now_s() + MEMBER_TTL_S))
+                Some(sign(&wrong, sub, &[EVERY_ROOM.to_owned()], now_s() + MEMBER_TTL_S))
             }
             Credential::None => None,
         }
@@ -72,7 +66,7 @@ fn now_s() -> u64 {
 }
 
 fn sign(secret: &[u8], sub: &str, rooms: &[String], exp: u64) -> String {
-    let claims = Claims { sub, rooms, exp };
+    let claims = Claims { sub: sub.to_owned(), rooms: rooms.to_vec(), exp };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,

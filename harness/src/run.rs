@@ -192,7 +192,7 @@ fn other_room(rooms: &[String], room: u32) -> String {
 /// The names of every room a member joins, or `*` (`rooms_per_client: all`).
 fn member_rooms(scenario: &Scenario, plan: &client::ClientPlan, rooms: &[String]) -> Vec<String> {
     match scenario.auth.as_ref().map(|a| a.rooms_per_client) {
-        Some(crate::scenario::RoomGrant::All) => vec!["*".to_owned()],
+        Some(crate::scenario::RoomGrant::All) => vec![chatbench_wire::token::EVERY_ROOM.to_owned()],
         _ => plan.rooms().filter_map(|r| rooms.get(r as usize).cloned()).collect(),
     }
 }
@@ -350,7 +350,12 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         // With auth on, the harness reads as a client granted every room.
         let headers: Vec<(String, String)> = minter
             .iter()
-            .map(|m| ("Authorization".to_owned(), format!("Bearer {}", m.member("chatbench-harness", &["*".to_owned()]))))
+            .map(|m| {
+                (
+                    "Authorization".to_owned(),
+                    format!("Bearer {}", m.member("chatbench-harness", &[chatbench_wire::token::EVERY_ROOM.to_owned()])),
+                )
+            })
             .collect();
         crate::history_api::read(&live, rooms, &headers).await
     };

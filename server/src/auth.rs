@@ -10,6 +10,7 @@
 //! This module is pure (no I/O): the connection and the HTTP routes call
 //! [`Verifier::verify`] and then ask the [`Grant`] about each room.
 
+use chatbench_wire::token::{Claims, EVERY_ROOM};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -54,14 +55,6 @@ pub enum AuthError {
 #[error("the auth secret is {len} bytes; HS256 needs at least {MIN_SECRET_BYTES}")]
 pub struct SecretTooShort {
     pub len: usize,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    rooms: Vec<String>,
-    exp: u64,
 }
 
 /// What a verified token allows.
@@ -133,7 +126,7 @@ impl Verifier {
         if now_s() >= exp {
             return Err(AuthError::Expired);
         }
-        let rooms = if rooms.iter().any(|r| r == "*") { Rooms::All } else { Rooms::These(rooms.into_iter().collect()) };
+        let rooms = if rooms.iter().any(|r| r == EVERY_ROOM) { Rooms::All } else { Rooms::These(rooms.into_iter().collect()) };
         Ok(Grant { sub, rooms, exp })
     }
 }

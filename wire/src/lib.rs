@@ -7,7 +7,8 @@
 //!   largest body a scenario may ask for;
 //! - [`paths`]: HTTP and WebSocket paths and STOMP destinations;
 //! - [`stored`]: the MongoDB layout of the reference server's messages,
-//!   which the harness's store oracle reads back.
+//!   which the harness's store oracle reads back;
+//! - [`token`]: the claims of the reference server's access tokens.
 //!
 //! It deliberately holds no behaviour: parsing frames stays in the server's
 //! `protocol` module and the harness's `protocol` module (which also owns
@@ -16,6 +17,7 @@
 pub mod limits;
 pub mod paths;
 pub mod stored;
+pub mod token;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
