@@ -5,20 +5,25 @@
 //! # Layout
 //!
 //! Data flows one way: **scenario → providers → nodes → clients and
-//! nemesis → trace → checks → reports**. By stage:
+//! nemesis → trace → checks → reports**, and imports follow it: no module
+//! uses one that uses it (`tests/layers.rs` fails on any loop). By stage:
 //!
+//! - *Leaves*: `message` (message numbers, wire ids, body digests, routing
+//!   labels) and `duration` (human durations), below everything.
+//! - *Protocols*: `protocol` (one file per protocol: its declaration, its
+//!   checks and its adapter behind the `Speak` trait; v1, STOMP,
+//!   json_frames, Socket.IO), below the scenario and the clients.
 //! - *What to run*: [`scenario`] (the YAML model, its validation and JSON
 //!   schema); [`subject`] (what a run judged: started nodes in a mode, or an
-//!   external system). Facts shared with the server (modes, protocols,
-//!   limits, paths, the stored layout) live in the `chatbench-wire` crate.
+//!   external system). Facts shared with the server (modes, limits, paths,
+//!   token claims, the stored layout) live in the `chatbench-wire` crate.
 //! - *Infrastructure*: [`provider`] (MongoDB and Kafka: docker, process,
 //!   compat, external); [`cluster`] (the nodes, as processes or containers);
 //!   [`process`] (child-process guards); `proxy` (the TCP fault proxy);
 //!   `resources` (CPU, memory, loop lag, the fd limit).
-//! - *Driving*: `client` (plans, connections and one adapter per protocol:
-//!   `wire` for v1 and STOMP, `frames` for declared JSON, `socketio`);
-//!   `nemesis` (faults on nodes, backends and links); after the run,
-//!   `oracle` (history straight from MongoDB) and `history_api` (the
+//! - *Driving*: `client` (plans, connections, intruders: one loop for every
+//!   protocol); `nemesis` (faults on nodes, backends and links); after the
+//!   run, `oracle` (history straight from MongoDB) and `history_api` (the
 //!   server's own history endpoint).
 //! - *Trace*: [`trace`] (the recorded events and the clock; `chatbench dump`).
 //! - *Checks*: [`check`] (pure functions over a trace index: the [`check::Check`]
