@@ -281,6 +281,10 @@ struct Client<'a> {
     next_heartbeat: Option<u64>,
     /// Frames to write back (Engine.IO pongs), sent after the frame that asked.
     replies: Vec<Message>,
+    /// What a frame meant, reused frame after frame.
+    meanings: Vec<Incoming>,
+    /// What came with the handshake's answer, for the session to handle.
+    early: Vec<Incoming>,
 }
 
 impl<'a> Client<'a> {
@@ -299,6 +303,8 @@ impl<'a> Client<'a> {
             heartbeat: None,
             next_heartbeat: None,
             replies: Vec::new(),
+            meanings: Vec::new(),
+            early: Vec::new(),
         }
     }
 
@@ -449,14 +455,23 @@ impl<'a> Client<'a> {
                 Ok(Some(Ok(m))) => m,
                 _ => return Err(None),
             };
-            match self.ctx.wire.read(&message) {
-                Incoming::Connected { heartbeat } => {
-                    self.heartbeat = heartbeat;
-                    return Ok(ws);
+            let mut meanings = self.ctx.wire.read(&message).into_iter();
+            while let Some(meaning) = meanings.next() {
+                match meaning {
+                    Incoming::Connected { heartbeat } => {
+                        self.heartbeat = heartbeat;
+                        // What came with the answer (a session's queued
+                        // messages) is handled when the session starts.
+                        self.early.extend(meanings);
+                        return Ok(ws);
+                    }
+                    Incoming::Error { code, .. } => return Err(Some(self.ctx.wire.hello_refused(&code))),
+                    Incoming::Reply(reply) => self.replies.push(reply),
+                    _ => {}
                 }
-                Incoming::Error { code, .. } => return Err(Some(self.ctx.wire.hello_refused(&code))),
-                _ if message.is_close() => return Err(None),
-                _ => {}
+            }
+            if message.is_close() {
+                return Err(None);
             }
         }
     }
@@ -493,6 +508,9 @@ impl<'a> Client<'a> {
             }
         }
         self.update_settled();
+        for meaning in std::mem::take(&mut self.early) {
+            self.on_incoming(meaning, None, rec);
+        }
         // Resend everything unacked with the same id, oldest first, before
         // anything new (the same path as after an error frame).
         if !self.outstanding.is_empty() {
@@ -713,7 +731,18 @@ impl<'a> Client<'a> {
             Some(Ok(m)) => m,
             Some(Err(_)) | None => return Err(None),
         };
-        match self.ctx.wire.read(&message) {
+        let mut meanings = std::mem::take(&mut self.meanings);
+        self.ctx.wire.read_into(&message, &mut meanings);
+        for meaning in meanings.drain(..) {
+            self.on_incoming(meaning, Some(&message), rec);
+        }
+        self.meanings = meanings;
+        Ok(())
+    }
+
+    /// `message`: the frame it came in (None: it came with the handshake's answer).
+    fn on_incoming(&mut self, incoming: Incoming, message: Option<&Message>, rec: &mut Recorder) {
+        match incoming {
             Incoming::Ack { msg, seq } => self.on_ack(msg, seq, rec),
             Incoming::Msg(d) => self.on_msg(d, rec),
             Incoming::Subscribed { slot, head } => self.on_subscribed(slot, head, rec),
@@ -750,11 +779,13 @@ impl<'a> Client<'a> {
                     }
                 }
             }
-            Incoming::Reply(text) => self.replies.push(Message::text(text)),
+            Incoming::Reply(reply) => self.replies.push(reply),
             Incoming::Unmatched => {
                 let shared = self.shared();
-                if shared.unmatched.fetch_add(1, Ordering::Relaxed) == 0 {
-                    let text = match &message {
+                if shared.unmatched.fetch_add(1, Ordering::Relaxed) == 0
+                    && let Some(message) = message
+                {
+                    let text = match message {
                         Message::Text(t) => t.chars().take(300).collect(),
                         other => format!("{} bytes of {}", other.len(), if other.is_binary() { "binary" } else { "control" }),
                     };
@@ -763,7 +794,6 @@ impl<'a> Client<'a> {
             }
             Incoming::Connected { .. } | Incoming::Nothing => {}
         }
-        Ok(())
     }
 
     fn on_unsubscribed(&mut self, slot: Option<usize>, rec: &mut Recorder) {

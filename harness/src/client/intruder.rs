@@ -207,11 +207,18 @@ async fn hello(ctx: &Context, url: &str, mut ws: Ws, deadline: Instant) -> Resul
             tracing::debug!(client = ctx.plan.id, code, "intruder: the session was closed with a code");
             return Err(Some(Answer::Refused));
         }
-        match ctx.wire.read(&message) {
-            Incoming::Connected { .. } => return Ok(ws),
-            Incoming::Error { .. } => return Err(Some(Answer::Refused)),
-            _ if message.is_close() => return Err(None),
-            _ => {}
+        for meaning in ctx.wire.read(&message) {
+            match meaning {
+                Incoming::Connected { .. } => return Ok(ws),
+                Incoming::Error { .. } => return Err(Some(Answer::Refused)),
+                Incoming::Reply(reply) => {
+                    let _ = ws.send(reply).await;
+                }
+                _ => {}
+            }
+        }
+        if message.is_close() {
+            return Err(None);
         }
     }
 }
@@ -235,15 +242,19 @@ async fn join_own_room(ctx: &Context, mut ws: Ws, deadline: Instant) -> Result<W
         if close_code(&message).is_some() {
             return Err(Answer::Refused);
         }
-        match ctx.wire.read(&message) {
-            Incoming::Subscribed { slot: Some(1), .. } => return Ok(ws),
-            Incoming::Error { .. } if ctx.wire.error_ends_session() => return Err(Answer::Refused),
-            Incoming::Error { .. } => return Ok(ws),
-            Incoming::Reply(reply) => {
-                let _ = ws.send(Message::text(reply)).await;
+        for meaning in ctx.wire.read(&message) {
+            match meaning {
+                Incoming::Subscribed { slot: Some(1), .. } => return Ok(ws),
+                Incoming::Error { .. } if ctx.wire.error_ends_session() => return Err(Answer::Refused),
+                Incoming::Error { .. } => return Ok(ws),
+                Incoming::Reply(reply) => {
+                    let _ = ws.send(reply).await;
+                }
+                _ => {}
             }
-            _ if message.is_close() => return Err(Answer::NoAnswer),
-            _ => {}
+        }
+        if message.is_close() {
+            return Err(Answer::NoAnswer);
         }
     }
 }
@@ -325,8 +336,21 @@ async fn answer(
         if message.is_close() {
             return Outcome::of(Answer::NoAnswer, false);
         }
-        let incoming = ctx.wire.read(&message);
-        match judge(&incoming) {
+        let mut verdict = None;
+        for incoming in ctx.wire.read(&message) {
+            match (judge(&incoming), &verdict) {
+                // The first answer counts; what else the frame carried is
+                // still delivered (a leak must not hide behind it).
+                (Some(v), None) => verdict = Some(v),
+                (_, _) => match incoming {
+                    Incoming::Reply(reply) => {
+                        let _ = ws.send(reply).await;
+                    }
+                    other => deliver_incoming(ctx, other, rec),
+                },
+            }
+        }
+        match verdict {
             Some(Verdict::Yes(event)) => {
                 rec.record(event);
                 return Outcome::of(Answer::Accepted { served: 0 }, true);
@@ -336,19 +360,15 @@ async fn answer(
                 // STOMP ends the session after an ERROR.
                 return Outcome::of(Answer::Refused, !ctx.wire.error_ends_session());
             }
-            None => {
-                if let Incoming::Reply(reply) = incoming {
-                    let _ = ws.send(Message::text(reply)).await;
-                } else {
-                    deliver_incoming(ctx, incoming, rec);
-                }
-            }
+            None => {}
         }
     }
 }
 
 fn deliver(ctx: &Context, message: &Message, rec: &mut Recorder) {
-    deliver_incoming(ctx, ctx.wire.read(message), rec);
+    for incoming in ctx.wire.read(message) {
+        deliver_incoming(ctx, incoming, rec);
+    }
 }
 
 /// A chat message that reached the intruder, recorded as delivered.

@@ -4,6 +4,7 @@
 
 use crate::message::{BodyDigest, Label, MsgNo};
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
 
 /// What one server message means to a client. Rooms are the client's
 /// room slots (indexes into the rooms it was built with; 0 is its home).
@@ -27,8 +28,8 @@ pub(crate) enum Incoming {
     Nothing,
     /// json_frames / socketio: a frame no declaration takes.
     Unmatched,
-    /// Write this back (an Engine.IO pong).
-    Reply(String),
+    /// Write this back (an Engine.IO pong, an MQTT PUBACK).
+    Reply(Message),
 }
 
 /// One delivered chat message, with what its labels said.

@@ -265,7 +265,13 @@ impl Speak for Frames {
 
     /// A delivery whose matcher declares no room path is the room of a
     /// client in one room.
-    fn read(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming {
+    fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>) {
+        out.push(self.meaning(rooms, bytes));
+    }
+}
+
+impl Frames {
+    fn meaning(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming {
         let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else { return Incoming::Unmatched };
         let Some(i) = self.decl.frames.iter().position(|m| matches(m, &doc)) else { return Incoming::Unmatched };
         let m = &self.decl.frames[i];
@@ -328,7 +334,7 @@ mod tests {
             (Some("room \"2\""), Some(id.as_str()), Some("say \"hi\"\n"))
         );
         assert_eq!(digest, BodyDigest::of(b"say \"hi\"\n"));
-        let read = |s: String| f.read(&Message::text(s));
+        let read = |s: String| f.read_one(&Message::text(s));
         assert_eq!(read(format!(r#"{{"op":"ack","id":"{id}","seq":12}}"#)), Incoming::Ack { msg, seq: 12 });
         assert_eq!(
             read(format!(r#"{{"op":"msg","room":"room-1","id":"{id}","seq":13,"body":"x"}}"#)),
@@ -376,10 +382,10 @@ frames:
             wire_id(msg)
         );
         assert_eq!(
-            f.read(&Message::text(frame)),
+            f.read_one(&Message::text(frame)),
             Incoming::Msg(Delivered { msg: Some(msg), seq: 41, slot: 0, label: Label::Ok, body: Some(digest), message_id: 0 })
         );
-        assert_eq!(f.read(&Message::text(r#"{"type":"event","event":{"kind":"typing"}}"#)), Incoming::Nothing);
+        assert_eq!(f.read_one(&Message::text(r#"{"type":"event","event":{"kind":"typing"}}"#)), Incoming::Nothing);
         assert_eq!(f.done_after(), Some(Duration::from_millis(200)));
     }
 }

@@ -191,8 +191,9 @@ pub(crate) trait Speak: fmt::Debug + Send + Sync {
     fn done_after(&self) -> Option<Duration> {
         None
     }
-    /// What a text or binary server message means.
-    fn read(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming;
+    /// What a text or binary server message means: one [`Incoming`] per
+    /// packet or record in it, in order, pushed onto `out`.
+    fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>);
 }
 
 /// Who a client is, for the templates its protocol fills.
@@ -307,13 +308,22 @@ impl Wire {
         self.speaks.done_after()
     }
 
-    pub(crate) fn read(&self, message: &Message) -> Incoming {
+    /// What a server message means, pushed onto `out` (a frame may carry
+    /// several packets or records; a control frame carries none).
+    pub(crate) fn read_into(&self, message: &Message, out: &mut Vec<Incoming>) {
         let bytes: &[u8] = match message {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
-            _ => return Incoming::Nothing,
+            _ => return,
         };
-        self.speaks.read(&self.rooms, bytes)
+        self.speaks.read(&self.rooms, bytes, out)
+    }
+
+    /// Everything a server message means (not for the hot path: it allocates).
+    pub(crate) fn read(&self, message: &Message) -> Vec<Incoming> {
+        let mut out = Vec::new();
+        self.read_into(message, &mut out);
+        out
     }
 }
 
@@ -326,6 +336,15 @@ pub(crate) mod testing {
         let headers = BTreeMap::new();
         let who = Who { client: 3, token, connect_headers: &headers };
         declared.wire(&who, Promises { acks, recovery: false }, rooms.iter().map(|r| r.to_string()).collect())
+    }
+
+    impl Wire {
+        /// What a message means, which must be one thing.
+        pub(crate) fn read_one(&self, message: &Message) -> Incoming {
+            let mut all = self.read(message);
+            assert_eq!(all.len(), 1, "one message, one meaning: {all:?}");
+            all.remove(0)
+        }
     }
 
     pub(crate) fn text(m: Message) -> String {

@@ -209,7 +209,13 @@ impl Speak for SocketIo {
         self.settle()
     }
 
-    fn read(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming {
+    fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>) {
+        out.push(self.meaning(rooms, bytes));
+    }
+}
+
+impl SocketIo {
+    fn meaning(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming {
         match std::str::from_utf8(bytes) {
             Ok(text) => self.read_packet(text, rooms),
             Err(_) => Incoming::Unmatched,
@@ -332,7 +338,7 @@ impl SocketIo {
     fn read_packet(&self, text: &str, rooms: &Rooms) -> Incoming {
         let mut chars = text.chars();
         match chars.next() {
-            Some('2') => return Incoming::Reply(format!("3{}", chars.as_str())),
+            Some('2') => return Incoming::Reply(Message::text(format!("3{}", chars.as_str()))),
             Some('4') => {}
             // Open, close, pong, noop, upgrade: nothing for the client.
             _ => return Incoming::Nothing,
@@ -526,7 +532,7 @@ delivery: {{event: chat, room: 0.room, id: {{json: 0.id}}, text: 0.text}}
         let s = SocketIo::new(&decl("/"), None, false).unwrap();
         let read = |t: &str| s.read_packet(t, &rooms());
         let msg = msg_no(2, 5);
-        assert_eq!(read("2"), Incoming::Reply("3".into()), "a ping is answered");
+        assert_eq!(read("2"), Incoming::Reply(Message::text("3")), "a ping is answered");
         assert_eq!(read("0{\"sid\":\"a\",\"pingInterval\":25000}"), Incoming::Nothing);
         assert_eq!(read("40{\"sid\":\"b\"}"), Incoming::Connected { heartbeat: None });
         assert!(matches!(read("44{\"message\":\"Not authorized\"}"), Incoming::Error { code, .. } if code.contains("Not authorized")));

@@ -307,7 +307,13 @@ impl Speak for Stomp {
         }
     }
 
-    fn read(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming {
+    fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>) {
+        out.push(self.meaning(rooms, bytes));
+    }
+}
+
+impl Stomp {
+    fn meaning(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming {
         let frame = match chatbench_stomp::parse(bytes) {
             Ok(StompIncoming::Frame(f)) => f,
             Ok(StompIncoming::HeartBeat) | Err(_) => return Incoming::Nothing,
@@ -446,13 +452,13 @@ mod tests {
         assert_eq!(digest, BodyDigest::of(content.as_bytes()));
         let dto = serde_json::json!({"id": "65f0c0ffee", "payload": {"content": content, "groupId": "room-1"}});
         let frame = format!("MESSAGE\ndestination:/sub/room-1\nsubscription:sub-0\nmessage-id:1\n\n{dto}\0");
-        let Incoming::Msg(d) = w.read(&Message::text(frame)) else { panic!("not a delivery") };
+        let Incoming::Msg(d) = w.read_one(&Message::text(frame)) else { panic!("not a delivery") };
         assert_eq!((d.msg, d.body), (Some(msg), Some(digest)));
         // A pattern that does not match, or a missing path: no id, so a
         // foreign message (a phantom), never a guess.
         let other = serde_json::json!({"payload": {"content": "say hi"}});
         let frame = format!("MESSAGE\ndestination:/sub/room-1\nsubscription:sub-0\nmessage-id:2\n\n{other}\0");
-        let Incoming::Msg(d) = w.read(&Message::text(frame)) else { panic!("not a delivery") };
+        let Incoming::Msg(d) = w.read_one(&Message::text(frame)) else { panic!("not a delivery") };
         assert_eq!(d.msg, None);
     }
 
@@ -486,7 +492,7 @@ mod tests {
         let w = stomp();
         let msg = msg_no(3, 9);
         let id = wire_id(msg);
-        let read = |s: &str| w.read(&Message::text(s.to_owned()));
+        let read = |s: &str| w.read_one(&Message::text(s.to_owned()));
         assert_eq!(read(&format!("RECEIPT\nreceipt-id:{id}\nseq:12\n\n\0")), Incoming::Ack { msg, seq: 12 });
         assert_eq!(read("RECEIPT\nreceipt-id:sub-1-0\nhead:4\n\n\0"), Incoming::Subscribed { slot: Some(1), head: 4 });
         assert_eq!(read("RECEIPT\nreceipt-id:unsub-0-3\n\n\0"), Incoming::Unsubscribed { slot: Some(0) });

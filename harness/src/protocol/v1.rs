@@ -47,7 +47,13 @@ impl Speak for V1 {
         (Message::text(frame.to_string()), BodyDigest::of(text.as_bytes()))
     }
 
-    fn read(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming {
+    fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>) {
+        out.push(self.meaning(rooms, bytes));
+    }
+}
+
+impl V1 {
+    fn meaning(&self, rooms: &Rooms, bytes: &[u8]) -> Incoming {
         let Ok(frame) = serde_json::from_slice::<ServerFrame>(bytes) else { return Incoming::Nothing };
         let msg = frame.id.as_deref().and_then(parse_wire_id);
         let slot = frame.room.as_deref().and_then(|r| rooms.slot_of(r));
@@ -99,7 +105,7 @@ mod tests {
     fn json_deliveries_carry_the_room_label_and_the_body_digest() {
         let w = wire(&Declared::default(), true, &["room-1", "room-2"], "tok");
         let msg = msg_no(3, 9);
-        let read = |s: String| w.read(&Message::text(s));
+        let read = |s: String| w.read_one(&Message::text(s));
         let frame =
             |room: &str| format!(r#"{{"op":"msg","room":"{room}","seq":4,"id":"{}","body":"a \"b\"\nc","node":"n0"}}"#, wire_id(msg));
         let Incoming::Msg(d) = read(frame("room-2")) else { panic!("a msg frame") };
