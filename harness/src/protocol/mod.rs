@@ -14,10 +14,12 @@
 //! - [`stomp`]: STOMP 1.2 over WebSocket.
 //! - [`json_frames`]: a team's own JSON frames, declared as templates and matchers.
 //! - [`socketio`]: Socket.IO v5 over Engine.IO v4.
+//! - [`mqtt`]: MQTT 3.1.1 and 5 over WebSocket, QoS 0, 1 and 2.
 
 mod incoming;
 mod json_doc;
 pub(crate) mod json_frames;
+pub(crate) mod mqtt;
 pub(crate) mod socketio;
 pub(crate) mod stomp;
 mod template;
@@ -27,6 +29,7 @@ pub(crate) use incoming::{Delivered, Incoming, Rooms};
 pub use json_doc::JsonId;
 pub(crate) use json_doc::{IdReader, json_path};
 pub use json_frames::{FrameConfirm, FrameKind, FrameMatcher, JsonFrames};
+pub use mqtt::{MqttSettings, MqttVersion};
 pub use socketio::{SocketIoDelivery, SocketIoEmit, SocketIoSettings};
 pub use stomp::{IdLocation, StompSettings, Subscribed, TextLocation};
 pub(crate) use template::fill_credentials;
@@ -56,6 +59,10 @@ pub enum Protocol {
     /// `socketio` (events for join, leave, send and delivery).
     #[serde(rename = "socketio")]
     SocketIo,
+    /// MQTT 3.1.1 or 5 over WebSocket, declared in `mqtt` (a topic per
+    /// room, the QoS as the guarantee).
+    #[serde(rename = "mqtt")]
+    Mqtt,
 }
 
 impl Protocol {
@@ -67,6 +74,7 @@ impl Protocol {
             Protocol::Stomp => "stomp",
             Protocol::JsonFrames => "json_frames",
             Protocol::SocketIo => "socketio",
+            Protocol::Mqtt => "mqtt",
         }
     }
 }
@@ -85,6 +93,7 @@ pub enum Declared {
     Stomp(StompSettings),
     JsonFrames(JsonFrames),
     SocketIo(SocketIoSettings),
+    Mqtt(MqttSettings),
 }
 
 impl Default for Declared {
@@ -100,6 +109,7 @@ impl Declared {
             Declared::Stomp(_) => Protocol::Stomp,
             Declared::JsonFrames(_) => Protocol::JsonFrames,
             Declared::SocketIo(_) => Protocol::SocketIo,
+            Declared::Mqtt(_) => Protocol::Mqtt,
         }
     }
 
@@ -109,6 +119,7 @@ impl Declared {
             Declared::Stomp(d) => d,
             Declared::JsonFrames(d) => d,
             Declared::SocketIo(d) => d,
+            Declared::Mqtt(d) => d,
         }
     }
 

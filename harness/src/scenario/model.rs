@@ -193,6 +193,10 @@ struct SystemFile {
     /// The events of `protocol: socketio`.
     #[serde(default)]
     socketio: Option<SocketIoSettings>,
+    /// The topics and QoS of `protocol: mqtt` (the defaults: `chat/{room}`,
+    /// QoS 1, MQTT 3.1.1 on `/mqtt`).
+    #[serde(default)]
+    mqtt: Option<MqttSettings>,
     /// Per-client credentials on the upgrade and in STOMP CONNECT.
     #[serde(default)]
     credentials: Credentials,
@@ -238,11 +242,15 @@ impl TryFrom<SystemFile> for System {
         if f.socketio.is_some() && f.protocol != Protocol::SocketIo {
             return Err(stray("socketio"));
         }
+        if f.mqtt.is_some() && f.protocol != Protocol::Mqtt {
+            return Err(stray("mqtt"));
+        }
         let protocol = match f.protocol {
             Protocol::Json => Declared::Json(Default::default()),
             Protocol::Stomp => Declared::Stomp(f.stomp.unwrap_or_default()),
             Protocol::JsonFrames => Declared::JsonFrames(f.json_frames.ok_or_else(|| missing("json_frames"))?),
             Protocol::SocketIo => Declared::SocketIo(f.socketio.ok_or_else(|| missing("socketio"))?),
+            Protocol::Mqtt => Declared::Mqtt(f.mqtt.unwrap_or_default()),
         };
         Ok(System {
             protocol,
@@ -271,6 +279,7 @@ impl From<System> for SystemFile {
             Declared::Stomp(d) => f.stomp = Some(d),
             Declared::JsonFrames(d) => f.json_frames = Some(d),
             Declared::SocketIo(d) => f.socketio = Some(d),
+            Declared::Mqtt(d) => f.mqtt = Some(d),
         }
         f
     }
@@ -502,8 +511,8 @@ impl HistoryGuarantee {
 }
 
 pub use crate::protocol::{
-    Declared, FrameConfirm, FrameKind, FrameMatcher, IdLocation, JsonFrames, Protocol, SocketIoDelivery, SocketIoEmit, SocketIoSettings,
-    StompSettings, Subscribed, TextLocation,
+    Declared, FrameConfirm, FrameKind, FrameMatcher, IdLocation, JsonFrames, MqttSettings, MqttVersion, Protocol, SocketIoDelivery,
+    SocketIoEmit, SocketIoSettings, StompSettings, Subscribed, TextLocation,
 };
 
 /// Templates take `{client}` (index), `{room}` and `{token}` (the line

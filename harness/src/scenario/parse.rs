@@ -412,6 +412,24 @@ workload:
         }
     }
 
+    /// `protocol: mqtt` reads with its defaults and round-trips; a section
+    /// of another protocol is refused at its line, not ignored.
+    #[test]
+    fn mqtt_declarations_are_read_and_sections_must_match_the_protocol() {
+        let mqtt = format!(
+            "{GOOD}system:\n  protocol: mqtt\n  mqtt:\n    qos: 2\n  command: {{run: [node, broker.js]}}\n  guarantees: {{ack: receipt, order: per_sender, history: none}}\n"
+        );
+        let s = parse_str(&mqtt, "t.yaml").unwrap();
+        let crate::protocol::Declared::Mqtt(m) = &s.system.protocol else { panic!("mqtt: {:?}", s.system.protocol) };
+        assert_eq!((m.qos, m.topic.as_str(), s.system.ws_path()), (2, "chat/{room}", "/mqtt"));
+        let again = serde_saphyr::to_string(&s).unwrap();
+        assert_eq!(parse_str(&again, "again.yaml").unwrap().system.protocol, s.system.protocol, "{again}");
+        let (line, m) = err(&format!("{GOOD}system:\n  protocol: json\n  stomp:\n    host: /\n"));
+        assert_eq!((line, m.as_str()), (12, "system.stomp: stomp is read only with protocol: stomp"));
+        let (_, m) = err(&mqtt.replace("order: per_sender", "order: seq"));
+        assert!(m.starts_with("system.mqtt: MQTT topics have no per-room seq"), "{m}");
+    }
+
     /// A seed-shaped system: STOMP, no receipts, ids inside `content`.
     fn seed(extra_stomp: &str, extra_system: &str) -> String {
         format!(
