@@ -7,7 +7,7 @@
 //! The declared `qos` is the guarantee: 0 at most once (no acks: declare
 //! `guarantees.ack: none`), 1 at least once (PUBACK is the ack), 2 exactly
 //! once (PUBREC, PUBREL, then PUBCOMP is the ack). The client side is a
-//! correct MQTT client: it answers a delivered QoS 1 PUBLISH with PUBACK,
+//! correct MQTT client: it reads packets split over frames, answers a delivered QoS 1 PUBLISH with PUBACK,
 //! a QoS 2 one with PUBREC (and PUBREL with PUBCOMP), and does not pass on
 //! a QoS 2 PUBLISH the broker sends again under the same packet id before
 //! releasing it; a resent message keeps its packet id with DUP set. So a
@@ -254,6 +254,10 @@ struct Session {
     received_by_broker: HashSet<u16>,
     /// QoS 2 deliveries passed on and not yet released by the broker.
     delivered: HashSet<u16>,
+    /// The start of a packet the last frame cut (MQTT over WebSocket may
+    /// split a packet over frames: aedes writes a header, then the rest).
+    /// Per connection; bounded by the packet limit.
+    partial: BytesMut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -546,9 +550,12 @@ impl Mqtt {
 
 impl Speak for Mqtt {
     fn hello(&self, _: &str) -> Option<Message> {
+        let mut session = self.session();
         if self.settings.clean_session {
-            *self.session() = Session::default();
+            *session = Session::default();
         }
+        session.partial.clear();
+        drop(session);
         Some(self.encode(Out::Connect))
     }
 
@@ -609,21 +616,23 @@ impl Speak for Mqtt {
         Some(self.encode(Out::PingReq))
     }
 
+    /// Every whole packet in what arrived so far; the start of a cut one
+    /// waits for the next frame.
     fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>) {
-        // Packets are whole within a frame from every broker seen here; a
-        // frame that ends inside a packet is reported, not guessed at.
-        let mut buf = BytesMut::from(bytes);
+        let mut buf = std::mem::take(&mut self.session().partial);
+        buf.extend_from_slice(bytes);
         loop {
             match self.next_packet(&mut buf) {
                 Ok(Some(packet)) => self.on_packet(rooms, packet, out),
-                Ok(None) if buf.is_empty() => return,
-                Ok(None) => {
-                    let code = format!("an MQTT packet was cut at the end of its WebSocket frame ({} bytes left)", buf.len());
-                    return out.push(Incoming::Error { msg: None, slot: None, code });
+                Ok(None) => break,
+                Err(e) => {
+                    buf.clear();
+                    out.push(Incoming::Error { msg: None, slot: None, code: format!("malformed MQTT packet: {e}") });
+                    break;
                 }
-                Err(e) => return out.push(Incoming::Error { msg: None, slot: None, code: format!("malformed MQTT packet: {e}") }),
             }
         }
+        self.session().partial = buf;
     }
 }
 
@@ -822,9 +831,12 @@ mod tests {
         let v4::Packet::Subscribe(s) = sent_v4(w.subscribe(0, None, 0)) else { panic!("SUBSCRIBE") };
         let failed = w.read(&frame_v4(&[v4::Packet::SubAck(v4::SubAck::new(s.pkid, vec![v4::SubscribeReasonCode::Failure]))]));
         assert_eq!(failed, vec![Incoming::Error { msg: None, slot: Some(0), code: "SUBACK Failure".into() }]);
+        // A packet split over frames (aedes writes its header first) is read once whole.
         let whole = frame_v4(&[publish_v4("chat/room-1", rumqttc::mqttbytes::QoS::AtMostOnce, 0, "{}")]).into_data();
-        let cut = w.read(&Message::binary(whole.slice(..whole.len() - 1)));
-        assert!(matches!(&cut[..], [Incoming::Error { code, .. }] if code.contains("cut")), "{cut:?}");
+        assert_eq!(w.read(&Message::binary(whole.slice(..1))), vec![]);
+        assert_eq!(w.read(&Message::binary(whole.slice(1..whole.len() - 1))), vec![]);
+        let rest = w.read(&Message::binary(whole.slice(whole.len() - 1..)));
+        assert!(matches!(&rest[..], [Incoming::Msg(d)] if d.slot == 0 && d.msg.is_none()), "{rest:?}");
         let junk = w.read(&Message::binary(vec![0xf0, 0x00]));
         assert!(matches!(&junk[..], [Incoming::Error { code, .. }] if code.contains("malformed")), "{junk:?}");
     }
