@@ -15,7 +15,9 @@
 //! - [`json_frames`]: a team's own JSON frames, declared as templates and matchers.
 //! - [`socketio`]: Socket.IO v5 over Engine.IO v4.
 //! - [`mqtt`]: MQTT 3.1.1 and 5 over WebSocket, QoS 0, 1 and 2.
+//! - [`graphql_ws`]: GraphQL subscriptions and mutations over `graphql-transport-ws`.
 
+pub(crate) mod graphql_ws;
 mod incoming;
 mod json_doc;
 pub(crate) mod json_frames;
@@ -25,6 +27,7 @@ pub(crate) mod stomp;
 mod template;
 pub(crate) mod v1;
 
+pub use graphql_ws::{GraphqlDelivery, GraphqlWsSettings};
 pub(crate) use incoming::{Delivered, Incoming, Rooms};
 pub use json_doc::JsonId;
 pub(crate) use json_doc::{IdReader, json_path};
@@ -63,6 +66,10 @@ pub enum Protocol {
     /// room, the QoS as the guarantee).
     #[serde(rename = "mqtt")]
     Mqtt,
+    /// GraphQL over WebSocket (`graphql-transport-ws`), declared in
+    /// `graphql_ws` (a subscription per room, a mutation per send).
+    #[serde(rename = "graphql_ws")]
+    GraphqlWs,
 }
 
 impl Protocol {
@@ -75,6 +82,7 @@ impl Protocol {
             Protocol::JsonFrames => "json_frames",
             Protocol::SocketIo => "socketio",
             Protocol::Mqtt => "mqtt",
+            Protocol::GraphqlWs => "graphql_ws",
         }
     }
 }
@@ -94,6 +102,7 @@ pub enum Declared {
     JsonFrames(JsonFrames),
     SocketIo(SocketIoSettings),
     Mqtt(MqttSettings),
+    GraphqlWs(GraphqlWsSettings),
 }
 
 impl Default for Declared {
@@ -110,6 +119,7 @@ impl Declared {
             Declared::JsonFrames(_) => Protocol::JsonFrames,
             Declared::SocketIo(_) => Protocol::SocketIo,
             Declared::Mqtt(_) => Protocol::Mqtt,
+            Declared::GraphqlWs(_) => Protocol::GraphqlWs,
         }
     }
 
@@ -120,6 +130,7 @@ impl Declared {
             Declared::JsonFrames(d) => d,
             Declared::SocketIo(d) => d,
             Declared::Mqtt(d) => d,
+            Declared::GraphqlWs(d) => d,
         }
     }
 

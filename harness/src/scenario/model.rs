@@ -197,6 +197,9 @@ struct SystemFile {
     /// QoS 1, MQTT 3.1.1 on `/mqtt`).
     #[serde(default)]
     mqtt: Option<MqttSettings>,
+    /// The subscription and mutation of `protocol: graphql_ws`.
+    #[serde(default)]
+    graphql_ws: Option<GraphqlWsSettings>,
     /// Per-client credentials on the upgrade and in STOMP CONNECT.
     #[serde(default)]
     credentials: Credentials,
@@ -245,12 +248,16 @@ impl TryFrom<SystemFile> for System {
         if f.mqtt.is_some() && f.protocol != Protocol::Mqtt {
             return Err(stray("mqtt"));
         }
+        if f.graphql_ws.is_some() && f.protocol != Protocol::GraphqlWs {
+            return Err(stray("graphql_ws"));
+        }
         let protocol = match f.protocol {
             Protocol::Json => Declared::Json(Default::default()),
             Protocol::Stomp => Declared::Stomp(f.stomp.unwrap_or_default()),
             Protocol::JsonFrames => Declared::JsonFrames(f.json_frames.ok_or_else(|| missing("json_frames"))?),
             Protocol::SocketIo => Declared::SocketIo(f.socketio.ok_or_else(|| missing("socketio"))?),
             Protocol::Mqtt => Declared::Mqtt(f.mqtt.unwrap_or_default()),
+            Protocol::GraphqlWs => Declared::GraphqlWs(f.graphql_ws.ok_or_else(|| missing("graphql_ws"))?),
         };
         Ok(System {
             protocol,
@@ -280,6 +287,7 @@ impl From<System> for SystemFile {
             Declared::JsonFrames(d) => f.json_frames = Some(d),
             Declared::SocketIo(d) => f.socketio = Some(d),
             Declared::Mqtt(d) => f.mqtt = Some(d),
+            Declared::GraphqlWs(d) => f.graphql_ws = Some(d),
         }
         f
     }
@@ -511,8 +519,8 @@ impl HistoryGuarantee {
 }
 
 pub use crate::protocol::{
-    Declared, FrameConfirm, FrameKind, FrameMatcher, IdLocation, JsonFrames, MqttSettings, MqttVersion, Protocol, SocketIoDelivery,
-    SocketIoEmit, SocketIoSettings, StompSettings, Subscribed, TextLocation,
+    Declared, FrameConfirm, FrameKind, FrameMatcher, GraphqlDelivery, GraphqlWsSettings, IdLocation, JsonFrames, MqttSettings, MqttVersion,
+    Protocol, SocketIoDelivery, SocketIoEmit, SocketIoSettings, StompSettings, Subscribed, TextLocation,
 };
 
 /// Templates take `{client}` (index), `{room}` and `{token}` (the line
