@@ -77,6 +77,25 @@ impl Rooms {
     pub(crate) fn single(&self) -> bool {
         self.0.len() == 1
     }
+
+    /// Whatever a server's frame made an adapter say, it names only slots
+    /// the client has: a delivery labelled with another lands in the home
+    /// room as `UnknownRoom`, an answer for another names no room.
+    pub(crate) fn keep_in_range(&self, incoming: &mut Incoming) {
+        let outside = |slot: &usize| *slot >= self.0.len();
+        match incoming {
+            Incoming::Msg(d) if outside(&d.slot) => {
+                d.slot = 0;
+                d.label = Label::UnknownRoom;
+            }
+            Incoming::Subscribed { slot, .. } | Incoming::Unsubscribed { slot } | Incoming::Error { slot, .. }
+                if slot.as_ref().is_some_and(outside) =>
+            {
+                *slot = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What a delivery's room label says: the room it names (`slot`: one of

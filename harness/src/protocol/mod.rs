@@ -338,7 +338,11 @@ impl Wire {
             Message::Binary(b) => b,
             _ => return,
         };
-        self.speaks.read(&self.rooms, bytes, out)
+        let from = out.len();
+        self.speaks.read(&self.rooms, bytes, out);
+        for incoming in &mut out[from..] {
+            self.rooms.keep_in_range(incoming);
+        }
     }
 
     /// Everything a server message means (not for the hot path: it allocates).
@@ -371,5 +375,59 @@ pub(crate) mod testing {
 
     pub(crate) fn text(m: Message) -> String {
         m.into_text().expect("a text frame").to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::wire;
+    use super::*;
+    use crate::message::Label;
+
+    /// A speaker that names whatever slots it is told to, as a hostile
+    /// server can make an adapter do (a Socket.IO ack id, a GraphQL
+    /// operation id it echoes back changed).
+    #[derive(Debug)]
+    struct Names(usize);
+
+    impl Speak for Names {
+        fn join(&self, _: &Rooms, _: usize, _: Option<u64>, _: u64) -> Message {
+            Message::text("")
+        }
+        fn leave(&self, _: &Rooms, _: usize, _: u64) -> Message {
+            Message::text("")
+        }
+        fn send(&self, _: &Rooms, _: usize, _: MsgNo, _: &str) -> (Message, BodyDigest) {
+            (Message::text(""), BodyDigest::default())
+        }
+        fn read(&self, _: &Rooms, _: &[u8], out: &mut Vec<Incoming>) {
+            let slot = self.0;
+            let delivered = Delivered { msg: None, seq: 0, slot, label: Label::Ok, body: None, message_id: 0 };
+            out.extend([
+                Incoming::Msg(delivered),
+                Incoming::Subscribed { slot: Some(slot), head: 0 },
+                Incoming::Unsubscribed { slot: Some(slot) },
+                Incoming::Error { msg: None, slot: Some(slot), code: String::new() },
+            ]);
+        }
+    }
+
+    #[test]
+    fn a_slot_the_client_does_not_have_is_never_passed_on() {
+        let mut w = wire(&Declared::default(), true, &["room-1", "room-2"], "");
+        w.speaks = Box::new(Names(7));
+        let got = w.read(&Message::text("x"));
+        let delivered = Delivered { msg: None, seq: 0, slot: 0, label: Label::UnknownRoom, body: None, message_id: 0 };
+        assert_eq!(
+            got,
+            vec![
+                Incoming::Msg(delivered),
+                Incoming::Subscribed { slot: None, head: 0 },
+                Incoming::Unsubscribed { slot: None },
+                Incoming::Error { msg: None, slot: None, code: String::new() },
+            ]
+        );
+        w.speaks = Box::new(Names(1));
+        assert!(matches!(w.read(&Message::text("x"))[0], Incoming::Msg(Delivered { slot: 1, label: Label::Ok, .. })), "in range: kept");
     }
 }
