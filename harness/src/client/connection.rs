@@ -53,7 +53,8 @@ pub(super) struct Context {
     pub drops: watch::Receiver<(u64, f64)>,
     /// The protocol this client speaks.
     pub wire: Wire,
-    /// The system has a per-room `seq` (subscriptions resume with `after`).
+    /// The system has a per-room `seq` and the protocol can resume from one
+    /// (subscriptions resume with `after`).
     pub seq: bool,
     /// Sends are answered (not `ack: none`): unanswered ones are resent
     /// after a reconnect or an error, and the drain waits for them.
@@ -240,7 +241,7 @@ pub(super) async fn open(
     url: &str,
     query: &[(String, String)],
     headers: &[(String, String)],
-    subprotocols: Option<&'static str>,
+    subprotocols: Option<&str>,
 ) -> Result<Ws, tungstenite::Error> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut url = url.to_owned();
@@ -250,7 +251,8 @@ pub(super) async fn open(
     }
     let mut request = url.into_client_request()?;
     if let Some(subprotocols) = subprotocols {
-        request.headers_mut().insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static(subprotocols));
+        let value = tungstenite::http::HeaderValue::from_str(subprotocols).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+        request.headers_mut().insert("Sec-WebSocket-Protocol", value);
     }
     for (name, value) in headers {
         let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
@@ -698,7 +700,7 @@ impl<'a> Client<'a> {
         room.phase = Phase::Leaving;
         room.join_from = if with_after { JoinFrom::LastSeen } else { JoinFrom::Head };
         room.rejoin_at = Some(now + churn.away.0.as_nanos() as u64);
-        room.done_at = self.ctx.wire.done_after().map(|d| now + d.as_nanos() as u64);
+        room.done_at = self.ctx.wire.leave_done_after().map(|d| now + d.as_nanos() as u64);
         self.subscribe_attempts += 1;
         rec.record(EventKind::Leaving { room: self.room_idx(slot) });
         self.set_settled(false);

@@ -250,9 +250,11 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
                 upgrade_query.push((k.to_owned(), v.to_owned()));
             }
         }
+        // A seq is resumed from only where the protocol can ask for it.
+        let resumes = seq && wire.resumes();
         let ctx = connection::Context {
             wire,
-            seq,
+            seq: resumes,
             acks,
             echo: system.guarantees.echo,
             upgrade_headers,

@@ -270,7 +270,7 @@ impl Speak for GraphqlWs {
         format!("the GraphQL connection_init was refused: {code}")
     }
 
-    fn subprotocols(&self) -> Option<&'static str> {
+    fn subprotocols(&self) -> Option<&str> {
         Some("graphql-transport-ws")
     }
 
@@ -301,6 +301,10 @@ impl Speak for GraphqlWs {
 
     fn done_after(&self) -> Option<Duration> {
         Some(self.settings.settle.0)
+    }
+
+    fn resumes(&self) -> bool {
+        self.settings.resume_variables.is_some()
     }
 
     fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>) {

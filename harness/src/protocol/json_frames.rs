@@ -50,6 +50,20 @@ pub struct JsonFrames {
     /// frame answers it, the default) or `{after: DURATION}`.
     #[serde(default)]
     pub confirmed: FrameConfirm,
+    /// When a leave counts as done, where it differs from a join (some
+    /// frameworks confirm a join and never a leave); default: `confirmed`.
+    #[serde(default)]
+    pub leave_confirmed: Option<FrameConfirm>,
+    /// WebSocket subprotocols the client offers on the upgrade
+    /// (`Sec-WebSocket-Protocol`), e.g. `[actioncable-v1-json]`.
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+    /// A record separator: every frame the client writes ends with it, and
+    /// a server frame is read as the records between separators (several
+    /// in one frame, or one split over frames), e.g. `"\u001e"` for
+    /// SignalR's JSON hub protocol.
+    #[serde(default)]
+    pub separator: Option<String>,
     /// Server frames, tried in order.
     pub frames: Vec<FrameMatcher>,
 }
@@ -73,6 +87,13 @@ pub struct FrameMatcher {
     /// must hold (empty: every frame).
     #[serde(rename = "match", default)]
     pub when: BTreeMap<String, serde_json::Value>,
+    /// Dotted JSON paths that must be present (any value but null), e.g.
+    /// `[invocationId]`; all must hold.
+    #[serde(default)]
+    pub present: Vec<String>,
+    /// Dotted JSON paths that must be absent (or null).
+    #[serde(default)]
+    pub absent: Vec<String>,
     /// What such a frame means.
     pub is: FrameKind,
     /// Path of the room's name.
@@ -186,12 +207,31 @@ impl Declaration for JsonFrames {
             if f.leave.is_none() {
                 return Err("workload.churn needs a leave template".into());
             }
-            if f.confirmed == FrameConfirm::Frame && of(FrameKind::Left).is_none() {
-                return Err("workload.churn with confirmed: frame needs a matcher with is: left".into());
+            if f.leave_confirmed.unwrap_or(f.confirmed) == FrameConfirm::Frame && of(FrameKind::Left).is_none() {
+                return Err(
+                    "workload.churn with confirmed: frame needs a matcher with is: left (or leave_confirmed: {after: DURATION})".into()
+                );
             }
         }
-        if asked.seq && (delivery.seq.is_none() || f.join_after.is_none()) {
-            return Err("order: seq needs the delivery matcher's seq: PATH and a join_after template (to resume after a reconnect)".into());
+        if asked.seq && delivery.seq.is_none() {
+            return Err("order: seq needs the delivery matcher's seq: PATH (and a join_after template to resume after a reconnect)".into());
+        }
+        if let Some(FrameConfirm::After(d)) = f.leave_confirmed
+            && d.0.is_zero()
+        {
+            return Err("leave_confirmed: after must be longer than 0s".into());
+        }
+        if f.leave_confirmed == Some(FrameConfirm::Frame) && of(FrameKind::Left).is_none() {
+            return Err("leave_confirmed: frame needs a matcher with is: left".into());
+        }
+        for p in &f.subprotocols {
+            // RFC 6455: a token (no separators or spaces).
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) {
+                return Err(Problem::from(format!("subprotocols: {p:?} is not a WebSocket subprotocol token")));
+            }
+        }
+        if f.separator.as_deref() == Some("") {
+            return Err("separator must not be empty (leave it out for one JSON document per frame)".into());
         }
         Ok(())
     }
@@ -203,7 +243,7 @@ impl Declaration for JsonFrames {
 }
 
 /// A declaration, ready to use (id patterns compiled).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Frames {
     decl: JsonFrames,
     ids: Vec<Option<IdReader>>,
@@ -211,6 +251,11 @@ pub(crate) struct Frames {
     hello: Option<String>,
     /// What subscribers must get at the delivery matcher's `text` path.
     expected: ExpectedText,
+    /// `Sec-WebSocket-Protocol`, the declared subprotocols joined.
+    subprotocols: Option<String>,
+    /// With a separator: the start of a record the last frame cut (per
+    /// connection, cleared at each hello).
+    partial: std::sync::Mutex<String>,
 }
 
 impl Frames {
@@ -221,13 +266,19 @@ impl Frames {
         let (room, id, text) = ExpectedText::marks();
         let path = decl.frames.iter().find(|m| m.is == FrameKind::Delivery).and_then(|m| m.text.as_deref());
         let expected = ExpectedText::new(&fill(&decl.send, room, id, text), path);
-        Ok(Self { decl: decl.clone(), ids, hello, expected })
+        let subprotocols = (!decl.subprotocols.is_empty()).then(|| decl.subprotocols.join(", "));
+        Ok(Self { decl: decl.clone(), ids, hello, expected, subprotocols, partial: Default::default() })
     }
 }
 
 impl Speak for Frames {
     fn hello(&self, _: &str) -> Option<Message> {
-        self.hello.as_deref().map(Message::text)
+        self.partial().clear();
+        self.hello.as_deref().map(|h| self.frame(h.to_owned()))
+    }
+
+    fn subprotocols(&self) -> Option<&str> {
+        self.subprotocols.as_deref()
     }
 
     /// The server answers `hello` (a `connected` matcher is declared).
@@ -239,7 +290,7 @@ impl Speak for Frames {
     /// declaration has a `join_after`.
     fn join(&self, rooms: &Rooms, slot: usize, after: Option<u64>, _: u64) -> Message {
         let room = rooms.name(slot);
-        Message::text(match (after, &self.decl.join_after) {
+        self.frame(match (after, &self.decl.join_after) {
             (Some(after), Some(t)) => fill(t, room, "", "").replace("{after}", &after.to_string()),
             _ => fill(&self.decl.join, room, "", ""),
         })
@@ -247,26 +298,42 @@ impl Speak for Frames {
 
     /// A declaration without `leave` is refused with churn.
     fn leave(&self, rooms: &Rooms, slot: usize, _: u64) -> Message {
-        Message::text(self.decl.leave.as_deref().map(|t| fill(t, rooms.name(slot), "", "")).unwrap_or_default())
+        self.frame(self.decl.leave.as_deref().map(|t| fill(t, rooms.name(slot), "", "")).unwrap_or_default())
     }
 
     fn send(&self, rooms: &Rooms, slot: usize, msg: MsgNo, text: &str) -> (Message, BodyDigest) {
         let room = rooms.name(slot);
         let id = wire_id(msg);
-        (Message::text(fill(&self.decl.send, room, &id, text)), self.expected.digest(room, &id, text))
+        (self.frame(fill(&self.decl.send, room, &id, text)), self.expected.digest(room, &id, text))
     }
 
     fn done_after(&self) -> Option<Duration> {
-        match self.decl.confirmed {
-            FrameConfirm::After(d) => Some(d.0),
-            FrameConfirm::Frame => None,
-        }
+        self.decl.confirmed.after()
+    }
+
+    fn resumes(&self) -> bool {
+        self.decl.join_after.is_some()
+    }
+
+    fn leave_done_after(&self) -> Option<Duration> {
+        self.decl.leave_confirmed.unwrap_or(self.decl.confirmed).after()
     }
 
     /// A delivery whose matcher declares no room path is the room of a
     /// client in one room.
     fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>) {
-        out.push(self.meaning(rooms, bytes));
+        let Some(separator) = self.decl.separator.as_deref() else { return out.push(self.meaning(rooms, bytes)) };
+        let Ok(text) = std::str::from_utf8(bytes) else { return out.push(Incoming::Unmatched) };
+        let mut partial = self.partial();
+        partial.push_str(text);
+        // Whole records end with the separator; what follows the last one waits.
+        let Some(end) = partial.rfind(separator) else { return };
+        let rest = partial.split_off(end + separator.len());
+        let records = std::mem::replace(&mut *partial, rest);
+        drop(partial);
+        for record in records.split(separator).filter(|r| !r.trim().is_empty()) {
+            out.push(self.meaning(rooms, record.as_bytes()));
+        }
     }
 }
 
@@ -302,8 +369,32 @@ impl Frames {
     }
 }
 
+impl Frames {
+    /// A frame the client writes (with the separator, if declared).
+    fn frame(&self, mut text: String) -> Message {
+        if let Some(separator) = &self.decl.separator {
+            text.push_str(separator);
+        }
+        Message::text(text)
+    }
+
+    fn partial(&self) -> std::sync::MutexGuard<'_, String> {
+        self.partial.lock().expect("one task uses a client's frames")
+    }
+}
+
+impl FrameConfirm {
+    fn after(self) -> Option<Duration> {
+        match self {
+            FrameConfirm::After(d) => Some(d.0),
+            FrameConfirm::Frame => None,
+        }
+    }
+}
+
 fn matches(m: &FrameMatcher, doc: &serde_json::Value) -> bool {
-    m.when.iter().all(|(path, want)| json_path(doc, path) == Some(want))
+    let present = |path: &String| json_path(doc, path).is_some_and(|v| !v.is_null());
+    m.when.iter().all(|(path, want)| json_path(doc, path) == Some(want)) && m.present.iter().all(present) && !m.absent.iter().any(present)
 }
 
 #[cfg(test)]
@@ -387,5 +478,55 @@ frames:
         );
         assert_eq!(f.read_one(&Message::text(r#"{"type":"event","event":{"kind":"typing"}}"#)), Incoming::Nothing);
         assert_eq!(f.done_after(), Some(Duration::from_millis(200)));
+    }
+
+    /// SignalR's JSON hub protocol, as far as records, presence matchers
+    /// and separate confirmations go: several records per frame, a record
+    /// split over frames, a completion with `error` present is a refusal,
+    /// one without it an ack.
+    #[test]
+    fn record_separated_frames_presence_matchers_and_separate_confirmations() {
+        let decl: JsonFrames = serde_saphyr::from_str(
+            r#"
+path: /chathub
+subprotocols: [json, chat.v1]
+separator: "\u001e"
+hello: '{"protocol":"json","version":1}'
+join: '{"type":1,"target":"JoinRoom","arguments":["{room}"]}'
+leave: '{"type":1,"target":"LeaveRoom","arguments":["{room}"]}'
+send: '{"type":1,"target":"Send","invocationId":"{id}","arguments":[{"room":"{room}","id":"{id}","text":"{text}"}]}'
+confirmed: {after: 100ms}
+leave_confirmed: {after: 50ms}
+frames:
+  - {match: {type: 3}, present: [error], is: error, id: {json: invocationId}, code: error}
+  - {match: {type: 3}, absent: [error], is: ack, id: {json: invocationId}}
+  - {match: {type: 1, target: Receive}, is: delivery, room: arguments.0.room, id: {json: arguments.0.id}, text: arguments.0.text}
+  - {match: {type: 6}, is: ignore}
+"#,
+        )
+        .unwrap();
+        let f = wire(&Declared::JsonFrames(decl), true, &["room-1", "room-2"], "");
+        assert_eq!(f.subprotocols(), Some("json, chat.v1"));
+        assert_eq!((f.done_after(), f.leave_done_after()), (Some(Duration::from_millis(100)), Some(Duration::from_millis(50))));
+        assert_eq!(text(f.hello("h").unwrap()), "{\"protocol\":\"json\",\"version\":1}\u{1e}", "every frame ends with the separator");
+        let msg = msg_no(2, 3);
+        let id = wire_id(msg);
+        assert!(text(f.send(1, msg, "hi").0).ends_with("}]}\u{1e}"));
+        let delivery = format!(r#"{{"type":1,"target":"Receive","arguments":[{{"room":"room-2","id":"{id}","text":"hi"}}]}}"#);
+        let ack = format!(r#"{{"type":3,"invocationId":"{id}","result":null}}"#);
+        let refused = format!(r#"{{"type":3,"invocationId":"{id}","error":"full"}}"#);
+        let two = format!("{ack}\u{1e}{{\"type\":6}}\u{1e}");
+        assert_eq!(f.read(&Message::text(two)), vec![Incoming::Ack { msg, seq: 0 }, Incoming::Nothing]);
+        let (head, tail) = delivery.split_at(20);
+        assert_eq!(f.read(&Message::text(head.to_owned())), vec![], "a record cut by the frame waits");
+        let got = f.read(&Message::text(format!("{tail}\u{1e}{refused}\u{1e}")));
+        let Incoming::Msg(d) = &got[0] else { panic!("a delivery: {got:?}") };
+        assert_eq!((d.msg, d.slot, d.label), (Some(msg), 1, Label::Ok));
+        assert_eq!(got[1], Incoming::Error { msg: Some(msg), slot: None, code: "full".into() });
+        assert_eq!(got.len(), 2);
+        // A new connection starts with nothing cut.
+        assert_eq!(f.read(&Message::text(head.to_owned())), vec![]);
+        f.hello("h");
+        assert_eq!(f.read(&Message::text(format!("{ack}\u{1e}"))), vec![Incoming::Ack { msg, seq: 0 }]);
     }
 }

@@ -188,7 +188,7 @@ pub(crate) trait Speak: fmt::Debug + Send + Sync {
         format!("the session's CONNECT was refused: {code}")
     }
     /// `Sec-WebSocket-Protocol` on the upgrade.
-    fn subprotocols(&self) -> Option<&'static str> {
+    fn subprotocols(&self) -> Option<&str> {
         None
     }
     /// Query parameters the protocol needs on the upgrade URL (Engine.IO's).
@@ -212,6 +212,15 @@ pub(crate) trait Speak: fmt::Debug + Send + Sync {
     /// that confirms neither (None: wait for its confirmation).
     fn done_after(&self) -> Option<Duration> {
         None
+    }
+    /// A join can resume after a seq (`after`): only then does a client
+    /// that saw a room's seq ask for what it missed.
+    fn resumes(&self) -> bool {
+        false
+    }
+    /// The same for a leave, where it differs from a join.
+    fn leave_done_after(&self) -> Option<Duration> {
+        self.done_after()
     }
     /// What a text or binary server message means: one [`Incoming`] per
     /// packet or record in it, in order, pushed onto `out`.
@@ -298,7 +307,7 @@ impl Wire {
         self.speaks.hello_refused(code)
     }
 
-    pub(crate) fn subprotocols(&self) -> Option<&'static str> {
+    pub(crate) fn subprotocols(&self) -> Option<&str> {
         self.speaks.subprotocols()
     }
 
@@ -328,6 +337,14 @@ impl Wire {
 
     pub(crate) fn done_after(&self) -> Option<Duration> {
         self.speaks.done_after()
+    }
+
+    pub(crate) fn resumes(&self) -> bool {
+        self.speaks.resumes()
+    }
+
+    pub(crate) fn leave_done_after(&self) -> Option<Duration> {
+        self.speaks.leave_done_after()
     }
 
     /// What a server message means, pushed onto `out` (a frame may carry

@@ -563,7 +563,7 @@ impl Speak for Mqtt {
         format!("the MQTT CONNECT was refused: {code}")
     }
 
-    fn subprotocols(&self) -> Option<&'static str> {
+    fn subprotocols(&self) -> Option<&str> {
         Some("mqtt")
     }
 

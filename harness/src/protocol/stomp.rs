@@ -244,11 +244,16 @@ impl Speak for Stomp {
         format!("the STOMP CONNECT was refused: ERROR {code}")
     }
 
-    fn subprotocols(&self) -> Option<&'static str> {
+    fn subprotocols(&self) -> Option<&str> {
         Some("v12.stomp, v11.stomp")
     }
 
     fn error_ends_session(&self) -> bool {
+        true
+    }
+
+    /// SUBSCRIBE carries `after`.
+    fn resumes(&self) -> bool {
         true
     }
 

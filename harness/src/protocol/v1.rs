@@ -30,6 +30,10 @@ impl Declaration for V1 {
 }
 
 impl Speak for V1 {
+    fn resumes(&self) -> bool {
+        true
+    }
+
     fn join(&self, rooms: &Rooms, slot: usize, after: Option<u64>, _: u64) -> Message {
         let mut frame = serde_json::json!({"op": "subscribe", "room": rooms.name(slot)});
         if let Some(after) = after {

@@ -539,6 +539,10 @@ workload:
     #[test]
     fn json_frames_declarations_are_checked_before_the_run() {
         parse_str(&frames(V1_FRAMES), "t.yaml").unwrap();
+        // A seq read from deliveries needs no join_after (it cannot resume, and is judged so).
+        let no_resume = V1_FRAMES.replace("    join_after: '{\"op\":\"subscribe\",\"room\":\"{room}\",\"after\":{after}}'\n", "");
+        assert_ne!(no_resume, V1_FRAMES);
+        parse_str(&frames(&no_resume), "t.yaml").unwrap();
         let cases = [
             (V1_FRAMES.replace("\"id\":\"{id}\",", ""), "has no {id}"),
             (V1_FRAMES.replace("is: delivery", "is: ignore"), "declare which frames are deliveries"),
@@ -552,7 +556,14 @@ workload:
                 V1_FRAMES.replace("      - {match: {op: subscribed}, is: joined, room: room, head: head}\n", ""),
                 "needs a matcher with is: joined",
             ),
-            (V1_FRAMES.replace("    join_after: '{\"op\":\"subscribe\",\"room\":\"{room}\",\"after\":{after}}'\n", ""), "join_after"),
+            (
+                V1_FRAMES.replace("room: room, seq: seq, text: body", "room: room, text: body"),
+                "order: seq needs the delivery matcher's seq",
+            ),
+            (format!("{V1_FRAMES}    leave_confirmed: {{after: 0s}}\n"), "leave_confirmed: after must be longer than 0s"),
+            (format!("{V1_FRAMES}    leave_confirmed: frame\n"), "leave_confirmed: frame needs a matcher with is: left"),
+            (format!("{V1_FRAMES}    subprotocols: [\"a b\"]\n"), "is not a WebSocket subprotocol token"),
+            (format!("{V1_FRAMES}    separator: \"\"\n"), "separator must not be empty"),
             (V1_FRAMES.replace("\"room\":\"{room}\"}'", "\"room\":{room}}'"), "join is not JSON once filled"),
             (V1_FRAMES.replace(",\"after\":{after}}'", "}'"), "has no {after}"),
             (V1_FRAMES.replacen("  json_frames:\n", "  json_frames:\n    path: chat\n", 1), "path \"chat\" must start with /"),
