@@ -171,6 +171,12 @@ pub struct RunArgs {
     /// Override `topology.nodes` (e.g. to compare 1, 2 and 3 nodes).
     #[arg(long)]
     pub nodes: Option<u32>,
+    /// The system's WebSocket URLs, one per node (repeatable): replace
+    /// `system.external.urls`, and `topology.nodes` with their number
+    /// (e.g. a shipped declaration under scenarios/protocols/ against
+    /// your server: `--url ws://127.0.0.1:3000/cable`).
+    #[arg(long = "url", value_name = "URL")]
+    pub urls: Vec<String>,
     /// Report this mode's results but leave it out of the exit code (e.g. the
     /// kafka baseline under faults, whose findings are reported as they are).
     #[arg(long = "report-only-mode", value_enum)]
@@ -309,6 +315,23 @@ fn dump(t: &Trace, client: Option<u32>, msg: Option<u64>, out: &mut impl std::io
     Ok(())
 }
 
+/// `--url`: the external system's URLs, one node each.
+fn use_urls(scenario: &mut Scenario, urls: &[String]) -> Result<(), String> {
+    let Some(external) = scenario.system.external.as_mut() else {
+        return Err("--url names an external system's nodes; this scenario runs its own (no system.external)".into());
+    };
+    if let Some(bad) = urls.iter().find(|u| !(u.starts_with("ws://") || u.starts_with("wss://"))) {
+        return Err(format!("--url {bad:?} is not a ws:// or wss:// URL"));
+    }
+    let nodes = urls.len() as u32;
+    if scenario.workload.placement_needs_more_nodes(nodes) {
+        return Err(format!("--url: {nodes} URLs, but the scenario pins clients to a node index past them"));
+    }
+    external.urls = urls.to_vec();
+    scenario.topology.nodes = nodes;
+    Ok(())
+}
+
 fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(EXIT_USAGE)
@@ -372,6 +395,11 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
             return usage_error(format!("--nodes {nodes}: need at least 1 node, and every pinned node index must exist"));
         }
         scenario.topology.nodes = nodes;
+    }
+    if !args.urls.is_empty()
+        && let Err(e) = use_urls(&mut scenario, &args.urls)
+    {
+        return usage_error(e);
     }
     let report_only_modes = args.report_only_modes.clone();
     let out_dir = args
