@@ -501,6 +501,7 @@ impl<'a> Client<'a> {
 
     async fn session(&mut self, ws: Ws, rec: &mut Recorder) -> SessionEnd {
         let (mut write, mut read) = ws.split();
+        self.heartbeat = self.heartbeat.or_else(|| self.ctx.wire.heartbeat_every());
         self.next_heartbeat = self.heartbeat.map(|h| self.now() + h.as_nanos() as u64);
         for slot in 0..self.rooms.len() {
             if self.rooms[slot].phase == Phase::Idle
@@ -586,6 +587,17 @@ impl<'a> Client<'a> {
         if self.resend_at.is_some() {
             return None;
         }
+        // A protocol whose sends need the room joined: none into a room
+        // this client is away from (churn) or not yet in; it catches up
+        // when it is back.
+        if self.ctx.wire.sends_need_join()
+            && self
+                .rooms
+                .get(send_slot(msg_no(self.ctx.plan.msg_client, self.next_k), self.ctx.rooms.len()))
+                .is_some_and(|r| r.phase != Phase::Joined)
+        {
+            return None;
+        }
         match schedule {
             Schedule::Open { .. } => {
                 let duration = Duration::from_nanos(window.end_ns - window.start_ns);
@@ -619,6 +631,11 @@ impl<'a> Client<'a> {
             && due <= now
         {
             self.next_heartbeat = Some(now + every.as_nanos() as u64);
+            if self.ctx.wire.heartbeat_unanswered() {
+                tracing::info!(client = self.ctx.plan.id, "the last heartbeat went unanswered: reconnecting");
+                let _ = write.send(Message::Close(None)).await;
+                return Err(None);
+            }
             if let Some(beat) = self.ctx.wire.heartbeat() {
                 write.send(beat).await.map_err(|_| None)?;
             }

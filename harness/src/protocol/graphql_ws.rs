@@ -405,7 +405,15 @@ mod tests {
 
     #[test]
     fn declarations_that_cannot_work_are_refused() {
-        let asked = Demands { rooms_per_client: 2, churn: false, acks: true, seq: true, reference_history: false, reference_server: false };
+        let asked = Demands {
+            rooms_per_client: 2,
+            churn: false,
+            acks: true,
+            seq: true,
+            reference_history: false,
+            reference_server: false,
+            pure_senders: false,
+        };
         assert_eq!(settings().validate(&asked), Ok(()));
         let refused: [(GraphqlWsSettings, Demands, Option<&str>, &str); 7] = [
             (GraphqlWsSettings { subscription: "query { x }".into(), ..settings() }, asked, Some("subscription"), "not a subscription"),

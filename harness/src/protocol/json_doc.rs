@@ -4,6 +4,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// An id inside a JSON document: a (dotted) field, optionally a pattern
 /// inside its text.
@@ -35,7 +36,8 @@ impl IdReader {
     /// header reader, a missing path, a non-string or no match).
     pub(crate) fn id_in(&self, doc: &serde_json::Value) -> Option<String> {
         let IdReader::Json { path, pattern } = self else { return None };
-        let text = json_path(doc, path)?.as_str()?;
+        let value = json_value(doc, path)?;
+        let text = value.as_str()?;
         match pattern {
             None => Some(text.to_owned()),
             Some(re) => {
@@ -53,6 +55,48 @@ pub(crate) fn json_path<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'
         serde_json::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
         _ => v.get(key),
     })
+}
+
+/// [`json_path`], reading on into a string that holds a JSON document
+/// (ActionCable's `identifier`: `identifier.room`) where the path goes on
+/// past it.
+pub(crate) fn json_value<'v>(doc: &'v serde_json::Value, path: &str) -> Option<Cow<'v, serde_json::Value>> {
+    let mut here = Cow::Borrowed(doc);
+    for key in path.split('.') {
+        here = match here {
+            Cow::Borrowed(v) => step(v, key)?,
+            Cow::Owned(v) => Cow::Owned(step(&v, key)?.into_owned()),
+        };
+    }
+    Some(here)
+}
+
+/// One name of a path: a field, an array index, or a field of the JSON
+/// document a string holds.
+fn step<'v>(v: &'v serde_json::Value, key: &str) -> Option<Cow<'v, serde_json::Value>> {
+    match v {
+        serde_json::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)).map(Cow::Borrowed),
+        serde_json::Value::String(s) => {
+            let inner = serde_json::from_str::<serde_json::Value>(s).ok().filter(|d| d.is_object() || d.is_array())?;
+            step(&inner, key).map(|v| Cow::Owned(v.into_owned()))
+        }
+        _ => v.get(key).map(Cow::Borrowed),
+    }
+}
+
+/// A document with every string that holds a JSON object or array read as
+/// that document, all the way down (a template filled with marks, to see
+/// where they land).
+pub(crate) fn unfold(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => match serde_json::from_str::<serde_json::Value>(&s) {
+            Ok(d) if d.is_object() || d.is_array() => unfold(d),
+            _ => serde_json::Value::String(s),
+        },
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(unfold).collect()),
+        serde_json::Value::Object(m) => serde_json::Value::Object(m.into_iter().map(|(k, v)| (k, unfold(v))).collect()),
+        other => other,
+    }
 }
 
 /// A JSON number, or a string of digits (some servers send seqs as strings).
@@ -93,5 +137,26 @@ mod tests {
         assert_eq!(json_path(&v, "l.1.k"), None);
         let reader = IdReader::json(&JsonId { json: "n".into(), pattern: None }).unwrap();
         assert_eq!(reader.id_in(&v), None, "a number is not an id");
+    }
+
+    /// ActionCable's `identifier` (and `data`) are JSON documents inside
+    /// strings; a path reads on into them, and only where it goes on.
+    #[test]
+    fn paths_read_on_into_strings_that_hold_json() {
+        let v = serde_json::json!({
+            "identifier": "{\"channel\":\"Chat\",\"room\":\"r \\\"1\\\"\"}",
+            "deeper": "{\"data\":\"{\\\"id\\\":\\\"m7\\\"}\"}",
+            "plain": "not json",
+            "list": "[\"a\",\"b\"]",
+        });
+        assert_eq!(json_value(&v, "identifier.room").as_deref(), Some(&serde_json::json!("r \"1\"")));
+        assert_eq!(json_value(&v, "deeper.data.id").as_deref(), Some(&serde_json::json!("m7")), "two strings deep");
+        assert_eq!(json_value(&v, "list.1").as_deref(), Some(&serde_json::json!("b")));
+        assert!(json_value(&v, "identifier").unwrap().is_string(), "where the path ends, the string itself");
+        assert_eq!(json_value(&v, "plain.x"), None);
+        assert_eq!(json_value(&v, "identifier.nothing"), None);
+        let reader = IdReader::json(&JsonId { json: "deeper.data.id".into(), pattern: None }).unwrap();
+        assert_eq!(reader.id_in(&v).as_deref(), Some("m7"));
+        assert_eq!(unfold(v)["deeper"]["data"]["id"], "m7");
     }
 }

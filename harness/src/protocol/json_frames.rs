@@ -2,27 +2,37 @@
 //! declared in the scenario (see [`JsonFrames`]) instead of written in
 //! Rust. Outgoing frames are filled templates; incoming frames are read by
 //! the first matcher whose `match` holds, which says what the frame means
-//! and where its room, id, seq and text are.
+//! and where its room, id, seq and text are. Frameworks' shapes fit it:
+//! ActionCable (JSON documents inside string fields), SignalR's JSON hub
+//! protocol (record-separated frames, invocation ids), Phoenix Channels
+//! (per-connection refs and join refs, answered heartbeats); the shipped
+//! declarations are under `scenarios/protocols/`.
 
 use super::incoming::{Delivered, Incoming, Rooms, room_label};
-use super::json_doc::{IdReader, JsonId, json_path, json_u64};
-use super::template::{ExpectedText, check_is_json, fill, fill_json, id_findable};
+use super::json_doc::{IdReader, JsonId, json_u64, json_value};
+use super::template::{ExpectedText, Slot, Template, check_is_json, id_found};
 use super::{Declaration, Demands, Problem, Promises, Speak, Who};
 use crate::duration::HumanDuration;
 use crate::message::{BodyDigest, MsgNo, parse_wire_id, wire_id};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A JSON-over-WebSocket protocol declared in YAML (`protocol:
 /// json_frames`). Templates are JSON with placeholders: `{room}`, `{id}`,
-/// `{text}` (written JSON-escaped), `{after}` (a number). Matchers say
-/// which server frames are acks, deliveries, join and leave confirmations
-/// and errors, and at which (dotted) JSON paths they carry the room, id,
-/// seq and text. The first matcher whose `match` holds wins; a frame no
-/// matcher takes is counted and ignored.
+/// `{text}` (written JSON-escaped: once inside a string, twice inside a
+/// JSON document that is itself a string value), `{after}` (a number),
+/// `{ref}` (the connection's next frame number: 1, 2, ...) and
+/// `{join_ref}` (the `{ref}` of the room's join). Matchers say which
+/// server frames are acks, deliveries, join and leave confirmations,
+/// replies and errors, and at which (dotted) JSON paths they carry the
+/// room, id, seq and text; a path reads on into a string holding a JSON
+/// document (`identifier.room`). The first matcher whose `match` holds
+/// wins; a frame no matcher takes is counted and ignored.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonFrames {
@@ -47,7 +57,8 @@ pub struct JsonFrames {
     /// Send a message: must carry `{id}` and `{text}`.
     pub send: String,
     /// When a join or leave counts as done: `frame` (a `joined` / `left`
-    /// frame answers it, the default) or `{after: DURATION}`.
+    /// frame, or a `reply` to its `{ref}`, answers it: the default) or
+    /// `{after: DURATION}`.
     #[serde(default)]
     pub confirmed: FrameConfirm,
     /// When a leave counts as done, where it differs from a join (some
@@ -64,15 +75,39 @@ pub struct JsonFrames {
     /// SignalR's JSON hub protocol.
     #[serde(default)]
     pub separator: Option<String>,
+    /// A frame the client writes at an interval (Phoenix's `heartbeat`,
+    /// SignalR's ping), from the start of each connection.
+    #[serde(default)]
+    pub heartbeat: Option<Heartbeat>,
+    /// The server takes a send only in a room this connection joined
+    /// (ActionCable, Phoenix): a workload with pure senders
+    /// (`senders_per_room`) is refused when the scenario is read. Implied
+    /// by a `send` template with `{join_ref}`.
+    #[serde(default)]
+    pub sends_need_join: bool,
     /// Server frames, tried in order.
     pub frames: Vec<FrameMatcher>,
+}
+
+/// A client heartbeat: `frame` every `every`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub every: HumanDuration,
+    /// The frame, e.g. `'[null,"{ref}","phoenix","heartbeat",{}]'`.
+    pub frame: String,
+    /// The server answers each heartbeat (a `reply` to its `{ref}`); one
+    /// still unanswered when the next is due ends the connection, which
+    /// the client then reopens (as Phoenix's JavaScript client does).
+    #[serde(default)]
+    pub answered: bool,
 }
 
 /// When a json_frames join or leave counts as done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum FrameConfirm {
-    /// A `joined` (or `left`) frame names it.
+    /// A `joined` (or `left`) frame names it, or a `reply` answers its `{ref}`.
     #[default]
     Frame,
     /// This long after it was sent.
@@ -102,6 +137,11 @@ pub struct FrameMatcher {
     /// Where the harness's message id is (deliveries, acks, errors).
     #[serde(default)]
     pub id: Option<JsonId>,
+    /// Path of the `{ref}` of the client frame this one answers (a string
+    /// of digits or a number): an ack, reply or error then needs no id or
+    /// room of its own.
+    #[serde(default, rename = "ref")]
+    pub answers: Option<String>,
     /// Path of the room's `seq` (deliveries, acks).
     #[serde(default)]
     pub seq: Option<String>,
@@ -121,15 +161,21 @@ pub struct FrameMatcher {
 pub enum FrameKind {
     /// The server accepted the `hello` frame.
     Connected,
-    /// A send was accepted (`id`, optional `seq`).
+    /// A send was accepted (`id`, or the send's `ref`; optional `seq`).
     Ack,
     /// A chat message (`id`, `room`, optional `seq`, `text`).
     Delivery,
-    /// A join took effect (`room`, optional `head`).
+    /// A join took effect (`room`, or the join's `ref`; optional `head`).
     Joined,
-    /// A leave took effect (`room`).
+    /// A leave took effect (`room`, or the leave's `ref`).
     Left,
-    /// A refusal (`id` for a send, `room` for a join, `code`).
+    /// The answer to the client frame whose `{ref}` it carries (`ref`):
+    /// an ack of a send, the confirmation of a join or leave, or a
+    /// heartbeat's answer, by what that frame was (Phoenix's `phx_reply`,
+    /// SignalR's completion).
+    Reply,
+    /// A refusal (`id` or `ref` for a send, `room` or `ref` for a join,
+    /// `code`).
     Error,
     /// Nothing for the client (pings, presence).
     Ignore,
@@ -137,6 +183,27 @@ pub enum FrameKind {
 
 fn default_path() -> String {
     chatbench_wire::paths::WS.into()
+}
+
+/// The sample values templates are checked with.
+fn sample(slot: Slot) -> Cow<'static, str> {
+    match slot {
+        Slot::Room => "room-1".into(),
+        Slot::Id => "m4294967297".into(),
+        Slot::Text => "hello [x] 42".into(),
+        Slot::After => "7".into(),
+        Slot::Ref | Slot::JoinRef => "1".into(),
+        Slot::Client => "0".into(),
+        Slot::Token => "token".into(),
+    }
+}
+
+impl JsonFrames {
+    /// Whether frames answering a `{ref}` can tell what `template` did.
+    fn answered_by_ref(&self, template: Option<&str>, kinds: &[FrameKind]) -> bool {
+        template.is_some_and(|t| Template::new(t).has(Slot::Ref))
+            && self.frames.iter().any(|m| m.answers.is_some() && kinds.contains(&m.is))
+    }
 }
 
 impl Declaration for JsonFrames {
@@ -149,23 +216,27 @@ impl Declaration for JsonFrames {
     /// scenario relies on.
     fn validate(&self, asked: &Demands) -> Result<(), Problem> {
         let f = self;
-        check_is_json("join", &fill(&f.join, "room-1", "", ""))?;
-        if let Some(t) = &f.hello {
-            check_is_json("hello", &fill_json(t, 0, "room-1", "token"))?;
+        let templates = [
+            ("hello", f.hello.as_deref()),
+            ("join", Some(f.join.as_str())),
+            ("join_after", f.join_after.as_deref()),
+            ("leave", f.leave.as_deref()),
+            ("send", Some(f.send.as_str())),
+            ("heartbeat.frame", f.heartbeat.as_ref().map(|h| h.frame.as_str())),
+        ];
+        for (name, t) in templates {
+            if let Some(t) = t {
+                check_is_json(name, &Template::new(t).fill(sample))?;
+            }
         }
         if f.hello.is_none() && f.frames.iter().any(|m| m.is == FrameKind::Connected) {
             return Err("a matcher with is: connected answers the hello frame: declare hello".into());
         }
-        if let Some(t) = &f.join_after {
-            if !t.contains("{after}") {
-                return Err(Problem::from(format!("join_after {t:?} has no {{after}}")));
-            }
-            check_is_json("join_after", &fill(t, "room-1", "", "").replace("{after}", "7"))?;
+        if let Some(t) = &f.join_after
+            && !t.contains("{after}")
+        {
+            return Err(Problem::from(format!("join_after {t:?} has no {{after}}")));
         }
-        if let Some(t) = &f.leave {
-            check_is_json("leave", &fill(t, "room-1", "", ""))?;
-        }
-        check_is_json("send", &fill(&f.send, "room-1", "m1", "hi"))?;
         if !f.send.contains("{id}") {
             return Err(Problem::from(format!("send {:?} has no {{id}}: deliveries could not be told apart", f.send)));
         }
@@ -177,7 +248,9 @@ impl Declaration for JsonFrames {
             return Err("frames: declare which frames are deliveries (is: delivery)".into());
         };
         let Some(id) = &delivery.id else { return Err("frames: the delivery matcher needs id: {json: PATH}".into()) };
-        id_findable(id, &f.send).map_err(|p| Problem::from(format!("the delivery matcher's id: {}", p.why)))?;
+        id_found(id, &f.send, &Template::new(&f.send).fill(sample))
+            .map_err(|p| Problem::from(format!("the delivery matcher's id: {}", p.why)))?;
+        let refs = templates.iter().any(|(_, t)| t.is_some_and(|t| Template::new(t).has(Slot::Ref)));
         for (i, m) in f.frames.iter().enumerate() {
             if let Some(id) = &m.id
                 && let Some(p) = &id.pattern
@@ -189,28 +262,44 @@ impl Declaration for JsonFrames {
                     "frames[{i}]: deliveries that do not name their room (no room: PATH) need one room per client (workload.rooms_per_client: 1)"
                 )));
             }
+            if m.is == FrameKind::Reply && m.answers.is_none() {
+                return Err(Problem::from(format!(
+                    "frames[{i}]: is: reply needs ref: PATH (where the frame carries the {{ref}} it answers)"
+                )));
+            }
+            if m.answers.is_some() && !refs {
+                return Err(Problem::from(format!("frames[{i}].ref: no template writes {{ref}}, so no frame can answer one")));
+            }
         }
-        if asked.acks && of(FrameKind::Ack).is_none_or(|m| m.id.is_none()) {
-            return Err(
-                "the system declares acks: add a matcher with is: ack and id: {json: PATH} (or declare guarantees.ack: none)".into()
-            );
+        let acked = f.frames.iter().any(|m| m.is == FrameKind::Ack && m.id.is_some())
+            || f.answered_by_ref(Some(&f.send), &[FrameKind::Ack, FrameKind::Reply]);
+        if asked.acks && !acked {
+            return Err("the system declares acks: add a matcher with is: ack and id: {json: PATH}, or one with is: reply and ref: PATH \
+                        with {ref} in the send template (or declare guarantees.ack: none)"
+                .into());
         }
-        if f.confirmed == FrameConfirm::Frame && of(FrameKind::Joined).is_none() {
-            return Err("confirmed: frame needs a matcher with is: joined (or confirmed: {after: DURATION})".into());
+        let joins = [Some(f.join.as_str()), f.join_after.as_deref()];
+        let join_answered = of(FrameKind::Joined).is_some()
+            || joins.iter().all(|t| t.is_none() || f.answered_by_ref(*t, &[FrameKind::Joined, FrameKind::Reply]));
+        if f.confirmed == FrameConfirm::Frame && !join_answered {
+            return Err("confirmed: frame needs a matcher with is: joined, or is: reply with ref: PATH and {ref} in the join template \
+                        (or confirmed: {after: DURATION})"
+                .into());
         }
         if let FrameConfirm::After(d) = f.confirmed
             && d.0.is_zero()
         {
             return Err("confirmed: after must be longer than 0s".into());
         }
+        let leave_answered = of(FrameKind::Left).is_some() || f.answered_by_ref(f.leave.as_deref(), &[FrameKind::Left, FrameKind::Reply]);
         if asked.churn {
             if f.leave.is_none() {
                 return Err("workload.churn needs a leave template".into());
             }
-            if f.leave_confirmed.unwrap_or(f.confirmed) == FrameConfirm::Frame && of(FrameKind::Left).is_none() {
-                return Err(
-                    "workload.churn with confirmed: frame needs a matcher with is: left (or leave_confirmed: {after: DURATION})".into()
-                );
+            if f.leave_confirmed.unwrap_or(f.confirmed) == FrameConfirm::Frame && !leave_answered {
+                return Err("workload.churn with confirmed: frame needs a matcher with is: left, or is: reply with ref: PATH and {ref} \
+                            in the leave template (or leave_confirmed: {after: DURATION})"
+                    .into());
             }
         }
         if asked.seq && delivery.seq.is_none() {
@@ -221,8 +310,8 @@ impl Declaration for JsonFrames {
         {
             return Err("leave_confirmed: after must be longer than 0s".into());
         }
-        if f.leave_confirmed == Some(FrameConfirm::Frame) && of(FrameKind::Left).is_none() {
-            return Err("leave_confirmed: frame needs a matcher with is: left".into());
+        if f.leave_confirmed == Some(FrameConfirm::Frame) && !leave_answered {
+            return Err("leave_confirmed: frame needs a matcher with is: left (or is: reply answering the leave's {ref})".into());
         }
         for p in &f.subprotocols {
             // RFC 6455: a token (no separators or spaces).
@@ -233,29 +322,117 @@ impl Declaration for JsonFrames {
         if f.separator.as_deref() == Some("") {
             return Err("separator must not be empty (leave it out for one JSON document per frame)".into());
         }
+        if let Some(h) = &f.heartbeat {
+            if h.every.0.is_zero() {
+                return Err(Problem::at("heartbeat", "every must be longer than 0s"));
+            }
+            if h.answered && !f.answered_by_ref(Some(&h.frame), &[FrameKind::Reply, FrameKind::Ignore, FrameKind::Error]) {
+                return Err(Problem::at(
+                    "heartbeat",
+                    "answered: true needs {ref} in the frame and a matcher with is: reply and ref: PATH to read the answer's ref",
+                ));
+            }
+        }
+        if asked.pure_senders && f.needs_join() {
+            return Err(Problem::from(
+                "sends here need the room joined first (sends_need_join, or {join_ref} in send), but the workload has pure senders \
+                 (workload.senders_per_room): use chatters_per_room, who join the rooms they send to"
+                    .to_owned(),
+            ));
+        }
         Ok(())
     }
 
     fn speaker(&self, who: &Who<'_>, _: Promises, rooms: &Rooms) -> Box<dyn Speak> {
-        let hello = self.hello.as_deref().map(|t| fill_json(t, who.client, rooms.home(), who.token));
+        let hello = self.hello.as_deref().map(|t| {
+            let client = who.client.to_string();
+            Template::new(t).fill(|slot| match slot {
+                Slot::Client => Cow::Owned(client.clone()),
+                Slot::Token => Cow::Owned(who.token.to_owned()),
+                Slot::Room => Cow::Owned(rooms.home().to_owned()),
+                _ => Cow::Borrowed(""),
+            })
+        });
         Box::new(Frames::new(self, hello).expect("id patterns are checked when the scenario is read"))
     }
 }
 
-/// A declaration, ready to use (id patterns compiled).
+impl JsonFrames {
+    fn needs_join(&self) -> bool {
+        self.sends_need_join || Template::new(&self.send).has(Slot::JoinRef)
+    }
+}
+
+/// A declaration, ready to use (templates read, id patterns compiled).
 #[derive(Debug)]
 pub(crate) struct Frames {
     decl: JsonFrames,
     ids: Vec<Option<IdReader>>,
     /// The `hello` frame, filled for this client.
     hello: Option<String>,
+    join: Template,
+    join_after: Option<Template>,
+    leave: Option<Template>,
+    send: Template,
+    beat: Option<Template>,
     /// What subscribers must get at the delivery matcher's `text` path.
     expected: ExpectedText,
     /// `Sec-WebSocket-Protocol`, the declared subprotocols joined.
     subprotocols: Option<String>,
-    /// With a separator: the start of a record the last frame cut (per
-    /// connection, cleared at each hello).
-    partial: std::sync::Mutex<String>,
+    /// Sends only into joined rooms (read on every send: worked out once).
+    needs_join: bool,
+    /// This connection's state (one task uses a client's frames; cleared
+    /// at each hello).
+    conn: Mutex<Conn>,
+}
+
+/// What one connection has said that its answers refer to.
+#[derive(Debug, Default)]
+struct Conn {
+    /// With a separator: the start of a record the last frame cut.
+    partial: String,
+    /// The last `{ref}` written.
+    last_ref: u64,
+    /// Refs not yet answered, and what each was for.
+    refs: BTreeMap<u64, Purpose>,
+    /// Each room slot's join ref.
+    join_refs: BTreeMap<usize, u64>,
+    /// The ref of the heartbeat last written, while unanswered.
+    beat: Option<u64>,
+}
+
+/// What a template is filled with, besides refs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Values<'a> {
+    room: &'a str,
+    id: &'a str,
+    text: &'a str,
+    after: u64,
+}
+
+/// What a client frame with a `{ref}` was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Join(usize),
+    Leave(usize),
+    Send(MsgNo),
+    Beat,
+}
+
+/// Unanswered refs kept per connection: a server that answers none must
+/// not grow a client without bound.
+const MAX_REFS: usize = 1 << 14;
+
+impl Conn {
+    /// The next ref, remembered as `purpose`.
+    fn next_ref(&mut self, purpose: Purpose) -> u64 {
+        self.last_ref += 1;
+        self.refs.insert(self.last_ref, purpose);
+        if self.refs.len() > MAX_REFS {
+            self.refs.pop_first();
+        }
+        self.last_ref
+    }
 }
 
 impl Frames {
@@ -263,17 +440,69 @@ impl Frames {
     /// Err: an id pattern that does not compile (refused when the scenario is read).
     fn new(decl: &JsonFrames, hello: Option<String>) -> Result<Self, regex::Error> {
         let ids = decl.frames.iter().map(|m| m.id.as_ref().map(IdReader::json).transpose()).collect::<Result<_, _>>()?;
+        let send = Template::new(&decl.send);
         let (room, id, text) = ExpectedText::marks();
         let path = decl.frames.iter().find(|m| m.is == FrameKind::Delivery).and_then(|m| m.text.as_deref());
-        let expected = ExpectedText::new(&fill(&decl.send, room, id, text), path);
+        let marked = send.fill(|slot| match slot {
+            Slot::Room => room.into(),
+            Slot::Id => id.into(),
+            Slot::Text => text.into(),
+            other => sample(other),
+        });
+        let expected = ExpectedText::new(&marked, path);
         let subprotocols = (!decl.subprotocols.is_empty()).then(|| decl.subprotocols.join(", "));
-        Ok(Self { decl: decl.clone(), ids, hello, expected, subprotocols, partial: Default::default() })
+        Ok(Self {
+            decl: decl.clone(),
+            ids,
+            hello,
+            join: Template::new(&decl.join),
+            join_after: decl.join_after.as_deref().map(Template::new),
+            leave: decl.leave.as_deref().map(Template::new),
+            send,
+            beat: decl.heartbeat.as_ref().map(|h| Template::new(&h.frame)),
+            expected,
+            subprotocols,
+            needs_join: decl.needs_join(),
+            conn: Mutex::default(),
+        })
+    }
+
+    /// A template filled for a room slot: `{ref}` a new ref for `purpose`,
+    /// `{join_ref}` the slot's join ref.
+    fn fill(&self, t: &Template, slot: Option<usize>, purpose: Purpose, v: Values<'_>) -> String {
+        let mut conn = self.conn();
+        let this = t.has(Slot::Ref).then(|| conn.next_ref(purpose));
+        let join_ref = match (purpose, slot) {
+            (Purpose::Join(s), _) => {
+                let r = this.or_else(|| t.has(Slot::JoinRef).then(|| conn.next_ref(purpose)));
+                if let Some(r) = r {
+                    conn.join_refs.insert(s, r);
+                }
+                r
+            }
+            (_, Some(s)) => conn.join_refs.get(&s).copied(),
+            _ => None,
+        };
+        if purpose == Purpose::Beat {
+            conn.beat = this;
+        }
+        drop(conn);
+        let num = |n: Option<u64>| n.map_or(Cow::Borrowed(""), |n| Cow::Owned(n.to_string()));
+        t.fill(|s| match s {
+            Slot::Room => Cow::Borrowed(v.room),
+            Slot::Id => Cow::Borrowed(v.id),
+            Slot::Text => Cow::Borrowed(v.text),
+            Slot::After => Cow::Owned(v.after.to_string()),
+            Slot::Ref => num(this),
+            Slot::JoinRef => num(join_ref),
+            Slot::Client | Slot::Token => Cow::Borrowed(""),
+        })
     }
 }
 
 impl Speak for Frames {
     fn hello(&self, _: &str) -> Option<Message> {
-        self.partial().clear();
+        *self.conn() = Conn::default();
         self.hello.as_deref().map(|h| self.frame(h.to_owned()))
     }
 
@@ -290,21 +519,38 @@ impl Speak for Frames {
     /// declaration has a `join_after`.
     fn join(&self, rooms: &Rooms, slot: usize, after: Option<u64>, _: u64) -> Message {
         let room = rooms.name(slot);
-        self.frame(match (after, &self.decl.join_after) {
-            (Some(after), Some(t)) => fill(t, room, "", "").replace("{after}", &after.to_string()),
-            _ => fill(&self.decl.join, room, "", ""),
-        })
+        let (t, after) = match (after, &self.join_after) {
+            (Some(after), Some(t)) => (t, after),
+            _ => (&self.join, 0),
+        };
+        self.frame(self.fill(t, Some(slot), Purpose::Join(slot), Values { room, after, ..Values::default() }))
     }
 
     /// A declaration without `leave` is refused with churn.
     fn leave(&self, rooms: &Rooms, slot: usize, _: u64) -> Message {
-        self.frame(self.decl.leave.as_deref().map(|t| fill(t, rooms.name(slot), "", "")).unwrap_or_default())
+        let room = rooms.name(slot);
+        let text = self.leave.as_ref().map(|t| self.fill(t, Some(slot), Purpose::Leave(slot), Values { room, ..Values::default() }));
+        self.frame(text.unwrap_or_default())
     }
 
     fn send(&self, rooms: &Rooms, slot: usize, msg: MsgNo, text: &str) -> (Message, BodyDigest) {
         let room = rooms.name(slot);
         let id = wire_id(msg);
-        (self.frame(fill(&self.decl.send, room, &id, text)), self.expected.digest(room, &id, text))
+        let frame = self.fill(&self.send, Some(slot), Purpose::Send(msg), Values { room, id: &id, text, after: 0 });
+        (self.frame(frame), self.expected.digest(room, &id, text))
+    }
+
+    fn heartbeat(&self) -> Option<Message> {
+        let beat = self.beat.as_ref()?;
+        Some(self.frame(self.fill(beat, None, Purpose::Beat, Values::default())))
+    }
+
+    fn heartbeat_every(&self) -> Option<Duration> {
+        self.decl.heartbeat.as_ref().map(|h| h.every.0)
+    }
+
+    fn heartbeat_unanswered(&self) -> bool {
+        self.decl.heartbeat.as_ref().is_some_and(|h| h.answered) && self.conn().beat.is_some()
     }
 
     fn done_after(&self) -> Option<Duration> {
@@ -313,6 +559,10 @@ impl Speak for Frames {
 
     fn resumes(&self) -> bool {
         self.decl.join_after.is_some()
+    }
+
+    fn sends_need_join(&self) -> bool {
+        self.needs_join
     }
 
     fn leave_done_after(&self) -> Option<Duration> {
@@ -324,13 +574,13 @@ impl Speak for Frames {
     fn read(&self, rooms: &Rooms, bytes: &[u8], out: &mut Vec<Incoming>) {
         let Some(separator) = self.decl.separator.as_deref() else { return out.push(self.meaning(rooms, bytes)) };
         let Ok(text) = std::str::from_utf8(bytes) else { return out.push(Incoming::Unmatched) };
-        let mut partial = self.partial();
-        partial.push_str(text);
+        let mut conn = self.conn();
+        conn.partial.push_str(text);
         // Whole records end with the separator; what follows the last one waits.
-        let Some(end) = partial.rfind(separator) else { return };
-        let rest = partial.split_off(end + separator.len());
-        let records = std::mem::replace(&mut *partial, rest);
-        drop(partial);
+        let Some(end) = conn.partial.rfind(separator) else { return };
+        let rest = conn.partial.split_off(end + separator.len());
+        let records = std::mem::replace(&mut conn.partial, rest);
+        drop(conn);
         for record in records.split(separator).filter(|r| !r.trim().is_empty()) {
             out.push(self.meaning(rooms, record.as_bytes()));
         }
@@ -342,34 +592,60 @@ impl Frames {
         let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else { return Incoming::Unmatched };
         let Some(i) = self.decl.frames.iter().position(|m| matches(m, &doc)) else { return Incoming::Unmatched };
         let m = &self.decl.frames[i];
-        let str_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&doc, p)).and_then(|v| v.as_str());
-        let num_at = |p: &Option<String>| p.as_deref().and_then(|p| json_path(&doc, p)).and_then(json_u64);
+        let at = |p: &Option<String>| p.as_deref().and_then(|p| json_value(&doc, p));
+        let num_at = |p: &Option<String>| at(p).as_deref().and_then(json_u64);
         let msg: Option<MsgNo> = self.ids[i].as_ref().and_then(|r| r.id_in(&doc)).as_deref().and_then(parse_wire_id);
-        let room = str_at(&m.room);
-        let slot = room.and_then(|r| rooms.slot_of(r));
+        let room_value = at(&m.room);
+        let room = room_value.as_deref().and_then(|v| v.as_str());
+        let named = room.and_then(|r| rooms.slot_of(r));
+        // The client frame this one answers, by its ref (taken: answered once).
+        let answered = num_at(&m.answers).and_then(|r| {
+            let mut conn = self.conn();
+            if conn.beat == Some(r) {
+                conn.beat = None;
+            }
+            conn.refs.remove(&r)
+        });
+        let slot = named.or(match answered {
+            Some(Purpose::Join(s) | Purpose::Leave(s)) => Some(s),
+            _ => None,
+        });
+        let sent = msg.or(match answered {
+            Some(Purpose::Send(msg)) => Some(msg),
+            _ => None,
+        });
         match m.is {
-            FrameKind::Ack => match msg {
+            FrameKind::Ack => match sent {
                 Some(msg) => Incoming::Ack { msg, seq: num_at(&m.seq).unwrap_or(0) },
                 None => Incoming::Nothing,
+            },
+            FrameKind::Reply => match answered {
+                Some(Purpose::Send(msg)) => Incoming::Ack { msg, seq: num_at(&m.seq).unwrap_or(0) },
+                Some(Purpose::Join(slot)) => Incoming::Subscribed { slot: Some(slot), head: num_at(&m.head).unwrap_or(0) },
+                Some(Purpose::Leave(slot)) => Incoming::Unsubscribed { slot: Some(slot) },
+                Some(Purpose::Beat) | None => Incoming::Nothing,
             },
             FrameKind::Delivery => Incoming::Msg(Delivered {
                 msg,
                 seq: num_at(&m.seq).unwrap_or(0),
-                slot: slot.unwrap_or(0),
-                label: room_label(room, slot, m.room.is_none() && rooms.single()),
-                body: str_at(&m.text).map(|t| BodyDigest::of(t.as_bytes())),
+                slot: named.unwrap_or(0),
+                label: room_label(room, named, m.room.is_none() && rooms.single()),
+                body: at(&m.text).as_deref().and_then(|v| v.as_str()).map(|t| BodyDigest::of(t.as_bytes())),
                 message_id: 0,
             }),
             FrameKind::Connected => Incoming::Connected { heartbeat: None },
             FrameKind::Joined => Incoming::Subscribed { slot, head: num_at(&m.head).unwrap_or(0) },
             FrameKind::Left => Incoming::Unsubscribed { slot },
-            FrameKind::Error => Incoming::Error { msg, slot, code: str_at(&m.code).unwrap_or("").to_owned() },
+            FrameKind::Error if answered == Some(Purpose::Beat) => Incoming::Nothing,
+            FrameKind::Error => Incoming::Error {
+                msg: sent,
+                slot,
+                code: at(&m.code).as_deref().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).unwrap_or_default(),
+            },
             FrameKind::Ignore => Incoming::Nothing,
         }
     }
-}
 
-impl Frames {
     /// A frame the client writes (with the separator, if declared).
     fn frame(&self, mut text: String) -> Message {
         if let Some(separator) = &self.decl.separator {
@@ -378,8 +654,8 @@ impl Frames {
         Message::text(text)
     }
 
-    fn partial(&self) -> std::sync::MutexGuard<'_, String> {
-        self.partial.lock().expect("one task uses a client's frames")
+    fn conn(&self) -> MutexGuard<'_, Conn> {
+        self.conn.lock().expect("one task uses a client's frames")
     }
 }
 
@@ -393,8 +669,10 @@ impl FrameConfirm {
 }
 
 fn matches(m: &FrameMatcher, doc: &serde_json::Value) -> bool {
-    let present = |path: &String| json_path(doc, path).is_some_and(|v| !v.is_null());
-    m.when.iter().all(|(path, want)| json_path(doc, path) == Some(want)) && m.present.iter().all(present) && !m.absent.iter().any(present)
+    let present = |path: &String| json_value(doc, path).is_some_and(|v| !v.is_null());
+    m.when.iter().all(|(path, want)| json_value(doc, path).as_deref() == Some(want))
+        && m.present.iter().all(present)
+        && !m.absent.iter().any(present)
 }
 
 #[cfg(test)]
@@ -528,5 +806,196 @@ frames:
         assert_eq!(f.read(&Message::text(head.to_owned())), vec![]);
         f.hello("h");
         assert_eq!(f.read(&Message::text(format!("{ack}\u{1e}"))), vec![Incoming::Ack { msg, seq: 0 }]);
+    }
+
+    fn shipped(name: &str) -> crate::scenario::Scenario {
+        let path = format!("{}/../scenarios/protocols/{name}", env!("CARGO_MANIFEST_DIR"));
+        crate::scenario::parse_str(&std::fs::read_to_string(&path).unwrap(), name).unwrap()
+    }
+
+    /// Phoenix Channels: refs count frames per connection, a topic's
+    /// pushes carry its join's ref, and `phx_reply` means what the frame
+    /// with that ref was: a join confirmed or refused, a push acked or
+    /// refused, a leave done, a heartbeat answered. A new connection
+    /// counts from 1 again and forgets the old refs.
+    #[test]
+    fn refs_and_join_refs_are_per_connection_and_replies_mean_what_their_ref_was() {
+        let scenario = shipped("phoenix.yaml");
+        let f = wire(&scenario.system.protocol, true, &["room:1", "room:2"], "");
+        assert!(f.sends_need_join());
+        assert_eq!(f.heartbeat_every(), Some(Duration::from_secs(5)));
+        assert!(f.hello("h").is_none());
+        let frame = |m: Message| serde_json::from_str::<serde_json::Value>(&text(m)).unwrap();
+        assert_eq!(frame(f.subscribe(1, None, 0)), serde_json::json!(["1", "1", "room:2", "phx_join", {}]));
+        assert_eq!(frame(f.subscribe(0, None, 0)), serde_json::json!(["2", "2", "room:1", "phx_join", {}]));
+        let msg = msg_no(4, 1);
+        let push = frame(f.send(1, msg, "hi \"there\"").0);
+        assert_eq!((&push[0], &push[1], &push[2], &push[4]["body"]), (&"1".into(), &"3".into(), &"room:2".into(), &"hi \"there\"".into()));
+        assert_eq!(frame(f.heartbeat().unwrap()), serde_json::json!([null, "4", "phoenix", "heartbeat", {}]));
+        assert!(f.heartbeat_unanswered(), "no answer yet");
+        assert_eq!(frame(f.unsubscribe(0, 0)), serde_json::json!(["2", "5", "room:1", "phx_leave", {}]));
+        let reply = |r: &str, topic: &str, status: &str| {
+            f.read_one(&Message::text(
+                serde_json::json!(["1", r, topic, "phx_reply", {"status": status, "response": {"reason": "unauthorized"}}]).to_string(),
+            ))
+        };
+        assert_eq!(reply("1", "room:2", "ok"), Incoming::Subscribed { slot: Some(1), head: 0 });
+        assert_eq!(reply("2", "room:1", "error"), Incoming::Error { msg: None, slot: Some(0), code: "unauthorized".into() });
+        assert_eq!(reply("3", "room:2", "ok"), Incoming::Ack { msg, seq: 0 });
+        assert_eq!(reply("3", "room:2", "ok"), Incoming::Nothing, "a ref is answered once");
+        assert_eq!(reply("4", "phoenix", "ok"), Incoming::Nothing);
+        assert!(!f.heartbeat_unanswered(), "answered");
+        assert_eq!(reply("5", "room:1", "ok"), Incoming::Unsubscribed { slot: Some(0) });
+        assert_eq!(reply("99", "room:1", "ok"), Incoming::Nothing, "a ref never written");
+        let (push2, _) = f.send(0, msg_no(4, 2), "x");
+        assert_eq!(frame(push2)[1], "6");
+        assert_eq!(reply("6", "room:1", "error"), Incoming::Error { msg: Some(msg_no(4, 2)), slot: None, code: "unauthorized".into() });
+        let broadcast = format!(r#"[null,null,"room:2","new_msg",{{"id":"{}","body":"hi"}}]"#, wire_id(msg));
+        let Incoming::Msg(d) = f.read_one(&Message::text(broadcast)) else { panic!("a delivery") };
+        assert_eq!((d.msg, d.slot, d.label, d.body), (Some(msg), 1, Label::Ok, Some(BodyDigest::of(b"hi"))));
+        // A new connection.
+        f.heartbeat();
+        assert!(f.hello("h").is_none());
+        assert!(!f.heartbeat_unanswered(), "a new connection owes no answer");
+        assert_eq!(reply("1", "room:2", "ok"), Incoming::Nothing, "old refs are forgotten");
+        assert_eq!(frame(f.subscribe(0, None, 0))[1], "1");
+    }
+
+    /// ActionCable: `identifier` and `data` are JSON documents inside
+    /// strings; any room name and text survive being escaped twice, and
+    /// the room is read back out of the identifier a frame carries.
+    #[test]
+    fn json_documents_inside_strings_are_written_and_read() {
+        let scenario = shipped("actioncable.yaml");
+        let room = "lobby \"7\" \\ é";
+        let f = wire(&scenario.system.protocol, false, &[room, "other"], "");
+        assert_eq!(f.subprotocols(), Some("actioncable-v1-json, actioncable-unsupported"));
+        let doc = |m: Message| serde_json::from_str::<serde_json::Value>(&text(m)).unwrap();
+        let inner = |v: &serde_json::Value, k: &str| serde_json::from_str::<serde_json::Value>(v[k].as_str().unwrap()).unwrap();
+        let join = doc(f.subscribe(0, None, 0));
+        assert_eq!(inner(&join, "identifier"), serde_json::json!({"channel": "ChatChannel", "room": room}));
+        let msg = msg_no(2, 5);
+        let body = "say \"hi\"\n\\ {text} ✓";
+        let (send, digest) = f.send(0, msg, body);
+        let send = doc(send);
+        assert_eq!(inner(&send, "data"), serde_json::json!({"action": "speak", "id": wire_id(msg), "body": body}));
+        assert_eq!(digest, BodyDigest::of(body.as_bytes()), "the text is what subscribers get at message.body");
+        let identifier = join["identifier"].as_str().unwrap();
+        let read = |v: serde_json::Value| f.read_one(&Message::text(v.to_string()));
+        assert_eq!(
+            read(serde_json::json!({"identifier": identifier, "type": "confirm_subscription"})),
+            Incoming::Subscribed { slot: Some(0), head: 0 }
+        );
+        assert_eq!(
+            read(serde_json::json!({"identifier": identifier, "type": "reject_subscription"})),
+            Incoming::Error { msg: None, slot: Some(0), code: "reject_subscription".into() }
+        );
+        let Incoming::Msg(d) = read(serde_json::json!({"identifier": identifier, "message": {"id": wire_id(msg), "body": body}})) else {
+            panic!("a delivery")
+        };
+        assert_eq!((d.msg, d.slot, d.label, d.body), (Some(msg), 0, Label::Ok, Some(digest)));
+        assert_eq!(read(serde_json::json!({"type": "ping", "message": 1})), Incoming::Nothing);
+        assert_eq!(read(serde_json::json!({"type": "welcome"})), Incoming::Nothing);
+    }
+
+    /// SignalR: invocation ids count per connection; a completion acks the
+    /// send or confirms the join it answers, with `error` it refuses it.
+    #[test]
+    fn completions_answer_invocations_by_id() {
+        let scenario = shipped("signalr.yaml");
+        let f = wire(&scenario.system.protocol, true, &["room-1", "room-2"], "");
+        assert!(!f.sends_need_join());
+        assert_eq!(text(f.hello("h").unwrap()), "{\"protocol\":\"json\",\"version\":1}\u{1e}");
+        let record = |m: Message| serde_json::from_str::<serde_json::Value>(text(m).trim_end_matches('\u{1e}')).unwrap();
+        assert_eq!(record(f.subscribe(1, None, 0))["invocationId"], "1");
+        let msg = msg_no(1, 1);
+        assert_eq!(record(f.send(1, msg, "x").0)["invocationId"], "2");
+        assert_eq!(text(f.heartbeat().unwrap()), "{\"type\":6}\u{1e}");
+        assert!(!f.heartbeat_unanswered(), "SignalR pings are not answered");
+        let got = f.read(&Message::text(
+            "{}\u{1e}{\"type\":3,\"invocationId\":\"1\"}\u{1e}{\"type\":3,\"invocationId\":\"2\",\"error\":\"full\"}\u{1e}",
+        ));
+        assert_eq!(
+            got,
+            vec![
+                Incoming::Connected { heartbeat: None },
+                Incoming::Subscribed { slot: Some(1), head: 0 },
+                Incoming::Error { msg: Some(msg), slot: None, code: "full".into() }
+            ]
+        );
+        assert_eq!(
+            f.read(&Message::text("{\"error\":\"Requested protocol 'x' is not available.\"}\u{1e}")),
+            vec![Incoming::Error { msg: None, slot: None, code: "Requested protocol 'x' is not available.".into() }]
+        );
+    }
+
+    /// What each framework feature needs is asked for when the scenario is
+    /// read, naming the key.
+    #[test]
+    fn refs_replies_heartbeats_and_joins_are_checked_when_read() {
+        let base = shipped("phoenix.yaml");
+        let Declared::JsonFrames(decl) = &base.system.protocol else { panic!() };
+        let asked = Demands {
+            rooms_per_client: 2,
+            churn: true,
+            acks: true,
+            seq: false,
+            reference_history: false,
+            reference_server: false,
+            pure_senders: false,
+        };
+        assert_eq!(decl.validate(&asked), Ok(()));
+        let why = |change: &dyn Fn(&mut JsonFrames), asked: Demands| {
+            let mut d = decl.clone();
+            change(&mut d);
+            d.validate(&asked).err().map(|p| (p.key, p.why))
+        };
+        let has = |got: Option<(Option<&'static str>, String)>, key: Option<&str>, words: &str| {
+            let (k, w) = got.expect("refused");
+            assert!(k == key && w.contains(words), "{k:?}: {w}");
+        };
+        has(why(&|_| {}, Demands { pure_senders: true, ..asked }), None, "chatters_per_room");
+        has(why(&|d| d.frames[0].answers = None, asked), None, "is: reply needs ref");
+        has(why(&|d| d.send = d.send.replace("\"{ref}\"", "\"x\""), asked), None, "acks");
+        has(
+            why(
+                &|d| {
+                    d.join = d.join.replace("{ref}", "x");
+                    d.leave = d.leave.as_ref().map(|l| l.replace("{ref}", "x"));
+                    d.send = d.send.replace("{ref}", "x");
+                    d.heartbeat = None;
+                },
+                asked,
+            ),
+            None,
+            "no template writes {ref}",
+        );
+        has(why(&|d| d.join = d.join.replace("\"{ref}\",\"{ref}\"", "null,null"), asked), None, "confirmed: frame");
+        has(why(&|d| d.leave = d.leave.as_ref().map(|l| l.replace("\"{ref}\"", "null")), asked), None, "is: left");
+        has(
+            why(&|d| d.heartbeat.as_mut().unwrap().frame = "[null,null,\"phoenix\",\"heartbeat\",{}]".into(), asked),
+            Some("heartbeat"),
+            "answered",
+        );
+        has(why(&|d| d.heartbeat.as_mut().unwrap().every = HumanDuration(Duration::ZERO), asked), Some("heartbeat"), "longer than 0s");
+        has(why(&|d| d.heartbeat.as_mut().unwrap().frame = "[null,\"{ref}\"".into(), asked), None, "heartbeat.frame is not JSON");
+        // Without churn, no leave confirmation is needed.
+        assert_eq!(why(&|d| d.leave = None, Demands { churn: false, ..asked }), None);
+        // A send that needs no join, with pure senders.
+        assert_eq!(why(&|d| d.send = d.send.replace("{join_ref}", "1"), Demands { pure_senders: true, ..asked }), None);
+    }
+
+    /// A server that answers no ref cannot grow a client without bound.
+    #[test]
+    fn unanswered_refs_are_bounded() {
+        let Declared::JsonFrames(decl) = shipped("phoenix.yaml").system.protocol else { panic!() };
+        let f = Frames::new(&decl, None).unwrap();
+        let rooms = Rooms::new(vec!["room:1".into()]);
+        for k in 0..(MAX_REFS as u32 + 100) {
+            f.send(&rooms, 0, msg_no(1, k), "x");
+        }
+        let conn = f.conn();
+        assert_eq!((conn.refs.len(), conn.last_ref), (MAX_REFS, MAX_REFS as u64 + 100));
+        assert_eq!(conn.refs.first_key_value().map(|(r, _)| *r), Some(101), "the oldest go first");
     }
 }

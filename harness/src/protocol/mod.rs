@@ -208,10 +208,25 @@ pub(crate) trait Speak: fmt::Debug + Send + Sync {
     fn heartbeat(&self) -> Option<Message> {
         None
     }
+    /// How often the client beats when the server's hello does not say
+    /// (a declared interval).
+    fn heartbeat_every(&self) -> Option<Duration> {
+        None
+    }
+    /// The last heartbeat is still unanswered where answers are promised:
+    /// the connection is taken for dead.
+    fn heartbeat_unanswered(&self) -> bool {
+        false
+    }
     /// How long after a join or leave it counts as done, for a server
     /// that confirms neither (None: wait for its confirmation).
     fn done_after(&self) -> Option<Duration> {
         None
+    }
+    /// The server takes a send only in a room the connection joined: a
+    /// client sends nothing into a room while it is away from it.
+    fn sends_need_join(&self) -> bool {
+        false
     }
     /// A join can resume after a seq (`after`): only then does a client
     /// that saw a room's seq ask for what it missed.
@@ -260,6 +275,8 @@ pub(crate) struct Demands {
     pub reference_history: bool,
     /// The reference server runs (no `system.command`, no `system.external`).
     pub reference_server: bool,
+    /// Some clients send without joining the room (`senders_per_room`).
+    pub pure_senders: bool,
 }
 
 /// What is wrong with a declaration: `key` inside its section, if one key.
@@ -335,12 +352,24 @@ impl Wire {
         self.speaks.heartbeat()
     }
 
+    pub(crate) fn heartbeat_every(&self) -> Option<Duration> {
+        self.speaks.heartbeat_every()
+    }
+
+    pub(crate) fn heartbeat_unanswered(&self) -> bool {
+        self.speaks.heartbeat_unanswered()
+    }
+
     pub(crate) fn done_after(&self) -> Option<Duration> {
         self.speaks.done_after()
     }
 
     pub(crate) fn resumes(&self) -> bool {
         self.speaks.resumes()
+    }
+
+    pub(crate) fn sends_need_join(&self) -> bool {
+        self.speaks.sends_need_join()
     }
 
     pub(crate) fn leave_done_after(&self) -> Option<Duration> {

@@ -866,8 +866,15 @@ mod tests {
 
     #[test]
     fn declarations_that_cannot_work_are_refused() {
-        let asked =
-            Demands { rooms_per_client: 1, churn: false, acks: true, seq: false, reference_history: false, reference_server: false };
+        let asked = Demands {
+            rooms_per_client: 1,
+            churn: false,
+            acks: true,
+            seq: false,
+            reference_history: false,
+            reference_server: false,
+            pure_senders: false,
+        };
         let why = |s: MqttSettings, asked: Demands| s.validate(&asked).err().map(|p| (p.key, p.why));
         assert_eq!(why(qos(1), asked), None);
         assert_eq!(why(qos(0), Demands { acks: false, ..asked }), None);

@@ -4,7 +4,7 @@
 //! templates get when a scenario is read.
 
 use super::Problem;
-use super::json_doc::{IdReader, JsonId, find_key, json_path, strings};
+use super::json_doc::{IdReader, JsonId, find_key, json_path, strings, unfold};
 use crate::message::BodyDigest;
 use std::borrow::Cow;
 
@@ -45,6 +45,163 @@ pub(crate) fn fill(template: &str, room: &str, id: &str, text: &str) -> String {
     fill_body(&template.replace("{room}", &room_escaped), true, id, text)
 }
 
+/// A placeholder of a [`Template`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Room,
+    Id,
+    Text,
+    After,
+    Ref,
+    JoinRef,
+    Client,
+    Token,
+}
+
+impl Slot {
+    const ALL: [(&'static str, Slot); 8] = [
+        ("{room}", Slot::Room),
+        ("{id}", Slot::Id),
+        ("{text}", Slot::Text),
+        ("{after}", Slot::After),
+        ("{ref}", Slot::Ref),
+        ("{join_ref}", Slot::JoinRef),
+        ("{client}", Slot::Client),
+        ("{token}", Slot::Token),
+    ];
+}
+
+/// A JSON template read once: its text and placeholders, each knowing how
+/// many JSON strings it sits in. A value inside one string is escaped once
+/// (`"{text}"`), inside a JSON document that is itself a string value
+/// twice (ActionCable's `"identifier":"{\"room\":\"{room}\"}"`), outside
+/// any string not at all (`"after":{after}`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Template(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Slot(Slot, usize),
+}
+
+/// The first of the private-use characters standing for a template's
+/// placeholders while it is read (JSON escaping leaves them as they are).
+const FIRST_MARK: u32 = 0xF0000;
+
+impl Template {
+    pub(crate) fn new(text: &str) -> Self {
+        let mut slots = Vec::new();
+        let mut marked = String::with_capacity(text.len());
+        let mut literal = String::new();
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            match Slot::ALL.iter().find(|(name, _)| rest.starts_with(name)) {
+                Some((name, slot)) if slots.len() < 0xFFFD => {
+                    marked.push(char::from_u32(FIRST_MARK + slots.len() as u32).expect("a private-use character"));
+                    pieces.push(std::mem::take(&mut literal));
+                    slots.push(*slot);
+                    rest = &rest[name.len()..];
+                }
+                _ => {
+                    let c = rest.chars().next().expect("not empty");
+                    marked.push(c);
+                    literal.push(c);
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+        let mut depth = vec![0; slots.len()];
+        string_depths(&marked, 0, &mut depth);
+        let mut parts = Vec::with_capacity(2 * slots.len() + 1);
+        for ((piece, slot), depth) in pieces.into_iter().zip(slots).zip(depth) {
+            if !piece.is_empty() {
+                parts.push(Part::Text(piece));
+            }
+            parts.push(Part::Slot(slot, depth));
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        Template(parts)
+    }
+
+    /// Whether it has this placeholder.
+    pub(crate) fn has(&self, slot: Slot) -> bool {
+        self.0.iter().any(|p| matches!(p, Part::Slot(s, _) if *s == slot))
+    }
+
+    /// The template with each placeholder's value, escaped as often as it
+    /// sits in strings.
+    pub(crate) fn fill<'a>(&self, value: impl Fn(Slot) -> std::borrow::Cow<'a, str>) -> String {
+        let mut out = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Slot(slot, depth) => out.push_str(&escaped(&value(*slot), *depth)),
+            }
+        }
+        out
+    }
+}
+
+/// `s` JSON-escaped `times` times (without the quotes).
+fn escaped(s: &str, times: usize) -> Cow<'_, str> {
+    let mut v = Cow::Borrowed(s);
+    for _ in 0..times {
+        let quoted = serde_json::to_string(&*v).expect("a string always serializes");
+        v = Cow::Owned(quoted[1..quoted.len() - 1].to_owned());
+    }
+    v
+}
+
+/// How many strings each mark of `text` sits in, counting from `depth`:
+/// a string whose text is a JSON object or array is read on into.
+fn string_depths(text: &str, depth: usize, out: &mut [usize]) {
+    let count = out.len();
+    let mark = |c: char| (c as u32).checked_sub(FIRST_MARK).map(|i| i as usize).filter(|i| *i < count);
+    let mut chars = text.char_indices();
+    while let Some((start, c)) = chars.next() {
+        if let Some(i) = mark(c) {
+            out[i] = depth;
+            continue;
+        }
+        if c != '"' {
+            continue;
+        }
+        let mut end = text.len();
+        let mut escape = false;
+        for (j, c) in chars.by_ref() {
+            match (escape, c) {
+                (true, _) => escape = false,
+                (false, '\\') => escape = true,
+                (false, '"') => {
+                    end = j + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let literal = &text[start..end];
+        let inner = serde_json::from_str::<String>(literal).unwrap_or_else(|_| literal.trim_matches('"').to_owned());
+        if !inner.chars().any(|c| mark(c).is_some()) {
+            continue;
+        }
+        let probe: String = inner.chars().map(|c| if mark(c).is_some() { '0' } else { c }).collect();
+        let trimmed = probe.trim_start();
+        if (trimmed.starts_with('{') || trimmed.starts_with('[')) && serde_json::from_str::<serde_json::Value>(&probe).is_ok() {
+            string_depths(&inner, depth + 1, out);
+        } else {
+            for c in inner.chars() {
+                if let Some(i) = mark(c) {
+                    out[i] = depth + 1;
+                }
+            }
+        }
+    }
+}
+
 /// Marks standing for the text, id and room in a template filled once, to
 /// see where they land (private-use characters: JSON leaves them as they are).
 const TEXT_MARK: &str = "\u{E000}";
@@ -67,7 +224,7 @@ impl ExpectedText {
     /// (`room`, `id`, `text`); `path`: where deliveries carry the text.
     pub(crate) fn new(filled: &str, path: Option<&str>) -> Self {
         let Some(path) = path else { return Self(None) };
-        let Ok(doc) = serde_json::from_str::<serde_json::Value>(filled) else { return Self(None) };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(filled).map(unfold) else { return Self(None) };
         let last = path.rsplit('.').next().unwrap_or(path);
         let value = json_path(&doc, path).or_else(|| find_key(&doc, last)).and_then(|v| v.as_str());
         Self(value.filter(|v| *v != TEXT_MARK).map(str::to_owned))
@@ -99,7 +256,6 @@ pub(crate) fn check_is_json(name: &str, filled: &str) -> Result<(), Problem> {
 /// they echo in their own object, so the path is only checked where the
 /// template has it; the pattern must find the id in some string of it.
 pub(crate) fn id_findable(id: &JsonId, template: &str) -> Result<(), Problem> {
-    let reader = IdReader::json(id).map_err(|e| Problem::from(format!("pattern does not compile: {e}")))?;
     if !template.contains("{id}") {
         return Err(Problem::from(format!("the id travels in the JSON body, but the SEND body template {template:?} has no {{id}}")));
     }
@@ -109,9 +265,18 @@ pub(crate) fn id_findable(id: &JsonId, template: &str) -> Result<(), Problem> {
             id.json
         )));
     }
-    let sample = "m4294967297";
-    let body = fill_body(template, true, sample, "hello [x] 42");
-    let doc: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("the filled SEND body is not JSON: {e}"))?;
+    id_found(id, template, &fill_body(template, true, SAMPLE_ID, "hello [x] 42"))
+}
+
+/// The sample id templates are checked with.
+const SAMPLE_ID: &str = "m4294967297";
+
+/// Whether a JSON id declaration finds the id in `body`, a send filled from
+/// `template` with [`SAMPLE_ID`] (read on into strings holding JSON).
+pub(crate) fn id_found(id: &JsonId, template: &str, body: &str) -> Result<(), Problem> {
+    let reader = IdReader::json(id).map_err(|e| Problem::from(format!("pattern does not compile: {e}")))?;
+    let sample = SAMPLE_ID;
+    let doc: serde_json::Value = serde_json::from_str(body).map(unfold).map_err(|e| format!("the filled SEND body is not JSON: {e}"))?;
     let mut texts = Vec::new();
     strings(&doc, &mut texts);
     let found = match json_path(&doc, &id.json) {
@@ -164,5 +329,46 @@ mod tests {
         assert_eq!(v["content"], text);
         assert!(!is_json_template("{text}") && !is_json_template("{text} ({id})"));
         assert_eq!(fill_body("{text}", false, "m1", text), text, "a bare {{text}} template is the text itself");
+    }
+
+    /// A value is escaped once per string it sits in: none outside
+    /// strings, twice in a JSON document that is a string value
+    /// (ActionCable's `identifier` and `data`), three times a level deeper.
+    #[test]
+    fn templates_escape_each_value_once_per_string_around_it() {
+        let hostile = "a\"b\\c\n{room}";
+        let value = |slot: Slot| -> Cow<'static, str> {
+            match slot {
+                Slot::After => "7".into(),
+                Slot::Ref => "12".into(),
+                Slot::Id => "m1".into(),
+                _ => hostile.into(),
+            }
+        };
+        let cable = Template::new(
+            r#"{"command":"message","identifier":"{\"channel\":\"Chat\",\"room\":\"{room}\"}","data":"{\"id\":\"{id}\",\"body\":\"{text}\",\"n\":{after}}","ref":"{ref}","k":{ref}}"#,
+        );
+        let doc: serde_json::Value = serde_json::from_str(&cable.fill(value)).expect("JSON, whatever the text");
+        let identifier: serde_json::Value = serde_json::from_str(doc["identifier"].as_str().unwrap()).unwrap();
+        let data: serde_json::Value = serde_json::from_str(doc["data"].as_str().unwrap()).unwrap();
+        assert_eq!((identifier["room"].as_str(), identifier["channel"].as_str()), (Some(hostile), Some("Chat")));
+        assert_eq!((data["id"].as_str(), data["body"].as_str(), data["n"].as_u64()), (Some("m1"), Some(hostile), Some(7)));
+        assert_eq!((doc["ref"].as_str(), doc["k"].as_u64()), (Some("12"), Some(12)));
+        assert!(cable.has(Slot::Ref) && cable.has(Slot::After) && !cable.has(Slot::JoinRef));
+        // Three levels.
+        let deep = Template::new(r#"{"a":"{\"b\":\"{\\\"c\\\":\\\"{text}\\\"}\"}"}"#);
+        let doc: serde_json::Value = serde_json::from_str(&deep.fill(value)).unwrap();
+        let b: serde_json::Value = serde_json::from_str(doc["a"].as_str().unwrap()).unwrap();
+        let c: serde_json::Value = serde_json::from_str(b["b"].as_str().unwrap()).unwrap();
+        assert_eq!(c["c"], hostile);
+        // A string that only looks like JSON around a value is one string.
+        let plain = Template::new(r#"{"t":"[{text}]","u":"{ {text} }"}"#);
+        let doc: serde_json::Value = serde_json::from_str(&plain.fill(value)).unwrap();
+        assert_eq!(doc["t"].as_str(), Some(format!("[{hostile}]").as_str()));
+        assert_eq!(doc["u"].as_str(), Some(format!("{{ {hostile} }}").as_str()));
+        // Phoenix's array frames.
+        let phoenix = Template::new(r#"["{join_ref}","{ref}","{room}","new_msg",{"body":"{text}"}]"#);
+        assert_eq!(phoenix.fill(|s| if s == Slot::Text { "x".into() } else { "r".into() }), r#"["r","r","r","new_msg",{"body":"x"}]"#);
+        assert_eq!(Template::new("no placeholders").fill(value), "no placeholders");
     }
 }

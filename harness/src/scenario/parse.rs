@@ -329,6 +329,7 @@ fn validate_declarations(s: &Scenario) -> Result<(), Violation> {
         seq: sys.guarantees.seq(),
         reference_history: sys.guarantees.history.is_reference(),
         reference_server: sys.command.is_none() && sys.external.is_none(),
+        pure_senders: s.workload.senders_per_room > 0,
     };
     sys.protocol.validate(&asked).map_err(|problem| {
         let path = ["system"].into_iter().chain(sys.protocol.section()).chain(problem.key).collect();
