@@ -8,7 +8,12 @@ use std::process::{Command, Output};
 pub const BIN: &str = env!("CARGO_BIN_EXE_chatbench");
 
 pub fn run(file: &Path, out: &Path) -> Output {
-    Command::new(BIN).args(["run", file.to_str().unwrap(), "--quiet", "--out", out.to_str().unwrap()]).output().unwrap()
+    run_with(file, out, &[])
+}
+
+/// [`run`] with more flags.
+pub fn run_with(file: &Path, out: &Path, flags: &[&str]) -> Output {
+    Command::new(BIN).args(["run", file.to_str().unwrap(), "--quiet", "--out", out.to_str().unwrap()]).args(flags).output().unwrap()
 }
 
 pub fn report(out: &Path) -> serde_json::Value {
