@@ -40,8 +40,8 @@ pub struct JsonFrames {
     #[serde(default = "default_path")]
     pub path: String,
     /// A first frame on every connection, e.g. an authentication
-    /// `'{"type":"auth","token":"{token}"}'` (`{token}`, `{client}`, and
-    /// `{room}`: the home room). With an `is: connected` matcher the client
+    /// `'{"type":"auth","token":"{token}"}'` (`{token}`, `{client}` (both
+    /// in every template), and `{room}`: the home room). With an `is: connected` matcher the client
     /// waits for that answer before joining (an `error` frame first is a
     /// refusal); without one it goes on at once.
     #[serde(default)]
@@ -344,16 +344,7 @@ impl Declaration for JsonFrames {
     }
 
     fn speaker(&self, who: &Who<'_>, _: Promises, rooms: &Rooms) -> Box<dyn Speak> {
-        let hello = self.hello.as_deref().map(|t| {
-            let client = who.client.to_string();
-            Template::new(t).fill(|slot| match slot {
-                Slot::Client => Cow::Owned(client.clone()),
-                Slot::Token => Cow::Owned(who.token.to_owned()),
-                Slot::Room => Cow::Owned(rooms.home().to_owned()),
-                _ => Cow::Borrowed(""),
-            })
-        });
-        Box::new(Frames::new(self, hello).expect("id patterns are checked when the scenario is read"))
+        Box::new(Frames::new(self, who.client, who.token, rooms.home()).expect("id patterns are checked when the scenario is read"))
     }
 }
 
@@ -381,6 +372,9 @@ pub(crate) struct Frames {
     subprotocols: Option<String>,
     /// Sends only into joined rooms (read on every send: worked out once).
     needs_join: bool,
+    /// `{client}` and `{token}`, in any template.
+    client: String,
+    token: String,
     /// This connection's state (one task uses a client's frames; cleared
     /// at each hello).
     conn: Mutex<Conn>,
@@ -436,9 +430,18 @@ impl Conn {
 }
 
 impl Frames {
-    /// `hello`: the declaration's hello frame, filled for this client.
+    /// For `client` with its `token`, whose home room is `home`.
     /// Err: an id pattern that does not compile (refused when the scenario is read).
-    fn new(decl: &JsonFrames, hello: Option<String>) -> Result<Self, regex::Error> {
+    fn new(decl: &JsonFrames, client: u32, token: &str, home: &str) -> Result<Self, regex::Error> {
+        let client = client.to_string();
+        let hello = decl.hello.as_deref().map(|t| {
+            Template::new(t).fill(|slot| match slot {
+                Slot::Client => Cow::Borrowed(client.as_str()),
+                Slot::Token => Cow::Borrowed(token),
+                Slot::Room => Cow::Borrowed(home),
+                _ => Cow::Borrowed(""),
+            })
+        });
         let ids = decl.frames.iter().map(|m| m.id.as_ref().map(IdReader::json).transpose()).collect::<Result<_, _>>()?;
         let send = Template::new(&decl.send);
         let (room, id, text) = ExpectedText::marks();
@@ -463,6 +466,8 @@ impl Frames {
             expected,
             subprotocols,
             needs_join: decl.needs_join(),
+            token: token.to_owned(),
+            client,
             conn: Mutex::default(),
         })
     }
@@ -495,7 +500,8 @@ impl Frames {
             Slot::After => Cow::Owned(v.after.to_string()),
             Slot::Ref => num(this),
             Slot::JoinRef => num(join_ref),
-            Slot::Client | Slot::Token => Cow::Borrowed(""),
+            Slot::Client => Cow::Borrowed(&self.client),
+            Slot::Token => Cow::Borrowed(&self.token),
         })
     }
 }
@@ -989,7 +995,7 @@ frames:
     #[test]
     fn unanswered_refs_are_bounded() {
         let Declared::JsonFrames(decl) = shipped("phoenix.yaml").system.protocol else { panic!() };
-        let f = Frames::new(&decl, None).unwrap();
+        let f = Frames::new(&decl, 0, "", "room:1").unwrap();
         let rooms = Rooms::new(vec!["room:1".into()]);
         for k in 0..(MAX_REFS as u32 + 100) {
             f.send(&rooms, 0, msg_no(1, k), "x");
@@ -997,5 +1003,27 @@ frames:
         let conn = f.conn();
         assert_eq!((conn.refs.len(), conn.last_ref), (MAX_REFS, MAX_REFS as u64 + 100));
         assert_eq!(conn.refs.first_key_value().map(|(r, _)| *r), Some(101), "the oldest go first");
+    }
+
+    /// `{client}` and `{token}` are filled in every template, not only hello.
+    #[test]
+    fn client_and_token_fill_every_template() {
+        let decl: JsonFrames = serde_saphyr::from_str(
+            r#"
+hello: '{"auth":"{token}","user":"c{client}","home":"{room}"}'
+join: '{"join":"{room}","user":"c{client}"}'
+send: '{"room":"{room}","id":"{id}","text":"{text}","user":"c{client}","auth":"{token}"}'
+confirmed: {after: 100ms}
+frames:
+  - {match: {t: m}, is: delivery, id: {json: id}}
+"#,
+        )
+        .unwrap();
+        let f = wire(&Declared::JsonFrames(decl), false, &["room-1"], "tok\"en");
+        let doc = |m: Message| serde_json::from_str::<serde_json::Value>(&text(m)).unwrap();
+        assert_eq!(doc(f.hello("h").unwrap()), serde_json::json!({"auth": "tok\"en", "user": "c3", "home": "room-1"}));
+        assert_eq!(doc(f.subscribe(0, None, 0))["user"], "c3");
+        let send = doc(f.send(0, msg_no(3, 0), "x").0);
+        assert_eq!((&send["user"], &send["auth"]), (&"c3".into(), &"tok\"en".into()));
     }
 }
