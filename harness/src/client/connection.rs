@@ -504,9 +504,16 @@ impl<'a> Client<'a> {
         self.heartbeat = self.heartbeat.or_else(|| self.ctx.wire.heartbeat_every());
         self.next_heartbeat = self.heartbeat.map(|h| self.now() + h.as_nanos() as u64);
         for slot in 0..self.rooms.len() {
-            if self.rooms[slot].phase == Phase::Idle
-                && let Err(code) = self.subscribe(&mut write, slot, rec).await
-            {
+            if self.rooms[slot].phase != Phase::Idle {
+                continue;
+            }
+            if self.ctx.wire.session_keeps(slot) {
+                // The connection's answer confirmed the subscription.
+                rec.record(EventKind::Subscribing { room: self.ctx.rooms[slot].0, after: None });
+                self.rooms[slot].phase = Phase::Requested;
+                self.rooms[slot].pending_after = None;
+                self.on_subscribed(Some(slot), 0, rec);
+            } else if let Err(code) = self.subscribe(&mut write, slot, rec).await {
                 return SessionEnd::Broken(code);
             }
         }

@@ -223,6 +223,12 @@ pub(crate) trait Speak: fmt::Debug + Send + Sync {
     fn done_after(&self) -> Option<Duration> {
         None
     }
+    /// After a reconnect: the server kept this room's subscription (an
+    /// MQTT session present), so the connection's answer confirmed it and
+    /// no join is sent.
+    fn session_keeps(&self, _slot: usize) -> bool {
+        false
+    }
     /// The server takes a send only in a room the connection joined: a
     /// client sends nothing into a room while it is away from it.
     fn sends_need_join(&self) -> bool {
@@ -366,6 +372,10 @@ impl Wire {
 
     pub(crate) fn resumes(&self) -> bool {
         self.speaks.resumes()
+    }
+
+    pub(crate) fn session_keeps(&self, slot: usize) -> bool {
+        self.speaks.session_keeps(slot)
     }
 
     pub(crate) fn sends_need_join(&self) -> bool {

@@ -32,7 +32,7 @@ use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -254,6 +254,11 @@ struct Session {
     received_by_broker: HashSet<u16>,
     /// QoS 2 deliveries passed on and not yet released by the broker.
     delivered: HashSet<u16>,
+    /// Room slots the broker confirmed a subscription to (SUBACK), until
+    /// an UNSUBSCRIBE goes: what a session it kept still holds.
+    subscribed: BTreeSet<usize>,
+    /// The last CONNACK said the broker kept this persistent session.
+    present: bool,
     /// The start of a packet the last frame cut (MQTT over WebSocket may
     /// split a packet over frames: aedes writes a header, then the rest).
     /// Per connection; bounded by the packet limit.
@@ -294,6 +299,8 @@ impl Session {
 enum Packet {
     ConnAck {
         refused: Option<String>,
+        /// The broker kept the session (its subscriptions and packet ids).
+        present: bool,
     },
     Publish {
         topic: String,
@@ -462,11 +469,19 @@ impl Mqtt {
     fn on_packet(&self, rooms: &Rooms, packet: Packet, out: &mut Vec<Incoming>) {
         let mut session = self.session();
         match packet {
-            Packet::ConnAck { refused: None } => {
+            Packet::ConnAck { refused: None, present } => {
+                session.present = present && !self.settings.clean_session;
+                if !session.present {
+                    // No subscriptions kept. Packet ids in flight are kept
+                    // and resent as they were (as MQTT.js and Paho do): aedes
+                    // says "no session" to a client that only publishes,
+                    // yet keeps its QoS 2 packet ids to drop a resend by.
+                    session.subscribed.clear();
+                }
                 let half = self.settings.keep_alive.0 / 2;
                 out.push(Incoming::Connected { heartbeat: (!half.is_zero()).then_some(half) });
             }
-            Packet::ConnAck { refused: Some(code) } => out.push(Incoming::Error { msg: None, slot: None, code }),
+            Packet::ConnAck { refused: Some(code), .. } => out.push(Incoming::Error { msg: None, slot: None, code }),
             Packet::Publish { topic, qos, pkid, payload } => {
                 match qos {
                     0 => {}
@@ -512,6 +527,9 @@ impl Mqtt {
             }
             Packet::SubAck { pkid, refused } => {
                 if let Some(Pending::Join(slot)) = session.done(pkid) {
+                    if refused.is_none() {
+                        session.subscribed.insert(slot);
+                    }
                     out.push(match refused {
                         None => Incoming::Subscribed { slot: Some(slot), head: 0 },
                         Some(code) => Incoming::Error { msg: None, slot: Some(slot), code },
@@ -579,7 +597,10 @@ impl Speak for Mqtt {
     }
 
     fn leave(&self, rooms: &Rooms, slot: usize, _: u64) -> Message {
-        let pkid = self.session().take(Pending::Leave(slot));
+        let mut session = self.session();
+        session.subscribed.remove(&slot);
+        let pkid = session.take(Pending::Leave(slot));
+        drop(session);
         self.encode(Out::Unsubscribe { pkid, topic: self.room_topic(rooms.name(slot)) })
     }
 
@@ -614,6 +635,14 @@ impl Speak for Mqtt {
 
     fn heartbeat(&self) -> Option<Message> {
         Some(self.encode(Out::PingReq))
+    }
+
+    /// A persistent session the broker kept holds the subscription: no
+    /// SUBSCRIBE again (as MQTT.js and Paho do; a second one may make a
+    /// broker send its queued messages twice).
+    fn session_keeps(&self, slot: usize) -> bool {
+        let session = self.session();
+        session.present && session.subscribed.contains(&slot)
     }
 
     /// Every whole packet in what arrived so far; the start of a cut one
@@ -656,9 +685,10 @@ fn v5_qos(qos: u8) -> rumqttc::v5::mqttbytes::QoS {
 
 fn from_v4(p: v4::Packet) -> Packet {
     match p {
-        v4::Packet::ConnAck(a) => {
-            Packet::ConnAck { refused: (a.code != v4::ConnectReturnCode::Success).then(|| format!("CONNACK {:?}", a.code)) }
-        }
+        v4::Packet::ConnAck(a) => Packet::ConnAck {
+            refused: (a.code != v4::ConnectReturnCode::Success).then(|| format!("CONNACK {:?}", a.code)),
+            present: a.session_present,
+        },
         v4::Packet::Publish(p) => Packet::Publish { topic: p.topic, qos: p.qos as u8, pkid: p.pkid, payload: p.payload },
         v4::Packet::PubAck(a) => Packet::PubAck { pkid: a.pkid, refused: None },
         v4::Packet::PubRec(a) => Packet::PubRec { pkid: a.pkid, refused: None },
@@ -677,7 +707,9 @@ fn from_v4(p: v4::Packet) -> Packet {
 fn from_v5(p: v5::Packet) -> Packet {
     let refused = |ok: bool, what: &str, reason: &dyn std::fmt::Debug| (!ok).then(|| format!("{what} {reason:?}"));
     match p {
-        v5::Packet::ConnAck(a) => Packet::ConnAck { refused: refused(a.code == v5::ConnectReturnCode::Success, "CONNACK", &a.code) },
+        v5::Packet::ConnAck(a) => {
+            Packet::ConnAck { refused: refused(a.code == v5::ConnectReturnCode::Success, "CONNACK", &a.code), present: a.session_present }
+        }
         v5::Packet::Publish(p) => {
             Packet::Publish { topic: String::from_utf8_lossy(&p.topic).into_owned(), qos: p.qos as u8, pkid: p.pkid, payload: p.payload }
         }
@@ -900,5 +932,47 @@ mod tests {
             let (got_key, got) = why(settings, asked).expect("refused");
             assert!(got_key == key && got.contains(want), "{want}: {got_key:?} {got}");
         }
+    }
+
+    /// A persistent session the broker kept (CONNACK session present)
+    /// holds the subscriptions it confirmed: they are not asked for again;
+    /// a broker that kept none, a clean session, or a room left, is.
+    #[test]
+    fn a_kept_session_keeps_its_subscriptions() {
+        let connack = |present: bool| frame_v4(&[v4::Packet::ConnAck(v4::ConnAck::new(v4::ConnectReturnCode::Success, present))]);
+        let suback = |pkid: u16| {
+            frame_v4(&[v4::Packet::SubAck(v4::SubAck::new(
+                pkid,
+                vec![v4::SubscribeReasonCode::Success(rumqttc::mqttbytes::QoS::ExactlyOnce)],
+            ))])
+        };
+        let subscribe = |w: &Wire, slot: usize| {
+            let v4::Packet::Subscribe(s) = sent_v4(w.subscribe(slot, None, 0)) else { panic!("SUBSCRIBE") };
+            w.read(&suback(s.pkid));
+        };
+        let w = mqtt(MqttSettings { clean_session: false, ..qos(2) });
+        w.hello("h");
+        w.read(&connack(false));
+        assert!(!w.session_keeps(0), "nothing subscribed yet");
+        subscribe(&w, 0);
+        subscribe(&w, 1);
+        w.hello("h");
+        w.read(&connack(true));
+        assert!(w.session_keeps(0) && w.session_keeps(1), "the broker kept both");
+        w.unsubscribe(1, 0);
+        w.hello("h");
+        w.read(&connack(true));
+        assert!(w.session_keeps(0) && !w.session_keeps(1), "a room left is joined again");
+        w.hello("h");
+        w.read(&connack(false));
+        assert!(!w.session_keeps(0), "a broker that kept no session has no subscriptions");
+        // A clean session never keeps anything, whatever the broker says.
+        let clean = mqtt(qos(2));
+        clean.hello("h");
+        clean.read(&connack(false));
+        subscribe(&clean, 0);
+        clean.hello("h");
+        clean.read(&connack(true));
+        assert!(!clean.session_keeps(0));
     }
 }
