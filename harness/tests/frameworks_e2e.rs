@@ -368,6 +368,11 @@ async fn healthy(shape: Shape) {
     assert_eq!(code, Some(0), "{shape:?}: {out}");
     let counts = &r["modes"][0]["counts"];
     assert!(counts["delivered"].as_u64().unwrap() > 200, "{shape:?}: {counts}");
+    let lat = &r["modes"][0]["latency"]["delivery"];
+    eprintln!(
+        "{shape:?}: sent {} acked {} delivered {}, delivery p50 {} µs p99 {} µs",
+        counts["sent"], counts["acked"], counts["delivered"], lat["p50_us"], lat["p99_us"]
+    );
 }
 
 async fn broken(shape: Shape, brk: Break, expected: &str) {
