@@ -315,6 +315,20 @@ fn dump(t: &Trace, client: Option<u32>, msg: Option<u64>, out: &mut impl std::io
     Ok(())
 }
 
+/// The client connections this process opens: a shard's share of the
+/// scenario's (its rooms' clients), what opens them, and how many
+/// processes share the scenario's clients.
+fn client_sockets(scenario: &Scenario, shard: Option<crate::trace::ShardOf>) -> (u64, String, u64) {
+    let workload = &scenario.workload;
+    match shard {
+        None => (workload.connections(), "the scenario".into(), 1),
+        Some(s) => {
+            let rooms = (0..workload.rooms).filter(|r| s.owns_room(*r)).count() as u32;
+            (workload.connections_in(rooms), format!("shard {}/{}", s.index, s.count), u64::from(s.count))
+        }
+    }
+}
+
 /// `--url`: the external system's URLs, one node each.
 fn use_urls(scenario: &mut Scenario, urls: &[String]) -> Result<(), String> {
     let Some(external) = scenario.system.external.as_mut() else {
@@ -423,7 +437,8 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     // Each connection is a socket, and a second one in the harness's proxy
     // when the scenario faults the clients' links.
     let per_connection = if scenario.needs_link_proxies(crate::scenario::LinkTarget::Clients) { 3 } else { 1 };
-    if let Err(e) = crate::resources::ensure_fd_limit(scenario.workload.connections() * per_connection) {
+    let (sockets, who, processes) = client_sockets(&scenario, args.shard);
+    if let Err(e) = crate::resources::ensure_fd_limit(sockets * per_connection, &who, processes) {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_INFRA);
     }
@@ -768,4 +783,31 @@ fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> 
     };
     print!("{}", crate::report::table::render(&report));
     ExitCode::from(if report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard opens its own rooms' clients, not the scenario's: 60,032
+    /// clients over 16 rooms in 4 shards are 15,008 per shard; 5 rooms in
+    /// 2 shards split 3 and 2.
+    #[test]
+    fn a_shard_counts_its_own_share_of_the_connections() {
+        let yaml = |rooms: u32| {
+            format!(
+                "name: big\ntopology: {{nodes: 4}}\nworkload: {{rooms: {rooms}, subscribers_per_room: 3750, senders_per_room: 1, chatters_per_room: 1, \
+                 load: {{open: {{rate_per_s: 10}}}}, duration: 2s}}\n"
+            )
+        };
+        let scenario = crate::scenario::parse_str(&yaml(16), "big.yaml").unwrap();
+        assert_eq!(client_sockets(&scenario, None), (60_032, "the scenario".into(), 1));
+        for index in 0..4 {
+            let shard = crate::trace::ShardOf { index, count: 4 };
+            assert_eq!(client_sockets(&scenario, Some(shard)), (15_008, format!("shard {index}/4"), 4));
+        }
+        let odd = crate::scenario::parse_str(&yaml(5), "big.yaml").unwrap();
+        let share = |index| client_sockets(&odd, Some(crate::trace::ShardOf { index, count: 2 })).0;
+        assert_eq!((share(0), share(1)), (3 * 3752, 2 * 3752));
+    }
 }

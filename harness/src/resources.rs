@@ -195,10 +195,10 @@ pub(crate) const FD_MARGIN: u64 = 256;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum FdLimitError {
     #[error(
-        "the scenario opens {sockets} client connections, but this process may open only {hard} files (hard RLIMIT_NOFILE); \
-         raise it (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE= for a service), or run fewer clients per process (`--shard`)"
+        "{who} opens {sockets} client connections, but this process may open only {hard} files (hard RLIMIT_NOFILE); \
+         raise it (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE= for a service), or run fewer clients per process (`--shard`: {shards} or more shards)"
     )]
-    HardLimit { sockets: u64, hard: u64, need: u64 },
+    HardLimit { who: String, sockets: u64, hard: u64, need: u64, shards: u64 },
     #[error("could not raise the open-file limit from {soft} to {to} (needed for {sockets} connections)")]
     CannotRaise { sockets: u64, soft: u64, to: u64 },
 }
@@ -207,14 +207,20 @@ pub(crate) enum FdLimitError {
 /// toward the hard one when it is lower (child processes, the nodes,
 /// inherit it), and fail with what to do when even the hard limit is too
 /// low — before anything starts, not as refused connections mid-run.
-pub(crate) fn ensure_fd_limit(sockets: u64) -> Result<u64, FdLimitError> {
+/// `who`: what opens them ("the scenario", "shard 1/4"); `processes`:
+/// how many processes share the scenario's clients now (1 unsharded).
+pub(crate) fn ensure_fd_limit(sockets: u64, who: &str, processes: u64) -> Result<u64, FdLimitError> {
     let need = sockets + FD_MARGIN;
     let Some((soft, hard)) = fd_limits() else { return Ok(0) };
     if soft >= need {
         return Ok(soft);
     }
     if hard < need {
-        return Err(FdLimitError::HardLimit { sockets, hard, need });
+        // Shards that each fit: the whole scenario's sockets over what one
+        // process may hold beside its margin.
+        let room = hard.saturating_sub(FD_MARGIN).max(1);
+        let shards = (sockets * processes.max(1)).div_ceil(room).max(processes + 1);
+        return Err(FdLimitError::HardLimit { who: who.to_owned(), sockets, hard, need, shards });
     }
     let raised = libc::rlimit { rlim_cur: need.max(soft).min(hard), rlim_max: hard };
     // SAFETY: setrlimit reads the struct we own; lowering nothing.
@@ -229,9 +235,17 @@ pub(crate) fn ensure_fd_limit(sockets: u64) -> Result<u64, FdLimitError> {
 mod tests {
     #[test]
     fn more_connections_than_the_hard_file_limit_is_refused_up_front() {
-        assert!(super::ensure_fd_limit(10).is_ok());
-        let e = super::ensure_fd_limit(u64::MAX / 4).unwrap_err().to_string();
-        assert!(e.contains("hard RLIMIT_NOFILE") && e.contains("ulimit"), "{e}");
+        assert!(super::ensure_fd_limit(10, "the scenario", 1).is_ok());
+        let e = super::ensure_fd_limit(u64::MAX / 8, "shard 1/4", 4).unwrap_err().to_string();
+        assert!(e.contains("shard 1/4 opens") && e.contains("hard RLIMIT_NOFILE") && e.contains("ulimit"), "{e}");
+        if let Some((_, hard)) = super::fd_limits()
+            && hard < u64::MAX / 64
+        {
+            // 3 shards of what one process may just hold: 4 would not do, 3 + 1 is asked.
+            let each = hard - super::FD_MARGIN + 1;
+            let e = super::ensure_fd_limit(each, "shard 0/3", 3).unwrap_err().to_string();
+            assert!(e.contains("--shard`: 4 or more shards"), "{e}");
+        }
     }
 
     use super::*;

@@ -774,8 +774,14 @@ impl Workload {
 
     /// Client connections the workload opens (all rooms, late ones too).
     pub fn connections(&self) -> u64 {
+        self.connections_in(self.rooms)
+    }
+
+    /// The client connections of `rooms` of its rooms (a shard's share:
+    /// every room has the same clients).
+    pub fn connections_in(&self, rooms: u32) -> u64 {
         let late = self.late_subscribers.as_ref().map_or(0, |l| l.per_room);
-        u64::from(self.rooms) * u64::from(self.subscribers_per_room + self.senders_per_room + self.chatters_per_room + late)
+        u64::from(rooms) * u64::from(self.subscribers_per_room + self.senders_per_room + self.chatters_per_room + late)
     }
 
     /// Whether pinned placement names a node index that `nodes` lacks.
