@@ -237,6 +237,7 @@ async fn run_external(
     let faults = async |window, drops| (nemesis::run_client_faults(schedule, window, clock, &drops, &client_links).await, ());
     let mut driven = drive(scenario, options, Subject::External, &planned, (&urls, &[]), clock, faults).await;
     let unmatched = std::mem::take(&mut driven.outcome.unmatched);
+    let samples = std::mem::take(&mut driven.outcome.samples);
     let ended_ns = clock.now_ns();
     fault_error(&driven.faults)?;
     let checks = scenario.judged_checks();
@@ -260,7 +261,8 @@ async fn run_external(
         resources: driven.resources,
     };
     let trace = assemble(scenario, options, &checks, recorded);
-    judge(&trace, &checks, dir, Default::default(), unmatched_note(unmatched)).map_err(trace_output(dir))
+    let report = judge(&trace, &checks, dir, Default::default(), unmatched_note(unmatched)).map_err(trace_output(dir))?;
+    Ok(with_cause(report, &trace, &samples))
 }
 
 /// One mode, in named phases: backends → nodes → workload and nemesis →
@@ -313,6 +315,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let ended_ns = clock.now_ns();
     let Driven { mut outcome, faults, owned: targets, loop_lag, resources } = driven;
     let unmatched = std::mem::take(&mut outcome.unmatched);
+    let samples = std::mem::take(&mut outcome.samples);
     let Targets { cluster, mongo, down, kafka, kafka_links, .. } = targets;
     let (mut cluster, mongo, down) = (cluster.into_inner(), mongo.into_inner(), down.into_inner());
     // A node that died outside a planned fault makes the run's verdict void.
@@ -389,7 +392,18 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         resources,
     };
     let trace = assemble(scenario, options, &checks, recorded);
-    judge(&trace, &checks, dir, server, unmatched_note(unmatched)).map_err(trace_output(dir))
+    let report = judge(&trace, &checks, dir, server, unmatched_note(unmatched)).map_err(trace_output(dir))?;
+    Ok(with_cause(report, &trace, &samples))
+}
+
+/// A run whose deliveries (nearly) all carry another text says where the
+/// declaration should read it (see `report::cause`).
+fn with_cause(mut report: ModeReport, trace: &Trace, samples: &crate::client::Samples) -> ModeReport {
+    let corrupted = report.count(crate::check::FindingKind::Corrupted);
+    if let Some(cause) = crate::report::cause::wrong_text_note(corrupted, report.counts.delivered, trace, samples) {
+        report.causes.push(cause);
+    }
+    report
 }
 
 /// What one run recorded, and the parts of its trace that differ between

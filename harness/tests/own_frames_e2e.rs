@@ -87,7 +87,9 @@ async fn serve(listener: tokio::net::TcpListener, drop_every: u64, token: &'stat
     }
 }
 
-fn scenario(dir: &std::path::Path, url: &str, token: &str) -> std::path::PathBuf {
+/// The scenario, with the deliveries' text read at `text_path`
+/// (`1.payload.text` is where the server puts it).
+fn scenario_reading_text_at(dir: &std::path::Path, url: &str, token: &str, text_path: &str) -> std::path::PathBuf {
     let text = format!(
         r#"name: own-frames
 topology: {{nodes: 1}}
@@ -105,7 +107,7 @@ system:
       - {{match: {{type: denied}}, is: error, code: reason}}
       - {{match: {{type: joined}}, is: joined, room: channel}}
       - {{match: {{type: ok}}, is: ack, id: {{json: ref}}}}
-      - {{match: {{"0": event}}, is: delivery, id: {{json: 1.payload.ref}}, text: 1.payload.text}}
+      - {{match: {{"0": event}}, is: delivery, id: {{json: 1.payload.ref}}, text: {text_path}}}
   guarantees: {{ack: receipt, order: per_sender, history: none, echo: false}}
 "#
     );
@@ -115,12 +117,16 @@ system:
 }
 
 async fn gate(drop_every: u64, token: &'static str) -> (Option<i32>, serde_json::Value, String) {
+    gate_reading_text_at(drop_every, token, "1.payload.text").await
+}
+
+async fn gate_reading_text_at(drop_every: u64, token: &'static str, text_path: &str) -> (Option<i32>, serde_json::Value, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     tokio::spawn(serve(listener, drop_every, "s3cret"));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let file = scenario(dir.path(), &url, token);
+    let file = scenario_reading_text_at(dir.path(), &url, token, text_path);
     tokio::task::spawn_blocking(move || {
         let o = run(&file, &out);
         (o.status.code(), report(&out), text(&o))
@@ -152,4 +158,21 @@ async fn a_refused_hello_is_a_refusal_quoting_the_server() {
     assert_eq!(code, Some(1), "{out}");
     assert!(kinds(&r).contains("gave_up"), "{out}");
     assert!(r["modes"][0]["findings"].to_string().contains("bad token"), "{out}");
+}
+
+/// A declaration that reads the text in the wrong place fails every
+/// delivery as `corrupted`; the report names the declaration as the likely
+/// cause and where the sent text is (issue 32: not a list of 1,000 rows).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_path_that_misses_every_delivery_is_named_as_the_cause() {
+    let (code, r, out) = gate_reading_text_at(0, "s3cret", "\"0\"").await;
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(kinds(&r), BTreeSet::from(["corrupted".to_owned()]), "{out}");
+    let causes = r["modes"][0]["causes"].to_string();
+    assert!(causes.contains("reads the text") && causes.contains("`1.payload.text`"), "{causes}");
+    assert!(out.contains("likely external: ") && out.contains("`1.payload.text`"), "printed beside the failed check: {out}");
+    // A healthy declaration gets no such sentence.
+    let (code, r, out) = gate(0, "s3cret").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(r["modes"][0]["causes"], serde_json::json!([]), "{out}");
 }

@@ -20,7 +20,7 @@
 //!   messages are resent in their original order (the server refuses later
 //!   sends until the failed one is back), so FIFO survives failures.
 
-use super::{ClientPlan, Schedule, Shared, Window, text};
+use super::{ClientPlan, Samples, Schedule, Shared, Window, text};
 use crate::protocol::{Delivered, Incoming, Wire};
 use crate::scenario::{MessageBytes, Rejoin, Workload};
 use crate::trace::{Clock, Event, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no, msg_parts, send_slot};
@@ -683,7 +683,12 @@ impl<'a> Client<'a> {
             let text = text_of(&mut self.rng, &self.ctx.workload);
             let (frame, body) = self.ctx.wire.send(slot, msg, &text);
             rec.record(EventKind::Send { room: self.room_idx(slot), msg, scheduled_ns: due, body });
-            self.shared().sent.fetch_add(1, Ordering::Relaxed);
+            if self.shared().sent.fetch_add(1, Ordering::Relaxed) < Samples::MAX as u64 {
+                let mut samples = self.shared().samples.lock().expect("samples lock");
+                if samples.sent.len() < Samples::MAX {
+                    samples.sent.push((msg, text.clone()));
+                }
+            }
             if let Schedule::Open { .. } = self.ctx.plan.schedule.expect("only a client with a schedule sends") {
                 self.shared().sends_left[self.ctx.plan.id as usize].fetch_sub(1, Ordering::Relaxed);
             }
@@ -770,7 +775,17 @@ impl<'a> Client<'a> {
     fn on_incoming(&mut self, incoming: Incoming, message: Option<&Message>, rec: &mut Recorder) {
         match incoming {
             Incoming::Ack { msg, seq } => self.on_ack(msg, seq, rec),
-            Incoming::Msg(d) => self.on_msg(d, rec),
+            Incoming::Msg(d) => {
+                if let (Some(msg), Some(Message::Text(frame))) = (d.msg, message)
+                    && self.shared().delivered.load(Ordering::Relaxed) < Samples::MAX as u64
+                {
+                    let mut samples = self.shared().samples.lock().expect("samples lock");
+                    if samples.delivered.len() < Samples::MAX {
+                        samples.delivered.push((msg, frame.chars().take(Samples::FRAME_CHARS).collect()));
+                    }
+                }
+                self.on_msg(d, rec)
+            }
             Incoming::Subscribed { slot, head } => self.on_subscribed(slot, head, rec),
             Incoming::Unsubscribed { slot } => self.on_unsubscribed(slot, rec),
             Incoming::Error { msg: Some(msg), .. } => {

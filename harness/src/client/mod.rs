@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     /// (a declaration that does not fit the server shows up here).
     pub unmatched: AtomicU64,
     pub unmatched_example: std::sync::Mutex<Option<String>>,
+    /// The first sends' texts and delivered frames, for saying where a
+    /// declaration should read the text when every delivery differs.
+    pub samples: std::sync::Mutex<Samples>,
     /// Per client: open-loop sends its schedule still holds (it has not
     /// attempted yet). The drain waits for every one of them, so the run
     /// never stops a client before its last due slot.
@@ -73,6 +76,7 @@ impl Shared {
             refusals: std::sync::Mutex::new(Vec::new()),
             unmatched: AtomicU64::new(0),
             unmatched_example: std::sync::Mutex::new(None),
+            samples: std::sync::Mutex::default(),
             sends_left: plans.iter().map(|p| AtomicU64::new(p.schedule.and_then(|s| s.planned(duration)).unwrap_or(0))).collect(),
             last_delivery_ns: AtomicU64::new(0),
         }
@@ -157,6 +161,21 @@ pub(crate) struct WorkloadOutcome {
     pub refusals: Vec<(u32, String)>,
     /// json_frames: frames no matcher took, with the first one.
     pub unmatched: (u64, Option<String>),
+    pub samples: Samples,
+}
+
+/// The first [`Samples::MAX`] sends (message, generated text) and text
+/// frames that delivered a message (message, the frame, cut to
+/// [`Samples::FRAME_CHARS`]): taken while they are few, one lock each.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Samples {
+    pub sent: Vec<(crate::message::MsgNo, String)>,
+    pub delivered: Vec<(crate::message::MsgNo, String)>,
+}
+
+impl Samples {
+    pub(crate) const MAX: usize = 64;
+    pub(crate) const FRAME_CHARS: usize = 4096;
 }
 
 /// What the clients run against: the plan, the nodes and the rooms.
@@ -320,7 +339,8 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
     }
     let refusals = std::mem::take(&mut *shared.refusals.lock().expect("refusals lock"));
     let unmatched = (shared.unmatched.load(Ordering::Relaxed), shared.unmatched_example.lock().expect("unmatched lock").take());
-    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took, refusals, unmatched }
+    let samples = std::mem::take(&mut *shared.samples.lock().expect("samples lock"));
+    WorkloadOutcome { start_ns, buffers, sending_ended_ns, drained, drain_took, refusals, unmatched, samples }
 }
 
 /// A client's way of speaking the system's protocol, rooms home first.

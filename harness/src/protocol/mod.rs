@@ -30,7 +30,7 @@ pub(crate) mod v1;
 pub use graphql_ws::{GraphqlDelivery, GraphqlWsSettings};
 pub(crate) use incoming::{Delivered, Incoming, Rooms};
 pub use json_doc::JsonId;
-pub(crate) use json_doc::{IdReader, json_path};
+pub(crate) use json_doc::{IdReader, json_path, unfold};
 pub use json_frames::{FrameConfirm, FrameKind, FrameMatcher, JsonFrames};
 pub use mqtt::{MqttSettings, MqttVersion};
 pub use socketio::{SocketIoDelivery, SocketIoEmit, SocketIoSettings};

@@ -100,6 +100,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         resources: super::ResourceSummary::from_samples(&meta.resources),
         resource_samples: meta.resources.clone(),
         notes: ctx.notes,
+        causes: Vec::new(),
     }
 }
 

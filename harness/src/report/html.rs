@@ -222,6 +222,13 @@ pub fn render(report: &RunReport) -> String {
         if let Some(warning) = super::table::generator_warning(m) {
             html.push_str(&format!("<p class=\"warn\"><strong>{}</strong></p>\n", escape(&warning)));
         }
+        for cause in &m.causes {
+            html.push_str(&format!(
+                "<p class=\"warn\"><strong>Likely cause</strong> ({}): {}</p>\n",
+                escape(m.mode.as_str()),
+                escape(cause)
+            ));
+        }
     }
     let two = report.modes.len() == 2;
     html.push_str("<h2>Side by side</h2>\n<table><tr><th>metric</th>");

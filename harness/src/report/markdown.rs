@@ -15,6 +15,9 @@ pub fn render(report: &RunReport) -> String {
         if let Some(warning) = super::table::generator_warning(m) {
             out.push_str(&format!("> **{warning}**\n\n"));
         }
+        for cause in &m.causes {
+            out.push_str(&format!("> **Likely cause** (`{}`): {cause}\n\n", m.mode));
+        }
     }
     let two = report.modes.len() == 2;
     out.push_str("| metric |");

@@ -2,6 +2,7 @@
 //! recompute the summary (OpenMessaging Benchmark's rule), rendered as a
 //! terminal table, `report.json`, `report.md` and `junit.xml`.
 
+pub(crate) mod cause;
 pub mod compare;
 pub mod evaluate;
 pub mod html;
@@ -119,6 +120,10 @@ pub struct ModeReport {
     #[serde(default)]
     pub resource_samples: Vec<crate::resources::ResourceSample>,
     pub notes: Vec<String>,
+    /// What most likely explains the failing checks, in a sentence each
+    /// (a declaration that fails every delivery): printed beside them.
+    #[serde(default)]
+    pub causes: Vec<String>,
 }
 
 /// One process's CPU and memory over a mode's run.
