@@ -73,6 +73,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
     let delivery_curve =
         CURVE_PERCENTILES.iter().filter(|_| !lat.delivery.is_empty()).map(|&p| (p, lat.delivery.value_at_percentile(p))).collect();
     let meta = &trace.meta;
+    let causes = super::cause::diagnose(trace, &findings);
     ModeReport {
         mode: meta.mode,
         provider: meta.provider.clone(),
@@ -100,7 +101,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         resources: super::ResourceSummary::from_samples(&meta.resources),
         resource_samples: meta.resources.clone(),
         notes: ctx.notes,
-        causes: Vec::new(),
+        causes,
     }
 }
 
