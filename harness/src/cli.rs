@@ -61,6 +61,15 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0)]
         tolerance: f64,
     },
+    /// One message's timeline in a run: each send, ack, delivery (body as
+    /// sent or not), its subscribers' connection events and the faults
+    /// around it, and what the checks found about it.
+    Explain {
+        /// A run's output folder (every mode in it), or one trace.bin.
+        run: PathBuf,
+        /// The message: its wire id (`m12884901928`) or number.
+        msg: String,
+    },
     /// Print a trace's events as text (optionally one client's, or one message's).
     Dump {
         trace: PathBuf,
@@ -278,6 +287,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             }
             Err(e) => usage_error(e),
         },
+        Command::Explain { run, msg } => explain_command(&run, &msg),
         Command::Merge { dirs, out } => merge_command(&dirs, &out),
         Command::Backends { provider, kafka, docker_images, out } => backends_command(provider, kafka, &docker_images, out).await,
         Command::K8s(K8sCommand::Render(args)) => k8s_render_command(args),
@@ -293,6 +303,49 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             print!("{}", scenario::schema::scenario_schema_json());
             ExitCode::from(EXIT_PASS)
         }
+    }
+}
+
+/// `chatbench explain`: the message's timeline in each trace of the run.
+fn explain_command(run: &std::path::Path, msg: &str) -> ExitCode {
+    let Some(msg) = crate::report::explain::parse_msg(msg) else {
+        return usage_error(format!("{msg:?} is not a message: give its wire id (m12884901928) or number"));
+    };
+    let traces: Vec<PathBuf> = if run.is_dir() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(run)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("trace.bin"))
+            .chain(std::iter::once(run.join("trace.bin")))
+            .filter(|p| p.is_file())
+            .collect();
+        found.sort();
+        found
+    } else {
+        vec![run.to_path_buf()]
+    };
+    if traces.is_empty() {
+        return usage_error(format!("{}: no trace.bin in it or in its mode folders", run.display()));
+    }
+    let mut seen = false;
+    for path in &traces {
+        let trace = match Trace::read(path) {
+            Ok(t) => t,
+            Err(e) => return usage_error(e),
+        };
+        if let Some(text) = crate::report::explain::explain(&trace, msg) {
+            seen = true;
+            println!("== {} ({})\n{text}", trace.meta.mode, path.display());
+        }
+    }
+    if seen {
+        ExitCode::from(EXIT_PASS)
+    } else {
+        usage_error(format!(
+            "message {msg} is in none of: {}",
+            traces.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
     }
 }
 

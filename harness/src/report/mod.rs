@@ -5,6 +5,7 @@
 pub(crate) mod cause;
 pub mod compare;
 pub mod evaluate;
+pub mod explain;
 pub mod html;
 pub mod junit;
 pub mod markdown;
