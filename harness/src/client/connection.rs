@@ -237,11 +237,27 @@ fn permanent_refusal(e: &tungstenite::Error) -> Option<u16> {
 
 /// A WebSocket upgrade to `url` with these query parameters and headers
 /// (STOMP: the STOMP subprotocols offered).
+/// Clients per loopback source address: a destination (address, port)
+/// takes at most one connection per source port from each source address,
+/// and the ephemeral range has 28,232 ports (32768–60999), so past this
+/// many clients a run spreads its connections over 127.0.0.2, .3, ...
+pub(super) const CLIENTS_PER_SOURCE: u32 = 16_384;
+
+/// The loopback address client `n` (its run-wide number, unique across
+/// shards) connects from, when not the default 127.0.0.1.
+pub(super) fn source_address(n: u32) -> Option<std::net::Ipv4Addr> {
+    let block = n / CLIENTS_PER_SOURCE;
+    (block > 0).then(|| std::net::Ipv4Addr::from(0x7f00_0001 + block))
+}
+
+/// `source`: connect from this loopback address (bound before connecting)
+/// when the URL's host is a loopback IPv4 address; else as the system picks.
 pub(super) async fn open(
     url: &str,
     query: &[(String, String)],
     headers: &[(String, String)],
     subprotocols: Option<&str>,
+    source: Option<std::net::Ipv4Addr>,
 ) -> Result<Ws, tungstenite::Error> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut url = url.to_owned();
@@ -259,7 +275,25 @@ pub(super) async fn open(
         let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
         request.headers_mut().insert(name, value);
     }
+    if let Some(source) = source
+        && request.uri().scheme_str() == Some("ws")
+        && let Some(target) = loopback_target(request.uri()).await
+    {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let stream = socket.connect(target).await?;
+        stream.set_nodelay(true)?;
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        return tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await.map(|(ws, _)| ws);
+    }
     tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await.map(|(ws, _)| ws)
+}
+
+/// The loopback IPv4 address and port a `ws://` URI names, if it names one.
+async fn loopback_target(uri: &tungstenite::http::Uri) -> Option<std::net::SocketAddr> {
+    let host = uri.host()?;
+    let port = uri.port_u16().unwrap_or(80);
+    tokio::net::lookup_host((host, port)).await.ok()?.find(|a| matches!(a.ip(), std::net::IpAddr::V4(ip) if ip.is_loopback()))
 }
 
 struct Client<'a> {
@@ -439,7 +473,8 @@ impl<'a> Client<'a> {
 
     /// The WebSocket upgrade, with this client's credentials.
     async fn open(&self, url: &str) -> Result<Ws, tungstenite::Error> {
-        open(url, &self.ctx.upgrade_query, &self.ctx.upgrade_headers, self.ctx.wire.subprotocols()).await
+        let source = source_address(self.ctx.plan.msg_client);
+        open(url, &self.ctx.upgrade_query, &self.ctx.upgrade_headers, self.ctx.wire.subprotocols(), source).await
     }
 
     /// Open the protocol session (STOMP: CONNECT, then CONNECTED). Err(Some)
@@ -929,6 +964,35 @@ impl<'a> Client<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past 16,384 clients, connections come from 127.0.0.2, .3, ...:
+    /// the server sees that address.
+    #[tokio::test]
+    async fn clients_past_a_block_connect_from_the_next_loopback_address() {
+        assert_eq!(source_address(0), None);
+        assert_eq!(source_address(CLIENTS_PER_SOURCE - 1), None);
+        assert_eq!(source_address(CLIENTS_PER_SOURCE), Some(std::net::Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(source_address(100_000), Some(std::net::Ipv4Addr::new(127, 0, 0, 7)));
+        assert_eq!(source_address(u32::MAX), Some(std::net::Ipv4Addr::new(127, 4, 0, 0)), "always inside 127.0.0.0/8");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peers = tokio::spawn(async move {
+            let mut peers = Vec::new();
+            for _ in 0..2 {
+                let (socket, peer) = listener.accept().await.unwrap();
+                peers.push(peer.ip());
+                tokio::spawn(async move {
+                    let _ws = tokio_tungstenite::accept_async(socket).await;
+                });
+            }
+            peers
+        });
+        for url in [format!("ws://127.0.0.1:{port}/ws"), format!("ws://localhost:{port}/ws")] {
+            open(&url, &[], &[], None, source_address(40_000)).await.expect("connects");
+        }
+        let third = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+        assert_eq!(peers.await.unwrap(), vec![third, third]);
+    }
 
     /// A server message over the client's limit ends the connection with
     /// an error instead of being buffered (a hostile or broken server

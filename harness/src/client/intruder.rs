@@ -13,7 +13,7 @@
 //! has passed (a fault on the node is not a refusal), then the attempt
 //! has no answer.
 
-use super::connection::{Ws, close_code, open};
+use super::connection::{Ws, close_code, open, source_address};
 use super::{ClientPlan, Window};
 use crate::protocol::{Incoming, Wire};
 use crate::trace::{Answer, Attempt, Clock, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no};
@@ -168,7 +168,12 @@ async fn window(ctx: &mut Context) -> Option<Window> {
 async fn connect(ctx: &Context, deadline: Instant) -> Result<Ws, Answer> {
     let mut backoff = Duration::from_millis(50);
     for url in ctx.urls.iter().cycle() {
-        match tokio::time::timeout_at(deadline, open(url, &ctx.upgrade_query, &ctx.upgrade_headers, ctx.wire.subprotocols())).await {
+        match tokio::time::timeout_at(
+            deadline,
+            open(url, &ctx.upgrade_query, &ctx.upgrade_headers, ctx.wire.subprotocols(), source_address(ctx.plan.msg_client)),
+        )
+        .await
+        {
             Err(_) => return Err(Answer::NoAnswer),
             Ok(Err(tungstenite::Error::Http(response))) if response.status().is_client_error() => return Err(Answer::Refused),
             Ok(Err(e)) => tracing::debug!(client = ctx.plan.id, error = %e, "intruder: no connection yet; trying again"),
