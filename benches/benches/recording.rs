@@ -20,7 +20,7 @@ fn recording(c: &mut Criterion) {
                         room: 0,
                         msg: i,
                         seq: i + 1,
-                        body: Some(BodyDigest { len: 64, crc: i as u32 }),
+                        body: Some(BodyDigest { len: 64, crc: i as u32, ..BodyDigest::default() }),
                         label: Label::Ok,
                         message_id: i,
                     });

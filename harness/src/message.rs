@@ -40,18 +40,43 @@ pub fn send_slot(msg: MsgNo, rooms: usize) -> usize {
     msg_parts(msg).1 as usize % rooms.max(1)
 }
 
-/// A message body as the checks compare it: its length in bytes and its
-/// CRC-32, packed in 8 bytes (the trace keeps no bodies). A truncated,
-/// altered or swapped body changes one or the other.
+/// A message body as the checks compare it: its length in bytes, its
+/// CRC-32 and its [`TextClass`], in 9 bytes (the trace keeps no bodies).
+/// A truncated, altered or swapped body changes the length or the CRC;
+/// the class is the same function of the same bytes, so it says what kind
+/// of text a failing message carried (see `report::cause`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BodyDigest {
     pub len: u32,
     pub crc: u32,
+    pub class: TextClass,
 }
 
 impl BodyDigest {
     pub fn of(bytes: &[u8]) -> Self {
-        Self { len: u32::try_from(bytes.len()).unwrap_or(u32::MAX), crc: crc32fast::hash(bytes) }
+        Self { len: u32::try_from(bytes.len()).unwrap_or(u32::MAX), crc: crc32fast::hash(bytes), class: TextClass::of(bytes) }
+    }
+}
+
+/// What kind of text a body is: bit [`TextClass::MULTI_BYTE`] (a byte
+/// of a multi-byte UTF-8 character, or any byte over 0x7f), bit
+/// [`TextClass::JSON_SPECIAL`] (a quote, a backslash or a control
+/// character: what JSON must escape).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TextClass(pub u8);
+
+impl TextClass {
+    pub const MULTI_BYTE: u8 = 1;
+    pub const JSON_SPECIAL: u8 = 2;
+
+    pub fn of(bytes: &[u8]) -> Self {
+        let multi = bytes.iter().any(|b| *b >= 0x80);
+        let special = bytes.iter().any(|b| *b == b'"' || *b == b'\\' || *b < 0x20);
+        TextClass((u8::from(multi) * Self::MULTI_BYTE) | (u8::from(special) * Self::JSON_SPECIAL))
+    }
+
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
     }
 }
 
@@ -90,4 +115,20 @@ pub fn id_hash(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_s_class_is_what_its_bytes_are() {
+        let class = |s: &str| BodyDigest::of(s.as_bytes()).class;
+        assert_eq!(class("plain text 42"), TextClass(0));
+        assert_eq!(class("Hangul 한국어"), TextClass(TextClass::MULTI_BYTE));
+        assert_eq!(class("say \"hi\""), TextClass(TextClass::JSON_SPECIAL));
+        assert_eq!(class("a\\b"), TextClass(TextClass::JSON_SPECIAL));
+        assert_eq!(class("tab\there ✓"), TextClass(TextClass::MULTI_BYTE | TextClass::JSON_SPECIAL));
+        assert_eq!(BodyDigest::of(b"same"), BodyDigest::of(b"same"), "a function of the bytes: equal bodies, equal digests");
+    }
 }

@@ -17,7 +17,7 @@ pub use crate::scenario::{Attempt, Credential};
 pub type RoomIdx = u32;
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 7;
+pub const TRACE_VERSION: u32 = 8;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {

@@ -1,13 +1,14 @@
 //! What explains a failing check, in a sentence: which dimension (room,
 //! sender, node, time, fault window, body size, subscriber) sets the
-//! failing messages apart from the others ([`diagnose`]); and when
+//! failing messages apart from the others ([`diagnose`]; also the text's
+//! class: multi-byte UTF-8, JSON-special characters); and when
 //! (nearly) every delivery is `corrupted`, the declaration reading the text
 //! in the wrong place, with where the sent text is in what arrived
 //! ([`wrong_text_note`]).
 
 use crate::check::{Finding, FindingKind};
 use crate::client::Samples;
-use crate::message::{BodyDigest, ClientId, MsgNo};
+use crate::message::{BodyDigest, ClientId, MsgNo, TextClass};
 use crate::trace::{EventKind, Trace};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -37,7 +38,9 @@ pub(crate) fn diagnose(trace: &Trace, findings: &[Finding]) -> Vec<String> {
     let mut failing_sends: HashMap<MsgNo, Send> = HashMap::new();
     let sends = || {
         trace.events.iter().filter_map(|e| match e.kind {
-            EventKind::Send { room, msg, body, .. } => Some(Send { msg, sender: e.client, room, t_ns: e.t_ns, bytes: body.len }),
+            EventKind::Send { room, msg, body, .. } => {
+                Some(Send { msg, sender: e.client, room, t_ns: e.t_ns, bytes: body.len, class: body.class })
+            }
             _ => None,
         })
     };
@@ -76,7 +79,7 @@ pub(crate) fn diagnose(trace: &Trace, findings: &[Finding]) -> Vec<String> {
     for e in &trace.events {
         match e.kind {
             EventKind::Send { room, msg, body, .. } if !failing_any.contains(&msg) => {
-                let s = Send { msg, sender: e.client, room, t_ns: e.t_ns, bytes: body.len };
+                let s = Send { msg, sender: e.client, room, t_ns: e.t_ns, bytes: body.len, class: body.class };
                 for sep in candidates.iter_mut().flat_map(|c| c.2.iter_mut()).filter(|c| !c.dim.per_subscriber()) {
                     sep.others += 1;
                     sep.others_with += usize::from(sep.dim.of_send(&s, trace) == Some(sep.key));
@@ -108,7 +111,7 @@ pub(crate) fn diagnose(trace: &Trace, findings: &[Finding]) -> Vec<String> {
                 b.others
             ),
             None => format!(
-                "{what}: no single room, sender, node, time slice, fault window, body size or subscriber sets them apart from the others"
+                "{what}: no single room, sender, node, time slice, fault window, body size, text class or subscriber sets them apart from the others"
             ),
         });
     }
@@ -123,6 +126,7 @@ struct Send {
     room: u32,
     t_ns: u64,
     bytes: u32,
+    class: TextClass,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +137,8 @@ enum Dimension {
     Time,
     Fault,
     Size,
+    MultiByte,
+    JsonSpecial,
     SubscriberNode,
     Subscriber,
 }
@@ -141,13 +147,15 @@ enum Dimension {
 const SIZE_CLASSES: [(u32, &str); 4] = [(64, "up to 64 B"), (1024, "65 B to 1 KiB"), (16384, "1 to 16 KiB"), (u32::MAX, "over 16 KiB")];
 
 impl Dimension {
-    const ALL: [Dimension; 8] = [
+    const ALL: [Dimension; 10] = [
         Dimension::Room,
         Dimension::Sender,
         Dimension::SenderNode,
         Dimension::Time,
         Dimension::Fault,
         Dimension::Size,
+        Dimension::MultiByte,
+        Dimension::JsonSpecial,
         Dimension::SubscriberNode,
         Dimension::Subscriber,
     ];
@@ -172,6 +180,8 @@ impl Dimension {
             Dimension::Time => s.t_ns.saturating_sub(meta.sending_started_ns) / Self::slice_ns(trace),
             Dimension::Fault => u64::from(meta.faults.iter().any(|f| s.t_ns >= f.start_ns && s.t_ns <= f.end_ns + AFTER_FAULT_NS)),
             Dimension::Size => SIZE_CLASSES.iter().position(|(max, _)| s.bytes <= *max).unwrap_or(3) as u64,
+            Dimension::MultiByte => u64::from(s.class.has(TextClass::MULTI_BYTE)),
+            Dimension::JsonSpecial => u64::from(s.class.has(TextClass::JSON_SPECIAL)),
             Dimension::SubscriberNode | Dimension::Subscriber => return None,
         })
     }
@@ -196,6 +206,10 @@ impl Dimension {
             Dimension::Fault if key == 1 => "were sent during a fault (or within 1 s of its end)".to_owned(),
             Dimension::Fault => "were sent outside every fault".to_owned(),
             Dimension::Size => format!("carry bodies of {}", SIZE_CLASSES[key as usize].1),
+            Dimension::MultiByte if key == 1 => "contain multi-byte UTF-8".to_owned(),
+            Dimension::MultiByte => "are ASCII only".to_owned(),
+            Dimension::JsonSpecial if key == 1 => "contain a quote, a backslash or a control character".to_owned(),
+            Dimension::JsonSpecial => "contain no quote, backslash or control character".to_owned(),
             Dimension::SubscriberNode => format!("were owed to subscribers of node {key}"),
             Dimension::Subscriber => format!("were owed to client {key}"),
         }
@@ -398,7 +412,8 @@ mod tests {
     }
 
     /// A trace of 4 rooms, 4 senders on 2 nodes, 10 sends each per room
-    /// spread over 10 s, bodies of 32 B (every 7th: 2 KiB), a fault from
+    /// spread over 10 s, bodies of 32 B (every 7th: 2 KiB; every 5th
+    /// multi-byte UTF-8), a fault from
     /// 6 to 7 s, and two subscribers per room (clients 20+room on node
     /// room % 2, and 24+room on the other); `lost(send)` says which of the
     /// two miss it (bit 0, bit 1).
@@ -423,8 +438,9 @@ mod tests {
                         room,
                         t_ns: i * 1_000_000_000 + u64::from(room) * 1000,
                         bytes: if k % 7 == 0 { 2048 } else { 32 },
+                        class: TextClass(if k % 5 == 0 { TextClass::MULTI_BYTE } else { 0 }),
                     };
-                    let body = BodyDigest { len: send.bytes, ..BodyDigest::default() };
+                    let body = BodyDigest { len: send.bytes, class: send.class, ..BodyDigest::default() };
                     t.events.push(Event {
                         t_ns: send.t_ns,
                         client: sender,
@@ -456,11 +472,12 @@ mod tests {
     fn the_dimension_that_sets_failing_messages_apart_is_named() {
         let all = |b: bool| if b { 3 } else { 0 };
         type Cause<'a> = &'a dyn Fn(&Send) -> u8;
-        let cases: [(Cause, &str); 6] = [
+        let cases: [(Cause, &str); 7] = [
             (&|s| all(s.room == 2), "were sent to room `room-2`"),
             (&|s| all(s.sender == 3), "were sent by client 3"),
             (&|s| all(s.t_ns >= 6_000_000_000 && s.t_ns < 7_000_000_000), "were sent between 6.0 s and 7.0 s of sending"),
             (&|s| all(s.bytes > 1024), "carry bodies of 1 to 16 KiB"),
+            (&|s| all(s.class.has(TextClass::MULTI_BYTE)), "contain multi-byte UTF-8"),
             // Half of room 1's messages, to its second subscriber only.
             (&|s| if s.room == 1 && s.t_ns % 2_000_000_000 < 1_000_000_000 { 2 } else { 0 }, "were owed to client 25"),
             // Every room's messages to its subscriber on node 1.
