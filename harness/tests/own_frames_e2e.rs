@@ -170,7 +170,7 @@ async fn a_text_path_that_misses_every_delivery_is_named_as_the_cause() {
     assert_eq!(kinds(&r), BTreeSet::from(["corrupted".to_owned()]), "{out}");
     let causes = r["modes"][0]["causes"].to_string();
     assert!(causes.contains("reads the text") && causes.contains("`1.payload.text`"), "{causes}");
-    assert!(out.contains("likely external: ") && out.contains("`1.payload.text`"), "printed beside the failed check: {out}");
+    assert!(out.contains("why    external: ") && out.contains("`1.payload.text`"), "printed beside the failed check: {out}");
     // A healthy declaration gets no such sentence.
     let (code, r, out) = gate(0, "s3cret").await;
     assert_eq!(code, Some(0), "{out}");

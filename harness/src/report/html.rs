@@ -223,11 +223,7 @@ pub fn render(report: &RunReport) -> String {
             html.push_str(&format!("<p class=\"warn\"><strong>{}</strong></p>\n", escape(&warning)));
         }
         for cause in &m.causes {
-            html.push_str(&format!(
-                "<p class=\"warn\"><strong>Likely cause</strong> ({}): {}</p>\n",
-                escape(m.mode.as_str()),
-                escape(cause)
-            ));
+            html.push_str(&format!("<p class=\"warn\"><strong>Why</strong> ({}): {}</p>\n", escape(m.mode.as_str()), escape(cause)));
         }
     }
     let two = report.modes.len() == 2;

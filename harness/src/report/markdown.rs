@@ -16,7 +16,7 @@ pub fn render(report: &RunReport) -> String {
             out.push_str(&format!("> **{warning}**\n\n"));
         }
         for cause in &m.causes {
-            out.push_str(&format!("> **Likely cause** (`{}`): {cause}\n\n", m.mode));
+            out.push_str(&format!("> **Why** (`{}`): {cause}\n\n", m.mode));
         }
     }
     let two = report.modes.len() == 2;

@@ -191,7 +191,7 @@ pub fn render(report: &RunReport) -> String {
             out.push_str(&format!("FAILED {}: {} — {}\n", m.mode, c.name, c.detail));
         }
         for cause in &m.causes {
-            out.push_str(&format!("likely {}: {cause}\n", m.mode));
+            out.push_str(&format!("why    {}: {cause}\n", m.mode));
         }
         for c in m.checks.iter().filter(|c| c.off.is_some()) {
             out.push_str(&format!("off    {}: {} — {}\n", m.mode, c.name, c.detail));
