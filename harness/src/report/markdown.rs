@@ -61,7 +61,7 @@ pub fn render(report: &RunReport) -> String {
     }
     let findings = super::table::finding_rows(report, 20);
     if !findings.is_empty() {
-        out.push_str("\n## First findings\n\n");
+        out.push_str("\n## Findings, grouped\n\n");
         push_table(&mut out, &super::table::FINDING_HEADER, &findings);
     }
     out

@@ -235,30 +235,63 @@ pub fn fault_rows(report: &RunReport) -> Vec<[String; 7]> {
     rows
 }
 
-/// Rows of the findings table (the first `per_mode` of each mode): shared
-/// by the Markdown and HTML reports.
-pub fn finding_rows(report: &RunReport, per_mode: usize) -> Vec<[String; 9]> {
-    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+/// Rows of the findings table, shared by the Markdown and HTML reports:
+/// per mode, one row per kind and detail (numbers in the detail aside),
+/// with how many of the listed findings it holds and three examples named
+/// as the system saw them (the wire id, the client and its node); at most
+/// `groups_per_mode` rows a mode.
+pub fn finding_rows(report: &RunReport, groups_per_mode: usize) -> Vec<[String; 5]> {
     let mut rows = Vec::new();
     for m in &report.modes {
-        for f in m.findings.iter().take(per_mode) {
-            rows.push([
-                m.mode.to_string(),
-                f.kind.as_str().to_owned(),
-                f.room.map_or("-".to_owned(), |r| r.to_string()),
-                opt(f.seq),
-                opt(f.msg),
-                opt(f.client.map(u64::from)),
-                opt(f.node.map(u64::from)),
-                f.observed_ns.map_or("-".to_owned(), |t| fmt_us(t / 1_000)),
-                f.detail.clone(),
-            ]);
+        // (kind, detail shape) → (count, first detail, examples), in first-seen order.
+        type Group = ((crate::check::FindingKind, String), (usize, String, Vec<String>));
+        let mut groups: Vec<Group> = Vec::new();
+        for f in &m.findings {
+            let shape: String = f.detail.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+            let key = (f.kind, shape);
+            let i = match groups.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None if groups.len() < groups_per_mode => {
+                    groups.push((key, (0, f.detail.clone(), Vec::new())));
+                    groups.len() - 1
+                }
+                None => continue,
+            };
+            let (count, _, examples) = &mut groups[i].1;
+            *count += 1;
+            if examples.len() < 3 {
+                examples.push(example(f));
+            }
+        }
+        for ((kind, _), (count, detail, examples)) in groups {
+            let total = m.count(kind);
+            let of = if total as usize > count { format!("{count} listed of {total}") } else { count.to_string() };
+            rows.push([m.mode.to_string(), kind.as_str().to_owned(), of, examples.join("; "), detail]);
         }
     }
     rows
 }
 
-pub const FINDING_HEADER: [&str; 9] = ["mode", "kind", "room", "seq", "msg", "client", "node", "observed", "detail"];
+/// One finding as the system saw it: the message's wire id, the room's
+/// seq, the client and its node, when it was observed.
+fn example(f: &crate::check::Finding) -> String {
+    let mut parts = Vec::new();
+    if let Some(msg) = f.msg {
+        parts.push(crate::message::wire_id(msg));
+    }
+    if let Some(seq) = f.seq.filter(|s| *s > 0) {
+        parts.push(format!("seq {seq}"));
+    }
+    if let Some(c) = f.client {
+        parts.push(format!("client {c}{}", f.node.map_or_else(String::new, |n| format!(" (node {n})"))));
+    }
+    if let Some(t) = f.observed_ns {
+        parts.push(format!("at {}", fmt_us(t / 1_000)));
+    }
+    if parts.is_empty() { "-".to_owned() } else { parts.join(", ") }
+}
+
+pub const FINDING_HEADER: [&str; 5] = ["mode", "kind", "findings", "examples (wire id, client, node, when)", "detail"];
 
 pub const FAULT_HEADER: [&str; 7] =
     ["mode", "fault", "at", "lasted", "all receiving again", "msgs delayed (> pre-fault p99)", "max delivery"];
@@ -288,5 +321,26 @@ mod tests {
         assert_eq!(fmt_diff(row.diff_percent()), "+50.0%");
         let zero = Row { label: "x", values: vec![], numbers: Some(vec![0.0, 3.0]) };
         assert_eq!(zero.diff_percent(), None);
+    }
+
+    /// Findings that differ only in their message or numbers make one row:
+    /// its count (of how many in all) and three examples by wire id.
+    #[test]
+    fn findings_are_grouped_by_kind_and_detail_with_examples() {
+        use crate::check::{Finding, FindingKind};
+        let lost =
+            (0..30u64).map(|i| Finding::new(FindingKind::Lost, "never delivered to a subscriber that owed it").msg(i + 7).client(5, 1));
+        let dup = (2..4).map(|n| Finding::new(FindingKind::Duplicated, format!("delivery #{n} of the same message")).msg(9));
+        let mut mode =
+            ModeReport { mode: crate::scenario::Mode::Changestream.into(), findings: lost.chain(dup).collect(), ..Default::default() };
+        mode.findings_by_kind.insert(FindingKind::Lost, 688);
+        mode.findings_by_kind.insert(FindingKind::Duplicated, 2);
+        let report = RunReport { modes: vec![mode], ..Default::default() };
+        let rows = finding_rows(&report, 20);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0][1].as_str(), rows[0][2].as_str()), ("lost", "30 listed of 688"));
+        assert_eq!(rows[0][3], "m7, client 5 (node 1); m8, client 5 (node 1); m9, client 5 (node 1)");
+        assert_eq!((rows[1][1].as_str(), rows[1][2].as_str(), rows[1][4].as_str()), ("duplicated", "2", "delivery #2 of the same message"));
+        assert_eq!(finding_rows(&report, 1).len(), 1, "at most this many rows a mode");
     }
 }
