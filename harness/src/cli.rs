@@ -28,6 +28,10 @@ pub struct Cli {
     /// Less output: no progress bar, warnings only.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// The summary's every row, zeros included (by default rows that are
+    /// all zeros are folded away).
+    #[arg(long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -275,9 +279,9 @@ pub struct SweepArgs {
 
 pub async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run(args) => run_command(args, cli.quiet).await,
+        Command::Run(args) => run_command(args, cli.quiet, cli.verbose).await,
         Command::Sweep(args) => sweep_command(args, cli.quiet).await,
-        Command::Check { trace, scenario } => check_command(&trace, scenario.as_deref()),
+        Command::Check { trace, scenario } => check_command(&trace, scenario.as_deref(), cli.verbose),
         Command::Compare { baseline, candidate, metrics, tolerance } => compare_command(&baseline, &candidate, metrics, tolerance),
         Command::Dump { trace, client, msg } => match Trace::read(&trace) {
             Ok(t) => {
@@ -288,7 +292,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             Err(e) => usage_error(e),
         },
         Command::Explain { run, msg } => explain_command(&run, &msg),
-        Command::Merge { dirs, out } => merge_command(&dirs, &out),
+        Command::Merge { dirs, out } => merge_command(&dirs, &out, cli.verbose),
         Command::Backends { provider, kafka, docker_images, out } => backends_command(provider, kafka, &docker_images, out).await,
         Command::K8s(K8sCommand::Render(args)) => k8s_render_command(args),
         Command::Doctor => {
@@ -452,7 +456,7 @@ fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet:
     })
 }
 
-async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
+async fn run_command(args: RunArgs, quiet: bool, verbose: bool) -> ExitCode {
     let mut scenario = match scenario::load(&args.scenario) {
         Ok(s) => s,
         Err(e) => return usage_error(e),
@@ -497,7 +501,7 @@ async fn run_command(args: RunArgs, quiet: bool) -> ExitCode {
     }
     match run(&scenario, &options).await {
         Ok(report) => {
-            print!("{}", crate::report::table::render(&report));
+            print!("{}", crate::report::table::render(&report, verbose));
             println!("results: {}", out_dir.display());
             let report_only: Vec<Mode> = report_only_modes.clone();
             let gated_pass = report
@@ -676,11 +680,11 @@ fn compare_command(
 /// `chatbench merge`: 0 the merged verdict passed, 1 a check failed (or a
 /// shard is missing), 2 the folders are not shards of one run, 3 nothing
 /// to merge or the output could not be written.
-fn merge_command(dirs: &[PathBuf], out: &std::path::Path) -> ExitCode {
+fn merge_command(dirs: &[PathBuf], out: &std::path::Path, verbose: bool) -> ExitCode {
     use crate::merge::{MergeRunError, merge_runs};
     match merge_runs(dirs, out) {
         Ok(merged) => {
-            print!("{}", crate::report::table::render(&merged.report));
+            print!("{}", crate::report::table::render(&merged.report, verbose));
             let per_million = merged.took.as_secs_f64() / (merged.events.max(1) as f64 / 1e6);
             println!("merged {} events in {:.2} s ({per_million:.2} s per million events)", merged.events, merged.took.as_secs_f64());
             println!("results: {}", out.display());
@@ -809,7 +813,7 @@ fn k8s_render_command(args: K8sRenderArgs) -> ExitCode {
     }
 }
 
-fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> ExitCode {
+fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>, verbose: bool) -> ExitCode {
     let trace = match Trace::read(path) {
         Ok(t) => t,
         Err(e) => return usage_error(e),
@@ -834,7 +838,7 @@ fn check_command(path: &std::path::Path, scenario: Option<&std::path::Path>) -> 
         passed,
         modes: vec![mode],
     };
-    print!("{}", crate::report::table::render(&report));
+    print!("{}", crate::report::table::render(&report, verbose));
     ExitCode::from(if report.passed { EXIT_PASS } else { EXIT_CHECK_FAILED })
 }
 

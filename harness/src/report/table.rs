@@ -162,7 +162,10 @@ fn stages(m: &ModeReport, pick: impl Fn(&super::NodeStages) -> &super::StageHist
     if parts.is_empty() { "-".to_owned() } else { parts.join("  ") }
 }
 
-pub fn render(report: &RunReport) -> String {
+/// The terminal summary: the table (rows that are zeros in every mode
+/// folded away unless `verbose`), then per mode the failed checks and why,
+/// the passed ones in a line, the ones turned off, the faults, the verdict.
+pub fn render(report: &RunReport, verbose: bool) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     let two = report.modes.len() == 2;
@@ -172,7 +175,12 @@ pub fn render(report: &RunReport) -> String {
         header.push(format!("Δ {} vs {}", report.modes[1].mode, report.modes[0].mode));
     }
     table.set_header(header);
+    let mut folded = 0;
     for row in rows(report) {
+        if !verbose && row.values.iter().all(|v| is_zero(v)) {
+            folded += 1;
+            continue;
+        }
         let diff = fmt_diff(row.diff_percent());
         let mut cells = vec![row.label.to_owned()];
         cells.extend(row.values);
@@ -183,6 +191,9 @@ pub fn render(report: &RunReport) -> String {
     }
     let mut out = table.to_string();
     out.push('\n');
+    if folded > 0 {
+        out.push_str(&format!("({folded} rows of zeros folded away; --verbose shows them)\n"));
+    }
     for m in &report.modes {
         if let Some(warning) = generator_warning(m) {
             out.push_str(&format!("{warning}\n"));
@@ -192,6 +203,10 @@ pub fn render(report: &RunReport) -> String {
         }
         for cause in &m.causes {
             out.push_str(&format!("why    {}: {cause}\n", m.mode));
+        }
+        let passed: Vec<&str> = m.checks.iter().filter(|c| c.passed && c.off.is_none()).map(|c| c.name.as_str()).collect();
+        if !passed.is_empty() {
+            out.push_str(&format!("passed {}: {}\n", m.mode, passed.join(", ")));
         }
         for c in m.checks.iter().filter(|c| c.off.is_some()) {
             out.push_str(&format!("off    {}: {} — {}\n", m.mode, c.name, c.detail));
@@ -203,6 +218,14 @@ pub fn render(report: &RunReport) -> String {
     }
     out.push_str(if report.passed { "result: PASS\n" } else { "result: FAIL\n" });
     out
+}
+
+/// A cell that says nothing happened: 0, 0.0, 0.00, "-" or "0 / 0 / ...".
+fn is_zero(cell: &str) -> bool {
+    cell.split(" / ").all(|v| {
+        let v = v.trim();
+        v == "-" || (!v.is_empty() && v.chars().all(|c| c == '0' || c == '.'))
+    })
 }
 
 /// The warning every report format prints when the generator fell behind.
@@ -342,5 +365,20 @@ mod tests {
         assert_eq!(rows[0][3], "m7, client 5 (node 1); m8, client 5 (node 1); m9, client 5 (node 1)");
         assert_eq!((rows[1][1].as_str(), rows[1][2].as_str(), rows[1][4].as_str()), ("duplicated", "2", "delivery #2 of the same message"));
         assert_eq!(finding_rows(&report, 1).len(), 1, "at most this many rows a mode");
+    }
+
+    #[test]
+    fn rows_of_zeros_are_folded_unless_verbose() {
+        for zero in ["0", "0.00", "0.0", "-", "0 / 0 / 0", "0 / 0"] {
+            assert!(is_zero(zero), "{zero}");
+        }
+        for not in ["1", "0 / 1 / 0", "0.01", "PASS", "", "10"] {
+            assert!(!is_zero(not), "{not}");
+        }
+        let report = RunReport { modes: vec![ModeReport::default()], ..Default::default() };
+        let (short, long) = (render(&report, false), render(&report, true));
+        assert!(short.contains("rows of zeros folded away") && !long.contains("folded"), "{short}");
+        assert!(short.lines().count() < long.lines().count());
+        assert!(long.contains("intruder attempts refused / unrefused"));
     }
 }
