@@ -74,6 +74,8 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         CURVE_PERCENTILES.iter().filter(|_| !lat.delivery.is_empty()).map(|&p| (p, lat.delivery.value_at_percentile(p))).collect();
     let meta = &trace.meta;
     let causes = super::cause::diagnose(trace, &findings);
+    let findings: Vec<_> = findings.into_iter().take(MAX_LISTED_FINDINGS).collect();
+    let room_names = findings.iter().filter_map(|f| Some((f.room?, trace.rooms.get(f.room? as usize)?.clone()))).collect();
     ModeReport {
         mode: meta.mode,
         provider: meta.provider.clone(),
@@ -86,7 +88,8 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         guarantees: meta.guarantees.label(),
         counts,
         findings_by_kind,
-        findings: findings.into_iter().take(MAX_LISTED_FINDINGS).collect(),
+        findings,
+        room_names,
         checks: results,
         latency,
         throughput,

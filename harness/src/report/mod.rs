@@ -121,6 +121,9 @@ pub struct ModeReport {
     #[serde(default)]
     pub resource_samples: Vec<crate::resources::ResourceSample>,
     pub notes: Vec<String>,
+    /// The names of the rooms the listed findings name (by room index).
+    #[serde(default)]
+    pub room_names: BTreeMap<u32, String>,
     /// What most likely explains the failing checks, in a sentence each
     /// (a declaration that fails every delivery): printed beside them.
     #[serde(default)]

@@ -283,7 +283,7 @@ pub fn finding_rows(report: &RunReport, groups_per_mode: usize) -> Vec<[String; 
             let (count, _, examples) = &mut groups[i].1;
             *count += 1;
             if examples.len() < 3 {
-                examples.push(example(f));
+                examples.push(example(f, &m.room_names));
             }
         }
         for ((kind, _), (count, detail, examples)) in groups {
@@ -295,12 +295,15 @@ pub fn finding_rows(report: &RunReport, groups_per_mode: usize) -> Vec<[String; 
     rows
 }
 
-/// One finding as the system saw it: the message's wire id, the room's
-/// seq, the client and its node, when it was observed.
-fn example(f: &crate::check::Finding) -> String {
+/// One finding as the system saw it: the message's wire id, its room's
+/// name and seq, the client and its node, when it was observed.
+fn example(f: &crate::check::Finding, rooms: &std::collections::BTreeMap<u32, String>) -> String {
     let mut parts = Vec::new();
     if let Some(msg) = f.msg {
         parts.push(crate::message::wire_id(msg));
+    }
+    if let Some(name) = f.room.and_then(|r| rooms.get(&r)) {
+        parts.push(format!("in `{name}`"));
     }
     if let Some(seq) = f.seq.filter(|s| *s > 0) {
         parts.push(format!("seq {seq}"));
@@ -314,7 +317,7 @@ fn example(f: &crate::check::Finding) -> String {
     if parts.is_empty() { "-".to_owned() } else { parts.join(", ") }
 }
 
-pub const FINDING_HEADER: [&str; 5] = ["mode", "kind", "findings", "examples (wire id, client, node, when)", "detail"];
+pub const FINDING_HEADER: [&str; 5] = ["mode", "kind", "findings", "examples (wire id, room, client, node, when)", "detail"];
 
 pub const FAULT_HEADER: [&str; 7] =
     ["mode", "fault", "at", "lasted", "all receiving again", "msgs delayed (> pre-fault p99)", "max delivery"];
@@ -351,18 +354,19 @@ mod tests {
     #[test]
     fn findings_are_grouped_by_kind_and_detail_with_examples() {
         use crate::check::{Finding, FindingKind};
-        let lost =
-            (0..30u64).map(|i| Finding::new(FindingKind::Lost, "never delivered to a subscriber that owed it").msg(i + 7).client(5, 1));
+        let lost = (0..30u64)
+            .map(|i| Finding::new(FindingKind::Lost, "never delivered to a subscriber that owed it").msg(i + 7).room(2).client(5, 1));
         let dup = (2..4).map(|n| Finding::new(FindingKind::Duplicated, format!("delivery #{n} of the same message")).msg(9));
         let mut mode =
             ModeReport { mode: crate::scenario::Mode::Changestream.into(), findings: lost.chain(dup).collect(), ..Default::default() };
         mode.findings_by_kind.insert(FindingKind::Lost, 688);
+        mode.room_names.insert(2, "lobby".into());
         mode.findings_by_kind.insert(FindingKind::Duplicated, 2);
         let report = RunReport { modes: vec![mode], ..Default::default() };
         let rows = finding_rows(&report, 20);
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert_eq!((rows[0][1].as_str(), rows[0][2].as_str()), ("lost", "30 listed of 688"));
-        assert_eq!(rows[0][3], "m7, client 5 (node 1); m8, client 5 (node 1); m9, client 5 (node 1)");
+        assert_eq!(rows[0][3], "m7, in `lobby`, client 5 (node 1); m8, in `lobby`, client 5 (node 1); m9, in `lobby`, client 5 (node 1)");
         assert_eq!((rows[1][1].as_str(), rows[1][2].as_str(), rows[1][4].as_str()), ("duplicated", "2", "delivery #2 of the same message"));
         assert_eq!(finding_rows(&report, 1).len(), 1, "at most this many rows a mode");
     }
