@@ -235,8 +235,6 @@ fn permanent_refusal(e: &tungstenite::Error) -> Option<u16> {
     }
 }
 
-/// A WebSocket upgrade to `url` with these query parameters and headers
-/// (STOMP: the STOMP subprotocols offered).
 /// Clients per loopback source address: a destination (address, port)
 /// takes at most one connection per source port from each source address,
 /// and the ephemeral range has 28,232 ports (32768–60999), so past this
@@ -250,8 +248,10 @@ pub(super) fn source_address(n: u32) -> Option<std::net::Ipv4Addr> {
     (block > 0).then(|| std::net::Ipv4Addr::from(0x7f00_0001 + block))
 }
 
-/// `source`: connect from this loopback address (bound before connecting)
-/// when the URL's host is a loopback IPv4 address; else as the system picks.
+/// A WebSocket upgrade to `url` with these query parameters and headers
+/// (STOMP: the STOMP subprotocols offered). `source`: connect from this
+/// loopback address (bound before connecting) when the URL's host is a
+/// loopback IPv4 address; else as the system picks.
 pub(super) async fn open(
     url: &str,
     query: &[(String, String)],
