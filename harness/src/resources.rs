@@ -270,7 +270,10 @@ mod tests {
         let _ = child.wait();
         assert!(samples.iter().any(|s| s.process == "harness" && s.rss_kib > 0), "{samples:?}");
         let busy = samples.iter().filter(|s| s.process == "sh").map(|s| s.cpu_percent).fold(0.0, f64::max);
-        assert!(busy > 30.0, "a spinning child shows its CPU: {samples:?}");
+        // Not a figure for the child's speed: on a loaded 2-core machine a
+        // spinning child got 23% (measured while a CI build ran beside it).
+        // An idle process shows 0; a sampler that misses the child too.
+        assert!(busy > 5.0, "a spinning child shows its CPU: {samples:?}");
     }
 
     #[tokio::test]
