@@ -14,6 +14,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Fewer failing messages than this say nothing about a dimension.
 const MIN_FAILING: usize = 3;
+/// Fewer passing messages (or deliveries) than this are too few to set
+/// anything apart from: a value two of them lack says nothing.
+const MIN_OTHERS: usize = 20;
 /// A value names the failing messages when at least this share of them has
 /// it (percent) ...
 const FAILING_SHARE: u64 = 90;
@@ -76,9 +79,11 @@ pub(crate) fn diagnose(trace: &Trace, findings: &[Finding]) -> Vec<String> {
         candidates.push((kind, failing.len(), seps));
     }
     // One pass over the events counts the others that share each value.
+    let mut passing = 0;
     for e in &trace.events {
         match e.kind {
             EventKind::Send { room, msg, body, .. } if !failing_any.contains(&msg) => {
+                passing += 1;
                 let s = Send { msg, sender: e.client, room, t_ns: e.t_ns, bytes: body.len, class: body.class };
                 for sep in candidates.iter_mut().flat_map(|c| c.2.iter_mut()).filter(|c| !c.dim.per_subscriber()) {
                     sep.others += 1;
@@ -110,6 +115,9 @@ pub(crate) fn diagnose(trace: &Trace, findings: &[Finding]) -> Vec<String> {
                 b.others_with,
                 b.others
             ),
+            None if passing < MIN_OTHERS => {
+                format!("{what}: nearly every message has a finding ({passing} sends have none): too few others to set them apart from")
+            }
             None => format!(
                 "{what}: no single room, sender, node, time slice, fault window, body size, text class or subscriber sets them apart from the others"
             ),
@@ -210,8 +218,8 @@ impl Dimension {
             Dimension::MultiByte => "are ASCII only".to_owned(),
             Dimension::JsonSpecial if key == 1 => "contain a quote, a backslash or a control character".to_owned(),
             Dimension::JsonSpecial => "contain no quote, backslash or control character".to_owned(),
-            Dimension::SubscriberNode => format!("were owed to subscribers of node {key}"),
-            Dimension::Subscriber => format!("were owed to client {key}"),
+            Dimension::SubscriberNode => format!("concern clients of node {key}"),
+            Dimension::Subscriber => format!("concern client {key}"),
         }
     }
 }
@@ -254,7 +262,7 @@ impl Separation {
 
     /// It marks the failing: nearly all of them have it, few of the others.
     fn marks(&self) -> bool {
-        self.failing_pct() >= FAILING_SHARE && self.others_pct() <= OTHERS_SHARE && self.others > 0
+        self.failing_pct() >= FAILING_SHARE && self.others_pct() <= OTHERS_SHARE && self.others >= MIN_OTHERS
     }
 }
 
@@ -479,9 +487,9 @@ mod tests {
             (&|s| all(s.bytes > 1024), "carry bodies of 1 to 16 KiB"),
             (&|s| all(s.class.has(TextClass::MULTI_BYTE)), "contain multi-byte UTF-8"),
             // Half of room 1's messages, to its second subscriber only.
-            (&|s| if s.room == 1 && s.t_ns % 2_000_000_000 < 1_000_000_000 { 2 } else { 0 }, "were owed to client 25"),
+            (&|s| if s.room == 1 && s.t_ns % 2_000_000_000 < 1_000_000_000 { 2 } else { 0 }, "concern client 25"),
             // Every room's messages to its subscriber on node 1.
-            (&|s| if s.room % 2 == 0 { 2 } else { 1 }, "were owed to subscribers of node 1"),
+            (&|s| if s.room % 2 == 0 { 2 } else { 1 }, "concern clients of node 1"),
         ];
         for (lost, phrase) in cases {
             let (t, findings) = shaped(lost);
@@ -493,6 +501,11 @@ mod tests {
         let (t, findings) = shaped(|s: &Send| u8::from(s.msg.is_multiple_of(5)));
         let said = diagnose(&t, &findings);
         assert!(said[0].contains("no single room, sender"), "{said:?}");
+        // Nearly every message fails (as intruders' leaks do): the few
+        // left say nothing, whatever they share.
+        let (t, findings) = shaped(|s: &Send| u8::from(!(s.room == 0 && s.sender == 0 && s.t_ns < 2_000_000_000)));
+        let said = diagnose(&t, &findings);
+        assert!(said[0].contains("nearly every message has a finding (2 sends have none)"), "{said:?}");
         // Too few to say anything.
         let (t, findings) = shaped(|s: &Send| u8::from(s.msg == msg_no(0, 1)));
         assert!(diagnose(&t, &findings).is_empty());
