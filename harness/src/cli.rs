@@ -867,4 +867,24 @@ mod tests {
         let share = |index| client_sockets(&odd, Some(crate::trace::ShardOf { index, count: 2 })).0;
         assert_eq!((share(0), share(1)), (3 * 3752, 2 * 3752));
     }
+
+    /// `--url` replaces an external system's URLs and its node count, and
+    /// is refused, with the reason, for a system the harness starts and for
+    /// a URL that is not ws:// or wss://.
+    #[test]
+    fn url_flags_point_an_external_scenario_at_other_nodes() {
+        let external = "name: x\ntopology: {nodes: 1}\nworkload: {rooms: 2, subscribers_per_room: 1, senders_per_room: 1, \
+                        load: {open: {rate_per_s: 10}}, duration: 2s}\nsystem: {external: {urls: [\"ws://127.0.0.1:1/ws\"]}, \
+                        guarantees: {history: none}}\n";
+        let mut s = crate::scenario::parse_str(external, "x.yaml").unwrap();
+        let urls = vec!["ws://127.0.0.1:5000/a".to_owned(), "wss://h:1/b".to_owned()];
+        use_urls(&mut s, &urls).unwrap();
+        assert_eq!((s.system.external.as_ref().unwrap().urls.clone(), s.topology.nodes), (urls, 2));
+        let e = use_urls(&mut s, &["http://h/".to_owned()]).unwrap_err();
+        assert!(e.contains("not a ws:// or wss:// URL"), "{e}");
+        let own = external.replace("system: {external: {urls: [\"ws://127.0.0.1:1/ws\"]}, ", "system: {");
+        let mut s = crate::scenario::parse_str(&own, "x.yaml").unwrap();
+        let e = use_urls(&mut s, &["ws://h/".to_owned()]).unwrap_err();
+        assert!(e.contains("runs its own"), "{e}");
+    }
 }
