@@ -143,12 +143,8 @@ pub struct AppState {
 pub enum ServeError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("creating the Kafka producer for {bootstrap}: {source}")]
-    Kafka {
-        bootstrap: String,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
+    #[error(transparent)]
+    Fanout(#[from] fanout::OpenError),
     #[error("serving HTTP: {0}")]
     Http(#[source] std::io::Error),
 }
@@ -170,12 +166,7 @@ pub async fn serve(
         max_pool_size: config.limits.mongo_max_pool_size,
     };
     let store = store::Store::connect(&config.mongo_uri, &config.db, store_limits).await?;
-    let fanout = match &config.fanout {
-        fanout::FanoutConfig::Kafka(k) => fanout::Fanout::Kafka(
-            fanout::kafka::Producer::new(k).map_err(|source| ServeError::Kafka { bootstrap: k.bootstrap.clone(), source })?,
-        ),
-        fanout::FanoutConfig::Changestream(_) => fanout::Fanout::Changestream,
-    };
+    let (fanout, source) = fanout::open(&config.fanout).await?;
     let (stop, _) = broadcast::channel(1);
     let connections = TaskTracker::new();
     let (late_fanout, late_queue) = match config.sabotage.late.is_zero() {
@@ -209,7 +200,7 @@ pub async fn serve(
     if !state.sabotage.is_off() {
         tracing::warn!(sabotage = ?state.sabotage, "SABOTAGE ENABLED: this node breaks guarantees on purpose (test only)");
     }
-    let fanout_task = tokio::spawn(fanout::run(state.clone(), config.fanout.clone(), stop.subscribe()));
+    let fanout_task = tokio::spawn(fanout::run(state.clone(), source, stop.subscribe()));
     tracing::info!(node = %state.node_id, mode = state.fanout.mode().as_str(), majority = state.store.majority, "chat-server ready");
     let signal_state = state.clone();
     let served = axum::serve(listener, http::router(state.clone()))

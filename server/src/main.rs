@@ -5,6 +5,8 @@
 use anyhow::Context;
 use chatbench_server::fanout::changestream::ChangeStreamConfig;
 use chatbench_server::fanout::kafka::KafkaConfig;
+use chatbench_server::fanout::nats::NatsConfig;
+use chatbench_server::fanout::redis::RedisConfig;
 use chatbench_server::fanout::{FanoutConfig, Mode};
 use chatbench_server::sabotage::Sabotage;
 use chatbench_server::{Config, Limits, serve};
@@ -40,6 +42,22 @@ struct Args {
     /// librdkafka fetch.wait.max.ms for the consumer.
     #[arg(long, env = "CHAT_KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 5)]
     kafka_fetch_wait_max_ms: u32,
+    /// Redis URL, e.g. redis://127.0.0.1:6379 (required with --mode redis).
+    #[arg(long, env = "CHAT_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Room R's Redis channel is <prefix>R.
+    #[arg(long, env = "CHAT_REDIS_CHANNEL_PREFIX", default_value = "chatbench.room.")]
+    redis_channel_prefix: String,
+    /// NATS server URL, e.g. nats://127.0.0.1:4222 (required with --mode nats).
+    #[arg(long, env = "CHAT_NATS_URL")]
+    nats_url: Option<String>,
+    /// JetStream stream every node publishes to and reads (created if
+    /// missing, subjects <stream>.room.>).
+    #[arg(long, env = "CHAT_NATS_STREAM", default_value = "chatbench")]
+    nats_stream: String,
+    /// Messages older than this leave the JetStream stream (when the node creates it).
+    #[arg(long, env = "CHAT_NATS_MAX_AGE", default_value = "1h", value_parser = parse_duration)]
+    nats_max_age: Duration,
     /// Frames queued per connection before it is closed as a slow consumer (4008).
     #[arg(long, env = "CHAT_QUEUE_CAPACITY", default_value_t = Limits::default().queue_frames as u64, value_parser = clap::value_parser!(u64).range(1..))]
     queue_capacity: u64,
@@ -116,12 +134,22 @@ fn parse_duration(raw: &str) -> Result<Duration, humantime::DurationError> {
 
 impl Args {
     fn config(self) -> anyhow::Result<Config> {
-        let fanout = match (self.mode, self.kafka_bootstrap) {
-            (Mode::Kafka, None) => anyhow::bail!("--mode kafka needs --kafka-bootstrap (or CHAT_KAFKA_BOOTSTRAP)"),
-            (Mode::Kafka, Some(bootstrap)) => {
-                FanoutConfig::Kafka(KafkaConfig { bootstrap, topic: self.kafka_topic, fetch_wait_max_ms: self.kafka_fetch_wait_max_ms })
-            }
-            (Mode::Changestream, _) => FanoutConfig::Changestream(ChangeStreamConfig {
+        let fanout = match self.mode {
+            Mode::Kafka => FanoutConfig::Kafka(KafkaConfig {
+                bootstrap: self.kafka_bootstrap.context("--mode kafka needs --kafka-bootstrap (or CHAT_KAFKA_BOOTSTRAP)")?,
+                topic: self.kafka_topic,
+                fetch_wait_max_ms: self.kafka_fetch_wait_max_ms,
+            }),
+            Mode::Redis => FanoutConfig::Redis(RedisConfig {
+                url: self.redis_url.context("--mode redis needs --redis-url (or CHAT_REDIS_URL)")?,
+                channel_prefix: self.redis_channel_prefix,
+            }),
+            Mode::Nats => FanoutConfig::Nats(NatsConfig {
+                url: self.nats_url.context("--mode nats needs --nats-url (or CHAT_NATS_URL)")?,
+                stream: self.nats_stream,
+                max_age: self.nats_max_age,
+            }),
+            Mode::Changestream => FanoutConfig::Changestream(ChangeStreamConfig {
                 max_await: self.change_stream_max_await,
                 batch_size: self.change_stream_batch_size,
             }),

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub kafka_reconnects: Counter,
     pub kafka_producer_resets: Counter,
     pub kafka_offset_resets: Counter,
+    pub broker_publishes: Counter,
+    pub broker_events: Counter,
+    pub broker_reconnects: Counter,
     pub skipped_events: Counter,
     pub idle_closes: Counter,
     pub seq_clashes: Counter,
@@ -60,6 +63,9 @@ impl Default for Metrics {
             kafka_reconnects: Counter::default(),
             kafka_producer_resets: Counter::default(),
             kafka_offset_resets: Counter::default(),
+            broker_publishes: Counter::default(),
+            broker_events: Counter::default(),
+            broker_reconnects: Counter::default(),
             skipped_events: Counter::default(),
             idle_closes: Counter::default(),
             seq_clashes: Counter::default(),
@@ -98,6 +104,17 @@ impl Default for Metrics {
             "kafka_offset_resets",
             "Times the Kafka consumer's offset was out of range and it re-assigned at the end (subscribers re-sync from history)",
             m.kafka_offset_resets.clone(),
+        );
+        registry.register("broker_publishes", "Publishes to Redis or JetStream issued (redis and nats modes)", m.broker_publishes.clone());
+        registry.register(
+            "broker_events",
+            "Messages received from Redis or JetStream (redis and nats modes): what this node had to read",
+            m.broker_events.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Times the Redis subscriber connection or the JetStream consumer came back (subscribers re-sync from history)",
+            m.broker_reconnects.clone(),
         );
         registry.register(
             "skipped_events",

@@ -210,6 +210,7 @@ pub(crate) async fn handle(socket: WebSocket, state: Arc<AppState>, codec: Codec
     for room in conn.subs.rooms() {
         if state.hub.unsubscribe(room.as_str(), conn_id) {
             state.metrics.subscriptions.dec();
+            state.fanout.leave(room.as_str());
         }
     }
     worker.abort();
@@ -545,6 +546,7 @@ impl Connection {
     fn leave_hub(&self, room: &RoomId) {
         if self.state.hub.unsubscribe(room.as_str(), self.conn_id) {
             self.state.metrics.subscriptions.dec();
+            self.state.fanout.leave(room.as_str());
         }
     }
 
@@ -644,13 +646,20 @@ impl Connection {
         };
         // Register before reading the head: every message stored after the
         // head read then reaches us live, and everything up to it is history.
-        if subscribing.join {
+        let heard = if subscribing.join {
             self.state.hub.subscribe(&room, self.conn_id, self.handle.clone());
             self.state.metrics.subscriptions.inc();
-        }
+            self.state.fanout.join(room.as_str())
+        } else {
+            Box::pin(std::future::ready(()))
+        };
         let (store, generation) = (self.state.store.clone(), subscribing.generation);
         self.reads.push(
             async move {
+                // Only once this node hears the room live (redis mode
+                // subscribes per room): nothing stored after the head read
+                // can then pass it by.
+                heard.await;
                 let result = store.head(&room).await;
                 Read::Head { room, generation, result }
             }
@@ -703,19 +712,15 @@ enum SendError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Publish(#[from] crate::fanout::kafka::PublishError),
+    Publish(#[from] crate::fanout::PublishError),
 }
 
-/// Store (and in kafka mode publish) one send: the ack frame.
+/// Store (and in the broker modes publish) one send: the ack frame.
 async fn store_and_publish(state: &AppState, job: &SendJob) -> Result<Utf8Bytes, SendError> {
     let stored = state.store.insert(&job.room, &job.id, &job.body, &state.node_id).await?;
     state.metrics.mongo_writes.inc_by(u64::from(stored.clashes) + 1);
     state.metrics.head_reads.inc_by(u64::from(stored.head_reads));
-    if let crate::fanout::Fanout::Kafka(kafka) = &state.fanout {
-        // Also for a resend: the first produce may be the one that failed.
-        state.metrics.kafka_produces.inc();
-        kafka.publish(&stored.message.room, &ServerFrame::Msg(&stored.message).to_json(), &state.metrics.kafka_producer_resets).await?;
-    }
+    state.fanout.publish(state, &stored.message).await?;
     state.metrics.acks.inc();
     state.metrics.seq_clashes.inc_by(u64::from(stored.clashes));
     if !stored.fresh {

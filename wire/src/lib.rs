@@ -33,15 +33,24 @@ pub enum Mode {
     Changestream,
     /// The baseline: also produce to Kafka; every node consumes the topic.
     Kafka,
+    /// Also PUBLISH on Redis, a channel per room; a node subscribes only to
+    /// the rooms its clients hold (at-most-once pub/sub, gaps filled from
+    /// MongoDB).
+    Redis,
+    /// Also publish to a NATS JetStream stream; every node reads it with an
+    /// ordered consumer that resumes from its last stream sequence.
+    Nats,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 2] = [Mode::Changestream, Mode::Kafka];
+    pub const ALL: [Mode; 4] = [Mode::Changestream, Mode::Kafka, Mode::Redis, Mode::Nats];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Changestream => "changestream",
             Mode::Kafka => "kafka",
+            Mode::Redis => "redis",
+            Mode::Nats => "nats",
         }
     }
 }
@@ -75,7 +84,7 @@ impl FromStr for Mode {
         Mode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| UnknownName {
             what: "mode",
             name: s.to_owned(),
-            known: &["changestream", "kafka"],
+            known: &["changestream", "kafka", "redis", "nats"],
         })
     }
 }
@@ -91,6 +100,6 @@ mod tests {
             assert_eq!(m.as_str().parse::<Mode>(), Ok(m));
         }
         let err = "mongo".parse::<Mode>().unwrap_err().to_string();
-        assert_eq!(err, "unknown mode \"mongo\" (known: changestream, kafka)");
+        assert_eq!(err, "unknown mode \"mongo\" (known: changestream, kafka, redis, nats)");
     }
 }

@@ -17,7 +17,7 @@
 //! rooms against history. Partitions added to the topic later are picked up
 //! (from their beginning) by a metadata check every [`PARTITION_REFRESH`].
 
-use super::{hand_to_hub, set_open};
+use super::set_open;
 use crate::AppState;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::ClientConfig;
@@ -27,7 +27,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -146,15 +145,6 @@ impl Producer {
             Err(e) => tracing::error!(fatal = why, error = %e, "the Kafka producer hit a fatal error and could not be replaced"),
         }
     }
-}
-
-/// The fields of a `msg` frame the hub routes by.
-#[derive(Deserialize)]
-struct Route<'a> {
-    room: &'a str,
-    seq: u64,
-    #[serde(default)]
-    ts_ms: i64,
 }
 
 pub async fn run(state: Arc<AppState>, config: KafkaConfig, mut shutdown: broadcast::Receiver<()>) {
@@ -347,17 +337,5 @@ fn add_new_partitions(consumer: &StreamConsumer<Link>, config: &KafkaConfig) -> 
 
 fn fan_out(state: &AppState, payload: &[u8]) {
     state.metrics.kafka_events.inc();
-    let Ok(route) = serde_json::from_slice::<Route>(payload) else {
-        state.metrics.skipped_events.inc();
-        tracing::error!("Kafka payload is not a msg frame; skipped");
-        return;
-    };
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return;
-    };
-    let lag_ms = (crate::store::now_ms() - route.ts_ms).max(0);
-    state.metrics.insert_to_fanout_seconds.observe(lag_ms as f64 / 1000.0);
-    let frame = axum::extract::ws::Utf8Bytes::from(text.to_owned());
-    state.store.observe(route.room, route.seq);
-    hand_to_hub(state, route.room, route.seq, &frame);
+    super::hand_frame_to_hub(state, payload, "Kafka");
 }

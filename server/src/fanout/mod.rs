@@ -1,10 +1,18 @@
 //! Fan-out: how a node learns of messages stored by any node and hands them
 //! to its hub. `changestream` watches one MongoDB change stream per node;
 //! `kafka` (the baseline) writes to MongoDB and produces to a topic that
-//! every node consumes. Both end in the same hub and resequencer.
+//! every node consumes; `redis` publishes on a channel per room that only
+//! the nodes serving the room subscribe to; `nats` publishes to a JetStream
+//! stream every node reads. All end in the same hub and resequencer.
+//!
+//! A backend is one file here plus one variant of [`Fanout`] (what sends
+//! and joins see), of [`FanoutConfig`] (its flags) and of [`Source`] (what
+//! the node's fan-out task owns).
 
 pub mod changestream;
 pub mod kafka;
+pub mod nats;
+pub mod redis;
 
 use crate::AppState;
 use axum::extract::ws::Utf8Bytes;
@@ -15,11 +23,25 @@ use tokio::sync::broadcast;
 
 pub use chatbench_wire::Mode;
 
-/// A running node's fan-out, as sends see it: kafka mode also produces
-/// every stored send to the topic.
+/// A running node's fan-out, as sends and joins see it: the broker modes
+/// also publish every stored send.
 pub enum Fanout {
     Changestream,
     Kafka(kafka::Producer),
+    Redis(redis::Redis),
+    Nats(nats::Nats),
+}
+
+/// Why a stored send could not be handed to the broker (the send is
+/// answered `store_unavailable` and the client resends it).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Kafka(#[from] kafka::PublishError),
+    #[error(transparent)]
+    Redis(#[from] redis::PublishError),
+    #[error(transparent)]
+    Nats(#[from] nats::PublishError),
 }
 
 impl Fanout {
@@ -27,6 +49,50 @@ impl Fanout {
         match self {
             Fanout::Changestream => Mode::Changestream,
             Fanout::Kafka(_) => Mode::Kafka,
+            Fanout::Redis(_) => Mode::Redis,
+            Fanout::Nats(_) => Mode::Nats,
+        }
+    }
+
+    /// Hand a stored message (its `msg` frame) to the broker; nothing to do
+    /// in `changestream` mode, where the insert is the publication. Called
+    /// for resends too: the first publish may be the one that failed.
+    pub async fn publish(&self, state: &crate::AppState, message: &crate::protocol::ChatMessage) -> Result<(), PublishError> {
+        let frame = || crate::protocol::ServerFrame::Msg(message).to_json();
+        let room = message.room.as_str();
+        match self {
+            Fanout::Changestream => return Ok(()),
+            Fanout::Kafka(kafka) => {
+                state.metrics.kafka_produces.inc();
+                kafka.publish(room, &frame(), &state.metrics.kafka_producer_resets).await?;
+            }
+            Fanout::Redis(redis) => {
+                state.metrics.broker_publishes.inc();
+                redis.publish(room, &frame()).await?;
+            }
+            Fanout::Nats(nats) => {
+                state.metrics.broker_publishes.inc();
+                nats.publish(room, message.id.as_str(), &frame()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection of this node joined `room`. Resolves once the node hears
+    /// the room live, so a head read after it misses nothing: at once where
+    /// every node reads every message; in `redis` mode once the node's
+    /// subscription to the room is confirmed. Registered before it returns.
+    pub fn join(&self, room: &str) -> futures::future::BoxFuture<'static, ()> {
+        match self {
+            Fanout::Redis(redis) => Box::pin(redis.join(room)),
+            _ => Box::pin(std::future::ready(())),
+        }
+    }
+
+    /// A connection of this node left `room` (or closed while in it).
+    pub fn leave(&self, room: &str) {
+        if let Fanout::Redis(redis) = self {
+            redis.leave(room);
         }
     }
 }
@@ -36,6 +102,8 @@ impl Fanout {
 pub enum FanoutConfig {
     Changestream(changestream::ChangeStreamConfig),
     Kafka(kafka::KafkaConfig),
+    Redis(redis::RedisConfig),
+    Nats(nats::NatsConfig),
 }
 
 impl FanoutConfig {
@@ -43,15 +111,71 @@ impl FanoutConfig {
         match self {
             FanoutConfig::Changestream(_) => Mode::Changestream,
             FanoutConfig::Kafka(_) => Mode::Kafka,
+            FanoutConfig::Redis(_) => Mode::Redis,
+            FanoutConfig::Nats(_) => Mode::Nats,
         }
     }
 }
 
+/// What the node's fan-out task owns: where it hears stored messages.
+pub enum Source {
+    Changestream(changestream::ChangeStreamConfig),
+    Kafka(kafka::KafkaConfig),
+    Redis(redis::Subscriber),
+    Nats(nats::Consumer),
+}
+
+/// Why a node's fan-out could not be set up (before it serves anything).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("creating the Kafka producer for {bootstrap}: {source}")]
+    Kafka {
+        bootstrap: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("Redis URL {url:?}: {source}")]
+    Redis {
+        url: String,
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("NATS at {url}: {source}")]
+    Nats {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// Set up the node's side of its fan-out backend. Brokers that are down
+/// are not an error here: the node starts and reports `fanout: closed`
+/// until its source opens.
+pub async fn open(config: &FanoutConfig) -> Result<(Fanout, Source), OpenError> {
+    Ok(match config {
+        FanoutConfig::Changestream(c) => (Fanout::Changestream, Source::Changestream(*c)),
+        FanoutConfig::Kafka(k) => {
+            let producer = kafka::Producer::new(k).map_err(|source| OpenError::Kafka { bootstrap: k.bootstrap.clone(), source })?;
+            (Fanout::Kafka(producer), Source::Kafka(k.clone()))
+        }
+        FanoutConfig::Redis(r) => {
+            let (redis, subscriber) = redis::open(r).map_err(|source| OpenError::Redis { url: r.url.clone(), source })?;
+            (Fanout::Redis(redis), Source::Redis(subscriber))
+        }
+        FanoutConfig::Nats(n) => {
+            let (nats, consumer) = nats::open(n).await.map_err(|source| OpenError::Nats { url: n.url.clone(), source })?;
+            (Fanout::Nats(nats), Source::Nats(consumer))
+        }
+    })
+}
+
 /// Run the node's fan-out until shutdown.
-pub async fn run(state: Arc<AppState>, config: FanoutConfig, shutdown: broadcast::Receiver<()>) {
-    match config {
-        FanoutConfig::Changestream(c) => changestream::run(state, c, shutdown).await,
-        FanoutConfig::Kafka(k) => kafka::run(state, k, shutdown).await,
+pub async fn run(state: Arc<AppState>, source: Source, shutdown: broadcast::Receiver<()>) {
+    match source {
+        Source::Changestream(c) => changestream::run(state, c, shutdown).await,
+        Source::Kafka(k) => kafka::run(state, k, shutdown).await,
+        Source::Redis(r) => redis::run(state, r, shutdown).await,
+        Source::Nats(n) => nats::run(state, n, shutdown).await,
     }
 }
 
@@ -79,6 +203,30 @@ pub fn hand_to_hub(state: &AppState, room: &str, seq: u64, frame: &Utf8Bytes) {
         return;
     }
     fan_out(state, room, seq, frame);
+}
+
+/// The fields of a `msg` frame the hub routes by.
+#[derive(serde::Deserialize)]
+struct Route<'a> {
+    room: &'a str,
+    seq: u64,
+    #[serde(default)]
+    ts_ms: i64,
+}
+
+/// Hand one `msg` frame a broker delivered (`from` names it in logs) to the
+/// hub; a payload that is not one is counted and skipped.
+pub fn hand_frame_to_hub(state: &AppState, payload: &[u8], from: &str) {
+    let (Ok(route), Ok(text)) = (serde_json::from_slice::<Route>(payload), std::str::from_utf8(payload)) else {
+        state.metrics.skipped_events.inc();
+        tracing::error!(from, "a {from} payload is not a msg frame; skipped");
+        return;
+    };
+    let lag_ms = (crate::store::now_ms() - route.ts_ms).max(0);
+    state.metrics.insert_to_fanout_seconds.observe(lag_ms as f64 / 1000.0);
+    let frame = Utf8Bytes::from(text.to_owned());
+    state.store.observe(route.room, route.seq);
+    hand_to_hub(state, route.room, route.seq, &frame);
 }
 
 fn fan_out(state: &AppState, room: &str, seq: u64, frame: &Utf8Bytes) {
