@@ -188,6 +188,42 @@ pub fn free_port() -> io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A free TCP port on 127.0.0.1 *outside* the kernel's ephemeral range, for
+/// a backend the nemesis restarts on the same port: a port from
+/// [`free_port`] lies in the ephemeral range, where any client socket may
+/// take it while the backend is down (seen as `address already in use`).
+/// Tries random ports in [`STABLE_PORTS`] until one binds.
+pub fn stable_port() -> io::Result<u16> {
+    use rand::Rng;
+    let (low, high) = ephemeral_range();
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(STABLE_PORTS);
+        if (low..=high).contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::other(format!("no free port in {STABLE_PORTS:?} outside the ephemeral range {low}-{high}")))
+}
+
+/// Where [`stable_port`] looks: below Linux's default ephemeral range
+/// (32768-60999) and above the well-known services.
+pub const STABLE_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// The kernel's ephemeral port range (Linux's default when unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
 /// Find an executable on PATH.
 pub fn which(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -207,6 +243,15 @@ pub fn tail(path: &std::path::Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stable_port_is_outside_the_ephemeral_range() {
+        let (low, high) = ephemeral_range();
+        for _ in 0..20 {
+            let port = stable_port().unwrap();
+            assert!(!(low..=high).contains(&port) && STABLE_PORTS.contains(&port), "{port} (ephemeral {low}-{high})");
+        }
+    }
 
     #[tokio::test]
     async fn dropping_the_guard_kills_the_whole_group() {

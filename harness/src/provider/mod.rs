@@ -6,6 +6,7 @@
 //! provider that cannot honour a request fails with a clear message; none
 //! silently downgrades. Every backend is torn down when its handle drops.
 
+pub mod broker;
 pub mod docker;
 pub mod kafka;
 pub mod mongo;
