@@ -225,6 +225,12 @@ pub struct TargetArgs {
     /// Kafka bootstrap servers for --provider external in kafka mode.
     #[arg(long)]
     pub kafka_bootstrap: Option<String>,
+    /// Redis URL (redis://HOST:PORT) for --provider external in redis mode.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// NATS URL (nats://HOST:PORT, JetStream on) for --provider external in nats mode.
+    #[arg(long)]
+    pub nats_url: Option<String>,
     /// The docker provider's image for `mongo`, `kafka` or `server`, e.g.
     /// `mongo=chatbench-local/nx-27017:0.8.1` (repeatable; over the
     /// scenario's `topology.images`; default the official images).
@@ -422,6 +428,12 @@ fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet:
     {
         return Err(usage_error("--provider external in kafka mode needs --kafka-bootstrap (or topology.kafka.bootstrap)"));
     }
+    if provider == ProviderChoice::External && modes.contains(&Mode::Redis) && target.redis_url.is_none() {
+        return Err(usage_error("--provider external in redis mode needs --redis-url"));
+    }
+    if provider == ProviderChoice::External && modes.contains(&Mode::Nats) && target.nats_url.is_none() {
+        return Err(usage_error("--provider external in nats mode needs --nats-url"));
+    }
     // A command or external system is not the reference server: no
     // chat-server binary is needed, and --sabotage has nothing to act on.
     let reference = scenario.system.command.is_none() && scenario.system.external.is_none();
@@ -444,6 +456,8 @@ fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet:
         provider,
         mongo_uri: target.mongo_uri,
         kafka_bootstrap: target.kafka_bootstrap,
+        redis_url: target.redis_url,
+        nats_url: target.nats_url,
         docker_images: docker_images.or(&scenario.topology.images),
         out_dir,
         seed: target.seed,

@@ -5,6 +5,7 @@
 
 use crate::client::Window;
 use crate::cluster::Cluster;
+use crate::provider::broker::BrokerBackend;
 use crate::provider::kafka::{KafkaBackend, KafkaLink};
 use crate::provider::mongo::MongoBackend;
 use crate::proxy::{FaultProxy, LinkFault};
@@ -41,6 +42,11 @@ pub(crate) struct Targets {
     /// Per node: its path to Kafka through a fault proxy (kafka mode, when
     /// the scenario has network faults on the Kafka link).
     pub kafka_links: Vec<KafkaLink>,
+    /// The broker, in redis and nats modes.
+    pub broker: Option<Mutex<BrokerBackend>>,
+    /// Per node: the fault proxy on its link to that broker (when the
+    /// scenario has network faults on the broker link).
+    pub broker_links: Vec<FaultProxy>,
 }
 
 /// How long a graceful stop may take before it counts as failed.
@@ -148,6 +154,10 @@ pub(crate) enum FaultError {
     ActedOnNothing { node: u32, link: LinkTarget },
     #[error("this mode runs no Kafka")]
     NoKafka,
+    #[error("this mode runs no broker")]
+    NoBroker,
+    #[error("pause_broker: the Kafka providers cannot pause the broker (redis and nats modes can)")]
+    CannotPauseKafka,
     #[error("{0:#}")]
     Backend(anyhow::Error),
     #[error("random faults are resolved when the schedule is made")]
@@ -162,6 +172,7 @@ fn link_name(link: LinkTarget) -> &'static str {
     match link {
         LinkTarget::Mongo => "MongoDB",
         LinkTarget::Kafka => "Kafka",
+        LinkTarget::Broker => "broker",
         LinkTarget::Clients => "clients'",
     }
 }
@@ -199,17 +210,23 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), FaultError> {
             t.paused.lock().await.remove(&(node as usize));
         }
         FaultAction::RestartMongo { down_for } => t.mongo.lock().await.restart(down_for.0).await.map_err(FaultError::Backend)?,
-        FaultAction::RestartKafka { down_for } => {
-            let kafka = t.kafka.as_ref().ok_or(FaultError::NoKafka)?;
-            kafka.lock().await.restart(down_for.0).await.map_err(FaultError::Backend)?;
-            for link in &t.kafka_links {
-                link.broker_restarted().await.map_err(FaultError::Backend)?;
-            }
-        }
+        FaultAction::RestartKafka { down_for } => restart_kafka(t, down_for.0).await?,
+        FaultAction::RestartBroker { down_for } => match &t.broker {
+            Some(broker) => broker.lock().await.restart(down_for.0).await.map_err(FaultError::Backend)?,
+            None if t.kafka.is_some() => restart_kafka(t, down_for.0).await?,
+            None => return Err(FaultError::NoBroker),
+        },
+        FaultAction::PauseBroker { duration } => match &t.broker {
+            Some(broker) => broker.lock().await.pause(duration.0).await.map_err(FaultError::Backend)?,
+            None if t.kafka.is_some() => return Err(FaultError::CannotPauseKafka),
+            None => return Err(FaultError::NoBroker),
+        },
         FaultAction::Network { node, link, .. } => {
             let proxy = match link {
                 LinkTarget::Mongo => t.links.get(node as usize),
                 LinkTarget::Kafka => t.kafka_links.get(node as usize).map(|l| &l.proxy),
+                LinkTarget::Broker if t.kafka.is_some() => t.kafka_links.get(node as usize).map(|l| &l.proxy),
+                LinkTarget::Broker => t.broker_links.get(node as usize),
                 LinkTarget::Clients => t.client_links.get(node as usize),
             }
             .ok_or(FaultError::NoProxy { node, link })?;
@@ -229,6 +246,15 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), FaultError> {
         }
         FaultAction::Random { .. } => return Err(FaultError::Unresolved),
         FaultAction::DropClients { share } => drop_clients(&t.drops, share),
+    }
+    Ok(())
+}
+
+async fn restart_kafka(t: &Targets, down_for: Duration) -> Result<(), FaultError> {
+    let kafka = t.kafka.as_ref().ok_or(FaultError::NoKafka)?;
+    kafka.lock().await.restart(down_for).await.map_err(FaultError::Backend)?;
+    for link in &t.kafka_links {
+        link.broker_restarted().await.map_err(FaultError::Backend)?;
     }
     Ok(())
 }
@@ -290,7 +316,7 @@ async fn up(t: &Targets, node: usize) -> Result<(), FaultError> {
 
 /// Undo what would outlive the run: resume paused nodes, heal links.
 pub(crate) async fn settle(t: &Targets) {
-    for link in t.links.iter().chain(t.kafka_links.iter().map(|l| &l.proxy)) {
+    for link in t.links.iter().chain(t.kafka_links.iter().map(|l| &l.proxy)).chain(&t.broker_links) {
         link.set(LinkFault::default());
     }
     let paused: Vec<usize> = t.paused.lock().await.iter().copied().collect();

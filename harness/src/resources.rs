@@ -172,6 +172,8 @@ pub(crate) fn name_of(cmdline: &str, comm: &str) -> String {
         ("tansu proxy", "kafka-link"),
         ("tansu", "kafka"),
         ("kafka.Kafka", "kafka"),
+        ("redis-server", "redis"),
+        ("nats-server", "nats"),
     ] {
         if cmdline.contains(needle) {
             return name.to_owned();
@@ -256,6 +258,8 @@ mod tests {
         assert_eq!(name_of("python /tmp/x/nx_launcher.py --db memory", "python"), "mongodb");
         assert_eq!(name_of("tansu proxy --listener-url tcp://x", "tansu"), "kafka-link");
         assert_eq!(name_of("tansu broker --storage-engine memory://", "tansu"), "kafka");
+        assert_eq!(name_of("/usr/bin/redis-server 127.0.0.1:20001", "redis-server"), "redis");
+        assert_eq!(name_of("nats-server -a 127.0.0.1 -p 20002 -js", "nats-server"), "nats");
         assert_eq!(name_of("something else", "bash"), "bash");
     }
 

@@ -19,6 +19,7 @@ use crate::cluster::{Cluster, ClusterError, ClusterSpec};
 use crate::nemesis::{self, Targets};
 use crate::oracle;
 use crate::provider::ProviderError;
+use crate::provider::broker::{self, BrokerBackend, BrokerKind, BrokerRequest};
 use crate::provider::kafka::{self, KafkaBackend, KafkaLink, KafkaRequest};
 use crate::provider::mongo::{self, MongoBackend, MongoRequest};
 use crate::proxy::FaultProxy;
@@ -41,6 +42,10 @@ pub(crate) struct RunOptions {
     pub provider: ProviderChoice,
     pub mongo_uri: Option<String>,
     pub kafka_bootstrap: Option<String>,
+    /// Redis for --provider external in redis mode.
+    pub redis_url: Option<String>,
+    /// NATS for --provider external in nats mode.
+    pub nats_url: Option<String>,
     /// The docker provider's images (CLI over scenario; None: the defaults).
     pub docker_images: crate::provider::docker::DockerImages,
     pub out_dir: PathBuf,
@@ -290,11 +295,10 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         if scenario.system.command.is_none() { cluster.nodes.iter().map(|n| n.http_url("")).collect() } else { Vec::new() };
     let (urls, client_links) = client_link_proxies(scenario, cluster.nodes.iter().map(|n| n.ws_url_at(path)).collect()).await?;
     let mut schedule = scenario.fault_schedule(options.seed);
-    if mode == Mode::Changestream {
-        // Same seed, same schedule; faults on Kafka have nothing to act on here.
-        schedule.retain(|(_, action)| !action.targets_kafka());
-    }
-    let Backends { mongo, kafka, links, kafka_links } = backends;
+    // Same seed, same schedule; a fault on a broker this mode does not run
+    // has nothing to act on here.
+    schedule.retain(|(_, action)| action.applies_in(mode));
+    let Backends { mongo, kafka, links, kafka_links, broker, broker_links } = backends;
     let faults = async |window, drops| {
         let targets = Targets {
             cluster: Mutex::new(cluster),
@@ -306,6 +310,8 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
             links,
             kafka: kafka.map(Mutex::new),
             kafka_links,
+            broker: broker.map(Mutex::new),
+            broker_links,
             client_links,
         };
         (nemesis::run(schedule, window, clock, &targets).await, targets)
@@ -316,7 +322,7 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
     let Driven { mut outcome, faults, owned: targets, loop_lag, resources } = driven;
     let unmatched = std::mem::take(&mut outcome.unmatched);
     let samples = std::mem::take(&mut outcome.samples);
-    let Targets { cluster, mongo, down, kafka, kafka_links, .. } = targets;
+    let Targets { cluster, mongo, down, kafka, kafka_links, broker, broker_links, .. } = targets;
     let (mut cluster, mongo, down) = (cluster.into_inner(), mongo.into_inner(), down.into_inner());
     // A node that died outside a planned fault makes the run's verdict void.
     if let Some((node, status)) = cluster.dead_nodes().into_iter().find(|(node, _)| !down.contains(node)) {
@@ -367,9 +373,12 @@ async fn run_mode(scenario: &Scenario, options: &RunOptions, mode: Mode, dir: &s
         tracing::warn!("{problem}");
     }
     drop(kafka_links);
+    drop(broker_links);
     let kafka = kafka.map(Mutex::into_inner);
-    let (provider, backend, backend_is_real) = describe(&mongo, kafka.as_ref());
+    let broker = broker.map(Mutex::into_inner);
+    let (provider, backend, backend_is_real) = describe(&mongo, kafka.as_ref(), broker.as_ref());
     drop(kafka);
+    drop(broker);
     drop(mongo);
     // What the system does not promise is not checked (each with its reason).
     let checks = scenario.judged_checks();
@@ -596,6 +605,10 @@ struct Backends {
     links: Vec<FaultProxy>,
     /// Per node: its path to Kafka through a fault proxy (network faults on Kafka only).
     kafka_links: Vec<KafkaLink>,
+    /// The broker of the redis and nats modes.
+    broker: Option<BrokerBackend>,
+    /// Per node: its fault proxy to that broker (network faults on it only).
+    broker_links: Vec<FaultProxy>,
 }
 
 async fn start_backends(
@@ -632,7 +645,19 @@ async fn start_backends(
             tracing::info!(provider = ?options.provider, "starting Kafka");
             Some(kafka::start(options.provider, &request, dir).await?)
         }
-        Mode::Changestream => None,
+        Mode::Changestream | Mode::Redis | Mode::Nats => None,
+    };
+    let broker = match broker::kind_of(mode) {
+        Some(kind) => {
+            let url = match kind {
+                BrokerKind::Redis => options.redis_url.clone(),
+                BrokerKind::Nats => options.nats_url.clone(),
+            };
+            let request = BrokerRequest { kind, url, controlled: scenario.controls_broker() };
+            tracing::info!(provider = ?options.provider, broker = kind.name(), "starting the broker");
+            Some(broker::start(options.provider, &request, dir).await?)
+        }
+        None => None,
     };
     let cannot = |why: String| InfraError::Provider(crate::provider::ProviderError::CannotHonour { provider: "network faults", why });
     let mut links = Vec::new();
@@ -645,14 +670,23 @@ async fn start_backends(
         }
     }
     let mut kafka_links = Vec::new();
-    if let Some(k) = kafka.as_ref().filter(|_| scenario.needs_link_proxies(LinkTarget::Kafka)) {
+    let broker_link_faults = scenario.needs_link_proxies(LinkTarget::Broker);
+    if let Some(k) = kafka.as_ref().filter(|_| scenario.needs_link_proxies(LinkTarget::Kafka) || broker_link_faults) {
         for node in 0..topology.nodes {
             kafka_links.push(
                 KafkaLink::start(&k.bootstrap, &dir.join(format!("kafka-link-{node}.log"))).await.map_err(|e| cannot(format!("{e:#}")))?,
             );
         }
     }
-    Ok(Backends { mongo, kafka, links, kafka_links })
+    let mut broker_links = Vec::new();
+    if let Some(b) = broker.as_ref().filter(|_| broker_link_faults) {
+        let upstream =
+            b.addr().ok_or_else(|| cannot(format!("the {} URL {} has no single host:port for the fault proxy", b.kind.name(), b.url)))?;
+        for _ in 0..topology.nodes {
+            broker_links.push(FaultProxy::start(upstream).await.map_err(|e| InfraError::Output { path: "fault proxy".into(), source: e })?);
+        }
+    }
+    Ok(Backends { mongo, kafka, links, kafka_links, broker, broker_links })
 }
 
 async fn start_nodes(
@@ -672,29 +706,16 @@ async fn start_nodes(
         node_mongo_uris: backends.links.iter().map(|l| with_host(&backends.mongo.uri, l.addr)).collect(),
         db: db.to_owned(),
         mode,
-        extra_args: node_args(scenario, options, backends.kafka.as_ref())
-            .into_iter()
-            .chain(minter.iter().flat_map(|m| m.server_args()))
-            .collect(),
-        // In kafka mode each node's bootstrap: its link proxy, else the broker.
-        per_node_args: backends
-            .kafka
-            .iter()
-            .flat_map(|k| {
-                (0..nodes as usize).map(|n| {
-                    let bootstrap = backends.kafka_links.get(n).map_or_else(|| k.bootstrap.clone(), |l| l.proxy.addr.to_string());
-                    vec!["--kafka-bootstrap".to_owned(), bootstrap]
-                })
-            })
-            .collect(),
+        extra_args: node_args(scenario, options, backends, db).into_iter().chain(minter.iter().flat_map(|m| m.server_args())).collect(),
+        per_node_args: (0..nodes as usize).map(|n| broker_args(backends, n)).filter(|a| !a.is_empty()).collect(),
         log_dir: dir.to_owned(),
         command: scenario.system.command.clone(),
         containers: match scenario.topology.nodes_in {
             NodesIn::Processes => None,
-            NodesIn::Containers if mode == Mode::Kafka => {
+            NodesIn::Containers if mode != Mode::Changestream => {
                 return Err(InfraError::Provider(crate::provider::ProviderError::CannotHonour {
                     provider: "nodes in containers",
-                    why: "kafka mode: the broker advertises a host address the node containers cannot reach (changestream only)".into(),
+                    why: format!("{mode} mode: the broker listens on a host address the node containers cannot reach (changestream only)"),
                 }));
             }
             NodesIn::Containers => {
@@ -771,12 +792,37 @@ async fn drive<T>(
 }
 
 /// (provider, backend description, whether every backend is the real thing).
-fn describe(mongo: &MongoBackend, kafka: Option<&KafkaBackend>) -> (String, String, bool) {
+fn describe(mongo: &MongoBackend, kafka: Option<&KafkaBackend>, broker: Option<&BrokerBackend>) -> (String, String, bool) {
     let provider = mongo.provider.as_str().to_owned();
-    match kafka {
-        Some(k) => (provider, format!("{} + {}", mongo.version, k.version), mongo.is_real_mongodb && k.is_real_kafka),
-        None => (provider, mongo.version.clone(), mongo.is_real_mongodb),
+    match (kafka, broker) {
+        (Some(k), _) => (provider, format!("{} + {}", mongo.version, k.version), mongo.is_real_mongodb && k.is_real_kafka),
+        // Redis and NATS are always the real servers.
+        (None, Some(b)) => {
+            let real =
+                if b.provider == crate::provider::ProviderKind::External { b.version.clone() } else { format!("{} (real)", b.version) };
+            (format!("{provider} + {}", b.provider.as_str()), format!("{} + {real}", mongo.version), mongo.is_real_mongodb)
+        }
+        (None, None) => (provider, mongo.version.clone(), mongo.is_real_mongodb),
     }
+}
+
+/// One node's flags for its broker: its link proxy if it has one, else the
+/// broker itself.
+fn broker_args(backends: &Backends, node: usize) -> Vec<String> {
+    if let Some(k) = &backends.kafka {
+        let bootstrap = backends.kafka_links.get(node).map_or_else(|| k.bootstrap.clone(), |l| l.proxy.addr.to_string());
+        return vec!["--kafka-bootstrap".to_owned(), bootstrap];
+    }
+    let Some(b) = &backends.broker else { return Vec::new() };
+    let url = match backends.broker_links.get(node) {
+        Some(link) => format!("{}://{}", b.url.split_once("://").map_or("redis", |(scheme, _)| scheme), link.addr),
+        None => b.url.clone(),
+    };
+    let flag = match b.kind {
+        BrokerKind::Redis => "--redis-url",
+        BrokerKind::Nats => "--nats-url",
+    };
+    vec![flag.to_owned(), url]
 }
 
 /// The one `host:port` of a MongoDB URI (None when it lists several).
@@ -810,14 +856,28 @@ fn with_host(uri: &str, addr: std::net::SocketAddr) -> String {
 /// Flags for every node: the Kafka topic in kafka mode, the scenario's
 /// `server_args`, and the command line's (each node's bootstrap is in
 /// `per_node_args`).
-fn node_args(scenario: &Scenario, options: &RunOptions, kafka: Option<&KafkaBackend>) -> Vec<String> {
+fn node_args(scenario: &Scenario, options: &RunOptions, backends: &Backends, db: &str) -> Vec<String> {
     let mut args = Vec::new();
-    if let Some(k) = kafka {
+    if let Some(k) = &backends.kafka {
         args.extend(["--kafka-topic".to_owned(), k.topic.clone()]);
+    }
+    // One channel prefix or stream per run: two runs on one external broker
+    // never cross-talk.
+    match backends.broker.as_ref().map(|b| b.kind) {
+        Some(BrokerKind::Redis) => args.extend(["--redis-channel-prefix".to_owned(), format!("chatbench.{db}.room.")]),
+        Some(BrokerKind::Nats) => args.extend(["--nats-stream".to_owned(), nats_stream_name(db)]),
+        None => {}
     }
     args.extend(scenario.topology.server_args.iter().cloned());
     args.extend(options.server_args.iter().cloned());
     args
+}
+
+/// A JetStream stream name for the run: names may not hold `.`, `*`, `>`,
+/// path separators or whitespace.
+fn nats_stream_name(db: &str) -> String {
+    let safe: String = db.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("chatbench_{safe}")
 }
 
 fn progress_bar(quiet: bool, scenario: &Scenario, subject: Subject) -> ProgressBar {

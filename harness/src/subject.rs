@@ -1,7 +1,7 @@
 //! What a run judged: nodes the harness started, in one fan-out mode (the
 //! reference server, or a team's server started by `system.command`), or an
 //! external system it was given. Reports, traces and result folders carry
-//! it by its name (`changestream`, `kafka`, `external`); in code it is
+//! it by its name (`changestream`, `kafka`, `redis`, `nats`, `external`); in code it is
 //! typed, so a comparison can never miss on a misspelt string.
 
 use crate::scenario::Mode;
@@ -19,7 +19,13 @@ pub enum Subject {
 
 impl Subject {
     /// Every subject, in report order.
-    pub const ALL: [Subject; 3] = [Subject::Started(Mode::Changestream), Subject::Started(Mode::Kafka), Subject::External];
+    pub const ALL: [Subject; 5] = [
+        Subject::Started(Mode::Changestream),
+        Subject::Started(Mode::Kafka),
+        Subject::Started(Mode::Redis),
+        Subject::Started(Mode::Nats),
+        Subject::External,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,7 +63,7 @@ impl fmt::Display for Subject {
 
 /// Not the name of a subject.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown subject {0:?} (known: changestream, kafka, external)")]
+#[error("unknown subject {0:?} (known: changestream, kafka, redis, nats, external)")]
 pub struct UnknownSubject(pub String);
 
 impl FromStr for Subject {

@@ -137,21 +137,29 @@ pub struct ResourceSummary {
     pub cpu_mean_percent: f64,
     pub cpu_max_percent: f64,
     pub rss_max_kib: u64,
+    /// CPU time used while sampled (each sample's share of a core times
+    /// the time since the process's previous sample).
+    #[serde(default)]
+    pub cpu_seconds: f64,
 }
 
 impl ResourceSummary {
     /// Per process, in first-seen order.
     pub fn from_samples(samples: &[crate::resources::ResourceSample]) -> Vec<ResourceSummary> {
         let mut out: Vec<(ResourceSummary, u32)> = Vec::new();
+        let mut last_t: Vec<f64> = Vec::new();
         for s in samples {
             let i = match out.iter().position(|(r, _)| r.process == s.process) {
                 Some(i) => i,
                 None => {
                     out.push((ResourceSummary { process: s.process.clone(), ..Default::default() }, 0));
+                    last_t.push(s.t_s);
                     out.len() - 1
                 }
             };
             let (r, n) = &mut out[i];
+            r.cpu_seconds += s.cpu_percent / 100.0 * (s.t_s - last_t[i]).max(0.0);
+            last_t[i] = s.t_s;
             r.cpu_mean_percent += s.cpu_percent;
             r.cpu_max_percent = r.cpu_max_percent.max(s.cpu_percent);
             r.rss_max_kib = r.rss_max_kib.max(s.rss_kib);
@@ -176,6 +184,12 @@ pub struct ServerCounters {
     pub history_replays: u64,
     pub changestream_events: u64,
     pub kafka_events: u64,
+    /// Publishes to Redis or JetStream (redis and nats modes).
+    #[serde(default)]
+    pub broker_publishes: u64,
+    /// Messages the nodes read from Redis or JetStream.
+    #[serde(default)]
+    pub broker_events: u64,
     pub slow_consumer_closes: u64,
     /// Change streams re-opened plus Kafka consumer links that came back.
     #[serde(default)]
@@ -259,9 +273,17 @@ impl StageHistogram {
 
 impl ServerCounters {
     /// External write operations (every MongoDB insert attempt + Kafka
-    /// produces) per acked message.
+    /// produces + Redis or JetStream publishes) per acked message.
     pub fn external_ops_per_ack(&self) -> Option<f64> {
-        (self.acks > 0).then(|| (self.mongo_writes + self.kafka_produces) as f64 / self.acks as f64)
+        (self.acks > 0).then(|| (self.mongo_writes + self.kafka_produces + self.broker_publishes) as f64 / self.acks as f64)
+    }
+
+    /// Messages the nodes read from their fan-out source (change events,
+    /// Kafka records, Redis or JetStream messages) per acked message: the
+    /// node count where every node reads everything, fewer where a node
+    /// hears only the rooms it serves.
+    pub fn node_reads_per_ack(&self) -> Option<f64> {
+        (self.acks > 0).then(|| (self.changestream_events + self.kafka_events + self.broker_events) as f64 / self.acks as f64)
     }
 
     /// Share of deliveries served from history instead of the live stream.
@@ -278,6 +300,8 @@ impl ServerCounters {
         self.history_replays += o.history_replays;
         self.changestream_events += o.changestream_events;
         self.kafka_events += o.kafka_events;
+        self.broker_publishes += o.broker_publishes;
+        self.broker_events += o.broker_events;
         self.slow_consumer_closes += o.slow_consumer_closes;
         self.fanout_reopens += o.fanout_reopens;
         self.kafka_producer_resets += o.kafka_producer_resets;
@@ -305,7 +329,11 @@ impl ServerCounters {
                 "chat_changestream_events_total" => &mut self.changestream_events,
                 "chat_kafka_events_total" => &mut self.kafka_events,
                 "chat_slow_consumer_closes_total" => &mut self.slow_consumer_closes,
-                "chat_changestream_reopens_total" | "chat_kafka_reconnects_total" => &mut self.fanout_reopens,
+                "chat_broker_publishes_total" => &mut self.broker_publishes,
+                "chat_broker_events_total" => &mut self.broker_events,
+                "chat_changestream_reopens_total" | "chat_kafka_reconnects_total" | "chat_broker_reconnects_total" => {
+                    &mut self.fanout_reopens
+                }
                 "chat_kafka_producer_resets_total" => &mut self.kafka_producer_resets,
                 "chat_seq_clashes_total" => &mut self.seq_clashes,
                 "chat_head_reads_total" => &mut self.head_reads,

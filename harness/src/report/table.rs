@@ -124,6 +124,16 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
             )
         }),
         num("external writes / msg", &|m| m.server.external_ops_per_ack().unwrap_or(0.0), &|v| format!("{v:.2}")),
+        num("node reads / msg (fan-out source)", &|m| m.server.node_reads_per_ack().unwrap_or(0.0), &|v| format!("{v:.2}")),
+        text("CPU ms / msg (nodes / MongoDB / broker)", &|m| {
+            let role = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+            let ms = |f: &dyn Fn(&str) -> bool| {
+                let s: f64 = m.resources.iter().filter(|r| f(&role(&r.process))).map(|r| r.cpu_seconds).sum();
+                if m.counts.acked > 0 { s * 1000.0 / m.counts.acked as f64 } else { 0.0 }
+            };
+            let broker = |p: &str| ["kafka", "kafka-link", "redis", "nats", "s3"].contains(&p);
+            format!("{:.2} / {:.2} / {:.2}", ms(&|p| p.starts_with("node")), ms(&|p| p == "mongodb"), ms(&broker))
+        }),
         num("seq clashes / msg", &|m| if m.server.acks > 0 { m.server.seq_clashes as f64 / m.server.acks as f64 } else { 0.0 }, &|v| {
             format!("{v:.2}")
         }),

@@ -998,11 +998,22 @@ pub enum FaultAction {
         #[serde(default = "zero")]
         down_for: HumanDuration,
     },
+    /// Stop the mode's broker (Kafka, Redis or NATS) and start it again on
+    /// the same port and data after `down_for`: one fault for whichever
+    /// broker the mode uses (skipped in changestream mode, which has none).
+    RestartBroker {
+        #[serde(default = "zero")]
+        down_for: HumanDuration,
+    },
+    /// SIGSTOP the mode's broker for `duration`, then SIGCONT: it keeps its
+    /// connections but answers nothing (redis and nats modes with the
+    /// process provider; skipped in changestream mode).
+    PauseBroker { duration: HumanDuration },
     /// Close this share (0..1) of all client connections at once; they reconnect.
     DropClients { share: f64 },
     /// Degrade node `node`'s link to MongoDB (or, with `link: kafka`, to
-    /// Kafka, kafka mode only; or with `link: clients`, the clients'
-    /// WebSocket connections to it) for `duration` through the harness's TCP
+    /// Kafka, kafka mode only; with `link: broker`, to the mode's broker;
+    /// or with `link: clients`, the clients' WebSocket connections to it) for `duration` through the harness's TCP
     /// fault proxy: added latency (+ random jitter), a bandwidth cap, a
     /// blackhole (bytes held), and/or resetting its connections when the
     /// fault starts.
@@ -1042,6 +1053,8 @@ impl FaultAction {
             | FaultAction::Partition { node, .. } => Some(*node),
             FaultAction::RestartMongo { .. }
             | FaultAction::RestartKafka { .. }
+            | FaultAction::RestartBroker { .. }
+            | FaultAction::PauseBroker { .. }
             | FaultAction::DropClients { .. }
             | FaultAction::Random { .. } => None,
         }
@@ -1056,6 +1069,8 @@ impl FaultAction {
             FaultAction::RestartNode { .. } => "restart_node",
             FaultAction::RestartMongo { .. } => "restart_mongo",
             FaultAction::RestartKafka { .. } => "restart_kafka",
+            FaultAction::RestartBroker { .. } => "restart_broker",
+            FaultAction::PauseBroker { .. } => "pause_broker",
             FaultAction::DropClients { .. } => "drop_clients",
             FaultAction::Network { .. } => "network",
             FaultAction::Partition { .. } => "partition",
@@ -1067,6 +1082,22 @@ impl FaultAction {
     pub fn targets_kafka(&self) -> bool {
         matches!(self, FaultAction::RestartKafka { .. } | FaultAction::Network { link: LinkTarget::Kafka, .. })
     }
+
+    /// Whether this fault acts on the mode's broker, whichever it is (and
+    /// so applies in every mode but changestream).
+    pub fn targets_broker(&self) -> bool {
+        matches!(
+            self,
+            FaultAction::RestartBroker { .. } | FaultAction::PauseBroker { .. } | FaultAction::Network { link: LinkTarget::Broker, .. }
+        )
+    }
+
+    /// Whether this fault has something to act on in `mode` (the same seed
+    /// gives every mode the same schedule, less what does not apply).
+    pub fn applies_in(&self, mode: chatbench_wire::Mode) -> bool {
+        use chatbench_wire::Mode;
+        (!self.targets_kafka() || mode == Mode::Kafka) && (!self.targets_broker() || mode != Mode::Changestream)
+    }
 }
 
 /// Which of a node's backend links a network fault degrades.
@@ -1076,6 +1107,9 @@ pub enum LinkTarget {
     #[default]
     Mongo,
     Kafka,
+    /// The node's link to the mode's broker: Kafka, Redis or NATS (not in
+    /// changestream mode).
+    Broker,
     /// The clients' WebSocket connections to the node (any system: the
     /// harness puts its proxy between clients and node).
     Clients,
@@ -1109,7 +1143,13 @@ impl Scenario {
 
     /// Whether any fault restarts Kafka (it then needs data that survives).
     pub fn may_restart_kafka(&self) -> bool {
-        self.any_fault(|a| matches!(a, FaultAction::RestartKafka { .. }))
+        self.any_fault(|a| matches!(a, FaultAction::RestartKafka { .. } | FaultAction::RestartBroker { .. }))
+    }
+
+    /// Whether any fault restarts or pauses the mode's broker (a broker
+    /// chatbench does not control cannot honour it).
+    pub fn controls_broker(&self) -> bool {
+        self.any_fault(|a| matches!(a, FaultAction::RestartBroker { .. } | FaultAction::PauseBroker { .. }))
     }
 
     /// The first fault that acts on the shared backends (a MongoDB or Kafka
@@ -1118,8 +1158,10 @@ impl Scenario {
     pub fn shared_backend_fault(&self) -> Option<&'static str> {
         if self.may_restart_mongo() {
             Some("restart_mongo")
-        } else if self.may_restart_kafka() {
+        } else if self.any_fault(|a| matches!(a, FaultAction::RestartKafka { .. })) {
             Some("restart_kafka")
+        } else if self.controls_broker() {
+            Some("restart_broker or pause_broker")
         } else {
             None
         }

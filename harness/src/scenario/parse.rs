@@ -170,11 +170,12 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         check(matches!(t.provider, ProviderChoice::Auto | ProviderChoice::Docker), path, || {
             format!("nodes in containers need MongoDB in a container beside them: provider docker (or auto), not {:?}", t.provider)
         })?;
-        check(!s.modes.contains(&Mode::Kafka), path, || {
-            "nodes in containers run changestream mode only: the Kafka broker advertises a host address the node containers cannot reach"
+        check(s.modes.iter().all(|m| *m == Mode::Changestream), path, || {
+            "nodes in containers run changestream mode only: the brokers of the other modes listen on host addresses the node containers cannot reach"
                 .into()
         })?;
-        let proxied = s.any_fault(|a| matches!(a, FaultAction::Network { link: LinkTarget::Mongo | LinkTarget::Kafka, .. }));
+        let proxied =
+            s.any_fault(|a| matches!(a, FaultAction::Network { link: LinkTarget::Mongo | LinkTarget::Kafka | LinkTarget::Broker, .. }));
         check(!proxied, &["faults"], || {
             "a network fault on a node's MongoDB or Kafka link goes through a proxy on this host, which node containers do not use: use partition".into()
         })?;
@@ -255,6 +256,11 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
             if action.targets_kafka() {
                 check(s.modes.contains(&Mode::Kafka), &["faults", "action"], || {
                     format!("{} acts on Kafka, but modes has no kafka (changestream mode has no Kafka to fault)", action.name())
+                })?;
+            }
+            if action.targets_broker() {
+                check(s.modes.iter().any(|m| *m != Mode::Changestream), &["faults", "action"], || {
+                    format!("{} acts on the mode's broker, but modes has only changestream, which has none", action.name())
                 })?;
             }
             match action {

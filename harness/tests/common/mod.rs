@@ -40,6 +40,7 @@ pub async fn start_mode(nodes: u32, mode: Mode, extra_args: &[&str]) -> Env {
             Some(k)
         }
         Mode::Changestream => None,
+        Mode::Redis | Mode::Nats => panic!("the e2e helpers start changestream or kafka nodes; broker modes run through `chatbench run`"),
     };
     let spec = ClusterSpec {
         server_bin: find_server_bin().expect("chat-server is built: run `cargo build --workspace --bins` first"),
