@@ -128,7 +128,8 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         text("CPU ms / msg (nodes / MongoDB / broker)", &|m| {
             let role = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
             let ms = |f: &dyn Fn(&str) -> bool| {
-                let s: f64 = m.resources.iter().filter(|r| f(&role(&r.process))).map(|r| r.cpu_seconds).sum();
+                // `+ 0.0`: an empty f64 sum is -0.0, printed "-0.00".
+                let s: f64 = m.resources.iter().filter(|r| f(&role(&r.process))).map(|r| r.cpu_seconds).sum::<f64>() + 0.0;
                 if m.counts.acked > 0 { s * 1000.0 / m.counts.acked as f64 } else { 0.0 }
             };
             let broker = |p: &str| ["kafka", "kafka-link", "redis", "nats", "s3"].contains(&p);
