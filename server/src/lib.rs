@@ -68,6 +68,11 @@ pub struct Limits {
     /// The MongoDB driver's connection pool size (None: the driver's 10).
     /// An open change stream holds one connection while it waits.
     pub mongo_max_pool_size: Option<u32>,
+    /// Sends one node stores (and publishes) at once, over all connections.
+    pub max_inflight_writes: usize,
+    /// How long a send waits for one of those slots before it is answered
+    /// `overloaded` (not stored; the client resends it later).
+    pub overload_wait: Duration,
 }
 
 impl Default for Limits {
@@ -86,6 +91,8 @@ impl Default for Limits {
             mongo_write_timeout: Duration::from_secs(10),
             max_room_heads: 10_000,
             mongo_max_pool_size: None,
+            max_inflight_writes: 32,
+            overload_wait: Duration::from_secs(1),
         }
     }
 }
@@ -137,6 +144,10 @@ pub struct AppState {
     /// Every connection task is tracked: shutdown waits for all of them
     /// (a barrier, not a gauge).
     pub connections: TaskTracker,
+    /// Slots for sends being stored (`--max-inflight-writes`): past the
+    /// backend's capacity more concurrent writes only add contention, so a
+    /// send that cannot get a slot in time is shed, not queued.
+    pub writes: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +204,7 @@ pub async fn serve(
         auth: config.auth.clone(),
         late_fanout,
         connections: connections.clone(),
+        writes: tokio::sync::Semaphore::new(config.limits.max_inflight_writes.max(1)),
     });
     if let Some(queue) = late_queue {
         tokio::spawn(fanout::late_fanout(Arc::downgrade(&state), queue));

@@ -98,6 +98,12 @@ struct Args {
     /// An open change stream holds one pooled connection while it waits.
     #[arg(long, env = "CHAT_MONGO_MAX_POOL_SIZE")]
     mongo_max_pool_size: Option<u32>,
+    /// Sends one node stores (and publishes) at once, over all its connections.
+    #[arg(long, env = "CHAT_MAX_INFLIGHT_WRITES", default_value_t = Limits::default().max_inflight_writes as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_inflight_writes: u64,
+    /// How long a send waits for a write slot before it is answered `overloaded`.
+    #[arg(long, env = "CHAT_OVERLOAD_WAIT", default_value = "1s", value_parser = parse_duration)]
+    overload_wait: Duration,
     /// Change stream maxAwaitTimeMS: how long an empty getMore may wait.
     #[arg(long, env = "CHAT_CHANGE_STREAM_MAX_AWAIT", default_value = "500ms", value_parser = parse_duration)]
     change_stream_max_await: Duration,
@@ -168,6 +174,8 @@ impl Args {
             mongo_write_timeout: self.mongo_write_timeout,
             max_room_heads: self.max_room_heads.max(1),
             mongo_max_pool_size: self.mongo_max_pool_size,
+            max_inflight_writes: self.max_inflight_writes as usize,
+            overload_wait: self.overload_wait,
         };
         Ok(Config {
             mongo_uri: self.mongo_uri,

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub broker_publishes: Counter,
     pub broker_events: Counter,
     pub broker_reconnects: Counter,
+    pub overloaded_sends: Counter,
     pub skipped_events: Counter,
     pub idle_closes: Counter,
     pub seq_clashes: Counter,
@@ -66,6 +67,7 @@ impl Default for Metrics {
             broker_publishes: Counter::default(),
             broker_events: Counter::default(),
             broker_reconnects: Counter::default(),
+            overloaded_sends: Counter::default(),
             skipped_events: Counter::default(),
             idle_closes: Counter::default(),
             seq_clashes: Counter::default(),
@@ -115,6 +117,11 @@ impl Default for Metrics {
             "broker_reconnects",
             "Times the Redis subscriber connection or the JetStream consumer came back (subscribers re-sync from history)",
             m.broker_reconnects.clone(),
+        );
+        registry.register(
+            "overloaded_sends",
+            "Sends answered `overloaded` (no write slot within --overload-wait; not stored)",
+            m.overloaded_sends.clone(),
         );
         registry.register(
             "skipped_events",

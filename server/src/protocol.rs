@@ -105,6 +105,10 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// The connection's token does not grant this room (`--auth-secret`).
     Forbidden,
+    /// The node is storing as many sends as it may at once
+    /// (`--max-inflight-writes`) and this one waited `--overload-wait`:
+    /// not stored; resend the same id later.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -124,6 +128,7 @@ impl ErrorCode {
             ErrorCode::ResendRequired => "resend_required",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }

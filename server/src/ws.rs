@@ -688,9 +688,23 @@ async fn send_worker(state: Arc<AppState>, mut jobs: mpsc::Receiver<SendJob>, re
                 Some(send_error(&job, ErrorCode::StoreUnavailable, why))
             }
             Admit::Store => {
-                let result = store_and_publish(&state, &job).await;
+                let slot = tokio::time::timeout(state.limits.overload_wait, state.writes.acquire()).await;
+                let result = match slot {
+                    Ok(Ok(_slot)) => store_and_publish(&state, &job).await,
+                    // Closed never happens (the semaphore is never closed);
+                    // treated as a timeout all the same.
+                    Ok(Err(_)) | Err(_) => Err(SendError::Overloaded),
+                };
                 gate.stored(&job.room, result.is_ok(), &job.id);
                 match result {
+                    Err(SendError::Overloaded) => {
+                        state.metrics.overloaded_sends.inc();
+                        let why = format!(
+                            "the node is storing {} sends at once and this one waited {:?}: not stored, resend it (same id) later",
+                            state.limits.max_inflight_writes, state.limits.overload_wait
+                        );
+                        Some(send_error(&job, ErrorCode::Overloaded, why))
+                    }
                     Ok(_) if state.sabotage.no_ack => None, // stored and fanned out, never acked (test only)
                     Ok(ack) => Some(ack),
                     Err(e) => {
@@ -713,6 +727,8 @@ enum SendError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] crate::fanout::PublishError),
+    #[error("overloaded")]
+    Overloaded,
 }
 
 /// Store (and in the broker modes publish) one send: the ack frame.

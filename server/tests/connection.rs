@@ -224,3 +224,66 @@ async fn shutdown_closes_every_connection_with_1001_and_then_returns() {
     }
     stopped.await.unwrap().expect("serve returns Ok");
 }
+
+/// Past its write slots (`--max-inflight-writes`) a node sheds: a send that
+/// waits longer than `--overload-wait` is answered `overloaded` and not
+/// stored, later sends to its room are refused until it is resent, and a
+/// client that resends what was refused gets every message stored exactly
+/// once, in its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_past_its_write_slots_sheds_with_overloaded_and_resends_store_once() {
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: usize = 20;
+    let limits = Limits { max_inflight_writes: 1, overload_wait: Duration::ZERO, ..Limits::default() };
+    let env = start(1, limits).await;
+    let mut tasks = Vec::new();
+    for k in 0..CLIENTS {
+        let mut c = Client::connect(&env.nodes[0]).await;
+        tasks.push(tokio::spawn(async move {
+            let room = format!("shed-{k}");
+            let mut pending: Vec<usize> = (0..PER_CLIENT).collect();
+            let mut refused = 0;
+            // Send everything still pending, in order; keep what was refused.
+            while !pending.is_empty() {
+                for &i in &pending {
+                    c.send(&room, &format!("m{i}"), "x").await;
+                }
+                let mut again = Vec::new();
+                for _ in 0..pending.len() {
+                    let f = c.next().await;
+                    match f["op"].as_str() {
+                        Some("ack") => {}
+                        Some("error") => {
+                            let code = f["code"].as_str().unwrap().to_owned();
+                            assert!(code == "overloaded" || code == "resend_required", "{f}");
+                            refused += usize::from(code == "overloaded");
+                            again.push(f["id"].as_str().unwrap()[1..].parse::<usize>().unwrap());
+                        }
+                        _ => panic!("unexpected {f}"),
+                    }
+                }
+                again.sort_unstable();
+                pending = again;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (room, refused)
+        }));
+    }
+    let mut shed = 0;
+    let mut rooms = Vec::new();
+    for t in tasks {
+        let (room, refused) = t.await.unwrap();
+        shed += refused;
+        rooms.push(room);
+    }
+    assert!(shed > 0, "six clients on one write slot with no wait: some sends are shed");
+    assert_eq!(metric(&env.nodes[0], "chat_overloaded_sends_total").await as usize, shed);
+    let http = reqwest::Client::new();
+    for room in rooms {
+        let page: serde_json::Value =
+            http.get(env.nodes[0].http(&format!("/rooms/{room}/messages"))).send().await.unwrap().json().await.unwrap();
+        let ids: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let expected: Vec<String> = (0..PER_CLIENT).map(|i| format!("m{i}")).collect();
+        assert_eq!(ids, expected, "{room}: every send stored once, in order");
+    }
+}
