@@ -1,6 +1,7 @@
 //! `chatbench doctor`: which providers work on this machine and what to
 //! install for the others.
 
+use crate::provider::broker::{self, BrokerKind};
 use crate::provider::kafka::{kafka_status, moto_status, tansu_status};
 use crate::provider::mongo::{compat_python, compat_status, mongod_status};
 use crate::provider::{cache_dir, docker_reachable};
@@ -51,8 +52,20 @@ pub(crate) fn survey() -> Vec<ProviderStatus> {
             fix: "run ci/setup (pins moto[server]==5.2.5 in the compat venv)".into(),
         },
         ProviderStatus {
+            provider: "process",
+            backend: "Redis (redis-server, real) for --mode redis",
+            ready: broker::status(BrokerKind::Redis),
+            fix: "run ci/setup redis (Debian's redis-server 7.0.15)".into(),
+        },
+        ProviderStatus {
+            provider: "process",
+            backend: "NATS with JetStream (nats-server, real) for --mode nats",
+            ready: broker::status(BrokerKind::Nats),
+            fix: "run ci/setup nats (Debian's nats-server 2.9.10)".into(),
+        },
+        ProviderStatus {
             provider: "external",
-            backend: "any MongoDB (and Kafka) you run",
+            backend: "any MongoDB (and Kafka, Redis, NATS) you run",
             ready: Err(anyhow::anyhow!("needs a URI")),
             fix: "pass --mongo-uri mongodb://... (or topology.mongo.uri)".into(),
         },

@@ -133,9 +133,15 @@ impl Drop for BrokerBackend {
     }
 }
 
+/// The broker's server binary: on PATH, else where Debian puts it
+/// (`nats-server` is in /usr/sbin, which a user's PATH may lack).
+fn binary_path(kind: BrokerKind) -> Option<PathBuf> {
+    which(kind.binary()).or_else(|| ["/usr/sbin", "/usr/bin"].iter().map(|dir| Path::new(dir).join(kind.binary())).find(|p| p.is_file()))
+}
+
 /// Is the broker's server binary installed? Its version if so.
 pub fn status(kind: BrokerKind) -> anyhow::Result<String> {
-    let bin = which(kind.binary()).ok_or_else(|| anyhow::anyhow!("{} is not on PATH", kind.binary()))?;
+    let bin = binary_path(kind).ok_or_else(|| anyhow::anyhow!("{} is not on PATH (nor in /usr/sbin)", kind.binary()))?;
     let out = std::process::Command::new(&bin).arg("--version").output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(version_of(kind, &text).unwrap_or_else(|| format!("{} ({})", kind.name(), bin.display())))
@@ -243,7 +249,8 @@ async fn process(request: &BrokerRequest, log_dir: &Path) -> Result<BrokerBacken
 fn spawn(kind: BrokerKind, port: u16, data: &Path, log: &Path) -> anyhow::Result<ChildGuard> {
     let log_file =
         std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| anyhow::anyhow!("{}: {e}", log.display()))?;
-    let mut cmd = Command::new(kind.binary());
+    let bin = binary_path(kind).ok_or_else(|| anyhow::anyhow!("{} is not installed", kind.binary()))?;
+    let mut cmd = Command::new(bin);
     match kind {
         BrokerKind::Redis => {
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
