@@ -724,12 +724,10 @@ impl<'a> Client<'a> {
                     samples.sent.push((msg, text.clone()));
                 }
             }
-            if let Schedule::Open { .. } = self.ctx.plan.schedule.expect("only a client with a schedule sends") {
-                self.shared().sends_left[self.ctx.plan.id as usize].fetch_sub(1, Ordering::Relaxed);
-            }
+            let open_loop = matches!(self.ctx.plan.schedule.expect("only a client with a schedule sends"), Schedule::Open { .. });
+            self.shared().send_attempted(self.ctx.plan.id as usize, open_loop, self.ctx.acks);
             // Fire-and-forget (`ack: none`): nothing to wait for or resend.
             if self.ctx.acks {
-                self.shared().outstanding.fetch_add(1, Ordering::Relaxed);
                 self.outstanding.insert(msg, Outstanding { scheduled_ns: due, slot, text });
             }
             write.send(frame).await.map_err(|_| None)?;

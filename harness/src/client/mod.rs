@@ -86,17 +86,33 @@ impl Shared {
     /// every client settled, and (with `seq`) every subscriber caught up to
     /// its room's highest acked `seq`?
     pub(crate) fn drained(&self, plans: &[ClientPlan], seq: bool) -> bool {
-        self.outstanding.load(Ordering::Relaxed) == 0
-            && plans.iter().all(|p| {
-                let id = p.id as usize;
-                self.settled[id].load(Ordering::Relaxed)
-                    && self.sends_left[id].load(Ordering::Relaxed) == 0
-                    && (!p.role.subscribes()
-                        || !seq
-                        || p.rooms()
-                            .zip(self.client_last_seq[id].iter())
-                            .all(|(room, last)| last.load(Ordering::Relaxed) >= self.room_max_acked[room as usize].load(Ordering::Relaxed)))
-            })
+        // `sends_left` is read before `outstanding` (both SeqCst), and
+        // [`Shared::send_attempted`] counts a send as outstanding before it
+        // leaves `sends_left`: a send in between is seen in one or the other.
+        // (Was: the other order, both Relaxed; a sender preempted between
+        // the two let the drain end with its last send unacked.)
+        plans.iter().all(|p| {
+            let id = p.id as usize;
+            self.settled[id].load(Ordering::Relaxed)
+                && self.sends_left[id].load(Ordering::SeqCst) == 0
+                && (!p.role.subscribes()
+                    || !seq
+                    || p.rooms()
+                        .zip(self.client_last_seq[id].iter())
+                        .all(|(room, last)| last.load(Ordering::Relaxed) >= self.room_max_acked[room as usize].load(Ordering::Relaxed)))
+        }) && self.outstanding.load(Ordering::SeqCst) == 0
+    }
+
+    /// Client `id` attempted a send: it is owed an ack (when the system
+    /// acks) before it leaves the open-loop schedule's count, so the drain
+    /// never sees it in neither.
+    pub(crate) fn send_attempted(&self, id: usize, open_loop: bool, acks: bool) {
+        if acks {
+            self.outstanding.fetch_add(1, Ordering::SeqCst);
+        }
+        if open_loop {
+            self.sends_left[id].fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -423,5 +439,46 @@ mod tests {
         assert!(!shared.drained(&plans, true), "one slot is still due");
         shared.sends_left[0].store(0, Ordering::Relaxed);
         assert!(shared.drained(&plans, true));
+    }
+
+    /// Whatever the interleaving, the drain never sees a client's last send
+    /// attempted and not yet acked as settled: a reader checking `drained`
+    /// while a sender attempts its last send and is then acked may see
+    /// `drained` only after the ack. Many rounds, two threads.
+    #[test]
+    fn the_drain_never_ends_between_a_last_send_and_its_ack() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Barrier};
+        let plans = Arc::new([sender(0, Schedule::Open { period_ns: 1_000_000_000, offset_ns: 0 })]);
+        const ROUNDS: usize = 20_000;
+        let barrier = Arc::new(Barrier::new(2));
+        let shareds: Arc<Vec<Shared>> = Arc::new((0..ROUNDS).map(|_| Shared::new(1, &plans[..], Duration::from_secs(1))).collect());
+        let acked: Arc<Vec<AtomicBool>> = Arc::new((0..ROUNDS).map(|_| AtomicBool::new(false)).collect());
+        for s in shareds.iter() {
+            s.settled[0].store(true, Ordering::SeqCst);
+        }
+        let writer = {
+            let (barrier, shareds, acked) = (barrier.clone(), shareds.clone(), acked.clone());
+            std::thread::spawn(move || {
+                for r in 0..ROUNDS {
+                    barrier.wait();
+                    shareds[r].send_attempted(0, true, true);
+                    acked[r].store(true, Ordering::SeqCst);
+                    shareds[r].outstanding.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let mut early = 0;
+        for r in 0..ROUNDS {
+            barrier.wait();
+            while !shareds[r].drained(&plans[..], false) {
+                std::hint::spin_loop();
+            }
+            if !acked[r].load(Ordering::SeqCst) {
+                early += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(early, 0, "the drain ended before the last send was acked in {early} of {ROUNDS} rounds");
     }
 }
