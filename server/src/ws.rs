@@ -55,6 +55,9 @@ struct SendJob {
     room: RoomId,
     id: MsgId,
     body: String,
+    /// When the frame was read: a send waits at most `--overload-wait` in
+    /// the connection's queue and for a write slot together.
+    received: Instant,
 }
 
 impl SendJob {
@@ -593,7 +596,7 @@ impl Connection {
                 self.state.metrics.sends.inc();
                 // The loop's select hands it to the worker when there is
                 // room; until then the socket is not read (back-pressure).
-                self.pending_job = Some(SendJob { room, id, body });
+                self.pending_job = Some(SendJob { room, id, body, received: Instant::now() });
                 Ok(())
             }
             Request::Subscribe { room, after } => self.subscribe(room, after).await,
@@ -688,12 +691,18 @@ async fn send_worker(state: Arc<AppState>, mut jobs: mpsc::Receiver<SendJob>, re
                 Some(send_error(&job, ErrorCode::StoreUnavailable, why))
             }
             Admit::Store => {
-                let slot = tokio::time::timeout(state.limits.overload_wait, state.writes.acquire()).await;
+                // Queued work the node cannot start in time is shed, not
+                // stored late: past capacity, latency stays bounded and the
+                // backend's time goes to sends it can still answer promptly.
+                let budget = state.limits.overload_wait.saturating_sub(job.received.elapsed());
+                let slot = match budget.is_zero() {
+                    true => None,
+                    false => tokio::time::timeout(budget, state.writes.acquire()).await.ok().and_then(Result::ok),
+                };
+                // No slot: the wait ran out (a closed semaphore never happens).
                 let result = match slot {
-                    Ok(Ok(_slot)) => store_and_publish(&state, &job).await,
-                    // Closed never happens (the semaphore is never closed);
-                    // treated as a timeout all the same.
-                    Ok(Err(_)) | Err(_) => Err(SendError::Overloaded),
+                    Some(_slot) => store_and_publish(&state, &job).await,
+                    None => Err(SendError::Overloaded),
                 };
                 gate.stored(&job.room, result.is_ok(), &job.id);
                 match result {

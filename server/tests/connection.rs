@@ -234,7 +234,7 @@ async fn shutdown_closes_every_connection_with_1001_and_then_returns() {
 async fn a_node_past_its_write_slots_sheds_with_overloaded_and_resends_store_once() {
     const CLIENTS: usize = 6;
     const PER_CLIENT: usize = 20;
-    let limits = Limits { max_inflight_writes: 1, overload_wait: Duration::ZERO, ..Limits::default() };
+    let limits = Limits { max_inflight_writes: 1, overload_wait: Duration::from_millis(1), ..Limits::default() };
     let env = start(1, limits).await;
     let mut tasks = Vec::new();
     for k in 0..CLIENTS {
