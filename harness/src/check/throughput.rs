@@ -29,6 +29,14 @@ pub struct Throughput {
     /// warmup's backlog), per second: not counted as achieved.
     #[serde(default)]
     pub backlog_acked_per_s: f64,
+    /// Every first ack received in the window, whenever its message was
+    /// scheduled, per second: the rate the system actually stored at. Past
+    /// capacity, clients that never drop a send and a per-sender order the
+    /// server keeps make every ack go to the oldest unacked message first,
+    /// so `acked_per_s` (window messages only) falls with the growing
+    /// backlog however well the server holds up; this says whether it did.
+    #[serde(default)]
+    pub sustained_per_s: f64,
 }
 
 pub fn measure(index: &TraceIndex) -> Throughput {
@@ -58,6 +66,7 @@ pub fn measure(index: &TraceIndex) -> Throughput {
         acked_per_s: acked as f64 / window_s,
         delivered_per_s: delivered as f64 / window_s,
         backlog_acked_per_s: backlog as f64 / window_s,
+        sustained_per_s: (acked + backlog) as f64 / window_s,
     }
 }
 
@@ -102,5 +111,7 @@ mod tests {
         let t = measure(&crate::check::TraceIndex::build(&trace));
         assert!(t.acked_per_s <= t.attempted_per_s, "{t:?}");
         assert!(t.backlog_acked_per_s > 0.0, "{t:?}");
+        let expected = t.acked_per_s + t.backlog_acked_per_s;
+        assert!((t.sustained_per_s - expected).abs() < 1e-9 && t.sustained_per_s > t.acked_per_s, "{t:?}");
     }
 }

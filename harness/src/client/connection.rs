@@ -76,8 +76,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// How long a STOMP CONNECT may wait for CONNECTED.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// Pause before resending a send that got an `error` frame.
+/// Pause before resending a send that got an `error` frame; it doubles
+/// while errors keep coming without an ack in between (a server shedding
+/// load, `overloaded`, is not answered with a resend storm), up to
+/// [`MAX_RESEND_AFTER_ERROR_NS`], and is reset by an ack.
 const RESEND_AFTER_ERROR_NS: u64 = 200_000_000;
+const MAX_RESEND_AFTER_ERROR_NS: u64 = 800_000_000;
 
 pub(super) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 type Writer = SplitSink<Ws, Message>;
@@ -304,6 +308,8 @@ struct Client<'a> {
     /// When set: new sends wait, and at this time every unacked message is
     /// resent in order.
     resend_at: Option<u64>,
+    /// The pause before the next resend after an error (see [`RESEND_AFTER_ERROR_NS`]).
+    resend_backoff_ns: u64,
     next_k: u32,
     // Subscribing: one per room slot (empty for a pure sender).
     rooms: Vec<Room>,
@@ -331,6 +337,7 @@ impl<'a> Client<'a> {
             rng: StdRng::seed_from_u64(ctx.seed ^ (u64::from(ctx.plan.id) << 20)),
             outstanding: BTreeMap::new(),
             resend_at: None,
+            resend_backoff_ns: RESEND_AFTER_ERROR_NS,
             next_k: 0,
             rooms,
             subscribe_attempts: 0,
@@ -825,7 +832,8 @@ impl<'a> Client<'a> {
                 rec.record(EventKind::Error { msg: Some(msg) });
                 self.shared().errors.fetch_add(1, Ordering::Relaxed);
                 if self.outstanding.contains_key(&msg) && self.resend_at.is_none() {
-                    self.resend_at = Some(self.now() + RESEND_AFTER_ERROR_NS);
+                    self.resend_at = Some(self.now() + self.resend_backoff_ns);
+                    self.resend_backoff_ns = (self.resend_backoff_ns * 2).min(MAX_RESEND_AFTER_ERROR_NS);
                 }
             }
             Incoming::Error { msg: None, slot, code } => {
@@ -883,6 +891,7 @@ impl<'a> Client<'a> {
         rec.record(EventKind::Ack { room, msg, seq });
         let shared = &self.ctx.shared;
         if self.outstanding.remove(&msg).is_some() {
+            self.resend_backoff_ns = RESEND_AFTER_ERROR_NS;
             shared.acked.fetch_add(1, Ordering::Relaxed);
             shared.outstanding.fetch_sub(1, Ordering::Relaxed);
         }

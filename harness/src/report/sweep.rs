@@ -84,6 +84,9 @@ pub struct PointRun {
     pub repeat: u32,
     pub offered_per_s: Option<f64>,
     pub achieved_per_s: f64,
+    /// Every ack in the window, backlog included (see `Throughput`).
+    #[serde(default)]
+    pub sustained_per_s: f64,
     pub delivered_per_s: f64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -98,6 +101,8 @@ pub struct PointMode {
     pub mode: crate::subject::Subject,
     pub runs: Vec<PointRun>,
     pub achieved_per_s: Spread,
+    #[serde(default)]
+    pub sustained_per_s: Spread,
     pub p50_us: Spread,
     pub p99_us: Spread,
     /// Every repeat passed every check.
@@ -113,6 +118,7 @@ impl PointMode {
         let f = |get: fn(&PointRun) -> f64| Spread::of(&runs.iter().map(get).collect::<Vec<_>>());
         PointMode {
             achieved_per_s: f(|r| r.achieved_per_s),
+            sustained_per_s: f(|r| r.sustained_per_s),
             p50_us: f(|r| r.p50_us as f64),
             p99_us: f(|r| r.p99_us as f64),
             passed: runs.iter().all(|r| r.passed),
@@ -250,6 +256,7 @@ pub fn render_table(report: &SweepReport) -> String {
         "mode",
         "offered/s",
         "achieved/s (min–max)",
+        "sustained/s",
         "delivery p50",
         "delivery p99 (min–max)",
         "checks",
@@ -264,6 +271,7 @@ pub fn render_table(report: &SweepReport) -> String {
                 m.mode.to_string(),
                 offered,
                 format!("{:.0} ({:.0}–{:.0})", m.achieved_per_s.median, m.achieved_per_s.min, m.achieved_per_s.max),
+                format!("{:.0}", m.sustained_per_s.median),
                 us(m.p50_us.median),
                 format!("{} ({}–{})", us(m.p99_us.median), us(m.p99_us.min), us(m.p99_us.max)),
                 if m.passed { "PASS".to_owned() } else { "FAIL".to_owned() },
@@ -341,6 +349,7 @@ mod tests {
                 repeat: i as u32,
                 offered_per_s: Some(rate),
                 achieved_per_s: achieved,
+                sustained_per_s: achieved,
                 delivered_per_s: achieved,
                 p50_us: p99 / 2,
                 p99_us: p99,

@@ -108,6 +108,7 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         num("msgs/s acked (achieved)", &|m| m.throughput.acked_per_s, &rate),
         num("deliveries/s (achieved)", &|m| m.throughput.delivered_per_s, &rate),
         num("acks/s of warmup backlog", &|m| m.throughput.backlog_acked_per_s, &rate),
+        num("msgs/s acked, backlog too (sustained)", &|m| m.throughput.sustained_per_s, &rate),
         num("generator lateness p99", &|m| m.generator.lateness_p99_us as f64, &us),
         num("harness loop lag p99", &|m| m.generator.loop_lag.p99_us as f64, &us),
         text("CPU max % (harness / nodes / backends)", &|m| {
