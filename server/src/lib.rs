@@ -92,7 +92,7 @@ impl Default for Limits {
             max_room_heads: 10_000,
             mongo_max_pool_size: None,
             max_inflight_writes: 32,
-            overload_wait: Duration::from_millis(500),
+            overload_wait: Duration::from_secs(5),
         }
     }
 }

@@ -102,7 +102,7 @@ struct Args {
     #[arg(long, env = "CHAT_MAX_INFLIGHT_WRITES", default_value_t = Limits::default().max_inflight_writes as u64, value_parser = clap::value_parser!(u64).range(1..))]
     max_inflight_writes: u64,
     /// How long a send waits for a write slot before it is answered `overloaded`.
-    #[arg(long, env = "CHAT_OVERLOAD_WAIT", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, env = "CHAT_OVERLOAD_WAIT", default_value = "5s", value_parser = parse_duration)]
     overload_wait: Duration,
     /// Change stream maxAwaitTimeMS: how long an empty getMore may wait.
     #[arg(long, env = "CHAT_CHANGE_STREAM_MAX_AWAIT", default_value = "500ms", value_parser = parse_duration)]

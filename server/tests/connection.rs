@@ -50,11 +50,15 @@ async fn a_busy_room_with_a_small_queue_acks_every_pipelined_send_and_closes_no_
         write
     });
     let (mut acks, mut msgs) = (0, 0);
+    // Stuck means no text frame for 20 s (pings alone do not count: the
+    // server pings every 15 s, which would keep a per-frame timeout away).
+    let mut stuck_at = tokio::time::Instant::now() + Duration::from_secs(20);
     while acks < PER_CLIENT || msgs < 5 * PER_CLIENT {
-        let frame = tokio::time::timeout(Duration::from_secs(20), read.next()).await;
+        let frame = tokio::time::timeout_at(stuck_at, read.next()).await;
         let frame = frame.unwrap_or_else(|_| panic!("stuck after {acks} acks and {msgs} messages"));
         match frame {
             Some(Ok(Message::Text(t))) => {
+                stuck_at = tokio::time::Instant::now() + Duration::from_secs(20);
                 let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                 match v["op"].as_str() {
                     Some("ack") => acks += 1,
