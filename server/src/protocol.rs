@@ -105,9 +105,9 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// The connection's token does not grant this room (`--auth-secret`).
     Forbidden,
-    /// The node is storing as many sends as it may at once
-    /// (`--max-inflight-writes`) and this one waited `--overload-wait`:
-    /// not stored; resend the same id later.
+    /// The send waited `--overload-wait` in its connection's queue and for
+    /// one of the node's `--max-inflight-writes` write slots: not stored;
+    /// resend the same id later.
     Overloaded,
 }
 

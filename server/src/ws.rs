@@ -709,8 +709,8 @@ async fn send_worker(state: Arc<AppState>, mut jobs: mpsc::Receiver<SendJob>, re
                     Err(SendError::Overloaded) => {
                         state.metrics.overloaded_sends.inc();
                         let why = format!(
-                            "the node is storing {} sends at once and this one waited {:?}: not stored, resend it (same id) later",
-                            state.limits.max_inflight_writes, state.limits.overload_wait
+                            "waited {:?} in this connection's queue and for one of the node's {} write slots: not stored, resend it (same id) later",
+                            state.limits.overload_wait, state.limits.max_inflight_writes
                         );
                         Some(send_error(&job, ErrorCode::Overloaded, why))
                     }
