@@ -229,6 +229,7 @@ async fn run_point(scenario: &Scenario, options: &SweepOptions, values: Vec<(Par
                         offered_per_s: m.throughput.offered_per_s,
                         achieved_per_s: m.throughput.acked_per_s,
                         sustained_per_s: m.throughput.sustained_per_s,
+                        dropped_per_s: m.throughput.dropped_per_s,
                         delivered_per_s: m.throughput.delivered_per_s,
                         p50_us: m.latency.delivery.p50_us,
                         p99_us: m.latency.delivery.p99_us,

@@ -183,6 +183,14 @@ pub enum EventKind {
         answer: Answer,
         started_ns: u64,
     },
+    /// A send was due but not made: the client already had
+    /// `workload.max_pending` sends waiting for their ack. It never left the
+    /// client (nothing is owed for it); throughput counts it as dropped.
+    Dropped {
+        room: RoomIdx,
+        msg: MsgNo,
+        scheduled_ns: u64,
+    },
 }
 
 impl EventKind {
@@ -202,6 +210,7 @@ impl EventKind {
             Leaving { room } => Leaving { room: f(room)? },
             Left { room } => Left { room: f(room)? },
             Probe { room, attempt, answer, started_ns } => Probe { room: f(room)?, attempt, answer, started_ns },
+            Dropped { room, msg, scheduled_ns } => Dropped { room: f(room)?, msg, scheduled_ns },
             Connected { .. } | Error { .. } | Closed { .. } | GaveUp { .. } => self,
         })
     }

@@ -200,6 +200,28 @@ fn a_server_that_stores_and_fans_out_but_never_acks_fails() {
     assert!(stdout.contains("liveness.answered"), "{stdout}");
 }
 
+/// `workload.max_pending` bounds each sender's unacked sends: against a
+/// server that never acks, every sender makes exactly that many sends and
+/// drops the rest, and the report counts them as dropped (not as a
+/// generator that fell behind), with the same findings as without.
+#[test]
+fn past_max_pending_unacked_sends_a_sender_drops_instead_of_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let file = scenario(dir.path(), "2s", "  max_pending: 2\n");
+    let o = run(&["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--sabotage", "no_ack", "--seed", "7"]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    let report = report(&out);
+    assert_eq!(finding_kinds(&report), kinds(&["unanswered", "no_progress", "drain_incomplete"]), "{stdout}");
+    let mode = &report["modes"][0];
+    assert_eq!(mode["findings_by_kind"]["unanswered"], 4 * 2, "2 sends per sender, 4 senders: {stdout}");
+    let throughput = &mode["throughput"];
+    let (attempted, dropped) = (throughput["attempted_per_s"].as_f64().unwrap(), throughput["dropped_per_s"].as_f64().unwrap());
+    assert!(dropped > 60.0 && attempted < 5.0, "{throughput}");
+    assert!(!mode["generator"]["why"].to_string().contains("attempted"), "drops are the system's push-back: {}", mode["generator"]);
+}
+
 #[test]
 fn a_server_that_refuses_subscribe_with_after_fails_once_clients_reconnect() {
     let drop = "faults:\n  - at: 1s\n    action: {drop_clients: {share: 0.5}}\n";

@@ -59,7 +59,7 @@ pub fn behind(report: &GeneratorReport, throughput: &super::throughput::Throughp
     // behind.
     if let Some(offered) = throughput.offered_per_s.filter(|&o| o > 0.0)
         && throughput.window_s > 0.0
-        && (offered - throughput.attempted_per_s) * throughput.window_s
+        && (offered - throughput.attempted_per_s - throughput.dropped_per_s) * throughput.window_s
             > ((1.0 - MIN_ATTEMPTED_SHARE) * offered * throughput.window_s).max(EDGE_SENDS)
     {
         why.push(format!("attempted {:.1}/s of {offered:.1}/s offered", throughput.attempted_per_s));

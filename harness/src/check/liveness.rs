@@ -92,12 +92,19 @@ fn attempted(index: &TraceIndex) -> Vec<Finding> {
     for send in index.sends.values() {
         *sent.entry(send.sender).or_default() += 1;
     }
+    // A send dropped under `workload.max_pending` was the system's
+    // push-back, decided by the client: accounted for, not unattempted.
+    for e in &index.trace.events {
+        if let EventKind::Dropped { .. } = e.kind {
+            *sent.entry(e.client).or_default() += 1;
+        }
+    }
     for (id, info) in index.trace.clients.iter().enumerate() {
         let client = id as ClientId;
         if let Some(planned) = info.planned_sends {
             let done = sent.get(&client).copied().unwrap_or(0);
             if done < planned {
-                let detail = format!("attempted {done} of the {planned} sends its schedule held");
+                let detail = format!("attempted or dropped {done} of the {planned} sends its schedule held");
                 findings.push(client_finding(index, FindingKind::Unattempted, client, detail));
             }
         }
@@ -368,6 +375,28 @@ mod tests {
     use super::*;
     use crate::check::synthetic::{TraceShape, correct_trace};
     use crate::trace::{Event, FaultRecord};
+
+    /// Sends a client dropped under `max_pending` account for its schedule
+    /// (the system pushed back); the same shortfall without them is
+    /// `unattempted`.
+    #[test]
+    fn dropped_sends_are_not_unattempted_but_missing_ones_are() {
+        let mut t = correct_trace(&TraceShape::plain(1, 1, 1, 3), 1);
+        let sender = t.clients.iter().position(|c| c.planned_sends.is_some()).unwrap() as ClientId;
+        *t.clients[sender as usize].planned_sends.as_mut().unwrap() += 2;
+        let unattempted =
+            |t: &crate::trace::Trace| attempted(&TraceIndex::build(t)).iter().filter(|f| f.kind == FindingKind::Unattempted).count();
+        assert_eq!(unattempted(&t), 1);
+        for k in 0..2 {
+            let msg = crate::message::msg_no(0, 1_000 + k);
+            t.events.push(Event {
+                t_ns: t.meta.sending_ended_ns,
+                client: sender,
+                kind: EventKind::Dropped { room: 0, msg, scheduled_ns: 0 },
+            });
+        }
+        assert_eq!(unattempted(&t), 0);
+    }
 
     /// A subscriber down for 12 s while a node restart took 11 s of it:
     /// 1 s outside the fault, no outage; the same 12 s without the fault

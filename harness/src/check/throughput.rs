@@ -2,7 +2,9 @@
 //! side by side: *offered* (what the schedule asked for), *attempted* (sends
 //! scheduled in the window that left the clients in it) and *achieved*
 //! (acks and deliveries of messages scheduled in the window, each counted
-//! by its own timestamp inside the window). Gates use achieved rates: a
+//! by its own timestamp inside the window), and *dropped* (sends a client
+//! with `workload.max_pending` unacked sends did not make). Gates use
+//! achieved rates: a
 //! server that falls behind cannot pass on the load it was offered, and
 //! achieved never exceeds offered because of work scheduled before the
 //! window: that backlog (acks in the window of messages scheduled during
@@ -21,6 +23,11 @@ pub struct Throughput {
     /// First send attempts in the window, per second.
     #[serde(default)]
     pub attempted_per_s: f64,
+    /// Sends due in the window that the clients dropped because
+    /// `workload.max_pending` sends already waited for their ack: the
+    /// system pushed back (not the generator falling behind).
+    #[serde(default)]
+    pub dropped_per_s: f64,
     /// Acks received in the window (first ack per message), per second.
     pub acked_per_s: f64,
     /// Deliveries received in the window (first copy per subscriber), per second.
@@ -49,6 +56,12 @@ pub fn measure(index: &TraceIndex) -> Throughput {
     let scheduled_in = |msg: &crate::trace::MsgNo| index.sends.get(msg).is_some_and(|s| window.contains(&s.scheduled_ns));
     let in_window = index.sends.values().filter(|s| window.contains(&s.scheduled_ns));
     let attempted = in_window.clone().filter(|s| window.contains(&s.first_sent_ns)).count();
+    let dropped = index
+        .trace
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, crate::trace::EventKind::Dropped { scheduled_ns, .. } if window.contains(&scheduled_ns)))
+        .count();
     let acked = in_window.filter(|s| s.ack.is_some_and(|(_, t)| window.contains(&t))).count();
     let backlog = index.sends.values().filter(|s| s.scheduled_ns < window.start && s.ack.is_some_and(|(_, t)| window.contains(&t))).count();
     let delivered: usize = index
@@ -63,6 +76,7 @@ pub fn measure(index: &TraceIndex) -> Throughput {
             _ => None,
         },
         attempted_per_s: attempted as f64 / window_s,
+        dropped_per_s: dropped as f64 / window_s,
         acked_per_s: acked as f64 / window_s,
         delivered_per_s: delivered as f64 / window_s,
         backlog_acked_per_s: backlog as f64 / window_s,
@@ -94,6 +108,35 @@ mod tests {
         assert_eq!(after.attempted_per_s, before.attempted_per_s);
         assert_eq!(after.offered_per_s, Some(1000.0));
         assert_eq!((after.acked_per_s, after.delivered_per_s), (0.0, 0.0));
+    }
+
+    /// Sends dropped under `max_pending` count as dropped by their
+    /// scheduled time, and with the attempted ones make up what was offered:
+    /// the generator is not "behind" for them.
+    #[test]
+    fn dropped_sends_are_counted_in_the_window_and_are_not_the_generator_falling_behind() {
+        let mut trace = correct_trace(&TraceShape::plain(1, 1, 1, 20), 1);
+        let (start, end) = (trace.meta.warmup_ns, trace.meta.sending_ended_ns);
+        let first = measure(&crate::check::TraceIndex::build(&trace));
+        // As many sends again, dropped, inside the window (and one after it).
+        let sender = trace.clients.iter().position(|c| c.planned_sends.is_some()).unwrap() as crate::trace::ClientId;
+        for k in 0..21u64 {
+            let at = if k == 20 { end + 1 } else { start + (end - start) * k / 20 };
+            let msg = crate::message::msg_no(0, 1_000 + k as u32);
+            trace.events.push(crate::trace::Event {
+                t_ns: at,
+                client: sender,
+                kind: EventKind::Dropped { room: 0, msg, scheduled_ns: at },
+            });
+        }
+        trace.meta.load = Some(Load::Open { rate_per_s: 2.0 * first.attempted_per_s });
+        let t = measure(&crate::check::TraceIndex::build(&trace));
+        assert_eq!(t.dropped_per_s * t.window_s, 20.0, "{t:?}");
+        assert_eq!(t.attempted_per_s, first.attempted_per_s);
+        let report = crate::check::generator::GeneratorReport::default();
+        assert!(crate::check::generator::behind(&report, &t, 10_000, 2).is_empty(), "{t:?}");
+        let without = Throughput { dropped_per_s: 0.0, ..t };
+        assert!(!crate::check::generator::behind(&report, &without, 10_000, 2).is_empty(), "short of offered without the drops");
     }
 
     #[test]

@@ -722,6 +722,14 @@ impl<'a> Client<'a> {
             let msg = msg_no(self.ctx.plan.msg_client, self.next_k);
             self.next_k += 1;
             let slot = self.slot_of_send(msg);
+            let open_loop = matches!(self.ctx.plan.schedule.expect("only a client with a schedule sends"), Schedule::Open { .. });
+            // Backpressure (`workload.max_pending`): a send due while that
+            // many wait for their ack is dropped, not queued behind them.
+            if self.ctx.acks && self.ctx.workload.max_pending.is_some_and(|max| self.outstanding.len() >= max as usize) {
+                rec.record(EventKind::Dropped { room: self.room_idx(slot), msg, scheduled_ns: due });
+                self.shared().send_attempted(self.ctx.plan.id as usize, open_loop, false);
+                return Ok(());
+            }
             let text = text_of(&mut self.rng, &self.ctx.workload);
             let (frame, body) = self.ctx.wire.send(slot, msg, &text);
             rec.record(EventKind::Send { room: self.room_idx(slot), msg, scheduled_ns: due, body });
@@ -731,7 +739,6 @@ impl<'a> Client<'a> {
                     samples.sent.push((msg, text.clone()));
                 }
             }
-            let open_loop = matches!(self.ctx.plan.schedule.expect("only a client with a schedule sends"), Schedule::Open { .. });
             self.shared().send_attempted(self.ctx.plan.id as usize, open_loop, self.ctx.acks);
             // Fire-and-forget (`ack: none`): nothing to wait for or resend.
             if self.ctx.acks {

@@ -21,7 +21,10 @@ pub fn parse_msg(arg: &str) -> Option<MsgNo> {
 /// The timeline of `msg` in `trace` (None: the trace never saw it).
 pub fn explain(trace: &Trace, msg: MsgNo) -> Option<String> {
     let about = |k: &EventKind| match *k {
-        EventKind::Send { msg: m, .. } | EventKind::Ack { msg: m, .. } | EventKind::Deliver { msg: m, .. } => m == msg,
+        EventKind::Send { msg: m, .. }
+        | EventKind::Ack { msg: m, .. }
+        | EventKind::Deliver { msg: m, .. }
+        | EventKind::Dropped { msg: m, .. } => m == msg,
         EventKind::Error { msg: m } => m == Some(msg),
         _ => false,
     };
@@ -82,6 +85,7 @@ pub fn explain(trace: &Trace, msg: MsgNo) -> Option<String> {
             EventKind::Send { .. } => "send again (same id)".to_owned(),
             EventKind::Ack { seq, .. } => format!("ack, seq {seq}"),
             EventKind::Error { .. } => "error frame naming it".to_owned(),
+            EventKind::Dropped { .. } => "dropped by its client, never sent: max_pending sends already waited for their ack".to_owned(),
             EventKind::Deliver { room, seq, body: got, label, .. } => {
                 let text = match (got, body) {
                     (Some(g), Some(b)) if *g == b => "body as sent",

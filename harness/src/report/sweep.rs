@@ -87,6 +87,9 @@ pub struct PointRun {
     /// Every ack in the window, backlog included (see `Throughput`).
     #[serde(default)]
     pub sustained_per_s: f64,
+    /// Sends the clients dropped (`workload.max_pending`), per second.
+    #[serde(default)]
+    pub dropped_per_s: f64,
     pub delivered_per_s: f64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -103,6 +106,8 @@ pub struct PointMode {
     pub achieved_per_s: Spread,
     #[serde(default)]
     pub sustained_per_s: Spread,
+    #[serde(default)]
+    pub dropped_per_s: Spread,
     pub p50_us: Spread,
     pub p99_us: Spread,
     /// Every repeat passed every check.
@@ -119,6 +124,7 @@ impl PointMode {
         PointMode {
             achieved_per_s: f(|r| r.achieved_per_s),
             sustained_per_s: f(|r| r.sustained_per_s),
+            dropped_per_s: f(|r| r.dropped_per_s),
             p50_us: f(|r| r.p50_us as f64),
             p99_us: f(|r| r.p99_us as f64),
             passed: runs.iter().all(|r| r.passed),
@@ -257,6 +263,7 @@ pub fn render_table(report: &SweepReport) -> String {
         "offered/s",
         "achieved/s (min–max)",
         "sustained/s",
+        "dropped/s",
         "delivery p50",
         "delivery p99 (min–max)",
         "checks",
@@ -272,6 +279,7 @@ pub fn render_table(report: &SweepReport) -> String {
                 offered,
                 format!("{:.0} ({:.0}–{:.0})", m.achieved_per_s.median, m.achieved_per_s.min, m.achieved_per_s.max),
                 format!("{:.0}", m.sustained_per_s.median),
+                format!("{:.0}", m.dropped_per_s.median),
                 us(m.p50_us.median),
                 format!("{} ({}–{})", us(m.p99_us.median), us(m.p99_us.min), us(m.p99_us.max)),
                 if m.passed { "PASS".to_owned() } else { "FAIL".to_owned() },
@@ -350,6 +358,7 @@ mod tests {
                 offered_per_s: Some(rate),
                 achieved_per_s: achieved,
                 sustained_per_s: achieved,
+                dropped_per_s: 0.0,
                 delivered_per_s: achieved,
                 p50_us: p99 / 2,
                 p99_us: p99,

@@ -105,6 +105,7 @@ pub fn rows(report: &RunReport) -> Vec<Row> {
         num("incomplete (censored) %", &|m| m.latency.incomplete_percent, &|v| format!("{v:.2}")),
         text("msgs/s offered", &|m| m.throughput.offered_per_s.map_or("- (closed loop)".to_owned(), |r| format!("{r:.1}"))),
         num("msgs/s attempted", &|m| m.throughput.attempted_per_s, &rate),
+        num("msgs/s dropped (max_pending unacked)", &|m| m.throughput.dropped_per_s, &rate),
         num("msgs/s acked (achieved)", &|m| m.throughput.acked_per_s, &rate),
         num("deliveries/s (achieved)", &|m| m.throughput.delivered_per_s, &rate),
         num("acks/s of warmup backlog", &|m| m.throughput.backlog_acked_per_s, &rate),

@@ -748,6 +748,14 @@ pub struct Workload {
     /// a client not ready by then is a finding (`not_ready`).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
+    /// Open loop, with acks: a sender keeps at most this many sends waiting
+    /// for their ack; a send due while that many wait is not sent but
+    /// *dropped* and counted (k6's `dropped_iterations`, OMB's
+    /// `maxPendingMessages`), so past capacity what is achieved stays at the
+    /// system's pace instead of every ack going to an ever older backlog.
+    /// Default: none (every scheduled send is made, however late its ack).
+    #[serde(default)]
+    pub max_pending: Option<u32>,
 }
 
 fn default_connect_timeout() -> HumanDuration {

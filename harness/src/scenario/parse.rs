@@ -201,6 +201,16 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         })?,
         Load::Closed { in_flight } => check(*in_flight >= 1, &["workload", "load", "closed"], || "in_flight must be at least 1".into())?,
     }
+    if let Some(max) = w.max_pending {
+        let path = &["workload", "max_pending"];
+        check(max >= 1, path, || "must be at least 1 (leave it out for no bound)".into())?;
+        check(matches!(w.load, Load::Open { .. }), path, || {
+            "bounds an open loop's unacked sends; a closed loop's bound is its in_flight".into()
+        })?;
+        check(s.system.guarantees.ack != AckGuarantee::None, path, || {
+            "counts sends waiting for their ack, and this system declares ack: none (nothing would ever be pending)".into()
+        })?;
+    }
     let (min, max) = match w.message_bytes {
         MessageBytes::Fixed(n) => (n, n),
         MessageBytes::Range { min, max } => (min, max),
@@ -710,11 +720,27 @@ workload:
             (GOOD.replace("duration: 2s", "duration: 2s\n  churn: {every: 0s, share: 0.5}"), "workload.churn.every"),
             (GOOD.replace("duration: 2s", "duration: 2s\n  churn: {every: 1s, share: 1.5}"), "workload.churn.share"),
             (format!("{GOOD}checks: {{fresh_within: 0s}}\n"), "checks.fresh_within"),
+            (GOOD.replace("duration: 2s", "duration: 2s\n  max_pending: 0"), "workload.max_pending"),
+            (
+                GOOD.replace("duration: 2s", "duration: 2s\n  max_pending: 4")
+                    .replace("{open: {rate_per_s: 10}}", "{closed: {in_flight: 2}}"),
+                "a closed loop's bound is its in_flight",
+            ),
+            (
+                format!(
+                    "{}system:\n  protocol: stomp\n  guarantees: {{ack: none, order: per_sender, history: none}}\n",
+                    GOOD.replace("duration: 2s", "duration: 2s\n  max_pending: 4")
+                ),
+                "ack: none",
+            ),
         ] {
             let (_, message) = err(&text);
             assert!(message.contains(needle), "{needle}: {message}");
         }
-        let fine = GOOD.replace("duration: 2s", "duration: 2s\n  rooms_per_client: 2\n  churn: {every: 1s, share: 0.3, rejoin: head}");
+        let fine = GOOD.replace(
+            "duration: 2s",
+            "duration: 2s\n  rooms_per_client: 2\n  churn: {every: 1s, share: 0.3, rejoin: head}\n  max_pending: 8",
+        );
         assert!(parse_str(&format!("{fine}checks: {{fresh_within: 500ms}}\n"), "t.yaml").is_ok());
     }
 
