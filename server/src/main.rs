@@ -48,6 +48,14 @@ struct Args {
     /// Room R's Redis channel is <prefix>R.
     #[arg(long, env = "CHAT_REDIS_CHANNEL_PREFIX", default_value = "chatbench.room.")]
     redis_channel_prefix: String,
+    /// How long a join waits for Redis to confirm the node's subscription
+    /// to the room before it reads the room's head anyway (--mode redis).
+    #[arg(long, env = "CHAT_REDIS_INTEREST_WAIT", default_value = "2s", value_parser = parse_duration)]
+    redis_interest_wait: Duration,
+    /// A broker publish (Redis PUBLISH, JetStream publish and its ack) not
+    /// done within this fails the send with store_unavailable (--mode redis, nats).
+    #[arg(long, env = "CHAT_BROKER_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    broker_publish_timeout: Duration,
     /// NATS server URL, e.g. nats://127.0.0.1:4222 (required with --mode nats).
     #[arg(long, env = "CHAT_NATS_URL")]
     nats_url: Option<String>,
@@ -149,11 +157,14 @@ impl Args {
             Mode::Redis => FanoutConfig::Redis(RedisConfig {
                 url: self.redis_url.context("--mode redis needs --redis-url (or CHAT_REDIS_URL)")?,
                 channel_prefix: self.redis_channel_prefix,
+                interest_wait: self.redis_interest_wait,
+                publish_timeout: self.broker_publish_timeout,
             }),
             Mode::Nats => FanoutConfig::Nats(NatsConfig {
                 url: self.nats_url.context("--mode nats needs --nats-url (or CHAT_NATS_URL)")?,
                 stream: self.nats_stream,
                 max_age: self.nats_max_age,
+                publish_timeout: self.broker_publish_timeout,
             }),
             Mode::Changestream => FanoutConfig::Changestream(ChangeStreamConfig {
                 max_await: self.change_stream_max_await,

@@ -31,6 +31,9 @@ pub struct NatsConfig {
     pub stream: String,
     /// Messages older than this leave the stream.
     pub max_age: Duration,
+    /// A publish JetStream has not acknowledged within this fails the send
+    /// (`store_unavailable`; the client resends, deduplicated by its id).
+    pub publish_timeout: Duration,
 }
 
 /// Why a publish failed (the send is answered `store_unavailable`).
@@ -42,12 +45,15 @@ pub enum PublishError {
         #[source]
         source: async_nats::jetstream::context::PublishError,
     },
+    #[error("JetStream did not acknowledge a publish to {subject} within {timeout:?} (--broker-publish-timeout)")]
+    Timeout { subject: String, timeout: Duration },
 }
 
 /// The node's publisher.
 pub struct Nats {
     jetstream: jetstream::Context,
     stream: String,
+    publish_timeout: Duration,
 }
 
 /// What the fan-out task owns.
@@ -79,7 +85,8 @@ pub async fn open(config: &NatsConfig) -> Result<(Nats, Consumer), async_nats::C
         .connect(config.url.as_str())
         .await?;
     let jetstream = jetstream::new(client);
-    Ok((Nats { jetstream: jetstream.clone(), stream: config.stream.clone() }, Consumer { jetstream, config: config.clone(), events: rx }))
+    let publisher = Nats { jetstream: jetstream.clone(), stream: config.stream.clone(), publish_timeout: config.publish_timeout };
+    Ok((publisher, Consumer { jetstream, config: config.clone(), events: rx }))
 }
 
 /// The subject of `room`. Rooms may hold `.`, which separates subject
@@ -97,9 +104,14 @@ impl Nats {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{room}/{id}").as_str());
         let payload = bytes::Bytes::copy_from_slice(frame.as_bytes());
         let err = |source| PublishError::Publish { subject: subject.clone(), source };
-        let ack = self.jetstream.publish_with_headers(subject.clone(), headers, payload).await.map_err(err)?;
-        ack.await.map_err(err)?;
-        Ok(())
+        let stored = async {
+            let ack = self.jetstream.publish_with_headers(subject.clone(), headers, payload).await.map_err(err)?;
+            ack.await.map_err(err)
+        };
+        match tokio::time::timeout(self.publish_timeout, stored).await {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(PublishError::Timeout { subject: subject.clone(), timeout: self.publish_timeout }),
+        }
     }
 }
 
@@ -233,6 +245,23 @@ async fn consume(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--broker-publish-timeout` bounds a publish JetStream never
+    /// acknowledges (here a server that accepts and says nothing).
+    #[tokio::test]
+    async fn a_publish_jetstream_never_acknowledges_fails_after_the_configured_timeout() {
+        let (_listener, port) = super::super::redis::tests::silent_server().await;
+        let config = NatsConfig {
+            url: format!("nats://127.0.0.1:{port}"),
+            stream: "t".into(),
+            max_age: Duration::from_secs(60),
+            publish_timeout: Duration::from_millis(300),
+        };
+        let (nats, _consumer) = open(&config).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_millis(1_500), nats.publish("r", "m1", "{}")).await;
+        let err = outcome.expect("the publish gave up within its timeout").unwrap_err();
+        assert!(matches!(err, PublishError::Timeout { .. } | PublishError::Publish { .. }), "{err}");
+    }
 
     #[test]
     fn every_room_has_its_own_valid_subject() {

@@ -5,7 +5,7 @@
 //! Routing is interest-based: a node `SUBSCRIBE`s only to the rooms its own
 //! connections hold, so it reads only what it delivers — unlike a change
 //! stream or a Kafka topic, where every node reads every message. A join
-//! waits (up to [`INTEREST_WAIT`]) until Redis confirmed the node's
+//! waits (up to `--redis-interest-wait`) until Redis confirmed the node's
 //! subscription before it reads the room's head, so every message stored
 //! after that read is heard live.
 //!
@@ -28,12 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// How long a join waits for the node's subscription to its room to be
-/// confirmed before it reads history anyway (Redis down: the re-check
-/// after the subscriber reconnects covers that window).
+/// Default of `--redis-interest-wait`.
 pub const INTEREST_WAIT: Duration = Duration::from_secs(2);
-/// A `PUBLISH` (or a connect for it) that takes longer fails the send
-/// (`store_unavailable`; the client resends).
+/// Default of `--broker-publish-timeout`.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
@@ -42,6 +39,13 @@ pub struct RedisConfig {
     pub url: String,
     /// Channel of room R: `<prefix>R`.
     pub channel_prefix: String,
+    /// How long a join waits for the node's subscription to its room to be
+    /// confirmed before it reads history anyway (Redis down: the re-check
+    /// after the subscriber reconnects covers that window).
+    pub interest_wait: Duration,
+    /// A `PUBLISH` (or a connect for it) that takes longer fails the send
+    /// (`store_unavailable`; the client resends).
+    pub publish_timeout: Duration,
 }
 
 /// Why a publish failed (the send is answered `store_unavailable`).
@@ -53,8 +57,8 @@ pub enum PublishError {
         #[source]
         source: redis::RedisError,
     },
-    #[error("Redis PUBLISH to {channel} took longer than {PUBLISH_TIMEOUT:?}")]
-    Timeout { channel: String },
+    #[error("Redis PUBLISH to {channel} took longer than {timeout:?} (--broker-publish-timeout)")]
+    Timeout { channel: String, timeout: Duration },
 }
 
 /// A change of this node's interest in a room (one per connection join or
@@ -69,6 +73,8 @@ pub struct Redis {
     client: redis::Client,
     publisher: tokio::sync::OnceCell<ConnectionManager>,
     prefix: String,
+    interest_wait: Duration,
+    publish_timeout: Duration,
     /// Unbounded on purpose: a join or leave must never be dropped (a lost
     /// join loses a room), and each entry stands for one subscription
     /// change, which `--max-subscriptions` per connection already bounds.
@@ -87,8 +93,14 @@ pub struct Subscriber {
 pub fn open(config: &RedisConfig) -> Result<(Redis, Subscriber), redis::RedisError> {
     let client = redis::Client::open(config.url.as_str())?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let redis =
-        Redis { client: client.clone(), publisher: tokio::sync::OnceCell::new(), prefix: config.channel_prefix.clone(), interest: tx };
+    let redis = Redis {
+        client: client.clone(),
+        publisher: tokio::sync::OnceCell::new(),
+        prefix: config.channel_prefix.clone(),
+        interest_wait: config.interest_wait,
+        publish_timeout: config.publish_timeout,
+        interest: tx,
+    };
     Ok((redis, Subscriber { client, prefix: config.channel_prefix.clone(), interest: rx }))
 }
 
@@ -97,26 +109,27 @@ impl Redis {
     pub async fn publish(&self, room: &str, frame: &str) -> Result<(), PublishError> {
         let channel = format!("{}{room}", self.prefix);
         let publish = async {
-            let mut conn = self.publisher.get_or_try_init(|| connection_manager(&self.client)).await?.clone();
+            let mut conn = self.publisher.get_or_try_init(|| connection_manager(&self.client, self.publish_timeout)).await?.clone();
             redis::cmd("PUBLISH").arg(&channel).arg(frame).query_async::<i64>(&mut conn).await
         };
-        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+        match tokio::time::timeout(self.publish_timeout, publish).await {
             Ok(Ok(_receivers)) => Ok(()),
             Ok(Err(source)) => Err(PublishError::Redis { channel, source }),
-            Err(_) => Err(PublishError::Timeout { channel }),
+            Err(_) => Err(PublishError::Timeout { channel, timeout: self.publish_timeout }),
         }
     }
 
     /// A connection of this node joined `room`: resolves once the node's
-    /// subscription to it is confirmed (or after [`INTEREST_WAIT`]). The
+    /// subscription to it is confirmed (or after the interest wait). The
     /// join is registered before this returns, in the caller's order.
     pub fn join(&self, room: &str) -> impl Future<Output = ()> + Send + 'static {
         let (heard, confirmed) = oneshot::channel();
         let sent = self.interest.send(Interest::Join { room: room.to_owned(), heard }).is_ok();
         let room = room.to_owned();
+        let wait = self.interest_wait;
         async move {
-            if sent && tokio::time::timeout(INTEREST_WAIT, confirmed).await.is_err() {
-                tracing::warn!(room, wait = ?INTEREST_WAIT, "Redis did not confirm the room's subscription in time; reading history anyway");
+            if sent && tokio::time::timeout(wait, confirmed).await.is_err() {
+                tracing::warn!(room, ?wait, "Redis did not confirm the room's subscription in time; reading history anyway");
             }
         }
     }
@@ -127,10 +140,10 @@ impl Redis {
     }
 }
 
-fn connection_manager(client: &redis::Client) -> impl Future<Output = redis::RedisResult<ConnectionManager>> + '_ {
+fn connection_manager(client: &redis::Client, timeout: Duration) -> impl Future<Output = redis::RedisResult<ConnectionManager>> + '_ {
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(PUBLISH_TIMEOUT)
+        .set_connection_timeout(Duration::from_secs(2).min(timeout))
+        .set_response_timeout(timeout)
         .set_max_delay(1000);
     client.get_connection_manager_with_config(config)
 }
@@ -274,8 +287,45 @@ async fn apply(sink: &mut PubSubSink, prefix: &str, rooms: &mut Rooms, change: I
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A listener that accepts connections and never answers (a paused
+    /// Redis or NATS); kept open while the test runs.
+    pub(crate) async fn silent_server() -> (tokio::net::TcpListener, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    fn config(port: u16) -> RedisConfig {
+        RedisConfig {
+            url: format!("redis://127.0.0.1:{port}"),
+            channel_prefix: "t.".into(),
+            interest_wait: Duration::from_millis(200),
+            publish_timeout: Duration::from_millis(300),
+        }
+    }
+
+    /// `--broker-publish-timeout` bounds a publish to a Redis that never
+    /// answers (the default, 5 s, would outlast the guard).
+    #[tokio::test]
+    async fn a_publish_redis_never_answers_fails_after_the_configured_timeout() {
+        let (_listener, port) = silent_server().await;
+        let (redis, _subscriber) = open(&config(port)).unwrap();
+        let outcome = tokio::time::timeout(Duration::from_millis(1_500), redis.publish("r", "{}")).await;
+        let err = outcome.expect("the publish gave up within its timeout").unwrap_err();
+        assert!(matches!(err, PublishError::Timeout { .. } | PublishError::Redis { .. }), "{err}");
+    }
+
+    /// `--redis-interest-wait` bounds a join whose subscription is never
+    /// confirmed (the default, 2 s, would outlast the guard).
+    #[tokio::test]
+    async fn a_join_redis_never_confirms_reads_history_after_the_configured_wait() {
+        let (redis, _subscriber) = open(&config(1)).unwrap();
+        let joined = tokio::time::timeout(Duration::from_millis(1_500), redis.join("r")).await;
+        assert!(joined.is_ok(), "the join waited past its interest wait");
+    }
 
     #[test]
     fn a_room_is_subscribed_while_any_connection_holds_it() {
