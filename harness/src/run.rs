@@ -649,11 +649,11 @@ async fn start_backends(
     };
     let broker = match broker::kind_of(mode) {
         Some(kind) => {
-            let url = match kind {
-                BrokerKind::Redis => options.redis_url.clone(),
-                BrokerKind::Nats => options.nats_url.clone(),
+            let (url, image) = match kind {
+                BrokerKind::Redis => (options.redis_url.clone(), options.docker_images.redis.clone()),
+                BrokerKind::Nats => (options.nats_url.clone(), options.docker_images.nats.clone()),
             };
-            let request = BrokerRequest { kind, url, controlled: scenario.controls_broker() };
+            let request = BrokerRequest { kind, url, controlled: scenario.controls_broker(), image };
             tracing::info!(provider = ?options.provider, broker = kind.name(), "starting the broker");
             Some(broker::start(options.provider, &request, dir).await?)
         }

@@ -8,12 +8,19 @@
 //!   nemesis restarts it on the same port), data in the run's directory.
 //! - `external`: a URL the user gives (`--redis-url`, `--nats-url`); it is
 //!   checked to answer. chatbench cannot restart or pause it.
-//! - `docker`: not provided; it says so rather than falling back.
+//! - `docker`: the server in a container from a local image that
+//!   `ci/docker images` builds from the same Debian packages
+//!   (`chatbench-local/redis:7.0.15`, `chatbench-local/nats:2.9.10`; or
+//!   `--docker-image redis=IMAGE` / `nats=IMAGE`), published on 127.0.0.1
+//!   on a port outside the ephemeral range; restart stops and starts the
+//!   container, pause is `docker pause`. A missing image is never pulled
+//!   unless named.
 //!
 //! The readiness checks speak one line of each protocol by hand (`PING` /
 //! `+PONG`; NATS's `INFO` greeting with JetStream on): a client library for
 //! two lines would cost more than it saves.
 
+use super::docker::{self as engine, Pull};
 use super::{ProviderChoice, ProviderError, ProviderKind};
 use crate::process::{ChildGuard, stable_port, tail, which};
 use chatbench_wire::Mode;
@@ -21,6 +28,9 @@ use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use testcontainers_modules::testcontainers::core::IntoContainerPort;
+use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -57,6 +67,34 @@ impl BrokerKind {
         }
     }
 
+    /// The local image `ci/docker images` builds for this broker.
+    pub fn local_image(self) -> &'static str {
+        match self {
+            BrokerKind::Redis => "chatbench-local/redis:7.0.15",
+            BrokerKind::Nats => "chatbench-local/nats:2.9.10",
+        }
+    }
+
+    /// The port the server listens on inside its container.
+    fn container_port(self) -> u16 {
+        match self {
+            BrokerKind::Redis => 6379,
+            BrokerKind::Nats => 4222,
+        }
+    }
+
+    /// The command a container runs (the official images and the local
+    /// ones take the same).
+    fn container_cmd(self) -> Vec<String> {
+        let args: &[&str] = match self {
+            BrokerKind::Redis => {
+                &["redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+            }
+            BrokerKind::Nats => &["nats-server", "-a", "0.0.0.0", "-p", "4222", "-js", "--no_advertise", "-sd", "/data"],
+        };
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
     fn scheme(self) -> &'static str {
         match self {
             BrokerKind::Redis => "redis",
@@ -73,6 +111,8 @@ pub struct BrokerRequest {
     pub url: Option<String>,
     /// The scenario restarts or pauses the broker (external refuses).
     pub controlled: bool,
+    /// The docker provider's image (default [`BrokerKind::local_image`]).
+    pub image: Option<String>,
 }
 
 pub struct BrokerBackend {
@@ -85,13 +125,11 @@ pub struct BrokerBackend {
 }
 
 /// A broker this process started, and what it takes to start it again.
-struct Running {
-    kind: BrokerKind,
-    child: ChildGuard,
-    port: u16,
-    data: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// (One per run: the variants' sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Running {
+    Process { kind: BrokerKind, child: ChildGuard, port: u16, data: PathBuf, log: PathBuf, _dir: tempfile::TempDir },
+    Container { kind: BrokerKind, container: ContainerAsync<GenericImage>, port: u16 },
 }
 
 impl BrokerBackend {
@@ -104,21 +142,42 @@ impl BrokerBackend {
 
     /// SIGKILL the broker (a crash) and start it again on the same port and
     /// data after `down_for`; returns once it answers.
+    /// (A container: stopped without grace and started again, same port.)
     pub async fn restart(&mut self, down_for: Duration) -> anyhow::Result<()> {
         let running = self.running.as_mut().ok_or_else(|| anyhow::anyhow!("chatbench cannot restart an external {}", self.kind.name()))?;
-        running.child.kill().await;
-        tokio::time::sleep(down_for).await;
-        running.child = spawn(running.kind, running.port, &running.data, &running.log)?;
-        wait_ready(running.kind, running.port, &running.log).await
+        match running {
+            Running::Process { kind, child, port, data, log, .. } => {
+                child.kill().await;
+                tokio::time::sleep(down_for).await;
+                *child = spawn(*kind, *port, data, log)?;
+                wait_ready(*kind, *port, log).await
+            }
+            Running::Container { kind, container, port } => {
+                container.stop_with_timeout(Some(0)).await.map_err(|e| anyhow::anyhow!("stopping the {} container: {e}", kind.name()))?;
+                tokio::time::sleep(down_for).await;
+                container.start().await.map_err(|e| anyhow::anyhow!("starting the {} container again: {e}", kind.name()))?;
+                wait_ready(*kind, *port, Path::new("")).await
+            }
+        }
     }
 
-    /// SIGSTOP the broker for `duration`, then SIGCONT: it keeps its
-    /// connections but answers nothing meanwhile.
+    /// SIGSTOP the broker for `duration`, then SIGCONT (a container:
+    /// `docker pause`, then unpause): it keeps its connections but answers
+    /// nothing meanwhile.
     pub async fn pause(&mut self, duration: Duration) -> anyhow::Result<()> {
         let running = self.running.as_mut().ok_or_else(|| anyhow::anyhow!("chatbench cannot pause an external {}", self.kind.name()))?;
-        running.child.signal(Signal::SIGSTOP)?;
-        tokio::time::sleep(duration).await;
-        running.child.signal(Signal::SIGCONT)?;
+        match running {
+            Running::Process { child, .. } => {
+                child.signal(Signal::SIGSTOP)?;
+                tokio::time::sleep(duration).await;
+                child.signal(Signal::SIGCONT)?;
+            }
+            Running::Container { kind, container, .. } => {
+                container.pause().await.map_err(|e| anyhow::anyhow!("pausing the {} container: {e}", kind.name()))?;
+                tokio::time::sleep(duration).await;
+                container.unpause().await.map_err(|e| anyhow::anyhow!("unpausing the {} container: {e}", kind.name()))?;
+            }
+        }
         Ok(())
     }
 }
@@ -126,9 +185,10 @@ impl BrokerBackend {
 impl Drop for BrokerBackend {
     fn drop(&mut self) {
         // A paused broker would ignore the guard's SIGKILL only until
-        // continued; make sure it is not left stopped.
-        if let Some(r) = &self.running {
-            let _ = r.child.signal(Signal::SIGCONT);
+        // continued; make sure it is not left stopped. (A container is
+        // removed with force, paused or not.)
+        if let Some(Running::Process { child, .. }) = &self.running {
+            let _ = child.signal(Signal::SIGCONT);
         }
     }
 }
@@ -165,13 +225,7 @@ fn version_of(kind: BrokerKind, text: &str) -> Option<String> {
 pub async fn start(choice: ProviderChoice, request: &BrokerRequest, log_dir: &Path) -> Result<BrokerBackend, ProviderError> {
     match choice {
         ProviderChoice::External => external(request).await,
-        ProviderChoice::Docker => Err(ProviderError::CannotHonour {
-            provider: "docker",
-            why: format!(
-                "there is no local {} image (ci/docker images builds MongoDB, Kafka and server images only); use --provider process",
-                request.kind.name()
-            ),
-        }),
+        ProviderChoice::Docker => docker(request).await,
         ProviderChoice::Process | ProviderChoice::Compat | ProviderChoice::Auto => process(request, log_dir).await,
     }
 }
@@ -231,7 +285,7 @@ async fn process(request: &BrokerRequest, log_dir: &Path) -> Result<BrokerBacken
         match wait_ready(kind, port, &log).await {
             Ok(()) => {
                 let url = format!("{}://127.0.0.1:{port}", kind.scheme());
-                let running = Running { kind, child, port, data, log, _dir: dir };
+                let running = Running::Process { kind, child, port, data, log, _dir: dir };
                 return Ok(BrokerBackend { kind, url, provider: ProviderKind::Process, version, running: Some(running) });
             }
             Err(e) => {
@@ -244,6 +298,45 @@ async fn process(request: &BrokerRequest, log_dir: &Path) -> Result<BrokerBacken
         }
     }
     Err(failed(last))
+}
+
+/// The broker in a container on the local (or given) image, on a stable
+/// host port bound on 127.0.0.1.
+async fn docker(request: &BrokerRequest) -> Result<BrokerBackend, ProviderError> {
+    let kind = request.kind;
+    let local = kind.local_image();
+    let choice = engine::Choice { what: kind.name(), given: request.image.as_deref(), default: local, stand_in: local };
+    // The default is a local image: never pulled (there is nothing to pull
+    // it from); an image the user names is pulled when missing.
+    let pull = if request.image.is_some() { Pull::IfMissing } else { Pull::Never };
+    let (_docker, image, info) = engine::prepare(choice, pull).await.map_err(|e| match e {
+        ProviderError::CannotHonour { .. } if request.image.is_none() => ProviderError::Unavailable {
+            provider: "docker",
+            why: format!("the {} image {local} is not on this Docker engine", kind.name()),
+            fix: "Build the local images: ci/setup docker (or ci/docker images)".into(),
+        },
+        other => other,
+    })?;
+    let failed =
+        |why: String| ProviderError::StartFailed { provider: "docker", what: format!("the {} container ({image})", kind.name()), why };
+    let port = stable_port().map_err(|e| failed(format!("no free port: {e}")))?;
+    let (name, tag) = engine::split_image(&image);
+    let inside = kind.container_port();
+    let container = GenericImage::new(name, tag)
+        .with_exposed_port(inside.tcp())
+        .with_cmd(kind.container_cmd())
+        .with_labels(engine::labels())
+        .with_startup_timeout(READY_TIMEOUT)
+        .with_host_config_modifier(move |c| engine::loopback_only(c, &[(inside, Some(port))]));
+    let container = engine::create(container.start()).await.map_err(|e| engine::start_failed(kind.name(), &image, info.is_some(), e))?;
+    wait_ready(kind, port, Path::new("")).await.map_err(|e| failed(format!("{e:#}")))?;
+    let version = match info.as_ref().and_then(|i| i.version.clone()) {
+        Some(v) => format!("{} {v} (docker, {image})", kind.name()),
+        None => format!("{} (docker, {image})", kind.name()),
+    };
+    let url = format!("{}://127.0.0.1:{port}", kind.scheme());
+    let running = Running::Container { kind, container, port };
+    Ok(BrokerBackend { kind, url, provider: ProviderKind::Docker, version, running: Some(running) })
 }
 
 fn spawn(kind: BrokerKind, port: u16, data: &Path, log: &Path) -> anyhow::Result<ChildGuard> {
@@ -273,12 +366,12 @@ async fn wait_ready(kind: BrokerKind, port: u16, log: &Path) -> anyhow::Result<(
         match answers(kind, addr).await {
             Ok(()) => return Ok(()),
             Err(e) if tokio::time::Instant::now() > deadline => {
-                anyhow::bail!(
-                    "{} on {addr} did not answer within {READY_TIMEOUT:?}: {e:#}; log {}:\n{}",
-                    kind.name(),
-                    log.display(),
-                    tail(log, 10)
-                )
+                let log = if log.as_os_str().is_empty() {
+                    "its log: docker logs of the container".to_owned()
+                } else {
+                    format!("log {}:\n{}", log.display(), tail(log, 10))
+                };
+                anyhow::bail!("{} on {addr} did not answer within {READY_TIMEOUT:?}: {e:#}; {log}", kind.name())
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -319,12 +412,31 @@ mod tests {
 
     #[tokio::test]
     async fn external_needs_a_url_and_refuses_restarts() {
-        let request = BrokerRequest { kind: BrokerKind::Redis, url: None, controlled: false };
+        let request = BrokerRequest { kind: BrokerKind::Redis, url: None, controlled: false, image: None };
         let err = start(ProviderChoice::External, &request, Path::new("/tmp")).await.err().unwrap().to_string();
         assert!(err.contains("--redis-url"), "{err}");
-        let request = BrokerRequest { kind: BrokerKind::Nats, url: Some("nats://127.0.0.1:1".into()), controlled: true };
+        let request = BrokerRequest { kind: BrokerKind::Nats, url: Some("nats://127.0.0.1:1".into()), controlled: true, image: None };
         let err = start(ProviderChoice::External, &request, Path::new("/tmp")).await.err().unwrap().to_string();
         assert!(err.contains("does not control"), "{err}");
+    }
+
+    /// Needs `ci/setup docker` (the engine and the local images).
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "needs a Docker engine"]
+    async fn docker_brokers_answer_on_loopback_and_come_back_after_a_restart_and_a_pause() {
+        for kind in [BrokerKind::Redis, BrokerKind::Nats] {
+            let request = BrokerRequest { kind, url: None, controlled: true, image: None };
+            let mut broker = start(ProviderChoice::Docker, &request, Path::new("/tmp")).await.unwrap();
+            assert!(broker.url.starts_with(&format!("{}://127.0.0.1:", kind.scheme())), "{}", broker.url);
+            assert!(broker.version.contains(kind.local_image()), "{}", broker.version);
+            let addr = broker.addr().unwrap();
+            broker.restart(Duration::from_millis(200)).await.unwrap();
+            answers(kind, addr).await.unwrap();
+            broker.pause(Duration::from_millis(100)).await.unwrap();
+            answers(kind, addr).await.unwrap();
+        }
+        let missing = BrokerRequest { kind: BrokerKind::Redis, url: None, controlled: false, image: Some("chatbench-local/none:0".into()) };
+        assert!(start(ProviderChoice::Docker, &missing, Path::new("/tmp")).await.is_err(), "a named image that is not there fails");
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -334,7 +446,7 @@ mod tests {
                 panic!("{} is not installed: run ci/setup redis nats", kind.binary());
             }
             let dir = tempfile::tempdir().unwrap();
-            let request = BrokerRequest { kind, url: None, controlled: true };
+            let request = BrokerRequest { kind, url: None, controlled: true, image: None };
             let mut broker = start(ProviderChoice::Process, &request, dir.path()).await.unwrap();
             let addr = broker.addr().unwrap();
             broker.restart(Duration::from_millis(200)).await.unwrap();

@@ -78,7 +78,8 @@ pub async fn status() -> anyhow::Result<String> {
     let at = super::docker_reachable()?;
     let docker = engine().await?;
     let mut local = Vec::new();
-    for image in [LOCAL_MONGO_IMAGE, LOCAL_KAFKA_IMAGE, "chatbench-local/chat-server:dev"] {
+    let brokers = [super::broker::BrokerKind::Redis.local_image(), super::broker::BrokerKind::Nats.local_image()];
+    for image in [LOCAL_MONGO_IMAGE, LOCAL_KAFKA_IMAGE, "chatbench-local/chat-server:dev"].into_iter().chain(brokers) {
         if inspect(&docker, image).await?.is_some() {
             local.push(image);
         }
@@ -370,10 +371,12 @@ mod tests {
     fn docker_image_flags_name_their_key_and_the_cli_wins() {
         let mut cli = DockerImages::default();
         cli.set("mongo=chatbench-local/nx-27017:0.8.1").unwrap();
-        assert!(cli.set("redis=x").unwrap_err().to_string().contains("unknown key \"redis\""));
+        assert!(cli.set("rabbitmq=x").unwrap_err().to_string().contains("unknown key \"rabbitmq\""));
+        cli.set("nats=nats:2.9").unwrap();
+        assert_eq!(cli.nats.as_deref(), Some("nats:2.9"));
         assert!(cli.set("kafka").unwrap_err().to_string().contains("KEY=IMAGE"));
         assert!(cli.set("kafka=").unwrap_err().to_string().contains("not an image name"));
-        let scenario = DockerImages { mongo: Some("mongo:7.0".into()), kafka: Some("k:1".into()), server: None };
+        let scenario = DockerImages { mongo: Some("mongo:7.0".into()), kafka: Some("k:1".into()), ..DockerImages::default() };
         let merged = cli.or(&scenario);
         assert_eq!(merged.mongo.as_deref(), Some("chatbench-local/nx-27017:0.8.1"));
         assert_eq!(merged.kafka.as_deref(), Some("k:1"));

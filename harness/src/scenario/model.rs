@@ -594,6 +594,12 @@ pub struct DockerImages {
     /// The chat server for nodes in containers (default `chatbench-local/chat-server:dev`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// Redis for `--mode redis` (default `chatbench-local/redis:7.0.15`, Debian's package).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// NATS for `--mode nats` (default `chatbench-local/nats:2.9.10`, Debian's package).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
 }
 
 impl DockerImages {
@@ -601,7 +607,8 @@ impl DockerImages {
         self == &DockerImages::default()
     }
 
-    /// `mongo=IMAGE`, `kafka=IMAGE` or `server=IMAGE` (the `--docker-image` flag).
+    /// `mongo=IMAGE`, `kafka=IMAGE`, `server=IMAGE`, `redis=IMAGE` or
+    /// `nats=IMAGE` (the `--docker-image` flag).
     pub fn set(&mut self, spec: &str) -> anyhow::Result<()> {
         let (key, image) = spec.split_once('=').ok_or_else(|| anyhow::anyhow!("--docker-image {spec:?}: expected KEY=IMAGE"))?;
         if image.is_empty() || image.contains(char::is_whitespace) {
@@ -611,7 +618,9 @@ impl DockerImages {
             "mongo" => &mut self.mongo,
             "kafka" => &mut self.kafka,
             "server" => &mut self.server,
-            other => return Err(anyhow::anyhow!("--docker-image {spec:?}: unknown key {other:?} (mongo, kafka or server)")),
+            "redis" => &mut self.redis,
+            "nats" => &mut self.nats,
+            other => return Err(anyhow::anyhow!("--docker-image {spec:?}: unknown key {other:?} (mongo, kafka, server, redis or nats)")),
         };
         *slot = Some(image.to_owned());
         Ok(())
@@ -623,6 +632,8 @@ impl DockerImages {
             mongo: self.mongo.clone().or_else(|| fallback.mongo.clone()),
             kafka: self.kafka.clone().or_else(|| fallback.kafka.clone()),
             server: self.server.clone().or_else(|| fallback.server.clone()),
+            redis: self.redis.clone().or_else(|| fallback.redis.clone()),
+            nats: self.nats.clone().or_else(|| fallback.nats.clone()),
         }
     }
 }
