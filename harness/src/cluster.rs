@@ -1,5 +1,6 @@
-//! N `chat-server` processes on port 0, each owned by a [`ChildGuard`]. A
-//! node reports its address on the first stdout line; its logs go to the
+//! N `chat-server` processes on ports outside the ephemeral range, each
+//! owned by a [`ChildGuard`]. A node reports its address on the first
+//! stdout line; its logs go to the
 //! run's output folder. `start` returns once every node's `/healthz` is 200.
 
 mod container;
@@ -230,13 +231,12 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
         None => spec.log_dir.join(format!("node-{index}.log")),
         Some((_, generation)) => spec.log_dir.join(format!("node-{index}.{generation}.log")),
     };
-    let listen = again.map_or_else(|| "127.0.0.1:0".to_owned(), |(addr, _)| addr.to_string());
     let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
     if let Some(command) = &spec.command {
         return start_command_node(spec, command, index, again, log).await;
     }
     if let Some(containers) = &spec.containers {
-        let port = crate::process::free_port().map_err(|e| failed(format!("no free port: {e}")))?;
+        let port = crate::process::stable_port().map_err(|e| failed(format!("no free port: {e}")))?;
         let mut args: Vec<String> =
             ["--listen".to_owned(), format!("0.0.0.0:{NODE_PORT}"), "--mongo-uri".to_owned(), containers.mongo_uri.clone()]
                 .into_iter()
@@ -252,6 +252,33 @@ async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr,
     if !spec.server_bin.is_file() {
         return Err(ClusterError::BinaryMissing { looked: spec.server_bin.display().to_string() });
     }
+    // A node listens outside the ephemeral range, so that while it is down
+    // for a restart no client socket can take its port (a port the OS picks
+    // for `:0` is in that range; seen as the restarted node dying with
+    // `address already in use`). A port taken between the check and the
+    // node's bind fails the first start: try another.
+    if let Some((addr, _)) = again {
+        return start_reference_node(spec, index, again, addr.to_string(), log).await;
+    }
+    let mut attempt = 0;
+    loop {
+        let port = crate::process::stable_port().map_err(|e| failed(format!("no free port: {e}")))?;
+        match start_reference_node(spec, index, None, format!("127.0.0.1:{port}"), log.clone()).await {
+            Err(ClusterError::NodeFailed { tail, .. }) if attempt < 2 && tail.contains("in use") => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// A reference-server node listening on `listen`.
+async fn start_reference_node(
+    spec: &ClusterSpec,
+    index: usize,
+    again: Option<(SocketAddr, u32)>,
+    listen: String,
+    log: PathBuf,
+) -> Result<Node, ClusterError> {
+    let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
     let log_file = std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;
     let mut cmd = Command::new(&spec.server_bin);
     let mongo_uri = spec.node_mongo_uris.get(index).unwrap_or(&spec.mongo_uri);
@@ -296,10 +323,8 @@ async fn start_command_node(
     let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
     let addr = match again {
         Some((addr, _)) => addr,
-        // Ask the OS for a free port, then hand it to the node.
-        None => {
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| failed(format!("no free port: {e}")))?
-        }
+        // A free port outside the ephemeral range (see `start_node`).
+        None => SocketAddr::from(([127, 0, 0, 1], crate::process::stable_port().map_err(|e| failed(format!("no free port: {e}")))?)),
     };
     let mongo_uri = spec.node_mongo_uris.get(index).unwrap_or(&spec.mongo_uri);
     let per_node = spec.per_node_args.get(index).cloned().unwrap_or_default();

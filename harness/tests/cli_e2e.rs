@@ -495,6 +495,25 @@ fn under_node_kills_and_client_drops_changestream_loses_nothing_and_reports_each
     assert!(faults.iter().all(|f| f["recovery_ms"].as_u64().is_some()), "every subscriber received again");
     assert!(stdout.contains("all receiving again"), "the per-fault table is printed: {stdout}");
     assert!(out.join("changestream/node-1.1.log").exists(), "the restarted node logs to its own file");
+    // Every node listens outside the ephemeral range, where no client
+    // socket can take its port while it is down for the restart.
+    let (low, high) = ephemeral_range();
+    for log in ["node-0.log", "node-1.log", "node-1.1.log"] {
+        let text = std::fs::read_to_string(out.join("changestream").join(log)).unwrap();
+        let port: u16 = text
+            .split("listening addr=127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{log} names no listening address:\n{text}"));
+        assert!(!(low..=high).contains(&port), "{log}: port {port} is in the ephemeral range {low}-{high}");
+    }
+}
+
+fn ephemeral_range() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_else(|_| "32768 60999".into());
+    let mut it = text.split_whitespace().filter_map(|p| p.parse().ok());
+    (it.next().unwrap_or(32768), it.next().unwrap_or(60999))
 }
 
 #[test]
