@@ -16,6 +16,13 @@
 // Usage: node server.js --port P --redis URL --adapter pubsub|streams
 //        [--key NAME (channel prefix or stream name; default socket.io)]
 //        [--recovery] [--max-payload BYTES (default 1e6)]
+//        [--no-rejection-handler]
+// The adapter discards the promises of its PUBLISH calls (redis-adapter
+// 8.3, dist/index.js: `this.pubClient.publish(channel, msg);`): when Redis
+// goes away, one rejects with ECONNRESET and Node.js ends the process on
+// the unhandled rejection. The server therefore logs unhandled rejections
+// (as a production server would); --no-rejection-handler leaves Node's
+// default, to reproduce the crash.
 // GET /health answers 200 once Redis and the adapter are up.
 'use strict';
 
@@ -28,6 +35,11 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i += 2) {
     if (argv[i] === '--recovery') {
       opts.recovery = true;
+      i -= 1;
+      continue;
+    }
+    if (argv[i] === '--no-rejection-handler') {
+      opts.noRejectionHandler = true;
       i -= 1;
       continue;
     }
@@ -70,6 +82,9 @@ async function adapterOf(opts) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  if (!opts.noRejectionHandler) {
+    process.on('unhandledRejection', (e) => console.error(`socketio-redis: unhandled rejection: ${e?.message ?? e}`));
+  }
   const { adapter, clients } = await adapterOf(opts);
   let ready = false;
   const server = http.createServer((req, res) => {

@@ -331,12 +331,16 @@ async fn start_command_node(
     let flag = |args: &[String], name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
     let kafka = flag(&per_node, "--kafka-bootstrap");
     let topic = flag(&spec.extra_args, "--kafka-topic");
+    let redis = flag(&per_node, "--redis-url");
+    let nats = flag(&per_node, "--nats-url");
     let fill = |t: &str| {
         t.replace("{port}", &addr.port().to_string())
             .replace("{node}", &index.to_string())
             .replace("{mongo_uri}", mongo_uri)
             .replace("{kafka_bootstrap}", &kafka)
             .replace("{kafka_topic}", &topic)
+            .replace("{redis_url}", &redis)
+            .replace("{nats_url}", &nats)
             .replace("{mode}", spec.mode.as_str())
             .replace("{db}", &spec.db)
     };
