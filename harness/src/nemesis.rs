@@ -156,8 +156,6 @@ pub(crate) enum FaultError {
     NoKafka,
     #[error("this mode runs no broker")]
     NoBroker,
-    #[error("pause_broker: the Kafka providers cannot pause the broker (redis and nats modes can)")]
-    CannotPauseKafka,
     #[error("{0:#}")]
     Backend(anyhow::Error),
     #[error("random faults are resolved when the schedule is made")]
@@ -218,7 +216,9 @@ async fn apply(action: &FaultAction, t: &Targets) -> Result<(), FaultError> {
         },
         FaultAction::PauseBroker { duration } => match &t.broker {
             Some(broker) => broker.lock().await.pause(duration.0).await.map_err(FaultError::Backend)?,
-            None if t.kafka.is_some() => return Err(FaultError::CannotPauseKafka),
+            None if t.kafka.is_some() => {
+                t.kafka.as_ref().ok_or(FaultError::NoKafka)?.lock().await.pause(duration.0).await.map_err(FaultError::Backend)?
+            }
             None => return Err(FaultError::NoBroker),
         },
         FaultAction::Network { node, link, .. } => {

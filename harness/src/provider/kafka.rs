@@ -60,6 +60,12 @@ impl KafkaBackend {
     pub async fn restart(&mut self, down_for: Duration) -> anyhow::Result<()> {
         self.backend.restart(down_for).await
     }
+
+    /// Freeze the broker for `duration` (SIGSTOP/SIGCONT; a container:
+    /// docker pause): connections stay open, nothing is answered.
+    pub async fn pause(&mut self, duration: Duration) -> anyhow::Result<()> {
+        self.backend.pause(duration).await
+    }
 }
 
 pub async fn start(choice: ProviderChoice, request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {

@@ -54,6 +54,22 @@ pub trait Restart: Send + Sync {
         let _ = down_for;
         Box::pin(async { Err(anyhow::anyhow!("this provider cannot restart its backend")) })
     }
+
+    /// Freeze the backend for `duration` (it keeps its connections and
+    /// state, and answers nothing meanwhile), then let it go on.
+    fn pause(&mut self, duration: std::time::Duration) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
+        let _ = duration;
+        Box::pin(async { Err(anyhow::anyhow!("this provider cannot pause its backend")) })
+    }
+}
+
+/// SIGSTOP a backend's process tree for `duration`, then SIGCONT.
+pub(crate) async fn pause_process(child: &crate::process::ChildGuard, duration: std::time::Duration) -> anyhow::Result<()> {
+    use nix::sys::signal::Signal;
+    child.signal(Signal::SIGSTOP)?;
+    tokio::time::sleep(duration).await;
+    child.signal(Signal::SIGCONT)?;
+    Ok(())
 }
 
 impl Restart for () {}

@@ -1027,9 +1027,9 @@ pub enum FaultAction {
         #[serde(default = "zero")]
         down_for: HumanDuration,
     },
-    /// SIGSTOP the mode's broker for `duration`, then SIGCONT: it keeps its
-    /// connections but answers nothing (redis and nats modes with the
-    /// process provider; skipped in changestream mode).
+    /// SIGSTOP the mode's broker (Kafka, Redis or NATS) for `duration`,
+    /// then SIGCONT (a container: `docker pause`): it keeps its
+    /// connections but answers nothing (skipped in changestream mode).
     PauseBroker { duration: HumanDuration },
     /// Close this share (0..1) of all client connections at once; they reconnect.
     DropClients { share: f64 },

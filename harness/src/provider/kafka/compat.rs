@@ -166,6 +166,11 @@ impl Restart for Running {
                 .map_err(|why| anyhow::anyhow!("tansu did not come back: {why}; log {}:\n{}", self.log.display(), tail(&self.log, 15)))
         })
     }
+
+    /// SIGSTOP tansu for `duration`, then SIGCONT (its topics stay, even in memory).
+    fn pause(&mut self, duration: Duration) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(crate::provider::pause_process(&self.broker, duration))
+    }
 }
 
 pub(super) async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {

@@ -36,8 +36,26 @@ fn is_tansu(info: Option<&ImageInfo>) -> bool {
     info.and_then(|i| i.flavour.as_deref()) == Some("tansu")
 }
 
-impl Restart for ContainerAsync<Kafka> {}
-impl Restart for ContainerAsync<GenericImage> {}
+/// Restarts are refused at the start (see [`start`]); a pause is
+/// `docker pause` of the container.
+impl Restart for ContainerAsync<Kafka> {
+    fn pause(&mut self, duration: Duration) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(pause_container(self.id().to_owned(), duration))
+    }
+}
+impl Restart for ContainerAsync<GenericImage> {
+    fn pause(&mut self, duration: Duration) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(pause_container(self.id().to_owned(), duration))
+    }
+}
+
+async fn pause_container(id: String, duration: Duration) -> anyhow::Result<()> {
+    let docker = engine::engine().await?;
+    docker.pause_container(&id).await.map_err(|e| anyhow::anyhow!("pausing the Kafka container: {e}"))?;
+    tokio::time::sleep(duration).await;
+    docker.unpause_container(&id).await.map_err(|e| anyhow::anyhow!("unpausing the Kafka container: {e}"))?;
+    Ok(())
+}
 
 pub(super) async fn start(request: &KafkaRequest, pull: Pull) -> Result<KafkaBackend, ProviderError> {
     let choice =

@@ -61,6 +61,11 @@ impl Restart for Running {
                 .map_err(|why| anyhow::anyhow!("Kafka did not come back: {why}; log:\n{}", tail(&self.log, 15)))
         })
     }
+
+    /// SIGSTOP the broker's JVM for `duration`, then SIGCONT.
+    fn pause(&mut self, duration: Duration) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(crate::provider::pause_process(&self.broker, duration))
+    }
 }
 
 pub(super) async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<KafkaBackend, ProviderError> {
