@@ -188,10 +188,10 @@ async fn plan(
     Ok(Planned { rooms, plans, tokens })
 }
 
-/// The room an intruder's `other_room` credentials grant: one outside
-/// the run, named after the room it tries (see [`client::other_room`]).
-fn other_room(rooms: &[String], room: u32) -> String {
-    client::other_room(rooms.get(room as usize).map_or("room", String::as_str))
+/// The room an intruder's credentials grant (see [`client::granted_room`]).
+fn granted_room(credential: crate::trace::Credential, rooms: &[String], plan: &client::ClientPlan) -> String {
+    let target = rooms.get(plan.room as usize).map_or("room", String::as_str);
+    client::granted_room(credential, target, plan.msg_client).unwrap_or_else(|| client::other_room(target))
 }
 
 /// The names of every room a member joins, or `*` (`rooms_per_client: all`).
@@ -210,7 +210,7 @@ fn minted_tokens(minter: &crate::auth::Minter, scenario: &Scenario, plans: &[cli
             let sub = format!("client-{}", p.msg_client);
             let room = rooms.get(p.room as usize).map_or("", String::as_str);
             match p.role.intruder() {
-                Some(c) => minter.intruder(c, &sub, room, &other_room(rooms, p.room)).unwrap_or_default(),
+                Some(c) => minter.intruder(c, &sub, room, &granted_room(c, rooms, p)).unwrap_or_default(),
                 None => minter.member(&sub, &member_rooms(scenario, p, rooms)),
             }
         })
@@ -557,8 +557,8 @@ async fn client_tokens(scenario: &Scenario, plans: &[client::ClientPlan], rooms:
         // `{rooms}`: a member's rooms, comma-separated.
         let (kind, room, granted) = match plan.role.intruder() {
             Some(crate::trace::Credential::None) => continue,
-            Some(c @ crate::trace::Credential::OtherRoom) => {
-                let other = other_room(rooms, plan.room);
+            Some(c @ (crate::trace::Credential::OtherRoom | crate::trace::Credential::Confusable)) => {
+                let other = granted_room(c, rooms, plan);
                 (c.as_str(), other.clone(), other)
             }
             Some(c) => {

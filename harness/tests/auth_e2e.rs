@@ -11,11 +11,21 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_chatbench");
 
 fn scenario(dir: &Path, protocol: &str) -> std::path::PathBuf {
+    scenario_with(dir, protocol, INTRUDERS)
+}
+
+/// The intruders of most tests: every credential but `confusable`.
+const INTRUDERS: &str =
+    "    - {credentials: other_room, count: 2}\n    - {credentials: expired}\n    - {credentials: forged}\n    - {credentials: none}\n";
+/// Four `confusable` intruders on four rooms: one of each confusion.
+const CONFUSABLE: &str = "    - {credentials: confusable, count: 4}\n";
+
+fn scenario_with(dir: &Path, protocol: &str, intruders: &str) -> std::path::PathBuf {
+    let rooms = if intruders == CONFUSABLE { 4 } else { 2 };
     let text = format!(
-        "# test scenario\nname: auth-e2e\ntopology:\n  nodes: 2\n  provider: compat\nworkload:\n  rooms: 2\n  subscribers_per_room: 1\n  \
+        "# test scenario\nname: auth-e2e\ntopology:\n  nodes: 2\n  provider: compat\nworkload:\n  rooms: {rooms}\n  subscribers_per_room: 1\n  \
          senders_per_room: 1\n  chatters_per_room: 1\n  load: {{open: {{rate_per_s: 60}}}}\n  duration: 3s\n  drain_timeout: 5s\n\
-         system:\n  protocol: {protocol}\nauth:\n  intruders:\n    - {{credentials: other_room, count: 2}}\n    - {{credentials: expired}}\n    \
-         - {{credentials: forged}}\n    - {{credentials: none}}\n"
+         system:\n  protocol: {protocol}\nauth:\n  intruders:\n{intruders}"
     );
     let path = dir.join("auth.yaml");
     std::fs::write(&path, text).unwrap();
@@ -34,10 +44,10 @@ struct Verdict {
     stdout: String,
 }
 
-fn judged(protocol: &str, sabotage: Option<&str>) -> Verdict {
+fn judged_with(protocol: &str, sabotage: Option<&str>, intruders: &str) -> Verdict {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let file = scenario(dir.path(), protocol);
+    let file = scenario_with(dir.path(), protocol, intruders);
     let mut args = vec!["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--seed", "7"];
     if let Some(s) = sabotage {
         args.extend(["--sabotage", s]);
@@ -112,8 +122,12 @@ fn kinds(names: &[&str]) -> BTreeSet<String> {
 
 /// Both protocols judge a server the same way.
 fn over_both(sabotage: Option<&str>) -> Verdict {
-    let json = judged("json", sabotage);
-    let stomp = judged("stomp", sabotage);
+    over_both_with(sabotage, INTRUDERS)
+}
+
+fn over_both_with(sabotage: Option<&str>, intruders: &str) -> Verdict {
+    let json = judged_with("json", sabotage, intruders);
+    let stomp = judged_with("stomp", sabotage, intruders);
     assert_eq!((stomp.code, &stomp.kinds, &stomp.unrefused), (json.code, &json.kinds, &json.unrefused), "{sabotage:?}: {}", stomp.stdout);
     json
 }
@@ -150,6 +164,25 @@ fn a_history_endpoint_without_the_check_is_caught() {
 #[test]
 fn a_server_that_checks_only_the_first_room_is_caught() {
     caught("auth_first_room_only", &[("send", 2), ("subscribe", 2), ("resubscribe", 2)]);
+}
+
+/// Confusable names: a member of `room-` (a prefix), `room-10` (an
+/// extension), `ROOM-2` (another case) and `oom-3` (a suffix) each tries
+/// the room it names. A healthy server refuses all four; each broken
+/// comparison lets exactly its own through (the prefix check both ways:
+/// two intruders), on every attempt, history included.
+#[test]
+fn a_membership_check_by_prefix_suffix_or_case_is_caught_by_confusable_intruders() {
+    let healthy = over_both_with(None, CONFUSABLE);
+    assert_eq!(healthy.code, Some(0), "{}", healthy.stdout);
+    assert!(healthy.kinds.is_empty(), "{}", healthy.stdout);
+    for (sabotage, n) in [("auth_prefix_match", 2), ("auth_suffix_match", 1), ("auth_ignore_case", 1)] {
+        let v = over_both_with(Some(sabotage), CONFUSABLE);
+        assert_eq!(v.code, Some(1), "{sabotage}: {}", v.stdout);
+        assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{sabotage}: {}", v.stdout);
+        let all = [("send", n), ("subscribe", n), ("resubscribe", n), ("history", n)];
+        assert_eq!(v.unrefused, counts(&all), "{sabotage}: {}", v.stdout);
+    }
 }
 
 /// Tokens a `token_command` prints are as secret as minted ones: a run

@@ -57,6 +57,17 @@ pub struct SecretTooShort {
     pub len: usize,
 }
 
+/// Name comparisons a broken server makes (TEST ONLY, from `--sabotage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Loose {
+    /// Either name a prefix of the other (`r1` opens `r10`, `r10` opens `r1`).
+    pub prefix: bool,
+    /// Either name a suffix of the other.
+    pub suffix: bool,
+    /// Names compared without case (`R1` opens `r1`).
+    pub case: bool,
+}
+
 /// What a verified token allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -78,6 +89,24 @@ impl Grant {
         match &self.rooms {
             Rooms::All => true,
             Rooms::These(rooms) => rooms.contains(room),
+        }
+    }
+
+    /// [`Grant::may`], with the name comparison broken as `loose` says
+    /// (TEST ONLY: `--sabotage auth_prefix_match`, `auth_suffix_match`,
+    /// `auth_ignore_case`); `Loose::default()` is `may` itself.
+    pub fn may_loosely(&self, room: &str, loose: Loose) -> bool {
+        match &self.rooms {
+            Rooms::All => true,
+            Rooms::These(rooms) => {
+                rooms.contains(room)
+                    || rooms.iter().any(|g| {
+                        let g = g.as_str();
+                        (loose.prefix && (room.starts_with(g) || g.starts_with(room)))
+                            || (loose.suffix && (room.ends_with(g) || g.ends_with(room)))
+                            || (loose.case && g.eq_ignore_ascii_case(room))
+                    })
+            }
         }
     }
 
@@ -143,6 +172,18 @@ mod tests {
     use proptest::prelude::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    /// Each loose comparison opens exactly its confusion; none at all is `may`.
+    #[test]
+    fn loose_comparisons_open_exactly_their_confusions() {
+        let g = Grant { sub: "a".into(), rooms: Rooms::These(["room-1".to_owned()].into()), exp: u64::MAX };
+        let rooms = ["room-1", "room-12", "room-", "ROOM-1", "xroom-1", "oom-1", "room-2"];
+        let opened = |loose: Loose| -> Vec<&str> { rooms.iter().copied().filter(|r| g.may_loosely(r, loose)).collect() };
+        assert_eq!(opened(Loose::default()), ["room-1"]);
+        assert_eq!(opened(Loose { prefix: true, ..Loose::default() }), ["room-1", "room-12", "room-"]);
+        assert_eq!(opened(Loose { suffix: true, ..Loose::default() }), ["room-1", "xroom-1", "oom-1"]);
+        assert_eq!(opened(Loose { case: true, ..Loose::default() }), ["room-1", "ROOM-1"]);
+    }
 
     fn token(claims: serde_json::Value) -> String {
         encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()

@@ -45,6 +45,13 @@ pub struct Sabotage {
     pub auth_history_open: bool,
     /// Authorization broken: only a connection's first room is checked.
     pub auth_first_room_only: bool,
+    /// Authorization broken: a granted room opens every room it is a
+    /// prefix of, and every prefix of it.
+    pub auth_prefix_match: bool,
+    /// Authorization broken: the same by suffix.
+    pub auth_suffix_match: bool,
+    /// Authorization broken: room names compared without case.
+    pub auth_ignore_case: bool,
     /// Zero: off.
     pub late: std::time::Duration,
 }
@@ -60,6 +67,11 @@ pub fn truncated(body: &str) -> &str {
 impl Sabotage {
     pub fn is_off(&self) -> bool {
         *self == Sabotage::default()
+    }
+
+    /// How authorization compares names (all off unless sabotaged).
+    pub fn loose(&self) -> crate::auth::Loose {
+        crate::auth::Loose { prefix: self.auth_prefix_match, suffix: self.auth_suffix_match, case: self.auth_ignore_case }
     }
 
     fn dice_off(&self) -> bool {
@@ -79,7 +91,8 @@ impl FromStr for Sabotage {
     /// frame), `late=3s`, and/or flags: `refuse_upgrade`, `no_ack`,
     /// `refuse_after`, `stop_fanout`, `truncate`, `mislabel`,
     /// `ignore_unsubscribe`, `leak`, `auth_skip_after`, `auth_history_open`,
-    /// `auth_first_room_only`.
+    /// `auth_first_room_only`, `auth_prefix_match`, `auth_suffix_match`,
+    /// `auth_ignore_case`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = Sabotage::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -95,6 +108,9 @@ impl FromStr for Sabotage {
                 "auth_skip_after" => Some(&mut out.auth_skip_after),
                 "auth_history_open" => Some(&mut out.auth_history_open),
                 "auth_first_room_only" => Some(&mut out.auth_first_room_only),
+                "auth_prefix_match" => Some(&mut out.auth_prefix_match),
+                "auth_suffix_match" => Some(&mut out.auth_suffix_match),
+                "auth_ignore_case" => Some(&mut out.auth_ignore_case),
                 _ => None,
             };
             if let Some(flag) = flag {
@@ -108,7 +124,7 @@ impl FromStr for Sabotage {
             }
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 SabotageError(format!(
-                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only)"
+                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case)"
                 ))
             })?;
             let p: f64 = value.trim().parse().map_err(|_| SabotageError(format!("sabotage {key}: {value:?} is not a number")))?;
@@ -121,7 +137,7 @@ impl FromStr for Sabotage {
                 "reorder" => out.reorder = p,
                 other => {
                     return Err(SabotageError(format!(
-                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open or auth_first_room_only)"
+                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match or auth_ignore_case)"
                     )));
                 }
             }

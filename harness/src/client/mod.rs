@@ -230,6 +230,18 @@ pub(crate) fn other_room(target: &str) -> String {
     format!("{target}-other")
 }
 
+/// The room an intruder's credentials grant, which it joins first as a
+/// member would (None: its credentials grant none): `other_room`'s
+/// [`other_room`], `confusable`'s [`crate::scenario::confusable_room`]
+/// (by its message-number client, so token and wire agree).
+pub(crate) fn granted_room(credential: crate::trace::Credential, target: &str, client: u32) -> Option<String> {
+    match credential {
+        crate::trace::Credential::OtherRoom => Some(other_room(target)),
+        crate::trace::Credential::Confusable => Some(crate::scenario::confusable_room(target, client)),
+        _ => None,
+    }
+}
+
 /// Run every client against its node until the sending window ends, then
 /// drain until the system settles (or `drain_timeout`).
 pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
@@ -261,8 +273,13 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
                 urls: urls.iter().cycle().skip(node).take(urls.len()).cloned().collect(),
                 http_bases: http_bases.iter().cycle().skip(node).take(http_bases.len()).cloned().collect(),
                 room: room.clone(),
-                own_room: (credential == crate::trace::Credential::OtherRoom).then(|| other_room(room)),
-                wire: wire_of(system, plan.msg_client, token, vec![room.clone(), other_room(room)]),
+                own_room: granted_room(credential, room, plan.msg_client),
+                wire: wire_of(
+                    system,
+                    plan.msg_client,
+                    token,
+                    vec![room.clone(), granted_room(credential, room, plan.msg_client).unwrap_or_else(|| other_room(room))],
+                ),
                 upgrade_headers,
                 upgrade_query,
                 attempts: auth.attempts.clone(),

@@ -44,7 +44,7 @@ pub struct Scenario {
 /// a secret, starts every node with `--auth-secret` and mints each
 /// client's token (HS256, claims `sub`, `rooms`, `exp`); any other system
 /// gets its credentials from `system.credentials.token_command`, run with
-/// `{credentials}` = `member`, `other_room`, `expired` or `forged`.
+/// `{credentials}` = `member`, `other_room`, `expired`, `forged` or `confusable`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
@@ -84,10 +84,44 @@ pub enum Credential {
     Forged,
     /// No credentials at all.
     None,
+    /// Valid credentials for a room whose name is confusable with the one
+    /// it tries (see [`confusable_room`]): a proper prefix of it, an
+    /// extension of it, it in another case, a proper suffix of it. A
+    /// membership check by prefix, by case or by suffix lets it through.
+    Confusable,
+}
+
+/// The room a `confusable` intruder's credentials grant instead of
+/// `target`, by `variant` (its client id): 0 a proper prefix (`room-1`
+/// for `room-12`: a `starts_with` check), 1 an extension (`room-120`: the
+/// check the other way round), 2 another case (`ROOM-12`), 3 a proper
+/// suffix (`oom-12`: an `ends_with` check). Always another name; where a
+/// variant cannot differ (a one-character or letterless name) the
+/// extension stands in.
+pub fn confusable_room(target: &str, variant: u32) -> String {
+    let extension = format!("{target}0");
+    let mut chars = target.chars();
+    let candidate = match variant % 4 {
+        0 => {
+            chars.next_back();
+            chars.as_str().to_owned()
+        }
+        1 => extension.clone(),
+        2 => target
+            .chars()
+            .map(|c| if c.is_lowercase() { c.to_uppercase().next().unwrap_or(c) } else { c.to_lowercase().next().unwrap_or(c) })
+            .collect(),
+        _ => {
+            chars.next();
+            chars.as_str().to_owned()
+        }
+    };
+    if candidate.is_empty() || candidate == target { extension } else { candidate }
 }
 
 impl Credential {
-    pub const ALL: [Credential; 4] = [Credential::OtherRoom, Credential::Expired, Credential::Forged, Credential::None];
+    pub const ALL: [Credential; 5] =
+        [Credential::OtherRoom, Credential::Expired, Credential::Forged, Credential::None, Credential::Confusable];
 
     /// The name scenarios and `token_command`'s `{credentials}` use.
     pub fn as_str(self) -> &'static str {
@@ -96,6 +130,7 @@ impl Credential {
             Credential::Expired => "expired",
             Credential::Forged => "forged",
             Credential::None => "none",
+            Credential::Confusable => "confusable",
         }
     }
 }
@@ -1498,4 +1533,26 @@ pub struct MinThroughput {
     pub acked_per_s: Option<f64>,
     /// Deliveries (message × subscriber) received per second inside the window, at least.
     pub delivered_per_s: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confusable_room;
+
+    /// Each variant is the confusion it names, and never the room itself,
+    /// whatever the name (one character, no letters, multi-byte).
+    #[test]
+    fn confusable_rooms_are_the_four_confusions_and_never_the_target() {
+        let names: Vec<String> = (0..4).map(|v| confusable_room("room-12", v)).collect();
+        assert_eq!(names, ["room-1", "room-120", "ROOM-12", "oom-12"]);
+        assert_eq!(confusable_room("room-12", 6), "ROOM-12", "variants cycle");
+        for target in ["r", "7", "12", "Ω", "ключ-1", "MiXeD"] {
+            for v in 0..4 {
+                let c = confusable_room(target, v);
+                assert!(!c.is_empty() && c != target, "{target:?} variant {v}: {c:?}");
+            }
+        }
+        assert_eq!(confusable_room("r", 0), "r0", "no proper prefix: the extension stands in");
+        assert_eq!(confusable_room("12", 2), "120", "no letters to change case: the extension stands in");
+    }
 }
