@@ -49,7 +49,7 @@ impl Minter {
     /// it may use instead. None for an intruder without credentials.
     pub(crate) fn intruder(&self, credential: Credential, sub: &str, room: &str, other: &str) -> Option<String> {
         match credential {
-            Credential::OtherRoom | Credential::Confusable => Some(self.member(sub, &[other.to_owned()])),
+            Credential::OtherRoom | Credential::Confusable | Credential::Wildcard => Some(self.member(sub, &[other.to_owned()])),
             Credential::Expired => Some(sign(&self.secret, sub, &[room.to_owned()], now_s().saturating_sub(EXPIRED_AGO_S))),
             Credential::Forged => {
                 let mut wrong = [0u8; 32];

@@ -557,7 +557,7 @@ async fn client_tokens(scenario: &Scenario, plans: &[client::ClientPlan], rooms:
         // `{rooms}`: a member's rooms, comma-separated.
         let (kind, room, granted) = match plan.role.intruder() {
             Some(crate::trace::Credential::None) => continue,
-            Some(c @ (crate::trace::Credential::OtherRoom | crate::trace::Credential::Confusable)) => {
+            Some(c @ (crate::trace::Credential::OtherRoom | crate::trace::Credential::Confusable | crate::trace::Credential::Wildcard)) => {
                 let other = granted_room(c, rooms, plan);
                 (c.as_str(), other.clone(), other)
             }

@@ -17,8 +17,10 @@ fn scenario(dir: &Path, protocol: &str) -> std::path::PathBuf {
 /// The intruders of most tests: every credential but `confusable`.
 const INTRUDERS: &str =
     "    - {credentials: other_room, count: 2}\n    - {credentials: expired}\n    - {credentials: forged}\n    - {credentials: none}\n";
-/// Four `confusable` intruders on four rooms: one of each confusion.
-const CONFUSABLE: &str = "    - {credentials: confusable, count: 4}\n";
+/// Four `confusable` intruders on four rooms, one of each confusion, and
+/// five `wildcard` ones, one of each pattern (the reference server takes
+/// no pattern for a room name: all five are refused whatever the sabotage).
+const CONFUSABLE: &str = "    - {credentials: confusable, count: 4}\n    - {credentials: wildcard, count: 5}\n";
 
 fn scenario_with(dir: &Path, protocol: &str, intruders: &str) -> std::path::PathBuf {
     let rooms = if intruders == CONFUSABLE { 4 } else { 2 };
@@ -168,7 +170,8 @@ fn a_server_that_checks_only_the_first_room_is_caught() {
 
 /// Confusable names: a member of `room-` (a prefix), `room-10` (an
 /// extension), `ROOM-2` (another case) and `oom-3` (a suffix) each tries
-/// the room it names. A healthy server refuses all four; each broken
+/// the room it names; wildcard subscribers try `#`, `*`, `>`, `+` and
+/// `room-*`. A healthy server refuses all nine; each broken
 /// comparison lets exactly its own through (the prefix check both ways:
 /// two intruders), on every attempt, history included.
 #[test]

@@ -230,13 +230,22 @@ pub(crate) fn other_room(target: &str) -> String {
     format!("{target}-other")
 }
 
+/// The name an intruder puts where its wire writes the room it tries:
+/// the room's own, or for `wildcard` a pattern that covers it.
+fn tried_as(credential: crate::trace::Credential, target: &str, client: u32) -> String {
+    match credential {
+        crate::trace::Credential::Wildcard => crate::scenario::wildcard_pattern(target, client),
+        _ => target.to_owned(),
+    }
+}
+
 /// The room an intruder's credentials grant, which it joins first as a
 /// member would (None: its credentials grant none): `other_room`'s
 /// [`other_room`], `confusable`'s [`crate::scenario::confusable_room`]
 /// (by its message-number client, so token and wire agree).
 pub(crate) fn granted_room(credential: crate::trace::Credential, target: &str, client: u32) -> Option<String> {
     match credential {
-        crate::trace::Credential::OtherRoom => Some(other_room(target)),
+        crate::trace::Credential::OtherRoom | crate::trace::Credential::Wildcard => Some(other_room(target)),
         crate::trace::Credential::Confusable => Some(crate::scenario::confusable_room(target, client)),
         _ => None,
     }
@@ -278,11 +287,23 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
                     system,
                     plan.msg_client,
                     token,
-                    vec![room.clone(), granted_room(credential, room, plan.msg_client).unwrap_or_else(|| other_room(room))],
+                    vec![
+                        tried_as(credential, room, plan.msg_client),
+                        granted_room(credential, room, plan.msg_client).unwrap_or_else(|| other_room(room)),
+                    ],
                 ),
                 upgrade_headers,
                 upgrade_query,
-                attempts: auth.attempts.clone(),
+                // A pattern is subscribed to, not sent into or read.
+                attempts: auth
+                    .attempts
+                    .iter()
+                    .copied()
+                    .filter(|a| {
+                        credential != crate::trace::Credential::Wildcard
+                            || matches!(a, crate::trace::Attempt::Subscribe | crate::trace::Attempt::Resubscribe)
+                    })
+                    .collect(),
                 answer_within: auth.answer_within.0,
                 seq,
                 clock,

@@ -89,6 +89,33 @@ pub enum Credential {
     /// extension of it, it in another case, a proper suffix of it. A
     /// membership check by prefix, by case or by suffix lets it through.
     Confusable,
+    /// Valid credentials for another room; it subscribes (and resubscribes)
+    /// with a pattern that would cover the room it tries (see
+    /// [`wildcard_pattern`]): the broker-style wildcards MQTT, NATS,
+    /// RabbitMQ and Redis bring. Send and history are not tried with a
+    /// pattern.
+    Wildcard,
+}
+
+/// What a `wildcard` intruder subscribes to instead of `target`, by
+/// `variant` (its client id): `#` (MQTT, RabbitMQ: everything), `*`
+/// (RabbitMQ, NATS: one token; a glob), `>` (NATS: everything), `+`
+/// (MQTT: one level), and the target's name with its last character
+/// replaced by `*` (a glob over its neighbours, as Redis PSUBSCRIBE reads
+/// it). The protocol's destination template wraps it (`/topic/#`,
+/// `chat/+`).
+pub fn wildcard_pattern(target: &str, variant: u32) -> String {
+    match variant % 5 {
+        0 => "#".to_owned(),
+        1 => "*".to_owned(),
+        2 => ">".to_owned(),
+        3 => "+".to_owned(),
+        _ => {
+            let mut chars = target.chars();
+            chars.next_back();
+            format!("{}*", chars.as_str())
+        }
+    }
 }
 
 /// The room a `confusable` intruder's credentials grant instead of
@@ -120,8 +147,8 @@ pub fn confusable_room(target: &str, variant: u32) -> String {
 }
 
 impl Credential {
-    pub const ALL: [Credential; 5] =
-        [Credential::OtherRoom, Credential::Expired, Credential::Forged, Credential::None, Credential::Confusable];
+    pub const ALL: [Credential; 6] =
+        [Credential::OtherRoom, Credential::Expired, Credential::Forged, Credential::None, Credential::Confusable, Credential::Wildcard];
 
     /// The name scenarios and `token_command`'s `{credentials}` use.
     pub fn as_str(self) -> &'static str {
@@ -131,6 +158,7 @@ impl Credential {
             Credential::Forged => "forged",
             Credential::None => "none",
             Credential::Confusable => "confusable",
+            Credential::Wildcard => "wildcard",
         }
     }
 }
@@ -1554,5 +1582,12 @@ mod tests {
         }
         assert_eq!(confusable_room("r", 0), "r0", "no proper prefix: the extension stands in");
         assert_eq!(confusable_room("12", 2), "120", "no letters to change case: the extension stands in");
+    }
+
+    #[test]
+    fn wildcard_patterns_cover_the_target_in_each_broker_dialect() {
+        let patterns: Vec<String> = (0..5).map(|v| super::wildcard_pattern("room-12", v)).collect();
+        assert_eq!(patterns, ["#", "*", ">", "+", "room-1*"]);
+        assert_eq!(super::wildcard_pattern("r", 4), "*");
     }
 }
