@@ -15,6 +15,9 @@ const MEMBER_TTL_S: u64 = 24 * 3600;
 /// How long ago an expired intruder's token expired (well past any leeway).
 const EXPIRED_AGO_S: u64 = 600;
 
+/// Makes a token: `(sub, rooms, exp)` (see [`Minter::signer`]).
+pub(crate) type Signer = std::sync::Arc<dyn Fn(&str, &[String], u64) -> String + Send + Sync>;
+
 /// A run's secret and the file the nodes read it from (deleted on drop).
 pub(crate) struct Minter {
     /// 32 random bytes as 64 hex digits: text, so nothing in it is taken
@@ -40,6 +43,13 @@ impl Minter {
         vec!["--auth-secret".to_owned(), self.file.path().display().to_string()]
     }
 
+    /// Signs tokens after the minter is gone from reach (an `expiring`
+    /// intruder's, made when sending starts): `(sub, rooms, exp)`.
+    pub(crate) fn signer(&self) -> Signer {
+        let secret = self.secret.clone();
+        std::sync::Arc::new(move |sub: &str, rooms: &[String], exp: u64| sign(&secret, sub, rooms, exp))
+    }
+
     /// A member's token for `rooms` (`["*"]`: every room).
     pub(crate) fn member(&self, sub: &str, rooms: &[String]) -> String {
         sign(&self.secret, sub, rooms, now_s() + MEMBER_TTL_S)
@@ -51,6 +61,8 @@ impl Minter {
         match credential {
             Credential::OtherRoom | Credential::Confusable | Credential::Wildcard => Some(self.member(sub, &[other.to_owned()])),
             Credential::Expired => Some(sign(&self.secret, sub, &[room.to_owned()], now_s().saturating_sub(EXPIRED_AGO_S))),
+            // Replaced when sending starts by one that expires meanwhile.
+            Credential::Expiring => Some(self.member(sub, &[room.to_owned()])),
             Credential::Forged => {
                 let mut wrong = [0u8; 32];
                 rand::rng().fill_bytes(&mut wrong);

@@ -154,6 +154,9 @@ struct Planned {
     rooms: Vec<String>,
     plans: Vec<client::ClientPlan>,
     tokens: Vec<String>,
+    /// The harness mints the tokens: `expiring` intruders sign theirs
+    /// when sending starts.
+    signer: Option<crate::auth::Signer>,
 }
 
 /// The run's id, which names its rooms, database and topic: given (the
@@ -185,7 +188,7 @@ async fn plan(
         Some(minter) => minted_tokens(minter, scenario, &plans, &rooms),
         None => client_tokens(scenario, &plans, &rooms).await?,
     };
-    Ok(Planned { rooms, plans, tokens })
+    Ok(Planned { rooms, plans, tokens, signer: minter.map(crate::auth::Minter::signer) })
 }
 
 /// The room an intruder's credentials grant (see [`client::granted_room`]).
@@ -760,7 +763,7 @@ async fn drive<T>(
         tokio::sync::watch::Sender<(u64, f64)>,
     ) -> (Vec<crate::trace::FaultRecord>, T),
 ) -> Driven<T> {
-    let Planned { rooms, plans, tokens, .. } = planned;
+    let Planned { rooms, plans, tokens, signer } = planned;
     let shared = Arc::new(Shared::new(rooms.len(), plans, scenario.workload.duration.0));
     let progress = progress_bar(options.quiet, scenario, subject);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
@@ -780,6 +783,7 @@ async fn drive<T>(
         confirm_after: scenario.checks.confirm_after.0,
         auth: scenario.auth.as_ref(),
         http_bases,
+        signer: signer.clone(),
     };
     let (lag_stop, lag) = crate::resources::spawn_loop_lag();
     let (sampler_stop, sampler) = crate::resources::spawn_sampler();

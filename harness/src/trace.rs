@@ -191,6 +191,11 @@ pub enum EventKind {
         msg: MsgNo,
         scheduled_ns: u64,
     },
+    /// An `expiring` intruder's credentials expired here: nothing of the
+    /// room sent from here on may reach it.
+    RightsEnded {
+        room: RoomIdx,
+    },
 }
 
 impl EventKind {
@@ -211,6 +216,7 @@ impl EventKind {
             Left { room } => Left { room: f(room)? },
             Probe { room, attempt, answer, started_ns } => Probe { room: f(room)?, attempt, answer, started_ns },
             Dropped { room, msg, scheduled_ns } => Dropped { room: f(room)?, msg, scheduled_ns },
+            RightsEnded { room } => RightsEnded { room: f(room)? },
             Connected { .. } | Error { .. } | Closed { .. } | GaveUp { .. } => self,
         })
     }

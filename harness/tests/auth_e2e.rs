@@ -22,11 +22,15 @@ const INTRUDERS: &str =
 /// no pattern for a room name: all five are refused whatever the sabotage).
 const CONFUSABLE: &str = "    - {credentials: confusable, count: 4}\n    - {credentials: wildcard, count: 5}\n";
 
+/// Two `expiring` intruders: members whose tokens expire 2 s into an 8 s run.
+const EXPIRING: &str = "    - {credentials: expiring, count: 2}\n";
+
 fn scenario_with(dir: &Path, protocol: &str, intruders: &str) -> std::path::PathBuf {
     let rooms = if intruders == CONFUSABLE { 4 } else { 2 };
+    let duration = if intruders == EXPIRING { "8s" } else { "3s" };
     let text = format!(
         "# test scenario\nname: auth-e2e\ntopology:\n  nodes: 2\n  provider: compat\nworkload:\n  rooms: {rooms}\n  subscribers_per_room: 1\n  \
-         senders_per_room: 1\n  chatters_per_room: 1\n  load: {{open: {{rate_per_s: 60}}}}\n  duration: 3s\n  drain_timeout: 5s\n\
+         senders_per_room: 1\n  chatters_per_room: 1\n  load: {{open: {{rate_per_s: 60}}}}\n  duration: {duration}\n  drain_timeout: 5s\n\
          system:\n  protocol: {protocol}\nauth:\n  intruders:\n{intruders}"
     );
     let path = dir.join("auth.yaml");
@@ -186,6 +190,22 @@ fn a_membership_check_by_prefix_suffix_or_case_is_caught_by_confusable_intruders
         let all = [("send", n), ("subscribe", n), ("resubscribe", n), ("history", n)];
         assert_eq!(v.unrefused, counts(&all), "{sabotage}: {}", v.stdout);
     }
+}
+
+/// Tokens that expire while their connection is open: the reference
+/// server closes it (4001) and refuses the expired token after, so every
+/// attempt past the expiry is refused and nothing sent after it arrives.
+/// A server that checks expiry only when a connection opens keeps the
+/// room flowing to it and takes its sends and subscribes.
+#[test]
+fn a_token_that_expires_mid_connection_ends_its_rights_or_the_gate_fails() {
+    let healthy = over_both_with(None, EXPIRING);
+    assert_eq!(healthy.code, Some(0), "{}", healthy.stdout);
+    assert!(healthy.kinds.is_empty(), "{}", healthy.stdout);
+    let v = over_both_with(Some("auth_expiry_at_connect"), EXPIRING);
+    assert_eq!(v.code, Some(1), "{}", v.stdout);
+    assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
+    assert_eq!(v.unrefused, counts(&[("send", 2), ("subscribe", 2), ("resubscribe", 2)]), "{}", v.stdout);
 }
 
 /// Tokens a `token_command` prints are as secret as minted ones: a run

@@ -52,6 +52,9 @@ pub struct Sabotage {
     pub auth_suffix_match: bool,
     /// Authorization broken: room names compared without case.
     pub auth_ignore_case: bool,
+    /// Authorization broken: a token's expiry is checked when the
+    /// connection opens only (an open connection keeps its rights).
+    pub auth_expiry_at_connect: bool,
     /// Zero: off.
     pub late: std::time::Duration,
 }
@@ -92,7 +95,7 @@ impl FromStr for Sabotage {
     /// `refuse_after`, `stop_fanout`, `truncate`, `mislabel`,
     /// `ignore_unsubscribe`, `leak`, `auth_skip_after`, `auth_history_open`,
     /// `auth_first_room_only`, `auth_prefix_match`, `auth_suffix_match`,
-    /// `auth_ignore_case`.
+    /// `auth_ignore_case`, `auth_expiry_at_connect`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = Sabotage::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -111,6 +114,7 @@ impl FromStr for Sabotage {
                 "auth_prefix_match" => Some(&mut out.auth_prefix_match),
                 "auth_suffix_match" => Some(&mut out.auth_suffix_match),
                 "auth_ignore_case" => Some(&mut out.auth_ignore_case),
+                "auth_expiry_at_connect" => Some(&mut out.auth_expiry_at_connect),
                 _ => None,
             };
             if let Some(flag) = flag {
@@ -124,7 +128,7 @@ impl FromStr for Sabotage {
             }
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 SabotageError(format!(
-                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case)"
+                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case, auth_expiry_at_connect)"
                 ))
             })?;
             let p: f64 = value.trim().parse().map_err(|_| SabotageError(format!("sabotage {key}: {value:?} is not a number")))?;
@@ -137,7 +141,7 @@ impl FromStr for Sabotage {
                 "reorder" => out.reorder = p,
                 other => {
                     return Err(SabotageError(format!(
-                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match or auth_ignore_case)"
+                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case or auth_expiry_at_connect)"
                     )));
                 }
             }

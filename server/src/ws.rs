@@ -562,7 +562,9 @@ impl Connection {
         for fetch in self.subs.due(now) {
             self.fetch(fetch);
         }
+        // TEST ONLY: `--sabotage auth_expiry_at_connect` never looks again.
         if let Access::Granted(grant) = &self.access
+            && !self.state.sabotage.auth_expiry_at_connect
             && grant.expired_at(crate::auth::now_s())
         {
             return Ok(Some(self.close(crate::auth::CLOSE_TOKEN_EXPIRED, "token expired", End::TokenExpired).await));

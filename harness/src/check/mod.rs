@@ -752,6 +752,9 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
     let mut on_wire: Vec<RoomIdx> = Vec::new();
     let mut left: Vec<RoomIdx> = Vec::new();
     let mut leaks = Vec::new();
+    // An `expiring` intruder's expiry: what its room sent before it was
+    // still its own.
+    let mut rights_end: Option<u64> = None;
     let slot = |room: RoomIdx| rooms.iter().position(|&r| r == room);
     let close_interval = |view: &mut SubscriberView, t: u64| {
         if let Some(last) = view.intervals.last_mut().filter(|i| i.1 == u64::MAX) {
@@ -818,12 +821,16 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     }
                 }
             }
+            EventKind::RightsEnded { .. } => rights_end = Some(t),
             EventKind::Deliver { room: label_room, msg, seq, body, label, message_id } => {
                 let send = sends.get(&msg);
                 let room = send.map_or(label_room, |s| s.room);
                 let subscribed_here = on_wire.contains(&room);
                 let v = slot(room).filter(|_| subscribed_here);
                 let Some(v) = v else {
+                    if rights_end.is_some_and(|end| send.is_some_and(|s| s.first_sent_ns < end)) {
+                        continue;
+                    }
                     leaks.push(Leak { client, node: info.node, room, msg, seq, t_ns: t, after_left: left.contains(&room) });
                     continue;
                 };

@@ -89,3 +89,34 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
     }
     findings
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::synthetic::{TraceShape, correct_trace, delivery};
+    use crate::check::{FindingKind, TraceIndex};
+    use crate::trace::{ClientInfo, Credential, Event, EventKind, Role};
+
+    /// An `expiring` intruder's deliveries of messages sent before its
+    /// expiry were its own; each one sent after is exactly one leak.
+    #[test]
+    fn an_expired_members_deliveries_leak_only_for_messages_sent_after_the_expiry() {
+        let mut t = correct_trace(&TraceShape::plain(1, 1, 1, 10), 1);
+        let intruder = t.clients.len() as u32;
+        t.clients.push(ClientInfo { role: Role::Intruder(Credential::Expiring), ..Default::default() });
+        let index = TraceIndex::build(&t);
+        let mut sends: Vec<_> = index.sends.iter().map(|(&msg, s)| (s.first_sent_ns, msg, s.room)).collect();
+        sends.sort();
+        let expiry = sends[5].0;
+        let end = t.meta.ended_ns;
+        t.events.push(Event { t_ns: expiry, client: intruder, kind: EventKind::RightsEnded { room: 0 } });
+        for (i, &(_, msg, room)) in sends.iter().enumerate() {
+            t.events.push(Event { t_ns: end + i as u64, client: intruder, kind: delivery(room, msg, i as u64 + 1) });
+        }
+        let index = TraceIndex::build(&t);
+        let mut leaked: Vec<_> = super::check(&index).into_iter().filter(|f| f.kind == FindingKind::Leak).filter_map(|f| f.msg).collect();
+        leaked.sort();
+        let mut expected: Vec<_> = sends[5..].iter().map(|&(_, msg, _)| msg).collect();
+        expected.sort();
+        assert_eq!(leaked, expected);
+    }
+}

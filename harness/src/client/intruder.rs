@@ -16,6 +16,7 @@
 use super::connection::{Ws, close_code, open, source_address};
 use super::{ClientPlan, Window};
 use crate::protocol::{Incoming, Wire};
+use crate::scenario::EXPIRY_GRACE;
 use crate::trace::{Answer, Attempt, Clock, EventKind, FOREIGN_MSG, MsgNo, Recorder, RoomIdx, msg_no};
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
@@ -44,10 +45,24 @@ pub(super) struct Context {
     pub answer_within: Duration,
     /// The system has `seq`: `resubscribe` (with `after`) means something.
     pub seq: bool,
+    /// `expiring`: its credentials are made when sending starts, to expire
+    /// `after` it.
+    pub expiring: Option<Expiring>,
     pub clock: Clock,
     pub start: watch::Receiver<Option<Window>>,
     pub stop: watch::Receiver<bool>,
 }
+
+/// How an `expiring` intruder gets its credentials: `renew(exp)` gives the
+/// upgrade headers, query and wire of a member token for its room that
+/// expires at `exp` (seconds since the Unix epoch).
+pub(crate) struct Expiring {
+    pub after: Duration,
+    pub renew: Renew,
+}
+
+/// Upgrade headers, upgrade query and wire for a token expiring at `exp`.
+pub(crate) type Renew = std::sync::Arc<dyn Fn(u64) -> (Vec<(String, String)>, Vec<(String, String)>, Wire) + Send + Sync>;
 
 /// How one attempt on a connection ended.
 struct Outcome {
@@ -69,7 +84,10 @@ pub(super) async fn run(mut ctx: Context) -> Vec<crate::trace::Event> {
     let mut rec = Recorder::new(ctx.plan.id, ctx.clock, 16);
     let Some(_window) = window(&mut ctx).await else { return rec.into_events() };
     let room: RoomIdx = ctx.plan.room;
-    let mut ws: Option<Ws> = None;
+    let mut ws: Option<Ws> = match ctx.expiring.take() {
+        Some(expiring) => member_until_expiry(&mut ctx, expiring, &mut rec).await,
+        None => None,
+    };
     let mut sends = 0u32;
     for (n, &attempt) in ctx.attempts.iter().enumerate() {
         let msg = match attempt {
@@ -149,6 +167,49 @@ pub(super) async fn run(mut ctx: Context) -> Vec<crate::trace::Event> {
         rec.record(EventKind::Probe { room, attempt: Attempt::History, answer, started_ns });
     }
     rec.into_events()
+}
+
+/// An `expiring` intruder's life as a member: a token that expires
+/// `after` from now, the room joined with it (not judged: it may), and
+/// everything it hears until the expiry plus [`EXPIRY_GRACE`] let be. The
+/// expiry is recorded (`RightsEnded`): what the room sends from then on
+/// must not reach it. Returns the connection if the server kept it open.
+async fn member_until_expiry(ctx: &mut Context, expiring: Expiring, rec: &mut Recorder) -> Option<Ws> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    // JWT `exp` is whole seconds: the first second at least `after` from now.
+    let exp = (now + expiring.after).as_secs() + u64::from((now + expiring.after).subsec_nanos() > 0);
+    let until_expiry = Duration::from_secs(exp).saturating_sub(now);
+    let (headers, query, wire) = (expiring.renew)(exp);
+    (ctx.upgrade_headers, ctx.upgrade_query, ctx.wire) = (headers, query, wire);
+    let expires_at = Instant::now() + until_expiry;
+    let mut ws = connect(ctx, expires_at).await.ok();
+    if let Some(socket) = ws.as_mut()
+        && socket.send(ctx.wire.subscribe(0, None, 0)).await.is_err()
+    {
+        ws = None;
+    }
+    // Listen (and answer what the protocol asks) until the expiry, then
+    // mark it, then until the grace has passed: nothing is judged yet.
+    for (until, mark) in [(expires_at, true), (expires_at + EXPIRY_GRACE, false)] {
+        while let Some(socket) = ws.as_mut() {
+            match tokio::time::timeout_at(until, socket.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(message))) if !message.is_close() => {
+                    for meaning in ctx.wire.read(&message) {
+                        if let Incoming::Reply(reply) = meaning {
+                            let _ = socket.send(reply).await;
+                        }
+                    }
+                }
+                Ok(_) => ws = None,
+            }
+        }
+        tokio::time::sleep_until(until).await;
+        if mark {
+            rec.record(EventKind::RightsEnded { room: ctx.plan.room });
+        }
+    }
+    ws
 }
 
 async fn window(ctx: &mut Context) -> Option<Window> {
@@ -493,6 +554,7 @@ mod tests {
             attempts: vec![Attempt::Send, Attempt::Subscribe, Attempt::Resubscribe],
             answer_within: Duration::from_millis(400),
             seq: true,
+            expiring: None,
             clock,
             start,
             stop,

@@ -219,6 +219,9 @@ pub(crate) struct Workforce<'a> {
     /// Every node's HTTP base, where intruders try the history API (empty:
     /// the system has none).
     pub http_bases: &'a [String],
+    /// Signs `expiring` intruders' tokens when sending starts (the harness
+    /// mints the credentials).
+    pub signer: Option<crate::auth::Signer>,
 }
 
 /// The room an intruder with `other_room` credentials may use: its own,
@@ -254,8 +257,22 @@ pub(crate) fn granted_room(credential: crate::trace::Credential, target: &str, c
 /// Run every client against its node until the sending window ends, then
 /// drain until the system settles (or `drain_timeout`).
 pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOutcome {
-    let Workforce { plans, urls, rooms, workload, seed, clock, shared, start_at_unix_ns, system, tokens, confirm_after, auth, http_bases } =
-        force;
+    let Workforce {
+        plans,
+        urls,
+        rooms,
+        workload,
+        seed,
+        clock,
+        shared,
+        start_at_unix_ns,
+        system,
+        tokens,
+        confirm_after,
+        auth,
+        http_bases,
+        signer,
+    } = force;
     let seq = system.guarantees.seq();
     let acks = system.guarantees.ack != crate::scenario::AckGuarantee::None;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -306,6 +323,21 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
                     .collect(),
                 answer_within: auth.answer_within.0,
                 seq,
+                expiring: (credential == crate::trace::Credential::Expiring).then(|| {
+                    let (system, room, client) = (system.clone(), room.clone(), plan.msg_client);
+                    let signer = signer.clone();
+                    intruder::Expiring {
+                        after: auth.expire_after.0,
+                        renew: Arc::new(move |exp: u64| {
+                            let token = signer
+                                .as_ref()
+                                .map_or_else(String::new, |sign| sign(&format!("client-{client}"), std::slice::from_ref(&room), exp));
+                            let (headers, query) = upgrade_credentials(&system.credentials, client, &room, &token);
+                            let wire = wire_of(&system, client, &token, vec![room.clone(), other_room(&room)]);
+                            (headers, query, wire)
+                        }),
+                    }
+                }),
                 clock,
                 start: start_rx.clone(),
                 stop: stop_rx.clone(),

@@ -65,6 +65,10 @@ pub struct Auth {
     /// is `unrefused`.
     #[serde(default = "ten_seconds")]
     pub answer_within: HumanDuration,
+    /// When an `expiring` intruder's token expires, after sending starts
+    /// (default 2s; whole seconds, as JWT `exp` is).
+    #[serde(default = "two_seconds")]
+    pub expire_after: HumanDuration,
 }
 
 fn all_attempts() -> Vec<Attempt> {
@@ -95,7 +99,18 @@ pub enum Credential {
     /// RabbitMQ and Redis bring. Send and history are not tried with a
     /// pattern.
     Wildcard,
+    /// A member's credentials for the room it tries, expiring
+    /// `auth.expire_after` after sending starts, while its connection is
+    /// open: it joins as a member would; from the expiry (plus
+    /// [`EXPIRY_GRACE`] for the server to notice) every attempt must be
+    /// refused, and nothing of the room sent after the expiry may reach
+    /// it. Tokens the harness mints only (the reference server).
+    Expiring,
 }
+
+/// How long after an `expiring` intruder's token expired the server may
+/// still let it be (it checks on a timer): its attempts start then.
+pub const EXPIRY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a `wildcard` intruder subscribes to instead of `target`, by
 /// `variant` (its client id): `#` (MQTT, RabbitMQ: everything), `*`
@@ -147,8 +162,15 @@ pub fn confusable_room(target: &str, variant: u32) -> String {
 }
 
 impl Credential {
-    pub const ALL: [Credential; 6] =
-        [Credential::OtherRoom, Credential::Expired, Credential::Forged, Credential::None, Credential::Confusable, Credential::Wildcard];
+    pub const ALL: [Credential; 7] = [
+        Credential::OtherRoom,
+        Credential::Expired,
+        Credential::Forged,
+        Credential::None,
+        Credential::Confusable,
+        Credential::Wildcard,
+        Credential::Expiring,
+    ];
 
     /// The name scenarios and `token_command`'s `{credentials}` use.
     pub fn as_str(self) -> &'static str {
@@ -159,6 +181,7 @@ impl Credential {
             Credential::None => "none",
             Credential::Confusable => "confusable",
             Credential::Wildcard => "wildcard",
+            Credential::Expiring => "expiring",
         }
     }
 }

@@ -327,9 +327,19 @@ fn validate_auth(s: &Scenario, auth: &crate::scenario::Auth) -> Result<(), Viola
     let needs_credentials = auth.intruders.iter().any(|g| g.credentials != Credential::None);
     check(reference || !needs_credentials || s.system.credentials.token_command.is_some(), &["auth", "intruders"], || {
         "the harness mints credentials for the reference server only: give system.credentials.token_command \
-         (run with {client}, {room}, {rooms} and {credentials} = member, other_room, expired, forged or confusable)"
+         (run with {client}, {room}, {rooms} and {credentials} = member, other_room, expired, forged, confusable or wildcard)"
             .into()
     })?;
+    if auth.intruders.iter().any(|g| g.credentials == Credential::Expiring) {
+        let path = &["auth", "intruders"];
+        check(reference && s.system.credentials.token_command.is_none(), path, || {
+            "expiring intruders need tokens the harness mints when sending starts (the reference server without a token_command)".into()
+        })?;
+        let after = auth.expire_after.0;
+        check(after >= std::time::Duration::from_secs(1) && after < s.workload.duration.0, &["auth", "expire_after"], || {
+            format!("{after:?}: the token must expire while sending runs (at least 1s, shorter than workload.duration)")
+        })?;
+    }
     Ok(())
 }
 
@@ -498,6 +508,11 @@ workload:
             (auth("  attempts: [send, send]\n"), "auth.attempts: send is listed twice"),
             (auth("  answer_within: 0s\n"), "auth.answer_within: must be longer than 0s"),
             (auth("  intruders: [{credentials: stolen}]\n"), "auth.intruders[0].credentials: unknown variant"),
+            (auth("  intruders: [{credentials: expiring}]\n  expire_after: 2s\n"), "auth.expire_after"),
+            (
+                format!("{}{external}", auth("  intruders: [{credentials: expiring}]\n")),
+                "auth.intruders: the harness mints credentials for the reference server only",
+            ),
             (
                 format!("{}{external}", auth("  intruders: [{credentials: other_room}]\n")),
                 "auth.intruders: the harness mints credentials for the reference server only",
