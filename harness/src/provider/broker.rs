@@ -70,8 +70,8 @@ impl BrokerKind {
     /// The local image `ci/docker images` builds for this broker.
     pub fn local_image(self) -> &'static str {
         match self {
-            BrokerKind::Redis => "chatbench-local/redis:7.0.15",
-            BrokerKind::Nats => "chatbench-local/nats:2.9.10",
+            BrokerKind::Redis => engine::LOCAL_REDIS_IMAGE,
+            BrokerKind::Nats => engine::LOCAL_NATS_IMAGE,
         }
     }
 

@@ -30,6 +30,10 @@ pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.0";
 /// The local stand-ins `ci/setup docker` builds (see [`Choice`]).
 pub const LOCAL_MONGO_IMAGE: &str = "chatbench-local/nx-27017:0.8.1";
 pub const LOCAL_KAFKA_IMAGE: &str = "chatbench-local/tansu:0.6.0";
+/// Debian's redis-server in a local image (`ci/docker images`): the real server.
+pub const LOCAL_REDIS_IMAGE: &str = "chatbench-local/redis:7.0.15";
+/// Debian's nats-server (JetStream) in a local image (`ci/docker images`).
+pub const LOCAL_NATS_IMAGE: &str = "chatbench-local/nats:2.9.10";
 /// The label whose value names the harness process that owns a container.
 pub const OWNER_LABEL: &str = "org.chatbench.run";
 /// The label the local images carry to say what they are.
@@ -78,8 +82,7 @@ pub async fn status() -> anyhow::Result<String> {
     let at = super::docker_reachable()?;
     let docker = engine().await?;
     let mut local = Vec::new();
-    let brokers = [super::broker::BrokerKind::Redis.local_image(), super::broker::BrokerKind::Nats.local_image()];
-    for image in [LOCAL_MONGO_IMAGE, LOCAL_KAFKA_IMAGE, "chatbench-local/chat-server:dev"].into_iter().chain(brokers) {
+    for image in [LOCAL_MONGO_IMAGE, LOCAL_KAFKA_IMAGE, "chatbench-local/chat-server:dev", LOCAL_REDIS_IMAGE, LOCAL_NATS_IMAGE] {
         if inspect(&docker, image).await?.is_some() {
             local.push(image);
         }
