@@ -11,7 +11,7 @@ use crate::process::{ChildGuard, tail};
 use crate::scenario::Mode;
 use container::NodeContainer;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -99,6 +99,10 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// How the nodes were started (a restart reuses it, on the same address).
     pub spec: Option<ClusterSpec>,
+    /// A command system's `{data_dir}`s, one per node, kept across its
+    /// restarts and removed with the cluster (after the nodes: fields drop
+    /// in order).
+    data: Option<tempfile::TempDir>,
 }
 
 /// Where the `chat-server` binary is: CHATBENCH_SERVER_BIN, else next to the
@@ -125,17 +129,32 @@ pub fn find_server_bin() -> Result<PathBuf, ClusterError> {
 }
 
 impl Cluster {
+    /// Nodes taken out of a cluster, to stop them on their own.
+    pub fn of(nodes: Vec<Node>) -> Cluster {
+        Cluster { nodes, spec: None, data: None }
+    }
+
     pub async fn start(spec: &ClusterSpec) -> Result<Cluster, ClusterError> {
         // Start all nodes at once, then wait for each: start-up overlaps.
+        let data = match &spec.command {
+            Some(_) => Some(data_dirs(spec.nodes).map_err(|e| ClusterError::NodeFailed {
+                index: 0,
+                what: format!("cannot create the nodes' data directories: {e}"),
+                log: spec.log_dir.display().to_string(),
+                tail: String::new(),
+            })?),
+            None => None,
+        };
+        let root = data.as_ref().map(|d| d.path());
         let mut starting = Vec::new();
         for index in 0..spec.nodes as usize {
-            starting.push(start_node(spec, index, None));
+            starting.push(start_node(spec, root, index, None));
         }
         let mut nodes = Vec::new();
         for result in futures::future::join_all(starting).await {
             nodes.push(result?);
         }
-        let mut cluster = Cluster { nodes, spec: Some(spec.clone()) };
+        let mut cluster = Cluster { nodes, spec: Some(spec.clone()), data };
         for node in &mut cluster.nodes {
             wait_ready(spec, node).await?;
         }
@@ -214,7 +233,8 @@ impl Cluster {
             node.log = log;
             return wait_ready(&spec, node).await;
         }
-        let node = start_node(&spec, index, Some((addr, generation))).await?;
+        let root = self.data.as_ref().map(|d| d.path());
+        let node = start_node(&spec, root, index, Some((addr, generation))).await?;
         self.nodes[index] = node;
         wait_ready(&spec, &mut self.nodes[index]).await
     }
@@ -225,15 +245,33 @@ impl Cluster {
     }
 }
 
-/// Start node `index`; `again` = (address to reuse, generation) for a restart.
-async fn start_node(spec: &ClusterSpec, index: usize, again: Option<(SocketAddr, u32)>) -> Result<Node, ClusterError> {
+/// A command system's data directories: `node-<i>` under a fresh temporary
+/// directory, each open to every user (1777, as /tmp is) so that a server
+/// which drops privileges (Debian's rabbitmq-server runs as `rabbitmq`)
+/// can keep its state there.
+fn data_dirs(nodes: u32) -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::Builder::new().prefix("chatbench-data-").tempdir()?;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o1777))?;
+    for index in 0..nodes {
+        let dir = root.path().join(format!("node-{index}"));
+        std::fs::create_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
+    }
+    Ok(root)
+}
+
+/// Start node `index`; `again` = (address to reuse, generation) for a
+/// restart; `data` = the root of a command system's `{data_dir}`s.
+async fn start_node(spec: &ClusterSpec, data: Option<&Path>, index: usize, again: Option<(SocketAddr, u32)>) -> Result<Node, ClusterError> {
     let log = match again {
         None => spec.log_dir.join(format!("node-{index}.log")),
         Some((_, generation)) => spec.log_dir.join(format!("node-{index}.{generation}.log")),
     };
     let failed = |what: String| ClusterError::NodeFailed { index, what, log: log.display().to_string(), tail: tail(&log, 20) };
     if let Some(command) = &spec.command {
-        return start_command_node(spec, command, index, again, log).await;
+        let data_dir = data.map(|d| d.join(format!("node-{index}"))).unwrap_or_default();
+        return start_command_node(spec, command, index, &data_dir, again, log).await;
     }
     if let Some(containers) = &spec.containers {
         let port = crate::process::stable_port().map_err(|e| failed(format!("no free port: {e}")))?;
@@ -317,6 +355,7 @@ async fn start_command_node(
     spec: &ClusterSpec,
     command: &crate::scenario::CommandSystem,
     index: usize,
+    data_dir: &Path,
     again: Option<(SocketAddr, u32)>,
     log: PathBuf,
 ) -> Result<Node, ClusterError> {
@@ -343,6 +382,7 @@ async fn start_command_node(
             .replace("{nats_url}", &nats)
             .replace("{mode}", spec.mode.as_str())
             .replace("{db}", &spec.db)
+            .replace("{data_dir}", &data_dir.display().to_string())
     };
     let argv: Vec<String> = command.run.iter().map(|a| fill(a)).collect();
     let log_file = std::fs::File::create(&log).map_err(|e| failed(format!("cannot create log: {e}")))?;

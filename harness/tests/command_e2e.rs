@@ -35,8 +35,10 @@ fn text(o: &Output) -> String {
 #[test]
 fn a_command_started_system_is_killed_paused_stopped_and_restarted_like_the_reference_server() {
     let dir = tempfile::tempdir().unwrap();
+    // Each start notes itself in the node's {data_dir} and prints the notes
+    // so far: a restarted node must find its earlier starts there.
     let run_template = format!(
-        "[{}, --listen, \"127.0.0.1:{{port}}\", --mongo-uri, \"{{mongo_uri}}\", --db, \"{{db}}\", --mode, \"{{mode}}\", --node-id, \"cmd-{{node}}\"]",
+        "[sh, -c, \"echo start >> '{{data_dir}}/starts'; echo data_dir={{data_dir}}; cat '{{data_dir}}/starts'; exec {} --listen 127.0.0.1:{{port}} --mongo-uri '{{mongo_uri}}' --db '{{db}}' --mode '{{mode}}' --node-id 'cmd-{{node}}'\"]",
         chat_server().display()
     );
     let faults = "faults:\n  - {at: 1s, action: {kill_node: {node: 0, restart_after: 500ms}}}\n  - {at: 3s, action: {pause_node: {node: 1, duration: 1s}}}\n  - {at: 4500ms, action: {stop_node: {node: 0, restart_after: 300ms}}}\n";
@@ -55,6 +57,14 @@ fn a_command_started_system_is_killed_paused_stopped_and_restarted_like_the_refe
         assert!(body.contains("listening"), "{log} is the command's output:\n{body}");
     }
     assert!(mode["findings_by_kind"].as_object().unwrap().is_empty(), "{mode}");
+    // {data_dir}: one per node, kept across restarts, removed after the run.
+    let log = |name: &str| std::fs::read_to_string(out.join("changestream").join(name)).unwrap();
+    assert_eq!(log("node-0.2.log").matches("start\n").count(), 3, "node 0's third start saw its two earlier ones");
+    assert_eq!(log("node-1.log").matches("start\n").count(), 1, "node 1 has a data_dir of its own");
+    let dir_of = |body: String| body.lines().find_map(|l| l.strip_prefix("data_dir=").map(PathBuf::from)).expect("data_dir printed");
+    let (d0, d1) = (dir_of(log("node-0.log")), dir_of(log("node-1.log")));
+    assert_ne!(d0, d1);
+    assert!(!d0.exists() && !d0.parent().unwrap().exists(), "{} removed after the run", d0.display());
 }
 
 #[test]

@@ -212,7 +212,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
         }
     };
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
-    let status = chatbench::cluster::Cluster { nodes: vec![node], spec: None }.stop(Duration::from_secs(5)).await;
+    let status = chatbench::cluster::Cluster::of(vec![node]).stop(Duration::from_secs(5)).await;
     assert!(status.is_empty(), "node did not exit 0: {status:?}");
 }
 

@@ -422,7 +422,9 @@ pub use crate::protocol::JsonId;
 /// Nodes started by a command. Placeholders: `{port}` (a free port; the
 /// same one after a restart), `{node}` (index), `{mongo_uri}` (through the
 /// node's fault proxy when the scenario has network faults), `{db}` (this
-/// run's database), `{mode}`, in kafka mode `{kafka_bootstrap}` and
+/// run's database), `{data_dir}` (a directory for this node's state, the
+/// same one after a restart, writable by any user, removed after the
+/// run), `{mode}`, in kafka mode `{kafka_bootstrap}` and
 /// `{kafka_topic}`, in redis mode `{redis_url}` and in nats mode
 /// `{nats_url}` (the broker the harness started, through the node's
 /// broker link proxy when the scenario has network faults on it; so
