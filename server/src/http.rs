@@ -182,7 +182,7 @@ async fn history(
     // TEST ONLY: `--sabotage auth_history_open` reads any room to anyone.
     if !state.sabotage.auth_history_open
         && let Access::Granted(grant) = access(&state, token, false)?
-        && !grant.may_loosely(room.as_str(), state.sabotage.loose())
+        && !grant.may_loosely(room.as_written(), state.sabotage.loose())
     {
         state.metrics.auth_refusals.inc();
         return Err(AppError::Forbidden { room: room.to_string() });

@@ -180,6 +180,9 @@ pub async fn serve(
     let (fanout, source) = fanout::open(&config.fanout).await?;
     let (stop, _) = broadcast::channel(1);
     let connections = TaskTracker::new();
+    if config.sabotage.auth_raw_name {
+        protocol::normalise_room_names();
+    }
     let (late_fanout, late_queue) = match config.sabotage.late.is_zero() {
         true => (None, None),
         false => {

@@ -12,38 +12,118 @@ use std::fmt;
 pub use chatbench_wire::limits::{MAX_FRAME_BYTES, MAX_ID_BYTES, MAX_ROOM_BYTES, MAX_SEQ, MAX_WS_MESSAGE_BYTES};
 
 /// A room name: 1–64 characters of `[A-Za-z0-9_.:-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+///
+/// Compared, hashed, ordered and serialized by that name alone; the
+/// spelling a client wrote is kept only by the sabotage below.
+#[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
-pub struct RoomId(String);
+pub struct RoomId {
+    name: String,
+    /// TEST ONLY (`--sabotage auth_raw_name`): the name as the client
+    /// wrote it, when that is not `name`.
+    #[serde(skip)]
+    written: Option<Box<str>>,
+}
+
+/// TEST ONLY: `--sabotage auth_raw_name` (see [`normalise_room_names`]).
+static NORMALISE_ROOM_NAMES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// TEST ONLY (`--sabotage auth_raw_name`, for the whole process): room
+/// names are taken as a broken server takes them, decoded and normalised
+/// ([`normalised_room_name`]) before they are checked, while
+/// authorization reads the name as written ([`RoomId::as_written`]).
+pub fn normalise_room_names() {
+    NORMALISE_ROOM_NAMES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What a server that decodes room names makes of one: percent-decoded,
+/// NFKC-normalised (full-width `１` is `1`), dot-segments resolved
+/// (`a/../r1` is `r1`), trailing separators and spaces dropped, in lower
+/// case. TEST ONLY, for `--sabotage auth_raw_name`.
+pub fn normalised_room_name(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let folded: String = decoded.nfkc().collect::<String>().to_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in folded.split('/') {
+        match segment.trim() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    segments.join("/")
+}
+
+impl PartialEq for RoomId {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for RoomId {}
+
+impl std::hash::Hash for RoomId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+impl PartialOrd for RoomId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RoomId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
 
 impl RoomId {
     pub fn parse(raw: &str) -> Result<Self, FrameError> {
         if raw.is_empty() {
             return Err(FrameError::new(ErrorCode::EmptyField, "field \"room\" is empty"));
         }
-        if raw.len() > MAX_ROOM_BYTES || !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')) {
+        // TEST ONLY: a broken server normalises the name it was given.
+        let normalised = NORMALISE_ROOM_NAMES.load(std::sync::atomic::Ordering::Relaxed).then(|| normalised_room_name(raw));
+        let name = normalised.as_deref().unwrap_or(raw);
+        if name.is_empty()
+            || name.len() > MAX_ROOM_BYTES
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        {
             return Err(FrameError::new(
                 ErrorCode::BadRoom,
                 format!("room {:?} is invalid: use 1-{MAX_ROOM_BYTES} characters of A-Z a-z 0-9 _ . : -", truncate(raw, 80)),
             ));
         }
-        Ok(Self(raw.to_owned()))
+        Ok(Self { name: name.to_owned(), written: (name != raw).then(|| raw.into()) })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    /// The name as the client wrote it: [`RoomId::as_str`] itself, except
+    /// under `--sabotage auth_raw_name`, where authorization checks this
+    /// and everything else uses the normalised name (TEST ONLY).
+    pub fn as_written(&self) -> &str {
+        self.written.as_deref().unwrap_or(&self.name)
     }
 }
 
 impl std::borrow::Borrow<str> for RoomId {
     fn borrow(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
 impl fmt::Display for RoomId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
@@ -283,6 +363,24 @@ impl FrameError {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The harness's `spelling` intruders (every variant) are refused by
+    /// this server's names, but for the upper-case one, a room of its own;
+    /// `--sabotage auth_raw_name`'s decoding reads each as the room.
+    #[test]
+    fn a_broken_server_reads_every_spelling_as_the_room() {
+        for target in ["room-12", "r", "a.b:c_d"] {
+            for variant in 0..6 {
+                let spelled = chatbench::scenario::room_spelling(target, variant);
+                assert_eq!(normalised_room_name(&spelled), target, "{spelled:?}");
+                let healthy = RoomId::parse(&spelled);
+                assert_eq!(healthy.is_ok(), spelled == target.to_uppercase(), "{spelled:?}: {healthy:?}");
+            }
+        }
+        let r = RoomId { name: "room-12".into(), written: Some("room-1%32".into()) };
+        assert_eq!((r.as_str(), r.as_written()), ("room-12", "room-1%32"));
+        assert_eq!(r, RoomId::parse("room-12").unwrap(), "compared by name alone");
+    }
 
     fn code(text: &str) -> ErrorCode {
         parse_request(text).expect_err("expected an error").code

@@ -55,6 +55,11 @@ pub struct Sabotage {
     /// Authorization broken: a token's expiry is checked when the
     /// connection opens only (an open connection keeps its rights).
     pub auth_expiry_at_connect: bool,
+    /// Authorization broken: the room name is checked as the client
+    /// wrote it, then decoded and normalised (percent-decoding, NFKC,
+    /// dot-segments, trailing separators, case) and used as that: a
+    /// token for `room-1%32` opens `room-12`. For the whole process.
+    pub auth_raw_name: bool,
     /// Zero: off.
     pub late: std::time::Duration,
 }
@@ -95,7 +100,7 @@ impl FromStr for Sabotage {
     /// `refuse_after`, `stop_fanout`, `truncate`, `mislabel`,
     /// `ignore_unsubscribe`, `leak`, `auth_skip_after`, `auth_history_open`,
     /// `auth_first_room_only`, `auth_prefix_match`, `auth_suffix_match`,
-    /// `auth_ignore_case`, `auth_expiry_at_connect`.
+    /// `auth_ignore_case`, `auth_expiry_at_connect`, `auth_raw_name`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = Sabotage::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -115,6 +120,7 @@ impl FromStr for Sabotage {
                 "auth_suffix_match" => Some(&mut out.auth_suffix_match),
                 "auth_ignore_case" => Some(&mut out.auth_ignore_case),
                 "auth_expiry_at_connect" => Some(&mut out.auth_expiry_at_connect),
+                "auth_raw_name" => Some(&mut out.auth_raw_name),
                 _ => None,
             };
             if let Some(flag) = flag {
@@ -128,7 +134,7 @@ impl FromStr for Sabotage {
             }
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 SabotageError(format!(
-                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case, auth_expiry_at_connect)"
+                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case, auth_expiry_at_connect, auth_raw_name)"
                 ))
             })?;
             let p: f64 = value.trim().parse().map_err(|_| SabotageError(format!("sabotage {key}: {value:?} is not a number")))?;
@@ -141,7 +147,7 @@ impl FromStr for Sabotage {
                 "reorder" => out.reorder = p,
                 other => {
                     return Err(SabotageError(format!(
-                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case or auth_expiry_at_connect)"
+                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case, auth_expiry_at_connect or auth_raw_name)"
                     )));
                 }
             }

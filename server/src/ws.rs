@@ -499,7 +499,7 @@ impl Connection {
                 self.frame_error(err).await
             }
             Head::Subscribed { head, fetch } => {
-                self.reply(ServerFrame::Subscribed { room: room.as_str(), head }).await?;
+                self.reply(ServerFrame::Subscribed { room: room.as_written(), head }).await?;
                 if let Some(fetch) = fetch {
                     self.fetch(fetch);
                 }
@@ -631,7 +631,7 @@ impl Connection {
         if (sabotage.auth_skip_after && with_after) || (sabotage.auth_first_room_only && self.rooms_checked > 1) {
             return true;
         }
-        let allowed = grant.may_loosely(room.as_str(), sabotage.loose());
+        let allowed = grant.may_loosely(room.as_written(), sabotage.loose());
         if !allowed {
             self.state.metrics.auth_refusals.inc();
         }

@@ -20,9 +20,16 @@ pub const PUB_PREFIX: &str = "/pub/";
 pub const SUB_TEMPLATE: &str = "/sub/{room}";
 pub const PUB_TEMPLATE: &str = "/pub/{room}";
 
-/// The history path of one room.
+/// What a path segment percent-encodes: all but letters, digits, `-._~`
+/// (RFC 3986's unreserved characters) and `:@` (allowed in a segment).
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b':').remove(b'@');
+
+/// The history path of one room, its name percent-encoded as one path
+/// segment (a `/`, `%`, space or non-ASCII character in a name reaches the
+/// server as written).
 pub fn history(room: &str) -> String {
-    HISTORY_ROUTE.replace("{room}", room)
+    HISTORY_ROUTE.replace("{room}", &percent_encoding::utf8_percent_encode(room, SEGMENT).to_string())
 }
 
 #[cfg(test)]
@@ -32,5 +39,7 @@ mod tests {
         assert_eq!(super::SUB_TEMPLATE.replace("{room}", "r"), format!("{}r", super::SUB_PREFIX));
         assert_eq!(super::PUB_TEMPLATE.replace("{room}", "r"), format!("{}r", super::PUB_PREFIX));
         assert_eq!(super::history("room-1"), "/rooms/room-1/messages");
+        assert_eq!(super::history("a:b_c.d~e@f"), "/rooms/a:b_c.d~e@f/messages");
+        assert_eq!(super::history("r-1%32/ ../\u{FF12}"), "/rooms/r-1%2532%2F%20..%2F%EF%BC%92/messages");
     }
 }
