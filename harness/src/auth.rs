@@ -59,7 +59,9 @@ impl Minter {
     /// it may use instead. None for an intruder without credentials.
     pub(crate) fn intruder(&self, credential: Credential, sub: &str, room: &str, other: &str) -> Option<String> {
         match credential {
-            Credential::OtherRoom | Credential::Confusable | Credential::Wildcard => Some(self.member(sub, &[other.to_owned()])),
+            Credential::OtherRoom | Credential::Confusable | Credential::Wildcard | Credential::Spelling => {
+                Some(self.member(sub, &[other.to_owned()]))
+            }
             Credential::Expired => Some(sign(&self.secret, sub, &[room.to_owned()], now_s().saturating_sub(EXPIRED_AGO_S))),
             // Replaced when sending starts by one that expires meanwhile.
             Credential::Expiring => Some(self.member(sub, &[room.to_owned()])),

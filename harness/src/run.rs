@@ -472,8 +472,16 @@ fn assemble(scenario: &Scenario, options: &RunOptions, checks: &crate::scenario:
             guarantees: scenario.system.guarantees.clone(),
             message_text: scenario.workload.message_text.as_str().to_owned(),
         },
+        clients: r
+            .plans
+            .iter()
+            .map(|p| crate::trace::ClientInfo {
+                tried_as: client::tried_as_other_name(p, &r.rooms),
+                granted: client::granted_run_room(p, &r.rooms),
+                ..p.info(scenario.workload.duration.0)
+            })
+            .collect(),
         rooms: r.rooms,
-        clients: r.plans.iter().map(|p| p.info(scenario.workload.duration.0)).collect(),
         events: Trace::merge(outcome.buffers),
         history: r.history,
         api_history: r.api_history,
@@ -560,7 +568,12 @@ async fn client_tokens(scenario: &Scenario, plans: &[client::ClientPlan], rooms:
         // `{rooms}`: a member's rooms, comma-separated.
         let (kind, room, granted) = match plan.role.intruder() {
             Some(crate::trace::Credential::None) => continue,
-            Some(c @ (crate::trace::Credential::OtherRoom | crate::trace::Credential::Confusable | crate::trace::Credential::Wildcard)) => {
+            Some(
+                c @ (crate::trace::Credential::OtherRoom
+                | crate::trace::Credential::Confusable
+                | crate::trace::Credential::Wildcard
+                | crate::trace::Credential::Spelling),
+            ) => {
                 let other = granted_room(c, rooms, plan);
                 (c.as_str(), other.clone(), other)
             }

@@ -17,7 +17,7 @@ pub use crate::scenario::{Attempt, Credential};
 pub type RoomIdx = u32;
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 8;
+pub const TRACE_VERSION: u32 = 9;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -85,9 +85,24 @@ pub struct ClientInfo {
     pub after: Option<u64>,
     /// Open loop: how many sends its schedule holds. None: closed loop.
     pub planned_sends: Option<u64>,
+    /// An intruder's: the name it tried its room under, where that is not
+    /// the room's own (a wildcard pattern, a spelling).
+    #[serde(default)]
+    pub tried_as: Option<String>,
+    /// An intruder's: the run's room its credentials grant, where they
+    /// grant one (a confusable pair such as `r1`/`r10`): its messages are
+    /// the intruder's own.
+    #[serde(default)]
+    pub granted: Option<RoomIdx>,
 }
 
 impl ClientInfo {
+    /// ` (asked as "<name>")` where an intruder tried its room under
+    /// another name (for findings), else nothing.
+    pub fn tried_as_text(&self) -> String {
+        self.tried_as.as_ref().map(|t| format!(" (asked as {t:?})")).unwrap_or_default()
+    }
+
     /// Every room it joins or sends into: its home room first.
     pub fn rooms(&self) -> impl Iterator<Item = RoomIdx> + '_ {
         std::iter::once(self.room).chain(self.also.iter().copied())

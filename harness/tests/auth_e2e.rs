@@ -22,11 +22,16 @@ const INTRUDERS: &str =
 /// no pattern for a room name: all five are refused whatever the sabotage).
 const CONFUSABLE: &str = "    - {credentials: confusable, count: 4}\n    - {credentials: wildcard, count: 5}\n";
 
+/// Six `spelling` intruders, one of each spelling (percent-encoded, a
+/// trailing slash, full width, a dot-segment, upper case, a trailing
+/// space), each holding a token for its spelling.
+const SPELLING: &str = "    - {credentials: spelling, count: 6}\n";
+
 /// Two `expiring` intruders: members whose tokens expire 2 s into an 8 s run.
 const EXPIRING: &str = "    - {credentials: expiring, count: 2}\n";
 
 fn scenario_with(dir: &Path, protocol: &str, intruders: &str) -> std::path::PathBuf {
-    let rooms = if intruders == CONFUSABLE { 4 } else { 2 };
+    let rooms = if intruders == CONFUSABLE || intruders == SPELLING { 4 } else { 2 };
     let duration = if intruders == EXPIRING { "8s" } else { "3s" };
     let text = format!(
         "# test scenario\nname: auth-e2e\ntopology:\n  nodes: 2\n  provider: compat\nworkload:\n  rooms: {rooms}\n  subscribers_per_room: 1\n  \
@@ -47,6 +52,8 @@ struct Verdict {
     kinds: BTreeSet<String>,
     /// What each `unrefused` finding says was let through, counted.
     unrefused: BTreeMap<String, usize>,
+    /// The names leaks say an intruder asked for its room as.
+    leaked_as: BTreeSet<String>,
     stdout: String,
 }
 
@@ -65,7 +72,13 @@ fn judged_with(protocol: &str, sabotage: Option<&str>, intruders: &str) -> Verdi
     let mode = &report["modes"][0];
     let kinds = mode["findings_by_kind"].as_object().unwrap().keys().cloned().collect();
     let mut unrefused = BTreeMap::new();
+    let mut leaked_as = BTreeSet::new();
     for f in mode["findings"].as_array().unwrap() {
+        if f["kind"] == "leak"
+            && let Some((_, asked)) = f["detail"].as_str().unwrap().split_once("(asked as ")
+        {
+            leaked_as.insert(asked.split(')').next().unwrap().to_owned());
+        }
         if f["kind"] == "unrefused" {
             // "... tried to <attempt> <room>: it ..."
             let detail = f["detail"].as_str().unwrap();
@@ -79,7 +92,7 @@ fn judged_with(protocol: &str, sabotage: Option<&str>, intruders: &str) -> Verdi
         let checks = report["modes"][0]["checks"].to_string();
         assert!(checks.contains("authorization"), "the authorization check is reported: {checks}");
     }
-    Verdict { code: o.status.code(), kinds, unrefused, stdout }
+    Verdict { code: o.status.code(), kinds, unrefused, leaked_as, stdout }
 }
 
 /// Every token the harness mints starts with this: its header,
@@ -190,6 +203,23 @@ fn a_membership_check_by_prefix_suffix_or_case_is_caught_by_confusable_intruders
         let all = [("send", n), ("subscribe", n), ("resubscribe", n), ("history", n)];
         assert_eq!(v.unrefused, counts(&all), "{sabotage}: {}", v.stdout);
     }
+}
+
+/// Spellings of a room, each granted by the intruder's token: a healthy
+/// server refuses them (not a room name) or takes the upper-case one as
+/// a room of its own, which nobody uses. A server that checks the name as
+/// written and then decodes it (`auth_raw_name`) hands every one the room:
+/// leaks, each naming the spelling that got through, and nothing else.
+#[test]
+fn a_check_on_the_name_as_written_is_caught_by_spelling_intruders() {
+    let healthy = over_both_with(None, SPELLING);
+    assert_eq!(healthy.code, Some(0), "{}", healthy.stdout);
+    assert!(healthy.kinds.is_empty(), "{}", healthy.stdout);
+    let v = over_both_with(Some("auth_raw_name"), SPELLING);
+    assert_eq!(v.code, Some(1), "{}", v.stdout);
+    assert_eq!(v.kinds, kinds(&["leak"]), "{}", v.stdout);
+    assert!(v.unrefused.is_empty(), "{:?}", v.unrefused);
+    assert_eq!(v.leaked_as.len(), 6, "every spelling got through: {:?}", v.leaked_as);
 }
 
 /// Tokens that expire while their connection is open: the reference

@@ -10,6 +10,10 @@
 //! - `unrefused` also: an intruder's send that was refused with an error,
 //!   yet history holds it (the server said no and stored it anyway).
 //!
+//! - A `spelling` intruder's attempt that was accepted is not judged: the
+//!   spelling its credentials grant may be a room of its own. What of the
+//!   room it spelled reaches it is, as for every intruder.
+//!
 //! What reached an intruder anyway is a `leak` (see `routing`); what it
 //! managed to send is owed to the members like any other message, so the
 //! members' checks stay exact.
@@ -47,13 +51,21 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
             };
             let what = match answer {
                 Answer::Refused => return None,
+                // A spelling its credentials grant may be a room of its own;
+                // only what of the room reaches it is judged (`leak`).
+                Answer::Accepted { .. } if credential == crate::trace::Credential::Spelling => return None,
                 Answer::NoAnswer if trace.meta.faults.iter().any(in_fault) => return None,
                 Answer::Accepted { served } if attempt == crate::trace::Attempt::History => format!("was served ({served} messages)"),
                 Answer::Accepted { .. } => "was accepted".to_owned(),
                 Answer::NoAnswer => "got no definite answer (a refusal must be an error the client can see)".to_owned(),
             };
-            let detail =
-                format!("an intruder with {} credentials tried to {} {}: it {what}", credential.as_str(), attempt.as_str(), name(room));
+            let detail = format!(
+                "an intruder with {} credentials tried to {} {}{}: it {what}",
+                credential.as_str(),
+                attempt.as_str(),
+                name(room),
+                info.tried_as_text()
+            );
             Some(at(room, detail).observed(e.t_ns))
         })
         .collect()
@@ -141,6 +153,42 @@ mod tests {
         assert_eq!(unrefused(&t), [end - 2500, end - 500], "a fault on another node excuses nothing");
         t.meta.faults.push(fault(1));
         assert_eq!(unrefused(&t), [end - 2500], "the attempt during the fault on its node is not judged");
+    }
+
+    /// A `spelling` intruder whose spelling was taken (a room of its own,
+    /// as a healthy server may) is not judged; the room's messages
+    /// reaching it, live or from history, are leaks that name the
+    /// spelling, and nothing else is found.
+    #[test]
+    fn an_accepted_spelling_is_judged_by_what_reaches_it_alone() {
+        let mut t = correct_trace(&TraceShape::plain(1, 1, 1, 4), 11);
+        let intruder = t.clients.len() as u32;
+        t.clients.push(ClientInfo { role: Role::Intruder(Credential::Spelling), tried_as: Some("room-0/".into()), ..Default::default() });
+        let end = t.meta.sending_ended_ns;
+        let probe = |attempt, answer| Event {
+            t_ns: end + 10,
+            client: intruder,
+            kind: EventKind::Probe { room: 0, attempt, answer, started_ns: end },
+        };
+        t.events.push(probe(Attempt::Subscribe, Answer::Accepted { served: 0 }));
+        t.events.push(probe(Attempt::History, Answer::Accepted { served: 0 }));
+        t.events.sort_by_key(|e| (e.t_ns, e.client));
+        let none = all_findings(&t, &t.meta.checks);
+        assert!(none.is_empty(), "a spelling of its own, taken, and nothing of the room reached it: {none:#?}");
+        // The room reached it: one delivery, and a history page of it.
+        let first = t.history[0].entries[0];
+        t.events.push(Event { t_ns: end + 20, client: intruder, kind: delivery(0, first.msg, first.seq) });
+        t.events.push(probe(Attempt::History, Answer::Accepted { served: 3 }));
+        t.events.sort_by_key(|e| (e.t_ns, e.client));
+        let findings = all_findings(&t, &t.meta.checks);
+        let kinds: Vec<FindingKind> = findings.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [FindingKind::Leak, FindingKind::Leak], "{findings:#?}");
+        assert!(findings.iter().all(|f| f.detail.contains("(asked as \"room-0/\")")), "{findings:#?}");
+        // The same delivery to an `other_room` intruder is a leak too, and
+        // an accepted subscribe of its is unrefused.
+        t.clients[intruder as usize] = ClientInfo { role: Role::Intruder(Credential::OtherRoom), ..Default::default() };
+        let kinds: Vec<FindingKind> = all_findings(&t, &t.meta.checks).iter().map(|f| f.kind).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == FindingKind::Unrefused).count(), 3, "{kinds:?}");
     }
 
     /// Without history, a refused send did not happen: delivering it is a phantom.

@@ -831,6 +831,10 @@ fn client_views(trace: &Trace, client: ClientId, events: &[u32], sends: &HashMap
                     if rights_end.is_some_and(|end| send.is_some_and(|s| s.first_sent_ns < end)) {
                         continue;
                     }
+                    // An intruder's own room (its credentials grant it).
+                    if info.granted == Some(room) {
+                        continue;
+                    }
                     leaks.push(Leak { client, node: info.node, room, msg, seq, t_ns: t, after_left: left.contains(&room) });
                     continue;
                 };

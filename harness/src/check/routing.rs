@@ -31,9 +31,14 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         .leaks
         .iter()
         .map(|l| {
-            let intruder = index.trace.clients.get(l.client as usize).and_then(|c| c.role.intruder());
-            let detail = if let Some(credential) = intruder {
-                format!("delivered to an intruder with {} credentials, which may not read {}", credential.as_str(), name(l.room))
+            let info = index.trace.clients.get(l.client as usize);
+            let detail = if let Some((credential, info)) = info.and_then(|c| Some((c.role.intruder()?, c))) {
+                format!(
+                    "delivered to an intruder with {} credentials, which may not read {}{}",
+                    credential.as_str(),
+                    name(l.room),
+                    info.tried_as_text()
+                )
             } else if l.after_left {
                 format!("delivered after the server confirmed this connection's unsubscribe from {}", name(l.room))
             } else {
@@ -44,12 +49,17 @@ pub fn check(index: &TraceIndex) -> Vec<Finding> {
         .collect();
     // A history read that served an intruder a room's messages.
     for (credential, info, e) in index.intruder_events() {
+        // A spelling that is a room of the run is read as that room, its
+        // own: what was served cannot be told from its history.
+        let own = credential == crate::trace::Credential::Spelling && info.granted.is_some();
         if let EventKind::Probe { room, attempt: Attempt::History, answer: Answer::Accepted { served }, .. } = e.kind
             && served > 0
+            && !own
         {
             let detail = format!(
-                "the history of {} served {served} messages to an intruder with {} credentials, which may not read it",
+                "the history of {}{} served {served} messages to an intruder with {} credentials, which may not read it",
                 name(room),
+                info.tried_as_text(),
                 credential.as_str()
             );
             findings.push(Finding::new(FindingKind::Leak, detail).room(room).client(e.client, info.node).observed(e.t_ns));
@@ -95,6 +105,31 @@ mod tests {
     use crate::check::synthetic::{TraceShape, correct_trace, delivery};
     use crate::check::{FindingKind, TraceIndex};
     use crate::trace::{ClientInfo, Credential, Event, EventKind, Role};
+
+    /// An intruder whose credentials grant one of the run's rooms (`r10`
+    /// for the one trying `r1`): that room's messages are its own; any
+    /// other room's is a leak.
+    #[test]
+    fn an_intruders_own_room_is_not_a_leak_but_every_other_room_is() {
+        let mut t = correct_trace(&TraceShape::plain(2, 1, 1, 4), 2);
+        let intruder = t.clients.len() as u32;
+        t.clients.push(ClientInfo { role: Role::Intruder(Credential::Confusable), room: 0, granted: Some(1), ..Default::default() });
+        let index = TraceIndex::build(&t);
+        let mut sends: Vec<_> = index.sends.iter().map(|(&msg, s)| (msg, s.room)).collect();
+        sends.sort();
+        let end = t.meta.ended_ns;
+        for (i, &(msg, room)) in sends.iter().enumerate() {
+            t.events.push(Event { t_ns: end + i as u64, client: intruder, kind: delivery(room, msg, i as u64 + 1) });
+        }
+        let index = TraceIndex::build(&t);
+        let mut leaked: Vec<_> = super::check(&index).into_iter().filter(|f| f.kind == FindingKind::Leak).filter_map(|f| f.msg).collect();
+        leaked.sort();
+        let expected: Vec<_> = sends.iter().filter(|s| s.1 == 0).map(|s| s.0).collect();
+        assert!(!expected.is_empty());
+        assert_eq!(leaked, expected);
+        t.clients[intruder as usize].granted = None;
+        assert_eq!(super::check(&TraceIndex::build(&t)).len(), sends.len(), "without the grant, every one leaks");
+    }
 
     /// An `expiring` intruder's deliveries of messages sent before its
     /// expiry were its own; each one sent after is exactly one leak.

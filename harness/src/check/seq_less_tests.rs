@@ -17,7 +17,17 @@ fn base(order: OrderGuarantee) -> Trace {
 /// [`base`] for any declaration (`store`: a store oracle is declared).
 pub(super) fn base_with(guarantees: Guarantees, store: bool) -> Trace {
     let checks = guarantees.narrow(&Checks::default(), store);
-    let client = |role| ClientInfo { role, node: 0, room: 0, also: Vec::new(), join_at_ns: 0, after: None, planned_sends: None };
+    let client = |role| ClientInfo {
+        role,
+        node: 0,
+        room: 0,
+        also: Vec::new(),
+        join_at_ns: 0,
+        after: None,
+        planned_sends: None,
+        tried_as: None,
+        granted: None,
+    };
     let mut t = Trace {
         version: crate::trace::TRACE_VERSION,
         meta: TraceMeta {

@@ -234,24 +234,48 @@ pub(crate) fn other_room(target: &str) -> String {
 }
 
 /// The name an intruder puts where its wire writes the room it tries:
-/// the room's own, or for `wildcard` a pattern that covers it.
+/// the room's own, for `wildcard` a pattern that covers it, for
+/// `spelling` the spelling its credentials grant.
 fn tried_as(credential: crate::trace::Credential, target: &str, client: u32) -> String {
     match credential {
         crate::trace::Credential::Wildcard => crate::scenario::wildcard_pattern(target, client),
+        crate::trace::Credential::Spelling => granted_room(credential, target, client).unwrap_or_else(|| target.to_owned()),
         _ => target.to_owned(),
     }
 }
 
-/// The room an intruder's credentials grant, which it joins first as a
-/// member would (None: its credentials grant none): `other_room`'s
-/// [`other_room`], `confusable`'s [`crate::scenario::confusable_room`]
-/// (by its message-number client, so token and wire agree).
+/// An intruder's [`tried_as`], where that is not its room's own name
+/// (recorded in the trace, so a finding can name what got through).
+pub(crate) fn tried_as_other_name(plan: &ClientPlan, rooms: &[String]) -> Option<String> {
+    let credential = plan.role.intruder()?;
+    let target = rooms.get(plan.room as usize)?;
+    Some(tried_as(credential, target, plan.msg_client)).filter(|t| t != target)
+}
+
+/// The room an intruder's credentials grant (None: they grant none):
+/// `other_room`'s and `wildcard`'s [`other_room`], `confusable`'s
+/// [`crate::scenario::confusable_room`], `spelling`'s
+/// [`crate::scenario::room_spelling`] (by its message-number client, so
+/// token and wire agree). It may be one of the run's rooms (`r1` for
+/// `r10` where rooms are named `r{n}`): that room's messages are then
+/// its own (see [`granted_run_room`]).
 pub(crate) fn granted_room(credential: crate::trace::Credential, target: &str, client: u32) -> Option<String> {
+    use crate::trace::Credential;
     match credential {
-        crate::trace::Credential::OtherRoom | crate::trace::Credential::Wildcard => Some(other_room(target)),
-        crate::trace::Credential::Confusable => Some(crate::scenario::confusable_room(target, client)),
-        _ => None,
+        Credential::OtherRoom | Credential::Wildcard => Some(other_room(target)),
+        Credential::Confusable => Some(crate::scenario::confusable_room(target, client)),
+        Credential::Spelling => Some(crate::scenario::room_spelling(target, client)),
+        Credential::Expired | Credential::Forged | Credential::None | Credential::Expiring => None,
     }
+}
+
+/// The run's room an intruder's credentials grant, where its granted
+/// name is one (recorded in the trace: what of it reaches the intruder
+/// is its own, not a leak).
+pub(crate) fn granted_run_room(plan: &ClientPlan, rooms: &[String]) -> Option<crate::trace::RoomIdx> {
+    let target = rooms.get(plan.room as usize)?;
+    let granted = granted_room(plan.role.intruder()?, target, plan.msg_client)?;
+    rooms.iter().position(|r| *r == granted).map(|i| i as crate::trace::RoomIdx)
 }
 
 /// Run every client against its node until the sending window ends, then
@@ -298,8 +322,9 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
                 plan: plan.clone(),
                 urls: urls.iter().cycle().skip(node).take(urls.len()).cloned().collect(),
                 http_bases: http_bases.iter().cycle().skip(node).take(http_bases.len()).cloned().collect(),
-                room: room.clone(),
-                own_room: granted_room(credential, room, plan.msg_client),
+                room: tried_as(credential, room, plan.msg_client),
+                // A spelling is tried, not joined first.
+                own_room: granted_room(credential, room, plan.msg_client).filter(|_| credential != crate::trace::Credential::Spelling),
                 wire: wire_of(
                     system,
                     plan.msg_client,
@@ -311,14 +336,18 @@ pub(crate) async fn run(force: Workforce<'_>, controls: Controls) -> WorkloadOut
                 ),
                 upgrade_headers,
                 upgrade_query,
-                // A pattern is subscribed to, not sent into or read.
+                // A pattern is subscribed to, not sent into or read; a
+                // spelling is subscribed to and read, not sent into.
                 attempts: auth
                     .attempts
                     .iter()
                     .copied()
-                    .filter(|a| {
-                        credential != crate::trace::Credential::Wildcard
-                            || matches!(a, crate::trace::Attempt::Subscribe | crate::trace::Attempt::Resubscribe)
+                    .filter(|a| match credential {
+                        crate::trace::Credential::Wildcard => {
+                            matches!(a, crate::trace::Attempt::Subscribe | crate::trace::Attempt::Resubscribe)
+                        }
+                        crate::trace::Credential::Spelling => *a != crate::trace::Attempt::Send,
+                        _ => true,
                     })
                     .collect(),
                 answer_within: auth.answer_within.0,

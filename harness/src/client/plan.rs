@@ -43,6 +43,8 @@ impl ClientPlan {
             join_at_ns: self.join_at.as_nanos() as u64,
             after: self.after,
             planned_sends: self.schedule.and_then(|s| s.planned(duration)),
+            tried_as: None,
+            granted: None,
         }
     }
 }

@@ -44,7 +44,8 @@ pub struct Scenario {
 /// a secret, starts every node with `--auth-secret` and mints each
 /// client's token (HS256, claims `sub`, `rooms`, `exp`); any other system
 /// gets its credentials from `system.credentials.token_command`, run with
-/// `{credentials}` = `member`, `other_room`, `expired`, `forged` or `confusable`.
+/// `{credentials}` = `member`, `other_room`, `expired`, `forged`, `confusable`,
+/// `wildcard` or `spelling`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
@@ -99,6 +100,16 @@ pub enum Credential {
     /// RabbitMQ and Redis bring. Send and history are not tried with a
     /// pattern.
     Wildcard,
+    /// Valid credentials for another spelling of the room it tries (see
+    /// [`room_spelling`]: percent-encoded, with a trailing slash, with a
+    /// full-width look-alike, through a dot-segment, in upper case, with a
+    /// trailing space), and it tries the room under that spelling:
+    /// subscribe, resubscribe, history (not send). A server may refuse the
+    /// spelling or take it as a room of its own, which nobody uses; one
+    /// that checks the name as written, then decodes or normalises it,
+    /// hands it the room: anything of the room that reaches it is a
+    /// `leak`.
+    Spelling,
     /// A member's credentials for the room it tries, expiring
     /// `auth.expire_after` after sending starts, while its connection is
     /// open: it joins as a member would; from the expiry (plus
@@ -133,6 +144,38 @@ pub fn wildcard_pattern(target: &str, variant: u32) -> String {
     }
 }
 
+/// Another spelling of `target`, by `variant` (its client id), that a
+/// server which decodes or normalises names reads as `target`: 0 its last
+/// character percent-encoded (`room-1%32`), 1 a trailing slash
+/// (`room-12/`), 2 its last letter or digit in full width (`room-1２`,
+/// which NFKC folds back), 3 a dot-segment path through another name
+/// (`room-12-other/../room-12`), 4 upper case (`ROOM-12`; a trailing
+/// space where that changes nothing), 5 a trailing space.
+pub fn room_spelling(target: &str, variant: u32) -> String {
+    let percent = || {
+        let mut chars = target.chars();
+        let last = chars.next_back().unwrap_or('_');
+        let mut utf8 = [0u8; 4];
+        let encoded: String = last.encode_utf8(&mut utf8).bytes().map(|b| format!("%{b:02X}")).collect();
+        format!("{}{encoded}", chars.as_str())
+    };
+    match variant % 6 {
+        0 => percent(),
+        1 => format!("{target}/"),
+        2 => match target.char_indices().rev().find(|(_, c)| c.is_ascii_alphanumeric()) {
+            // U+FF01..U+FF5E are U+0021..U+007E in full width.
+            Some((i, c)) => {
+                let wide = char::from_u32(c as u32 + 0xFEE0).unwrap_or(c);
+                format!("{}{wide}{}", &target[..i], &target[i + c.len_utf8()..])
+            }
+            None => percent(),
+        },
+        3 => format!("{target}-other/../{target}"),
+        4 if target.to_uppercase() != target => target.to_uppercase(),
+        _ => format!("{target} "),
+    }
+}
+
 /// The room a `confusable` intruder's credentials grant instead of
 /// `target`, by `variant` (its client id): 0 a proper prefix (`room-1`
 /// for `room-12`: a `starts_with` check), 1 an extension (`room-120`: the
@@ -162,7 +205,7 @@ pub fn confusable_room(target: &str, variant: u32) -> String {
 }
 
 impl Credential {
-    pub const ALL: [Credential; 7] = [
+    pub const ALL: [Credential; 8] = [
         Credential::OtherRoom,
         Credential::Expired,
         Credential::Forged,
@@ -170,6 +213,7 @@ impl Credential {
         Credential::Confusable,
         Credential::Wildcard,
         Credential::Expiring,
+        Credential::Spelling,
     ];
 
     /// The name scenarios and `token_command`'s `{credentials}` use.
@@ -182,6 +226,7 @@ impl Credential {
             Credential::Confusable => "confusable",
             Credential::Wildcard => "wildcard",
             Credential::Expiring => "expiring",
+            Credential::Spelling => "spelling",
         }
     }
 }
@@ -1590,7 +1635,26 @@ pub struct MinThroughput {
 
 #[cfg(test)]
 mod tests {
-    use super::confusable_room;
+    use super::{confusable_room, room_spelling};
+
+    /// Each spelling is the one it names, never the room itself, whatever
+    /// the name; the server test `a_broken_server_reads_every_spelling_as_the_room`
+    /// checks that decoding and normalising folds each back.
+    #[test]
+    fn room_spellings_are_the_six_spellings_and_never_the_target() {
+        let names: Vec<String> = (0..6).map(|v| room_spelling("room-12", v)).collect();
+        assert_eq!(names, ["room-1%32", "room-12/", "room-1\u{FF12}", "room-12-other/../room-12", "ROOM-12", "room-12 "]);
+        assert_eq!(room_spelling("room-12", 7), "room-12/", "variants cycle");
+        assert_eq!(room_spelling("Ω", 0), "%CE%A9", "a multi-byte character is encoded byte by byte");
+        assert_eq!(room_spelling("--", 2), "-%2D", "no letter or digit to widen: percent-encoding stands in");
+        assert_eq!(room_spelling("12", 4), "12 ", "no case to change: a trailing space stands in");
+        for target in ["r", "7", "12", "Ω", "ключ-1", "MiXeD", "a.b:c_d"] {
+            for v in 0..6 {
+                let s = room_spelling(target, v);
+                assert!(!s.is_empty() && s != target, "{target:?} variant {v}: {s:?}");
+            }
+        }
+    }
 
     /// Each variant is the confusion it names, and never the room itself,
     /// whatever the name (one character, no letters, multi-byte).

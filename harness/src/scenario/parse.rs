@@ -327,7 +327,7 @@ fn validate_auth(s: &Scenario, auth: &crate::scenario::Auth) -> Result<(), Viola
     let needs_credentials = auth.intruders.iter().any(|g| g.credentials != Credential::None);
     check(reference || !needs_credentials || s.system.credentials.token_command.is_some(), &["auth", "intruders"], || {
         "the harness mints credentials for the reference server only: give system.credentials.token_command \
-         (run with {client}, {room}, {rooms} and {credentials} = member, other_room, expired, forged, confusable or wildcard)"
+         (run with {client}, {room}, {rooms} and {credentials} = member, other_room, expired, forged, confusable, wildcard or spelling)"
             .into()
     })?;
     if auth.intruders.iter().any(|g| g.credentials == Credential::Expiring) {
