@@ -74,7 +74,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         CURVE_PERCENTILES.iter().filter(|_| !lat.delivery.is_empty()).map(|&p| (p, lat.delivery.value_at_percentile(p))).collect();
     let meta = &trace.meta;
     let causes = super::cause::diagnose(trace, &findings);
-    let findings: Vec<_> = findings.into_iter().take(MAX_LISTED_FINDINGS).collect();
+    let findings = listed(findings, MAX_LISTED_FINDINGS);
     let room_names = findings.iter().filter_map(|f| Some((f.room?, trace.rooms.get(f.room? as usize)?.clone()))).collect();
     ModeReport {
         mode: meta.mode,
@@ -272,9 +272,50 @@ fn count(trace: &Trace, index: &TraceIndex) -> Counts {
     c
 }
 
+/// At most `max` of `findings`, every kind among them: taken in turn
+/// from each kind, each in its order, then listed in the order they came
+/// (a flood of one kind, 900 leaks, would otherwise hide the ten
+/// `unrefused` behind it).
+fn listed(findings: Vec<crate::check::Finding>, max: usize) -> Vec<crate::check::Finding> {
+    if findings.len() <= max {
+        return findings;
+    }
+    let mut queues: BTreeMap<crate::check::FindingKind, std::collections::VecDeque<usize>> = BTreeMap::new();
+    for (i, f) in findings.iter().enumerate() {
+        queues.entry(f.kind).or_default().push_back(i);
+    }
+    let mut keep = vec![false; findings.len()];
+    let mut taken = 0;
+    while taken < max {
+        for queue in queues.values_mut() {
+            if taken < max
+                && let Some(i) = queue.pop_front()
+            {
+                keep[i] = true;
+                taken += 1;
+            }
+        }
+    }
+    findings.into_iter().zip(keep).filter_map(|(f, k)| k.then_some(f)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A flood of one kind leaves room for every other kind, in order.
+    #[test]
+    fn listed_findings_keep_every_kind() {
+        use crate::check::{Finding, FindingKind};
+        let mut all: Vec<Finding> = (0..600).map(|i| Finding::new(FindingKind::Leak, format!("leak {i}"))).collect();
+        all.insert(10, Finding::new(FindingKind::Unrefused, "u0"));
+        all.push(Finding::new(FindingKind::Unrefused, "u1"));
+        let kept = listed(all.clone(), 500);
+        assert_eq!(kept.len(), 500);
+        assert_eq!(kept.iter().filter(|f| f.kind == FindingKind::Unrefused).count(), 2);
+        assert_eq!(kept[10].detail, "u0", "in the order they came");
+        assert_eq!(listed(all[..400].to_vec(), 500).len(), 400, "under the cap, all of them");
+    }
     use crate::check::synthetic::{TraceShape, correct_trace};
     use crate::scenario::HumanDuration;
     use std::time::Duration;
