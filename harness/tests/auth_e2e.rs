@@ -205,6 +205,21 @@ fn a_membership_check_by_prefix_suffix_or_case_is_caught_by_confusable_intruders
     }
 }
 
+/// A server that takes a broker-style pattern as a room and subscribes
+/// it without a grant check (`auth_wildcard`) hands every wildcard
+/// intruder (`#`, `*`, `>`, `+`, `room-*`) every room it covers: their
+/// subscribes and resubscribes are unrefused and what they get leaks,
+/// each leak naming the pattern; the confusable intruders stay refused.
+#[test]
+fn a_pattern_subscribed_without_a_grant_check_is_caught_by_wildcard_intruders() {
+    let v = over_both_with(Some("auth_wildcard"), CONFUSABLE);
+    assert_eq!(v.code, Some(1), "{}", v.stdout);
+    assert_eq!(v.kinds, kinds(&["unrefused", "leak"]), "{}", v.stdout);
+    assert_eq!(v.unrefused, counts(&[("subscribe", 5), ("resubscribe", 5)]), "{}", v.stdout);
+    let patterns: BTreeSet<String> = ["#", "*", ">", "+", "room-*"].iter().map(|p| format!("{p:?}")).collect();
+    assert_eq!(v.leaked_as, patterns, "{}", v.stdout);
+}
+
 /// Spellings of a room, each granted by the intruder's token: a healthy
 /// server refuses them (not a room name) or takes the upper-case one as
 /// a room of its own, which nobody uses. A server that checks the name as

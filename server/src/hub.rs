@@ -160,6 +160,23 @@ impl Hub {
         count
     }
 
+    /// `--sabotage auth_wildcard` (test only): hand the message to every
+    /// connection subscribed to a pattern that covers `room` too.
+    pub fn fanout_to_patterns(&self, room: &str, seq: u64, frame: &Utf8Bytes) -> FanoutCount {
+        let rooms = self.rooms.read().expect("hub lock is never held across a panic");
+        let key: Arc<str> = Arc::from(room);
+        let mut count = FanoutCount::default();
+        let at = std::time::Instant::now();
+        let covering =
+            rooms.by_room.iter().filter(|(p, _)| crate::protocol::is_room_pattern(p) && crate::protocol::pattern_covers(p, room));
+        for handle in covering.flat_map(|(_, members)| members.values()) {
+            if handle.push(Outbound { room: key.clone(), seq, frame: frame.clone(), at }).is_ok() {
+                count.queued += 1;
+            }
+        }
+        count
+    }
+
     pub fn request_resync(&self) {
         self.resync.send_modify(|epoch| *epoch += 1);
     }

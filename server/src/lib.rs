@@ -183,6 +183,9 @@ pub async fn serve(
     if config.sabotage.auth_raw_name {
         protocol::normalise_room_names();
     }
+    if config.sabotage.auth_wildcard {
+        protocol::accept_room_patterns();
+    }
     let (late_fanout, late_queue) = match config.sabotage.late.is_zero() {
         true => (None, None),
         false => {

@@ -57,6 +57,33 @@ pub fn normalised_room_name(raw: &str) -> String {
     segments.join("/")
 }
 
+/// TEST ONLY: `--sabotage auth_wildcard` (see [`accept_room_patterns`]).
+static ACCEPT_ROOM_PATTERNS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// TEST ONLY (`--sabotage auth_wildcard`, for the whole process): a room
+/// name may be a broker-style pattern ([`is_room_pattern`]), subscribed
+/// to as every room it covers ([`pattern_covers`]).
+pub fn accept_room_patterns() {
+    ACCEPT_ROOM_PATTERNS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `#`, `>`, `*`, `+` (every room: room names have no separators), or a
+/// name glob ending in `*` (`room-*`).
+pub fn is_room_pattern(name: &str) -> bool {
+    matches!(name, "#" | ">" | "*" | "+")
+        || name
+            .strip_suffix('*')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')))
+}
+
+/// Does pattern `pattern` ([`is_room_pattern`]) cover `room`?
+pub fn pattern_covers(pattern: &str, room: &str) -> bool {
+    match pattern {
+        "#" | ">" | "*" | "+" => true,
+        p => p.strip_suffix('*').is_some_and(|prefix| room.starts_with(prefix)),
+    }
+}
+
 impl PartialEq for RoomId {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
@@ -91,6 +118,10 @@ impl RoomId {
         // TEST ONLY: a broken server normalises the name it was given.
         let normalised = NORMALISE_ROOM_NAMES.load(std::sync::atomic::Ordering::Relaxed).then(|| normalised_room_name(raw));
         let name = normalised.as_deref().unwrap_or(raw);
+        // TEST ONLY: a broken server takes a pattern for a room.
+        if ACCEPT_ROOM_PATTERNS.load(std::sync::atomic::Ordering::Relaxed) && is_room_pattern(name) {
+            return Ok(Self { name: name.to_owned(), written: None });
+        }
         if name.is_empty()
             || name.len() > MAX_ROOM_BYTES
             || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
@@ -363,6 +394,18 @@ impl FrameError {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `--sabotage auth_wildcard`'s patterns: the harness's wildcard
+    /// intruders' patterns, each covering its target.
+    #[test]
+    fn a_broken_server_reads_the_wildcard_patterns_as_rooms_they_cover() {
+        for variant in 0..5 {
+            let pattern = chatbench::scenario::wildcard_pattern("room-12", variant);
+            assert!(is_room_pattern(&pattern) && pattern_covers(&pattern, "room-12"), "{pattern}");
+        }
+        assert!(!pattern_covers("room-2*", "room-12"));
+        assert!(!is_room_pattern("room-1") && !is_room_pattern("*x") && !is_room_pattern("a b*"));
+    }
 
     /// The harness's `spelling` intruders (every variant) are refused by
     /// this server's names, but for the upper-case one, a room of its own;

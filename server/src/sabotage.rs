@@ -60,6 +60,10 @@ pub struct Sabotage {
     /// dot-segments, trailing separators, case) and used as that: a
     /// token for `room-1%32` opens `room-12`. For the whole process.
     pub auth_raw_name: bool,
+    /// Authorization broken: a broker-style pattern (`#`, `>`, `*`, `+`,
+    /// `room-*`) is taken as a room name, subscribed to without a grant
+    /// check, and gets every room it covers. For the whole process.
+    pub auth_wildcard: bool,
     /// Zero: off.
     pub late: std::time::Duration,
 }
@@ -100,7 +104,8 @@ impl FromStr for Sabotage {
     /// `refuse_after`, `stop_fanout`, `truncate`, `mislabel`,
     /// `ignore_unsubscribe`, `leak`, `auth_skip_after`, `auth_history_open`,
     /// `auth_first_room_only`, `auth_prefix_match`, `auth_suffix_match`,
-    /// `auth_ignore_case`, `auth_expiry_at_connect`, `auth_raw_name`.
+    /// `auth_ignore_case`, `auth_expiry_at_connect`, `auth_raw_name`,
+    /// `auth_wildcard`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = Sabotage::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -121,6 +126,7 @@ impl FromStr for Sabotage {
                 "auth_ignore_case" => Some(&mut out.auth_ignore_case),
                 "auth_expiry_at_connect" => Some(&mut out.auth_expiry_at_connect),
                 "auth_raw_name" => Some(&mut out.auth_raw_name),
+                "auth_wildcard" => Some(&mut out.auth_wildcard),
                 _ => None,
             };
             if let Some(flag) = flag {
@@ -134,7 +140,7 @@ impl FromStr for Sabotage {
             }
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 SabotageError(format!(
-                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case, auth_expiry_at_connect, auth_raw_name)"
+                    "sabotage {part:?}: expected key=probability (drop, dup, reorder), late=DURATION, or a flag (refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case, auth_expiry_at_connect, auth_raw_name, auth_wildcard)"
                 ))
             })?;
             let p: f64 = value.trim().parse().map_err(|_| SabotageError(format!("sabotage {key}: {value:?} is not a number")))?;
@@ -147,7 +153,7 @@ impl FromStr for Sabotage {
                 "reorder" => out.reorder = p,
                 other => {
                     return Err(SabotageError(format!(
-                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case, auth_expiry_at_connect or auth_raw_name)"
+                        "sabotage: unknown kind {other:?} (expected drop, dup, reorder, late, refuse_upgrade, no_ack, refuse_after, stop_fanout, truncate, mislabel, ignore_unsubscribe, leak, auth_skip_after, auth_history_open, auth_first_room_only, auth_prefix_match, auth_suffix_match, auth_ignore_case, auth_expiry_at_connect, auth_raw_name or auth_wildcard)"
                     )));
                 }
             }

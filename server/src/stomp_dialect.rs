@@ -330,7 +330,14 @@ impl Session {
         match &*v.op {
             "msg" => {
                 let (room, seq) = (s("room"), n("seq"));
-                let Some(sub) = room_of(&room).and_then(|r| self.rooms.get(&r)) else {
+                // Test only (`--sabotage auth_wildcard`): a pattern subscription covers it.
+                let by_pattern = || {
+                    self.rooms
+                        .iter()
+                        .find(|(p, _)| crate::protocol::is_room_pattern(p.as_str()) && crate::protocol::pattern_covers(p.as_str(), &room))
+                        .map(|(_, sub)| sub)
+                };
+                let Some(sub) = room_of(&room).and_then(|r| self.rooms.get(&r)).or_else(by_pattern) else {
                     if !self.leak {
                         return Outbound::Skip;
                     }

@@ -132,6 +132,9 @@ struct Connection {
     access: Access,
     /// Rooms authorized so far (`--sabotage auth_first_room_only`).
     rooms_checked: u64,
+    /// TEST ONLY (`--sabotage auth_wildcard`): it subscribed to a pattern,
+    /// so every room's messages are written to it.
+    patterns: bool,
 }
 
 /// The definite refusal of a room the token does not grant (naming the
@@ -207,6 +210,7 @@ pub(crate) async fn handle(socket: WebSocket, state: Arc<AppState>, codec: Codec
         codec,
         access,
         rooms_checked: 0,
+        patterns: false,
     };
     let end = conn.run(stream, inbox, replies).await;
     tracing::debug!(conn_id, ?end, "connection ended");
@@ -457,7 +461,8 @@ impl Connection {
 
     async fn on_live(&mut self, out: Outbound) -> Result<(), Stop> {
         match self.subs.on_live(&out.room, out.seq) {
-            Live::NotSubscribed if self.state.sabotage.leak => self.write_msg(out.frame).await, // test only: a room it never joined
+            // Test only: a room it never joined (`leak`), or one a pattern covers (`auth_wildcard`).
+            Live::NotSubscribed if self.state.sabotage.leak || self.patterns => self.write_msg(out.frame).await,
             Live::NotSubscribed | Live::Drop => Ok(()),
             Live::Write => {
                 self.write_msg(out.frame).await?;
@@ -629,6 +634,10 @@ impl Connection {
         self.rooms_checked += 1;
         // TEST ONLY: authorization broken on purpose.
         if (sabotage.auth_skip_after && with_after) || (sabotage.auth_first_room_only && self.rooms_checked > 1) {
+            return true;
+        }
+        if sabotage.auth_wildcard && crate::protocol::is_room_pattern(room.as_str()) {
+            self.patterns = true;
             return true;
         }
         let allowed = grant.may_loosely(room.as_written(), sabotage.loose());

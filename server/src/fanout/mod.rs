@@ -235,6 +235,9 @@ fn fan_out(state: &AppState, room: &str, seq: u64, frame: &Utf8Bytes) {
     } else {
         state.hub.fanout(room, seq, frame);
     }
+    if state.sabotage.auth_wildcard {
+        state.hub.fanout_to_patterns(room, seq, frame);
+    }
 }
 
 /// A message held back by `--sabotage late`.
