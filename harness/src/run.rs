@@ -499,7 +499,13 @@ pub(crate) fn judge(
 ) -> Result<ModeReport, crate::trace::TraceError> {
     let trace_path = dir.join("trace.bin");
     trace.write(&trace_path)?;
-    let notes = std::iter::once(format!("trace: {}", trace_path.display())).chain(notes).collect();
+    let hlog_path = dir.join("latency.hlog");
+    crate::report::hlog::write(trace, &hlog_path)
+        .map_err(|source| crate::trace::TraceError::Io { path: hlog_path.display().to_string(), source })?;
+    let notes = std::iter::once(format!("trace: {}", trace_path.display()))
+        .chain(std::iter::once(format!("latency per second (HdrHistogram interval log, tags ack and delivery): {}", hlog_path.display())))
+        .chain(notes)
+        .collect();
     Ok(evaluate(trace, checks, evaluate::Context { server, notes }))
 }
 
