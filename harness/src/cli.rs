@@ -208,6 +208,12 @@ pub struct RunArgs {
     /// from --start-at.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Serve the clients' live counters (sends, acks, deliveries, errors,
+    /// outstanding sends, ready clients; labels scenario and mode) for a
+    /// Prometheus to scrape at http://ADDR/metrics while the run lasts,
+    /// e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What a run runs against, shared by `run` and `sweep`.
@@ -467,6 +473,7 @@ fn run_options(scenario: &Scenario, target: TargetArgs, out_dir: PathBuf, quiet:
         shard: None,
         start_at_unix_ns: None,
         run_id: None,
+        live: None,
     })
 }
 
@@ -496,6 +503,16 @@ async fn run_command(args: RunArgs, quiet: bool, verbose: bool) -> ExitCode {
     };
     if let Err(e) = shard_options(args.shard, args.start_at.as_deref(), args.run_id.as_deref(), &mut options) {
         return usage_error(e);
+    }
+    if let Some(addr) = args.metrics_listen {
+        match crate::live_metrics::LiveMetrics::start(addr).await {
+            Ok(live) => {
+                // Asked for by name: said even with --quiet (with :0, the port is news).
+                eprintln!("metrics: http://{}/metrics", live.addr);
+                options.live = Some(std::sync::Arc::new(live));
+            }
+            Err(e) => return usage_error(format!("--metrics-listen {addr}: cannot listen there: {e}")),
+        }
     }
     if let (Some(shard), Some(fault)) = (args.shard, scenario.shared_backend_fault()) {
         return usage_error(format!(

@@ -51,6 +51,7 @@ mod doctor;
 mod duration;
 mod history_api;
 mod k8s;
+mod live_metrics;
 pub mod merge;
 mod message;
 mod nemesis;

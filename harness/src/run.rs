@@ -62,6 +62,8 @@ pub(crate) struct RunOptions {
     /// Names the run's database (and Kafka topic) instead of the clock:
     /// the shards of a run share one, so every node sees every message.
     pub run_id: Option<String>,
+    /// `--metrics-listen`: the live counters' endpoint, told of each mode.
+    pub live: Option<Arc<crate::live_metrics::LiveMetrics>>,
 }
 
 /// Why a run could not produce a verdict (exit code 3).
@@ -784,6 +786,9 @@ async fn drive<T>(
 ) -> Driven<T> {
     let Planned { rooms, plans, tokens, signer } = planned;
     let shared = Arc::new(Shared::new(rooms.len(), plans, scenario.workload.duration.0));
+    if let Some(live) = &options.live {
+        live.watch(&scenario.name, subject.as_str(), shared.clone());
+    }
     let progress = progress_bar(options.quiet, scenario, subject);
     let ticker = spawn_ticker(progress.clone(), shared.clone());
     let (controls, drops) = Controls::new();
