@@ -11,6 +11,9 @@
 //! Each mode of a run starts its counters again, under its `mode` label.
 //! The endpoint answers from when the run starts until the process ends;
 //! between modes it keeps the last mode's figures.
+//! `examples/grafana/chatbench-live.json` is a Grafana dashboard of them
+//! (its queries are checked against these names here, and run against a
+//! real Prometheus in `harness/tests/prometheus_scrape.rs`).
 
 use crate::client::Shared;
 use axum::response::IntoResponse;
@@ -128,6 +131,8 @@ impl Drop for LiveMetrics {
 mod tests {
     use super::*;
 
+    const DASHBOARD: &str = include_str!("../../examples/grafana/chatbench-live.json");
+
     /// The endpoint serves the live counters with their labels, parsed
     /// here as a scraper would (by name and labels).
     #[tokio::test]
@@ -152,6 +157,26 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
+        // The shipped Grafana dashboard queries exactly what is exported.
+        let exported: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| match l.split_once(' ') {
+                Some((name, "counter")) => format!("{name}_total"),
+                Some((name, _)) => name.to_owned(),
+                None => l.to_owned(),
+            })
+            .collect();
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).unwrap();
+        let names = regex::Regex::new("chatbench_[a-z_]+").unwrap();
+        let queried: std::collections::BTreeSet<String> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["targets"].as_array().unwrap().iter())
+            .flat_map(|t| names.find_iter(t["expr"].as_str().unwrap()).map(|m| m.as_str().to_owned()).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(queried, exported, "the dashboard's panels and the endpoint's metrics");
         shared.acked.store(6, Ordering::Relaxed);
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
         assert!(text.contains("chatbench_acks_total{scenario=\"smoke\",mode=\"changestream\"} 6"), "live: {text}");

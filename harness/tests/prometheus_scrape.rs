@@ -38,13 +38,19 @@ fn scenario(dir: &Path) -> PathBuf {
     path
 }
 
-/// Prometheus's HTTP API: the one value of an instant query (None: no series).
-fn query(base: &str, promql: &str) -> Option<f64> {
-    let url = format!("{base}/api/v1/query?query={}", form_urlencoded::byte_serialize(promql.as_bytes()).collect::<String>());
+/// Prometheus's HTTP API: the first value of an instant query, now or at
+/// `at` (seconds since the epoch); None: no series.
+fn query_at(base: &str, promql: &str, at: Option<f64>) -> Option<f64> {
+    let time = at.map(|t| format!("&time={t}")).unwrap_or_default();
+    let url = format!("{base}/api/v1/query?query={}{time}", form_urlencoded::byte_serialize(promql.as_bytes()).collect::<String>());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     let body: serde_json::Value = rt.block_on(async { reqwest::get(&url).await.ok()?.json().await.ok() })?;
     let result = body["data"]["result"].as_array()?.first()?.clone();
     result["value"][1].as_str()?.parse().ok()
+}
+
+fn query(base: &str, promql: &str) -> Option<f64> {
+    query_at(base, promql, None)
 }
 
 #[test]
@@ -60,6 +66,7 @@ fn a_real_prometheus_scrapes_the_live_counters_during_a_run() {
         .unwrap();
     let mut stderr = BufReader::new(run.stderr.take().unwrap());
     let mut run = Killed(run);
+    let started = std::time::SystemTime::now();
     let mut line = String::new();
     let target = loop {
         line.clear();
@@ -93,6 +100,7 @@ fn a_real_prometheus_scrapes_the_live_counters_during_a_run() {
     let base = format!("http://127.0.0.1:{port}");
     // The run ends on its own; meanwhile Prometheus scrapes it.
     let status = run.0.wait().unwrap();
+    let ended = std::time::SystemTime::now();
     let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "the run passes");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
@@ -114,5 +122,15 @@ fn a_real_prometheus_scrapes_the_live_counters_during_a_run() {
     assert!(scraped_sends >= scraped_acks && scraped_sends <= sent, "sends: scraped {scraped_sends}, report {sent}");
     let scrapes = query(&base, "count_over_time(up{job=\"chatbench\"}[10m])").unwrap_or(0.0);
     assert!(scrapes >= 3.0, "Prometheus scraped the run {scrapes} times");
+    // Every panel of the shipped Grafana dashboard, at a moment of the
+    // run (2 s before it ended), returns a series from what was stored.
+    let at = ended.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 2.0;
+    assert!(at > started.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64());
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!("../../examples/grafana/chatbench-live.json")).unwrap();
+    for target in dashboard["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().unwrap().iter()) {
+        let expr = target["expr"].as_str().unwrap().replace("$scenario", "prom").replace("$mode", "changestream");
+        let value = query_at(&base, &expr, Some(at));
+        assert!(value.is_some(), "the dashboard's {expr:?} returned nothing at {at}; Prometheus's log:\n{}", log());
+    }
     drop(prometheus);
 }
