@@ -52,18 +52,31 @@ pub enum Command {
         scenario: Option<PathBuf>,
     },
     /// Compare two runs' report.json (or two sweeps' sweep.json: knees and
-    /// curves); exit 1 if a gated metric regressed.
+    /// curves), or with --history the newest run of a scenario against the
+    /// runs before it; exit 1 if a gated metric regressed.
     Compare {
         /// The baseline report.json or sweep.json.
-        baseline: PathBuf,
+        #[arg(required_unless_present = "history")]
+        baseline: Option<PathBuf>,
         /// The candidate report.json or sweep.json.
-        candidate: PathBuf,
+        #[arg(required_unless_present = "history")]
+        candidate: Option<PathBuf>,
         /// Metrics that gate (default: delivery-p99 and acked-per-s).
         #[arg(long = "metric", value_enum)]
         metrics: Vec<crate::report::compare::Metric>,
         /// How much worse (percent) a gated metric may get.
         #[arg(long, default_value_t = 10.0)]
         tolerance: f64,
+        /// A history file (`run --history`): judge its newest run of the
+        /// scenario against the median of the runs before it.
+        #[arg(long, conflicts_with_all = ["baseline", "candidate"])]
+        history: Option<PathBuf>,
+        /// With --history: which scenario (default: the newest run's).
+        #[arg(long, requires = "history")]
+        scenario: Option<String>,
+        /// With --history: how many earlier runs make the baseline's medians.
+        #[arg(long, default_value_t = 5, requires = "history")]
+        window: usize,
     },
     /// One message's timeline in a run: each send, ack, delivery (body as
     /// sent or not), its subscribers' connection events and the faults
@@ -208,6 +221,11 @@ pub struct RunArgs {
     /// from --start-at.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Append this run to a history file (one JSON line: when, the commit
+    /// under test, the report without per-event detail), which `compare
+    /// --history` reads to flag regressions across commits.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
     /// Serve the clients' live counters (sends, acks, deliveries, errors,
     /// outstanding sends, ready clients; labels scenario and mode) for a
     /// Prometheus to scrape at http://ADDR/metrics while the run lasts,
@@ -294,7 +312,13 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(args) => run_command(args, cli.quiet, cli.verbose).await,
         Command::Sweep(args) => sweep_command(args, cli.quiet).await,
         Command::Check { trace, scenario } => check_command(&trace, scenario.as_deref(), cli.verbose),
-        Command::Compare { baseline, candidate, metrics, tolerance } => compare_command(&baseline, &candidate, metrics, tolerance),
+        Command::Compare { history: Some(history), scenario, window, metrics, tolerance, .. } => {
+            history_command(&history, scenario.as_deref(), window, metrics, tolerance)
+        }
+        Command::Compare { baseline: Some(baseline), candidate: Some(candidate), metrics, tolerance, .. } => {
+            compare_command(&baseline, &candidate, metrics, tolerance)
+        }
+        Command::Compare { .. } => usage_error("compare needs BASELINE and CANDIDATE, or --history FILE"),
         Command::Dump { trace, client, msg } => match Trace::read(&trace) {
             Ok(t) => {
                 // A closed pipe (`| head`) ends the dump quietly.
@@ -534,6 +558,14 @@ async fn run_command(args: RunArgs, quiet: bool, verbose: bool) -> ExitCode {
         Ok(report) => {
             print!("{}", crate::report::table::render(&report, verbose));
             println!("results: {}", out_dir.display());
+            if let Some(path) = &args.history {
+                let entry = crate::report::history::Entry::of(&report, crate::report::history::current_commit());
+                if let Err(e) = crate::report::history::append(path, &entry) {
+                    eprintln!("error: appending the run to {}: {e}", path.display());
+                    return ExitCode::from(EXIT_INFRA);
+                }
+                println!("history: {} (commit {})", path.display(), entry.commit.as_deref().unwrap_or("unknown"));
+            }
             let report_only: Vec<Mode> = report_only_modes.clone();
             let gated_pass = report
                 .modes
@@ -706,6 +738,34 @@ fn compare_command(
     let comparison = compare(&a, &b, &gate, tolerance);
     print!("{}", render(&comparison, tolerance));
     ExitCode::from(if comparison.regressed() { EXIT_CHECK_FAILED } else { EXIT_PASS })
+}
+
+/// `chatbench compare --history`: 0 no regression, 1 a regression, 2 the
+/// history cannot be read or has too few runs of the scenario.
+fn history_command(
+    path: &std::path::Path,
+    scenario: Option<&str>,
+    window: usize,
+    metrics: Vec<crate::report::compare::Metric>,
+    tolerance: f64,
+) -> ExitCode {
+    use crate::report::compare::{Metric, render};
+    use crate::report::history;
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        return usage_error(format!("--tolerance {tolerance}: must be a non-negative percentage"));
+    }
+    let entries = match history::read(path) {
+        Ok(e) => e,
+        Err(e) => return usage_error(e),
+    };
+    let gate = if metrics.is_empty() { vec![Metric::DeliveryP99, Metric::AckedPerS] } else { metrics };
+    match history::judge(&entries, scenario, window, &gate, tolerance) {
+        Ok((comparison, candidate, baseline)) => {
+            print!("{}{}", history::describe(candidate, &baseline), render(&comparison, tolerance));
+            ExitCode::from(if comparison.regressed() { EXIT_CHECK_FAILED } else { EXIT_PASS })
+        }
+        Err(e) => usage_error(format!("{}: {e}", path.display())),
+    }
 }
 
 /// `chatbench merge`: 0 the merged verdict passed, 1 a check failed (or a

@@ -31,7 +31,7 @@ impl Metric {
         }
     }
 
-    fn value(self, m: &ModeReport) -> f64 {
+    pub(crate) fn value(self, m: &ModeReport) -> f64 {
         match self {
             Metric::AckP99 => m.latency.ack.p99_us as f64,
             Metric::DeliveryP50 => m.latency.delivery.p50_us as f64,
@@ -39,6 +39,18 @@ impl Metric {
             Metric::DeliveryP999 => m.latency.delivery.p999_us as f64,
             Metric::AckedPerS => m.throughput.acked_per_s,
             Metric::DeliveredPerS => m.throughput.delivered_per_s,
+        }
+    }
+
+    /// Put `v` where [`Metric::value`] reads it (a baseline made of medians).
+    pub(crate) fn set(self, m: &mut ModeReport, v: f64) {
+        match self {
+            Metric::AckP99 => m.latency.ack.p99_us = v.round() as u64,
+            Metric::DeliveryP50 => m.latency.delivery.p50_us = v.round() as u64,
+            Metric::DeliveryP99 => m.latency.delivery.p99_us = v.round() as u64,
+            Metric::DeliveryP999 => m.latency.delivery.p999_us = v.round() as u64,
+            Metric::AckedPerS => m.throughput.acked_per_s = v,
+            Metric::DeliveredPerS => m.throughput.delivered_per_s = v,
         }
     }
 

@@ -6,6 +6,7 @@ pub(crate) mod cause;
 pub mod compare;
 pub mod evaluate;
 pub mod explain;
+pub mod history;
 pub mod hlog;
 pub mod html;
 pub mod junit;
