@@ -26,12 +26,7 @@ for tag, h in sorted(totals.items()):
 "#;
 
 fn python() -> PathBuf {
-    let cache = std::env::var_os("CHATBENCH_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"))
-            .join("chatbench")
-    });
+    let cache = chatbench::provider::cache_dir();
     let bin = cache.join("hdr-venv/bin/python");
     assert!(bin.exists(), "{} is missing: run `ci/setup hdr` (the README's test command does)", bin.display());
     bin

@@ -11,12 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_chatbench");
 const VERSIONS: [&str; 2] = ["1.29.0", "1.34.0"];
 
 fn validator() -> PathBuf {
-    let cache = std::env::var_os("CHATBENCH_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"))
-            .join("chatbench")
-    });
+    let cache = chatbench::provider::cache_dir();
     let bin = cache.join("k8s-venv/bin/kubernetes-validate");
     assert!(bin.exists(), "{} is missing: run `ci/setup k8s` (the README's test command does)", bin.display());
     bin
