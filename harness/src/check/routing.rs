@@ -131,6 +131,31 @@ mod tests {
         assert_eq!(super::check(&TraceIndex::build(&t)).len(), sends.len(), "without the grant, every one leaks");
     }
 
+    /// A served history read is a leak, except for a `spelling` intruder
+    /// whose spelling is itself one of the run's rooms: it read its own
+    /// room, and a count cannot tell whose messages were served.
+    #[test]
+    fn a_spelling_that_is_a_run_room_reads_its_own_history() {
+        use crate::trace::{Answer, Attempt};
+        let mut t = correct_trace(&TraceShape::plain(2, 1, 1, 4), 3);
+        let intruder = t.clients.len() as u32;
+        t.clients.push(ClientInfo { role: Role::Intruder(Credential::Spelling), room: 0, granted: Some(1), ..Default::default() });
+        let end = t.meta.ended_ns;
+        let answer = Answer::Accepted { served: 4 };
+        t.events.push(Event {
+            t_ns: end,
+            client: intruder,
+            kind: EventKind::Probe { room: 0, attempt: Attempt::History, answer, started_ns: end },
+        });
+        let leaks = |t: &crate::trace::Trace| super::check(&TraceIndex::build(t)).iter().filter(|f| f.kind == FindingKind::Leak).count();
+        assert_eq!(leaks(&t), 0, "its own room's history");
+        t.clients[intruder as usize].granted = None;
+        assert_eq!(leaks(&t), 1, "a spelling of no run room: the target's history, a leak");
+        t.clients[intruder as usize] =
+            ClientInfo { role: Role::Intruder(Credential::Confusable), room: 0, granted: Some(1), ..Default::default() };
+        assert_eq!(leaks(&t), 1, "a confusable intruder asked for the target by name: a leak");
+    }
+
     /// An `expiring` intruder's deliveries of messages sent before its
     /// expiry were its own; each one sent after is exactly one leak.
     #[test]
