@@ -181,16 +181,9 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released). For backends that
-/// cannot listen on port 0 themselves; callers retry if it was taken meanwhile.
-pub fn free_port() -> io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// A free TCP port on 127.0.0.1 *outside* the kernel's ephemeral range, for
 /// a backend the nemesis restarts on the same port: a port from
-/// [`free_port`] lies in the ephemeral range, where any client socket may
+/// [`stable_port`] lies in the ephemeral range, where any client socket may
 /// take it while the backend is down (seen as `address already in use`).
 /// Tries random ports in [`STABLE_PORTS`] until one binds.
 pub fn stable_port() -> io::Result<u16> {

@@ -9,7 +9,7 @@ mod process;
 
 use super::docker::Pull;
 use super::{ProviderChoice, ProviderError, ProviderKind, Restart};
-use crate::process::{ChildGuard, free_port, tail};
+use crate::process::{ChildGuard, stable_port, tail};
 use crate::proxy::FaultProxy;
 use anyhow::Context as _;
 use rdkafka::ClientConfig;
@@ -157,7 +157,7 @@ impl KafkaLink {
         if bootstrap.contains(',') {
             return Err(anyhow::anyhow!("Kafka at {bootstrap} has several bootstrap servers; the Kafka link proxy serves a single broker"));
         }
-        let tansu_port = free_port().map_err(anyhow::Error::from)?;
+        let tansu_port = stable_port().map_err(anyhow::Error::from)?;
         let proxy = FaultProxy::start(([127, 0, 0, 1], tansu_port).into()).await.map_err(|e| anyhow::anyhow!("fault proxy: {e}"))?;
         let tansu_proxy = spawn_tansu_proxy(tansu_port, &proxy, bootstrap, log)?;
         let link = KafkaLink {

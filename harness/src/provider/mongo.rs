@@ -210,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn external_that_does_not_answer_names_the_uri() {
-        let port = crate::process::free_port().unwrap();
+        let port = crate::process::stable_port().unwrap();
         let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300");
         let request =
             MongoRequest { members: 1, uri: Some(uri.clone()), persistent: false, server_args: Vec::new(), image: None, network: None };

@@ -13,7 +13,7 @@
 //! to a Python server), so restart scenarios run at low rates.
 
 use super::{KafkaBackend, KafkaRequest, prepare};
-use crate::process::{ChildGuard, free_port, tail, which};
+use crate::process::{ChildGuard, stable_port, tail, which};
 use crate::provider::mongo::{compat_python, venv_package};
 use crate::provider::{ProviderError, ProviderKind, Restart};
 use anyhow::Context as _;
@@ -74,7 +74,7 @@ impl Storage {
         let script = dir.join("s3_launcher.py");
         std::fs::write(&script, S3_LAUNCHER).map_err(|e| anyhow::anyhow!("writing the S3 launcher: {e}"))?;
         let ready_file = dir.join("s3.ready");
-        let port = free_port().map_err(anyhow::Error::from)?;
+        let port = stable_port().map_err(anyhow::Error::from)?;
         let log_file = std::fs::File::create(log).map_err(|e| anyhow::anyhow!("creating {}: {e}", log.display()))?;
         let mut cmd = Command::new(compat_python());
         cmd.arg(&script)
@@ -190,7 +190,7 @@ pub(super) async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<Kafk
         } else {
             Storage::Memory
         };
-        let port = free_port().map_err(|e| failed(e.to_string()))?;
+        let port = stable_port().map_err(|e| failed(e.to_string()))?;
         match Running::spawn_ready(dir.path(), &storage, port, &log, request).await {
             Ok(broker) => {
                 let bootstrap = format!("127.0.0.1:{port}");

@@ -65,7 +65,7 @@ pub(super) async fn start(request: &KafkaRequest, pull: Pull) -> Result<KafkaBac
     let (name, tag) = engine::split_image(&image);
     if is_tansu(info.as_ref()) {
         refuse_restarts("docker", "Kafka", request.persistent, "tansu in a container keeps its log in memory (use compat)")?;
-        let port = crate::process::free_port().map_err(|e| failed(format!("no free port: {e}")))?;
+        let port = crate::process::stable_port().map_err(|e| failed(format!("no free port: {e}")))?;
         let container = GenericImage::new(name, tag)
             .with_exposed_port(9092.tcp())
             .with_cmd(tansu_command(port))

@@ -2,7 +2,7 @@
 //! broker+controller on free ports, storage formatted by the harness.
 
 use super::{KafkaBackend, KafkaRequest, prepare};
-use crate::process::{ChildGuard, free_port, tail, which};
+use crate::process::{ChildGuard, stable_port, tail, which};
 use crate::provider::{ProviderError, ProviderKind, Restart};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -76,7 +76,8 @@ pub(super) async fn start(request: &KafkaRequest, log_dir: &Path) -> Result<Kafk
     })?;
     let failed = |why: String| ProviderError::StartFailed { provider: "process", what: "Kafka".into(), why };
     let dir = tempfile::Builder::new().prefix("chatbench-kafka-").tempdir().map_err(|e| failed(e.to_string()))?;
-    let (broker_port, controller_port) = (free_port().map_err(|e| failed(e.to_string()))?, free_port().map_err(|e| failed(e.to_string()))?);
+    let (broker_port, controller_port) =
+        (stable_port().map_err(|e| failed(e.to_string()))?, stable_port().map_err(|e| failed(e.to_string()))?);
     let config = dir.path().join("server.properties");
     std::fs::write(&config, server_properties(broker_port, controller_port, &dir.path().join("data")))
         .map_err(|e| failed(e.to_string()))?;

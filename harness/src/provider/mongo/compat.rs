@@ -6,7 +6,7 @@
 //! the Rust driver rejects; see the launcher's docstring.
 
 use super::{MongoBackend, MongoRequest, Restart, single_member_only, wait_until_ready};
-use crate::process::{ChildGuard, free_port, tail};
+use crate::process::{ChildGuard, stable_port, tail};
 use crate::provider::{ProviderError, ProviderKind, cache_dir};
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
@@ -123,7 +123,7 @@ pub(super) async fn start(request: &MongoRequest, log_dir: &Path) -> Result<Mong
     let mut last_error = String::new();
     // The port is picked before nx-27017 binds it; retry if someone took it.
     for _attempt in 0..3 {
-        let port = free_port().map_err(|e| failed(e.to_string()))?;
+        let port = stable_port().map_err(|e| failed(e.to_string()))?;
         match Running::spawn(dir.path(), &db, port, &log).await {
             Ok(child) => {
                 let uri = uri_for(port);

@@ -67,7 +67,7 @@ pub(super) async fn start(request: &MongoRequest, pull: Pull) -> Result<MongoBac
     let (_docker, image, info) = engine::prepare(choice, pull).await?;
     let compat = is_compat(info.as_ref());
     let failed = |why: String| ProviderError::StartFailed { provider: "docker", what: format!("the mongo container ({image})"), why };
-    let host_port = crate::process::free_port().map_err(|e| failed(format!("no free port: {e}")))?;
+    let host_port = crate::process::stable_port().map_err(|e| failed(format!("no free port: {e}")))?;
     let (name, tag) = engine::split_image(&image);
     let network = match &request.network {
         Some(name) => Some(engine::RunNetwork::create(name.clone()).await.map_err(|e| failed(format!("{e:#}")))?),

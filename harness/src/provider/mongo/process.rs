@@ -2,7 +2,7 @@
 //! free ports, with the replica set initiated by the harness.
 
 use super::{MongoBackend, MongoRequest, server_version, wait_until_ready};
-use crate::process::{ChildGuard, free_port, tail, which};
+use crate::process::{ChildGuard, stable_port, tail, which};
 use crate::provider::{ProviderError, ProviderKind, Restart};
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -120,7 +120,7 @@ pub(super) async fn start(request: &MongoRequest, log_dir: &Path) -> Result<Mong
     let mut members = Vec::new();
     let mut ports = Vec::new();
     for i in 0..request.members {
-        let port = free_port().map_err(|e| failed(e.to_string()))?;
+        let port = stable_port().map_err(|e| failed(e.to_string()))?;
         let dbpath = dir.path().join(format!("member-{i}"));
         std::fs::create_dir_all(&dbpath).map_err(|e| failed(e.to_string()))?;
         let log = log_dir.join(format!("mongod-{i}.log"));
