@@ -554,6 +554,14 @@ async fn run_command(args: RunArgs, quiet: bool, verbose: bool) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_INFRA);
     }
+    // Nodes this process starts hold these connections too (an external
+    // system's limits are its own).
+    if scenario.system.external.is_none()
+        && let Err(e) = crate::resources::ensure_node_fd_limit(sockets, u64::from(scenario.topology.nodes), &who)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_INFRA);
+    }
     match run(&scenario, &options).await {
         Ok(report) => {
             print!("{}", crate::report::table::render(&report, verbose));

@@ -203,6 +203,34 @@ pub(crate) enum FdLimitError {
     HardLimit { who: String, sockets: u64, hard: u64, need: u64, shards: u64 },
     #[error("could not raise the open-file limit from {soft} to {to} (needed for {sockets} connections)")]
     CannotRaise { sockets: u64, soft: u64, to: u64 },
+    #[error(
+        "{who}'s {sockets} client connections over {nodes} node(s) are {per_node} or more per node, but a node may open only {hard} files \
+         (hard RLIMIT_NOFILE, which the nodes inherit); raise topology.nodes to {need_nodes} or more (`--nodes {need_nodes}`), \
+         or raise the limit (`ulimit -Hn` as root)"
+    )]
+    NodeLimit { who: String, sockets: u64, nodes: u64, per_node: u64, hard: u64, need_nodes: u64 },
+}
+
+/// File descriptors a node keeps besides its client sockets (its listener,
+/// backend and broker connections, logs).
+pub(crate) const NODE_FD_MARGIN: u64 = 128;
+
+/// The nodes the harness starts inherit its hard open-file limit: fail
+/// before the run when `sockets` connections spread evenly over `nodes`
+/// nodes would not fit in it (an uneven placement needs more).
+pub(crate) fn ensure_node_fd_limit(sockets: u64, nodes: u64, who: &str) -> Result<(), FdLimitError> {
+    let Some((_, hard)) = fd_limits() else { return Ok(()) };
+    node_fit(sockets, nodes, hard, who)
+}
+
+fn node_fit(sockets: u64, nodes: u64, hard: u64, who: &str) -> Result<(), FdLimitError> {
+    let nodes = nodes.max(1);
+    let per_node = sockets.div_ceil(nodes);
+    if per_node + NODE_FD_MARGIN <= hard {
+        return Ok(());
+    }
+    let room = hard.saturating_sub(NODE_FD_MARGIN).max(1);
+    Err(FdLimitError::NodeLimit { who: who.to_owned(), sockets, nodes, per_node, hard, need_nodes: sockets.div_ceil(room) })
 }
 
 /// Make room for `sockets` client sockets: raise the soft open-file limit
@@ -251,6 +279,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn connections_past_what_a_node_may_hold_are_refused_with_the_nodes_needed() {
+        assert!(node_fit(39_000, 2, 20_000, "the scenario").is_ok());
+        let e = node_fit(60_032, 2, 20_000, "shard 0/4").unwrap_err();
+        assert_eq!(
+            e,
+            FdLimitError::NodeLimit { who: "shard 0/4".into(), sockets: 60_032, nodes: 2, per_node: 30_016, hard: 20_000, need_nodes: 4 }
+        );
+        let text = e.to_string();
+        assert!(text.contains("--nodes 4") && text.contains("30016 or more per node"), "{text}");
+        // What it asks for fits.
+        assert!(node_fit(60_032, 4, 20_000, "shard 0/4").is_ok());
+        // Exactly at the edge: the margin counts.
+        assert!(node_fit(20_000 - NODE_FD_MARGIN, 1, 20_000, "x").is_ok());
+        assert!(node_fit(20_000 - NODE_FD_MARGIN + 1, 1, 20_000, "x").is_err());
+    }
 
     #[test]
     fn processes_are_named_from_their_command_lines() {
