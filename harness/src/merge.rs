@@ -272,7 +272,7 @@ pub fn merge(mut shards: Vec<Trace>) -> Result<Trace, MergeError> {
 
 fn remap(kind: EventKind, room_base: u32, node_base: u32) -> EventKind {
     match kind {
-        EventKind::Connected { node } => EventKind::Connected { node: node + node_base },
+        EventKind::Connected { node, took_us } => EventKind::Connected { node: node + node_base, took_us },
         other => other.with_room(|room| Some(room + room_base)).expect("every room maps"),
     }
 }

@@ -785,7 +785,10 @@ async fn drive<T>(
     ) -> (Vec<crate::trace::FaultRecord>, T),
 ) -> Driven<T> {
     let Planned { rooms, plans, tokens, signer } = planned;
-    let shared = Arc::new(Shared::new(rooms.len(), plans, scenario.workload.duration.0));
+    // A declared connect rate is the whole scenario's: each shard takes its share.
+    let shards = options.shard.map_or(1, |s| s.count);
+    let connect_rate = scenario.workload.connect_rate.map(|r| r / f64::from(shards));
+    let shared = Arc::new(Shared::new(rooms.len(), plans, scenario.workload.duration.0).with_connect_rate(connect_rate));
     if let Some(live) = &options.live {
         live.watch(&scenario.name, subject.as_str(), shared.clone());
     }
@@ -924,9 +927,20 @@ fn spawn_ticker(bar: ProgressBar, shared: Arc<Shared>) -> tokio::task::JoinHandl
         loop {
             tick.tick().await;
             bar.set_position(started.elapsed().as_secs());
+            let sent = shared.sent.load(Ordering::Relaxed);
+            if sent == 0 {
+                // The connect phase (long at 100k connections, paced by
+                // `workload.connect_rate`): how many are up so far.
+                bar.set_message(format!(
+                    "connecting: {} up, {} gave up",
+                    shared.ready.load(Ordering::Relaxed),
+                    shared.gave_up.load(Ordering::Relaxed)
+                ));
+                continue;
+            }
             bar.set_message(format!(
                 "sent {} acked {} delivered {} errors {}",
-                shared.sent.load(Ordering::Relaxed),
+                sent,
                 shared.acked.load(Ordering::Relaxed),
                 shared.delivered.load(Ordering::Relaxed),
                 shared.errors.load(Ordering::Relaxed)

@@ -17,7 +17,7 @@ pub use crate::scenario::{Attempt, Credential};
 pub type RoomIdx = u32;
 
 /// Bump when the trace layout changes; `chatbench check` refuses others.
-pub const TRACE_VERSION: u32 = 9;
+pub const TRACE_VERSION: u32 = 10;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -118,9 +118,13 @@ pub struct Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
-    /// A WebSocket connection (the first, or a reconnect) is open.
+    /// A WebSocket connection (the first, or a reconnect) is open (and its
+    /// protocol session, e.g. STOMP's CONNECTED). `took_us`: from its first
+    /// attempt (after waiting for a `workload.connect_rate` turn) to here,
+    /// failed attempts and their back-off included; saturates at u32::MAX.
     Connected {
         node: u32,
+        took_us: u32,
     },
     /// A send left the client; `scheduled_ns` is when the schedule wanted it
     /// (latency counts from there). A resend repeats the event.

@@ -116,7 +116,7 @@ mod tests {
         // (after the send) just before it: a catch-up, 3 s < 10 s.
         let t = late.events[last].t_ns - 3 * s + 1;
         late.events.push(crate::trace::Event { t_ns: t, client: sub, kind: EventKind::Closed { code: None } });
-        late.events.push(crate::trace::Event { t_ns: t + 1, client: sub, kind: EventKind::Connected { node: 0 } });
+        late.events.push(crate::trace::Event { t_ns: t + 1, client: sub, kind: EventKind::Connected { node: 0, took_us: 0 } });
         late.events.push(crate::trace::Event { t_ns: t + 2, client: sub, kind: EventKind::Subscribing { room: 0, after: Some(5) } });
         late.events.push(crate::trace::Event {
             t_ns: t + 3,

@@ -409,7 +409,7 @@ mod tests {
             let sub = t.clients.iter().position(|c| c.role == crate::trace::Role::Subscriber).unwrap() as ClientId;
             let down = t.meta.sending_ended_ns + ms;
             t.events.push(Event { t_ns: down, client: sub, kind: EventKind::Closed { code: None } });
-            t.events.push(Event { t_ns: down + 12_000 * ms, client: sub, kind: EventKind::Connected { node: 0 } });
+            t.events.push(Event { t_ns: down + 12_000 * ms, client: sub, kind: EventKind::Connected { node: 0, took_us: 0 } });
             t.events.push(Event { t_ns: down + 12_000 * ms + 1, client: sub, kind: EventKind::Subscribing { room: 0, after: Some(3) } });
             t.events.push(Event {
                 t_ns: down + 12_000 * ms + 2,

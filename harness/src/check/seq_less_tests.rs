@@ -47,7 +47,7 @@ pub(super) fn base_with(guarantees: Guarantees, store: bool) -> Trace {
         api_history: Vec::new(),
     };
     for c in 0..4 {
-        t.events.push(Event { t_ns: MS, client: c, kind: EventKind::Connected { node: 0 } });
+        t.events.push(Event { t_ns: MS, client: c, kind: EventKind::Connected { node: 0, took_us: 0 } });
     }
     for c in 2..4 {
         t.events.push(Event { t_ns: 2 * MS, client: c, kind: EventKind::Subscribing { room: 0, after: None } });
@@ -113,7 +113,7 @@ fn a_message_sent_while_a_subscriber_was_away_is_not_owed_to_it() {
     let mut t = base(OrderGuarantee::PerSender);
     t.events.push(Event { t_ns: 15 * MS, client: 3, kind: EventKind::Closed { code: None } });
     let a = send(&mut t, 20, 0, 0);
-    t.events.push(Event { t_ns: 25 * MS, client: 3, kind: EventKind::Connected { node: 0 } });
+    t.events.push(Event { t_ns: 25 * MS, client: 3, kind: EventKind::Connected { node: 0, took_us: 0 } });
     t.events.push(Event { t_ns: 26 * MS, client: 3, kind: EventKind::Subscribing { room: 0, after: None } });
     t.events.push(Event { t_ns: 26 * MS, client: 3, kind: EventKind::Subscribed { room: 0, head: 0, after: None } });
     let b = send(&mut t, 30, 0, 1);
@@ -137,7 +137,7 @@ fn with_recovery_a_message_sent_while_a_subscriber_was_away_is_owed() {
         t.meta.guarantees.history = history;
         t.events.push(Event { t_ns: 15 * MS, client: 3, kind: EventKind::Closed { code: None } });
         let a = send(&mut t, 20, 0, 0);
-        t.events.push(Event { t_ns: 25 * MS, client: 3, kind: EventKind::Connected { node: 0 } });
+        t.events.push(Event { t_ns: 25 * MS, client: 3, kind: EventKind::Connected { node: 0, took_us: 0 } });
         t.events.push(Event { t_ns: 26 * MS, client: 3, kind: EventKind::Subscribing { room: 0, after: None } });
         t.events.push(Event { t_ns: 26 * MS, client: 3, kind: EventKind::Subscribed { room: 0, head: 0, after: None } });
         deliver(&mut t, 40, 2, a);

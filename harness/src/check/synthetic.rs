@@ -222,12 +222,12 @@ impl Gen {
         });
         for r in receivers.iter().filter(|r| r.joined) {
             if self.clients[r.client as usize].room == room {
-                self.push(0, r.client, EventKind::Connected { node: r.client % 3 });
+                self.push(0, r.client, EventKind::Connected { node: r.client % 3, took_us: 0 });
             }
             self.subscribe(50 * US, r.client, room, 0, None, 50 * US);
         }
         for &s in &cast.senders {
-            self.push(0, s, EventKind::Connected { node: s % 3 });
+            self.push(0, s, EventKind::Connected { node: s % 3, took_us: 0 });
         }
         // Outcomes per sender: trouble in the middle, maybe an
         // indeterminate last send.
@@ -281,7 +281,7 @@ impl Gen {
                 }
                 Outcome::CloseThenAck | Outcome::Indeterminate { .. } => {
                     self.push(t + 100 * US, sender, EventKind::Closed { code: None });
-                    self.push(t + 150 * US, sender, EventKind::Connected { node: (sender + 1) % 3 });
+                    self.push(t + 150 * US, sender, EventKind::Connected { node: (sender + 1) % 3, took_us: 0 });
                     // A chatter resubscribes from the last seq it saw.
                     if let Some(r) = receivers.iter().find(|r| r.client == sender) {
                         self.subscribe(t + 170 * US, sender, room, head, Some(r.last_seq), 10 * US);
@@ -314,13 +314,17 @@ impl Gen {
                     self.events.push(Event {
                         t_ns: t + 750 * US,
                         client: r.client,
-                        kind: EventKind::Connected { node: (r.client + 1) % 3 },
+                        kind: EventKind::Connected { node: (r.client + 1) % 3, took_us: 0 },
                     });
                     let (client, last) = (r.client, r.last_seq);
                     self.subscribe(t + 780 * US, client, room, head, Some(last), 20 * US);
                 } else if r.refused_at == Some(slot) {
                     self.events.push(Event { t_ns: t + 700 * US, client: r.client, kind: EventKind::Closed { code: None } });
-                    self.events.push(Event { t_ns: t + 750 * US, client: r.client, kind: EventKind::Connected { node: r.client % 3 } });
+                    self.events.push(Event {
+                        t_ns: t + 750 * US,
+                        client: r.client,
+                        kind: EventKind::Connected { node: r.client % 3, took_us: 0 },
+                    });
                     let (client, last) = (r.client, r.last_seq);
                     self.push(t + 760 * US, client, EventKind::Subscribing { room, after: Some(last) });
                     self.push(t + 780 * US, client, EventKind::SubscribeRefused { room });
@@ -359,7 +363,7 @@ impl Gen {
     fn join_late(&mut self, room: RoomIdx, r: &mut Receiver, t: u64, entries: &[Stored]) {
         let head = entries.len() as u64;
         let after = if head == 0 { 0 } else { self.rng.random_range(0..head) };
-        self.push(t, r.client, EventKind::Connected { node: r.client % 3 });
+        self.push(t, r.client, EventKind::Connected { node: r.client % 3, took_us: 0 });
         self.clients[r.client as usize].after = Some(after);
         self.subscribe(t + 20 * US, r.client, room, head, Some(after), 30 * US);
         for (n, e) in entries.iter().filter(|e| e.seq > after).enumerate() {
@@ -1027,7 +1031,7 @@ mod tests {
                         let client = self.trace.clients.len() as ClientId;
                         self.trace.clients.push(ClientInfo { role, room, node: 0, ..Default::default() });
                         self.reserved_clients.insert(client);
-                        self.trace.events.push(Event { t_ns: 0, client, kind: EventKind::Connected { node: 0 } });
+                        self.trace.events.push(Event { t_ns: 0, client, kind: EventKind::Connected { node: 0, took_us: 0 } });
                         if role == Role::Subscriber {
                             self.trace.events.push(Event { t_ns: 50 * US, client, kind: EventKind::Subscribing { room, after: None } });
                             self.trace.events.push(Event {
@@ -1476,7 +1480,7 @@ mod tests {
             let back = t + within + MS;
             // Reconnected at once, but its subscription is answered (refused) only at `back`.
             self.trace.events.push(Event { t_ns: t, client, kind: EventKind::Closed { code: None } });
-            self.trace.events.push(Event { t_ns: t + 200 * US, client, kind: EventKind::Connected { node: 0 } });
+            self.trace.events.push(Event { t_ns: t + 200 * US, client, kind: EventKind::Connected { node: 0, took_us: 0 } });
             self.trace.events.push(Event { t_ns: t + 300 * US, client, kind: EventKind::Subscribing { room, after: Some(last_seq) } });
             self.trace.events.push(Event { t_ns: back, client, kind: EventKind::SubscribeRefused { room } });
             self.trace.events.push(Event { t_ns: back + 100 * US, client, kind: EventKind::Subscribing { room, after: Some(last_seq) } });

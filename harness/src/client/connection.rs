@@ -379,8 +379,8 @@ impl<'a> Client<'a> {
             }
         }
         loop {
-            let Some((ws, node)) = self.connect(rec).await else { return };
-            rec.record(EventKind::Connected { node });
+            let Some((ws, node, took_us)) = self.connect(rec).await else { return };
+            rec.record(EventKind::Connected { node, took_us });
             match self.session(ws, rec).await {
                 SessionEnd::Stopped => return,
                 SessionEnd::Broken(code) => {
@@ -417,18 +417,29 @@ impl<'a> Client<'a> {
 
     /// Connect with backoff: the planned node first, then the others in
     /// turn. None when the run stopped, or the client gave up (recorded).
-    async fn connect(&mut self, rec: &mut Recorder) -> Option<(Ws, u32)> {
+    async fn connect(&mut self, rec: &mut Recorder) -> Option<(Ws, u32, u32)> {
         let nodes = self.ctx.urls.len();
         let mut backoff = FIRST_BACKOFF;
         let mut stop = self.ctx.stop.clone();
+        let mut first_try = None;
         for attempt in 0usize.. {
             if *stop.borrow_and_update() {
                 return None;
             }
+            if let Some(pacer) = &self.shared().connect_pacer {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(pacer.reserve()) => {}
+                    _ = stop.changed() => return None,
+                }
+            }
+            let tried = *first_try.get_or_insert_with(tokio::time::Instant::now);
             let node = (self.ctx.plan.node as usize + attempt) % nodes;
             match self.open(&self.ctx.urls[node]).await {
                 Ok(ws) => match self.handshake(ws).await {
-                    Ok(ws) => return Some((ws, node as u32)),
+                    Ok(ws) => {
+                        let took_us = u32::try_from(tried.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        return Some((ws, node as u32, took_us));
+                    }
                     Err(Some(refusal)) => {
                         tracing::warn!(client = self.ctx.plan.id, node, %refusal, "session refused; giving up");
                         self.give_up(rec, None, refusal);
@@ -455,8 +466,11 @@ impl<'a> Client<'a> {
                     tracing::debug!(client = self.ctx.plan.id, node, error = %e, "connect failed");
                 }
             }
+            // Jittered (half to all of it), so clients that failed together
+            // do not all come back together.
+            let wait = backoff.mul_f64(rand::random_range(0.5..=1.0));
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return None,
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -56,6 +56,34 @@ pub(crate) struct Shared {
     /// Trace time of the latest delivery (the drain of a seq-less system
     /// waits for deliveries to stop).
     pub last_delivery_ns: AtomicU64,
+    /// `workload.connect_rate`: every connection attempt waits its turn.
+    pub connect_pacer: Option<Pacer>,
+}
+
+/// Turns at a fixed rate, handed out first come, first served: the n-th
+/// caller since an idle spell goes n periods later. Nothing is saved up
+/// while nobody asks, so a reconnect storm after a quiet minute is paced
+/// too. (A GCRA with no burst, as the `governor` crate has; ten lines here
+/// rather than a dependency with features this does not use.)
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    period: Duration,
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn per_second(rate: f64) -> Self {
+        Self { period: Duration::from_secs_f64(1.0 / rate), next: std::sync::Mutex::new(tokio::time::Instant::now()) }
+    }
+
+    /// The instant of the caller's turn (reserved on return).
+    pub(crate) fn reserve(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut next = self.next.lock().expect("pacer lock");
+        let at = (*next).max(now);
+        *next = at + self.period;
+        at
+    }
 }
 
 impl Shared {
@@ -79,7 +107,14 @@ impl Shared {
             samples: std::sync::Mutex::default(),
             sends_left: plans.iter().map(|p| AtomicU64::new(p.schedule.and_then(|s| s.planned(duration)).unwrap_or(0))).collect(),
             last_delivery_ns: AtomicU64::new(0),
+            connect_pacer: None,
         }
+    }
+
+    /// Pace connection attempts at `rate` per second (None: no pacing).
+    pub(crate) fn with_connect_rate(mut self, rate: Option<f64>) -> Self {
+        self.connect_pacer = rate.map(Pacer::per_second);
+        self
     }
 
     /// Has the system settled: every scheduled send attempted and acked,
@@ -481,6 +516,25 @@ pub(crate) fn upgrade_credentials(c: &crate::scenario::Credentials, client: u32,
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn the_pacer_hands_out_turns_at_its_rate_and_saves_none_up() {
+        let period = Duration::from_millis(10);
+        let pacer = super::Pacer::per_second(100.0);
+        let before = tokio::time::Instant::now();
+        let turns: Vec<tokio::time::Instant> = (0..5).map(|_| pacer.reserve()).collect();
+        assert!(turns[0] >= before);
+        // Never closer than a period (a preempted caller only widens a gap).
+        assert!(turns.windows(2).all(|w| w[1] - w[0] >= period), "{turns:?}");
+        assert!(turns[4] - turns[0] >= 4 * period);
+        // After a quiet spell longer than the turns handed out, the next
+        // turn is now and the one after a full period later: nothing saved
+        // up, no burst.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = tokio::time::Instant::now();
+        let (a, b) = (pacer.reserve(), pacer.reserve());
+        assert!(a >= now && b - a >= period, "{now:?} {a:?} {b:?}");
+    }
+
     #[test]
     fn credentials_are_filled_per_client() {
         let mut c = crate::scenario::Credentials::default();

@@ -340,7 +340,7 @@ mod tests {
             sends.sort();
             let mut events = Vec::new();
             for c in 0..clients.len() as ClientId {
-                events.push(Event { t_ns: 0, client: c, kind: EventKind::Connected { node: 0 } });
+                events.push(Event { t_ns: 0, client: c, kind: EventKind::Connected { node: 0, took_us: 0 } });
             }
             events.push(Event { t_ns: 10, client: 0, kind: EventKind::Subscribing { room: 0, after: None } });
             events.push(Event { t_ns: 20, client: 0, kind: EventKind::Subscribed { room: 0, head: 0, after: None } });

@@ -56,6 +56,7 @@ pub fn evaluate(trace: &Trace, checks: &Checks, ctx: Context) -> ModeReport {
         incomplete_acks: lat.incomplete_acks,
         incomplete_deliveries: lat.incomplete_deliveries,
         incomplete_percent: lat.incomplete_percent(),
+        connect: connect_times(trace),
     };
     let throughput = throughput::measure(&index);
     // The second table: checks judged on a figure against a threshold.
@@ -272,6 +273,20 @@ fn count(trace: &Trace, index: &TraceIndex) -> Counts {
     c
 }
 
+/// How long connections took to open, first attempt to open session
+/// (each `Connected`, reconnects too), in microseconds.
+pub(crate) fn connect_times(trace: &Trace) -> LatencySummary {
+    // Bounded to what `took_us` holds (a u32): `saturating_record` on an
+    // auto-resizing histogram clamps to its initial top, 2 µs (seen).
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, u64::from(u32::MAX), 3).expect("valid histogram bounds");
+    for e in &trace.events {
+        if let EventKind::Connected { took_us, .. } = e.kind {
+            h.saturating_record(u64::from(took_us));
+        }
+    }
+    LatencySummary::from_histogram(&h)
+}
+
 /// At most `max` of `findings`, every kind among them: taken in turn
 /// from each kind, each in its order, then listed in the order they came
 /// (a flood of one kind, 900 leaks, would otherwise hide the ten
@@ -316,6 +331,21 @@ mod tests {
         assert_eq!(kept[10].detail, "u0", "in the order they came");
         assert_eq!(listed(all[..400].to_vec(), 500).len(), 400, "under the cap, all of them");
     }
+    /// Connect times as recorded, seconds included (an auto-resizing
+    /// histogram once clamped every one to 2 µs).
+    #[test]
+    fn connect_times_are_the_recorded_ones() {
+        let mut trace = Trace::default();
+        for (client, took_us) in [(0, 150), (1, 300), (2, 4_000_000), (3, u32::MAX)] {
+            trace.events.push(crate::trace::Event { t_ns: 0, client, kind: EventKind::Connected { node: 0, took_us } });
+        }
+        let c = connect_times(&trace);
+        assert_eq!(c.count, 4);
+        assert_eq!(c.p50_us / 10, 30, "{c:?}");
+        assert!(c.max_us >= u64::from(u32::MAX) * 999 / 1000, "{c:?}");
+        assert_eq!(connect_times(&Trace::default()), LatencySummary::default());
+    }
+
     use crate::check::synthetic::{TraceShape, correct_trace};
     use crate::scenario::HumanDuration;
     use std::time::Duration;

@@ -446,6 +446,11 @@ pub struct LatencyReport {
     /// Censored samples as a share of all samples.
     #[serde(default)]
     pub incomplete_percent: f64,
+    /// Connection set-up: from a connection's first attempt (after its
+    /// `workload.connect_rate` turn) to its open session, failed attempts
+    /// and back-off included; every connection, reconnects too.
+    #[serde(default)]
+    pub connect: LatencySummary,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

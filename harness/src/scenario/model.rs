@@ -903,6 +903,15 @@ pub struct Workload {
     /// Default: none (every scheduled send is made, however late its ack).
     #[serde(default)]
     pub max_pending: Option<u32>,
+    /// New connections per second, over all of this process's clients:
+    /// every connection attempt (the first, and each reconnect) waits for
+    /// its turn, so 100,000 clients do not meet the server's accept queue
+    /// at once (`somaxconn` is often 4096). Default: none (every client
+    /// connects at once). Raise `connect_timeout` to at least
+    /// clients / connect_rate; the report gives the connect-time
+    /// distribution either way.
+    #[serde(default)]
+    pub connect_rate: Option<f64>,
 }
 
 fn default_connect_timeout() -> HumanDuration {

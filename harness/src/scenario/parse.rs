@@ -195,6 +195,23 @@ fn validate(s: &Scenario) -> Result<(), Violation> {
         "need at least 1 subscriber or chatter per room (nothing to check otherwise)".into()
     })?;
     check(!w.connect_timeout.0.is_zero(), &["workload", "connect_timeout"], || "must be longer than 0s".into())?;
+    if let Some(rate) = w.connect_rate {
+        check(rate.is_finite() && rate > 0.0, &["workload", "connect_rate"], || {
+            format!("must be a positive number of connections per second, not {rate} (leave it out for no pacing)")
+        })?;
+        // Late subscribers connect after the start: only the others must be up by then.
+        let late = w.late_subscribers.as_ref().map_or(0, |l| u64::from(l.per_room) * u64::from(w.rooms));
+        let on_time = w.connections() - late;
+        let needs = on_time as f64 / rate;
+        check(needs <= w.connect_timeout.0.as_secs_f64(), &["workload", "connect_timeout"], || {
+            format!(
+                "{on_time} connections at connect_rate {rate}/s take {needs:.0}s to open, longer than connect_timeout ({}s): \
+                 raise connect_timeout to {}s or more, or connect_rate",
+                w.connect_timeout.0.as_secs_f64(),
+                needs.ceil() as u64 + 5
+            )
+        })?;
+    }
     match &w.load {
         Load::Open { rate_per_s } => check(rate_per_s.is_finite() && *rate_per_s > 0.0, &["workload", "load", "open"], || {
             format!("rate_per_s must be a positive number, not {rate_per_s}")
@@ -736,6 +753,9 @@ workload:
             (GOOD.replace("duration: 2s", "duration: 2s\n  churn: {every: 1s, share: 1.5}"), "workload.churn.share"),
             (format!("{GOOD}checks: {{fresh_within: 0s}}\n"), "checks.fresh_within"),
             (GOOD.replace("duration: 2s", "duration: 2s\n  max_pending: 0"), "workload.max_pending"),
+            (GOOD.replace("duration: 2s", "duration: 2s\n  connect_rate: 0"), "workload.connect_rate"),
+            (GOOD.replace("duration: 2s", "duration: 2s\n  connect_rate: -5"), "workload.connect_rate"),
+            (GOOD.replace("duration: 2s", "duration: 2s\n  connect_rate: 0.01\n  connect_timeout: 5s"), "raise connect_timeout to"),
             (
                 GOOD.replace("duration: 2s", "duration: 2s\n  max_pending: 4")
                     .replace("{open: {rate_per_s: 10}}", "{closed: {in_flight: 2}}"),
@@ -754,7 +774,7 @@ workload:
         }
         let fine = GOOD.replace(
             "duration: 2s",
-            "duration: 2s\n  rooms_per_client: 2\n  churn: {every: 1s, share: 0.3, rejoin: head}\n  max_pending: 8",
+            "duration: 2s\n  rooms_per_client: 2\n  churn: {every: 1s, share: 0.3, rejoin: head}\n  max_pending: 8\n  connect_rate: 1",
         );
         assert!(parse_str(&format!("{fine}checks: {{fresh_within: 500ms}}\n"), "t.yaml").is_ok());
     }
