@@ -232,6 +232,17 @@ impl Subscriptions {
         fetches
     }
 
+    /// When the earliest history retry is due, if one is waiting.
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
+        self.rooms
+            .values()
+            .filter_map(|sub| match sub.phase {
+                Phase::Active { retry_at, .. } => retry_at,
+                Phase::Pending { .. } => None,
+            })
+            .min()
+    }
+
     /// Retries due at `now`.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<Fetch> {
         let mut fetches = Vec::new();
@@ -353,9 +364,12 @@ mod tests {
         subs.subscribe(&r, Some(0)).unwrap();
         subs.on_head(&r, 1, head(3));
         let t0 = Instant::now();
+        assert_eq!(subs.next_retry(), None);
         subs.on_page_failed(&r, 1, t0);
+        assert_eq!(subs.next_retry(), Some(t0 + FETCH_RETRY), "the connection's timer wakes for it");
         assert_eq!(subs.due(t0), vec![], "not yet");
         assert_eq!(subs.due(t0 + FETCH_RETRY), vec![fetch("r", 1, 0)]);
+        assert_eq!(subs.next_retry(), None);
         assert_eq!(subs.due(t0 + FETCH_RETRY * 2), vec![], "once");
         // History that lags behind the head: look again later.
         assert_eq!(subs.on_page_message(&r, 1, 1), Some(PageStep::Write));

@@ -237,10 +237,25 @@ impl Connection {
             return self.close(CLOSE_GOING_AWAY, "server shutting down", End::Shutdown).await;
         }
         let mut resync = self.state.hub.resync_signal();
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer, set to the next thing due (was: a 100 ms tick on every
+        // connection, 1M wake-ups a second at 100k mostly idle ones).
+        // Never moved later before it fires: a deadline paced from `now`
+        // (a held-back frame, a token about to expire) would otherwise be
+        // pushed back by every event and never come (seen: an expired token
+        // kept its room while messages flowed). Firing early is harmless:
+        // nothing is due, and it is set again.
+        let mut armed = self.next_wake();
+        let mut fired = false;
+        let timer = tokio::time::sleep_until(armed);
+        tokio::pin!(timer);
         let slow = self.handle.slow.clone();
         loop {
+            let wake = self.next_wake();
+            if fired || wake < armed {
+                timer.as_mut().reset(wake);
+                armed = wake;
+                fired = false;
+            }
             self.enqueue_pending_job();
             // Reading pauses while a send waits for room in the worker's queue.
             let reading = self.pending_job.is_none();
@@ -256,7 +271,7 @@ impl Connection {
                 Some(read) = self.reads.next(), if has_reads => Event::Read(read),
                 frame = stream.next(), if reading => Event::Frame(frame),
                 _ = resync.changed() => Event::Resync,
-                _ = tick.tick() => Event::Tick,
+                _ = &mut timer => Event::Tick,
             };
             let step = match event {
                 Event::Shutdown => return self.close(CLOSE_GOING_AWAY, "server shutting down", End::Shutdown).await,
@@ -291,11 +306,14 @@ impl Connection {
                     self.resync_all();
                     Ok(())
                 }
-                Event::Tick => match self.on_tick().await {
-                    Ok(Some(end)) => return end,
-                    Ok(None) => Ok(()),
-                    Err(stop) => Err(stop),
-                },
+                Event::Tick => {
+                    fired = true;
+                    match self.on_tick().await {
+                        Ok(Some(end)) => return end,
+                        Ok(None) => Ok(()),
+                        Err(stop) => Err(stop),
+                    }
+                }
             };
             match step {
                 Ok(()) => {}
@@ -556,6 +574,28 @@ impl Connection {
             self.state.metrics.subscriptions.dec();
             self.state.fanout.leave(room.as_str());
         }
+    }
+
+    /// When [`Self::on_tick`] has something to do next: a held-back frame
+    /// or a token about to expire at the old tick's pace, else the next
+    /// history retry, idle deadline or ping.
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let limits = self.state.limits;
+        let mut wake = (self.last_heard + limits.idle_timeout).min(self.last_ping + limits.ping_interval);
+        if let Some(retry) = self.subs.next_retry() {
+            wake = wake.min(retry);
+        }
+        if let Access::Granted(grant) = &self.access {
+            // Expiry is in whole seconds of wall time: watched at TICK's
+            // pace from a second before, slept through until then.
+            let left = grant.exp.saturating_sub(crate::auth::now_s());
+            wake = wake.min(if left <= 1 { now + TICK } else { now + Duration::from_secs(left - 1) });
+        }
+        if self.held_back.is_some() {
+            wake = wake.min(now + TICK);
+        }
+        wake
     }
 
     /// Retries that are due, pings, idleness. Some(end) closes the connection.
