@@ -554,6 +554,10 @@ async fn run_command(args: RunArgs, quiet: bool, verbose: bool) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_INFRA);
     }
+    if let Err(e) = crate::resources::ensure_port_range(sockets, u64::from(crate::client::CLIENTS_PER_SOURCE)) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_INFRA);
+    }
     // Nodes this process starts hold these connections too (an external
     // system's limits are its own).
     if scenario.system.external.is_none()

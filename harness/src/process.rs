@@ -207,7 +207,7 @@ pub fn stable_port() -> io::Result<u16> {
 pub const STABLE_PORTS: std::ops::Range<u16> = 20_000..32_768;
 
 /// The kernel's ephemeral port range (Linux's default when unreadable).
-fn ephemeral_range() -> (u16, u16) {
+pub(crate) fn ephemeral_range() -> (u16, u16) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {

@@ -211,6 +211,32 @@ pub(crate) enum FdLimitError {
     NodeLimit { who: String, sockets: u64, nodes: u64, per_node: u64, hard: u64, need_nodes: u64 },
 }
 
+/// Local ports one source address may need beside the clients' (the
+/// nodes' own connections to backends, other programs).
+pub(crate) const PORT_MARGIN: u64 = 1024;
+
+/// Every client connection from one source address takes one of the
+/// kernel's ephemeral ports; the harness moves to the next loopback source
+/// every `per_source` clients. Fail before the run when the range cannot
+/// hold one source's share (a narrowed `net.ipv4.ip_local_port_range`).
+pub(crate) fn ensure_port_range(sockets: u64, per_source: u64) -> Result<(), String> {
+    let (low, high) = crate::process::ephemeral_range();
+    ports_fit(sockets, per_source, (low, high))
+}
+
+fn ports_fit(sockets: u64, per_source: u64, (low, high): (u16, u16)) -> Result<(), String> {
+    let range = u64::from(high.saturating_sub(low)) + 1;
+    let busiest = sockets.min(per_source);
+    if busiest + PORT_MARGIN <= range {
+        return Ok(());
+    }
+    Err(format!(
+        "up to {busiest} client connections share one source address, but the ephemeral port range ({low}-{high}, \
+         net.ipv4.ip_local_port_range) holds {range} ports, {PORT_MARGIN} of them kept for other sockets; \
+         widen it (e.g. `sysctl -w net.ipv4.ip_local_port_range=\"32768 60999\"`) or run fewer clients"
+    ))
+}
+
 /// File descriptors a node keeps besides its client sockets (its listener,
 /// backend and broker connections, logs).
 pub(crate) const NODE_FD_MARGIN: u64 = 128;
@@ -279,6 +305,17 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_port_range_that_cannot_hold_one_source_is_refused() {
+        // Linux's default range holds a full source's share.
+        assert!(ports_fit(100_000, 16_384, (32_768, 60_999)).is_ok());
+        let e = ports_fit(100_000, 16_384, (50_000, 60_000)).unwrap_err();
+        assert!(e.contains("up to 16384 client connections") && e.contains("50000-60000") && e.contains("10001 ports"), "{e}");
+        // Few clients fit a narrow range; the margin counts.
+        assert!(ports_fit(10_001 - PORT_MARGIN, 16_384, (50_000, 60_000)).is_ok());
+        assert!(ports_fit(10_001 - PORT_MARGIN + 1, 16_384, (50_000, 60_000)).is_err());
+    }
 
     #[test]
     fn connections_past_what_a_node_may_hold_are_refused_with_the_nodes_needed() {

@@ -243,7 +243,7 @@ fn permanent_refusal(e: &tungstenite::Error) -> Option<u16> {
 /// takes at most one connection per source port from each source address,
 /// and the ephemeral range has 28,232 ports (32768–60999), so past this
 /// many clients a run spreads its connections over 127.0.0.2, .3, ...
-pub(super) const CLIENTS_PER_SOURCE: u32 = 16_384;
+pub(crate) const CLIENTS_PER_SOURCE: u32 = 16_384;
 
 /// The loopback address client `n` (its run-wide number, unique across
 /// shards) connects from, when not the default 127.0.0.1.

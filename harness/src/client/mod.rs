@@ -7,6 +7,7 @@ mod intruder;
 mod plan;
 pub(crate) mod text;
 
+pub(crate) use connection::CLIENTS_PER_SOURCE;
 pub(crate) use plan::{ClientPlan, Schedule, plan_clients, plan_intruders, rooms_of, shard_plans};
 
 use crate::scenario::Workload;
