@@ -71,15 +71,19 @@ pub(crate) fn spawn_sampler() -> (tokio::sync::oneshot::Sender<()>, tokio::task:
                 _ = &mut stopped => break,
                 _ = tick.tick() => {}
             }
+            // Read first, then stamp: on a loaded machine reading /proc takes
+            // long, and ticks stamped with a time from before the read made a
+            // process look busier than all cores (seen: 667 % on 2 cores).
+            let tree = process_tree(std::process::id());
             let now = Instant::now();
             let mut by_name: HashMap<String, (f64, u64)> = HashMap::new();
-            for p in process_tree(std::process::id()) {
+            for p in tree {
                 let Some((ticks, at)) = last.insert(p.pid, (p.cpu_ticks, now)) else { continue };
                 let secs = now.duration_since(at).as_secs_f64();
                 if secs <= 0.0 {
                     continue;
                 }
-                let cpu = (p.cpu_ticks.saturating_sub(ticks)) as f64 / clock_ticks_per_s() / secs * 100.0;
+                let cpu = cpu_percent(p.cpu_ticks.saturating_sub(ticks), secs);
                 let entry = by_name.entry(p.name).or_default();
                 entry.0 += cpu;
                 entry.1 += p.rss_kib;
@@ -95,6 +99,13 @@ pub(crate) fn spawn_sampler() -> (tokio::sync::oneshot::Sender<()>, tokio::task:
         samples
     });
     (stop, task)
+}
+
+/// CPU use over `secs` from clock ticks, at most every core's worth (what
+/// is left of the sampling skew).
+fn cpu_percent(ticks: u64, secs: f64) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    (ticks as f64 / clock_ticks_per_s() / secs * 100.0).min(cores * 100.0)
 }
 
 fn clock_ticks_per_s() -> f64 {
@@ -305,6 +316,14 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn cpu_is_at_most_every_core() {
+        let cores = std::thread::available_parallelism().unwrap().get() as f64;
+        let per_s = clock_ticks_per_s();
+        assert_eq!(cpu_percent(per_s as u64, 1.0), 100.0_f64.min(cores * 100.0));
+        assert_eq!(cpu_percent(per_s as u64 * 64, 0.5), cores * 100.0, "a late stamp cannot claim more than the machine has");
+    }
 
     #[test]
     fn a_port_range_that_cannot_hold_one_source_is_refused() {
