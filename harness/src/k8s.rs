@@ -52,6 +52,63 @@ pub(crate) struct RenderOptions {
     pub storage_class: Option<String>,
 }
 
+/// What one shard pod holds and needs: its connections (the busiest
+/// shard's: rooms go round-robin), its nodes' share, the open files each
+/// process needs, and the memory the figures measured on one machine
+/// give (`scenarios/scale/100k.yaml`: harness 15.6 KiB and node 25.1 KiB
+/// per connection, gross; rounded up here, plus a base per process).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sizing {
+    pub connections: u64,
+    pub nodes: u64,
+    pub per_node: u64,
+    pub harness_files: u64,
+    pub node_files: u64,
+    pub memory_mib: u64,
+}
+
+const HARNESS_KIB_PER_CONNECTION: u64 = 16;
+const NODE_KIB_PER_CONNECTION: u64 = 26;
+const BASE_MIB_PER_PROCESS: u64 = 64;
+
+pub(crate) fn sizing(scenario: &Scenario, shards: u32) -> Sizing {
+    let rooms = scenario.workload.rooms.div_ceil(shards.max(1));
+    let connections = scenario.workload.connections_in(rooms);
+    let nodes = u64::from(scenario.topology.nodes.max(1));
+    let per_node = connections.div_ceil(nodes);
+    let kib = connections * HARNESS_KIB_PER_CONNECTION + nodes * per_node * NODE_KIB_PER_CONNECTION;
+    Sizing {
+        connections,
+        nodes,
+        per_node,
+        harness_files: connections + crate::resources::FD_MARGIN,
+        node_files: per_node + crate::resources::NODE_FD_MARGIN,
+        memory_mib: kib.div_ceil(1024) + (nodes + 1) * BASE_MIB_PER_PROCESS,
+    }
+}
+
+/// A Kubernetes memory quantity in MiB (`2Gi`, `1536Mi`, `4G`, bytes);
+/// None for a form not read here (then nothing is checked).
+fn quantity_mib(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let bytes = match unit {
+        "" => n,
+        "Ki" => n << 10,
+        "Mi" => n << 20,
+        "Gi" => n << 30,
+        "Ti" => n << 40,
+        "k" => n * 1_000,
+        "M" => n * 1_000_000,
+        "G" => n * 1_000_000_000,
+        "T" => n * 1_000_000_000_000,
+        _ => return None,
+    };
+    Some(bytes >> 20)
+}
+
 /// Kubernetes names: lower-case DNS-1123 labels.
 pub(crate) fn dns_label(s: &str) -> String {
     let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
@@ -94,6 +151,21 @@ pub(crate) fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions
     }
     if o.mode == crate::scenario::Mode::Kafka && o.kafka_bootstrap.is_none() && scenario.topology.kafka.bootstrap.is_none() {
         anyhow::bail!("kafka mode needs --kafka-bootstrap (the shards share one Kafka)");
+    }
+    let size = sizing(scenario, o.shards);
+    if let Some(limit) = quantity_mib(&o.memory)
+        && limit < size.memory_mib
+    {
+        anyhow::bail!(
+            "each shard pod holds up to {} connections and {} node(s) of {} each: about {} MiB at the bytes per connection \
+             measured on one machine, but --memory is {} ({limit} MiB); give --memory {}Mi or more, or more --shards",
+            size.connections,
+            size.nodes,
+            size.per_node,
+            size.memory_mib,
+            o.memory,
+            size.memory_mib.div_ceil(256) * 256
+        );
     }
     let name = format!("chatbench-{}", dns_label(&scenario.name));
     let start = rfc3339(o.start_at_unix_ns / 1_000_000_000 * 1_000_000_000);
@@ -230,11 +302,20 @@ pub(crate) fn render(scenario: &Scenario, scenario_text: &str, o: &RenderOptions
         },
     }));
     let mut out = format!(
-        "# chatbench {}: scenario {:?}, mode {}, {} shards starting {start}\n# apply: kubectl apply -f -; verdict: kubectl wait --for=condition=complete job/{name}-merge\n",
+        "# chatbench {}: scenario {:?}, mode {}, {} shards starting {start}\n# apply: kubectl apply -f -; verdict: kubectl wait --for=condition=complete job/{name}-merge\n\
+         # per shard pod: up to {} connections, {} node(s) of {}; open files: harness {}, each node {} (the pod's nofile limit); \
+         memory about {} MiB (requested: {}); client sockets bind 127.0.0.x in the pod's own network namespace\n",
         env!("CARGO_PKG_VERSION"),
         scenario.name,
         o.mode,
-        o.shards
+        o.shards,
+        size.connections,
+        size.nodes,
+        size.per_node,
+        size.harness_files,
+        size.node_files,
+        size.memory_mib,
+        o.memory,
     );
     // Plain quoted scalars: serde-saphyr 0.0.14 mis-indents the folded
     // block scalars it would pick for long strings inside sequences.
@@ -277,6 +358,38 @@ mod tests {
 
     fn scenario() -> Scenario {
         crate::scenario::parse_str(SCENARIO, "test.yaml").expect("a valid scenario")
+    }
+
+    #[test]
+    fn a_million_connections_are_sized_per_pod_and_too_little_memory_is_refused() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/scale/1m.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let million = crate::scenario::parse_str(&text, "1m.yaml").unwrap();
+        assert_eq!(million.workload.connections(), 1_000_000);
+        let size = sizing(&million, 64);
+        // 10,000 rooms over 64 shards: the busiest has 157 rooms of 100.
+        assert_eq!((size.connections, size.nodes, size.per_node), (15_700, 2, 7_850));
+        assert_eq!((size.harness_files, size.node_files), (15_956, 7_978));
+        // 15,700 x 16 KiB + 2 x 7,850 x 26 KiB = 644 MiB, and 64 MiB for each of 3 processes.
+        assert_eq!(size.memory_mib, 836);
+        let o = RenderOptions { shards: 64, memory: "512Mi".into(), ..options() };
+        let e = render(&million, &text, &o).unwrap_err().to_string();
+        assert!(e.contains("15700 connections") && e.contains("about 836 MiB") && e.contains("--memory 1024Mi or more"), "{e}");
+        let yaml = render(&million, &text, &RenderOptions { shards: 64, memory: "2Gi".into(), ..options() }).unwrap();
+        assert!(
+            yaml.contains("# per shard pod: up to 15700 connections, 2 node(s) of 7850; open files: harness 15956, each node 7978"),
+            "{yaml}"
+        );
+        assert_eq!(parse_documents(&yaml).unwrap()[2]["spec"]["completions"], 64);
+    }
+
+    #[test]
+    fn memory_quantities_are_read_in_mib() {
+        assert_eq!(quantity_mib("2Gi"), Some(2048));
+        assert_eq!(quantity_mib("1536Mi"), Some(1536));
+        assert_eq!(quantity_mib("4G"), Some(3814));
+        assert_eq!(quantity_mib("1073741824"), Some(1024));
+        assert_eq!(quantity_mib("1.5Gi"), None, "not read: not checked");
     }
 
     #[test]

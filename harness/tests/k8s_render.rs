@@ -76,7 +76,24 @@ fn rendered_manifests_pass_strict_schema_validation_and_a_broken_copy_fails() {
             "2026-12-01T12:00:00Z",
         ],
     );
-    for file in [&changestream, &kafka] {
+    // 1,000,000 connections over 64 shard pods, sized per pod.
+    let million = rendered(
+        dir.path(),
+        "million.yaml",
+        &[
+            "scenarios/scale/1m.yaml",
+            "--shards",
+            "64",
+            "--memory",
+            "2Gi",
+            "--image",
+            "registry.example/chatbench:0.1.0",
+            "--mongo-uri-secret",
+            "mongo/uri",
+        ],
+    );
+    assert!(std::fs::read_to_string(&million).unwrap().contains("# per shard pod: up to 15700 connections"));
+    for file in [&changestream, &kafka, &million] {
         for version in VERSIONS {
             let o = validate(file, version);
             assert!(o.status.success(), "{} against {version}: {}", file.display(), text(&o));
