@@ -46,6 +46,14 @@ pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 const HISTORY_PAGE: u32 = 500;
 /// How often timers (retries, pings, idleness) are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// When to look at a token with `left_s` whole seconds to live: at TICK's
+/// pace in its last second, else a second before; at most an hour ahead
+/// (a token that never expires, `exp` near u64::MAX, must not overflow
+/// the clock).
+fn expiry_wake(now: Instant, left_s: u64) -> Instant {
+    if left_s <= 1 { now + TICK } else { now + Duration::from_secs((left_s - 1).min(3600)) }
+}
+
 /// How long a close frame may wait for a client that is not reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Rooms whose sends may be blocked by an earlier failure at once.
@@ -589,8 +597,7 @@ impl Connection {
         if let Access::Granted(grant) = &self.access {
             // Expiry is in whole seconds of wall time: watched at TICK's
             // pace from a second before, slept through until then.
-            let left = grant.exp.saturating_sub(crate::auth::now_s());
-            wake = wake.min(if left <= 1 { now + TICK } else { now + Duration::from_secs(left - 1) });
+            wake = wake.min(expiry_wake(now, grant.exp.saturating_sub(crate::auth::now_s())));
         }
         if self.held_back.is_some() {
             wake = wake.min(now + TICK);
@@ -811,4 +818,18 @@ fn send_error(job: &SendJob, code: ErrorCode, message: String) -> Utf8Bytes {
     err.id = Some(job.id.as_str().to_owned());
     err.room = Some(job.room.to_string());
     Utf8Bytes::from(err.to_frame())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_watched_at_the_tick_in_its_last_second_and_never_overflows_the_clock() {
+        let now = Instant::now();
+        assert_eq!(expiry_wake(now, 0), now + TICK);
+        assert_eq!(expiry_wake(now, 1), now + TICK);
+        assert_eq!(expiry_wake(now, 30), now + Duration::from_secs(29));
+        assert_eq!(expiry_wake(now, u64::MAX), now + Duration::from_secs(3600), "a token that never expires");
+    }
 }
