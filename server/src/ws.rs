@@ -54,6 +54,13 @@ fn expiry_wake(now: Instant, left_s: u64) -> Instant {
     if left_s <= 1 { now + TICK } else { now + Duration::from_secs((left_s - 1).min(3600)) }
 }
 
+/// `t + d`, or an hour from now when that is past what the clock holds
+/// (`--idle-timeout` and `--ping-interval` take any duration; the old
+/// tick compared elapsed times and never added them).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+}
+
 /// How long a close frame may wait for a client that is not reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Rooms whose sends may be blocked by an earlier failure at once.
@@ -590,7 +597,7 @@ impl Connection {
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
         let limits = self.state.limits;
-        let mut wake = (self.last_heard + limits.idle_timeout).min(self.last_ping + limits.ping_interval);
+        let mut wake = later(self.last_heard, limits.idle_timeout).min(later(self.last_ping, limits.ping_interval));
         if let Some(retry) = self.subs.next_retry() {
             wake = wake.min(retry);
         }
@@ -831,5 +838,13 @@ mod tests {
         assert_eq!(expiry_wake(now, 1), now + TICK);
         assert_eq!(expiry_wake(now, 30), now + Duration::from_secs(29));
         assert_eq!(expiry_wake(now, u64::MAX), now + Duration::from_secs(3600), "a token that never expires");
+    }
+
+    #[test]
+    fn a_limit_past_what_the_clock_holds_does_not_overflow_it() {
+        let now = Instant::now();
+        assert_eq!(later(now, Duration::from_secs(15)), now + Duration::from_secs(15));
+        let far = later(now, Duration::MAX);
+        assert!(far > now && far <= Instant::now() + Duration::from_secs(3600), "{far:?}");
     }
 }
